@@ -1,0 +1,73 @@
+//! `ShoppingCarts`: the cart aggregate. Keyed by cart id.
+//!
+//! In: cart create and set-item commands. Out: cart events and rejections.
+//! Invariant: a cart line has a positive quantity; quantity 0 removes the line.
+
+use std::collections::{BTreeMap, HashMap};
+
+use serde::{Deserialize, Serialize};
+use timely::dataflow::Stream;
+
+use crate::model::*;
+use crate::ordered::{key_hash, KeyedOrdered};
+
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct CartIn {
+    pub seq: Seq,
+    pub ts: Ts,
+    pub command: Command,
+}
+
+pub trait ShoppingCarts<'scope> {
+    fn shopping_carts(self) -> Stream<'scope, Time, Vec<Result<Event, Rejection>>>;
+}
+
+fn cart_id_of(command: &Command) -> &str {
+    match command {
+        Command::CreateCart { cart_id, .. } | Command::SetCartItem { cart_id, .. } => cart_id,
+        _ => "",
+    }
+}
+
+impl<'scope> ShoppingCarts<'scope> for Stream<'scope, Time, Vec<CartIn>> {
+    fn shopping_carts(self) -> Stream<'scope, Time, Vec<Result<Event, Rejection>>> {
+        let mut carts: HashMap<String, BTreeMap<String, i64>> = HashMap::new();
+        self.keyed_ordered(
+            "ShoppingCarts",
+            |input: &CartIn| key_hash(cart_id_of(&input.command)),
+            move |_time, inputs, out| {
+                for CartIn { seq, ts, command } in inputs {
+                    let event = |body| Ok(Event { seq, phase: 0, sub: 0, ts, body });
+                    let reject = |kind, detail: String| Err(Rejection { seq, ts, kind, detail });
+                    match command {
+                        Command::CreateCart { cart_id, user_id } => {
+                            if carts.contains_key(&cart_id) {
+                                out.push(reject(RejectionKind::Conflict { code: "cart_exists".into() }, format!("cart {cart_id} already exists")));
+                                continue;
+                            }
+                            carts.insert(cart_id.clone(), BTreeMap::new());
+                            out.push(event(EventBody::CartCreated { cart_id, user_id }));
+                        }
+                        Command::SetCartItem { cart_id, product_id, quantity } => {
+                            let Some(cart) = carts.get_mut(&cart_id) else {
+                                out.push(reject(RejectionKind::NotFound, format!("cart {cart_id} does not exist")));
+                                continue;
+                            };
+                            if quantity < 0 {
+                                out.push(reject(RejectionKind::Invalid { field: "quantity".into() }, "quantity must not be negative".into()));
+                                continue;
+                            }
+                            if quantity == 0 {
+                                cart.remove(&product_id);
+                            } else {
+                                cart.insert(product_id.clone(), quantity);
+                            }
+                            out.push(event(EventBody::CartUpdated { cart_id, product_id, quantity }));
+                        }
+                        _ => {}
+                    }
+                }
+            },
+        )
+    }
+}

@@ -1,0 +1,289 @@
+//! `ReserveStock`: the product aggregate. Keyed by product id.
+//!
+//! In: catalog commands (create, update, adjust) and the saga's stock requests
+//! (reserve a line, release it, deduct it on delivery), at the time of the batch.
+//! Out: product and inventory events, replies to the order saga, rejections.
+//!
+//! Invariant: `0 <= reserved <= on_hand` for every product at every time; a reserve
+//! request is granted in log order, first come first served, only if the whole line
+//! fits into what is available. Granting all lines of an order or none is the saga's
+//! job (`orders.rs`): it releases the granted lines of an order that lost any line.
+
+use std::collections::HashMap;
+
+use serde::{Deserialize, Serialize};
+use timely::dataflow::Stream;
+
+use crate::model::*;
+use crate::ordered::{key_hash, KeyedOrdered};
+
+/// A request to the product aggregate, ordered by the command that caused it.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct CatalogIn {
+    pub seq: Seq,
+    pub phase: u8,
+    pub sub: u16,
+    pub ts: Ts,
+    pub op: CatalogOp,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum CatalogOp {
+    Create {
+        product_id: String,
+        sku: String,
+        name: String,
+        price_cents: i64,
+        currency: String,
+        initial_stock: i64,
+        warehouse_id: Option<String>,
+        reorder_point: i64,
+    },
+    Update {
+        product_id: String,
+        sku: Option<String>,
+        name: Option<String>,
+        price_cents: Option<i64>,
+        currency: Option<String>,
+        reorder_point: Option<i64>,
+    },
+    Adjust {
+        product_id: String,
+        delta: i64,
+        reason: String,
+    },
+    Reserve {
+        product_id: String,
+        order_id: String,
+        line: u16,
+        quantity: i64,
+    },
+    Release {
+        product_id: String,
+        order_id: String,
+        quantity: i64,
+    },
+    Deduct {
+        product_id: String,
+        order_id: String,
+        quantity: i64,
+    },
+}
+
+impl CatalogOp {
+    pub fn product_id(&self) -> &str {
+        match self {
+            CatalogOp::Create { product_id, .. }
+            | CatalogOp::Update { product_id, .. }
+            | CatalogOp::Adjust { product_id, .. }
+            | CatalogOp::Reserve { product_id, .. }
+            | CatalogOp::Release { product_id, .. }
+            | CatalogOp::Deduct { product_id, .. } => product_id,
+        }
+    }
+}
+
+/// The product aggregate's answer to one reserve request.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct StockReply {
+    pub order_id: String,
+    pub seq: Seq,
+    pub ts: Ts,
+    pub line: u16,
+    pub product_id: String,
+    pub quantity: i64,
+    /// The priced line when granted; otherwise why not.
+    pub outcome: Result<PricedLine, CancelReason>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum CatalogOut {
+    Event(Event),
+    Reply(StockReply),
+    Rejected(Rejection),
+}
+
+#[derive(Clone, Debug)]
+struct Product {
+    sku: String,
+    name: String,
+    price_cents: i64,
+    currency: String,
+    reorder_point: i64,
+    on_hand: i64,
+    reserved: i64,
+}
+
+impl Product {
+    fn available(&self) -> i64 {
+        self.on_hand - self.reserved
+    }
+}
+
+pub trait ReserveStock<'scope> {
+    /// Runs the product aggregate over `self`; see the module docs.
+    fn reserve_stock(self) -> Stream<'scope, Time, Vec<CatalogOut>>;
+}
+
+impl<'scope> ReserveStock<'scope> for Stream<'scope, Time, Vec<CatalogIn>> {
+    fn reserve_stock(self) -> Stream<'scope, Time, Vec<CatalogOut>> {
+        let mut products: HashMap<String, Product> = HashMap::new();
+        self.keyed_ordered(
+            "ReserveStock",
+            |request: &CatalogIn| key_hash(request.op.product_id()),
+            move |_time, requests, out| {
+                for request in requests {
+                    decide(&mut products, request, out);
+                }
+            },
+        )
+    }
+}
+
+struct Emitter<'a> {
+    seq: Seq,
+    phase: u8,
+    sub: u16,
+    ts: Ts,
+    out: &'a mut Vec<CatalogOut>,
+}
+
+impl Emitter<'_> {
+    fn event(&mut self, body: EventBody) {
+        self.out.push(CatalogOut::Event(Event { seq: self.seq, phase: self.phase, sub: self.sub, ts: self.ts, body }));
+        self.sub += 1;
+    }
+
+    fn reject(&mut self, kind: RejectionKind, detail: impl Into<String>) {
+        self.out.push(CatalogOut::Rejected(Rejection { seq: self.seq, ts: self.ts, kind, detail: detail.into() }));
+    }
+
+    /// `inventory.low_stock` when availability crosses the reorder point downwards.
+    fn low_stock_check(&mut self, product_id: &str, before: i64, product: &Product) {
+        let after = product.available();
+        if before > product.reorder_point && after <= product.reorder_point {
+            self.event(EventBody::LowStock {
+                product_id: product_id.to_string(),
+                available: after,
+                reorder_point: product.reorder_point,
+            });
+        }
+    }
+}
+
+fn decide(products: &mut HashMap<String, Product>, request: CatalogIn, out: &mut Vec<CatalogOut>) {
+    // Sub-indices of a line's events leave room for several events per line.
+    let mut emit = Emitter { seq: request.seq, phase: request.phase, sub: request.sub.saturating_mul(8), ts: request.ts, out };
+    match request.op {
+        CatalogOp::Create { product_id, sku, name, price_cents, currency, initial_stock, warehouse_id, reorder_point } => {
+            if products.contains_key(&product_id) {
+                emit.reject(RejectionKind::Conflict { code: "product_exists".into() }, format!("product {product_id} already exists"));
+                return;
+            }
+            emit.event(EventBody::ProductCreated {
+                product_id: product_id.clone(),
+                sku: sku.clone(),
+                name: name.clone(),
+                price_cents,
+                currency: currency.clone(),
+                reorder_point,
+                warehouse_id,
+            });
+            let product = Product { sku, name, price_cents, currency, reorder_point, on_hand: initial_stock, reserved: 0 };
+            if initial_stock != 0 {
+                emit.event(EventBody::StockAdjusted { product_id: product_id.clone(), delta: initial_stock, reason: "initial_stock".into() });
+            }
+            products.insert(product_id, product);
+        }
+        CatalogOp::Update { product_id, sku, name, price_cents, currency, reorder_point } => {
+            let Some(product) = products.get_mut(&product_id) else {
+                emit.reject(RejectionKind::NotFound, format!("product {product_id} does not exist"));
+                return;
+            };
+            if let Some(sku) = sku {
+                product.sku = sku;
+            }
+            if let Some(name) = name {
+                product.name = name;
+            }
+            if let Some(price_cents) = price_cents {
+                product.price_cents = price_cents;
+            }
+            if let Some(currency) = currency {
+                product.currency = currency;
+            }
+            if let Some(reorder_point) = reorder_point {
+                product.reorder_point = reorder_point;
+            }
+            emit.event(EventBody::ProductUpdated {
+                product_id,
+                sku: product.sku.clone(),
+                name: product.name.clone(),
+                price_cents: product.price_cents,
+                currency: product.currency.clone(),
+                reorder_point: product.reorder_point,
+            });
+        }
+        CatalogOp::Adjust { product_id, delta, reason } => {
+            let Some(product) = products.get_mut(&product_id) else {
+                emit.reject(RejectionKind::NotFound, format!("product {product_id} does not exist"));
+                return;
+            };
+            let before = product.available();
+            if product.on_hand + delta < product.reserved {
+                emit.reject(
+                    RejectionKind::Conflict { code: "insufficient_stock".into() },
+                    format!(
+                        "adjusting by {delta} would leave {} on hand for {} reserved",
+                        product.on_hand + delta,
+                        product.reserved
+                    ),
+                );
+                return;
+            }
+            product.on_hand += delta;
+            emit.event(EventBody::StockAdjusted { product_id: product_id.clone(), delta, reason });
+            emit.low_stock_check(&product_id, before, product);
+        }
+        CatalogOp::Reserve { product_id, order_id, line, quantity } => {
+            let outcome = match products.get_mut(&product_id) {
+                None => Err(CancelReason::InvalidItems),
+                Some(product) if quantity <= 0 => {
+                    let _ = product;
+                    Err(CancelReason::InvalidItems)
+                }
+                Some(product) if product.available() < quantity => Err(CancelReason::OutOfStock),
+                Some(product) => {
+                    let before = product.available();
+                    product.reserved += quantity;
+                    emit.event(EventBody::InventoryReserved { product_id: product_id.clone(), order_id: order_id.clone(), quantity });
+                    emit.low_stock_check(&product_id, before, product);
+                    Ok(PricedLine {
+                        product_id: product_id.clone(),
+                        quantity,
+                        unit_price_cents: product.price_cents,
+                        currency: product.currency.clone(),
+                    })
+                }
+            };
+            emit.out.push(CatalogOut::Reply(StockReply { order_id, seq: request.seq, ts: request.ts, line, product_id, quantity, outcome }));
+        }
+        CatalogOp::Release { product_id, order_id, quantity } => {
+            if let Some(product) = products.get_mut(&product_id) {
+                // The saga only releases what it was granted; the clamp keeps the invariant
+                // even if a release were ever replayed twice.
+                let quantity = quantity.min(product.reserved);
+                product.reserved -= quantity;
+                emit.event(EventBody::InventoryReleased { product_id, order_id, quantity });
+            }
+        }
+        CatalogOp::Deduct { product_id, order_id, quantity } => {
+            if let Some(product) = products.get_mut(&product_id) {
+                let quantity = quantity.min(product.reserved);
+                product.reserved -= quantity;
+                product.on_hand -= quantity;
+                emit.event(EventBody::InventoryDeducted { product_id, order_id, quantity });
+            }
+        }
+    }
+}

@@ -1,0 +1,237 @@
+//! The whole tidemark dataflow: commands in; events, view rows and rejections out.
+
+use differential_dataflow::collection::AsCollection;
+use differential_dataflow::VecCollection;
+use timely::dataflow::channels::pact::Pipeline;
+use timely::dataflow::operators::generic::Operator;
+use timely::dataflow::operators::vec::Map;
+use timely::dataflow::operators::{Concat, ConnectLoop, Feedback};
+use timely::dataflow::{Scope, Stream};
+
+use crate::carts::{CartIn, ShoppingCarts};
+use crate::catalog::{CatalogIn, CatalogOp, CatalogOut, ReserveStock, StockReply};
+use crate::model::*;
+use crate::ordered::{key_hash, KeyedOrdered};
+use crate::orders::{command_order_id, OrderFulfillment, OrderIn, OrderOp, OrderOut};
+use crate::users::{email_key, ClaimEmail, EmailIn, EmailOp, UserAccounts, UserIn, UserOut};
+use crate::views::{fold, stock_deltas, view_keys, IdempotencyRow, Row, StockRow};
+
+/// A command as it enters the dataflow: its log position, its batch timestamp, itself.
+pub type Record = (Seq, Ts, Envelope);
+
+pub struct Outputs<'scope> {
+    pub events: Stream<'scope, Time, Vec<Event>>,
+    pub rejections: Stream<'scope, Time, Vec<Rejection>>,
+    pub rows: VecCollection<'scope, Time, Row, isize>,
+}
+
+/// What the idempotency stage lets through, refuses, or records.
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
+enum Admitted {
+    Pass(Seq, Ts, Command),
+    Rejected(Rejection),
+    Recorded(IdempotencyRow),
+}
+
+/// Builds the dataflow over `commands` in `scope`.
+pub fn build<'scope>(scope: Scope<'scope, Time>, commands: Stream<'scope, Time, Vec<Record>>) -> Outputs<'scope> {
+    // Idempotency: the first command with a key wins; later ones are refused as duplicates.
+    let admitted = commands.keyed_ordered(
+        "Idempotency",
+        |(seq, _, envelope): &Record| match &envelope.idempotency {
+            Some(idempotency) => key_hash(&idempotency.key),
+            None => *seq,
+        },
+        {
+            let mut first: std::collections::HashMap<String, (Seq, String)> = Default::default();
+            move |_time, records, out: &mut Vec<Admitted>| {
+                for (seq, ts, envelope) in records {
+                    let Some(key) = envelope.idempotency else {
+                        out.push(Admitted::Pass(seq, ts, envelope.command));
+                        continue;
+                    };
+                    match first.get(&key.key) {
+                        Some((first_seq, fingerprint)) => out.push(Admitted::Rejected(Rejection {
+                            seq,
+                            ts,
+                            kind: RejectionKind::Duplicate { first_seq: *first_seq, same_request: *fingerprint == key.fingerprint },
+                            detail: "this Idempotency-Key was used before".into(),
+                        })),
+                        None => {
+                            first.insert(key.key.clone(), (seq, key.fingerprint.clone()));
+                            out.push(Admitted::Recorded(IdempotencyRow { key: key.key, fingerprint: key.fingerprint, first_seq: seq }));
+                            out.push(Admitted::Pass(seq, ts, envelope.command));
+                        }
+                    }
+                }
+            }
+        },
+    );
+    let passed = admitted.clone().flat_map(|admitted| match admitted {
+        Admitted::Pass(seq, ts, command) => Some((seq, ts, command)),
+        _ => None,
+    });
+
+    // Orders and stock, with the product aggregate's replies fed back one round later.
+    let (reply_loop, replies) = scope.feedback::<Vec<StockReply>>(1);
+    let order_in = passed
+        .clone()
+        .flat_map(|(seq, ts, command)| {
+            command_order_id(&command).is_some().then(|| OrderIn { seq, phase: 0, sub: 0, ts, op: OrderOp::Command(command) })
+        })
+        .concat(replies.map(|reply| OrderIn { seq: reply.seq, phase: 1, sub: reply.line, ts: reply.ts, op: OrderOp::Reply(reply) }));
+    let order_out = order_in.order_fulfillment();
+    let catalog_in = passed
+        .clone()
+        .flat_map(|(seq, ts, command)| catalog_op(command).map(|op| CatalogIn { seq, phase: 0, sub: 0, ts, op }))
+        .concat(order_out.clone().flat_map(|out| match out {
+            OrderOut::Stock(request) => Some(request),
+            _ => None,
+        }));
+    let catalog_out = catalog_in.reserve_stock();
+    catalog_out
+        .clone()
+        .flat_map(|out| match out {
+            CatalogOut::Reply(reply) => Some(reply),
+            _ => None,
+        })
+        .connect_loop(reply_loop);
+
+    // Users, with released e-mail addresses fed back one round later.
+    let (release_loop, releases) = scope.feedback::<Vec<EmailIn>>(1);
+    let email_in = passed
+        .clone()
+        .flat_map(|(seq, ts, command)| match &command {
+            Command::CreateUser { user_id, email, .. } | Command::UpdateUser { user_id, email: Some(email), .. } => Some(EmailIn {
+                seq,
+                phase: 0,
+                ts,
+                email: email_key(email),
+                op: EmailOp::Claim { user_id: user_id.clone(), then: command.clone() },
+            }),
+            _ => None,
+        })
+        .concat(releases);
+    let (claimed, email_rejections) = email_in.claim_email();
+    let user_in = passed
+        .clone()
+        .flat_map(|(seq, ts, command)| match command {
+            Command::UpdateUser { email: None, .. } | Command::DeleteUser { .. } => Some(UserIn { seq, ts, command }),
+            _ => None,
+        })
+        .concat(claimed);
+    let user_out = user_in.user_accounts();
+    user_out
+        .clone()
+        .flat_map(|out| match out {
+            UserOut::Release(release) => Some(release),
+            _ => None,
+        })
+        .connect_loop(release_loop);
+
+    let cart_out = passed
+        .flat_map(|(seq, ts, command)| {
+            matches!(command, Command::CreateCart { .. } | Command::SetCartItem { .. }).then_some(CartIn { seq, ts, command })
+        })
+        .shopping_carts();
+
+    let events = order_out
+        .clone()
+        .flat_map(|out| match out {
+            OrderOut::Event(event) => Some(event),
+            _ => None,
+        })
+        .concat(catalog_out.clone().flat_map(|out| match out {
+            CatalogOut::Event(event) => Some(event),
+            _ => None,
+        }))
+        .concat(user_out.clone().flat_map(|out| match out {
+            UserOut::Event(event) => Some(event),
+            _ => None,
+        }))
+        .concat(cart_out.clone().flat_map(Result::ok));
+
+    let rejections = admitted
+        .clone()
+        .flat_map(|admitted| match admitted {
+            Admitted::Rejected(rejection) => Some(rejection),
+            _ => None,
+        })
+        .concat(order_out.flat_map(|out| match out {
+            OrderOut::Rejected(rejection) => Some(rejection),
+            _ => None,
+        }))
+        .concat(catalog_out.flat_map(|out| match out {
+            CatalogOut::Rejected(rejection) => Some(rejection),
+            _ => None,
+        }))
+        .concat(user_out.flat_map(|out| match out {
+            UserOut::Rejected(rejection) => Some(rejection),
+            _ => None,
+        }))
+        .concat(email_rejections)
+        .concat(cart_out.flat_map(Result::err));
+
+    let idempotency = admitted
+        .flat_map(|admitted| match admitted {
+            Admitted::Recorded(row) => Some(Row::Idempotency(row)),
+            _ => None,
+        })
+        .with_times()
+        .as_collection();
+
+    let rows = read_models(events.clone()).concat(idempotency);
+    Outputs { events, rejections, rows }
+}
+
+/// The read models over the event collection; see `views.rs`.
+pub fn read_models<'scope>(events: Stream<'scope, Time, Vec<Event>>) -> VecCollection<'scope, Time, Row, isize> {
+    let events = events.with_times().as_collection();
+    let folded = events
+        .clone()
+        .flat_map(|event: Event| view_keys(&event.body).into_iter().map(move |key| (key, event.clone())))
+        .reduce_named("ReadModels", |key, events, output| {
+            if let Some(row) = fold(key, events.iter().map(|(event, _)| *event)) {
+                output.push((row, 1isize));
+            }
+        })
+        .map(|(_key, row)| row);
+    let stock = events
+        .explode(|event: Event| {
+            stock_deltas(&event.body).into_iter().map(|(product_id, measure, delta)| ((product_id, measure), delta as isize))
+        })
+        .count()
+        .map(|((product_id, measure), quantity)| Row::Stock(StockRow { product_id, measure, quantity: quantity as i64 }));
+    folded.concat(stock)
+}
+
+fn catalog_op(command: Command) -> Option<CatalogOp> {
+    match command {
+        Command::CreateProduct { product_id, sku, name, price_cents, currency, initial_stock, warehouse_id, reorder_point } => {
+            Some(CatalogOp::Create { product_id, sku, name, price_cents, currency, initial_stock, warehouse_id, reorder_point })
+        }
+        Command::UpdateProduct { product_id, sku, name, price_cents, currency, reorder_point } => {
+            Some(CatalogOp::Update { product_id, sku, name, price_cents, currency, reorder_point })
+        }
+        Command::AdjustStock { product_id, delta, reason } => Some(CatalogOp::Adjust { product_id, delta, reason }),
+        _ => None,
+    }
+}
+
+/// Turns a stream of data into a stream of differential updates `(data, time, +1)`.
+pub trait WithTimes<'scope, D> {
+    fn with_times(self) -> Stream<'scope, Time, Vec<(D, Time, isize)>>;
+}
+
+impl<'scope, D: Clone + 'static> WithTimes<'scope, D> for Stream<'scope, Time, Vec<D>> {
+    fn with_times(self) -> Stream<'scope, Time, Vec<(D, Time, isize)>> {
+        self.unary(Pipeline, "WithTimes", |_capability, _info| {
+            move |input, output| {
+                input.for_each(|capability, data| {
+                    let Some(time) = capability.least().copied() else { return };
+                    output.session(&capability).give_iterator(data.drain(..).map(|datum| (datum, time, 1isize)));
+                });
+            }
+        })
+    }
+}

@@ -1,0 +1,455 @@
+//! `OrderFulfillment`: the order aggregate and the `order_fulfillment` saga. Keyed by
+//! order id.
+//!
+//! In: order commands at `2t` (place, cancel, status, pay, payment and carrier results,
+//! refunds) and the product aggregate's replies at `2t + 1`.
+//! Out: order, payment, refund and shipment events; stock requests (reserve at `2t`,
+//! release or deduct at `2t` or `2t + 1`); rejections.
+//!
+//! Saga: create order -> reserve every line -> charge -> ship -> deliver. Compensations:
+//! a line refused releases the granted ones (all or nothing); a declined or fraudulent
+//! charge releases the stock; a cancel releases stock, refunds a captured charge and
+//! cancels a shipment not yet dispatched. Each effect is requested exactly once; a
+//! repeated result for a settled effect is refused, never applied twice.
+
+use std::collections::HashMap;
+
+use serde::{Deserialize, Serialize};
+use timely::dataflow::Stream;
+
+use crate::catalog::{CatalogIn, CatalogOp, StockReply};
+use crate::model::*;
+use crate::ordered::{key_hash, KeyedOrdered};
+
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct OrderIn {
+    pub seq: Seq,
+    pub phase: u8,
+    pub sub: u16,
+    pub ts: Ts,
+    pub op: OrderOp,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum OrderOp {
+    Command(Command),
+    Reply(StockReply),
+}
+
+impl OrderOp {
+    pub fn order_id(&self) -> &str {
+        match self {
+            OrderOp::Reply(reply) => &reply.order_id,
+            OrderOp::Command(command) => command_order_id(command).unwrap_or_default(),
+        }
+    }
+}
+
+/// The order a command is about, for the commands this aggregate handles.
+pub fn command_order_id(command: &Command) -> Option<&str> {
+    match command {
+        Command::PlaceOrder { order_id, .. }
+        | Command::CancelOrder { order_id, .. }
+        | Command::SetOrderStatus { order_id, .. }
+        | Command::PayOrder { order_id, .. }
+        | Command::PaymentResult { order_id, .. }
+        | Command::ShipmentDispatched { order_id, .. }
+        | Command::ShipmentDelivered { order_id, .. }
+        | Command::RequestRefund { order_id, .. }
+        | Command::RefundResult { order_id, .. } => Some(order_id),
+        _ => None,
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum OrderOut {
+    Event(Event),
+    Stock(CatalogIn),
+    Rejected(Rejection),
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum PaymentState {
+    None,
+    Pending,
+    Captured,
+    Failed,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum ShipmentState {
+    None,
+    Requested,
+    Dispatched,
+    Delivered,
+    Cancelled,
+}
+
+#[derive(Clone, Debug)]
+struct Order {
+    status: OrderStatus,
+    card: Option<CardToken>,
+    shipping_address: Option<String>,
+    /// Replies still awaited from the product aggregate, by line.
+    replies: Vec<Option<StockReply>>,
+    /// A cancel that arrived while the reservation was in flight.
+    cancel_requested: Option<CancelReason>,
+    /// Lines holding reserved stock right now.
+    held: Vec<PricedLine>,
+    total_cents: i64,
+    currency: String,
+    payment: PaymentState,
+    shipment: ShipmentState,
+    captured_cents: i64,
+    /// Refunds requested so far (processed or in flight), and their amounts.
+    refunds: Vec<(String, i64, Option<bool>)>,
+}
+
+impl Order {
+    fn refundable_cents(&self) -> i64 {
+        let committed: i64 = self.refunds.iter().filter(|(_, _, ok)| *ok != Some(false)).map(|(_, amount, _)| amount).sum();
+        self.captured_cents - committed
+    }
+}
+
+pub trait OrderFulfillment<'scope> {
+    /// Runs the order aggregate and saga over `self`; see the module docs.
+    fn order_fulfillment(self) -> Stream<'scope, Time, Vec<OrderOut>>;
+}
+
+impl<'scope> OrderFulfillment<'scope> for Stream<'scope, Time, Vec<OrderIn>> {
+    fn order_fulfillment(self) -> Stream<'scope, Time, Vec<OrderOut>> {
+        let mut orders: HashMap<String, Order> = HashMap::new();
+        self.keyed_ordered(
+            "OrderFulfillment",
+            |input: &OrderIn| key_hash(input.op.order_id()),
+            move |_time, inputs, out| {
+                for input in inputs {
+                    let mut saga = Saga { seq: input.seq, phase: input.phase, sub: input.sub.saturating_mul(16), ts: input.ts, out };
+                    match input.op {
+                        OrderOp::Command(command) => saga.command(&mut orders, command),
+                        OrderOp::Reply(reply) => saga.reply(&mut orders, reply),
+                    }
+                }
+            },
+        )
+    }
+}
+
+struct Saga<'a> {
+    seq: Seq,
+    phase: u8,
+    sub: u16,
+    ts: Ts,
+    out: &'a mut Vec<OrderOut>,
+}
+
+impl Saga<'_> {
+    fn event(&mut self, body: EventBody) {
+        self.out.push(OrderOut::Event(Event { seq: self.seq, phase: self.phase, sub: self.sub, ts: self.ts, body }));
+        self.sub += 1;
+    }
+
+    fn stock(&mut self, line: u16, op: CatalogOp) {
+        self.out.push(OrderOut::Stock(CatalogIn { seq: self.seq, phase: self.phase, sub: line, ts: self.ts, op }));
+    }
+
+    fn reject(&mut self, kind: RejectionKind, detail: impl Into<String>) {
+        self.out.push(OrderOut::Rejected(Rejection { seq: self.seq, ts: self.ts, kind, detail: detail.into() }));
+    }
+
+    fn conflict(&mut self, code: &str, detail: impl Into<String>) {
+        self.reject(RejectionKind::Conflict { code: code.into() }, detail);
+    }
+
+    fn command(&mut self, orders: &mut HashMap<String, Order>, command: Command) {
+        if let Command::PlaceOrder { order_id, user_id, items, payment, shipping_address, cart_id } = command {
+            return self.place(orders, order_id, user_id, items, payment, shipping_address, cart_id);
+        }
+        let Some(order_id) = command_order_id(&command).map(str::to_string) else {
+            return;
+        };
+        let Some(order) = orders.get_mut(&order_id) else {
+            return self.reject(RejectionKind::NotFound, format!("order {order_id} does not exist"));
+        };
+        match command {
+            Command::CancelOrder { reason, .. } => self.cancel(&order_id, order, reason),
+            Command::SetOrderStatus { status, .. } => self.set_status(&order_id, order, status),
+            Command::PayOrder { payment, .. } => {
+                if order.status != OrderStatus::Reserved || order.payment != PaymentState::None {
+                    return self.conflict(
+                        "payment_not_allowed",
+                        format!("order {order_id} is {} and cannot take a payment now", order.status.as_str()),
+                    );
+                }
+                order.card = Some(payment);
+                self.initiate_payment(&order_id, order);
+            }
+            Command::PaymentResult { payment_id, outcome, .. } => self.payment_result(&order_id, order, payment_id, outcome),
+            Command::ShipmentDispatched { shipment_id, carrier, tracking_number, .. } => {
+                if order.shipment != ShipmentState::Requested || order.status != OrderStatus::Confirmed {
+                    return self.conflict("shipment_not_dispatchable", format!("shipment {shipment_id} cannot be dispatched now"));
+                }
+                order.shipment = ShipmentState::Dispatched;
+                order.status = OrderStatus::Shipped;
+                self.event(EventBody::ShipmentDispatched { shipment_id: shipment_id.clone(), order_id: order_id.clone(), carrier, tracking_number });
+                self.event(EventBody::OrderShipped { order_id, shipment_id });
+            }
+            Command::ShipmentDelivered { shipment_id, .. } => {
+                if order.shipment != ShipmentState::Dispatched || order.status != OrderStatus::Shipped {
+                    return self.conflict("shipment_not_deliverable", format!("shipment {shipment_id} is not on its way"));
+                }
+                self.deliver(&order_id, order, shipment_id);
+            }
+            Command::RequestRefund { payment_id, amount_cents, reason, .. } => {
+                if order.payment != PaymentState::Captured {
+                    return self.conflict("payment_not_captured", format!("payment {payment_id} has no captured amount"));
+                }
+                let refundable = order.refundable_cents();
+                let amount = amount_cents.unwrap_or(refundable);
+                if amount <= 0 || amount > refundable {
+                    return self.reject(
+                        RejectionKind::Invalid { field: "amount_cents".into() },
+                        format!("refund of {amount} exceeds the refundable {refundable}"),
+                    );
+                }
+                self.request_refund(&order_id, order, amount, reason);
+            }
+            Command::RefundResult { refund_id, payment_id, succeeded, .. } => {
+                let Some(refund) = order.refunds.iter_mut().find(|(id, _, _)| *id == refund_id) else {
+                    return self.reject(RejectionKind::NotFound, format!("refund {refund_id} does not exist"));
+                };
+                if refund.2.is_some() {
+                    return self.conflict("refund_already_settled", format!("refund {refund_id} is already settled"));
+                }
+                refund.2 = Some(succeeded);
+                let amount_cents = refund.1;
+                if succeeded {
+                    self.event(EventBody::RefundProcessed { refund_id, payment_id, order_id, amount_cents });
+                } else {
+                    self.event(EventBody::RefundFailed { refund_id, payment_id, order_id });
+                }
+            }
+            _ => {}
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn place(
+        &mut self,
+        orders: &mut HashMap<String, Order>,
+        order_id: String,
+        user_id: String,
+        items: Vec<Line>,
+        card: Option<CardToken>,
+        shipping_address: Option<String>,
+        cart_id: Option<String>,
+    ) {
+        if orders.contains_key(&order_id) {
+            return self.conflict("order_exists", format!("order {order_id} already exists"));
+        }
+        if items.is_empty() || items.len() > u16::MAX as usize || items.iter().any(|line| line.quantity <= 0) {
+            return self.reject(RejectionKind::Invalid { field: "items".into() }, "an order needs lines with positive quantities");
+        }
+        self.event(EventBody::OrderCreated {
+            order_id: order_id.clone(),
+            user_id,
+            items: items.clone(),
+            cart_id,
+            shipping_address: shipping_address.clone(),
+        });
+        for (line, item) in items.iter().enumerate() {
+            self.stock(
+                line as u16,
+                CatalogOp::Reserve { product_id: item.product_id.clone(), order_id: order_id.clone(), line: line as u16, quantity: item.quantity },
+            );
+        }
+        orders.insert(
+            order_id,
+            Order {
+                status: OrderStatus::Pending,
+                replies: vec![None; items.len()],
+                card,
+                shipping_address,
+                cancel_requested: None,
+                held: Vec::new(),
+                total_cents: 0,
+                currency: String::new(),
+                payment: PaymentState::None,
+                shipment: ShipmentState::None,
+                captured_cents: 0,
+                refunds: Vec::new(),
+            },
+        );
+    }
+
+    /// Second round: the product aggregate answered a line. Once every line has an
+    /// answer, the order holds all of them or releases the ones it got.
+    fn reply(&mut self, orders: &mut HashMap<String, Order>, reply: StockReply) {
+        let Some(order) = orders.get_mut(&reply.order_id) else { return };
+        let order_id = reply.order_id.clone();
+        let line = reply.line as usize;
+        if line >= order.replies.len() || order.status != OrderStatus::Pending {
+            return;
+        }
+        order.replies[line] = Some(reply);
+        if order.replies.iter().any(Option::is_none) {
+            return;
+        }
+        let replies: Vec<StockReply> = order.replies.drain(..).flatten().collect();
+        let granted: Vec<PricedLine> = replies.iter().filter_map(|reply| reply.outcome.clone().ok()).collect();
+        let refused = replies.iter().find_map(|reply| reply.outcome.clone().err());
+        let currency = granted.first().map(|line| line.currency.clone()).unwrap_or_default();
+        let mixed_currency = granted.iter().any(|line| line.currency != currency);
+        let failure = refused
+            .or(if mixed_currency { Some(CancelReason::InvalidItems) } else { None })
+            .or(order.cancel_requested);
+        order.held = granted;
+        if let Some(reason) = failure {
+            return self.cancel_with(&order_id, order, reason);
+        }
+        order.total_cents = order.held.iter().map(|line| line.unit_price_cents * line.quantity).sum();
+        order.currency = currency.clone();
+        order.status = OrderStatus::Reserved;
+        self.event(EventBody::OrderReserved {
+            order_id: order_id.clone(),
+            lines: order.held.clone(),
+            total_cents: order.total_cents,
+            currency,
+        });
+        if order.card.is_some() {
+            self.initiate_payment(&order_id, order);
+        }
+    }
+
+    fn initiate_payment(&mut self, order_id: &str, order: &mut Order) {
+        let Some(card) = order.card.clone() else { return };
+        order.payment = PaymentState::Pending;
+        self.event(EventBody::PaymentInitiated {
+            payment_id: payment_id_for(order_id),
+            order_id: order_id.to_string(),
+            amount_cents: order.total_cents,
+            currency: order.currency.clone(),
+            card,
+        });
+    }
+
+    fn payment_result(&mut self, order_id: &str, order: &mut Order, payment_id: String, outcome: PaymentOutcome) {
+        if order.payment != PaymentState::Pending || payment_id != payment_id_for(order_id) {
+            return self.conflict("payment_already_settled", format!("payment {payment_id} is not awaiting a result"));
+        }
+        let order_id = order_id.to_string();
+        match outcome {
+            PaymentOutcome::Approved { charge_id } => {
+                order.payment = PaymentState::Captured;
+                order.captured_cents = order.total_cents;
+                self.event(EventBody::PaymentCompleted { payment_id: payment_id.clone(), order_id: order_id.clone(), charge_id });
+                if order.status == OrderStatus::Reserved {
+                    order.status = OrderStatus::Confirmed;
+                    order.shipment = ShipmentState::Requested;
+                    self.event(EventBody::OrderConfirmed { order_id: order_id.clone(), payment_id });
+                    self.event(EventBody::ShipmentCreated {
+                        shipment_id: shipment_id_for(&order_id),
+                        order_id,
+                        address: order.shipping_address.clone(),
+                    });
+                } else {
+                    // The order was cancelled while the charge was in flight: give it back.
+                    let amount = order.captured_cents;
+                    self.request_refund(&order_id, order, amount, "order_cancelled".into());
+                }
+            }
+            PaymentOutcome::Declined { decline_code } => {
+                order.payment = PaymentState::Failed;
+                self.event(EventBody::PaymentFailed { payment_id, order_id: order_id.clone(), decline_code });
+                if order.status == OrderStatus::Reserved {
+                    self.cancel_with(&order_id, order, CancelReason::PaymentDeclined);
+                }
+            }
+            PaymentOutcome::Fraud { decline_code } => {
+                order.payment = PaymentState::Failed;
+                self.event(EventBody::FraudDetected { payment_id: payment_id.clone(), order_id: order_id.clone() });
+                self.event(EventBody::PaymentFailed { payment_id, order_id: order_id.clone(), decline_code });
+                if order.status == OrderStatus::Reserved {
+                    self.cancel_with(&order_id, order, CancelReason::FraudSuspected);
+                }
+            }
+        }
+    }
+
+    fn cancel(&mut self, order_id: &str, order: &mut Order, reason: CancelReason) {
+        match order.status {
+            OrderStatus::Pending => order.cancel_requested = Some(reason),
+            OrderStatus::Reserved | OrderStatus::Confirmed => self.cancel_with(order_id, order, reason),
+            OrderStatus::Shipped | OrderStatus::Completed => {
+                self.conflict("order_already_shipped", format!("order {order_id} is {} and can no longer be cancelled", order.status.as_str()))
+            }
+            OrderStatus::Cancelled => self.conflict("order_already_cancelled", format!("order {order_id} is already cancelled")),
+        }
+    }
+
+    /// Cancels the order and runs every compensation its state calls for.
+    fn cancel_with(&mut self, order_id: &str, order: &mut Order, reason: CancelReason) {
+        for (line, held) in order.held.drain(..).enumerate() {
+            self.stock(
+                line as u16,
+                CatalogOp::Release { product_id: held.product_id, order_id: order_id.to_string(), quantity: held.quantity },
+            );
+        }
+        if order.shipment == ShipmentState::Requested {
+            order.shipment = ShipmentState::Cancelled;
+            self.event(EventBody::ShipmentCancelled { shipment_id: shipment_id_for(order_id), order_id: order_id.to_string() });
+        }
+        order.status = OrderStatus::Cancelled;
+        self.event(EventBody::OrderCancelled { order_id: order_id.to_string(), reason });
+        if order.payment == PaymentState::Captured && order.refundable_cents() > 0 {
+            let amount = order.refundable_cents();
+            self.request_refund(order_id, order, amount, "order_cancelled".into());
+        }
+    }
+
+    fn request_refund(&mut self, order_id: &str, order: &mut Order, amount_cents: i64, reason: String) {
+        let payment_id = payment_id_for(order_id);
+        let refund_id = refund_id_for(&payment_id, order.refunds.len() + 1);
+        order.refunds.push((refund_id.clone(), amount_cents, None));
+        self.event(EventBody::RefundRequested { refund_id, payment_id, order_id: order_id.to_string(), amount_cents, reason });
+    }
+
+    fn deliver(&mut self, order_id: &str, order: &mut Order, shipment_id: String) {
+        for (line, held) in order.held.drain(..).enumerate() {
+            self.stock(
+                line as u16,
+                CatalogOp::Deduct { product_id: held.product_id, order_id: order_id.to_string(), quantity: held.quantity },
+            );
+        }
+        order.shipment = ShipmentState::Delivered;
+        order.status = OrderStatus::Completed;
+        self.event(EventBody::ShipmentDelivered { shipment_id, order_id: order_id.to_string() });
+        self.event(EventBody::OrderCompleted { order_id: order_id.to_string() });
+    }
+
+    /// Manual status changes follow the same state machine as the saga.
+    fn set_status(&mut self, order_id: &str, order: &mut Order, status: OrderStatus) {
+        match (order.status, status) {
+            (current, wanted) if current == wanted => {}
+            (_, OrderStatus::Cancelled) => self.cancel(order_id, order, CancelReason::AdminRequest),
+            (OrderStatus::Confirmed, OrderStatus::Shipped) if order.shipment == ShipmentState::Requested => {
+                let shipment_id = shipment_id_for(order_id);
+                order.shipment = ShipmentState::Dispatched;
+                order.status = OrderStatus::Shipped;
+                self.event(EventBody::ShipmentDispatched {
+                    shipment_id: shipment_id.clone(),
+                    order_id: order_id.to_string(),
+                    carrier: "manual".into(),
+                    tracking_number: String::new(),
+                });
+                self.event(EventBody::OrderShipped { order_id: order_id.to_string(), shipment_id });
+            }
+            (OrderStatus::Shipped, OrderStatus::Completed) => self.deliver(order_id, order, shipment_id_for(order_id)),
+            (current, wanted) => self.conflict(
+                "invalid_transition",
+                format!("order {order_id} cannot go from {} to {}", current.as_str(), wanted.as_str()),
+            ),
+        }
+    }
+}

@@ -1,0 +1,188 @@
+//! `ClaimEmail` and `UserAccounts`: users, with unique e-mail addresses.
+//!
+//! E-mail uniqueness needs one owner per address, and the user needs one owner per id,
+//! so there are two aggregates. `ClaimEmail` (keyed by address) claims the address of a
+//! create or an e-mail change in log order, refusing one held by another user, and
+//! forwards the command. `UserAccounts` (keyed by user id) applies it and releases
+//! addresses the user no longer holds, through the feedback edge at `2t + 1`.
+//!
+//! Invariant: at any settled time an address belongs to at most one live user.
+
+use std::collections::HashMap;
+
+use serde::{Deserialize, Serialize};
+use timely::dataflow::Stream;
+
+use crate::model::*;
+use crate::ordered::{key_hash, KeyedOrdered};
+
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct EmailIn {
+    pub seq: Seq,
+    pub phase: u8,
+    pub ts: Ts,
+    pub email: String,
+    pub op: EmailOp,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum EmailOp {
+    /// Claim the address for this user, then forward the command.
+    Claim { user_id: String, then: Command },
+    /// The user no longer holds the address.
+    Release { user_id: String },
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct UserIn {
+    pub seq: Seq,
+    pub ts: Ts,
+    pub command: Command,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum UserOut {
+    Event(Event),
+    Release(EmailIn),
+    Rejected(Rejection),
+}
+
+/// Normalised form of an address for uniqueness: case-insensitive.
+pub fn email_key(email: &str) -> String {
+    email.trim().to_lowercase()
+}
+
+pub trait ClaimEmail<'scope> {
+    fn claim_email(self) -> (Stream<'scope, Time, Vec<UserIn>>, Stream<'scope, Time, Vec<Rejection>>);
+}
+
+impl<'scope> ClaimEmail<'scope> for Stream<'scope, Time, Vec<EmailIn>> {
+    fn claim_email(self) -> (Stream<'scope, Time, Vec<UserIn>>, Stream<'scope, Time, Vec<Rejection>>) {
+        use timely::dataflow::operators::vec::Map;
+        let mut owners: HashMap<String, String> = HashMap::new();
+        let decided = self.keyed_ordered(
+            "ClaimEmail",
+            |input: &EmailIn| key_hash(&input.email),
+            move |_time, inputs, out: &mut Vec<Result<UserIn, Rejection>>| {
+                for input in inputs {
+                    match input.op {
+                        EmailOp::Release { user_id } => {
+                            if owners.get(&input.email) == Some(&user_id) {
+                                owners.remove(&input.email);
+                            }
+                        }
+                        EmailOp::Claim { user_id, then } => match owners.get(&input.email) {
+                            Some(owner) if *owner != user_id => out.push(Err(Rejection {
+                                seq: input.seq,
+                                ts: input.ts,
+                                kind: RejectionKind::Conflict { code: "email_taken".into() },
+                                detail: "a user with this email already exists".into(),
+                            })),
+                            _ => {
+                                owners.insert(input.email, user_id);
+                                out.push(Ok(UserIn { seq: input.seq, ts: input.ts, command: then }));
+                            }
+                        },
+                    }
+                }
+            },
+        );
+        let accepted = decided.clone().flat_map(|result| result.ok());
+        let rejected = decided.flat_map(|result| result.err());
+        (accepted, rejected)
+    }
+}
+
+#[derive(Clone, Debug)]
+struct User {
+    email: String,
+    name: String,
+    password_hash: String,
+}
+
+pub trait UserAccounts<'scope> {
+    fn user_accounts(self) -> Stream<'scope, Time, Vec<UserOut>>;
+}
+
+impl<'scope> UserAccounts<'scope> for Stream<'scope, Time, Vec<UserIn>> {
+    fn user_accounts(self) -> Stream<'scope, Time, Vec<UserOut>> {
+        let mut users: HashMap<String, User> = HashMap::new();
+        self.keyed_ordered(
+            "UserAccounts",
+            |input: &UserIn| key_hash(user_id_of(&input.command)),
+            move |_time, inputs, out| {
+                for input in inputs {
+                    decide(&mut users, input, out);
+                }
+            },
+        )
+    }
+}
+
+fn user_id_of(command: &Command) -> &str {
+    match command {
+        Command::CreateUser { user_id, .. } | Command::UpdateUser { user_id, .. } | Command::DeleteUser { user_id } => user_id,
+        _ => "",
+    }
+}
+
+fn decide(users: &mut HashMap<String, User>, input: UserIn, out: &mut Vec<UserOut>) {
+    let (seq, ts) = (input.seq, input.ts);
+    let event = |body| UserOut::Event(Event { seq, phase: 0, sub: 0, ts, body });
+    let reject = |kind, detail: String| UserOut::Rejected(Rejection { seq, ts, kind, detail });
+    let release = |email: &str, user_id: &str| {
+        UserOut::Release(EmailIn { seq, phase: 1, ts, email: email_key(email), op: EmailOp::Release { user_id: user_id.to_string() } })
+    };
+    match input.command {
+        Command::CreateUser { user_id, email, name, password_hash } => {
+            if users.contains_key(&user_id) {
+                out.push(release(&email, &user_id));
+                out.push(reject(RejectionKind::Conflict { code: "user_exists".into() }, format!("user {user_id} already exists")));
+                return;
+            }
+            out.push(event(EventBody::UserCreated {
+                user_id: user_id.clone(),
+                email: email.clone(),
+                name: name.clone(),
+                password_hash: password_hash.clone(),
+            }));
+            users.insert(user_id, User { email, name, password_hash });
+        }
+        Command::UpdateUser { user_id, email, name, password_hash } => {
+            let Some(user) = users.get_mut(&user_id) else {
+                if let Some(email) = email {
+                    out.push(release(&email, &user_id));
+                }
+                out.push(reject(RejectionKind::NotFound, format!("user {user_id} does not exist")));
+                return;
+            };
+            if let Some(email) = email {
+                if email_key(&email) != email_key(&user.email) {
+                    out.push(release(&user.email, &user_id));
+                }
+                user.email = email;
+            }
+            if let Some(name) = name {
+                user.name = name;
+            }
+            if let Some(password_hash) = password_hash {
+                user.password_hash = password_hash;
+            }
+            out.push(event(EventBody::UserUpdated {
+                user_id,
+                email: user.email.clone(),
+                name: user.name.clone(),
+                password_hash: user.password_hash.clone(),
+            }));
+        }
+        Command::DeleteUser { user_id } => {
+            let Some(user) = users.remove(&user_id) else {
+                out.push(reject(RejectionKind::NotFound, format!("user {user_id} does not exist")));
+                return;
+            };
+            out.push(release(&user.email, &user_id));
+            out.push(event(EventBody::UserDeleted { user_id }));
+        }
+        _ => {}
+    }
+}

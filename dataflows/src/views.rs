@@ -1,0 +1,500 @@
+//! Read models: differential collections over the event collection.
+//!
+//! Every view row is a fold of the events of one key (`fold`), maintained by one
+//! `reduce` keyed by `ViewKey`; stock levels are sums of deltas, maintained by `count`.
+//! `fold` is also the specification: `oracle::recompute` applies it from scratch, and
+//! tests check that the incremental views equal it after every batch.
+
+use serde::{Deserialize, Serialize};
+
+use crate::model::*;
+
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum ViewKey {
+    Product(String),
+    User(String),
+    Cart(String),
+    Order(String),
+    Payment(String),
+    Shipment(String),
+    Effect(String),
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum Row {
+    Product(ProductRow),
+    Stock(StockRow),
+    User(UserRow),
+    Cart(CartRow),
+    Order(OrderRow),
+    Payment(PaymentRow),
+    Shipment(ShipmentRow),
+    Effect(EffectRow),
+    Idempotency(IdempotencyRow),
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct ProductRow {
+    pub product_id: String,
+    pub sku: String,
+    pub name: String,
+    pub price_cents: i64,
+    pub currency: String,
+    pub reorder_point: i64,
+    pub warehouse_id: Option<String>,
+    pub created_at: Ts,
+    pub updated_at: Ts,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum StockMeasure {
+    OnHand,
+    Reserved,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct StockRow {
+    pub product_id: String,
+    pub measure: StockMeasure,
+    pub quantity: i64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct UserRow {
+    pub user_id: String,
+    pub email: String,
+    pub name: String,
+    pub password_hash: String,
+    pub created_at: Ts,
+    pub updated_at: Ts,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct CartRow {
+    pub cart_id: String,
+    pub user_id: String,
+    pub items: Vec<Line>,
+    pub created_at: Ts,
+    pub updated_at: Ts,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct StatusChange {
+    pub status: OrderStatus,
+    pub at: Ts,
+    pub reason: Option<CancelReason>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct OrderRow {
+    pub order_id: String,
+    pub user_id: String,
+    pub status: OrderStatus,
+    pub cancel_reason: Option<CancelReason>,
+    pub items: Vec<Line>,
+    pub lines: Vec<PricedLine>,
+    pub total_cents: i64,
+    pub currency: String,
+    pub payment_id: Option<String>,
+    pub shipment_id: Option<String>,
+    pub cart_id: Option<String>,
+    pub shipping_address: Option<String>,
+    pub created_at: Ts,
+    pub updated_at: Ts,
+    pub history: Vec<StatusChange>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct RefundRow {
+    pub refund_id: String,
+    pub amount_cents: i64,
+    pub status: String,
+    pub reason: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct PaymentRow {
+    pub payment_id: String,
+    pub order_id: String,
+    pub status: String,
+    pub amount_cents: i64,
+    pub currency: String,
+    pub captured_cents: i64,
+    pub refunded_cents: i64,
+    pub card_brand: String,
+    pub card_last4: String,
+    pub charge_id: Option<String>,
+    pub decline_code: Option<String>,
+    pub fraud: bool,
+    pub refunds: Vec<RefundRow>,
+    pub created_at: Ts,
+    pub updated_at: Ts,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct ShipmentRow {
+    pub shipment_id: String,
+    pub order_id: String,
+    pub status: String,
+    pub carrier: Option<String>,
+    pub tracking_number: Option<String>,
+    pub address: Option<String>,
+    pub created_at: Ts,
+    pub updated_at: Ts,
+}
+
+/// A call to the outside world the saga is waiting for.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum EffectRow {
+    Charge { payment_id: String, order_id: String, amount_cents: i64, currency: String, card: CardToken },
+    Refund { refund_id: String, payment_id: String, order_id: String, amount_cents: i64 },
+    Ship { shipment_id: String, order_id: String, address: Option<String> },
+}
+
+impl EffectRow {
+    pub fn effect_id(&self) -> &str {
+        match self {
+            EffectRow::Charge { payment_id, .. } => payment_id,
+            EffectRow::Refund { refund_id, .. } => refund_id,
+            EffectRow::Ship { shipment_id, .. } => shipment_id,
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct IdempotencyRow {
+    pub key: String,
+    pub fingerprint: String,
+    pub first_seq: Seq,
+}
+
+impl Row {
+    /// The key a row is stored under in its view.
+    pub fn key(&self) -> (u8, &str) {
+        match self {
+            Row::Product(row) => (0, &row.product_id),
+            Row::Stock(row) => (if row.measure == StockMeasure::OnHand { 1 } else { 2 }, &row.product_id),
+            Row::User(row) => (3, &row.user_id),
+            Row::Cart(row) => (4, &row.cart_id),
+            Row::Order(row) => (5, &row.order_id),
+            Row::Payment(row) => (6, &row.payment_id),
+            Row::Shipment(row) => (7, &row.shipment_id),
+            Row::Effect(row) => (8, row.effect_id()),
+            Row::Idempotency(row) => (9, &row.key),
+        }
+    }
+}
+
+/// The view keys an event contributes to.
+pub fn view_keys(body: &EventBody) -> Vec<ViewKey> {
+    use EventBody::*;
+    let mut keys = Vec::with_capacity(3);
+    match body {
+        ProductCreated { product_id, .. } | ProductUpdated { product_id, .. } => keys.push(ViewKey::Product(product_id.clone())),
+        UserCreated { user_id, .. } | UserUpdated { user_id, .. } | UserDeleted { user_id } => keys.push(ViewKey::User(user_id.clone())),
+        CartCreated { cart_id, .. } | CartUpdated { cart_id, .. } => keys.push(ViewKey::Cart(cart_id.clone())),
+        _ => {}
+    }
+    if let Some(order_id) = body.order_id() {
+        if !matches!(body, InventoryReserved { .. } | InventoryReleased { .. } | InventoryDeducted { .. }) {
+            keys.push(ViewKey::Order(order_id.to_string()));
+        }
+    }
+    if let Some(payment_id) = body.payment_id() {
+        keys.push(ViewKey::Payment(payment_id.to_string()));
+    }
+    if let Some(shipment_id) = body.shipment_id() {
+        keys.push(ViewKey::Shipment(shipment_id.to_string()));
+    }
+    match body {
+        PaymentInitiated { payment_id: id, .. } | PaymentCompleted { payment_id: id, .. } | PaymentFailed { payment_id: id, .. } => {
+            keys.push(ViewKey::Effect(id.clone()))
+        }
+        RefundRequested { refund_id: id, .. } | RefundProcessed { refund_id: id, .. } | RefundFailed { refund_id: id, .. } => {
+            keys.push(ViewKey::Effect(id.clone()))
+        }
+        ShipmentCreated { shipment_id: id, .. } | ShipmentDispatched { shipment_id: id, .. } | ShipmentCancelled { shipment_id: id, .. } => {
+            keys.push(ViewKey::Effect(id.clone()))
+        }
+        _ => {}
+    }
+    keys
+}
+
+/// Stock deltas of an event: `(product, measure, delta)`.
+pub fn stock_deltas(body: &EventBody) -> Vec<(String, StockMeasure, i64)> {
+    use EventBody::*;
+    match body {
+        StockAdjusted { product_id, delta, .. } => vec![(product_id.clone(), StockMeasure::OnHand, *delta)],
+        InventoryReserved { product_id, quantity, .. } => vec![(product_id.clone(), StockMeasure::Reserved, *quantity)],
+        InventoryReleased { product_id, quantity, .. } => vec![(product_id.clone(), StockMeasure::Reserved, -*quantity)],
+        InventoryDeducted { product_id, quantity, .. } => {
+            vec![(product_id.clone(), StockMeasure::Reserved, -*quantity), (product_id.clone(), StockMeasure::OnHand, -*quantity)]
+        }
+        _ => Vec::new(),
+    }
+}
+
+/// The row of `key` after `events` (in log order). `None` when the key has no row.
+pub fn fold<'a>(key: &ViewKey, events: impl IntoIterator<Item = &'a Event>) -> Option<Row> {
+    match key {
+        ViewKey::Product(_) => fold_product(events).map(Row::Product),
+        ViewKey::User(_) => fold_user(events).map(Row::User),
+        ViewKey::Cart(_) => fold_cart(events).map(Row::Cart),
+        ViewKey::Order(_) => fold_order(events).map(Row::Order),
+        ViewKey::Payment(_) => fold_payment(events).map(Row::Payment),
+        ViewKey::Shipment(_) => fold_shipment(events).map(Row::Shipment),
+        ViewKey::Effect(_) => fold_effect(events).map(Row::Effect),
+    }
+}
+
+fn fold_product<'a>(events: impl IntoIterator<Item = &'a Event>) -> Option<ProductRow> {
+    let mut row: Option<ProductRow> = None;
+    for event in events {
+        match &event.body {
+            EventBody::ProductCreated { product_id, sku, name, price_cents, currency, reorder_point, warehouse_id } => {
+                row = Some(ProductRow {
+                    product_id: product_id.clone(),
+                    sku: sku.clone(),
+                    name: name.clone(),
+                    price_cents: *price_cents,
+                    currency: currency.clone(),
+                    reorder_point: *reorder_point,
+                    warehouse_id: warehouse_id.clone(),
+                    created_at: event.ts,
+                    updated_at: event.ts,
+                })
+            }
+            EventBody::ProductUpdated { sku, name, price_cents, currency, reorder_point, .. } => {
+                if let Some(row) = row.as_mut() {
+                    row.sku = sku.clone();
+                    row.name = name.clone();
+                    row.price_cents = *price_cents;
+                    row.currency = currency.clone();
+                    row.reorder_point = *reorder_point;
+                    row.updated_at = event.ts;
+                }
+            }
+            _ => {}
+        }
+    }
+    row
+}
+
+fn fold_user<'a>(events: impl IntoIterator<Item = &'a Event>) -> Option<UserRow> {
+    let mut row: Option<UserRow> = None;
+    for event in events {
+        match &event.body {
+            EventBody::UserCreated { user_id, email, name, password_hash } => {
+                row = Some(UserRow {
+                    user_id: user_id.clone(),
+                    email: email.clone(),
+                    name: name.clone(),
+                    password_hash: password_hash.clone(),
+                    created_at: event.ts,
+                    updated_at: event.ts,
+                })
+            }
+            EventBody::UserUpdated { email, name, password_hash, .. } => {
+                if let Some(row) = row.as_mut() {
+                    row.email = email.clone();
+                    row.name = name.clone();
+                    row.password_hash = password_hash.clone();
+                    row.updated_at = event.ts;
+                }
+            }
+            EventBody::UserDeleted { .. } => row = None,
+            _ => {}
+        }
+    }
+    row
+}
+
+fn fold_cart<'a>(events: impl IntoIterator<Item = &'a Event>) -> Option<CartRow> {
+    let mut row: Option<CartRow> = None;
+    for event in events {
+        match &event.body {
+            EventBody::CartCreated { cart_id, user_id } => {
+                row = Some(CartRow { cart_id: cart_id.clone(), user_id: user_id.clone(), items: Vec::new(), created_at: event.ts, updated_at: event.ts })
+            }
+            EventBody::CartUpdated { product_id, quantity, .. } => {
+                if let Some(row) = row.as_mut() {
+                    row.items.retain(|line| line.product_id != *product_id);
+                    if *quantity > 0 {
+                        row.items.push(Line { product_id: product_id.clone(), quantity: *quantity });
+                    }
+                    row.updated_at = event.ts;
+                }
+            }
+            _ => {}
+        }
+    }
+    row
+}
+
+fn fold_order<'a>(events: impl IntoIterator<Item = &'a Event>) -> Option<OrderRow> {
+    let mut row: Option<OrderRow> = None;
+    for event in events {
+        if let EventBody::OrderCreated { order_id, user_id, items, cart_id, shipping_address } = &event.body {
+            row = Some(OrderRow {
+                order_id: order_id.clone(),
+                user_id: user_id.clone(),
+                status: OrderStatus::Pending,
+                cancel_reason: None,
+                items: items.clone(),
+                lines: Vec::new(),
+                total_cents: 0,
+                currency: String::new(),
+                payment_id: None,
+                shipment_id: None,
+                cart_id: cart_id.clone(),
+                shipping_address: shipping_address.clone(),
+                created_at: event.ts,
+                updated_at: event.ts,
+                history: vec![StatusChange { status: OrderStatus::Pending, at: event.ts, reason: None }],
+            });
+            continue;
+        }
+        let Some(row) = row.as_mut() else { continue };
+        let status = |row: &mut OrderRow, status: OrderStatus, reason: Option<CancelReason>| {
+            row.status = status;
+            row.cancel_reason = reason;
+            row.history.push(StatusChange { status, at: event.ts, reason });
+        };
+        row.updated_at = event.ts;
+        match &event.body {
+            EventBody::OrderReserved { lines, total_cents, currency, .. } => {
+                row.lines = lines.clone();
+                row.total_cents = *total_cents;
+                row.currency = currency.clone();
+                status(row, OrderStatus::Reserved, None);
+            }
+            EventBody::PaymentInitiated { payment_id, .. } => row.payment_id = Some(payment_id.clone()),
+            EventBody::OrderConfirmed { .. } => status(row, OrderStatus::Confirmed, None),
+            EventBody::ShipmentCreated { shipment_id, .. } => row.shipment_id = Some(shipment_id.clone()),
+            EventBody::OrderShipped { .. } => status(row, OrderStatus::Shipped, None),
+            EventBody::OrderCompleted { .. } => status(row, OrderStatus::Completed, None),
+            EventBody::OrderCancelled { reason, .. } => status(row, OrderStatus::Cancelled, Some(*reason)),
+            _ => {}
+        }
+    }
+    row
+}
+
+fn fold_payment<'a>(events: impl IntoIterator<Item = &'a Event>) -> Option<PaymentRow> {
+    let mut row: Option<PaymentRow> = None;
+    for event in events {
+        if let EventBody::PaymentInitiated { payment_id, order_id, amount_cents, currency, card } = &event.body {
+            row = Some(PaymentRow {
+                payment_id: payment_id.clone(),
+                order_id: order_id.clone(),
+                status: "pending".into(),
+                amount_cents: *amount_cents,
+                currency: currency.clone(),
+                captured_cents: 0,
+                refunded_cents: 0,
+                card_brand: card.brand.clone(),
+                card_last4: card.last4.clone(),
+                charge_id: None,
+                decline_code: None,
+                fraud: false,
+                refunds: Vec::new(),
+                created_at: event.ts,
+                updated_at: event.ts,
+            });
+            continue;
+        }
+        let Some(row) = row.as_mut() else { continue };
+        row.updated_at = event.ts;
+        match &event.body {
+            EventBody::PaymentCompleted { charge_id, .. } => {
+                row.status = "succeeded".into();
+                row.captured_cents = row.amount_cents;
+                row.charge_id = Some(charge_id.clone());
+            }
+            EventBody::PaymentFailed { decline_code, .. } => {
+                row.status = "failed".into();
+                row.decline_code = Some(decline_code.clone());
+            }
+            EventBody::FraudDetected { .. } => row.fraud = true,
+            EventBody::RefundRequested { refund_id, amount_cents, reason, .. } => row.refunds.push(RefundRow {
+                refund_id: refund_id.clone(),
+                amount_cents: *amount_cents,
+                status: "pending".into(),
+                reason: reason.clone(),
+            }),
+            EventBody::RefundProcessed { refund_id, amount_cents, .. } => {
+                if let Some(refund) = row.refunds.iter_mut().find(|refund| refund.refund_id == *refund_id) {
+                    refund.status = "succeeded".into();
+                }
+                row.refunded_cents += amount_cents;
+                row.status = if row.refunded_cents >= row.captured_cents { "refunded" } else { "partially_refunded" }.into();
+            }
+            EventBody::RefundFailed { refund_id, .. } => {
+                if let Some(refund) = row.refunds.iter_mut().find(|refund| refund.refund_id == *refund_id) {
+                    refund.status = "failed".into();
+                }
+            }
+            _ => {}
+        }
+    }
+    row
+}
+
+fn fold_shipment<'a>(events: impl IntoIterator<Item = &'a Event>) -> Option<ShipmentRow> {
+    let mut row: Option<ShipmentRow> = None;
+    for event in events {
+        if let EventBody::ShipmentCreated { shipment_id, order_id, address } = &event.body {
+            row = Some(ShipmentRow {
+                shipment_id: shipment_id.clone(),
+                order_id: order_id.clone(),
+                status: "pending".into(),
+                carrier: None,
+                tracking_number: None,
+                address: address.clone(),
+                created_at: event.ts,
+                updated_at: event.ts,
+            });
+            continue;
+        }
+        let Some(row) = row.as_mut() else { continue };
+        row.updated_at = event.ts;
+        match &event.body {
+            EventBody::ShipmentDispatched { carrier, tracking_number, .. } => {
+                row.status = "dispatched".into();
+                row.carrier = Some(carrier.clone());
+                row.tracking_number = Some(tracking_number.clone());
+            }
+            EventBody::ShipmentDelivered { .. } => row.status = "delivered".into(),
+            EventBody::ShipmentCancelled { .. } => row.status = "cancelled".into(),
+            _ => {}
+        }
+    }
+    row
+}
+
+fn fold_effect<'a>(events: impl IntoIterator<Item = &'a Event>) -> Option<EffectRow> {
+    let mut row = None;
+    for event in events {
+        row = match &event.body {
+            EventBody::PaymentInitiated { payment_id, order_id, amount_cents, currency, card } => Some(EffectRow::Charge {
+                payment_id: payment_id.clone(),
+                order_id: order_id.clone(),
+                amount_cents: *amount_cents,
+                currency: currency.clone(),
+                card: card.clone(),
+            }),
+            EventBody::RefundRequested { refund_id, payment_id, order_id, amount_cents, .. } => Some(EffectRow::Refund {
+                refund_id: refund_id.clone(),
+                payment_id: payment_id.clone(),
+                order_id: order_id.clone(),
+                amount_cents: *amount_cents,
+            }),
+            EventBody::ShipmentCreated { shipment_id, order_id, address } => {
+                Some(EffectRow::Ship { shipment_id: shipment_id.clone(), order_id: order_id.clone(), address: address.clone() })
+            }
+            _ => None,
+        };
+    }
+    row
+}

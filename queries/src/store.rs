@@ -1,0 +1,175 @@
+//! `ViewStore`: collects worker reports and publishes consistent snapshots.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use dataflows::engine::{Sink, WorkerReport};
+use dataflows::model::{Event, Rejection, Time};
+use dataflows::views::Row;
+use parking_lot::{Condvar, Mutex, RwLock, RwLockReadGuard};
+use tokio::sync::{broadcast, watch};
+
+use crate::snapshot::Snapshot;
+use crate::{Error, Result};
+
+#[derive(Default)]
+struct Pending {
+    frontiers: Vec<Option<Option<Time>>>,
+    rows: BTreeMap<Time, Vec<(Row, isize)>>,
+    events: BTreeMap<Time, Vec<Event>>,
+    rejections: BTreeMap<Time, Vec<Rejection>>,
+}
+
+pub struct ViewStore {
+    pending: Mutex<Pending>,
+    snapshot: RwLock<Snapshot>,
+    frontier_tx: watch::Sender<Time>,
+    /// For blocking waits (tests, executors on plain threads).
+    published: (Mutex<Time>, Condvar),
+    events_tx: broadcast::Sender<Arc<Event>>,
+    /// Every event, in publication order, when asked for (tests, replays).
+    recorded: Option<Mutex<Vec<Event>>>,
+}
+
+impl ViewStore {
+    pub fn new(workers: usize) -> Arc<ViewStore> {
+        Self::build(workers, false)
+    }
+
+    /// A store that also keeps every published event (for tests and replay checks).
+    pub fn recording(workers: usize) -> Arc<ViewStore> {
+        Self::build(workers, true)
+    }
+
+    fn build(workers: usize, record: bool) -> Arc<ViewStore> {
+        let (frontier_tx, _) = watch::channel(0);
+        let (events_tx, _) = broadcast::channel(65_536);
+        Arc::new(ViewStore {
+            pending: Mutex::new(Pending { frontiers: vec![None; workers], ..Default::default() }),
+            snapshot: RwLock::new(Snapshot::default()),
+            frontier_tx,
+            published: (Mutex::new(0), Condvar::new()),
+            events_tx,
+            recorded: record.then(|| Mutex::new(Vec::new())),
+        })
+    }
+
+    /// The current snapshot. Do not hold it across an `.await`.
+    pub fn read(&self) -> RwLockReadGuard<'_, Snapshot> {
+        self.snapshot.read()
+    }
+
+    pub fn frontier(&self) -> Time {
+        *self.frontier_tx.borrow()
+    }
+
+    pub fn subscribe_frontier(&self) -> watch::Receiver<Time> {
+        self.frontier_tx.subscribe()
+    }
+
+    pub fn subscribe_events(&self) -> broadcast::Receiver<Arc<Event>> {
+        self.events_tx.subscribe()
+    }
+
+    pub fn recorded_events(&self) -> Vec<Event> {
+        self.recorded.as_ref().map(|events| events.lock().clone()).unwrap_or_default()
+    }
+
+    /// Waits until the published frontier is at least `frontier`.
+    pub async fn wait_for(&self, frontier: Time, timeout: Duration) -> Result<()> {
+        let mut rx = self.frontier_tx.subscribe();
+        let waited = tokio::time::timeout(timeout, rx.wait_for(|published| *published >= frontier)).await.map(|result| result.is_ok());
+        match waited {
+            Ok(true) => Ok(()),
+            Ok(false) => Err(Error::Stopped),
+            Err(_) => Err(Error::Timeout { wanted: frontier, current: self.frontier() }),
+        }
+    }
+
+    /// Blocking form of `wait_for`, for plain threads.
+    pub fn wait_for_blocking(&self, frontier: Time, timeout: Duration) -> Result<()> {
+        let (lock, condvar) = &self.published;
+        let deadline = std::time::Instant::now() + timeout;
+        let mut published = lock.lock();
+        while *published < frontier {
+            if condvar.wait_until(&mut published, deadline).timed_out() {
+                return Err(Error::Timeout { wanted: frontier, current: *published });
+            }
+        }
+        Ok(())
+    }
+
+    fn publish(&self, pending: &mut Pending) {
+        // Frontier of all workers; a stopped worker (None) no longer holds anyone back.
+        let mut global: Option<Time> = None;
+        for frontier in &pending.frontiers {
+            match frontier {
+                None => return,
+                Some(Some(time)) => global = Some(global.map_or(*time, |g: Time| g.min(*time))),
+                Some(None) => {}
+            }
+        }
+        let upto = global.unwrap_or(Time::MAX) & !1;
+        let current = self.frontier();
+        if upto <= current {
+            return;
+        }
+        let rows = split_before(&mut pending.rows, upto);
+        let events = split_before(&mut pending.events, upto);
+        let rejections = split_before(&mut pending.rejections, upto);
+        {
+            let mut snapshot = self.snapshot.write();
+            for (_, mut updates) in rows {
+                // Retractions first, so that an update of a key at one time lands whole.
+                updates.sort_by_key(|(_, diff)| *diff);
+                for (row, diff) in updates {
+                    snapshot.apply(row, diff);
+                }
+            }
+            for (_, rejections) in rejections {
+                for rejection in rejections {
+                    snapshot.record_rejection(rejection);
+                }
+            }
+            snapshot.frontier = upto;
+        }
+        for (_, mut events) in events {
+            events.sort();
+            if let Some(recorded) = &self.recorded {
+                recorded.lock().extend(events.iter().cloned());
+            }
+            for event in events {
+                let _ = self.events_tx.send(Arc::new(event));
+            }
+        }
+        self.frontier_tx.send_replace(upto);
+        let (lock, condvar) = &self.published;
+        *lock.lock() = upto;
+        condvar.notify_all();
+    }
+}
+
+fn split_before<V>(map: &mut BTreeMap<Time, V>, upto: Time) -> BTreeMap<Time, V> {
+    let later = map.split_off(&upto);
+    std::mem::replace(map, later)
+}
+
+impl Sink for ViewStore {
+    fn report(&self, report: WorkerReport) {
+        let mut pending = self.pending.lock();
+        for (row, time, diff) in report.rows {
+            pending.rows.entry(time).or_default().push((row, diff));
+        }
+        for (event, time) in report.events {
+            pending.events.entry(time).or_default().push(event);
+        }
+        for (rejection, time) in report.rejections {
+            pending.rejections.entry(time).or_default().push(rejection);
+        }
+        if let Some(slot) = pending.frontiers.get_mut(report.worker) {
+            *slot = Some(report.frontier);
+        }
+        self.publish(&mut pending);
+    }
+}

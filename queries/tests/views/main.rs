@@ -1,0 +1,263 @@
+//! The incremental views against their from-scratch specification, and the domain's
+//! invariants, on 1 and on 4 workers.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use dataflows::model::*;
+use dataflows::oracle::recompute;
+use dataflows::views::Row;
+use dataflows::{Batch, Engine};
+use proptest::prelude::*;
+use queries::ViewStore;
+
+struct Harness {
+    store: Arc<ViewStore>,
+    engine: Engine,
+    seq: Seq,
+    ts: Ts,
+}
+
+impl Harness {
+    fn new(workers: usize) -> Harness {
+        let store = ViewStore::recording(workers);
+        let engine = Engine::start(workers, store.clone()).expect("engine starts");
+        Harness { store, engine, seq: 0, ts: 1_700_000_000_000 }
+    }
+
+    /// Appends one batch and waits until its effects are published.
+    fn batch(&mut self, commands: Vec<Command>) -> Vec<Seq> {
+        self.ts += 1;
+        let mut seqs = Vec::new();
+        let records = commands
+            .into_iter()
+            .map(|command| {
+                self.seq += 1;
+                seqs.push(self.seq);
+                (self.seq, Envelope::new(command))
+            })
+            .collect();
+        self.engine.feed(Batch { ts: self.ts, records }).expect("feed");
+        self.store.wait_for_blocking(settled_frontier(self.ts), Duration::from_secs(30)).expect("views catch up");
+        seqs
+    }
+
+    fn rows(&self) -> BTreeSet<Row> {
+        self.store.read().rows()
+    }
+}
+
+fn product(id: &str, stock: i64) -> Command {
+    Command::CreateProduct {
+        product_id: id.into(),
+        sku: format!("SKU-{id}"),
+        name: format!("Product {id}"),
+        price_cents: 1000,
+        currency: "USD".into(),
+        initial_stock: stock,
+        warehouse_id: None,
+        reorder_point: 1,
+    }
+}
+
+fn order(id: &str, lines: &[(&str, i64)], card: bool) -> Command {
+    Command::PlaceOrder {
+        order_id: id.into(),
+        user_id: "u1".into(),
+        items: lines.iter().map(|(p, q)| Line { product_id: (*p).into(), quantity: *q }).collect(),
+        payment: card.then(|| CardToken { token: "tok".into(), brand: "visa".into(), last4: "4242".into(), exp_month: 12, exp_year: 2030 }),
+        shipping_address: None,
+        cart_id: None,
+    }
+}
+
+#[test]
+fn order_reserves_all_lines_or_none() {
+    let mut h = Harness::new(1);
+    h.batch(vec![product("a", 5), product("b", 1)]);
+    h.batch(vec![order("o1", &[("a", 3), ("b", 1)], false), order("o2", &[("a", 2), ("b", 1)], false)]);
+    let snapshot = h.store.read();
+    assert_eq!(snapshot.orders["o1"].status, OrderStatus::Reserved);
+    assert_eq!(snapshot.orders["o1"].total_cents, 4000);
+    assert_eq!(snapshot.orders["o2"].status, OrderStatus::Cancelled);
+    assert_eq!(snapshot.orders["o2"].cancel_reason, Some(CancelReason::OutOfStock));
+    assert_eq!(snapshot.stock_of("a").reserved, 3, "o2's line of a was released");
+    assert_eq!(snapshot.stock_of("b").available(), 0);
+}
+
+#[test]
+fn saga_runs_to_completion_and_deducts_stock() {
+    let mut h = Harness::new(2);
+    h.batch(vec![product("a", 5)]);
+    h.batch(vec![order("o1", &[("a", 2)], true)]);
+    {
+        let snapshot = h.store.read();
+        assert_eq!(snapshot.orders["o1"].payment_id.as_deref(), Some("pay_o1"));
+        assert!(snapshot.effects.contains_key("pay_o1"), "a charge is awaited");
+    }
+    h.batch(vec![Command::PaymentResult {
+        payment_id: "pay_o1".into(),
+        order_id: "o1".into(),
+        outcome: PaymentOutcome::Approved { charge_id: "ch_1".into() },
+    }]);
+    assert_eq!(h.store.read().orders["o1"].status, OrderStatus::Confirmed);
+    assert!(h.store.read().effects.contains_key("shp_o1"), "a shipment is awaited");
+    h.batch(vec![Command::ShipmentDispatched {
+        shipment_id: "shp_o1".into(),
+        order_id: "o1".into(),
+        carrier: "sandbox".into(),
+        tracking_number: "T1".into(),
+    }]);
+    let seqs = h.batch(vec![Command::CancelOrder { order_id: "o1".into(), reason: CancelReason::CustomerRequest }]);
+    let rejection = h.store.read().rejection(seqs[0]).cloned().expect("cancel of a shipped order is refused");
+    assert_eq!(rejection.kind, RejectionKind::Conflict { code: "order_already_shipped".into() });
+    h.batch(vec![Command::ShipmentDelivered { shipment_id: "shp_o1".into(), order_id: "o1".into() }]);
+    let snapshot = h.store.read();
+    assert_eq!(snapshot.orders["o1"].status, OrderStatus::Completed);
+    let statuses: Vec<_> = snapshot.orders["o1"].history.iter().map(|change| change.status).collect();
+    assert_eq!(
+        statuses,
+        vec![OrderStatus::Pending, OrderStatus::Reserved, OrderStatus::Confirmed, OrderStatus::Shipped, OrderStatus::Completed]
+    );
+    assert_eq!(snapshot.stock_of("a"), queries::StockLevel { on_hand: 3, reserved: 0 });
+    assert!(snapshot.effects.is_empty());
+}
+
+#[test]
+fn declined_payment_cancels_and_releases() {
+    let mut h = Harness::new(1);
+    h.batch(vec![product("a", 5)]);
+    h.batch(vec![order("o1", &[("a", 5)], true)]);
+    h.batch(vec![Command::PaymentResult {
+        payment_id: "pay_o1".into(),
+        order_id: "o1".into(),
+        outcome: PaymentOutcome::Declined { decline_code: "card_declined".into() },
+    }]);
+    let snapshot = h.store.read();
+    assert_eq!(snapshot.orders["o1"].status, OrderStatus::Cancelled);
+    assert_eq!(snapshot.orders["o1"].cancel_reason, Some(CancelReason::PaymentDeclined));
+    assert_eq!(snapshot.stock_of("a").available(), 5);
+    assert_eq!(snapshot.payments["pay_o1"].status, "failed");
+}
+
+#[test]
+fn cancel_after_capture_refunds() {
+    let mut h = Harness::new(1);
+    h.batch(vec![product("a", 5)]);
+    h.batch(vec![order("o1", &[("a", 1)], true)]);
+    h.batch(vec![Command::PaymentResult {
+        payment_id: "pay_o1".into(),
+        order_id: "o1".into(),
+        outcome: PaymentOutcome::Approved { charge_id: "ch".into() },
+    }]);
+    h.batch(vec![Command::CancelOrder { order_id: "o1".into(), reason: CancelReason::CustomerRequest }]);
+    let snapshot = h.store.read();
+    assert_eq!(snapshot.orders["o1"].status, OrderStatus::Cancelled);
+    assert_eq!(snapshot.shipments["shp_o1"].status, "cancelled");
+    assert!(snapshot.effects.contains_key("re_o1_1"), "a refund is awaited");
+    assert!(!snapshot.effects.contains_key("shp_o1"));
+    assert_eq!(snapshot.stock_of("a").reserved, 0);
+}
+
+#[test]
+fn email_addresses_are_unique() {
+    let mut h = Harness::new(2);
+    let user = |id: &str, email: &str| Command::CreateUser {
+        user_id: id.into(),
+        email: email.into(),
+        name: "N".into(),
+        password_hash: "$argon2id$x".into(),
+    };
+    let seqs = h.batch(vec![user("u1", "a@x.io"), user("u2", "A@x.io")]);
+    assert!(h.store.read().rejection(seqs[1]).is_some());
+    h.batch(vec![Command::DeleteUser { user_id: "u1".into() }]);
+    let seqs = h.batch(vec![user("u3", "a@x.io")]);
+    assert!(h.store.read().rejection(seqs[0]).is_none(), "a deleted user's address is free again");
+    assert_eq!(h.store.read().user_by_email("a@x.io").map(|u| u.user_id.as_str()), Some("u3"));
+}
+
+// ---- Property tests ----
+
+const PRODUCTS: [&str; 3] = ["p0", "p1", "p2"];
+
+fn arb_command() -> impl Strategy<Value = Command> {
+    let product = prop::sample::select(PRODUCTS.to_vec());
+    let order_id = (0u8..12).prop_map(|n| format!("o{n}"));
+    prop_oneof![
+        4 => (order_id.clone(), prop::collection::vec((product.clone(), 1i64..4), 1..3), any::<bool>()).prop_map(|(id, lines, card)| {
+            let mut merged: BTreeMap<&str, i64> = BTreeMap::new();
+            for (p, q) in lines { *merged.entry(p).or_default() += q; }
+            let lines: Vec<(&str, i64)> = merged.into_iter().collect();
+            order(&id, &lines, card)
+        }),
+        1 => (product.clone(), -3i64..6).prop_map(|(p, delta)| Command::AdjustStock { product_id: p.into(), delta, reason: "count".into() }),
+        2 => order_id.clone().prop_map(|id| Command::CancelOrder { order_id: id, reason: CancelReason::CustomerRequest }),
+        2 => (order_id.clone(), 0u8..3).prop_map(|(id, outcome)| Command::PaymentResult {
+            payment_id: payment_id_for(&id),
+            order_id: id,
+            outcome: match outcome {
+                0 => PaymentOutcome::Approved { charge_id: "ch".into() },
+                1 => PaymentOutcome::Declined { decline_code: "card_declined".into() },
+                _ => PaymentOutcome::Fraud { decline_code: "fraudulent".into() },
+            },
+        }),
+        1 => order_id.clone().prop_map(|id| Command::ShipmentDispatched {
+            shipment_id: shipment_id_for(&id), order_id: id, carrier: "c".into(), tracking_number: "t".into()
+        }),
+        1 => order_id.clone().prop_map(|id| Command::ShipmentDelivered { shipment_id: shipment_id_for(&id), order_id: id }),
+        1 => order_id.prop_map(|id| Command::RequestRefund {
+            payment_id: payment_id_for(&id), order_id: id, amount_cents: Some(500), reason: "r".into()
+        }),
+    ]
+}
+
+fn arb_batches() -> impl Strategy<Value = Vec<Vec<Command>>> {
+    prop::collection::vec(prop::collection::vec(arb_command(), 1..6), 1..10)
+}
+
+/// Stock invariants: nothing negative, and reserved stock is exactly what live orders hold.
+fn check_invariants(h: &Harness) {
+    let snapshot = h.store.read();
+    let mut held: BTreeMap<String, i64> = BTreeMap::new();
+    for order in snapshot.orders.values() {
+        let holds = matches!(order.status, OrderStatus::Reserved | OrderStatus::Confirmed | OrderStatus::Shipped);
+        if holds {
+            assert_eq!(order.lines.len(), order.items.len(), "order {} holds all its lines", order.order_id);
+            for line in &order.lines {
+                *held.entry(line.product_id.clone()).or_default() += line.quantity;
+            }
+        }
+    }
+    for product in PRODUCTS {
+        let level = snapshot.stock_of(product);
+        assert!(level.reserved >= 0 && level.available() >= 0, "{product}: {level:?}");
+        assert_eq!(level.reserved, held.get(product).copied().unwrap_or(0), "{product}: reserved equals what orders hold");
+    }
+}
+
+fn run(workers: usize, batches: &[Vec<Command>]) -> (Vec<BTreeSet<Row>>, Vec<Event>) {
+    let mut h = Harness::new(workers);
+    h.batch(PRODUCTS.iter().map(|p| product(p, 4)).collect());
+    let mut states = Vec::new();
+    for batch in batches {
+        h.batch(batch.clone());
+        let rows = h.rows();
+        assert_eq!(rows, recompute(&h.store.recorded_events()), "incremental views equal the recomputation");
+        check_invariants(&h);
+        states.push(rows);
+    }
+    (states, h.store.recorded_events())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 24, ..ProptestConfig::default() })]
+
+    #[test]
+    fn incremental_equals_recomputed_on_1_and_4_workers(batches in arb_batches()) {
+        let (one, events_one) = run(1, &batches);
+        let (four, events_four) = run(4, &batches);
+        prop_assert_eq!(one, four);
+        prop_assert_eq!(events_one, events_four);
+    }
+}
