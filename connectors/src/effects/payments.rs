@@ -1,0 +1,202 @@
+//! Payment providers. The sandbox behaves like a card processor's test mode: fixed test
+//! numbers decline or are flagged as fraud, any other Luhn-valid number is approved,
+//! and a charge made twice with one idempotency key is made once.
+
+use std::collections::HashMap;
+use std::fs::{File, OpenOptions};
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+
+use dataflows::model::{CardToken, PaymentOutcome};
+use parking_lot::Mutex;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::{Error, Result};
+
+/// Card numbers with a fixed behaviour in the sandbox.
+pub const CARD_DECLINED: &str = "4000000000000002";
+pub const CARD_INSUFFICIENT_FUNDS: &str = "4000000000009995";
+pub const CARD_FRAUD: &str = "4100000000000019";
+
+#[derive(Debug, PartialEq, Eq)]
+pub enum CardError {
+    /// The number is not 12-19 digits or fails the Luhn check.
+    InvalidNumber,
+    InvalidExpiry,
+    InvalidCvc,
+}
+
+impl std::fmt::Display for CardError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            CardError::InvalidNumber => "card_number is not a valid card number",
+            CardError::InvalidExpiry => "exp_month/exp_year is not a valid future expiry",
+            CardError::InvalidCvc => "cvc must be 3 or 4 digits",
+        })
+    }
+}
+
+/// Luhn checksum of a string of digits.
+pub fn luhn_valid(digits: &str) -> bool {
+    let mut sum = 0;
+    for (index, ch) in digits.chars().rev().enumerate() {
+        let Some(mut digit) = ch.to_digit(10) else { return false };
+        if index % 2 == 1 {
+            digit *= 2;
+            if digit > 9 {
+                digit -= 9;
+            }
+        }
+        sum += digit;
+    }
+    sum % 10 == 0
+}
+
+fn card_token(number: &str) -> String {
+    let digest = Sha256::digest(format!("tidemark-card:{number}").as_bytes());
+    format!("tok_{}", &hex::encode(digest)[..24])
+}
+
+/// Checks a card and replaces its number with a token; the number itself and the CVC
+/// never go further. `now` is `(year, month)`, for the expiry check.
+pub fn tokenize_card(number: &str, exp_month: u8, exp_year: u16, cvc: &str, now: (u16, u8)) -> Result<CardToken, CardError> {
+    let number: String = number.chars().filter(|c| !matches!(c, ' ' | '-')).collect();
+    if !(12..=19).contains(&number.len()) || !number.chars().all(|c| c.is_ascii_digit()) || !luhn_valid(&number) {
+        return Err(CardError::InvalidNumber);
+    }
+    if !(1..=12).contains(&exp_month) || (exp_year, exp_month) < now || exp_year > now.0 + 50 {
+        return Err(CardError::InvalidExpiry);
+    }
+    if !(3..=4).contains(&cvc.len()) || !cvc.chars().all(|c| c.is_ascii_digit()) {
+        return Err(CardError::InvalidCvc);
+    }
+    let brand = match number.as_bytes()[0] {
+        b'4' => "visa",
+        b'5' | b'2' => "mastercard",
+        b'3' => "amex",
+        b'6' => "discover",
+        _ => "unknown",
+    };
+    Ok(CardToken { token: card_token(&number), brand: brand.into(), last4: number[number.len() - 4..].into(), exp_month, exp_year })
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ChargeRequest {
+    /// The same key always yields the same charge, however often it is sent.
+    pub idempotency_key: String,
+    pub amount_cents: i64,
+    pub currency: String,
+    pub card: CardToken,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RefundRequest {
+    pub idempotency_key: String,
+    pub payment_key: String,
+    pub amount_cents: i64,
+}
+
+pub trait PaymentProvider: Send + Sync + 'static {
+    fn charge(&self, request: &ChargeRequest) -> Result<PaymentOutcome>;
+    /// `Ok(true)` when the money went back.
+    fn refund(&self, request: &RefundRequest) -> Result<bool>;
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+struct LedgerEntry {
+    key: String,
+    #[serde(flatten)]
+    answer: Answer,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+enum Answer {
+    Charge { outcome: PaymentOutcome, amount_cents: i64 },
+    Refund { succeeded: bool, amount_cents: i64 },
+}
+
+/// The default provider: deterministic test-mode rules, with a durable ledger of the
+/// answers it gave so that a retry after a crash gets the same answer and no new charge.
+pub struct SandboxPayments {
+    path: PathBuf,
+    state: Mutex<(File, HashMap<String, Answer>)>,
+    declined: [String; 2],
+    fraud: String,
+}
+
+impl SandboxPayments {
+    pub fn open(path: impl AsRef<Path>) -> Result<SandboxPayments> {
+        let path = path.as_ref().to_path_buf();
+        let mut answers = HashMap::new();
+        if path.exists() {
+            let file = File::open(&path).map_err(|e| Error::io(&path, e))?;
+            for line in BufReader::new(file).lines() {
+                let line = line.map_err(|e| Error::io(&path, e))?;
+                // A torn last line is a charge whose answer never left the provider.
+                if let Ok(entry) = serde_json::from_str::<LedgerEntry>(&line) {
+                    answers.insert(entry.key, entry.answer);
+                }
+            }
+        }
+        let file = OpenOptions::new().create(true).append(true).open(&path).map_err(|e| Error::io(&path, e))?;
+        Ok(SandboxPayments {
+            path,
+            state: Mutex::new((file, answers)),
+            declined: [card_token(CARD_DECLINED), card_token(CARD_INSUFFICIENT_FUNDS)],
+            fraud: card_token(CARD_FRAUD),
+        })
+    }
+
+    /// How many distinct charges the sandbox has made (approved ones).
+    pub fn charges_made(&self) -> usize {
+        let state = self.state.lock();
+        state.1.values().filter(|answer| matches!(answer, Answer::Charge { outcome: PaymentOutcome::Approved { .. }, .. })).count()
+    }
+
+    fn answer(&self, key: &str, decide: impl FnOnce() -> Answer) -> Result<Answer> {
+        let mut state = self.state.lock();
+        if let Some(answer) = state.1.get(key) {
+            return Ok(answer.clone());
+        }
+        let answer = decide();
+        let mut line = serde_json::to_vec(&LedgerEntry { key: key.to_string(), answer: answer.clone() })
+            .map_err(|e| Error::Provider { message: e.to_string(), retryable: false })?;
+        line.push(b'\n');
+        state.0.write_all(&line).and_then(|_| state.0.sync_data()).map_err(|e| Error::io(&self.path, e))?;
+        state.1.insert(key.to_string(), answer.clone());
+        Ok(answer)
+    }
+}
+
+impl PaymentProvider for SandboxPayments {
+    fn charge(&self, request: &ChargeRequest) -> Result<PaymentOutcome> {
+        let answer = self.answer(&request.idempotency_key, || {
+            let token = &request.card.token;
+            let outcome = if *token == self.declined[0] {
+                PaymentOutcome::Declined { decline_code: "card_declined".into() }
+            } else if *token == self.declined[1] {
+                PaymentOutcome::Declined { decline_code: "insufficient_funds".into() }
+            } else if *token == self.fraud {
+                PaymentOutcome::Fraud { decline_code: "fraudulent".into() }
+            } else {
+                let digest = Sha256::digest(request.idempotency_key.as_bytes());
+                PaymentOutcome::Approved { charge_id: format!("ch_{}", &hex::encode(digest)[..24]) }
+            };
+            Answer::Charge { outcome, amount_cents: request.amount_cents }
+        })?;
+        match answer {
+            Answer::Charge { outcome, .. } => Ok(outcome),
+            Answer::Refund { .. } => Err(Error::Provider { message: "idempotency key reused for a refund".into(), retryable: false }),
+        }
+    }
+
+    fn refund(&self, request: &RefundRequest) -> Result<bool> {
+        let answer = self.answer(&request.idempotency_key, || Answer::Refund { succeeded: true, amount_cents: request.amount_cents })?;
+        match answer {
+            Answer::Refund { succeeded, .. } => Ok(succeeded),
+            Answer::Charge { .. } => Err(Error::Provider { message: "idempotency key reused for a charge".into(), retryable: false }),
+        }
+    }
+}

@@ -1,0 +1,421 @@
+//! The embedded segment log: the default `Log`, in a directory of segment files.
+//!
+//! Segments are named by the position of their first record and start with a magic
+//! header. One writer thread owns the open segment and commits in groups: it takes every
+//! append waiting at that moment, gives them one timestamp, writes them, fsyncs once,
+//! hands the batch to the consumer (the dataflow) and only then answers the appenders.
+//!
+//! Recovery: a record that is cut off or fails its checksum at the end of the last
+//! segment is a torn write and is truncated away, with a warning that says how many
+//! bytes were dropped. A bad record followed by good ones is corruption, reported with
+//! its segment and offset, never skipped.
+
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{self, Receiver, Sender};
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use dataflows::model::{Seq, Ts};
+use parking_lot::Mutex;
+use tokio::sync::oneshot;
+
+use super::record::{decode_record, encode_record, BadRecord};
+use super::{Appended, DurableBatch, Log, LogRecord, OnDurable, PendingAppend};
+use crate::{Error, Result};
+
+const MAGIC: &[u8; 8] = b"TDMKLOG\x01";
+const MAX_RECORD_BYTES: usize = 16 << 20;
+
+#[derive(Clone, Debug)]
+pub struct EmbeddedLogOptions {
+    /// A segment is closed once it holds this many bytes.
+    pub segment_bytes: u64,
+    /// Upper bound on the bytes one group commit takes in.
+    pub max_batch_bytes: usize,
+}
+
+impl Default for EmbeddedLogOptions {
+    fn default() -> Self {
+        EmbeddedLogOptions { segment_bytes: 64 << 20, max_batch_bytes: 4 << 20 }
+    }
+}
+
+struct Request {
+    payloads: Vec<Vec<u8>>,
+    reply: oneshot::Sender<Result<Appended>>,
+}
+
+/// What recovery found: the segments, where to write next, what was dropped.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Recovery {
+    pub segments: usize,
+    pub records: u64,
+    pub truncated_bytes: u64,
+}
+
+pub struct EmbeddedLog {
+    dir: PathBuf,
+    options: EmbeddedLogOptions,
+    requests: Mutex<Option<Sender<Request>>>,
+    pending_writer: Mutex<Option<(Writer, Receiver<Request>)>>,
+    durable_end: Arc<AtomicU64>,
+    writer_thread: Mutex<Option<std::thread::JoinHandle<()>>>,
+    recovery: Recovery,
+}
+
+struct Writer {
+    dir: PathBuf,
+    file: File,
+    segment_len: u64,
+    segment_bytes: u64,
+    max_batch_bytes: usize,
+    next_seq: Seq,
+    last_ts: Ts,
+    poisoned: Option<String>,
+}
+
+impl EmbeddedLog {
+    /// Opens (creating if needed) the log in `dir` and recovers it.
+    pub fn open(dir: impl AsRef<Path>, options: EmbeddedLogOptions) -> Result<EmbeddedLog> {
+        let dir = dir.as_ref().to_path_buf();
+        std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
+        let segments = list_segments(&dir)?;
+        let mut next_seq: Seq = 0;
+        let mut last_ts: Ts = 0;
+        let mut recovery = Recovery { segments: segments.len(), ..Default::default() };
+        for (index, (first_seq, path)) in segments.iter().enumerate() {
+            let last = index + 1 == segments.len();
+            if *first_seq != next_seq && !(index == 0 && next_seq == 0) {
+                return Err(Error::Corrupt {
+                    segment: path.display().to_string(),
+                    offset: 0,
+                    reason: format!("segment starts at record {first_seq}, expected {next_seq}"),
+                });
+            }
+            next_seq = *first_seq;
+            let scan = scan_segment(path, next_seq, last_ts, last)?;
+            recovery.records += scan.records;
+            next_seq += scan.records;
+            last_ts = scan.last_ts.max(last_ts);
+            if let Some(good_len) = scan.truncate_to {
+                let dropped = scan.file_len - good_len;
+                tracing::warn!(segment = %path.display(), offset = good_len, dropped_bytes = dropped, "truncating a torn write at the end of the log");
+                let file = OpenOptions::new().write(true).open(path).map_err(|e| Error::io(path, e))?;
+                file.set_len(good_len).map_err(|e| Error::io(path, e))?;
+                file.sync_all().map_err(|e| Error::io(path, e))?;
+                recovery.truncated_bytes += dropped;
+            }
+        }
+        let (file, segment_len) = match segments.last() {
+            Some((_, path)) => {
+                let file = OpenOptions::new().append(true).open(path).map_err(|e| Error::io(path, e))?;
+                let len = file.metadata().map_err(|e| Error::io(path, e))?.len();
+                (file, len)
+            }
+            None => (create_segment(&dir, 0)?, MAGIC.len() as u64),
+        };
+        let writer = Writer {
+            dir: dir.clone(),
+            file,
+            segment_len,
+            segment_bytes: options.segment_bytes,
+            max_batch_bytes: options.max_batch_bytes,
+            next_seq,
+            last_ts,
+            poisoned: None,
+        };
+        let (tx, rx) = mpsc::channel();
+        tracing::info!(dir = %dir.display(), records = recovery.records, segments = recovery.segments, "opened the embedded log");
+        Ok(EmbeddedLog {
+            dir,
+            options,
+            requests: Mutex::new(Some(tx)),
+            pending_writer: Mutex::new(Some((writer, rx))),
+            durable_end: Arc::new(AtomicU64::new(next_seq)),
+            writer_thread: Mutex::new(None),
+            recovery,
+        })
+    }
+
+    pub fn recovery(&self) -> &Recovery {
+        &self.recovery
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    pub fn options(&self) -> &EmbeddedLogOptions {
+        &self.options
+    }
+
+    /// Stops taking appends, finishes the ones in flight and joins the writer.
+    pub fn close(&self) {
+        self.requests.lock().take();
+        if let Some(thread) = self.writer_thread.lock().take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+impl Drop for EmbeddedLog {
+    fn drop(&mut self) {
+        self.close();
+    }
+}
+
+impl Log for EmbeddedLog {
+    fn append(&self, payloads: Vec<Vec<u8>>) -> PendingAppend {
+        let (reply, rx) = oneshot::channel();
+        if let Some(size) = payloads.iter().map(Vec::len).find(|len| *len > MAX_RECORD_BYTES) {
+            let _ = reply.send(Err(Error::TooLarge(size)));
+            return PendingAppend(rx);
+        }
+        match self.requests.lock().as_ref() {
+            Some(tx) => {
+                if let Err(mpsc::SendError(request)) = tx.send(Request { payloads, reply }) {
+                    let _ = request.reply.send(Err(Error::Closed));
+                }
+            }
+            None => {
+                let _ = reply.send(Err(Error::Closed));
+            }
+        }
+        PendingAppend(rx)
+    }
+
+    fn read_from(&self, seq: Seq) -> Result<Box<dyn Iterator<Item = Result<LogRecord>> + Send>> {
+        let end = self.durable_end();
+        let segments: Vec<(Seq, PathBuf)> = list_segments(&self.dir)?;
+        let start = segments.iter().rposition(|(first, _)| *first <= seq).unwrap_or(0);
+        let segments: Vec<(Seq, PathBuf)> = segments.into_iter().skip(start).collect();
+        Ok(Box::new(SegmentReader { segments: segments.into_iter(), current: Vec::new().into_iter(), from: seq, end, failed: false }))
+    }
+
+    fn durable_end(&self) -> Seq {
+        self.durable_end.load(Ordering::Acquire)
+    }
+
+    fn start(&self, consumer: OnDurable) -> Result<()> {
+        let (writer, rx) = self.pending_writer.lock().take().ok_or(Error::Closed)?;
+        let durable_end = Arc::clone(&self.durable_end);
+        let thread = std::thread::Builder::new()
+            .name("log-writer".into())
+            .spawn(move || writer.run(rx, consumer, durable_end))
+            .map_err(|e| Error::io(&self.dir, e))?;
+        *self.writer_thread.lock() = Some(thread);
+        Ok(())
+    }
+}
+
+impl Writer {
+    fn run(mut self, rx: Receiver<Request>, mut consumer: OnDurable, durable_end: Arc<AtomicU64>) {
+        let mut buffer = Vec::with_capacity(1 << 16);
+        while let Ok(first) = rx.recv() {
+            let mut bytes: usize = first.payloads.iter().map(Vec::len).sum();
+            let mut requests = vec![first];
+            while bytes < self.max_batch_bytes {
+                match rx.try_recv() {
+                    Ok(request) => {
+                        bytes += request.payloads.iter().map(Vec::len).sum::<usize>();
+                        requests.push(request);
+                    }
+                    Err(_) => break,
+                }
+            }
+            if let Some(reason) = &self.poisoned {
+                for request in requests {
+                    let _ = request.reply.send(Err(Error::Poisoned(reason.clone())));
+                }
+                continue;
+            }
+            let ts = now_ms().max(self.last_ts + 1);
+            let first_seq = self.next_seq;
+            buffer.clear();
+            let mut seq = first_seq;
+            let mut answers = Vec::with_capacity(requests.len());
+            for request in &requests {
+                answers.push(Appended { ts, first_seq: seq, count: request.payloads.len() });
+                for payload in &request.payloads {
+                    encode_record(&mut buffer, seq, ts, payload);
+                    seq += 1;
+                }
+            }
+            if let Err(error) = self.write_durably(&buffer, first_seq) {
+                let reason = error.to_string();
+                tracing::error!(%reason, "log append failed; refusing appends until restart");
+                self.poisoned = Some(reason.clone());
+                for request in requests {
+                    let _ = request.reply.send(Err(Error::Poisoned(reason.clone())));
+                }
+                continue;
+            }
+            self.next_seq = seq;
+            self.last_ts = ts;
+            durable_end.store(seq, Ordering::Release);
+            let mut records = Vec::with_capacity((seq - first_seq) as usize);
+            let mut next = first_seq;
+            for request in &requests {
+                for payload in &request.payloads {
+                    records.push((next, payload.as_slice()));
+                    next += 1;
+                }
+            }
+            consumer(DurableBatch { ts, records });
+            for (request, answer) in requests.into_iter().zip(answers) {
+                let _ = request.reply.send(Ok(answer));
+            }
+        }
+    }
+
+    fn write_durably(&mut self, bytes: &[u8], first_seq: Seq) -> Result<()> {
+        if self.segment_len > MAGIC.len() as u64 && self.segment_len + bytes.len() as u64 > self.segment_bytes {
+            self.file = create_segment(&self.dir, first_seq)?;
+            self.segment_len = MAGIC.len() as u64;
+        }
+        self.file.write_all(bytes).map_err(|e| Error::io(&self.dir, e))?;
+        self.file.sync_data().map_err(|e| Error::io(&self.dir, e))?;
+        self.segment_len += bytes.len() as u64;
+        Ok(())
+    }
+}
+
+fn now_ms() -> Ts {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as Ts).unwrap_or(0)
+}
+
+fn segment_path(dir: &Path, first_seq: Seq) -> PathBuf {
+    dir.join(format!("{first_seq:020}.log"))
+}
+
+fn create_segment(dir: &Path, first_seq: Seq) -> Result<File> {
+    let path = segment_path(dir, first_seq);
+    let mut file = OpenOptions::new().create(true).truncate(true).write(true).open(&path).map_err(|e| Error::io(&path, e))?;
+    file.write_all(MAGIC).map_err(|e| Error::io(&path, e))?;
+    file.sync_all().map_err(|e| Error::io(&path, e))?;
+    File::open(dir).and_then(|d| d.sync_all()).map_err(|e| Error::io(dir, e))?;
+    OpenOptions::new().append(true).open(&path).map_err(|e| Error::io(&path, e))
+}
+
+fn list_segments(dir: &Path) -> Result<Vec<(Seq, PathBuf)>> {
+    let mut segments = Vec::new();
+    for entry in std::fs::read_dir(dir).map_err(|e| Error::io(dir, e))? {
+        let path = entry.map_err(|e| Error::io(dir, e))?.path();
+        let Some(name) = path.file_name().and_then(|n| n.to_str()) else { continue };
+        if let Some(first) = name.strip_suffix(".log").and_then(|stem| stem.parse::<Seq>().ok()) {
+            segments.push((first, path));
+        }
+    }
+    segments.sort();
+    Ok(segments)
+}
+
+struct Scan {
+    records: u64,
+    last_ts: Ts,
+    file_len: u64,
+    truncate_to: Option<u64>,
+}
+
+fn scan_segment(path: &Path, first_seq: Seq, mut last_ts: Ts, is_last: bool) -> Result<Scan> {
+    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    let corrupt = |offset: usize, reason: String| Error::Corrupt { segment: path.display().to_string(), offset: offset as u64, reason };
+    let file_len = bytes.len() as u64;
+    if bytes.len() < MAGIC.len() || &bytes[..MAGIC.len()] != MAGIC {
+        if is_last && MAGIC.starts_with(&bytes) {
+            // Crashed while creating the segment: rewrite its header.
+            std::fs::write(path, MAGIC).map_err(|e| Error::io(path, e))?;
+            return Ok(Scan { records: 0, last_ts, file_len: MAGIC.len() as u64, truncate_to: None });
+        }
+        return Err(corrupt(0, "missing segment header".into()));
+    }
+    let mut offset = MAGIC.len();
+    let mut expected = first_seq;
+    while offset < bytes.len() {
+        match decode_record(&bytes[offset..]) {
+            Ok((seq, ts, _, len)) => {
+                if seq != expected {
+                    return Err(corrupt(offset, format!("record {seq} where {expected} was expected")));
+                }
+                if ts < last_ts {
+                    return Err(corrupt(offset, format!("timestamp {ts} goes back from {last_ts}")));
+                }
+                last_ts = ts;
+                expected += 1;
+                offset += len;
+            }
+            Err(bad) => {
+                let next = match bad {
+                    BadRecord::Truncated => None,
+                    BadRecord::Checksum { len } => Some(offset + super::RECORD_HEADER_BYTES + len),
+                };
+                let followed_by_good = next.is_some_and(|next| next < bytes.len() && decode_record(&bytes[next..]).is_ok());
+                if !is_last || followed_by_good {
+                    return Err(corrupt(offset, format!("{bad:?}")));
+                }
+                return Ok(Scan { records: expected - first_seq, last_ts, file_len, truncate_to: Some(offset as u64) });
+            }
+        }
+    }
+    Ok(Scan { records: expected - first_seq, last_ts, file_len, truncate_to: None })
+}
+
+struct SegmentReader {
+    segments: std::vec::IntoIter<(Seq, PathBuf)>,
+    current: std::vec::IntoIter<LogRecord>,
+    from: Seq,
+    end: Seq,
+    failed: bool,
+}
+
+impl Iterator for SegmentReader {
+    type Item = Result<LogRecord>;
+
+    fn next(&mut self) -> Option<Result<LogRecord>> {
+        loop {
+            if self.failed {
+                return None;
+            }
+            if let Some(record) = self.current.next() {
+                if record.seq >= self.end {
+                    return None;
+                }
+                if record.seq >= self.from {
+                    return Some(Ok(record));
+                }
+                continue;
+            }
+            let (_, path) = self.segments.next()?;
+            match read_segment(&path) {
+                Ok(records) => self.current = records.into_iter(),
+                Err(error) => {
+                    self.failed = true;
+                    return Some(Err(error));
+                }
+            }
+        }
+    }
+}
+
+fn read_segment(path: &Path) -> Result<Vec<LogRecord>> {
+    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    let mut records = Vec::new();
+    let mut offset = MAGIC.len().min(bytes.len());
+    while offset < bytes.len() {
+        match decode_record(&bytes[offset..]) {
+            Ok((seq, ts, payload, len)) => {
+                records.push(LogRecord { seq, ts, payload: payload.to_vec() });
+                offset += len;
+            }
+            // Bytes past the durable end may be an append in progress.
+            Err(BadRecord::Truncated) => break,
+            Err(bad) => {
+                return Err(Error::Corrupt { segment: path.display().to_string(), offset: offset as u64, reason: format!("{bad:?}") })
+            }
+        }
+    }
+    Ok(records)
+}

@@ -1,0 +1,69 @@
+//! The command log: an ordered, durable sequence of records, each with a position
+//! (`seq`) and the logical timestamp (`ts`) of the batch it was appended in.
+
+mod embedded;
+mod record;
+
+pub use embedded::{EmbeddedLog, EmbeddedLogOptions};
+pub use record::{decode_record, encode_record, RECORD_HEADER_BYTES};
+
+use dataflows::model::{Seq, Ts};
+use tokio::sync::oneshot;
+
+use crate::{Error, Result};
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LogRecord {
+    pub seq: Seq,
+    pub ts: Ts,
+    pub payload: Vec<u8>,
+}
+
+/// Where a batch landed: every record of it shares `ts`; positions are consecutive.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Appended {
+    pub ts: Ts,
+    pub first_seq: Seq,
+    pub count: usize,
+}
+
+/// A batch that has just become durable, in log order. Handed to the log's consumer
+/// (the dataflow feeder) before any appender is answered.
+pub struct DurableBatch<'a> {
+    pub ts: Ts,
+    pub records: Vec<(Seq, &'a [u8])>,
+}
+
+/// Called once per durable batch, on the log's writer, in log order.
+pub type OnDurable = Box<dyn FnMut(DurableBatch<'_>) + Send>;
+
+/// The answer to an append; resolves once the batch is durable (or failed).
+pub struct PendingAppend(pub(crate) oneshot::Receiver<Result<Appended>>);
+
+impl PendingAppend {
+    pub async fn durable(self) -> Result<Appended> {
+        self.0.await.unwrap_or(Err(Error::Closed))
+    }
+
+    pub fn wait(self) -> Result<Appended> {
+        self.0.blocking_recv().unwrap_or(Err(Error::Closed))
+    }
+}
+
+/// A durable, ordered log of records. The embedded segment log implements it; so does
+/// the Kafka backend.
+pub trait Log: Send + Sync + 'static {
+    /// Appends `payloads` as one batch. Concurrent appends may share a batch (and its
+    /// fsync); the answer comes only once the bytes are durable.
+    fn append(&self, payloads: Vec<Vec<u8>>) -> PendingAppend;
+
+    /// Reads every durable record at or after `seq`, in order.
+    fn read_from(&self, seq: Seq) -> Result<Box<dyn Iterator<Item = Result<LogRecord>> + Send>>;
+
+    /// The position the next record will get: every record before it is durable.
+    fn durable_end(&self) -> Seq;
+
+    /// Starts delivering durable batches to `consumer`. Appends made before this are
+    /// refused, so no batch can reach the dataflow out of order.
+    fn start(&self, consumer: OnDurable) -> Result<()>;
+}
