@@ -10,9 +10,16 @@ pub mod log;
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error("log I/O error on {path}: {source}")]
-    Io { path: String, source: std::io::Error },
+    Io {
+        path: String,
+        source: std::io::Error,
+    },
     #[error("corrupt log record in segment {segment} at byte {offset}: {reason}")]
-    Corrupt { segment: String, offset: u64, reason: String },
+    Corrupt {
+        segment: String,
+        offset: u64,
+        reason: String,
+    },
     #[error("the log is closed")]
     Closed,
     #[error("the log failed earlier and refuses appends until restarted: {0}")]
@@ -25,12 +32,21 @@ pub enum Error {
 
 impl Error {
     pub fn io(path: impl AsRef<std::path::Path>, source: std::io::Error) -> Error {
-        Error::Io { path: path.as_ref().display().to_string(), source }
+        Error::Io {
+            path: path.as_ref().display().to_string(),
+            source,
+        }
     }
 
     /// Whether trying the same operation again can help.
     pub fn is_retryable(&self) -> bool {
-        matches!(self, Error::Provider { retryable: true, .. } | Error::Io { .. })
+        matches!(
+            self,
+            Error::Provider {
+                retryable: true,
+                ..
+            } | Error::Io { .. }
+        )
     }
 }
 

@@ -37,24 +37,56 @@ impl<'scope> ShoppingCarts<'scope> for Stream<'scope, Time, Vec<CartIn>> {
             |input: &CartIn| key_hash(cart_id_of(&input.command)),
             move |_time, inputs, out| {
                 for CartIn { seq, ts, command } in inputs {
-                    let event = |body| Ok(Event { seq, phase: 0, sub: 0, ts, body });
-                    let reject = |kind, detail: String| Err(Rejection { seq, ts, kind, detail });
+                    let event = |body| {
+                        Ok(Event {
+                            seq,
+                            phase: 0,
+                            sub: 0,
+                            ts,
+                            body,
+                        })
+                    };
+                    let reject = |kind, detail: String| {
+                        Err(Rejection {
+                            seq,
+                            ts,
+                            kind,
+                            detail,
+                        })
+                    };
                     match command {
                         Command::CreateCart { cart_id, user_id } => {
                             if carts.contains_key(&cart_id) {
-                                out.push(reject(RejectionKind::Conflict { code: "cart_exists".into() }, format!("cart {cart_id} already exists")));
+                                out.push(reject(
+                                    RejectionKind::Conflict {
+                                        code: "cart_exists".into(),
+                                    },
+                                    format!("cart {cart_id} already exists"),
+                                ));
                                 continue;
                             }
                             carts.insert(cart_id.clone(), BTreeMap::new());
                             out.push(event(EventBody::CartCreated { cart_id, user_id }));
                         }
-                        Command::SetCartItem { cart_id, product_id, quantity } => {
+                        Command::SetCartItem {
+                            cart_id,
+                            product_id,
+                            quantity,
+                        } => {
                             let Some(cart) = carts.get_mut(&cart_id) else {
-                                out.push(reject(RejectionKind::NotFound, format!("cart {cart_id} does not exist")));
+                                out.push(reject(
+                                    RejectionKind::NotFound,
+                                    format!("cart {cart_id} does not exist"),
+                                ));
                                 continue;
                             };
                             if quantity < 0 {
-                                out.push(reject(RejectionKind::Invalid { field: "quantity".into() }, "quantity must not be negative".into()));
+                                out.push(reject(
+                                    RejectionKind::Invalid {
+                                        field: "quantity".into(),
+                                    },
+                                    "quantity must not be negative".into(),
+                                ));
                                 continue;
                             }
                             if quantity == 0 {
@@ -62,7 +94,11 @@ impl<'scope> ShoppingCarts<'scope> for Stream<'scope, Time, Vec<CartIn>> {
                             } else {
                                 cart.insert(product_id.clone(), quantity);
                             }
-                            out.push(event(EventBody::CartUpdated { cart_id, product_id, quantity }));
+                            out.push(event(EventBody::CartUpdated {
+                                cart_id,
+                                product_id,
+                                quantity,
+                            }));
                         }
                         _ => {}
                     }

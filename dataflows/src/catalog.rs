@@ -150,12 +150,23 @@ struct Emitter<'a> {
 
 impl Emitter<'_> {
     fn event(&mut self, body: EventBody) {
-        self.out.push(CatalogOut::Event(Event { seq: self.seq, phase: self.phase, sub: self.sub, ts: self.ts, body }));
+        self.out.push(CatalogOut::Event(Event {
+            seq: self.seq,
+            phase: self.phase,
+            sub: self.sub,
+            ts: self.ts,
+            body,
+        }));
         self.sub += 1;
     }
 
     fn reject(&mut self, kind: RejectionKind, detail: impl Into<String>) {
-        self.out.push(CatalogOut::Rejected(Rejection { seq: self.seq, ts: self.ts, kind, detail: detail.into() }));
+        self.out.push(CatalogOut::Rejected(Rejection {
+            seq: self.seq,
+            ts: self.ts,
+            kind,
+            detail: detail.into(),
+        }));
     }
 
     /// `inventory.low_stock` when availability crosses the reorder point downwards.
@@ -173,11 +184,31 @@ impl Emitter<'_> {
 
 fn decide(products: &mut HashMap<String, Product>, request: CatalogIn, out: &mut Vec<CatalogOut>) {
     // Sub-indices of a line's events leave room for several events per line.
-    let mut emit = Emitter { seq: request.seq, phase: request.phase, sub: request.sub.saturating_mul(8), ts: request.ts, out };
+    let mut emit = Emitter {
+        seq: request.seq,
+        phase: request.phase,
+        sub: request.sub.saturating_mul(8),
+        ts: request.ts,
+        out,
+    };
     match request.op {
-        CatalogOp::Create { product_id, sku, name, price_cents, currency, initial_stock, warehouse_id, reorder_point } => {
+        CatalogOp::Create {
+            product_id,
+            sku,
+            name,
+            price_cents,
+            currency,
+            initial_stock,
+            warehouse_id,
+            reorder_point,
+        } => {
             if products.contains_key(&product_id) {
-                emit.reject(RejectionKind::Conflict { code: "product_exists".into() }, format!("product {product_id} already exists"));
+                emit.reject(
+                    RejectionKind::Conflict {
+                        code: "product_exists".into(),
+                    },
+                    format!("product {product_id} already exists"),
+                );
                 return;
             }
             emit.event(EventBody::ProductCreated {
@@ -189,15 +220,37 @@ fn decide(products: &mut HashMap<String, Product>, request: CatalogIn, out: &mut
                 reorder_point,
                 warehouse_id,
             });
-            let product = Product { sku, name, price_cents, currency, reorder_point, on_hand: initial_stock, reserved: 0 };
+            let product = Product {
+                sku,
+                name,
+                price_cents,
+                currency,
+                reorder_point,
+                on_hand: initial_stock,
+                reserved: 0,
+            };
             if initial_stock != 0 {
-                emit.event(EventBody::StockAdjusted { product_id: product_id.clone(), delta: initial_stock, reason: "initial_stock".into() });
+                emit.event(EventBody::StockAdjusted {
+                    product_id: product_id.clone(),
+                    delta: initial_stock,
+                    reason: "initial_stock".into(),
+                });
             }
             products.insert(product_id, product);
         }
-        CatalogOp::Update { product_id, sku, name, price_cents, currency, reorder_point } => {
+        CatalogOp::Update {
+            product_id,
+            sku,
+            name,
+            price_cents,
+            currency,
+            reorder_point,
+        } => {
             let Some(product) = products.get_mut(&product_id) else {
-                emit.reject(RejectionKind::NotFound, format!("product {product_id} does not exist"));
+                emit.reject(
+                    RejectionKind::NotFound,
+                    format!("product {product_id} does not exist"),
+                );
                 return;
             };
             if let Some(sku) = sku {
@@ -224,15 +277,24 @@ fn decide(products: &mut HashMap<String, Product>, request: CatalogIn, out: &mut
                 reorder_point: product.reorder_point,
             });
         }
-        CatalogOp::Adjust { product_id, delta, reason } => {
+        CatalogOp::Adjust {
+            product_id,
+            delta,
+            reason,
+        } => {
             let Some(product) = products.get_mut(&product_id) else {
-                emit.reject(RejectionKind::NotFound, format!("product {product_id} does not exist"));
+                emit.reject(
+                    RejectionKind::NotFound,
+                    format!("product {product_id} does not exist"),
+                );
                 return;
             };
             let before = product.available();
             if product.on_hand + delta < product.reserved {
                 emit.reject(
-                    RejectionKind::Conflict { code: "insufficient_stock".into() },
+                    RejectionKind::Conflict {
+                        code: "insufficient_stock".into(),
+                    },
                     format!(
                         "adjusting by {delta} would leave {} on hand for {} reserved",
                         product.on_hand + delta,
@@ -242,10 +304,19 @@ fn decide(products: &mut HashMap<String, Product>, request: CatalogIn, out: &mut
                 return;
             }
             product.on_hand += delta;
-            emit.event(EventBody::StockAdjusted { product_id: product_id.clone(), delta, reason });
+            emit.event(EventBody::StockAdjusted {
+                product_id: product_id.clone(),
+                delta,
+                reason,
+            });
             emit.low_stock_check(&product_id, before, product);
         }
-        CatalogOp::Reserve { product_id, order_id, line, quantity } => {
+        CatalogOp::Reserve {
+            product_id,
+            order_id,
+            line,
+            quantity,
+        } => {
             let outcome = match products.get_mut(&product_id) {
                 None => Err(CancelReason::InvalidItems),
                 Some(product) if quantity <= 0 => {
@@ -256,7 +327,11 @@ fn decide(products: &mut HashMap<String, Product>, request: CatalogIn, out: &mut
                 Some(product) => {
                     let before = product.available();
                     product.reserved += quantity;
-                    emit.event(EventBody::InventoryReserved { product_id: product_id.clone(), order_id: order_id.clone(), quantity });
+                    emit.event(EventBody::InventoryReserved {
+                        product_id: product_id.clone(),
+                        order_id: order_id.clone(),
+                        quantity,
+                    });
                     emit.low_stock_check(&product_id, before, product);
                     Ok(PricedLine {
                         product_id: product_id.clone(),
@@ -266,23 +341,47 @@ fn decide(products: &mut HashMap<String, Product>, request: CatalogIn, out: &mut
                     })
                 }
             };
-            emit.out.push(CatalogOut::Reply(StockReply { order_id, seq: request.seq, ts: request.ts, line, product_id, quantity, outcome }));
+            emit.out.push(CatalogOut::Reply(StockReply {
+                order_id,
+                seq: request.seq,
+                ts: request.ts,
+                line,
+                product_id,
+                quantity,
+                outcome,
+            }));
         }
-        CatalogOp::Release { product_id, order_id, quantity } => {
+        CatalogOp::Release {
+            product_id,
+            order_id,
+            quantity,
+        } => {
             if let Some(product) = products.get_mut(&product_id) {
                 // The saga only releases what it was granted; the clamp keeps the invariant
                 // even if a release were ever replayed twice.
                 let quantity = quantity.min(product.reserved);
                 product.reserved -= quantity;
-                emit.event(EventBody::InventoryReleased { product_id, order_id, quantity });
+                emit.event(EventBody::InventoryReleased {
+                    product_id,
+                    order_id,
+                    quantity,
+                });
             }
         }
-        CatalogOp::Deduct { product_id, order_id, quantity } => {
+        CatalogOp::Deduct {
+            product_id,
+            order_id,
+            quantity,
+        } => {
             if let Some(product) = products.get_mut(&product_id) {
                 let quantity = quantity.min(product.reserved);
                 product.reserved -= quantity;
                 product.on_hand -= quantity;
-                emit.event(EventBody::InventoryDeducted { product_id, order_id, quantity });
+                emit.event(EventBody::InventoryDeducted {
+                    product_id,
+                    order_id,
+                    quantity,
+                });
             }
         }
     }

@@ -34,7 +34,10 @@ enum Admitted {
 }
 
 /// Builds the dataflow over `commands` in `scope`.
-pub fn build<'scope>(scope: Scope<'scope, Time>, commands: Stream<'scope, Time, Vec<Record>>) -> Outputs<'scope> {
+pub fn build<'scope>(
+    scope: Scope<'scope, Time>,
+    commands: Stream<'scope, Time, Vec<Record>>,
+) -> Outputs<'scope> {
     // Idempotency: the first command with a key wins; later ones are refused as duplicates.
     let admitted = commands.keyed_ordered(
         "Idempotency",
@@ -54,12 +57,19 @@ pub fn build<'scope>(scope: Scope<'scope, Time>, commands: Stream<'scope, Time, 
                         Some((first_seq, fingerprint)) => out.push(Admitted::Rejected(Rejection {
                             seq,
                             ts,
-                            kind: RejectionKind::Duplicate { first_seq: *first_seq, same_request: *fingerprint == key.fingerprint },
+                            kind: RejectionKind::Duplicate {
+                                first_seq: *first_seq,
+                                same_request: *fingerprint == key.fingerprint,
+                            },
                             detail: "this Idempotency-Key was used before".into(),
                         })),
                         None => {
                             first.insert(key.key.clone(), (seq, key.fingerprint.clone()));
-                            out.push(Admitted::Recorded(IdempotencyRow { key: key.key, fingerprint: key.fingerprint, first_seq: seq }));
+                            out.push(Admitted::Recorded(IdempotencyRow {
+                                key: key.key,
+                                fingerprint: key.fingerprint,
+                                first_seq: seq,
+                            }));
                             out.push(Admitted::Pass(seq, ts, envelope.command));
                         }
                     }
@@ -77,13 +87,34 @@ pub fn build<'scope>(scope: Scope<'scope, Time>, commands: Stream<'scope, Time, 
     let order_in = passed
         .clone()
         .flat_map(|(seq, ts, command)| {
-            command_order_id(&command).is_some().then(|| OrderIn { seq, phase: 0, sub: 0, ts, op: OrderOp::Command(command) })
+            let is_order_command = command_order_id(&command).is_some();
+            is_order_command.then_some(OrderIn {
+                seq,
+                phase: 0,
+                sub: 0,
+                ts,
+                op: OrderOp::Command(command),
+            })
         })
-        .concat(replies.map(|reply| OrderIn { seq: reply.seq, phase: 1, sub: reply.line, ts: reply.ts, op: OrderOp::Reply(reply) }));
+        .concat(replies.map(|reply| OrderIn {
+            seq: reply.seq,
+            phase: 1,
+            sub: reply.line,
+            ts: reply.ts,
+            op: OrderOp::Reply(reply),
+        }));
     let order_out = order_in.order_fulfillment();
     let catalog_in = passed
         .clone()
-        .flat_map(|(seq, ts, command)| catalog_op(command).map(|op| CatalogIn { seq, phase: 0, sub: 0, ts, op }))
+        .flat_map(|(seq, ts, command)| {
+            catalog_op(command).map(|op| CatalogIn {
+                seq,
+                phase: 0,
+                sub: 0,
+                ts,
+                op,
+            })
+        })
         .concat(order_out.clone().flat_map(|out| match out {
             OrderOut::Stock(request) => Some(request),
             _ => None,
@@ -102,12 +133,20 @@ pub fn build<'scope>(scope: Scope<'scope, Time>, commands: Stream<'scope, Time, 
     let email_in = passed
         .clone()
         .flat_map(|(seq, ts, command)| match &command {
-            Command::CreateUser { user_id, email, .. } | Command::UpdateUser { user_id, email: Some(email), .. } => Some(EmailIn {
+            Command::CreateUser { user_id, email, .. }
+            | Command::UpdateUser {
+                user_id,
+                email: Some(email),
+                ..
+            } => Some(EmailIn {
                 seq,
                 phase: 0,
                 ts,
                 email: email_key(email),
-                op: EmailOp::Claim { user_id: user_id.clone(), then: command.clone() },
+                op: EmailOp::Claim {
+                    user_id: user_id.clone(),
+                    then: command.clone(),
+                },
             }),
             _ => None,
         })
@@ -116,7 +155,9 @@ pub fn build<'scope>(scope: Scope<'scope, Time>, commands: Stream<'scope, Time, 
     let user_in = passed
         .clone()
         .flat_map(|(seq, ts, command)| match command {
-            Command::UpdateUser { email: None, .. } | Command::DeleteUser { .. } => Some(UserIn { seq, ts, command }),
+            Command::UpdateUser { email: None, .. } | Command::DeleteUser { .. } => {
+                Some(UserIn { seq, ts, command })
+            }
             _ => None,
         })
         .concat(claimed);
@@ -131,7 +172,11 @@ pub fn build<'scope>(scope: Scope<'scope, Time>, commands: Stream<'scope, Time, 
 
     let cart_out = passed
         .flat_map(|(seq, ts, command)| {
-            matches!(command, Command::CreateCart { .. } | Command::SetCartItem { .. }).then_some(CartIn { seq, ts, command })
+            matches!(
+                command,
+                Command::CreateCart { .. } | Command::SetCartItem { .. }
+            )
+            .then_some(CartIn { seq, ts, command })
         })
         .shopping_carts();
 
@@ -181,15 +226,25 @@ pub fn build<'scope>(scope: Scope<'scope, Time>, commands: Stream<'scope, Time, 
         .as_collection();
 
     let rows = read_models(events.clone()).concat(idempotency);
-    Outputs { events, rejections, rows }
+    Outputs {
+        events,
+        rejections,
+        rows,
+    }
 }
 
 /// The read models over the event collection; see `views.rs`.
-pub fn read_models<'scope>(events: Stream<'scope, Time, Vec<Event>>) -> VecCollection<'scope, Time, Row, isize> {
+pub fn read_models<'scope>(
+    events: Stream<'scope, Time, Vec<Event>>,
+) -> VecCollection<'scope, Time, Row, isize> {
     let events = events.with_times().as_collection();
     let folded = events
         .clone()
-        .flat_map(|event: Event| view_keys(&event.body).into_iter().map(move |key| (key, event.clone())))
+        .flat_map(|event: Event| {
+            view_keys(&event.body)
+                .into_iter()
+                .map(move |key| (key, event.clone()))
+        })
         .reduce_named("ReadModels", |key, events, output| {
             if let Some(row) = fold(key, events.iter().map(|(event, _)| *event)) {
                 output.push((row, 1isize));
@@ -198,22 +253,66 @@ pub fn read_models<'scope>(events: Stream<'scope, Time, Vec<Event>>) -> VecColle
         .map(|(_key, row)| row);
     let stock = events
         .explode(|event: Event| {
-            stock_deltas(&event.body).into_iter().map(|(product_id, measure, delta)| ((product_id, measure), delta as isize))
+            stock_deltas(&event.body)
+                .into_iter()
+                .map(|(product_id, measure, delta)| ((product_id, measure), delta as isize))
         })
         .count()
-        .map(|((product_id, measure), quantity)| Row::Stock(StockRow { product_id, measure, quantity: quantity as i64 }));
+        .map(|((product_id, measure), quantity)| {
+            Row::Stock(StockRow {
+                product_id,
+                measure,
+                quantity: quantity as i64,
+            })
+        });
     folded.concat(stock)
 }
 
 fn catalog_op(command: Command) -> Option<CatalogOp> {
     match command {
-        Command::CreateProduct { product_id, sku, name, price_cents, currency, initial_stock, warehouse_id, reorder_point } => {
-            Some(CatalogOp::Create { product_id, sku, name, price_cents, currency, initial_stock, warehouse_id, reorder_point })
-        }
-        Command::UpdateProduct { product_id, sku, name, price_cents, currency, reorder_point } => {
-            Some(CatalogOp::Update { product_id, sku, name, price_cents, currency, reorder_point })
-        }
-        Command::AdjustStock { product_id, delta, reason } => Some(CatalogOp::Adjust { product_id, delta, reason }),
+        Command::CreateProduct {
+            product_id,
+            sku,
+            name,
+            price_cents,
+            currency,
+            initial_stock,
+            warehouse_id,
+            reorder_point,
+        } => Some(CatalogOp::Create {
+            product_id,
+            sku,
+            name,
+            price_cents,
+            currency,
+            initial_stock,
+            warehouse_id,
+            reorder_point,
+        }),
+        Command::UpdateProduct {
+            product_id,
+            sku,
+            name,
+            price_cents,
+            currency,
+            reorder_point,
+        } => Some(CatalogOp::Update {
+            product_id,
+            sku,
+            name,
+            price_cents,
+            currency,
+            reorder_point,
+        }),
+        Command::AdjustStock {
+            product_id,
+            delta,
+            reason,
+        } => Some(CatalogOp::Adjust {
+            product_id,
+            delta,
+            reason,
+        }),
         _ => None,
     }
 }
@@ -228,8 +327,12 @@ impl<'scope, D: Clone + 'static> WithTimes<'scope, D> for Stream<'scope, Time, V
         self.unary(Pipeline, "WithTimes", |_capability, _info| {
             move |input, output| {
                 input.for_each(|capability, data| {
-                    let Some(time) = capability.least().copied() else { return };
-                    output.session(&capability).give_iterator(data.drain(..).map(|datum| (datum, time, 1isize)));
+                    let Some(time) = capability.least().copied() else {
+                        return;
+                    };
+                    output
+                        .session(&capability)
+                        .give_iterator(data.drain(..).map(|datum| (datum, time, 1isize)));
                 });
             }
         })

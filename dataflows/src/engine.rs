@@ -7,6 +7,7 @@
 
 use std::cell::RefCell;
 use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, Receiver, Sender, TryRecvError};
 use std::sync::{Arc, Mutex};
 use std::thread::{JoinHandle, Thread};
@@ -44,6 +45,8 @@ pub trait Sink: Send + Sync + 'static {
 
 pub struct Engine {
     feed: Option<Sender<Batch>>,
+    /// Set on shutdown: worker 0 closes the input even while feeders are still around.
+    closing: Arc<AtomicBool>,
     worker0: Thread,
     runner: Option<JoinHandle<()>>,
     workers: usize,
@@ -58,26 +61,43 @@ impl Engine {
         let receiver = Arc::new(Mutex::new(Some(receiver)));
         let (thread_tx, thread_rx) = mpsc::channel::<Thread>();
         let thread_tx = Mutex::new(thread_tx);
+        let closing = Arc::new(AtomicBool::new(false));
+        let closing_seen = Arc::clone(&closing);
         let guards = timely::execute(timely::Config::process(workers), move |worker| {
             let index = worker.index();
-            let buffers = Rc::new(RefCell::new(WorkerReport { worker: index, ..Default::default() }));
+            let buffers = Rc::new(RefCell::new(WorkerReport {
+                worker: index,
+                ..Default::default()
+            }));
             let probe = ProbeHandle::new();
             let input = worker.dataflow::<Time, _, _>(|scope| {
                 let (input, commands) = scope.new_input::<Vec<Record>>();
                 let outputs = build(scope, commands);
                 let sink = Rc::clone(&buffers);
-                outputs.rows.inner.inspect(move |(row, time, diff)| sink.borrow_mut().rows.push((row.clone(), *time, *diff))).probe_with(&probe);
+                outputs
+                    .rows
+                    .inner
+                    .inspect(move |(row, time, diff)| {
+                        sink.borrow_mut().rows.push((row.clone(), *time, *diff))
+                    })
+                    .probe_with(&probe);
                 let sink = Rc::clone(&buffers);
                 outputs
                     .events
                     .with_times()
-                    .inspect(move |(event, time, _)| sink.borrow_mut().events.push((event.clone(), *time)))
+                    .inspect(move |(event, time, _)| {
+                        sink.borrow_mut().events.push((event.clone(), *time))
+                    })
                     .probe_with(&probe);
                 let sink = Rc::clone(&buffers);
                 outputs
                     .rejections
                     .with_times()
-                    .inspect(move |(rejection, time, _)| sink.borrow_mut().rejections.push((rejection.clone(), *time)))
+                    .inspect(move |(rejection, time, _)| {
+                        sink.borrow_mut()
+                            .rejections
+                            .push((rejection.clone(), *time))
+                    })
                     .probe_with(&probe);
                 input
             });
@@ -116,13 +136,26 @@ impl Engine {
                         }
                     }
                 }
+                // Batches already handed over are applied before the input closes.
+                if receiver.is_some() && closing_seen.load(Ordering::Acquire) {
+                    input = None;
+                    receiver = None;
+                }
                 worker.step_or_park(None);
                 let frontier = probe.with_frontier(|frontier| frontier.first().copied());
                 let mut report = buffers.borrow_mut();
-                let has_data = !report.rows.is_empty() || !report.events.is_empty() || !report.rejections.is_empty();
+                let has_data = !report.rows.is_empty()
+                    || !report.events.is_empty()
+                    || !report.rejections.is_empty();
                 if has_data || reported != Some(frontier) {
                     report.frontier = frontier;
-                    let out = std::mem::replace(&mut *report, WorkerReport { worker: index, ..Default::default() });
+                    let out = std::mem::replace(
+                        &mut *report,
+                        WorkerReport {
+                            worker: index,
+                            ..Default::default()
+                        },
+                    );
                     drop(report);
                     sink.report(out);
                     reported = Some(frontier);
@@ -133,12 +166,20 @@ impl Engine {
             }
         })
         .map_err(Error::Timely)?;
-        let worker0 = thread_rx.recv().map_err(|_| Error::Timely("worker 0 did not start".into()))?;
+        let worker0 = thread_rx
+            .recv()
+            .map_err(|_| Error::Timely("worker 0 did not start".into()))?;
         let runner = std::thread::Builder::new()
             .name("timely-join".into())
             .spawn(move || drop(guards.join()))
             .map_err(|error| Error::Timely(error.to_string()))?;
-        Ok(Engine { feed: Some(feed), worker0, runner: Some(runner), workers })
+        Ok(Engine {
+            feed: Some(feed),
+            closing,
+            worker0,
+            runner: Some(runner),
+            workers,
+        })
     }
 
     pub fn workers(&self) -> usize {
@@ -155,7 +196,10 @@ impl Engine {
 
     /// A handle other threads can use to feed batches.
     pub fn feeder(&self) -> Feeder {
-        Feeder { feed: self.feed.clone(), worker0: self.worker0.clone() }
+        Feeder {
+            feed: self.feed.clone(),
+            worker0: self.worker0.clone(),
+        }
     }
 
     /// Closes the input and waits for the workers to drain and stop.
@@ -165,6 +209,7 @@ impl Engine {
 
     fn stop(&mut self) {
         self.feed = None;
+        self.closing.store(true, Ordering::Release);
         self.worker0.unpark();
         if let Some(runner) = self.runner.take() {
             let _ = runner.join();

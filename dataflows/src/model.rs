@@ -130,7 +130,10 @@ pub struct Envelope {
 
 impl Envelope {
     pub fn new(command: Command) -> Self {
-        Envelope { idempotency: None, command }
+        Envelope {
+            idempotency: None,
+            command,
+        }
     }
 }
 
@@ -510,7 +513,9 @@ impl EventBody {
             | InventoryReleased { product_id, .. }
             | InventoryDeducted { product_id, .. }
             | LowStock { product_id, .. } => product_id,
-            UserCreated { user_id, .. } | UserUpdated { user_id, .. } | UserDeleted { user_id } => user_id,
+            UserCreated { user_id, .. } | UserUpdated { user_id, .. } | UserDeleted { user_id } => {
+                user_id
+            }
             CartCreated { cart_id, .. } | CartUpdated { cart_id, .. } => cart_id,
             other => other.order_id().unwrap_or_default(),
         }
@@ -551,5 +556,9 @@ pub fn shipment_id_for(order_id: &str) -> String {
 }
 
 pub fn refund_id_for(payment_id: &str, n: usize) -> String {
-    format!("re_{}_{}", payment_id.strip_prefix("pay_").unwrap_or(payment_id), n)
+    format!(
+        "re_{}_{}",
+        payment_id.strip_prefix("pay_").unwrap_or(payment_id),
+        n
+    )
 }

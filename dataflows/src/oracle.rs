@@ -28,7 +28,11 @@ pub fn recompute(events: &[Event]) -> BTreeSet<Row> {
     }
     for ((product_id, measure), quantity) in stock {
         if quantity != 0 {
-            rows.insert(Row::Stock(StockRow { product_id, measure, quantity }));
+            rows.insert(Row::Stock(StockRow {
+                product_id,
+                measure,
+                quantity,
+            }));
         }
     }
     rows

@@ -39,7 +39,12 @@ impl<'scope, I> KeyedOrdered<'scope, I> for Stream<'scope, Time, Vec<I>>
 where
     I: timely::ExchangeData + Ord + Clone,
 {
-    fn keyed_ordered<O, K, L>(self, name: &str, key: K, mut logic: L) -> Stream<'scope, Time, Vec<O>>
+    fn keyed_ordered<O, K, L>(
+        self,
+        name: &str,
+        key: K,
+        mut logic: L,
+    ) -> Stream<'scope, Time, Vec<O>>
     where
         O: Clone + 'static,
         K: Fn(&I) -> u64 + 'static,
@@ -69,7 +74,9 @@ where
                     records.sort();
                     logic(time, records, &mut produced);
                     if !produced.is_empty() {
-                        output.session(&capability).give_iterator(produced.drain(..));
+                        output
+                            .session(&capability)
+                            .give_iterator(produced.drain(..));
                     }
                 }
             }

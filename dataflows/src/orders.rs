@@ -107,7 +107,12 @@ struct Order {
 
 impl Order {
     fn refundable_cents(&self) -> i64 {
-        let committed: i64 = self.refunds.iter().filter(|(_, _, ok)| *ok != Some(false)).map(|(_, amount, _)| amount).sum();
+        let committed: i64 = self
+            .refunds
+            .iter()
+            .filter(|(_, _, ok)| *ok != Some(false))
+            .map(|(_, amount, _)| amount)
+            .sum();
         self.captured_cents - committed
     }
 }
@@ -125,7 +130,13 @@ impl<'scope> OrderFulfillment<'scope> for Stream<'scope, Time, Vec<OrderIn>> {
             |input: &OrderIn| key_hash(input.op.order_id()),
             move |_time, inputs, out| {
                 for input in inputs {
-                    let mut saga = Saga { seq: input.seq, phase: input.phase, sub: input.sub.saturating_mul(16), ts: input.ts, out };
+                    let mut saga = Saga {
+                        seq: input.seq,
+                        phase: input.phase,
+                        sub: input.sub.saturating_mul(16),
+                        ts: input.ts,
+                        out,
+                    };
                     match input.op {
                         OrderOp::Command(command) => saga.command(&mut orders, command),
                         OrderOp::Reply(reply) => saga.reply(&mut orders, reply),
@@ -146,16 +157,33 @@ struct Saga<'a> {
 
 impl Saga<'_> {
     fn event(&mut self, body: EventBody) {
-        self.out.push(OrderOut::Event(Event { seq: self.seq, phase: self.phase, sub: self.sub, ts: self.ts, body }));
+        self.out.push(OrderOut::Event(Event {
+            seq: self.seq,
+            phase: self.phase,
+            sub: self.sub,
+            ts: self.ts,
+            body,
+        }));
         self.sub += 1;
     }
 
     fn stock(&mut self, line: u16, op: CatalogOp) {
-        self.out.push(OrderOut::Stock(CatalogIn { seq: self.seq, phase: self.phase, sub: line, ts: self.ts, op }));
+        self.out.push(OrderOut::Stock(CatalogIn {
+            seq: self.seq,
+            phase: self.phase,
+            sub: line,
+            ts: self.ts,
+            op,
+        }));
     }
 
     fn reject(&mut self, kind: RejectionKind, detail: impl Into<String>) {
-        self.out.push(OrderOut::Rejected(Rejection { seq: self.seq, ts: self.ts, kind, detail: detail.into() }));
+        self.out.push(OrderOut::Rejected(Rejection {
+            seq: self.seq,
+            ts: self.ts,
+            kind,
+            detail: detail.into(),
+        }));
     }
 
     fn conflict(&mut self, code: &str, detail: impl Into<String>) {
@@ -163,14 +191,33 @@ impl Saga<'_> {
     }
 
     fn command(&mut self, orders: &mut HashMap<String, Order>, command: Command) {
-        if let Command::PlaceOrder { order_id, user_id, items, payment, shipping_address, cart_id } = command {
-            return self.place(orders, order_id, user_id, items, payment, shipping_address, cart_id);
+        if let Command::PlaceOrder {
+            order_id,
+            user_id,
+            items,
+            payment,
+            shipping_address,
+            cart_id,
+        } = command
+        {
+            return self.place(
+                orders,
+                order_id,
+                user_id,
+                items,
+                payment,
+                shipping_address,
+                cart_id,
+            );
         }
         let Some(order_id) = command_order_id(&command).map(str::to_string) else {
             return;
         };
         let Some(order) = orders.get_mut(&order_id) else {
-            return self.reject(RejectionKind::NotFound, format!("order {order_id} does not exist"));
+            return self.reject(
+                RejectionKind::NotFound,
+                format!("order {order_id} does not exist"),
+            );
         };
         match command {
             Command::CancelOrder { reason, .. } => self.cancel(&order_id, order, reason),
@@ -179,55 +226,116 @@ impl Saga<'_> {
                 if order.status != OrderStatus::Reserved || order.payment != PaymentState::None {
                     return self.conflict(
                         "payment_not_allowed",
-                        format!("order {order_id} is {} and cannot take a payment now", order.status.as_str()),
+                        format!(
+                            "order {order_id} is {} and cannot take a payment now",
+                            order.status.as_str()
+                        ),
                     );
                 }
                 order.card = Some(payment);
                 self.initiate_payment(&order_id, order);
             }
-            Command::PaymentResult { payment_id, outcome, .. } => self.payment_result(&order_id, order, payment_id, outcome),
-            Command::ShipmentDispatched { shipment_id, carrier, tracking_number, .. } => {
-                if order.shipment != ShipmentState::Requested || order.status != OrderStatus::Confirmed {
-                    return self.conflict("shipment_not_dispatchable", format!("shipment {shipment_id} cannot be dispatched now"));
+            Command::PaymentResult {
+                payment_id,
+                outcome,
+                ..
+            } => self.payment_result(&order_id, order, payment_id, outcome),
+            Command::ShipmentDispatched {
+                shipment_id,
+                carrier,
+                tracking_number,
+                ..
+            } => {
+                if order.shipment != ShipmentState::Requested
+                    || order.status != OrderStatus::Confirmed
+                {
+                    return self.conflict(
+                        "shipment_not_dispatchable",
+                        format!("shipment {shipment_id} cannot be dispatched now"),
+                    );
                 }
                 order.shipment = ShipmentState::Dispatched;
                 order.status = OrderStatus::Shipped;
-                self.event(EventBody::ShipmentDispatched { shipment_id: shipment_id.clone(), order_id: order_id.clone(), carrier, tracking_number });
-                self.event(EventBody::OrderShipped { order_id, shipment_id });
+                self.event(EventBody::ShipmentDispatched {
+                    shipment_id: shipment_id.clone(),
+                    order_id: order_id.clone(),
+                    carrier,
+                    tracking_number,
+                });
+                self.event(EventBody::OrderShipped {
+                    order_id,
+                    shipment_id,
+                });
             }
             Command::ShipmentDelivered { shipment_id, .. } => {
-                if order.shipment != ShipmentState::Dispatched || order.status != OrderStatus::Shipped {
-                    return self.conflict("shipment_not_deliverable", format!("shipment {shipment_id} is not on its way"));
+                if order.shipment != ShipmentState::Dispatched
+                    || order.status != OrderStatus::Shipped
+                {
+                    return self.conflict(
+                        "shipment_not_deliverable",
+                        format!("shipment {shipment_id} is not on its way"),
+                    );
                 }
                 self.deliver(&order_id, order, shipment_id);
             }
-            Command::RequestRefund { payment_id, amount_cents, reason, .. } => {
+            Command::RequestRefund {
+                payment_id,
+                amount_cents,
+                reason,
+                ..
+            } => {
                 if order.payment != PaymentState::Captured {
-                    return self.conflict("payment_not_captured", format!("payment {payment_id} has no captured amount"));
+                    return self.conflict(
+                        "payment_not_captured",
+                        format!("payment {payment_id} has no captured amount"),
+                    );
                 }
                 let refundable = order.refundable_cents();
                 let amount = amount_cents.unwrap_or(refundable);
                 if amount <= 0 || amount > refundable {
                     return self.reject(
-                        RejectionKind::Invalid { field: "amount_cents".into() },
+                        RejectionKind::Invalid {
+                            field: "amount_cents".into(),
+                        },
                         format!("refund of {amount} exceeds the refundable {refundable}"),
                     );
                 }
                 self.request_refund(&order_id, order, amount, reason);
             }
-            Command::RefundResult { refund_id, payment_id, succeeded, .. } => {
-                let Some(refund) = order.refunds.iter_mut().find(|(id, _, _)| *id == refund_id) else {
-                    return self.reject(RejectionKind::NotFound, format!("refund {refund_id} does not exist"));
+            Command::RefundResult {
+                refund_id,
+                payment_id,
+                succeeded,
+                ..
+            } => {
+                let Some(refund) = order.refunds.iter_mut().find(|(id, _, _)| *id == refund_id)
+                else {
+                    return self.reject(
+                        RejectionKind::NotFound,
+                        format!("refund {refund_id} does not exist"),
+                    );
                 };
                 if refund.2.is_some() {
-                    return self.conflict("refund_already_settled", format!("refund {refund_id} is already settled"));
+                    return self.conflict(
+                        "refund_already_settled",
+                        format!("refund {refund_id} is already settled"),
+                    );
                 }
                 refund.2 = Some(succeeded);
                 let amount_cents = refund.1;
                 if succeeded {
-                    self.event(EventBody::RefundProcessed { refund_id, payment_id, order_id, amount_cents });
+                    self.event(EventBody::RefundProcessed {
+                        refund_id,
+                        payment_id,
+                        order_id,
+                        amount_cents,
+                    });
                 } else {
-                    self.event(EventBody::RefundFailed { refund_id, payment_id, order_id });
+                    self.event(EventBody::RefundFailed {
+                        refund_id,
+                        payment_id,
+                        order_id,
+                    });
                 }
             }
             _ => {}
@@ -248,8 +356,16 @@ impl Saga<'_> {
         if orders.contains_key(&order_id) {
             return self.conflict("order_exists", format!("order {order_id} already exists"));
         }
-        if items.is_empty() || items.len() > u16::MAX as usize || items.iter().any(|line| line.quantity <= 0) {
-            return self.reject(RejectionKind::Invalid { field: "items".into() }, "an order needs lines with positive quantities");
+        if items.is_empty()
+            || items.len() > u16::MAX as usize
+            || items.iter().any(|line| line.quantity <= 0)
+        {
+            return self.reject(
+                RejectionKind::Invalid {
+                    field: "items".into(),
+                },
+                "an order needs lines with positive quantities",
+            );
         }
         self.event(EventBody::OrderCreated {
             order_id: order_id.clone(),
@@ -261,7 +377,12 @@ impl Saga<'_> {
         for (line, item) in items.iter().enumerate() {
             self.stock(
                 line as u16,
-                CatalogOp::Reserve { product_id: item.product_id.clone(), order_id: order_id.clone(), line: line as u16, quantity: item.quantity },
+                CatalogOp::Reserve {
+                    product_id: item.product_id.clone(),
+                    order_id: order_id.clone(),
+                    line: line as u16,
+                    quantity: item.quantity,
+                },
             );
         }
         orders.insert(
@@ -286,7 +407,9 @@ impl Saga<'_> {
     /// Second round: the product aggregate answered a line. Once every line has an
     /// answer, the order holds all of them or releases the ones it got.
     fn reply(&mut self, orders: &mut HashMap<String, Order>, reply: StockReply) {
-        let Some(order) = orders.get_mut(&reply.order_id) else { return };
+        let Some(order) = orders.get_mut(&reply.order_id) else {
+            return;
+        };
         let order_id = reply.order_id.clone();
         let line = reply.line as usize;
         if line >= order.replies.len() || order.status != OrderStatus::Pending {
@@ -297,18 +420,32 @@ impl Saga<'_> {
             return;
         }
         let replies: Vec<StockReply> = order.replies.drain(..).flatten().collect();
-        let granted: Vec<PricedLine> = replies.iter().filter_map(|reply| reply.outcome.clone().ok()).collect();
+        let granted: Vec<PricedLine> = replies
+            .iter()
+            .filter_map(|reply| reply.outcome.clone().ok())
+            .collect();
         let refused = replies.iter().find_map(|reply| reply.outcome.clone().err());
-        let currency = granted.first().map(|line| line.currency.clone()).unwrap_or_default();
+        let currency = granted
+            .first()
+            .map(|line| line.currency.clone())
+            .unwrap_or_default();
         let mixed_currency = granted.iter().any(|line| line.currency != currency);
         let failure = refused
-            .or(if mixed_currency { Some(CancelReason::InvalidItems) } else { None })
+            .or(if mixed_currency {
+                Some(CancelReason::InvalidItems)
+            } else {
+                None
+            })
             .or(order.cancel_requested);
         order.held = granted;
         if let Some(reason) = failure {
             return self.cancel_with(&order_id, order, reason);
         }
-        order.total_cents = order.held.iter().map(|line| line.unit_price_cents * line.quantity).sum();
+        order.total_cents = order
+            .held
+            .iter()
+            .map(|line| line.unit_price_cents * line.quantity)
+            .sum();
         order.currency = currency.clone();
         order.status = OrderStatus::Reserved;
         self.event(EventBody::OrderReserved {
@@ -323,7 +460,9 @@ impl Saga<'_> {
     }
 
     fn initiate_payment(&mut self, order_id: &str, order: &mut Order) {
-        let Some(card) = order.card.clone() else { return };
+        let Some(card) = order.card.clone() else {
+            return;
+        };
         order.payment = PaymentState::Pending;
         self.event(EventBody::PaymentInitiated {
             payment_id: payment_id_for(order_id),
@@ -334,20 +473,36 @@ impl Saga<'_> {
         });
     }
 
-    fn payment_result(&mut self, order_id: &str, order: &mut Order, payment_id: String, outcome: PaymentOutcome) {
+    fn payment_result(
+        &mut self,
+        order_id: &str,
+        order: &mut Order,
+        payment_id: String,
+        outcome: PaymentOutcome,
+    ) {
         if order.payment != PaymentState::Pending || payment_id != payment_id_for(order_id) {
-            return self.conflict("payment_already_settled", format!("payment {payment_id} is not awaiting a result"));
+            return self.conflict(
+                "payment_already_settled",
+                format!("payment {payment_id} is not awaiting a result"),
+            );
         }
         let order_id = order_id.to_string();
         match outcome {
             PaymentOutcome::Approved { charge_id } => {
                 order.payment = PaymentState::Captured;
                 order.captured_cents = order.total_cents;
-                self.event(EventBody::PaymentCompleted { payment_id: payment_id.clone(), order_id: order_id.clone(), charge_id });
+                self.event(EventBody::PaymentCompleted {
+                    payment_id: payment_id.clone(),
+                    order_id: order_id.clone(),
+                    charge_id,
+                });
                 if order.status == OrderStatus::Reserved {
                     order.status = OrderStatus::Confirmed;
                     order.shipment = ShipmentState::Requested;
-                    self.event(EventBody::OrderConfirmed { order_id: order_id.clone(), payment_id });
+                    self.event(EventBody::OrderConfirmed {
+                        order_id: order_id.clone(),
+                        payment_id,
+                    });
                     self.event(EventBody::ShipmentCreated {
                         shipment_id: shipment_id_for(&order_id),
                         order_id,
@@ -361,15 +516,26 @@ impl Saga<'_> {
             }
             PaymentOutcome::Declined { decline_code } => {
                 order.payment = PaymentState::Failed;
-                self.event(EventBody::PaymentFailed { payment_id, order_id: order_id.clone(), decline_code });
+                self.event(EventBody::PaymentFailed {
+                    payment_id,
+                    order_id: order_id.clone(),
+                    decline_code,
+                });
                 if order.status == OrderStatus::Reserved {
                     self.cancel_with(&order_id, order, CancelReason::PaymentDeclined);
                 }
             }
             PaymentOutcome::Fraud { decline_code } => {
                 order.payment = PaymentState::Failed;
-                self.event(EventBody::FraudDetected { payment_id: payment_id.clone(), order_id: order_id.clone() });
-                self.event(EventBody::PaymentFailed { payment_id, order_id: order_id.clone(), decline_code });
+                self.event(EventBody::FraudDetected {
+                    payment_id: payment_id.clone(),
+                    order_id: order_id.clone(),
+                });
+                self.event(EventBody::PaymentFailed {
+                    payment_id,
+                    order_id: order_id.clone(),
+                    decline_code,
+                });
                 if order.status == OrderStatus::Reserved {
                     self.cancel_with(&order_id, order, CancelReason::FraudSuspected);
                 }
@@ -380,11 +546,20 @@ impl Saga<'_> {
     fn cancel(&mut self, order_id: &str, order: &mut Order, reason: CancelReason) {
         match order.status {
             OrderStatus::Pending => order.cancel_requested = Some(reason),
-            OrderStatus::Reserved | OrderStatus::Confirmed => self.cancel_with(order_id, order, reason),
-            OrderStatus::Shipped | OrderStatus::Completed => {
-                self.conflict("order_already_shipped", format!("order {order_id} is {} and can no longer be cancelled", order.status.as_str()))
+            OrderStatus::Reserved | OrderStatus::Confirmed => {
+                self.cancel_with(order_id, order, reason)
             }
-            OrderStatus::Cancelled => self.conflict("order_already_cancelled", format!("order {order_id} is already cancelled")),
+            OrderStatus::Shipped | OrderStatus::Completed => self.conflict(
+                "order_already_shipped",
+                format!(
+                    "order {order_id} is {} and can no longer be cancelled",
+                    order.status.as_str()
+                ),
+            ),
+            OrderStatus::Cancelled => self.conflict(
+                "order_already_cancelled",
+                format!("order {order_id} is already cancelled"),
+            ),
         }
     }
 
@@ -393,39 +568,70 @@ impl Saga<'_> {
         for (line, held) in order.held.drain(..).enumerate() {
             self.stock(
                 line as u16,
-                CatalogOp::Release { product_id: held.product_id, order_id: order_id.to_string(), quantity: held.quantity },
+                CatalogOp::Release {
+                    product_id: held.product_id,
+                    order_id: order_id.to_string(),
+                    quantity: held.quantity,
+                },
             );
         }
         if order.shipment == ShipmentState::Requested {
             order.shipment = ShipmentState::Cancelled;
-            self.event(EventBody::ShipmentCancelled { shipment_id: shipment_id_for(order_id), order_id: order_id.to_string() });
+            self.event(EventBody::ShipmentCancelled {
+                shipment_id: shipment_id_for(order_id),
+                order_id: order_id.to_string(),
+            });
         }
         order.status = OrderStatus::Cancelled;
-        self.event(EventBody::OrderCancelled { order_id: order_id.to_string(), reason });
+        self.event(EventBody::OrderCancelled {
+            order_id: order_id.to_string(),
+            reason,
+        });
         if order.payment == PaymentState::Captured && order.refundable_cents() > 0 {
             let amount = order.refundable_cents();
             self.request_refund(order_id, order, amount, "order_cancelled".into());
         }
     }
 
-    fn request_refund(&mut self, order_id: &str, order: &mut Order, amount_cents: i64, reason: String) {
+    fn request_refund(
+        &mut self,
+        order_id: &str,
+        order: &mut Order,
+        amount_cents: i64,
+        reason: String,
+    ) {
         let payment_id = payment_id_for(order_id);
         let refund_id = refund_id_for(&payment_id, order.refunds.len() + 1);
         order.refunds.push((refund_id.clone(), amount_cents, None));
-        self.event(EventBody::RefundRequested { refund_id, payment_id, order_id: order_id.to_string(), amount_cents, reason });
+        self.event(EventBody::RefundRequested {
+            refund_id,
+            payment_id,
+            order_id: order_id.to_string(),
+            amount_cents,
+            reason,
+        });
     }
 
     fn deliver(&mut self, order_id: &str, order: &mut Order, shipment_id: String) {
         for (line, held) in order.held.drain(..).enumerate() {
             self.stock(
                 line as u16,
-                CatalogOp::Deduct { product_id: held.product_id, order_id: order_id.to_string(), quantity: held.quantity },
+                CatalogOp::Deduct {
+                    product_id: held.product_id,
+                    order_id: order_id.to_string(),
+                    quantity: held.quantity,
+                },
             );
         }
         order.shipment = ShipmentState::Delivered;
         order.status = OrderStatus::Completed;
-        self.event(EventBody::ShipmentDelivered { shipment_id, order_id: order_id.to_string() });
-        self.event(EventBody::OrderCompleted { order_id: order_id.to_string() });
+        self.event(EventBody::ShipmentDelivered {
+            shipment_id,
+            order_id: order_id.to_string(),
+        });
+        self.event(EventBody::OrderCompleted {
+            order_id: order_id.to_string(),
+        });
     }
 
     /// Manual status changes follow the same state machine as the saga.
@@ -433,7 +639,9 @@ impl Saga<'_> {
         match (order.status, status) {
             (current, wanted) if current == wanted => {}
             (_, OrderStatus::Cancelled) => self.cancel(order_id, order, CancelReason::AdminRequest),
-            (OrderStatus::Confirmed, OrderStatus::Shipped) if order.shipment == ShipmentState::Requested => {
+            (OrderStatus::Confirmed, OrderStatus::Shipped)
+                if order.shipment == ShipmentState::Requested =>
+            {
                 let shipment_id = shipment_id_for(order_id);
                 order.shipment = ShipmentState::Dispatched;
                 order.status = OrderStatus::Shipped;
@@ -443,12 +651,21 @@ impl Saga<'_> {
                     carrier: "manual".into(),
                     tracking_number: String::new(),
                 });
-                self.event(EventBody::OrderShipped { order_id: order_id.to_string(), shipment_id });
+                self.event(EventBody::OrderShipped {
+                    order_id: order_id.to_string(),
+                    shipment_id,
+                });
             }
-            (OrderStatus::Shipped, OrderStatus::Completed) => self.deliver(order_id, order, shipment_id_for(order_id)),
+            (OrderStatus::Shipped, OrderStatus::Completed) => {
+                self.deliver(order_id, order, shipment_id_for(order_id))
+            }
             (current, wanted) => self.conflict(
                 "invalid_transition",
-                format!("order {order_id} cannot go from {} to {}", current.as_str(), wanted.as_str()),
+                format!(
+                    "order {order_id} cannot go from {} to {}",
+                    current.as_str(),
+                    wanted.as_str()
+                ),
             ),
         }
     }

@@ -53,11 +53,21 @@ pub fn email_key(email: &str) -> String {
 }
 
 pub trait ClaimEmail<'scope> {
-    fn claim_email(self) -> (Stream<'scope, Time, Vec<UserIn>>, Stream<'scope, Time, Vec<Rejection>>);
+    fn claim_email(
+        self,
+    ) -> (
+        Stream<'scope, Time, Vec<UserIn>>,
+        Stream<'scope, Time, Vec<Rejection>>,
+    );
 }
 
 impl<'scope> ClaimEmail<'scope> for Stream<'scope, Time, Vec<EmailIn>> {
-    fn claim_email(self) -> (Stream<'scope, Time, Vec<UserIn>>, Stream<'scope, Time, Vec<Rejection>>) {
+    fn claim_email(
+        self,
+    ) -> (
+        Stream<'scope, Time, Vec<UserIn>>,
+        Stream<'scope, Time, Vec<Rejection>>,
+    ) {
         use timely::dataflow::operators::vec::Map;
         let mut owners: HashMap<String, String> = HashMap::new();
         let decided = self.keyed_ordered(
@@ -75,12 +85,18 @@ impl<'scope> ClaimEmail<'scope> for Stream<'scope, Time, Vec<EmailIn>> {
                             Some(owner) if *owner != user_id => out.push(Err(Rejection {
                                 seq: input.seq,
                                 ts: input.ts,
-                                kind: RejectionKind::Conflict { code: "email_taken".into() },
+                                kind: RejectionKind::Conflict {
+                                    code: "email_taken".into(),
+                                },
                                 detail: "a user with this email already exists".into(),
                             })),
                             _ => {
                                 owners.insert(input.email, user_id);
-                                out.push(Ok(UserIn { seq: input.seq, ts: input.ts, command: then }));
+                                out.push(Ok(UserIn {
+                                    seq: input.seq,
+                                    ts: input.ts,
+                                    command: then,
+                                }));
                             }
                         },
                     }
@@ -121,23 +137,58 @@ impl<'scope> UserAccounts<'scope> for Stream<'scope, Time, Vec<UserIn>> {
 
 fn user_id_of(command: &Command) -> &str {
     match command {
-        Command::CreateUser { user_id, .. } | Command::UpdateUser { user_id, .. } | Command::DeleteUser { user_id } => user_id,
+        Command::CreateUser { user_id, .. }
+        | Command::UpdateUser { user_id, .. }
+        | Command::DeleteUser { user_id } => user_id,
         _ => "",
     }
 }
 
 fn decide(users: &mut HashMap<String, User>, input: UserIn, out: &mut Vec<UserOut>) {
     let (seq, ts) = (input.seq, input.ts);
-    let event = |body| UserOut::Event(Event { seq, phase: 0, sub: 0, ts, body });
-    let reject = |kind, detail: String| UserOut::Rejected(Rejection { seq, ts, kind, detail });
+    let event = |body| {
+        UserOut::Event(Event {
+            seq,
+            phase: 0,
+            sub: 0,
+            ts,
+            body,
+        })
+    };
+    let reject = |kind, detail: String| {
+        UserOut::Rejected(Rejection {
+            seq,
+            ts,
+            kind,
+            detail,
+        })
+    };
     let release = |email: &str, user_id: &str| {
-        UserOut::Release(EmailIn { seq, phase: 1, ts, email: email_key(email), op: EmailOp::Release { user_id: user_id.to_string() } })
+        UserOut::Release(EmailIn {
+            seq,
+            phase: 1,
+            ts,
+            email: email_key(email),
+            op: EmailOp::Release {
+                user_id: user_id.to_string(),
+            },
+        })
     };
     match input.command {
-        Command::CreateUser { user_id, email, name, password_hash } => {
+        Command::CreateUser {
+            user_id,
+            email,
+            name,
+            password_hash,
+        } => {
             if users.contains_key(&user_id) {
                 out.push(release(&email, &user_id));
-                out.push(reject(RejectionKind::Conflict { code: "user_exists".into() }, format!("user {user_id} already exists")));
+                out.push(reject(
+                    RejectionKind::Conflict {
+                        code: "user_exists".into(),
+                    },
+                    format!("user {user_id} already exists"),
+                ));
                 return;
             }
             out.push(event(EventBody::UserCreated {
@@ -146,14 +197,29 @@ fn decide(users: &mut HashMap<String, User>, input: UserIn, out: &mut Vec<UserOu
                 name: name.clone(),
                 password_hash: password_hash.clone(),
             }));
-            users.insert(user_id, User { email, name, password_hash });
+            users.insert(
+                user_id,
+                User {
+                    email,
+                    name,
+                    password_hash,
+                },
+            );
         }
-        Command::UpdateUser { user_id, email, name, password_hash } => {
+        Command::UpdateUser {
+            user_id,
+            email,
+            name,
+            password_hash,
+        } => {
             let Some(user) = users.get_mut(&user_id) else {
                 if let Some(email) = email {
                     out.push(release(&email, &user_id));
                 }
-                out.push(reject(RejectionKind::NotFound, format!("user {user_id} does not exist")));
+                out.push(reject(
+                    RejectionKind::NotFound,
+                    format!("user {user_id} does not exist"),
+                ));
                 return;
             };
             if let Some(email) = email {
@@ -177,7 +243,10 @@ fn decide(users: &mut HashMap<String, User>, input: UserIn, out: &mut Vec<UserOu
         }
         Command::DeleteUser { user_id } => {
             let Some(user) = users.remove(&user_id) else {
-                out.push(reject(RejectionKind::NotFound, format!("user {user_id} does not exist")));
+                out.push(reject(
+                    RejectionKind::NotFound,
+                    format!("user {user_id} does not exist"),
+                ));
                 return;
             };
             out.push(release(&user.email, &user_id));

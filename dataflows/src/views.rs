@@ -146,9 +146,24 @@ pub struct ShipmentRow {
 /// A call to the outside world the saga is waiting for.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub enum EffectRow {
-    Charge { payment_id: String, order_id: String, amount_cents: i64, currency: String, card: CardToken },
-    Refund { refund_id: String, payment_id: String, order_id: String, amount_cents: i64 },
-    Ship { shipment_id: String, order_id: String, address: Option<String> },
+    Charge {
+        payment_id: String,
+        order_id: String,
+        amount_cents: i64,
+        currency: String,
+        card: CardToken,
+    },
+    Refund {
+        refund_id: String,
+        payment_id: String,
+        order_id: String,
+        amount_cents: i64,
+    },
+    Ship {
+        shipment_id: String,
+        order_id: String,
+        address: Option<String>,
+    },
 }
 
 impl EffectRow {
@@ -173,7 +188,14 @@ impl Row {
     pub fn key(&self) -> (u8, &str) {
         match self {
             Row::Product(row) => (0, &row.product_id),
-            Row::Stock(row) => (if row.measure == StockMeasure::OnHand { 1 } else { 2 }, &row.product_id),
+            Row::Stock(row) => (
+                if row.measure == StockMeasure::OnHand {
+                    1
+                } else {
+                    2
+                },
+                &row.product_id,
+            ),
             Row::User(row) => (3, &row.user_id),
             Row::Cart(row) => (4, &row.cart_id),
             Row::Order(row) => (5, &row.order_id),
@@ -190,13 +212,22 @@ pub fn view_keys(body: &EventBody) -> Vec<ViewKey> {
     use EventBody::*;
     let mut keys = Vec::with_capacity(3);
     match body {
-        ProductCreated { product_id, .. } | ProductUpdated { product_id, .. } => keys.push(ViewKey::Product(product_id.clone())),
-        UserCreated { user_id, .. } | UserUpdated { user_id, .. } | UserDeleted { user_id } => keys.push(ViewKey::User(user_id.clone())),
-        CartCreated { cart_id, .. } | CartUpdated { cart_id, .. } => keys.push(ViewKey::Cart(cart_id.clone())),
+        ProductCreated { product_id, .. } | ProductUpdated { product_id, .. } => {
+            keys.push(ViewKey::Product(product_id.clone()))
+        }
+        UserCreated { user_id, .. } | UserUpdated { user_id, .. } | UserDeleted { user_id } => {
+            keys.push(ViewKey::User(user_id.clone()))
+        }
+        CartCreated { cart_id, .. } | CartUpdated { cart_id, .. } => {
+            keys.push(ViewKey::Cart(cart_id.clone()))
+        }
         _ => {}
     }
     if let Some(order_id) = body.order_id() {
-        if !matches!(body, InventoryReserved { .. } | InventoryReleased { .. } | InventoryDeducted { .. }) {
+        if !matches!(
+            body,
+            InventoryReserved { .. } | InventoryReleased { .. } | InventoryDeducted { .. }
+        ) {
             keys.push(ViewKey::Order(order_id.to_string()));
         }
     }
@@ -207,15 +238,21 @@ pub fn view_keys(body: &EventBody) -> Vec<ViewKey> {
         keys.push(ViewKey::Shipment(shipment_id.to_string()));
     }
     match body {
-        PaymentInitiated { payment_id: id, .. } | PaymentCompleted { payment_id: id, .. } | PaymentFailed { payment_id: id, .. } => {
-            keys.push(ViewKey::Effect(id.clone()))
+        PaymentInitiated { payment_id: id, .. }
+        | PaymentCompleted { payment_id: id, .. }
+        | PaymentFailed { payment_id: id, .. } => keys.push(ViewKey::Effect(id.clone())),
+        RefundRequested { refund_id: id, .. }
+        | RefundProcessed { refund_id: id, .. }
+        | RefundFailed { refund_id: id, .. } => keys.push(ViewKey::Effect(id.clone())),
+        ShipmentCreated {
+            shipment_id: id, ..
         }
-        RefundRequested { refund_id: id, .. } | RefundProcessed { refund_id: id, .. } | RefundFailed { refund_id: id, .. } => {
-            keys.push(ViewKey::Effect(id.clone()))
+        | ShipmentDispatched {
+            shipment_id: id, ..
         }
-        ShipmentCreated { shipment_id: id, .. } | ShipmentDispatched { shipment_id: id, .. } | ShipmentCancelled { shipment_id: id, .. } => {
-            keys.push(ViewKey::Effect(id.clone()))
-        }
+        | ShipmentCancelled {
+            shipment_id: id, ..
+        } => keys.push(ViewKey::Effect(id.clone())),
         _ => {}
     }
     keys
@@ -225,11 +262,28 @@ pub fn view_keys(body: &EventBody) -> Vec<ViewKey> {
 pub fn stock_deltas(body: &EventBody) -> Vec<(String, StockMeasure, i64)> {
     use EventBody::*;
     match body {
-        StockAdjusted { product_id, delta, .. } => vec![(product_id.clone(), StockMeasure::OnHand, *delta)],
-        InventoryReserved { product_id, quantity, .. } => vec![(product_id.clone(), StockMeasure::Reserved, *quantity)],
-        InventoryReleased { product_id, quantity, .. } => vec![(product_id.clone(), StockMeasure::Reserved, -*quantity)],
-        InventoryDeducted { product_id, quantity, .. } => {
-            vec![(product_id.clone(), StockMeasure::Reserved, -*quantity), (product_id.clone(), StockMeasure::OnHand, -*quantity)]
+        StockAdjusted {
+            product_id, delta, ..
+        } => vec![(product_id.clone(), StockMeasure::OnHand, *delta)],
+        InventoryReserved {
+            product_id,
+            quantity,
+            ..
+        } => vec![(product_id.clone(), StockMeasure::Reserved, *quantity)],
+        InventoryReleased {
+            product_id,
+            quantity,
+            ..
+        } => vec![(product_id.clone(), StockMeasure::Reserved, -*quantity)],
+        InventoryDeducted {
+            product_id,
+            quantity,
+            ..
+        } => {
+            vec![
+                (product_id.clone(), StockMeasure::Reserved, -*quantity),
+                (product_id.clone(), StockMeasure::OnHand, -*quantity),
+            ]
         }
         _ => Vec::new(),
     }
@@ -252,7 +306,15 @@ fn fold_product<'a>(events: impl IntoIterator<Item = &'a Event>) -> Option<Produ
     let mut row: Option<ProductRow> = None;
     for event in events {
         match &event.body {
-            EventBody::ProductCreated { product_id, sku, name, price_cents, currency, reorder_point, warehouse_id } => {
+            EventBody::ProductCreated {
+                product_id,
+                sku,
+                name,
+                price_cents,
+                currency,
+                reorder_point,
+                warehouse_id,
+            } => {
                 row = Some(ProductRow {
                     product_id: product_id.clone(),
                     sku: sku.clone(),
@@ -265,7 +327,14 @@ fn fold_product<'a>(events: impl IntoIterator<Item = &'a Event>) -> Option<Produ
                     updated_at: event.ts,
                 })
             }
-            EventBody::ProductUpdated { sku, name, price_cents, currency, reorder_point, .. } => {
+            EventBody::ProductUpdated {
+                sku,
+                name,
+                price_cents,
+                currency,
+                reorder_point,
+                ..
+            } => {
                 if let Some(row) = row.as_mut() {
                     row.sku = sku.clone();
                     row.name = name.clone();
@@ -285,7 +354,12 @@ fn fold_user<'a>(events: impl IntoIterator<Item = &'a Event>) -> Option<UserRow>
     let mut row: Option<UserRow> = None;
     for event in events {
         match &event.body {
-            EventBody::UserCreated { user_id, email, name, password_hash } => {
+            EventBody::UserCreated {
+                user_id,
+                email,
+                name,
+                password_hash,
+            } => {
                 row = Some(UserRow {
                     user_id: user_id.clone(),
                     email: email.clone(),
@@ -295,7 +369,12 @@ fn fold_user<'a>(events: impl IntoIterator<Item = &'a Event>) -> Option<UserRow>
                     updated_at: event.ts,
                 })
             }
-            EventBody::UserUpdated { email, name, password_hash, .. } => {
+            EventBody::UserUpdated {
+                email,
+                name,
+                password_hash,
+                ..
+            } => {
                 if let Some(row) = row.as_mut() {
                     row.email = email.clone();
                     row.name = name.clone();
@@ -315,13 +394,26 @@ fn fold_cart<'a>(events: impl IntoIterator<Item = &'a Event>) -> Option<CartRow>
     for event in events {
         match &event.body {
             EventBody::CartCreated { cart_id, user_id } => {
-                row = Some(CartRow { cart_id: cart_id.clone(), user_id: user_id.clone(), items: Vec::new(), created_at: event.ts, updated_at: event.ts })
+                row = Some(CartRow {
+                    cart_id: cart_id.clone(),
+                    user_id: user_id.clone(),
+                    items: Vec::new(),
+                    created_at: event.ts,
+                    updated_at: event.ts,
+                })
             }
-            EventBody::CartUpdated { product_id, quantity, .. } => {
+            EventBody::CartUpdated {
+                product_id,
+                quantity,
+                ..
+            } => {
                 if let Some(row) = row.as_mut() {
                     row.items.retain(|line| line.product_id != *product_id);
                     if *quantity > 0 {
-                        row.items.push(Line { product_id: product_id.clone(), quantity: *quantity });
+                        row.items.push(Line {
+                            product_id: product_id.clone(),
+                            quantity: *quantity,
+                        });
                     }
                     row.updated_at = event.ts;
                 }
@@ -335,7 +427,14 @@ fn fold_cart<'a>(events: impl IntoIterator<Item = &'a Event>) -> Option<CartRow>
 fn fold_order<'a>(events: impl IntoIterator<Item = &'a Event>) -> Option<OrderRow> {
     let mut row: Option<OrderRow> = None;
     for event in events {
-        if let EventBody::OrderCreated { order_id, user_id, items, cart_id, shipping_address } = &event.body {
+        if let EventBody::OrderCreated {
+            order_id,
+            user_id,
+            items,
+            cart_id,
+            shipping_address,
+        } = &event.body
+        {
             row = Some(OrderRow {
                 order_id: order_id.clone(),
                 user_id: user_id.clone(),
@@ -351,7 +450,11 @@ fn fold_order<'a>(events: impl IntoIterator<Item = &'a Event>) -> Option<OrderRo
                 shipping_address: shipping_address.clone(),
                 created_at: event.ts,
                 updated_at: event.ts,
-                history: vec![StatusChange { status: OrderStatus::Pending, at: event.ts, reason: None }],
+                history: vec![StatusChange {
+                    status: OrderStatus::Pending,
+                    at: event.ts,
+                    reason: None,
+                }],
             });
             continue;
         }
@@ -359,22 +462,37 @@ fn fold_order<'a>(events: impl IntoIterator<Item = &'a Event>) -> Option<OrderRo
         let status = |row: &mut OrderRow, status: OrderStatus, reason: Option<CancelReason>| {
             row.status = status;
             row.cancel_reason = reason;
-            row.history.push(StatusChange { status, at: event.ts, reason });
+            row.history.push(StatusChange {
+                status,
+                at: event.ts,
+                reason,
+            });
         };
         row.updated_at = event.ts;
         match &event.body {
-            EventBody::OrderReserved { lines, total_cents, currency, .. } => {
+            EventBody::OrderReserved {
+                lines,
+                total_cents,
+                currency,
+                ..
+            } => {
                 row.lines = lines.clone();
                 row.total_cents = *total_cents;
                 row.currency = currency.clone();
                 status(row, OrderStatus::Reserved, None);
             }
-            EventBody::PaymentInitiated { payment_id, .. } => row.payment_id = Some(payment_id.clone()),
+            EventBody::PaymentInitiated { payment_id, .. } => {
+                row.payment_id = Some(payment_id.clone())
+            }
             EventBody::OrderConfirmed { .. } => status(row, OrderStatus::Confirmed, None),
-            EventBody::ShipmentCreated { shipment_id, .. } => row.shipment_id = Some(shipment_id.clone()),
+            EventBody::ShipmentCreated { shipment_id, .. } => {
+                row.shipment_id = Some(shipment_id.clone())
+            }
             EventBody::OrderShipped { .. } => status(row, OrderStatus::Shipped, None),
             EventBody::OrderCompleted { .. } => status(row, OrderStatus::Completed, None),
-            EventBody::OrderCancelled { reason, .. } => status(row, OrderStatus::Cancelled, Some(*reason)),
+            EventBody::OrderCancelled { reason, .. } => {
+                status(row, OrderStatus::Cancelled, Some(*reason))
+            }
             _ => {}
         }
     }
@@ -384,7 +502,14 @@ fn fold_order<'a>(events: impl IntoIterator<Item = &'a Event>) -> Option<OrderRo
 fn fold_payment<'a>(events: impl IntoIterator<Item = &'a Event>) -> Option<PaymentRow> {
     let mut row: Option<PaymentRow> = None;
     for event in events {
-        if let EventBody::PaymentInitiated { payment_id, order_id, amount_cents, currency, card } = &event.body {
+        if let EventBody::PaymentInitiated {
+            payment_id,
+            order_id,
+            amount_cents,
+            currency,
+            card,
+        } = &event.body
+        {
             row = Some(PaymentRow {
                 payment_id: payment_id.clone(),
                 order_id: order_id.clone(),
@@ -417,21 +542,43 @@ fn fold_payment<'a>(events: impl IntoIterator<Item = &'a Event>) -> Option<Payme
                 row.decline_code = Some(decline_code.clone());
             }
             EventBody::FraudDetected { .. } => row.fraud = true,
-            EventBody::RefundRequested { refund_id, amount_cents, reason, .. } => row.refunds.push(RefundRow {
+            EventBody::RefundRequested {
+                refund_id,
+                amount_cents,
+                reason,
+                ..
+            } => row.refunds.push(RefundRow {
                 refund_id: refund_id.clone(),
                 amount_cents: *amount_cents,
                 status: "pending".into(),
                 reason: reason.clone(),
             }),
-            EventBody::RefundProcessed { refund_id, amount_cents, .. } => {
-                if let Some(refund) = row.refunds.iter_mut().find(|refund| refund.refund_id == *refund_id) {
+            EventBody::RefundProcessed {
+                refund_id,
+                amount_cents,
+                ..
+            } => {
+                if let Some(refund) = row
+                    .refunds
+                    .iter_mut()
+                    .find(|refund| refund.refund_id == *refund_id)
+                {
                     refund.status = "succeeded".into();
                 }
                 row.refunded_cents += amount_cents;
-                row.status = if row.refunded_cents >= row.captured_cents { "refunded" } else { "partially_refunded" }.into();
+                row.status = if row.refunded_cents >= row.captured_cents {
+                    "refunded"
+                } else {
+                    "partially_refunded"
+                }
+                .into();
             }
             EventBody::RefundFailed { refund_id, .. } => {
-                if let Some(refund) = row.refunds.iter_mut().find(|refund| refund.refund_id == *refund_id) {
+                if let Some(refund) = row
+                    .refunds
+                    .iter_mut()
+                    .find(|refund| refund.refund_id == *refund_id)
+                {
                     refund.status = "failed".into();
                 }
             }
@@ -444,7 +591,12 @@ fn fold_payment<'a>(events: impl IntoIterator<Item = &'a Event>) -> Option<Payme
 fn fold_shipment<'a>(events: impl IntoIterator<Item = &'a Event>) -> Option<ShipmentRow> {
     let mut row: Option<ShipmentRow> = None;
     for event in events {
-        if let EventBody::ShipmentCreated { shipment_id, order_id, address } = &event.body {
+        if let EventBody::ShipmentCreated {
+            shipment_id,
+            order_id,
+            address,
+        } = &event.body
+        {
             row = Some(ShipmentRow {
                 shipment_id: shipment_id.clone(),
                 order_id: order_id.clone(),
@@ -460,7 +612,11 @@ fn fold_shipment<'a>(events: impl IntoIterator<Item = &'a Event>) -> Option<Ship
         let Some(row) = row.as_mut() else { continue };
         row.updated_at = event.ts;
         match &event.body {
-            EventBody::ShipmentDispatched { carrier, tracking_number, .. } => {
+            EventBody::ShipmentDispatched {
+                carrier,
+                tracking_number,
+                ..
+            } => {
                 row.status = "dispatched".into();
                 row.carrier = Some(carrier.clone());
                 row.tracking_number = Some(tracking_number.clone());
@@ -477,22 +633,40 @@ fn fold_effect<'a>(events: impl IntoIterator<Item = &'a Event>) -> Option<Effect
     let mut row = None;
     for event in events {
         row = match &event.body {
-            EventBody::PaymentInitiated { payment_id, order_id, amount_cents, currency, card } => Some(EffectRow::Charge {
+            EventBody::PaymentInitiated {
+                payment_id,
+                order_id,
+                amount_cents,
+                currency,
+                card,
+            } => Some(EffectRow::Charge {
                 payment_id: payment_id.clone(),
                 order_id: order_id.clone(),
                 amount_cents: *amount_cents,
                 currency: currency.clone(),
                 card: card.clone(),
             }),
-            EventBody::RefundRequested { refund_id, payment_id, order_id, amount_cents, .. } => Some(EffectRow::Refund {
+            EventBody::RefundRequested {
+                refund_id,
+                payment_id,
+                order_id,
+                amount_cents,
+                ..
+            } => Some(EffectRow::Refund {
                 refund_id: refund_id.clone(),
                 payment_id: payment_id.clone(),
                 order_id: order_id.clone(),
                 amount_cents: *amount_cents,
             }),
-            EventBody::ShipmentCreated { shipment_id, order_id, address } => {
-                Some(EffectRow::Ship { shipment_id: shipment_id.clone(), order_id: order_id.clone(), address: address.clone() })
-            }
+            EventBody::ShipmentCreated {
+                shipment_id,
+                order_id,
+                address,
+            } => Some(EffectRow::Ship {
+                shipment_id: shipment_id.clone(),
+                order_id: order_id.clone(),
+                address: address.clone(),
+            }),
             _ => None,
         };
     }

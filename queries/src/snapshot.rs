@@ -52,7 +52,9 @@ impl Snapshot {
     }
 
     pub fn user_by_email(&self, email: &str) -> Option<&UserRow> {
-        self.users_by_email.get(&email_key(email)).and_then(|id| self.users.get(id))
+        self.users_by_email
+            .get(&email_key(email))
+            .and_then(|id| self.users.get(id))
     }
 
     pub(crate) fn apply(&mut self, row: Row, diff: isize) {
@@ -102,7 +104,8 @@ impl Snapshot {
 
     pub(crate) fn record_rejection(&mut self, rejection: Rejection) {
         let newest = rejection.ts;
-        self.rejection_order.push_back((rejection.ts, rejection.seq));
+        self.rejection_order
+            .push_back((rejection.ts, rejection.seq));
         self.rejections.insert(rejection.seq, rejection);
         while let Some((ts, seq)) = self.rejection_order.front().copied() {
             if ts + REJECTION_RETENTION_MS >= newest {
@@ -118,9 +121,16 @@ impl Snapshot {
         let mut rows = BTreeSet::new();
         rows.extend(self.products.values().cloned().map(Row::Product));
         for (product_id, level) in &self.stock {
-            for (measure, quantity) in [(StockMeasure::OnHand, level.on_hand), (StockMeasure::Reserved, level.reserved)] {
+            for (measure, quantity) in [
+                (StockMeasure::OnHand, level.on_hand),
+                (StockMeasure::Reserved, level.reserved),
+            ] {
                 if quantity != 0 {
-                    rows.insert(Row::Stock(StockRow { product_id: product_id.clone(), measure, quantity }));
+                    rows.insert(Row::Stock(StockRow {
+                        product_id: product_id.clone(),
+                        measure,
+                        quantity,
+                    }));
                 }
             }
         }

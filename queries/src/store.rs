@@ -46,7 +46,10 @@ impl ViewStore {
         let (frontier_tx, _) = watch::channel(0);
         let (events_tx, _) = broadcast::channel(65_536);
         Arc::new(ViewStore {
-            pending: Mutex::new(Pending { frontiers: vec![None; workers], ..Default::default() }),
+            pending: Mutex::new(Pending {
+                frontiers: vec![None; workers],
+                ..Default::default()
+            }),
             snapshot: RwLock::new(Snapshot::default()),
             frontier_tx,
             published: (Mutex::new(0), Condvar::new()),
@@ -73,17 +76,25 @@ impl ViewStore {
     }
 
     pub fn recorded_events(&self) -> Vec<Event> {
-        self.recorded.as_ref().map(|events| events.lock().clone()).unwrap_or_default()
+        self.recorded
+            .as_ref()
+            .map(|events| events.lock().clone())
+            .unwrap_or_default()
     }
 
     /// Waits until the published frontier is at least `frontier`.
     pub async fn wait_for(&self, frontier: Time, timeout: Duration) -> Result<()> {
         let mut rx = self.frontier_tx.subscribe();
-        let waited = tokio::time::timeout(timeout, rx.wait_for(|published| *published >= frontier)).await.map(|result| result.is_ok());
+        let waited = tokio::time::timeout(timeout, rx.wait_for(|published| *published >= frontier))
+            .await
+            .map(|result| result.is_ok());
         match waited {
             Ok(true) => Ok(()),
             Ok(false) => Err(Error::Stopped),
-            Err(_) => Err(Error::Timeout { wanted: frontier, current: self.frontier() }),
+            Err(_) => Err(Error::Timeout {
+                wanted: frontier,
+                current: self.frontier(),
+            }),
         }
     }
 
@@ -94,7 +105,10 @@ impl ViewStore {
         let mut published = lock.lock();
         while *published < frontier {
             if condvar.wait_until(&mut published, deadline).timed_out() {
-                return Err(Error::Timeout { wanted: frontier, current: *published });
+                return Err(Error::Timeout {
+                    wanted: frontier,
+                    current: *published,
+                });
             }
         }
         Ok(())

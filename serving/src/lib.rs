@@ -1,0 +1,12 @@
+//! The `tidemark` binary's library: HTTP API, configuration, start-up and executors.
+//! The only composition root: it wires the log, the dataflows and the views together
+//! and holds no business rules of its own.
+
+pub mod api;
+pub mod config;
+pub mod executors;
+pub mod progress;
+pub mod runtime;
+pub mod telemetry;
+
+pub use runtime::Tidemark;

@@ -41,7 +41,9 @@ impl std::fmt::Display for CardError {
 pub fn luhn_valid(digits: &str) -> bool {
     let mut sum = 0;
     for (index, ch) in digits.chars().rev().enumerate() {
-        let Some(mut digit) = ch.to_digit(10) else { return false };
+        let Some(mut digit) = ch.to_digit(10) else {
+            return false;
+        };
         if index % 2 == 1 {
             digit *= 2;
             if digit > 9 {
@@ -60,9 +62,18 @@ fn card_token(number: &str) -> String {
 
 /// Checks a card and replaces its number with a token; the number itself and the CVC
 /// never go further. `now` is `(year, month)`, for the expiry check.
-pub fn tokenize_card(number: &str, exp_month: u8, exp_year: u16, cvc: &str, now: (u16, u8)) -> Result<CardToken, CardError> {
+pub fn tokenize_card(
+    number: &str,
+    exp_month: u8,
+    exp_year: u16,
+    cvc: &str,
+    now: (u16, u8),
+) -> Result<CardToken, CardError> {
     let number: String = number.chars().filter(|c| !matches!(c, ' ' | '-')).collect();
-    if !(12..=19).contains(&number.len()) || !number.chars().all(|c| c.is_ascii_digit()) || !luhn_valid(&number) {
+    if !(12..=19).contains(&number.len())
+        || !number.chars().all(|c| c.is_ascii_digit())
+        || !luhn_valid(&number)
+    {
         return Err(CardError::InvalidNumber);
     }
     if !(1..=12).contains(&exp_month) || (exp_year, exp_month) < now || exp_year > now.0 + 50 {
@@ -78,7 +89,13 @@ pub fn tokenize_card(number: &str, exp_month: u8, exp_year: u16, cvc: &str, now:
         b'6' => "discover",
         _ => "unknown",
     };
-    Ok(CardToken { token: card_token(&number), brand: brand.into(), last4: number[number.len() - 4..].into(), exp_month, exp_year })
+    Ok(CardToken {
+        token: card_token(&number),
+        brand: brand.into(),
+        last4: number[number.len() - 4..].into(),
+        exp_month,
+        exp_year,
+    })
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -113,8 +130,14 @@ struct LedgerEntry {
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 enum Answer {
-    Charge { outcome: PaymentOutcome, amount_cents: i64 },
-    Refund { succeeded: bool, amount_cents: i64 },
+    Charge {
+        outcome: PaymentOutcome,
+        amount_cents: i64,
+    },
+    Refund {
+        succeeded: bool,
+        amount_cents: i64,
+    },
 }
 
 /// The default provider: deterministic test-mode rules, with a durable ledger of the
@@ -140,11 +163,18 @@ impl SandboxPayments {
                 }
             }
         }
-        let file = OpenOptions::new().create(true).append(true).open(&path).map_err(|e| Error::io(&path, e))?;
+        let file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .map_err(|e| Error::io(&path, e))?;
         Ok(SandboxPayments {
             path,
             state: Mutex::new((file, answers)),
-            declined: [card_token(CARD_DECLINED), card_token(CARD_INSUFFICIENT_FUNDS)],
+            declined: [
+                card_token(CARD_DECLINED),
+                card_token(CARD_INSUFFICIENT_FUNDS),
+            ],
             fraud: card_token(CARD_FRAUD),
         })
     }
@@ -152,7 +182,19 @@ impl SandboxPayments {
     /// How many distinct charges the sandbox has made (approved ones).
     pub fn charges_made(&self) -> usize {
         let state = self.state.lock();
-        state.1.values().filter(|answer| matches!(answer, Answer::Charge { outcome: PaymentOutcome::Approved { .. }, .. })).count()
+        state
+            .1
+            .values()
+            .filter(|answer| {
+                matches!(
+                    answer,
+                    Answer::Charge {
+                        outcome: PaymentOutcome::Approved { .. },
+                        ..
+                    }
+                )
+            })
+            .count()
     }
 
     fn answer(&self, key: &str, decide: impl FnOnce() -> Answer) -> Result<Answer> {
@@ -161,10 +203,20 @@ impl SandboxPayments {
             return Ok(answer.clone());
         }
         let answer = decide();
-        let mut line = serde_json::to_vec(&LedgerEntry { key: key.to_string(), answer: answer.clone() })
-            .map_err(|e| Error::Provider { message: e.to_string(), retryable: false })?;
+        let mut line = serde_json::to_vec(&LedgerEntry {
+            key: key.to_string(),
+            answer: answer.clone(),
+        })
+        .map_err(|e| Error::Provider {
+            message: e.to_string(),
+            retryable: false,
+        })?;
         line.push(b'\n');
-        state.0.write_all(&line).and_then(|_| state.0.sync_data()).map_err(|e| Error::io(&self.path, e))?;
+        state
+            .0
+            .write_all(&line)
+            .and_then(|_| state.0.sync_data())
+            .map_err(|e| Error::io(&self.path, e))?;
         state.1.insert(key.to_string(), answer.clone());
         Ok(answer)
     }
@@ -175,28 +227,48 @@ impl PaymentProvider for SandboxPayments {
         let answer = self.answer(&request.idempotency_key, || {
             let token = &request.card.token;
             let outcome = if *token == self.declined[0] {
-                PaymentOutcome::Declined { decline_code: "card_declined".into() }
+                PaymentOutcome::Declined {
+                    decline_code: "card_declined".into(),
+                }
             } else if *token == self.declined[1] {
-                PaymentOutcome::Declined { decline_code: "insufficient_funds".into() }
+                PaymentOutcome::Declined {
+                    decline_code: "insufficient_funds".into(),
+                }
             } else if *token == self.fraud {
-                PaymentOutcome::Fraud { decline_code: "fraudulent".into() }
+                PaymentOutcome::Fraud {
+                    decline_code: "fraudulent".into(),
+                }
             } else {
                 let digest = Sha256::digest(request.idempotency_key.as_bytes());
-                PaymentOutcome::Approved { charge_id: format!("ch_{}", &hex::encode(digest)[..24]) }
+                PaymentOutcome::Approved {
+                    charge_id: format!("ch_{}", &hex::encode(digest)[..24]),
+                }
             };
-            Answer::Charge { outcome, amount_cents: request.amount_cents }
+            Answer::Charge {
+                outcome,
+                amount_cents: request.amount_cents,
+            }
         })?;
         match answer {
             Answer::Charge { outcome, .. } => Ok(outcome),
-            Answer::Refund { .. } => Err(Error::Provider { message: "idempotency key reused for a refund".into(), retryable: false }),
+            Answer::Refund { .. } => Err(Error::Provider {
+                message: "idempotency key reused for a refund".into(),
+                retryable: false,
+            }),
         }
     }
 
     fn refund(&self, request: &RefundRequest) -> Result<bool> {
-        let answer = self.answer(&request.idempotency_key, || Answer::Refund { succeeded: true, amount_cents: request.amount_cents })?;
+        let answer = self.answer(&request.idempotency_key, || Answer::Refund {
+            succeeded: true,
+            amount_cents: request.amount_cents,
+        })?;
         match answer {
             Answer::Refund { succeeded, .. } => Ok(succeeded),
-            Answer::Charge { .. } => Err(Error::Provider { message: "idempotency key reused for a charge".into(), retryable: false }),
+            Answer::Charge { .. } => Err(Error::Provider {
+                message: "idempotency key reused for a charge".into(),
+                retryable: false,
+            }),
         }
     }
 }

@@ -21,6 +21,9 @@ impl Carrier for SandboxCarrier {
     fn dispatch(&self, idempotency_key: &str, _address: Option<&str>) -> Result<Dispatch> {
         // Derived from the key, so a retried booking gets the same tracking number.
         let digest = Sha256::digest(idempotency_key.as_bytes());
-        Ok(Dispatch { carrier: "sandbox".into(), tracking_number: format!("SBX{}", hex::encode(digest)[..16].to_uppercase()) })
+        Ok(Dispatch {
+            carrier: "sandbox".into(),
+            tracking_number: format!("SBX{}", hex::encode(digest)[..16].to_uppercase()),
+        })
     }
 }

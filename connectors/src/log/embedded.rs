@@ -39,7 +39,10 @@ pub struct EmbeddedLogOptions {
 
 impl Default for EmbeddedLogOptions {
     fn default() -> Self {
-        EmbeddedLogOptions { segment_bytes: 64 << 20, max_batch_bytes: 4 << 20 }
+        EmbeddedLogOptions {
+            segment_bytes: 64 << 20,
+            max_batch_bytes: 4 << 20,
+        }
     }
 }
 
@@ -85,7 +88,10 @@ impl EmbeddedLog {
         let segments = list_segments(&dir)?;
         let mut next_seq: Seq = 0;
         let mut last_ts: Ts = 0;
-        let mut recovery = Recovery { segments: segments.len(), ..Default::default() };
+        let mut recovery = Recovery {
+            segments: segments.len(),
+            ..Default::default()
+        };
         for (index, (first_seq, path)) in segments.iter().enumerate() {
             let last = index + 1 == segments.len();
             if *first_seq != next_seq && !(index == 0 && next_seq == 0) {
@@ -103,7 +109,10 @@ impl EmbeddedLog {
             if let Some(good_len) = scan.truncate_to {
                 let dropped = scan.file_len - good_len;
                 tracing::warn!(segment = %path.display(), offset = good_len, dropped_bytes = dropped, "truncating a torn write at the end of the log");
-                let file = OpenOptions::new().write(true).open(path).map_err(|e| Error::io(path, e))?;
+                let file = OpenOptions::new()
+                    .write(true)
+                    .open(path)
+                    .map_err(|e| Error::io(path, e))?;
                 file.set_len(good_len).map_err(|e| Error::io(path, e))?;
                 file.sync_all().map_err(|e| Error::io(path, e))?;
                 recovery.truncated_bytes += dropped;
@@ -111,7 +120,10 @@ impl EmbeddedLog {
         }
         let (file, segment_len) = match segments.last() {
             Some((_, path)) => {
-                let file = OpenOptions::new().append(true).open(path).map_err(|e| Error::io(path, e))?;
+                let file = OpenOptions::new()
+                    .append(true)
+                    .open(path)
+                    .map_err(|e| Error::io(path, e))?;
                 let len = file.metadata().map_err(|e| Error::io(path, e))?.len();
                 (file, len)
             }
@@ -151,26 +163,22 @@ impl EmbeddedLog {
     pub fn options(&self) -> &EmbeddedLogOptions {
         &self.options
     }
-
-    /// Stops taking appends, finishes the ones in flight and joins the writer.
-    pub fn close(&self) {
-        self.requests.lock().take();
-        if let Some(thread) = self.writer_thread.lock().take() {
-            let _ = thread.join();
-        }
-    }
 }
 
 impl Drop for EmbeddedLog {
     fn drop(&mut self) {
-        self.close();
+        Log::close(self);
     }
 }
 
 impl Log for EmbeddedLog {
     fn append(&self, payloads: Vec<Vec<u8>>) -> PendingAppend {
         let (reply, rx) = oneshot::channel();
-        if let Some(size) = payloads.iter().map(Vec::len).find(|len| *len > MAX_RECORD_BYTES) {
+        if let Some(size) = payloads
+            .iter()
+            .map(Vec::len)
+            .find(|len| *len > MAX_RECORD_BYTES)
+        {
             let _ = reply.send(Err(Error::TooLarge(size)));
             return PendingAppend(rx);
         }
@@ -190,9 +198,18 @@ impl Log for EmbeddedLog {
     fn read_from(&self, seq: Seq) -> Result<Box<dyn Iterator<Item = Result<LogRecord>> + Send>> {
         let end = self.durable_end();
         let segments: Vec<(Seq, PathBuf)> = list_segments(&self.dir)?;
-        let start = segments.iter().rposition(|(first, _)| *first <= seq).unwrap_or(0);
+        let start = segments
+            .iter()
+            .rposition(|(first, _)| *first <= seq)
+            .unwrap_or(0);
         let segments: Vec<(Seq, PathBuf)> = segments.into_iter().skip(start).collect();
-        Ok(Box::new(SegmentReader { segments: segments.into_iter(), current: Vec::new().into_iter(), from: seq, end, failed: false }))
+        Ok(Box::new(SegmentReader {
+            segments: segments.into_iter(),
+            current: Vec::new().into_iter(),
+            from: seq,
+            end,
+            failed: false,
+        }))
     }
 
     fn durable_end(&self) -> Seq {
@@ -208,6 +225,14 @@ impl Log for EmbeddedLog {
             .map_err(|e| Error::io(&self.dir, e))?;
         *self.writer_thread.lock() = Some(thread);
         Ok(())
+    }
+
+    fn close(&self) {
+        self.requests.lock().take();
+        self.pending_writer.lock().take();
+        if let Some(thread) = self.writer_thread.lock().take() {
+            let _ = thread.join();
+        }
     }
 }
 
@@ -238,7 +263,11 @@ impl Writer {
             let mut seq = first_seq;
             let mut answers = Vec::with_capacity(requests.len());
             for request in &requests {
-                answers.push(Appended { ts, first_seq: seq, count: request.payloads.len() });
+                answers.push(Appended {
+                    ts,
+                    first_seq: seq,
+                    count: request.payloads.len(),
+                });
                 for payload in &request.payloads {
                     encode_record(&mut buffer, seq, ts, payload);
                     seq += 1;
@@ -272,11 +301,15 @@ impl Writer {
     }
 
     fn write_durably(&mut self, bytes: &[u8], first_seq: Seq) -> Result<()> {
-        if self.segment_len > MAGIC.len() as u64 && self.segment_len + bytes.len() as u64 > self.segment_bytes {
+        if self.segment_len > MAGIC.len() as u64
+            && self.segment_len + bytes.len() as u64 > self.segment_bytes
+        {
             self.file = create_segment(&self.dir, first_seq)?;
             self.segment_len = MAGIC.len() as u64;
         }
-        self.file.write_all(bytes).map_err(|e| Error::io(&self.dir, e))?;
+        self.file
+            .write_all(bytes)
+            .map_err(|e| Error::io(&self.dir, e))?;
         self.file.sync_data().map_err(|e| Error::io(&self.dir, e))?;
         self.segment_len += bytes.len() as u64;
         Ok(())
@@ -284,7 +317,10 @@ impl Writer {
 }
 
 fn now_ms() -> Ts {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as Ts).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as Ts)
+        .unwrap_or(0)
 }
 
 fn segment_path(dir: &Path, first_seq: Seq) -> PathBuf {
@@ -293,19 +329,34 @@ fn segment_path(dir: &Path, first_seq: Seq) -> PathBuf {
 
 fn create_segment(dir: &Path, first_seq: Seq) -> Result<File> {
     let path = segment_path(dir, first_seq);
-    let mut file = OpenOptions::new().create(true).truncate(true).write(true).open(&path).map_err(|e| Error::io(&path, e))?;
+    let mut file = OpenOptions::new()
+        .create(true)
+        .truncate(true)
+        .write(true)
+        .open(&path)
+        .map_err(|e| Error::io(&path, e))?;
     file.write_all(MAGIC).map_err(|e| Error::io(&path, e))?;
     file.sync_all().map_err(|e| Error::io(&path, e))?;
-    File::open(dir).and_then(|d| d.sync_all()).map_err(|e| Error::io(dir, e))?;
-    OpenOptions::new().append(true).open(&path).map_err(|e| Error::io(&path, e))
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| Error::io(dir, e))?;
+    OpenOptions::new()
+        .append(true)
+        .open(&path)
+        .map_err(|e| Error::io(&path, e))
 }
 
 fn list_segments(dir: &Path) -> Result<Vec<(Seq, PathBuf)>> {
     let mut segments = Vec::new();
     for entry in std::fs::read_dir(dir).map_err(|e| Error::io(dir, e))? {
         let path = entry.map_err(|e| Error::io(dir, e))?.path();
-        let Some(name) = path.file_name().and_then(|n| n.to_str()) else { continue };
-        if let Some(first) = name.strip_suffix(".log").and_then(|stem| stem.parse::<Seq>().ok()) {
+        let Some(name) = path.file_name().and_then(|n| n.to_str()) else {
+            continue;
+        };
+        if let Some(first) = name
+            .strip_suffix(".log")
+            .and_then(|stem| stem.parse::<Seq>().ok())
+        {
             segments.push((first, path));
         }
     }
@@ -322,13 +373,22 @@ struct Scan {
 
 fn scan_segment(path: &Path, first_seq: Seq, mut last_ts: Ts, is_last: bool) -> Result<Scan> {
     let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
-    let corrupt = |offset: usize, reason: String| Error::Corrupt { segment: path.display().to_string(), offset: offset as u64, reason };
+    let corrupt = |offset: usize, reason: String| Error::Corrupt {
+        segment: path.display().to_string(),
+        offset: offset as u64,
+        reason,
+    };
     let file_len = bytes.len() as u64;
     if bytes.len() < MAGIC.len() || &bytes[..MAGIC.len()] != MAGIC {
         if is_last && MAGIC.starts_with(&bytes) {
             // Crashed while creating the segment: rewrite its header.
             std::fs::write(path, MAGIC).map_err(|e| Error::io(path, e))?;
-            return Ok(Scan { records: 0, last_ts, file_len: MAGIC.len() as u64, truncate_to: None });
+            return Ok(Scan {
+                records: 0,
+                last_ts,
+                file_len: MAGIC.len() as u64,
+                truncate_to: None,
+            });
         }
         return Err(corrupt(0, "missing segment header".into()));
     }
@@ -338,10 +398,16 @@ fn scan_segment(path: &Path, first_seq: Seq, mut last_ts: Ts, is_last: bool) -> 
         match decode_record(&bytes[offset..]) {
             Ok((seq, ts, _, len)) => {
                 if seq != expected {
-                    return Err(corrupt(offset, format!("record {seq} where {expected} was expected")));
+                    return Err(corrupt(
+                        offset,
+                        format!("record {seq} where {expected} was expected"),
+                    ));
                 }
                 if ts < last_ts {
-                    return Err(corrupt(offset, format!("timestamp {ts} goes back from {last_ts}")));
+                    return Err(corrupt(
+                        offset,
+                        format!("timestamp {ts} goes back from {last_ts}"),
+                    ));
                 }
                 last_ts = ts;
                 expected += 1;
@@ -352,15 +418,27 @@ fn scan_segment(path: &Path, first_seq: Seq, mut last_ts: Ts, is_last: bool) -> 
                     BadRecord::Truncated => None,
                     BadRecord::Checksum { len } => Some(offset + super::RECORD_HEADER_BYTES + len),
                 };
-                let followed_by_good = next.is_some_and(|next| next < bytes.len() && decode_record(&bytes[next..]).is_ok());
+                let followed_by_good = next.is_some_and(|next| {
+                    next < bytes.len() && decode_record(&bytes[next..]).is_ok()
+                });
                 if !is_last || followed_by_good {
                     return Err(corrupt(offset, format!("{bad:?}")));
                 }
-                return Ok(Scan { records: expected - first_seq, last_ts, file_len, truncate_to: Some(offset as u64) });
+                return Ok(Scan {
+                    records: expected - first_seq,
+                    last_ts,
+                    file_len,
+                    truncate_to: Some(offset as u64),
+                });
             }
         }
     }
-    Ok(Scan { records: expected - first_seq, last_ts, file_len, truncate_to: None })
+    Ok(Scan {
+        records: expected - first_seq,
+        last_ts,
+        file_len,
+        truncate_to: None,
+    })
 }
 
 struct SegmentReader {
@@ -407,13 +485,21 @@ fn read_segment(path: &Path) -> Result<Vec<LogRecord>> {
     while offset < bytes.len() {
         match decode_record(&bytes[offset..]) {
             Ok((seq, ts, payload, len)) => {
-                records.push(LogRecord { seq, ts, payload: payload.to_vec() });
+                records.push(LogRecord {
+                    seq,
+                    ts,
+                    payload: payload.to_vec(),
+                });
                 offset += len;
             }
             // Bytes past the durable end may be an append in progress.
             Err(BadRecord::Truncated) => break,
             Err(bad) => {
-                return Err(Error::Corrupt { segment: path.display().to_string(), offset: offset as u64, reason: format!("{bad:?}") })
+                return Err(Error::Corrupt {
+                    segment: path.display().to_string(),
+                    offset: offset as u64,
+                    reason: format!("{bad:?}"),
+                })
             }
         }
     }

@@ -66,4 +66,7 @@ pub trait Log: Send + Sync + 'static {
     /// Starts delivering durable batches to `consumer`. Appends made before this are
     /// refused, so no batch can reach the dataflow out of order.
     fn start(&self, consumer: OnDurable) -> Result<()>;
+
+    /// Stops taking appends; those in flight finish first. Drops the consumer.
+    fn close(&self);
 }

@@ -34,7 +34,9 @@ pub fn decode_record(bytes: &[u8]) -> Result<(Seq, Ts, &[u8], usize), BadRecord>
     let crc = u32::from_le_bytes(bytes[4..8].try_into().expect("4 bytes"));
     let ts = u64::from_le_bytes(bytes[8..16].try_into().expect("8 bytes"));
     let seq = u64::from_le_bytes(bytes[16..24].try_into().expect("8 bytes"));
-    let end = RECORD_HEADER_BYTES.checked_add(len).ok_or(BadRecord::Truncated)?;
+    let end = RECORD_HEADER_BYTES
+        .checked_add(len)
+        .ok_or(BadRecord::Truncated)?;
     if bytes.len() < end {
         return Err(BadRecord::Truncated);
     }

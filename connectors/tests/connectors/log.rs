@@ -4,19 +4,28 @@ use std::sync::{Arc, Mutex};
 use connectors::log::{EmbeddedLog, EmbeddedLogOptions, Log, LogRecord};
 use connectors::Error;
 
-fn started(dir: &std::path::Path, options: EmbeddedLogOptions) -> (EmbeddedLog, Arc<Mutex<Vec<(u64, Vec<u64>)>>>) {
+/// Timestamp and positions of each batch the consumer saw.
+type Seen = Arc<Mutex<Vec<(u64, Vec<u64>)>>>;
+
+fn started(dir: &std::path::Path, options: EmbeddedLogOptions) -> (EmbeddedLog, Seen) {
     let log = EmbeddedLog::open(dir, options).expect("open");
     let seen = Arc::new(Mutex::new(Vec::new()));
     let sink = Arc::clone(&seen);
     log.start(Box::new(move |batch| {
-        sink.lock().unwrap().push((batch.ts, batch.records.iter().map(|(seq, _)| *seq).collect()));
+        sink.lock().unwrap().push((
+            batch.ts,
+            batch.records.iter().map(|(seq, _)| *seq).collect(),
+        ));
     }))
     .expect("start");
     (log, seen)
 }
 
 fn all(log: &EmbeddedLog) -> Vec<LogRecord> {
-    log.read_from(0).expect("read").collect::<Result<Vec<_>, _>>().expect("records")
+    log.read_from(0)
+        .expect("read")
+        .collect::<Result<Vec<_>, _>>()
+        .expect("records")
 }
 
 #[test]
@@ -24,16 +33,29 @@ fn appends_survive_reopen_in_order() {
     let dir = tempfile::tempdir().unwrap();
     {
         let (log, seen) = started(dir.path(), EmbeddedLogOptions::default());
-        let a = log.append(vec![b"a".to_vec(), b"b".to_vec()]).wait().unwrap();
+        let a = log
+            .append(vec![b"a".to_vec(), b"b".to_vec()])
+            .wait()
+            .unwrap();
         let b = log.append(vec![b"c".to_vec()]).wait().unwrap();
         assert_eq!((a.first_seq, a.count, b.first_seq), (0, 2, 2));
         assert!(b.ts > a.ts, "timestamps increase per batch");
-        assert_eq!(seen.lock().unwrap().len(), 2, "the consumer saw each batch before the appender was answered");
+        assert_eq!(
+            seen.lock().unwrap().len(),
+            2,
+            "the consumer saw each batch before the appender was answered"
+        );
         assert_eq!(log.durable_end(), 3);
     }
     let log = EmbeddedLog::open(dir.path(), EmbeddedLogOptions::default()).unwrap();
     let records = all(&log);
-    assert_eq!(records.iter().map(|r| r.payload.clone()).collect::<Vec<_>>(), vec![b"a".to_vec(), b"b".to_vec(), b"c".to_vec()]);
+    assert_eq!(
+        records
+            .iter()
+            .map(|r| r.payload.clone())
+            .collect::<Vec<_>>(),
+        vec![b"a".to_vec(), b"b".to_vec(), b"c".to_vec()]
+    );
     assert_eq!(records[0].ts, records[1].ts);
     assert_eq!(log.recovery().truncated_bytes, 0);
 }
@@ -48,7 +70,9 @@ fn concurrent_appends_share_group_commits() {
             let log = Arc::clone(&log);
             std::thread::spawn(move || {
                 for i in 0..50 {
-                    log.append(vec![format!("{t}-{i}").into_bytes()]).wait().unwrap();
+                    log.append(vec![format!("{t}-{i}").into_bytes()])
+                        .wait()
+                        .unwrap();
                 }
             })
         })
@@ -58,15 +82,25 @@ fn concurrent_appends_share_group_commits() {
     }
     let batches = seen.lock().unwrap().clone();
     let seqs: Vec<u64> = batches.iter().flat_map(|(_, seqs)| seqs.clone()).collect();
-    assert_eq!(seqs, (0..400).collect::<Vec<_>>(), "the consumer sees every record once, in log order");
-    assert!(batches.windows(2).all(|w| w[0].0 < w[1].0), "batch timestamps strictly increase");
+    assert_eq!(
+        seqs,
+        (0..400).collect::<Vec<_>>(),
+        "the consumer sees every record once, in log order"
+    );
+    assert!(
+        batches.windows(2).all(|w| w[0].0 < w[1].0),
+        "batch timestamps strictly increase"
+    );
     assert_eq!(all(&log).len(), 400);
 }
 
 #[test]
 fn segments_roll_by_size_and_read_across() {
     let dir = tempfile::tempdir().unwrap();
-    let options = EmbeddedLogOptions { segment_bytes: 256, ..Default::default() };
+    let options = EmbeddedLogOptions {
+        segment_bytes: 256,
+        ..Default::default()
+    };
     {
         let (log, _) = started(dir.path(), options.clone());
         for i in 0..40u32 {
@@ -82,7 +116,10 @@ fn segments_roll_by_size_and_read_across() {
 }
 
 fn last_segment(dir: &std::path::Path) -> std::path::PathBuf {
-    let mut paths: Vec<_> = std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().path()).collect();
+    let mut paths: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
     paths.sort();
     paths.pop().unwrap()
 }
@@ -99,7 +136,12 @@ fn torn_tail_is_truncated_and_only_it_is_lost() {
     let path = last_segment(dir.path());
     let len = std::fs::metadata(&path).unwrap().len();
     // Cut the last record in half, as a crash during its write would.
-    std::fs::OpenOptions::new().write(true).open(&path).unwrap().set_len(len - 60).unwrap();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&path)
+        .unwrap()
+        .set_len(len - 60)
+        .unwrap();
     let log = EmbeddedLog::open(dir.path(), EmbeddedLogOptions::default()).unwrap();
     assert_eq!(log.recovery().truncated_bytes, 124 - 60);
     let records = all(&log);
@@ -110,7 +152,13 @@ fn torn_tail_is_truncated_and_only_it_is_lost() {
         drop(log);
         started(dir.path(), EmbeddedLogOptions::default())
     };
-    assert_eq!(log2.append(vec![b"next".to_vec()]).wait().unwrap().first_seq, 4);
+    assert_eq!(
+        log2.append(vec![b"next".to_vec()])
+            .wait()
+            .unwrap()
+            .first_seq,
+        4
+    );
 }
 
 #[test]
@@ -121,7 +169,10 @@ fn garbage_after_the_last_record_is_a_torn_tail() {
         log.append(vec![b"kept".to_vec()]).wait().unwrap();
     }
     let path = last_segment(dir.path());
-    let mut file = std::fs::OpenOptions::new().append(true).open(&path).unwrap();
+    let mut file = std::fs::OpenOptions::new()
+        .append(true)
+        .open(&path)
+        .unwrap();
     file.write_all(&[0xAB; 37]).unwrap();
     let log = EmbeddedLog::open(dir.path(), EmbeddedLogOptions::default()).unwrap();
     assert_eq!(log.recovery().truncated_bytes, 37);
@@ -145,7 +196,9 @@ fn corruption_in_the_middle_is_an_error_with_its_place() {
     file.write_all(&[0xFF]).unwrap();
     drop(file);
     match EmbeddedLog::open(dir.path(), EmbeddedLogOptions::default()) {
-        Err(Error::Corrupt { segment, offset, .. }) => {
+        Err(Error::Corrupt {
+            segment, offset, ..
+        }) => {
             assert!(segment.ends_with(".log"));
             assert_eq!(offset, 8 + 124);
         }

@@ -6,7 +6,12 @@ const NOW: (u16, u8) = (2026, 11);
 fn charge(provider: &SandboxPayments, key: &str, number: &str) -> PaymentOutcome {
     let card = tokenize_card(number, 12, 2030, "123", NOW).expect("valid card");
     provider
-        .charge(&ChargeRequest { idempotency_key: key.into(), amount_cents: 1000, currency: "USD".into(), card })
+        .charge(&ChargeRequest {
+            idempotency_key: key.into(),
+            amount_cents: 1000,
+            currency: "USD".into(),
+            card,
+        })
         .expect("charge")
 }
 
@@ -14,14 +19,42 @@ fn charge(provider: &SandboxPayments, key: &str, number: &str) -> PaymentOutcome
 fn sandbox_rules_follow_the_test_cards() {
     let dir = tempfile::tempdir().unwrap();
     let provider = SandboxPayments::open(dir.path().join("ledger.jsonl")).unwrap();
-    assert!(matches!(charge(&provider, "k1", "4242424242424242"), PaymentOutcome::Approved { .. }));
-    assert_eq!(charge(&provider, "k2", CARD_DECLINED), PaymentOutcome::Declined { decline_code: "card_declined".into() });
-    assert_eq!(charge(&provider, "k3", CARD_INSUFFICIENT_FUNDS), PaymentOutcome::Declined { decline_code: "insufficient_funds".into() });
-    assert!(matches!(charge(&provider, "k4", CARD_FRAUD), PaymentOutcome::Fraud { .. }));
-    assert_eq!(tokenize_card("4242424242424241", 12, 2030, "123", NOW), Err(CardError::InvalidNumber));
-    assert_eq!(tokenize_card("4242424242424242", 13, 2030, "123", NOW), Err(CardError::InvalidExpiry));
-    assert_eq!(tokenize_card("4242424242424242", 1, 2020, "123", NOW), Err(CardError::InvalidExpiry));
-    assert_eq!(tokenize_card("4242424242424242", 12, 2030, "12a", NOW), Err(CardError::InvalidCvc));
+    assert!(matches!(
+        charge(&provider, "k1", "4242424242424242"),
+        PaymentOutcome::Approved { .. }
+    ));
+    assert_eq!(
+        charge(&provider, "k2", CARD_DECLINED),
+        PaymentOutcome::Declined {
+            decline_code: "card_declined".into()
+        }
+    );
+    assert_eq!(
+        charge(&provider, "k3", CARD_INSUFFICIENT_FUNDS),
+        PaymentOutcome::Declined {
+            decline_code: "insufficient_funds".into()
+        }
+    );
+    assert!(matches!(
+        charge(&provider, "k4", CARD_FRAUD),
+        PaymentOutcome::Fraud { .. }
+    ));
+    assert_eq!(
+        tokenize_card("4242424242424241", 12, 2030, "123", NOW),
+        Err(CardError::InvalidNumber)
+    );
+    assert_eq!(
+        tokenize_card("4242424242424242", 13, 2030, "123", NOW),
+        Err(CardError::InvalidExpiry)
+    );
+    assert_eq!(
+        tokenize_card("4242424242424242", 1, 2020, "123", NOW),
+        Err(CardError::InvalidExpiry)
+    );
+    assert_eq!(
+        tokenize_card("4242424242424242", 12, 2030, "12a", NOW),
+        Err(CardError::InvalidCvc)
+    );
 }
 
 #[test]
@@ -42,6 +75,8 @@ fn a_retried_charge_after_a_crash_is_not_charged_twice() {
 #[test]
 fn luhn() {
     assert!(luhn_valid("4242424242424242"));
-    assert!(luhn_valid(CARD_DECLINED) && luhn_valid(CARD_FRAUD) && luhn_valid(CARD_INSUFFICIENT_FUNDS));
+    assert!(
+        luhn_valid(CARD_DECLINED) && luhn_valid(CARD_FRAUD) && luhn_valid(CARD_INSUFFICIENT_FUNDS)
+    );
     assert!(!luhn_valid("4242424242424243"));
 }

@@ -23,7 +23,12 @@ impl Harness {
     fn new(workers: usize) -> Harness {
         let store = ViewStore::recording(workers);
         let engine = Engine::start(workers, store.clone()).expect("engine starts");
-        Harness { store, engine, seq: 0, ts: 1_700_000_000_000 }
+        Harness {
+            store,
+            engine,
+            seq: 0,
+            ts: 1_700_000_000_000,
+        }
     }
 
     /// Appends one batch and waits until its effects are published.
@@ -38,8 +43,15 @@ impl Harness {
                 (self.seq, Envelope::new(command))
             })
             .collect();
-        self.engine.feed(Batch { ts: self.ts, records }).expect("feed");
-        self.store.wait_for_blocking(settled_frontier(self.ts), Duration::from_secs(30)).expect("views catch up");
+        self.engine
+            .feed(Batch {
+                ts: self.ts,
+                records,
+            })
+            .expect("feed");
+        self.store
+            .wait_for_blocking(settled_frontier(self.ts), Duration::from_secs(30))
+            .expect("views catch up");
         seqs
     }
 
@@ -65,8 +77,20 @@ fn order(id: &str, lines: &[(&str, i64)], card: bool) -> Command {
     Command::PlaceOrder {
         order_id: id.into(),
         user_id: "u1".into(),
-        items: lines.iter().map(|(p, q)| Line { product_id: (*p).into(), quantity: *q }).collect(),
-        payment: card.then(|| CardToken { token: "tok".into(), brand: "visa".into(), last4: "4242".into(), exp_month: 12, exp_year: 2030 }),
+        items: lines
+            .iter()
+            .map(|(p, q)| Line {
+                product_id: (*p).into(),
+                quantity: *q,
+            })
+            .collect(),
+        payment: card.then(|| CardToken {
+            token: "tok".into(),
+            brand: "visa".into(),
+            last4: "4242".into(),
+            exp_month: 12,
+            exp_year: 2030,
+        }),
         shipping_address: None,
         cart_id: None,
     }
@@ -76,13 +100,23 @@ fn order(id: &str, lines: &[(&str, i64)], card: bool) -> Command {
 fn order_reserves_all_lines_or_none() {
     let mut h = Harness::new(1);
     h.batch(vec![product("a", 5), product("b", 1)]);
-    h.batch(vec![order("o1", &[("a", 3), ("b", 1)], false), order("o2", &[("a", 2), ("b", 1)], false)]);
+    h.batch(vec![
+        order("o1", &[("a", 3), ("b", 1)], false),
+        order("o2", &[("a", 2), ("b", 1)], false),
+    ]);
     let snapshot = h.store.read();
     assert_eq!(snapshot.orders["o1"].status, OrderStatus::Reserved);
     assert_eq!(snapshot.orders["o1"].total_cents, 4000);
     assert_eq!(snapshot.orders["o2"].status, OrderStatus::Cancelled);
-    assert_eq!(snapshot.orders["o2"].cancel_reason, Some(CancelReason::OutOfStock));
-    assert_eq!(snapshot.stock_of("a").reserved, 3, "o2's line of a was released");
+    assert_eq!(
+        snapshot.orders["o2"].cancel_reason,
+        Some(CancelReason::OutOfStock)
+    );
+    assert_eq!(
+        snapshot.stock_of("a").reserved,
+        3,
+        "o2's line of a was released"
+    );
     assert_eq!(snapshot.stock_of("b").available(), 0);
 }
 
@@ -94,33 +128,73 @@ fn saga_runs_to_completion_and_deducts_stock() {
     {
         let snapshot = h.store.read();
         assert_eq!(snapshot.orders["o1"].payment_id.as_deref(), Some("pay_o1"));
-        assert!(snapshot.effects.contains_key("pay_o1"), "a charge is awaited");
+        assert!(
+            snapshot.effects.contains_key("pay_o1"),
+            "a charge is awaited"
+        );
     }
     h.batch(vec![Command::PaymentResult {
         payment_id: "pay_o1".into(),
         order_id: "o1".into(),
-        outcome: PaymentOutcome::Approved { charge_id: "ch_1".into() },
+        outcome: PaymentOutcome::Approved {
+            charge_id: "ch_1".into(),
+        },
     }]);
     assert_eq!(h.store.read().orders["o1"].status, OrderStatus::Confirmed);
-    assert!(h.store.read().effects.contains_key("shp_o1"), "a shipment is awaited");
+    assert!(
+        h.store.read().effects.contains_key("shp_o1"),
+        "a shipment is awaited"
+    );
     h.batch(vec![Command::ShipmentDispatched {
         shipment_id: "shp_o1".into(),
         order_id: "o1".into(),
         carrier: "sandbox".into(),
         tracking_number: "T1".into(),
     }]);
-    let seqs = h.batch(vec![Command::CancelOrder { order_id: "o1".into(), reason: CancelReason::CustomerRequest }]);
-    let rejection = h.store.read().rejection(seqs[0]).cloned().expect("cancel of a shipped order is refused");
-    assert_eq!(rejection.kind, RejectionKind::Conflict { code: "order_already_shipped".into() });
-    h.batch(vec![Command::ShipmentDelivered { shipment_id: "shp_o1".into(), order_id: "o1".into() }]);
+    let seqs = h.batch(vec![Command::CancelOrder {
+        order_id: "o1".into(),
+        reason: CancelReason::CustomerRequest,
+    }]);
+    let rejection = h
+        .store
+        .read()
+        .rejection(seqs[0])
+        .cloned()
+        .expect("cancel of a shipped order is refused");
+    assert_eq!(
+        rejection.kind,
+        RejectionKind::Conflict {
+            code: "order_already_shipped".into()
+        }
+    );
+    h.batch(vec![Command::ShipmentDelivered {
+        shipment_id: "shp_o1".into(),
+        order_id: "o1".into(),
+    }]);
     let snapshot = h.store.read();
     assert_eq!(snapshot.orders["o1"].status, OrderStatus::Completed);
-    let statuses: Vec<_> = snapshot.orders["o1"].history.iter().map(|change| change.status).collect();
+    let statuses: Vec<_> = snapshot.orders["o1"]
+        .history
+        .iter()
+        .map(|change| change.status)
+        .collect();
     assert_eq!(
         statuses,
-        vec![OrderStatus::Pending, OrderStatus::Reserved, OrderStatus::Confirmed, OrderStatus::Shipped, OrderStatus::Completed]
+        vec![
+            OrderStatus::Pending,
+            OrderStatus::Reserved,
+            OrderStatus::Confirmed,
+            OrderStatus::Shipped,
+            OrderStatus::Completed
+        ]
     );
-    assert_eq!(snapshot.stock_of("a"), queries::StockLevel { on_hand: 3, reserved: 0 });
+    assert_eq!(
+        snapshot.stock_of("a"),
+        queries::StockLevel {
+            on_hand: 3,
+            reserved: 0
+        }
+    );
     assert!(snapshot.effects.is_empty());
 }
 
@@ -132,11 +206,16 @@ fn declined_payment_cancels_and_releases() {
     h.batch(vec![Command::PaymentResult {
         payment_id: "pay_o1".into(),
         order_id: "o1".into(),
-        outcome: PaymentOutcome::Declined { decline_code: "card_declined".into() },
+        outcome: PaymentOutcome::Declined {
+            decline_code: "card_declined".into(),
+        },
     }]);
     let snapshot = h.store.read();
     assert_eq!(snapshot.orders["o1"].status, OrderStatus::Cancelled);
-    assert_eq!(snapshot.orders["o1"].cancel_reason, Some(CancelReason::PaymentDeclined));
+    assert_eq!(
+        snapshot.orders["o1"].cancel_reason,
+        Some(CancelReason::PaymentDeclined)
+    );
     assert_eq!(snapshot.stock_of("a").available(), 5);
     assert_eq!(snapshot.payments["pay_o1"].status, "failed");
 }
@@ -149,13 +228,21 @@ fn cancel_after_capture_refunds() {
     h.batch(vec![Command::PaymentResult {
         payment_id: "pay_o1".into(),
         order_id: "o1".into(),
-        outcome: PaymentOutcome::Approved { charge_id: "ch".into() },
+        outcome: PaymentOutcome::Approved {
+            charge_id: "ch".into(),
+        },
     }]);
-    h.batch(vec![Command::CancelOrder { order_id: "o1".into(), reason: CancelReason::CustomerRequest }]);
+    h.batch(vec![Command::CancelOrder {
+        order_id: "o1".into(),
+        reason: CancelReason::CustomerRequest,
+    }]);
     let snapshot = h.store.read();
     assert_eq!(snapshot.orders["o1"].status, OrderStatus::Cancelled);
     assert_eq!(snapshot.shipments["shp_o1"].status, "cancelled");
-    assert!(snapshot.effects.contains_key("re_o1_1"), "a refund is awaited");
+    assert!(
+        snapshot.effects.contains_key("re_o1_1"),
+        "a refund is awaited"
+    );
     assert!(!snapshot.effects.contains_key("shp_o1"));
     assert_eq!(snapshot.stock_of("a").reserved, 0);
 }
@@ -171,10 +258,21 @@ fn email_addresses_are_unique() {
     };
     let seqs = h.batch(vec![user("u1", "a@x.io"), user("u2", "A@x.io")]);
     assert!(h.store.read().rejection(seqs[1]).is_some());
-    h.batch(vec![Command::DeleteUser { user_id: "u1".into() }]);
+    h.batch(vec![Command::DeleteUser {
+        user_id: "u1".into(),
+    }]);
     let seqs = h.batch(vec![user("u3", "a@x.io")]);
-    assert!(h.store.read().rejection(seqs[0]).is_none(), "a deleted user's address is free again");
-    assert_eq!(h.store.read().user_by_email("a@x.io").map(|u| u.user_id.as_str()), Some("u3"));
+    assert!(
+        h.store.read().rejection(seqs[0]).is_none(),
+        "a deleted user's address is free again"
+    );
+    assert_eq!(
+        h.store
+            .read()
+            .user_by_email("a@x.io")
+            .map(|u| u.user_id.as_str()),
+        Some("u3")
+    );
 }
 
 // ---- Property tests ----
@@ -221,9 +319,17 @@ fn check_invariants(h: &Harness) {
     let snapshot = h.store.read();
     let mut held: BTreeMap<String, i64> = BTreeMap::new();
     for order in snapshot.orders.values() {
-        let holds = matches!(order.status, OrderStatus::Reserved | OrderStatus::Confirmed | OrderStatus::Shipped);
+        let holds = matches!(
+            order.status,
+            OrderStatus::Reserved | OrderStatus::Confirmed | OrderStatus::Shipped
+        );
         if holds {
-            assert_eq!(order.lines.len(), order.items.len(), "order {} holds all its lines", order.order_id);
+            assert_eq!(
+                order.lines.len(),
+                order.items.len(),
+                "order {} holds all its lines",
+                order.order_id
+            );
             for line in &order.lines {
                 *held.entry(line.product_id.clone()).or_default() += line.quantity;
             }
@@ -231,8 +337,15 @@ fn check_invariants(h: &Harness) {
     }
     for product in PRODUCTS {
         let level = snapshot.stock_of(product);
-        assert!(level.reserved >= 0 && level.available() >= 0, "{product}: {level:?}");
-        assert_eq!(level.reserved, held.get(product).copied().unwrap_or(0), "{product}: reserved equals what orders hold");
+        assert!(
+            level.reserved >= 0 && level.available() >= 0,
+            "{product}: {level:?}"
+        );
+        assert_eq!(
+            level.reserved,
+            held.get(product).copied().unwrap_or(0),
+            "{product}: reserved equals what orders hold"
+        );
     }
 }
 
@@ -243,7 +356,11 @@ fn run(workers: usize, batches: &[Vec<Command>]) -> (Vec<BTreeSet<Row>>, Vec<Eve
     for batch in batches {
         h.batch(batch.clone());
         let rows = h.rows();
-        assert_eq!(rows, recompute(&h.store.recorded_events()), "incremental views equal the recomputation");
+        assert_eq!(
+            rows,
+            recompute(&h.store.recorded_events()),
+            "incremental views equal the recomputation"
+        );
         check_invariants(&h);
         states.push(rows);
     }

@@ -1,0 +1,165 @@
+//! `ApiError`: every failure as an RFC 9457 problem document. 5xx never leak internals.
+
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use dataflows::model::{Rejection, RejectionKind};
+use serde::Serialize;
+
+#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+pub struct FieldError {
+    pub field: String,
+    pub message: String,
+}
+
+impl FieldError {
+    pub fn new(field: impl Into<String>, message: impl Into<String>) -> FieldError {
+        FieldError {
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+}
+
+#[derive(Debug)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub code: String,
+    pub detail: String,
+    pub errors: Vec<FieldError>,
+}
+
+#[derive(Serialize)]
+struct Problem<'a> {
+    #[serde(rename = "type")]
+    kind: String,
+    title: &'a str,
+    status: u16,
+    detail: &'a str,
+    code: &'a str,
+    #[serde(skip_serializing_if = "<[FieldError]>::is_empty")]
+    errors: &'a [FieldError],
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, code: impl Into<String>, detail: impl Into<String>) -> ApiError {
+        ApiError {
+            status,
+            code: code.into(),
+            detail: detail.into(),
+            errors: Vec::new(),
+        }
+    }
+
+    pub fn bad_request(code: &str, detail: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::BAD_REQUEST, code, detail)
+    }
+
+    pub fn not_found(what: &str, id: &str) -> ApiError {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("{what} {id:?} does not exist"),
+        )
+    }
+
+    pub fn conflict(code: &str, detail: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::CONFLICT, code, detail)
+    }
+
+    pub fn invalid(errors: Vec<FieldError>) -> ApiError {
+        let detail = errors
+            .iter()
+            .map(|e| format!("{}: {}", e.field, e.message))
+            .collect::<Vec<_>>()
+            .join("; ");
+        ApiError {
+            status: StatusCode::UNPROCESSABLE_ENTITY,
+            code: "validation_failed".into(),
+            detail,
+            errors,
+        }
+    }
+
+    pub fn invalid_field(field: &str, message: impl Into<String>) -> ApiError {
+        ApiError::invalid(vec![FieldError::new(field, message)])
+    }
+
+    pub fn unavailable(detail: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", detail)
+    }
+
+    /// A failure on our side: logged in full, answered without internals.
+    pub fn internal(error: impl std::fmt::Display) -> ApiError {
+        tracing::error!(%error, "internal error");
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "the server failed to handle this request",
+        )
+    }
+}
+
+impl From<&Rejection> for ApiError {
+    fn from(rejection: &Rejection) -> ApiError {
+        match &rejection.kind {
+            RejectionKind::NotFound => {
+                ApiError::new(StatusCode::NOT_FOUND, "not_found", rejection.detail.clone())
+            }
+            RejectionKind::Conflict { code } => ApiError::conflict(code, rejection.detail.clone()),
+            RejectionKind::Invalid { field } => {
+                ApiError::invalid_field(field, rejection.detail.clone())
+            }
+            RejectionKind::Duplicate { .. } => ApiError::conflict(
+                "idempotency_key_reused",
+                "this Idempotency-Key was used with a different request",
+            ),
+        }
+    }
+}
+
+impl From<crate::runtime::Error> for ApiError {
+    fn from(error: crate::runtime::Error) -> ApiError {
+        use crate::runtime::Error;
+        match error {
+            Error::Views(queries::Error::Timeout { .. }) => ApiError::unavailable(
+                "the command is durable but its effects are not visible yet; retry the read",
+            ),
+            Error::Log(connectors::Error::TooLarge(_)) => ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "payload_too_large",
+                "the command is too large",
+            ),
+            Error::Log(connectors::Error::Closed)
+            | Error::Views(queries::Error::Stopped)
+            | Error::Engine(_) => ApiError::unavailable("the server is shutting down"),
+            other => ApiError::internal(other),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let title = self.status.canonical_reason().unwrap_or("Error");
+        let problem = Problem {
+            kind: format!("/problems/{}", self.code),
+            title,
+            status: self.status.as_u16(),
+            detail: &self.detail,
+            code: &self.code,
+            errors: &self.errors,
+        };
+        let body = serde_json::to_vec(&problem).unwrap_or_default();
+        let mut response = (self.status, body).into_response();
+        let headers = response.headers_mut();
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/problem+json"),
+        );
+        if self.status == StatusCode::SERVICE_UNAVAILABLE {
+            headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
+        response
+    }
+}
+
+pub type ApiResult<T> = Result<T, ApiError>;

@@ -1,0 +1,197 @@
+//! The HTTP API: `app(state)` builds every route in one place.
+
+mod carts;
+pub mod error;
+pub mod extract;
+mod health;
+pub mod json;
+mod orders;
+mod payments;
+mod products;
+mod shipments;
+mod users;
+mod validate;
+
+use std::sync::Arc;
+
+use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::http::{HeaderName, HeaderValue, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post, put};
+use axum::Router;
+use dataflows::model::{Command as DomainCommand, Envelope, IdempotencyKey, RejectionKind};
+use sha2::{Digest, Sha256};
+use tower_http::catch_panic::CatchPanicLayer;
+
+use crate::runtime::{Submitted, Tidemark};
+use error::{ApiError, ApiResult};
+
+pub type App = Arc<Tidemark>;
+
+pub fn app(state: App) -> Router {
+    let api = Router::new()
+        .route("/products", post(products::create).get(products::list))
+        .route("/products/search", get(products::search))
+        .route("/products/{id}", get(products::get).put(products::update))
+        .route("/inventory/adjust", post(products::adjust))
+        .route("/inventory/availability", get(products::availability))
+        .route("/users", post(users::create))
+        .route("/users/search", get(users::search))
+        .route(
+            "/users/{id}",
+            get(users::get).put(users::update).delete(users::delete),
+        )
+        .route("/users/{id}/orders", get(orders::list_for_user))
+        .route("/carts", post(carts::create))
+        .route("/carts/{id}", get(carts::get))
+        .route("/carts/{id}/items", put(carts::set_item))
+        .route("/orders", post(orders::create))
+        .route("/orders/{id}", get(orders::get))
+        .route("/orders/{id}/cancel", post(orders::cancel))
+        .route("/orders/{id}/status", put(orders::set_status))
+        .route("/payments", post(payments::create))
+        .route("/payments/{id}", get(payments::get))
+        .route("/payments/{id}/refund", post(payments::refund))
+        .route("/shipments/{id}", get(shipments::get))
+        .route("/shipments/{id}/deliver", post(shipments::deliver))
+        .route_layer(middleware::from_fn_with_state(state.clone(), require_ready));
+    Router::new()
+        .nest("/api/v1", api)
+        .route("/health/live", get(health::live))
+        .route("/health/ready", get(health::ready))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(DefaultBodyLimit::max(extract::MAX_BODY_BYTES))
+        .layer(CatchPanicLayer::custom(|_panic| {
+            ApiError::internal("a handler panicked").into_response()
+        }))
+        .layer(middleware::from_fn(request_id))
+        .with_state(state)
+}
+
+async fn not_found() -> ApiError {
+    ApiError::new(StatusCode::NOT_FOUND, "route_not_found", "no such endpoint")
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        "this endpoint does not take that method",
+    )
+}
+
+/// The API answers 503 until start-up has replayed the log into the views.
+async fn require_ready(State(app): State<App>, request: Request, next: Next) -> Response {
+    if !app.is_ready() {
+        return ApiError::unavailable("tidemark is replaying its log; try again shortly")
+            .into_response();
+    }
+    next.run(request).await
+}
+
+static REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+static CORRELATION_ID: HeaderName = HeaderName::from_static("x-correlation-id");
+
+/// Every response carries `X-Request-Id`: the caller's `X-Correlation-Id` when sent.
+async fn request_id(request: Request, next: Next) -> Response {
+    let id = request
+        .headers()
+        .get(&CORRELATION_ID)
+        .filter(|value| {
+            value
+                .to_str()
+                .is_ok_and(|s| !s.is_empty() && s.len() <= 200)
+        })
+        .cloned()
+        .unwrap_or_else(|| {
+            HeaderValue::from_str(&uuid::Uuid::now_v7().to_string())
+                .expect("a uuid is a valid header")
+        });
+    let mut response = next.run(request).await;
+    response.headers_mut().insert(REQUEST_ID.clone(), id);
+    response
+}
+
+/// An id for a new resource. With an `Idempotency-Key` the id is derived from it, so a
+/// retried request names the same resource.
+pub(crate) fn new_id(prefix: &str, idempotency: &Option<IdempotencyKey>) -> String {
+    match idempotency {
+        Some(key) => {
+            let digest = Sha256::digest(format!("{prefix}:{}", key.key).as_bytes());
+            format!("{prefix}_{}", &hex::encode(digest)[..32])
+        }
+        None => format!("{prefix}_{}", uuid::Uuid::now_v7().simple()),
+    }
+}
+
+/// Whether a request is new or repeats an earlier one with the same `Idempotency-Key`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Admission {
+    Fresh,
+    Replay,
+}
+
+/// Checks the `Idempotency-Key` against the keys seen: the same request again is a
+/// replay (answered from the views, or with the first request's error); another
+/// request under a used key is 409.
+pub(crate) fn admit(app: &Tidemark, idempotency: &Option<IdempotencyKey>) -> ApiResult<Admission> {
+    let Some(key) = idempotency else {
+        return Ok(Admission::Fresh);
+    };
+    let snapshot = app.views.read();
+    let Some(first) = snapshot.idempotency.get(&key.key) else {
+        return Ok(Admission::Fresh);
+    };
+    if first.fingerprint != key.fingerprint {
+        return Err(ApiError::conflict(
+            "idempotency_key_reused",
+            "this Idempotency-Key was used with a different request",
+        ));
+    }
+    match snapshot.rejection(first.first_seq) {
+        Some(rejection) => Err(rejection.into()),
+        None => Ok(Admission::Replay),
+    }
+}
+
+/// Appends a command and waits for its effects; a refusal becomes the matching error.
+pub(crate) async fn run(
+    app: &Tidemark,
+    idempotency: Option<IdempotencyKey>,
+    command: DomainCommand,
+) -> ApiResult<Submitted> {
+    let submitted = app
+        .submit(Envelope {
+            idempotency,
+            command,
+        })
+        .await?;
+    match &submitted.rejection {
+        None => Ok(submitted),
+        Some(rejection) => match rejection.kind {
+            RejectionKind::Duplicate {
+                first_seq,
+                same_request: true,
+            } => match app.views.read().rejection(first_seq) {
+                Some(first) => Err(first.into()),
+                None => Ok(submitted),
+            },
+            _ => Err(rejection.into()),
+        },
+    }
+}
+
+/// `run`, unless the request is a replay.
+pub(crate) async fn run_fresh(
+    app: &Tidemark,
+    admission: Admission,
+    idempotency: Option<IdempotencyKey>,
+    command: DomainCommand,
+) -> ApiResult<()> {
+    if admission == Admission::Fresh {
+        run(app, idempotency, command).await?;
+    }
+    Ok(())
+}

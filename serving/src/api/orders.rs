@@ -1,0 +1,388 @@
+//! Orders: placement, reads (with `?wait=settled`), cancellation, status changes.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::Json;
+use connectors::effects::payments::tokenize_card;
+use dataflows::model::{CancelReason, CardToken, Command as DomainCommand, Line, OrderStatus};
+use serde::Deserialize;
+use serde_json::Value;
+
+use super::error::{ApiError, ApiResult, FieldError};
+use super::extract::{Command, QueryPairs};
+use super::validate::MAX_QUANTITY;
+use super::{admit, json, new_id, run_fresh, Admission, App};
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LineBody {
+    product_id: String,
+    quantity: i64,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PaymentMethod {
+    #[serde(rename = "type")]
+    kind: String,
+    card_number: String,
+    exp_month: u8,
+    exp_year: u16,
+    cvc: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PlaceOrder {
+    user_id: Option<String>,
+    cart_id: Option<String>,
+    items: Option<Vec<LineBody>>,
+    payment_method: Option<PaymentMethod>,
+    shipping_address: Option<Value>,
+}
+
+/// The current `(year, month)` in UTC, for card expiry checks.
+fn year_month_now() -> (u16, u8) {
+    let now = humantime::format_rfc3339(std::time::SystemTime::now()).to_string();
+    let year = now.get(0..4).and_then(|y| y.parse().ok()).unwrap_or(1970);
+    let month = now.get(5..7).and_then(|m| m.parse().ok()).unwrap_or(1);
+    (year, month)
+}
+
+/// Checks a payment method and turns it into a card token (422 on a bad card).
+pub(crate) fn card_token(method: &PaymentMethod, field: &str) -> ApiResult<CardToken> {
+    if method.kind != "card" {
+        return Err(ApiError::invalid_field(
+            &format!("{field}.type"),
+            "only \"card\" is supported",
+        ));
+    }
+    tokenize_card(
+        &method.card_number,
+        method.exp_month,
+        method.exp_year,
+        &method.cvc,
+        year_month_now(),
+    )
+    .map_err(|error| ApiError::invalid_field(field, error.to_string()))
+}
+
+pub async fn create(
+    State(app): State<App>,
+    command: Command<PlaceOrder>,
+) -> ApiResult<(StatusCode, Json<Value>)> {
+    let Command { body, idempotency } = command;
+    let admission = admit(&app, &idempotency)?;
+    let order_id = new_id("ord", &idempotency);
+    if admission == Admission::Fresh {
+        let order = validate_order(&app, body)?;
+        let DomainOrder {
+            user_id,
+            items,
+            payment,
+            shipping_address,
+            cart_id,
+        } = order;
+        let command = DomainCommand::PlaceOrder {
+            order_id: order_id.clone(),
+            user_id,
+            items,
+            payment,
+            shipping_address,
+            cart_id,
+        };
+        run_fresh(&app, admission, idempotency, command).await?;
+    }
+    let snapshot = app.views.read();
+    let row = snapshot
+        .orders
+        .get(&order_id)
+        .ok_or_else(|| ApiError::not_found("order", &order_id))?;
+    Ok((StatusCode::CREATED, Json(json::order(row))))
+}
+
+struct DomainOrder {
+    user_id: String,
+    items: Vec<Line>,
+    payment: Option<CardToken>,
+    shipping_address: Option<String>,
+    cart_id: Option<String>,
+}
+
+/// Everything about an order that can be checked before it enters the log.
+fn validate_order(app: &App, body: PlaceOrder) -> ApiResult<DomainOrder> {
+    let snapshot = app.views.read();
+    let mut errors = Vec::new();
+    let (user_id, lines, cart_id) = match (&body.cart_id, body.items) {
+        (Some(_), Some(_)) => {
+            return Err(ApiError::invalid_field(
+                "items",
+                "give either items or cart_id, not both",
+            ))
+        }
+        (None, None) => return Err(ApiError::invalid_field("items", "give items or a cart_id")),
+        (Some(cart_id), None) => {
+            let cart = snapshot.carts.get(cart_id).ok_or_else(|| {
+                ApiError::invalid_field("cart_id", format!("cart {cart_id:?} does not exist"))
+            })?;
+            if body
+                .user_id
+                .as_ref()
+                .is_some_and(|user| *user != cart.user_id)
+            {
+                return Err(ApiError::invalid_field(
+                    "user_id",
+                    "the cart belongs to another user",
+                ));
+            }
+            if cart.items.is_empty() {
+                return Err(ApiError::invalid_field("cart_id", "the cart is empty"));
+            }
+            let lines = cart
+                .items
+                .iter()
+                .map(|l| LineBody {
+                    product_id: l.product_id.clone(),
+                    quantity: l.quantity,
+                })
+                .collect();
+            (cart.user_id.clone(), lines, Some(cart_id.clone()))
+        }
+        (None, Some(items)) => {
+            let user_id = body
+                .user_id
+                .clone()
+                .ok_or_else(|| ApiError::invalid_field("user_id", "is required with items"))?;
+            (user_id, items, None)
+        }
+    };
+    if !snapshot.users.contains_key(&user_id) {
+        errors.push(FieldError::new(
+            "user_id",
+            format!("user {user_id:?} does not exist"),
+        ));
+    }
+    if lines.is_empty() || lines.len() > 100 {
+        errors.push(FieldError::new("items", "an order has 1 to 100 lines"));
+    }
+    let mut merged: BTreeMap<String, i64> = BTreeMap::new();
+    let mut order_of_lines = Vec::new();
+    let mut currency: Option<&str> = None;
+    for (index, line) in lines.iter().enumerate() {
+        if !(1..=MAX_QUANTITY).contains(&line.quantity) {
+            errors.push(FieldError::new(
+                format!("items[{index}].quantity"),
+                "must be between 1 and 1000000",
+            ));
+        }
+        match snapshot.products.get(&line.product_id) {
+            None => errors.push(FieldError::new(
+                format!("items[{index}].product_id"),
+                format!("product {:?} does not exist", line.product_id),
+            )),
+            Some(product) => match currency {
+                Some(first) if first != product.currency => errors.push(FieldError::new(
+                    format!("items[{index}].product_id"),
+                    "all products of an order must share one currency",
+                )),
+                _ => currency = Some(&product.currency),
+            },
+        }
+        if !merged.contains_key(&line.product_id) {
+            order_of_lines.push(line.product_id.clone());
+        }
+        let total = merged.entry(line.product_id.clone()).or_default();
+        *total = total.saturating_add(line.quantity);
+    }
+    let shipping_address = match body.shipping_address {
+        None | Some(Value::Null) => None,
+        Some(Value::String(text)) if !text.trim().is_empty() && text.len() <= 1000 => Some(text),
+        Some(Value::Object(fields))
+            if serde_json::to_string(&fields)
+                .map(|s| s.len() <= 1000)
+                .unwrap_or(false) =>
+        {
+            Some(Value::Object(fields).to_string())
+        }
+        Some(_) => {
+            errors.push(FieldError::new(
+                "shipping_address",
+                "must be a string or an object of at most 1000 bytes",
+            ));
+            None
+        }
+    };
+    let payment = match &body.payment_method {
+        None => None,
+        Some(method) => match card_token(method, "payment_method") {
+            Ok(token) => Some(token),
+            Err(error) => {
+                errors.extend(error.errors);
+                None
+            }
+        },
+    };
+    if !errors.is_empty() {
+        return Err(ApiError::invalid(errors));
+    }
+    let items = order_of_lines
+        .into_iter()
+        .map(|product_id| Line {
+            quantity: merged[&product_id],
+            product_id,
+        })
+        .collect();
+    Ok(DomainOrder {
+        user_id,
+        items,
+        payment,
+        shipping_address,
+        cart_id,
+    })
+}
+
+/// `GET /orders/{id}`; with `?wait=settled` it waits (up to `timeout_ms`, default 5000,
+/// at most 30000) until the order has left `pending` and `reserved`.
+pub async fn get(
+    State(app): State<App>,
+    Path(id): Path<String>,
+    query: QueryPairs,
+) -> ApiResult<Json<Value>> {
+    let wait = match query.get("wait") {
+        None => false,
+        Some("settled") => true,
+        Some(_) => {
+            return Err(ApiError::invalid_field(
+                "wait",
+                "the only wait is \"settled\"",
+            ))
+        }
+    };
+    let timeout = Duration::from_millis(query.u64("timeout_ms", 30_000)?.unwrap_or(5_000));
+    let deadline = Instant::now() + timeout;
+    let mut frontier = app.views.subscribe_frontier();
+    loop {
+        {
+            let snapshot = app.views.read();
+            let row = snapshot
+                .orders
+                .get(&id)
+                .ok_or_else(|| ApiError::not_found("order", &id))?;
+            if !wait || row.status.is_settled() || Instant::now() >= deadline {
+                return Ok(Json(json::order(row)));
+            }
+        }
+        let remaining = deadline.saturating_duration_since(Instant::now());
+        if tokio::time::timeout(remaining, frontier.changed())
+            .await
+            .is_ok_and(|changed| changed.is_err())
+        {
+            return Err(ApiError::unavailable("the server is shutting down"));
+        }
+    }
+}
+
+/// A user's orders, newest first.
+pub async fn list_for_user(
+    State(app): State<App>,
+    Path(user_id): Path<String>,
+    query: QueryPairs,
+) -> ApiResult<Json<Value>> {
+    let limit = query.limit()?;
+    let snapshot = app.views.read();
+    if !snapshot.users.contains_key(&user_id) && !snapshot.orders_by_user.contains_key(&user_id) {
+        return Err(ApiError::not_found("user", &user_id));
+    }
+    let cursor = match query.get("cursor") {
+        None => None,
+        Some(text) => {
+            let (at, id) = text.split_once(':').ok_or_else(|| {
+                ApiError::invalid_field("cursor", "is not a cursor from this list")
+            })?;
+            Some((
+                at.parse::<u64>().map_err(|_| {
+                    ApiError::invalid_field("cursor", "is not a cursor from this list")
+                })?,
+                id.to_string(),
+            ))
+        }
+    };
+    let empty = Default::default();
+    let index = snapshot.orders_by_user.get(&user_id).unwrap_or(&empty);
+    let mut keys: Vec<&(u64, String)> = index
+        .iter()
+        .rev()
+        .filter(|key| cursor.as_ref().is_none_or(|c| *key < c))
+        .take(limit + 1)
+        .collect();
+    let next = (keys.len() > limit).then(|| format!("{}:{}", keys[limit - 1].0, keys[limit - 1].1));
+    keys.truncate(limit);
+    let items = keys
+        .into_iter()
+        .filter_map(|(_, id)| snapshot.orders.get(id))
+        .map(json::order)
+        .collect();
+    Ok(Json(json::page(items, next)))
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct Cancel {
+    reason: Option<CancelReason>,
+}
+
+pub async fn cancel(
+    State(app): State<App>,
+    Path(id): Path<String>,
+    command: Command<Cancel>,
+) -> ApiResult<Json<Value>> {
+    let Command { body, idempotency } = command;
+    let admission = admit(&app, &idempotency)?;
+    if admission == Admission::Fresh && !app.views.read().orders.contains_key(&id) {
+        return Err(ApiError::not_found("order", &id));
+    }
+    let reason = body.reason.unwrap_or(CancelReason::CustomerRequest);
+    run_fresh(
+        &app,
+        admission,
+        idempotency,
+        DomainCommand::CancelOrder {
+            order_id: id.clone(),
+            reason,
+        },
+    )
+    .await?;
+    get(State(app), Path(id), QueryPairs(Vec::new())).await
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SetStatus {
+    status: OrderStatus,
+}
+
+pub async fn set_status(
+    State(app): State<App>,
+    Path(id): Path<String>,
+    command: Command<SetStatus>,
+) -> ApiResult<Json<Value>> {
+    let Command { body, idempotency } = command;
+    let admission = admit(&app, &idempotency)?;
+    if admission == Admission::Fresh && !app.views.read().orders.contains_key(&id) {
+        return Err(ApiError::not_found("order", &id));
+    }
+    run_fresh(
+        &app,
+        admission,
+        idempotency,
+        DomainCommand::SetOrderStatus {
+            order_id: id.clone(),
+            status: body.status,
+        },
+    )
+    .await?;
+    get(State(app), Path(id), QueryPairs(Vec::new())).await
+}

@@ -1,0 +1,123 @@
+//! Payments and refunds.
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::Json;
+use dataflows::model::{payment_id_for, Command as DomainCommand};
+use serde::Deserialize;
+use serde_json::Value;
+
+use super::error::{ApiError, ApiResult};
+use super::extract::Command;
+use super::orders::{card_token, PaymentMethod};
+use super::validate::Validator;
+use super::{admit, json, run_fresh, Admission, App};
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreatePayment {
+    order_id: String,
+    payment_method: PaymentMethod,
+}
+
+/// Pays a reserved order that was placed without a payment method.
+pub async fn create(
+    State(app): State<App>,
+    command: Command<CreatePayment>,
+) -> ApiResult<(StatusCode, Json<Value>)> {
+    let Command { body, idempotency } = command;
+    let card = card_token(&body.payment_method, "payment_method")?;
+    let admission = admit(&app, &idempotency)?;
+    if admission == Admission::Fresh && !app.views.read().orders.contains_key(&body.order_id) {
+        return Err(ApiError::invalid_field(
+            "order_id",
+            format!("order {:?} does not exist", body.order_id),
+        ));
+    }
+    let payment_id = payment_id_for(&body.order_id);
+    run_fresh(
+        &app,
+        admission,
+        idempotency,
+        DomainCommand::PayOrder {
+            order_id: body.order_id,
+            payment: card,
+        },
+    )
+    .await?;
+    let snapshot = app.views.read();
+    let row = snapshot
+        .payments
+        .get(&payment_id)
+        .ok_or_else(|| ApiError::not_found("payment", &payment_id))?;
+    Ok((StatusCode::CREATED, Json(json::payment(row))))
+}
+
+pub async fn get(State(app): State<App>, Path(id): Path<String>) -> ApiResult<Json<Value>> {
+    let snapshot = app.views.read();
+    let row = snapshot
+        .payments
+        .get(&id)
+        .ok_or_else(|| ApiError::not_found("payment", &id))?;
+    Ok(Json(json::payment(row)))
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct Refund {
+    amount_cents: Option<i64>,
+    reason: Option<String>,
+}
+
+/// Refunds all (default) or part of a captured payment; answers the new refund.
+pub async fn refund(
+    State(app): State<App>,
+    Path(id): Path<String>,
+    command: Command<Refund>,
+) -> ApiResult<(StatusCode, Json<Value>)> {
+    let Command { body, idempotency } = command;
+    let reason = body
+        .reason
+        .unwrap_or_else(|| "requested_by_customer".into());
+    Validator::default()
+        .check(
+            body.amount_cents.is_none_or(|amount| amount > 0),
+            "amount_cents",
+            "must be positive",
+        )
+        .text(&reason, "reason", 200)
+        .finish()?;
+    let admission = admit(&app, &idempotency)?;
+    let (order_id, refunds_before) = {
+        let snapshot = app.views.read();
+        let payment = snapshot
+            .payments
+            .get(&id)
+            .ok_or_else(|| ApiError::not_found("payment", &id))?;
+        (payment.order_id.clone(), payment.refunds.len())
+    };
+    let command = DomainCommand::RequestRefund {
+        payment_id: id.clone(),
+        order_id,
+        amount_cents: body.amount_cents,
+        reason,
+    };
+    run_fresh(&app, admission, idempotency, command).await?;
+    let snapshot = app.views.read();
+    let payment = snapshot
+        .payments
+        .get(&id)
+        .ok_or_else(|| ApiError::not_found("payment", &id))?;
+    // A replay answers the refund the first request created.
+    let index = if admission == Admission::Fresh {
+        refunds_before
+    } else {
+        refunds_before.saturating_sub(1)
+    };
+    let refund = payment
+        .refunds
+        .get(index)
+        .or(payment.refunds.last())
+        .ok_or_else(|| ApiError::internal("refund not in the view"))?;
+    Ok((StatusCode::CREATED, Json(json::refund(payment, refund))))
+}

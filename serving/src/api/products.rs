@@ -1,0 +1,271 @@
+//! Products and inventory.
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::Json;
+use dataflows::model::Command as DomainCommand;
+use serde::Deserialize;
+use serde_json::Value;
+
+use super::error::{ApiError, ApiResult};
+use super::extract::{Command, QueryPairs};
+use super::validate::{self, Validator, MAX_PRICE_CENTS, MAX_QUANTITY};
+use super::{admit, json, new_id, run_fresh, Admission, App};
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateProduct {
+    sku: String,
+    name: String,
+    price_cents: i64,
+    currency: String,
+    initial_stock: Option<i64>,
+    warehouse_id: Option<String>,
+    reorder_point: Option<i64>,
+}
+
+pub async fn create(
+    State(app): State<App>,
+    command: Command<CreateProduct>,
+) -> ApiResult<(StatusCode, Json<Value>)> {
+    let Command { body, idempotency } = command;
+    let currency = validate::currency(&body.currency);
+    Validator::default()
+        .text(&body.sku, "sku", 64)
+        .text(&body.name, "name", 200)
+        .check(
+            (0..=MAX_PRICE_CENTS).contains(&body.price_cents),
+            "price_cents",
+            "must be between 0 and 100000000000",
+        )
+        .check(
+            currency.is_some(),
+            "currency",
+            "must be a three-letter currency code",
+        )
+        .check(
+            (0..=MAX_QUANTITY).contains(&body.initial_stock.unwrap_or(0)),
+            "initial_stock",
+            "must be between 0 and 1000000",
+        )
+        .check(
+            (0..=MAX_QUANTITY).contains(&body.reorder_point.unwrap_or(0)),
+            "reorder_point",
+            "must be between 0 and 1000000",
+        )
+        .check(
+            body.warehouse_id.as_deref().is_none_or(validate::id),
+            "warehouse_id",
+            "must be a short id",
+        )
+        .finish()?;
+    let admission = admit(&app, &idempotency)?;
+    let sku = body.sku.trim().to_string();
+    if admission == Admission::Fresh && app.views.read().products.values().any(|p| p.sku == sku) {
+        return Err(ApiError::conflict(
+            "sku_taken",
+            format!("a product with sku {sku:?} already exists"),
+        ));
+    }
+    let product_id = new_id("prd", &idempotency);
+    let command = DomainCommand::CreateProduct {
+        product_id: product_id.clone(),
+        sku,
+        name: body.name.trim().to_string(),
+        price_cents: body.price_cents,
+        currency: currency.unwrap_or_default(),
+        initial_stock: body.initial_stock.unwrap_or(0),
+        warehouse_id: body.warehouse_id,
+        reorder_point: body.reorder_point.unwrap_or(0),
+    };
+    run_fresh(&app, admission, idempotency, command).await?;
+    let snapshot = app.views.read();
+    let row = snapshot
+        .products
+        .get(&product_id)
+        .ok_or_else(|| ApiError::internal("created product is not in the view"))?;
+    Ok((StatusCode::CREATED, Json(json::product(&snapshot, row))))
+}
+
+pub async fn get(State(app): State<App>, Path(id): Path<String>) -> ApiResult<Json<Value>> {
+    let snapshot = app.views.read();
+    let row = snapshot
+        .products
+        .get(&id)
+        .ok_or_else(|| ApiError::not_found("product", &id))?;
+    Ok(Json(json::product(&snapshot, row)))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateProduct {
+    sku: Option<String>,
+    name: Option<String>,
+    price_cents: Option<i64>,
+    currency: Option<String>,
+    reorder_point: Option<i64>,
+}
+
+pub async fn update(
+    State(app): State<App>,
+    Path(id): Path<String>,
+    command: Command<UpdateProduct>,
+) -> ApiResult<Json<Value>> {
+    let Command { body, idempotency } = command;
+    let currency = body.currency.as_deref().map(validate::currency);
+    let mut validator = Validator::default();
+    if let Some(sku) = &body.sku {
+        validator.text(sku, "sku", 64);
+    }
+    if let Some(name) = &body.name {
+        validator.text(name, "name", 200);
+    }
+    validator
+        .check(
+            body.price_cents
+                .is_none_or(|p| (0..=MAX_PRICE_CENTS).contains(&p)),
+            "price_cents",
+            "must be between 0 and 100000000000",
+        )
+        .check(
+            !matches!(currency, Some(None)),
+            "currency",
+            "must be a three-letter currency code",
+        )
+        .check(
+            body.reorder_point
+                .is_none_or(|r| (0..=MAX_QUANTITY).contains(&r)),
+            "reorder_point",
+            "must be between 0 and 1000000",
+        )
+        .finish()?;
+    let admission = admit(&app, &idempotency)?;
+    if admission == Admission::Fresh {
+        let snapshot = app.views.read();
+        if !snapshot.products.contains_key(&id) {
+            return Err(ApiError::not_found("product", &id));
+        }
+        if let Some(sku) = &body.sku {
+            if snapshot
+                .products
+                .values()
+                .any(|p| p.sku == sku.trim() && p.product_id != id)
+            {
+                return Err(ApiError::conflict(
+                    "sku_taken",
+                    format!("a product with sku {sku:?} already exists"),
+                ));
+            }
+        }
+    }
+    let command = DomainCommand::UpdateProduct {
+        product_id: id.clone(),
+        sku: body.sku.map(|s| s.trim().to_string()),
+        name: body.name.map(|s| s.trim().to_string()),
+        price_cents: body.price_cents,
+        currency: currency.flatten(),
+        reorder_point: body.reorder_point,
+    };
+    run_fresh(&app, admission, idempotency, command).await?;
+    get(State(app), Path(id)).await
+}
+
+/// Products whose name or sku contains `q` (case-insensitive), ordered by id.
+pub async fn search(State(app): State<App>, query: QueryPairs) -> ApiResult<Json<Value>> {
+    let needle = query.get("q").unwrap_or("").to_lowercase();
+    list_matching(&app, &query, |name, sku| {
+        needle.is_empty()
+            || name.to_lowercase().contains(&needle)
+            || sku.to_lowercase().contains(&needle)
+    })
+}
+
+pub async fn list(State(app): State<App>, query: QueryPairs) -> ApiResult<Json<Value>> {
+    list_matching(&app, &query, |_, _| true)
+}
+
+fn list_matching(
+    app: &App,
+    query: &QueryPairs,
+    matches: impl Fn(&str, &str) -> bool,
+) -> ApiResult<Json<Value>> {
+    let limit = query.limit()?;
+    let after = query.get("cursor").unwrap_or("");
+    let snapshot = app.views.read();
+    let mut found: Vec<&dataflows::views::ProductRow> = snapshot
+        .products
+        .values()
+        .filter(|p| p.product_id.as_str() > after && matches(&p.name, &p.sku))
+        .collect();
+    found.sort_by(|a, b| a.product_id.cmp(&b.product_id));
+    let next = (found.len() > limit).then(|| found[limit - 1].product_id.clone());
+    let items = found
+        .into_iter()
+        .take(limit)
+        .map(|row| json::product(&snapshot, row))
+        .collect();
+    Ok(Json(json::page(items, next)))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Adjust {
+    product_id: String,
+    delta: i64,
+    reason: Option<String>,
+    warehouse_id: Option<String>,
+}
+
+pub async fn adjust(State(app): State<App>, command: Command<Adjust>) -> ApiResult<Json<Value>> {
+    let Command { body, idempotency } = command;
+    let reason = body.reason.unwrap_or_else(|| "manual".into());
+    Validator::default()
+        .check(
+            validate::id(&body.product_id),
+            "product_id",
+            "must be a product id",
+        )
+        .check(
+            body.delta != 0 && body.delta.abs() <= MAX_QUANTITY,
+            "delta",
+            "must be non-zero, at most 1000000 either way",
+        )
+        .text(&reason, "reason", 200)
+        .check(
+            body.warehouse_id.as_deref().is_none_or(validate::id),
+            "warehouse_id",
+            "must be a short id",
+        )
+        .finish()?;
+    let admission = admit(&app, &idempotency)?;
+    if admission == Admission::Fresh && !app.views.read().products.contains_key(&body.product_id) {
+        return Err(ApiError::not_found("product", &body.product_id));
+    }
+    let command = DomainCommand::AdjustStock {
+        product_id: body.product_id.clone(),
+        delta: body.delta,
+        reason,
+    };
+    run_fresh(&app, admission, idempotency, command).await?;
+    Ok(Json(json::stock(&app.views.read(), &body.product_id)))
+}
+
+/// `?product_id=a&product_id=b`: stock of each product, in the order asked.
+pub async fn availability(State(app): State<App>, query: QueryPairs) -> ApiResult<Json<Value>> {
+    let ids = query.all("product_id");
+    if ids.is_empty() || ids.len() > 100 {
+        return Err(ApiError::invalid_field(
+            "product_id",
+            "give 1 to 100 product_id parameters",
+        ));
+    }
+    let snapshot = app.views.read();
+    let mut items = Vec::with_capacity(ids.len());
+    for id in ids {
+        if !snapshot.products.contains_key(id) {
+            return Err(ApiError::not_found("product", id));
+        }
+        items.push(json::stock(&snapshot, id));
+    }
+    Ok(Json(serde_json::json!({ "items": items })))
+}

@@ -1,0 +1,56 @@
+//! Shipments and the carrier's delivery webhook.
+
+use axum::extract::{Path, State};
+use axum::Json;
+use dataflows::model::Command as DomainCommand;
+use serde::Deserialize;
+use serde_json::Value;
+
+use super::error::{ApiError, ApiResult};
+use super::extract::Command;
+use super::{admit, json, run_fresh, App};
+
+pub async fn get(State(app): State<App>, Path(id): Path<String>) -> ApiResult<Json<Value>> {
+    let snapshot = app.views.read();
+    let row = snapshot
+        .shipments
+        .get(&id)
+        .ok_or_else(|| ApiError::not_found("shipment", &id))?;
+    Ok(Json(json::shipment(row)))
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct Deliver {}
+
+/// The carrier reports delivery: the order completes and its stock leaves `on_hand`.
+pub async fn deliver(
+    State(app): State<App>,
+    Path(id): Path<String>,
+    command: Command<Deliver>,
+) -> ApiResult<Json<Value>> {
+    let Command {
+        body: Deliver {},
+        idempotency,
+    } = command;
+    let admission = admit(&app, &idempotency)?;
+    let order_id = {
+        let snapshot = app.views.read();
+        snapshot
+            .shipments
+            .get(&id)
+            .map(|s| s.order_id.clone())
+            .ok_or_else(|| ApiError::not_found("shipment", &id))?
+    };
+    run_fresh(
+        &app,
+        admission,
+        idempotency,
+        DomainCommand::ShipmentDelivered {
+            shipment_id: id.clone(),
+            order_id,
+        },
+    )
+    .await?;
+    get(State(app), Path(id)).await
+}

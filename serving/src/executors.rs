@@ -1,0 +1,185 @@
+//! Effect executors: they take the calls the saga waits for (the `effects` view), make
+//! them through a provider, and append the result as a command.
+//!
+//! Exactly-once effects: the provider is called with the effect's id as idempotency
+//! key, so a call repeated after a crash (the result never reached the log) is answered
+//! from the provider's memory, not made again. The result command carries the key
+//! `effect:<id>`, so a result appended twice is applied once.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use connectors::effects::payments::{ChargeRequest, RefundRequest};
+use dataflows::model::{Command, Envelope, IdempotencyKey, PaymentOutcome};
+use dataflows::views::EffectRow;
+use parking_lot::Mutex;
+
+use crate::runtime::Tidemark;
+
+const MAX_BACKOFF: Duration = Duration::from_secs(30);
+
+/// Runs the executors until the views stop.
+pub fn spawn(app: Arc<Tidemark>) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let in_flight: Arc<Mutex<HashSet<String>>> = Arc::default();
+        let mut frontier = app.views.subscribe_frontier();
+        loop {
+            let due: Vec<EffectRow> = {
+                let snapshot = app.views.read();
+                let mut in_flight = in_flight.lock();
+                snapshot
+                    .effects
+                    .values()
+                    .filter(|effect| in_flight.insert(effect.effect_id().to_string()))
+                    .cloned()
+                    .collect()
+            };
+            for effect in due {
+                tokio::spawn(execute(app.clone(), effect, in_flight.clone()));
+            }
+            if frontier.changed().await.is_err() {
+                break;
+            }
+        }
+    })
+}
+
+async fn execute(app: Arc<Tidemark>, effect: EffectRow, in_flight: Arc<Mutex<HashSet<String>>>) {
+    let id = effect.effect_id().to_string();
+    let mut backoff = Duration::from_millis(50);
+    let command = loop {
+        let call = {
+            let app = app.clone();
+            let effect = effect.clone();
+            tokio::task::spawn_blocking(move || call_provider(&app, &effect)).await
+        };
+        match call {
+            Ok(Ok(command)) => break command,
+            Ok(Err(error)) if error.is_retryable() => {
+                tracing::warn!(effect = %id, %error, retry_in_ms = backoff.as_millis() as u64, "effect failed; retrying");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(MAX_BACKOFF);
+            }
+            Ok(Err(error)) => match give_up(&effect) {
+                Some(command) => {
+                    tracing::error!(effect = %id, %error, "effect failed for good; recording the failure");
+                    break command;
+                }
+                None => {
+                    // Stays in flight, so it is not retried in a loop; a restart retries it.
+                    tracing::error!(effect = %id, %error, "effect failed for good; it will be retried at the next start");
+                    return;
+                }
+            },
+            Err(join) => {
+                tracing::error!(effect = %id, error = %join, "effect call panicked; it will be retried at the next start");
+                return;
+            }
+        }
+    };
+    let envelope = Envelope {
+        idempotency: Some(IdempotencyKey {
+            key: format!("effect:{id}"),
+            fingerprint: "result".into(),
+        }),
+        command,
+    };
+    match app.submit(envelope).await {
+        Ok(submitted) => {
+            if let Some(rejection) = submitted.rejection {
+                tracing::debug!(effect = %id, ?rejection, "the saga did not need this result any more");
+            }
+            in_flight.lock().remove(&id);
+        }
+        Err(error) => {
+            tracing::error!(effect = %id, %error, "could not record the result of an effect; it will be retried at the next start")
+        }
+    }
+}
+
+fn call_provider(app: &Tidemark, effect: &EffectRow) -> connectors::Result<Command> {
+    Ok(match effect {
+        EffectRow::Charge {
+            payment_id,
+            order_id,
+            amount_cents,
+            currency,
+            card,
+        } => {
+            let request = ChargeRequest {
+                idempotency_key: payment_id.clone(),
+                amount_cents: *amount_cents,
+                currency: currency.clone(),
+                card: card.clone(),
+            };
+            let outcome = app.payments.charge(&request)?;
+            Command::PaymentResult {
+                payment_id: payment_id.clone(),
+                order_id: order_id.clone(),
+                outcome,
+            }
+        }
+        EffectRow::Refund {
+            refund_id,
+            payment_id,
+            order_id,
+            amount_cents,
+        } => {
+            let request = RefundRequest {
+                idempotency_key: refund_id.clone(),
+                payment_key: payment_id.clone(),
+                amount_cents: *amount_cents,
+            };
+            let succeeded = app.payments.refund(&request)?;
+            Command::RefundResult {
+                refund_id: refund_id.clone(),
+                payment_id: payment_id.clone(),
+                order_id: order_id.clone(),
+                succeeded,
+            }
+        }
+        EffectRow::Ship {
+            shipment_id,
+            order_id,
+            address,
+        } => {
+            let dispatch = app.carrier.dispatch(shipment_id, address.as_deref())?;
+            Command::ShipmentDispatched {
+                shipment_id: shipment_id.clone(),
+                order_id: order_id.clone(),
+                carrier: dispatch.carrier,
+                tracking_number: dispatch.tracking_number,
+            }
+        }
+    })
+}
+
+/// The result to record when a provider refuses for good.
+fn give_up(effect: &EffectRow) -> Option<Command> {
+    match effect {
+        EffectRow::Charge {
+            payment_id,
+            order_id,
+            ..
+        } => Some(Command::PaymentResult {
+            payment_id: payment_id.clone(),
+            order_id: order_id.clone(),
+            outcome: PaymentOutcome::Declined {
+                decline_code: "processing_error".into(),
+            },
+        }),
+        EffectRow::Refund {
+            refund_id,
+            payment_id,
+            order_id,
+            ..
+        } => Some(Command::RefundResult {
+            refund_id: refund_id.clone(),
+            payment_id: payment_id.clone(),
+            order_id: order_id.clone(),
+            succeeded: false,
+        }),
+        EffectRow::Ship { .. } => None,
+    }
+}

@@ -1,0 +1,105 @@
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use clap::Parser;
+use serving::config::{Cli, Command, Config, ServeArgs};
+use serving::progress::{LogProgress, TerminalProgress};
+use serving::runtime::Progress;
+use serving::{api, executors, telemetry, Tidemark};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Serve(args) => serve(args),
+    }
+}
+
+fn serve(args: ServeArgs) -> ExitCode {
+    let config = match Config::load(&args) {
+        Ok(config) => config,
+        Err(error) => {
+            eprintln!("tidemark: invalid configuration: {error}");
+            return ExitCode::from(2);
+        }
+    };
+    telemetry::init(config.log_format);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            tracing::error!(%error, "could not start the async runtime");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(config)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            tracing::error!(%error, "tidemark stopped");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(config: Config) -> Result<(), Box<dyn std::error::Error>> {
+    let json_logs = telemetry::is_json(config.log_format);
+    let listen = config.listen;
+    let app = Tidemark::open(config)?;
+    let listener = tokio::net::TcpListener::bind(listen).await?;
+    tracing::info!(listen = %listener.local_addr()?, workers = app.config.workers, data_dir = %app.config.data_dir.display(), "tidemark is listening");
+    let recovering = app.clone();
+    tokio::spawn(async move {
+        let recovered = tokio::task::spawn_blocking({
+            let app = recovering.clone();
+            move || {
+                let mut progress: Box<dyn Progress> = if json_logs {
+                    Box::new(LogProgress::new())
+                } else {
+                    Box::new(TerminalProgress::new())
+                };
+                app.recover(progress.as_mut())
+            }
+        })
+        .await;
+        match recovered {
+            Ok(Ok(())) => {
+                tracing::info!("ready");
+                executors::spawn(recovering);
+            }
+            Ok(Err(error)) => {
+                tracing::error!(%error, "start-up failed; stopping");
+                std::process::exit(1);
+            }
+            Err(error) => {
+                tracing::error!(%error, "start-up panicked; stopping");
+                std::process::exit(1);
+            }
+        }
+    });
+    axum::serve(listener, api::app(Arc::clone(&app)))
+        .with_graceful_shutdown(shutdown_signal())
+        .await?;
+    tracing::info!("shutting down");
+    app.shutdown();
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let interrupt = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        _ = interrupt => {},
+        _ = terminate => {},
+    }
+}

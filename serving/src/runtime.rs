@@ -1,0 +1,209 @@
+//! The running system: the log, the dataflow engine, the views and the providers,
+//! wired together. Start-up replays the log before the API reports ready.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use connectors::effects::payments::{PaymentProvider, SandboxPayments};
+use connectors::effects::shipping::{Carrier, SandboxCarrier};
+use connectors::log::{EmbeddedLog, EmbeddedLogOptions, Log};
+use dataflows::model::{settled_frontier, Envelope, Rejection, Seq, Ts};
+use dataflows::{Batch, Engine, Feeder};
+use parking_lot::Mutex;
+use queries::ViewStore;
+
+use crate::config::Config;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Log(#[from] connectors::Error),
+    #[error(transparent)]
+    Engine(#[from] dataflows::Error),
+    #[error(transparent)]
+    Views(#[from] queries::Error),
+    #[error("log record {seq} is not a command: {reason}")]
+    Decode { seq: Seq, reason: String },
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// What became of a command: where it landed and whether the dataflow refused it.
+#[derive(Clone, Debug)]
+pub struct Submitted {
+    pub seq: Seq,
+    pub ts: Ts,
+    pub rejection: Option<Rejection>,
+}
+
+pub struct Tidemark {
+    pub config: Config,
+    pub log: Arc<dyn Log>,
+    pub views: Arc<ViewStore>,
+    pub payments: Arc<dyn PaymentProvider>,
+    pub carrier: Arc<dyn Carrier>,
+    engine: Mutex<Option<Engine>>,
+    ready: AtomicBool,
+}
+
+/// How start-up reports replay progress.
+pub trait Progress: Send {
+    fn start(&mut self, total: u64);
+    fn advance(&mut self, done: u64);
+    fn finish(&mut self, done: u64, elapsed: Duration);
+}
+
+/// No progress output (tests).
+pub struct Quiet;
+
+impl Progress for Quiet {
+    fn start(&mut self, _total: u64) {}
+    fn advance(&mut self, _done: u64) {}
+    fn finish(&mut self, _done: u64, _elapsed: Duration) {}
+}
+
+impl Tidemark {
+    /// Opens the log and starts the engine; call `recover` next.
+    pub fn open(config: Config) -> Result<Arc<Tidemark>> {
+        std::fs::create_dir_all(&config.data_dir)
+            .map_err(|e| connectors::Error::io(&config.data_dir, e))?;
+        let log = EmbeddedLog::open(
+            config.data_dir.join("log"),
+            EmbeddedLogOptions {
+                segment_bytes: config.segment_bytes,
+                ..Default::default()
+            },
+        )?;
+        let payments = SandboxPayments::open(config.data_dir.join("sandbox-payments.jsonl"))?;
+        let views = ViewStore::new(config.workers);
+        let engine = Engine::start(config.workers, views.clone())?;
+        Ok(Arc::new(Tidemark {
+            config,
+            log: Arc::new(log),
+            views,
+            payments: Arc::new(payments),
+            carrier: Arc::new(SandboxCarrier),
+            engine: Mutex::new(Some(engine)),
+            ready: AtomicBool::new(false),
+        }))
+    }
+
+    /// Replays the log into the dataflow, starts taking new commands, and waits until the
+    /// views have caught up with everything replayed. Blocking: run it off the runtime.
+    pub fn recover(&self, progress: &mut dyn Progress) -> Result<()> {
+        let started = Instant::now();
+        let feeder = self
+            .engine
+            .lock()
+            .as_ref()
+            .map(Engine::feeder)
+            .ok_or(dataflows::Error::Stopped)?;
+        let total = self.log.durable_end();
+        progress.start(total);
+        let mut batch: Option<Batch> = None;
+        let mut done = 0;
+        let mut last_ts = None;
+        for record in self.log.read_from(0)? {
+            let record = record?;
+            let envelope = decode(record.seq, &record.payload)?;
+            match batch.as_mut() {
+                Some(current) if current.ts == record.ts => {
+                    current.records.push((record.seq, envelope))
+                }
+                _ => {
+                    if let Some(full) = batch.replace(Batch {
+                        ts: record.ts,
+                        records: vec![(record.seq, envelope)],
+                    }) {
+                        feeder.feed(full)?;
+                    }
+                }
+            }
+            last_ts = Some(record.ts);
+            done += 1;
+            if done % 4096 == 0 {
+                progress.advance(done);
+            }
+        }
+        if let Some(full) = batch {
+            feeder.feed(full)?;
+        }
+        let live_feeder = feeder.clone();
+        self.log.start(Box::new(move |durable| {
+            let records = durable
+                .records
+                .iter()
+                .filter_map(|(seq, payload)| match decode(*seq, payload) {
+                    Ok(envelope) => Some((*seq, envelope)),
+                    Err(error) => {
+                        // Only this process writes the log, so this is a bug, and replay
+                        // skips the record the same way.
+                        tracing::error!(%error, "skipping a log record that is not a command");
+                        None
+                    }
+                })
+                .collect();
+            if live_feeder
+                .feed(Batch {
+                    ts: durable.ts,
+                    records,
+                })
+                .is_err()
+            {
+                tracing::error!("the dataflow has stopped; a durable batch was not applied");
+            }
+        }))?;
+        if let Some(ts) = last_ts {
+            self.views
+                .wait_for_blocking(settled_frontier(ts), Duration::from_secs(24 * 3600))?;
+        }
+        progress.finish(done, started.elapsed());
+        self.ready.store(true, Ordering::Release);
+        Ok(())
+    }
+
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::Acquire)
+    }
+
+    /// Appends a command, waits until the views show its effects, and says whether the
+    /// dataflow accepted it.
+    pub async fn submit(&self, envelope: Envelope) -> Result<Submitted> {
+        let payload = serde_json::to_vec(&envelope).map_err(|e| Error::Decode {
+            seq: 0,
+            reason: e.to_string(),
+        })?;
+        let appended = self.log.append(vec![payload]).durable().await?;
+        let timeout = Duration::from_millis(self.config.command_timeout_ms);
+        self.views
+            .wait_for(settled_frontier(appended.ts), timeout)
+            .await?;
+        let rejection = self.views.read().rejection(appended.first_seq).cloned();
+        Ok(Submitted {
+            seq: appended.first_seq,
+            ts: appended.ts,
+            rejection,
+        })
+    }
+
+    /// Stops the log, then the engine; commands still waiting fail with 503.
+    pub fn shutdown(&self) {
+        self.ready.store(false, Ordering::Release);
+        self.log.close();
+        if let Some(engine) = self.engine.lock().take() {
+            engine.shutdown();
+        }
+    }
+
+    pub fn feeder(&self) -> Option<Feeder> {
+        self.engine.lock().as_ref().map(Engine::feeder)
+    }
+}
+
+fn decode(seq: Seq, payload: &[u8]) -> Result<Envelope> {
+    serde_json::from_slice(payload).map_err(|e| Error::Decode {
+        seq,
+        reason: e.to_string(),
+    })
+}

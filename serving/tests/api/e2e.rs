@@ -1,0 +1,240 @@
+//! The real binary: start it, place orders over HTTP, SIGKILL it, start it again on the
+//! same data directory, and find every acknowledged order unchanged.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde_json::{json, Value};
+
+struct Server {
+    child: Child,
+    client: Client,
+}
+
+#[derive(Clone)]
+struct Client {
+    addr: String,
+}
+
+impl Server {
+    fn start(data_dir: &std::path::Path) -> Server {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_tidemark"))
+            .args([
+                "serve",
+                "--listen",
+                "127.0.0.1:0",
+                "--log-format",
+                "json",
+                "--data-dir",
+            ])
+            .arg(data_dir)
+            .env("TIDEMARK_LOG", "info")
+            .stderr(Stdio::piped())
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("tidemark starts");
+        let stderr = child.stderr.take().expect("stderr");
+        let mut lines = BufReader::new(stderr).lines();
+        let mut seen = Vec::new();
+        let addr = loop {
+            let Some(Ok(line)) = lines.next() else {
+                panic!("tidemark exited before listening: {seen:#?}")
+            };
+            seen.push(line.clone());
+            let entry: Value = serde_json::from_str(&line).unwrap_or(Value::Null);
+            if entry["message"] == "tidemark is listening" {
+                break entry["listen"].as_str().expect("listen").to_string();
+            }
+        };
+        // Keep draining the logs so the server never blocks on a full pipe.
+        std::thread::spawn(move || for _ in lines {});
+        let server = Server {
+            child,
+            client: Client { addr },
+        };
+        for _ in 0..600 {
+            if let Ok((200, _)) = server.client.try_request("GET", "/health/ready", None) {
+                return server;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("tidemark did not become ready");
+    }
+
+    fn request(&self, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
+        self.client
+            .try_request(method, path, body.as_ref())
+            .expect("request")
+    }
+
+    fn kill(mut self) {
+        self.child.kill().expect("SIGKILL");
+        self.child.wait().expect("reaped");
+    }
+}
+
+impl Client {
+    fn try_request(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<&Value>,
+    ) -> std::io::Result<(u16, Value)> {
+        let mut stream = TcpStream::connect(&self.addr)?;
+        stream.set_read_timeout(Some(Duration::from_secs(30)))?;
+        let body = body.map(Value::to_string).unwrap_or_default();
+        write!(
+            stream,
+            "{method} {path} HTTP/1.1\r\nHost: tidemark\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        )?;
+        let mut response = String::new();
+        stream.read_to_string(&mut response)?;
+        let (head, body) = response
+            .split_once("\r\n\r\n")
+            .ok_or(std::io::ErrorKind::UnexpectedEof)?;
+        let status = head
+            .split(' ')
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .ok_or(std::io::ErrorKind::InvalidData)?;
+        Ok((status, serde_json::from_str(body).unwrap_or(Value::Null)))
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn sigkill_during_load_loses_no_acknowledged_order() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = Server::start(dir.path());
+    let (status, product) = server.request("POST", "/api/v1/products", Some(json!({"sku": "E2E", "name": "E2E", "price_cents": 250, "currency": "EUR", "initial_stock": 100000})));
+    assert_eq!(status, 201);
+    let product = product["id"].as_str().unwrap().to_string();
+    let (_, user) = server.request(
+        "POST",
+        "/api/v1/users",
+        Some(json!({"email": "e2e@example.com", "password": "password123", "name": "E2E"})),
+    );
+    let user = user["id"].as_str().unwrap().to_string();
+
+    // Orders without a card stay `reserved`, so after the restart they must be identical.
+    let mut acknowledged: Vec<Value> = Vec::new();
+    for _ in 0..20 {
+        let (status, order) = server.request(
+            "POST",
+            "/api/v1/orders",
+            Some(json!({"user_id": user, "items": [{"product_id": product, "quantity": 1}]})),
+        );
+        assert_eq!(status, 201, "{order}");
+        acknowledged.push(order);
+    }
+    // Paid orders, to check that no charge is made twice across the crash.
+    for _ in 0..5 {
+        let body = json!({"user_id": user, "items": [{"product_id": product, "quantity": 1}], "payment_method": {"type": "card", "card_number": "4242424242424242", "exp_month": 1, "exp_year": 2040, "cvc": "999"}});
+        assert_eq!(server.request("POST", "/api/v1/orders", Some(body)).0, 201);
+    }
+
+    // Load from several threads while the process is killed.
+    let stop = Arc::new(AtomicBool::new(false));
+    let during: Arc<Mutex<Vec<Value>>> = Arc::default();
+    let loaders: Vec<_> = (0..4)
+        .map(|_| {
+            let (stop, during, client, user, product) = (stop.clone(), during.clone(), server.client.clone(), user.clone(), product.clone());
+            std::thread::spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    match client.try_request("POST", "/api/v1/orders", Some(&json!({"user_id": user, "items": [{"product_id": product, "quantity": 2}]}))) {
+                        Ok((201, order)) => during.lock().unwrap().push(order),
+                        Ok(_) | Err(_) => break,
+                    }
+                }
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(300));
+    server.kill();
+    stop.store(true, Ordering::Relaxed);
+    for loader in loaders {
+        loader.join().expect("loader");
+    }
+    let during = during.lock().unwrap().clone();
+    assert!(
+        !during.is_empty(),
+        "the kill fell while orders were being placed"
+    );
+
+    let server = Server::start(dir.path());
+    for order in &acknowledged {
+        let (status, now) = server.request(
+            "GET",
+            &format!("/api/v1/orders/{}", order["id"].as_str().unwrap()),
+            None,
+        );
+        assert_eq!(status, 200);
+        assert_eq!(
+            &now, order,
+            "an acknowledged order is unchanged after SIGKILL and restart"
+        );
+    }
+    for order in &during {
+        let (status, now) = server.request(
+            "GET",
+            &format!("/api/v1/orders/{}", order["id"].as_str().unwrap()),
+            None,
+        );
+        assert_eq!(status, 200, "order acknowledged during the crash is there");
+        assert_eq!(&now, order);
+    }
+    let (_, stock) = server.request("GET", &format!("/api/v1/products/{product}"), None);
+    let held_by_acknowledged = 25 + 2 * during.len() as i64;
+    assert!(
+        stock["stock"]["reserved"].as_i64().unwrap() >= held_by_acknowledged,
+        "{stock}"
+    );
+
+    // Every paid order gets exactly one charge, however the crash fell.
+    let (_, orders) = server.request(
+        "GET",
+        &format!("/api/v1/users/{user}/orders?limit=100"),
+        None,
+    );
+    for order in orders["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|o| o["payment_id"].is_string())
+    {
+        let (_, settled) = server.request(
+            "GET",
+            &format!(
+                "/api/v1/orders/{}?wait=settled&timeout_ms=10000",
+                order["id"].as_str().unwrap()
+            ),
+            None,
+        );
+        assert!(
+            matches!(settled["status"].as_str(), Some("confirmed" | "shipped")),
+            "{settled}"
+        );
+    }
+    let ledger =
+        std::fs::read_to_string(dir.path().join("sandbox-payments.jsonl")).expect("ledger");
+    let keys: Vec<String> = ledger
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .map(|e| e["key"].as_str().unwrap().to_string())
+        .collect();
+    let unique: std::collections::HashSet<_> = keys.iter().collect();
+    assert_eq!(keys.len(), unique.len(), "no payment was charged twice");
+    assert_eq!(unique.len(), 5);
+    server.kill();
+}

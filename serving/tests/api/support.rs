@@ -1,0 +1,162 @@
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use axum::Router;
+use http_body_util::BodyExt;
+use serde_json::{json, Value};
+use serving::config::Config;
+use serving::runtime::Quiet;
+use serving::{api, executors, Tidemark};
+use tower::ServiceExt;
+
+pub struct TestApp {
+    pub app: Arc<Tidemark>,
+    pub router: Router,
+    pub dir: tempfile::TempDir,
+}
+
+pub struct Reply {
+    pub status: StatusCode,
+    pub body: Value,
+    pub content_type: String,
+    pub request_id: Option<String>,
+}
+
+impl TestApp {
+    pub async fn new() -> TestApp {
+        Self::with_workers(1).await
+    }
+
+    pub async fn with_workers(workers: usize) -> TestApp {
+        let dir = tempfile::tempdir().expect("tempdir");
+        Self::open(dir, workers).await
+    }
+
+    pub async fn open(dir: tempfile::TempDir, workers: usize) -> TestApp {
+        let config = Config {
+            data_dir: dir.path().to_path_buf(),
+            workers,
+            ..Config::default()
+        };
+        let app = Tidemark::open(config).expect("open");
+        let recovering = app.clone();
+        tokio::task::spawn_blocking(move || recovering.recover(&mut Quiet))
+            .await
+            .expect("join")
+            .expect("recover");
+        executors::spawn(app.clone());
+        let router = api::app(app.clone());
+        TestApp { app, router, dir }
+    }
+
+    /// Stops this instance and opens a new one on the same data directory.
+    pub async fn restart(self, workers: usize) -> TestApp {
+        let TestApp { app, dir, .. } = self;
+        app.shutdown();
+        drop(app);
+        Self::open(dir, workers).await
+    }
+
+    pub async fn send(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<&str>,
+        headers: &[(&str, &str)],
+    ) -> Reply {
+        let mut request = Request::builder().method(method).uri(path);
+        if body.is_some()
+            && !headers
+                .iter()
+                .any(|(name, _)| name.eq_ignore_ascii_case("content-type"))
+        {
+            request = request.header("content-type", "application/json");
+        }
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        let request = request
+            .body(
+                body.map(|b| Body::from(b.to_string()))
+                    .unwrap_or_else(Body::empty),
+            )
+            .expect("request");
+        let response = self
+            .router
+            .clone()
+            .oneshot(request)
+            .await
+            .expect("infallible");
+        let status = response.status();
+        let content_type = response
+            .headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_string();
+        let request_id = response
+            .headers()
+            .get("x-request-id")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+        let bytes = response
+            .into_body()
+            .collect()
+            .await
+            .expect("body")
+            .to_bytes();
+        let body = if bytes.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_slice(&bytes)
+                .unwrap_or(Value::String(String::from_utf8_lossy(&bytes).into()))
+        };
+        Reply {
+            status,
+            body,
+            content_type,
+            request_id,
+        }
+    }
+
+    pub async fn get(&self, path: &str) -> Reply {
+        self.send("GET", path, None, &[]).await
+    }
+
+    pub async fn post(&self, path: &str, body: Value) -> Reply {
+        self.send("POST", path, Some(&body.to_string()), &[]).await
+    }
+
+    pub async fn put(&self, path: &str, body: Value) -> Reply {
+        self.send("PUT", path, Some(&body.to_string()), &[]).await
+    }
+
+    pub async fn product(&self, sku: &str, price_cents: i64, stock: i64) -> String {
+        let reply = self.post("/api/v1/products", json!({"sku": sku, "name": format!("Product {sku}"), "price_cents": price_cents, "currency": "USD", "initial_stock": stock})).await;
+        assert_eq!(reply.status, StatusCode::CREATED, "{:?}", reply.body);
+        reply.body["id"].as_str().expect("id").to_string()
+    }
+
+    pub async fn user(&self, email: &str) -> String {
+        let reply = self
+            .post(
+                "/api/v1/users",
+                json!({"email": email, "password": "correct horse battery", "name": "Test User"}),
+            )
+            .await;
+        assert_eq!(reply.status, StatusCode::CREATED, "{:?}", reply.body);
+        reply.body["id"].as_str().expect("id").to_string()
+    }
+
+    pub async fn stock(&self, product_id: &str) -> Value {
+        self.get(&format!("/api/v1/products/{product_id}"))
+            .await
+            .body["stock"]
+            .clone()
+    }
+}
+
+pub fn card(number: &str) -> Value {
+    json!({"type": "card", "card_number": number, "exp_month": 12, "exp_year": 2031, "cvc": "123"})
+}
