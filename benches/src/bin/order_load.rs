@@ -1,0 +1,431 @@
+//! Open-loop HTTP load against a real `tidemark serve`: a fixed arrival rate, so time
+//! spent queueing counts in the latency (measured from when a request was due, not
+//! from when it was sent).
+//!
+//! The mix, per order placed: four product reads, one cart edit, one order with a test
+//! card (which also runs the saga: charge, then dispatch). Products are picked with Zipf
+//! popularity (s = 1). Prints Markdown tables for BENCHMARKS.md.
+//!
+//! cargo build --release --bin tidemark --bin order-load
+//! target/release/order-load --rates 1000,2000,4000 --seconds 10
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use clap::Parser;
+use hdrhistogram::Histogram;
+use serde_json::{json, Value};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::{mpsc, Mutex};
+
+#[derive(Parser, Debug)]
+struct Args {
+    /// The tidemark binary to start.
+    #[arg(long, default_value = "target/release/tidemark")]
+    server: String,
+    /// Timely workers of the server.
+    #[arg(long, default_value_t = 1)]
+    workers: usize,
+    /// Order rates to offer, in orders per second (each order brings 5 other requests).
+    #[arg(long, value_delimiter = ',', default_value = "500,1000,2000")]
+    rates: Vec<u64>,
+    /// Seconds per rate.
+    #[arg(long, default_value_t = 10)]
+    seconds: u64,
+    /// Products in the catalog.
+    #[arg(long, default_value_t = 10_000)]
+    products: usize,
+    /// Users (each with a cart).
+    #[arg(long, default_value_t = 1_000)]
+    users: usize,
+    /// Open connections the driver keeps.
+    #[arg(long, default_value_t = 64)]
+    connections: usize,
+    /// Orders to place, closed loop, for the memory-per-order measurement (0 skips it).
+    #[arg(long, default_value_t = 50_000)]
+    memory_orders: usize,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+enum Kind {
+    ProductRead,
+    CartEdit,
+    PlaceOrder,
+}
+
+struct Job {
+    due: Instant,
+    kind: Kind,
+    request: Vec<u8>,
+}
+
+#[derive(Default)]
+struct Results {
+    latency: HashMap<Kind, Histogram<u64>>,
+    errors: HashMap<Kind, u64>,
+    completed_orders: u64,
+}
+
+/// Small deterministic generator (xorshift64*), so runs are repeatable.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+    fn unit(&mut self) -> f64 {
+        (self.next() >> 11) as f64 / (1u64 << 53) as f64
+    }
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n as u64) as usize
+    }
+}
+
+/// Zipf(s = 1) over `n` items by inverse CDF.
+struct Zipf {
+    cdf: Vec<f64>,
+}
+
+impl Zipf {
+    fn new(n: usize) -> Zipf {
+        let mut cdf = Vec::with_capacity(n);
+        let mut total = 0.0;
+        for rank in 1..=n {
+            total += 1.0 / rank as f64;
+            cdf.push(total);
+        }
+        for value in &mut cdf {
+            *value /= total;
+        }
+        Zipf { cdf }
+    }
+    fn sample(&self, rng: &mut Rng) -> usize {
+        let u = rng.unit();
+        self.cdf.partition_point(|p| *p < u).min(self.cdf.len() - 1)
+    }
+}
+
+struct Server {
+    child: Child,
+    addr: String,
+    _dir: TempDir,
+}
+
+struct TempDir(std::path::PathBuf);
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+impl Server {
+    fn start(binary: &str, workers: usize) -> Server {
+        let dir = std::env::temp_dir().join(format!("tidemark-bench-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let mut child = Command::new(binary)
+            .args(["serve", "--listen", "127.0.0.1:0", "--log-format", "json", "--workers", &workers.to_string(), "--data-dir"])
+            .arg(&dir)
+            .env("TIDEMARK_LOG", "warn,tidemark=info")
+            .stderr(Stdio::piped())
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {binary}: {e} (build it with cargo build --release --bin tidemark)"));
+        let mut lines = BufReader::new(child.stderr.take().expect("stderr")).lines();
+        let addr = loop {
+            let line = lines.next().expect("server exited").expect("log line");
+            let entry: Value = serde_json::from_str(&line).unwrap_or(Value::Null);
+            if entry["message"] == "tidemark is listening" {
+                break entry["listen"].as_str().expect("listen").to_string();
+            }
+        };
+        std::thread::spawn(move || for _ in lines {});
+        Server { child, addr, _dir: TempDir(dir) }
+    }
+
+    fn rss_bytes(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap_or_default();
+        status
+            .lines()
+            .find_map(|line| line.strip_prefix("VmRSS:"))
+            .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+            .map(|kb| kb * 1024)
+            .unwrap_or(0)
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn request(method: &str, path: &str, body: Option<&Value>) -> Vec<u8> {
+    let body = body.map(Value::to_string).unwrap_or_default();
+    format!("{method} {path} HTTP/1.1\r\nHost: tidemark\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}", body.len()).into_bytes()
+}
+
+/// One keep-alive HTTP/1.1 connection.
+struct Connection {
+    stream: TcpStream,
+    buffer: Vec<u8>,
+}
+
+impl Connection {
+    async fn open(addr: &str) -> Connection {
+        let stream = TcpStream::connect(addr).await.expect("connect");
+        stream.set_nodelay(true).expect("nodelay");
+        Connection { stream, buffer: Vec::with_capacity(8192) }
+    }
+
+    /// Sends a request and reads the whole response: `(status, body)`.
+    async fn call(&mut self, request: &[u8]) -> std::io::Result<(u16, Vec<u8>)> {
+        self.stream.write_all(request).await?;
+        loop {
+            if let Some(end) = self.buffer.windows(4).position(|w| w == b"\r\n\r\n") {
+                let head = String::from_utf8_lossy(&self.buffer[..end]).to_string();
+                let status = head.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+                let length = head
+                    .lines()
+                    .find_map(|line| line.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().to_string()))
+                    .and_then(|v| v.parse::<usize>().ok())
+                    .unwrap_or(0);
+                let total = end + 4 + length;
+                while self.buffer.len() < total {
+                    self.fill().await?;
+                }
+                let body = self.buffer[end + 4..total].to_vec();
+                self.buffer.drain(..total);
+                return Ok((status, body));
+            }
+            self.fill().await?;
+        }
+    }
+
+    async fn fill(&mut self) -> std::io::Result<()> {
+        let mut chunk = [0u8; 16384];
+        let read = self.stream.read(&mut chunk).await?;
+        if read == 0 {
+            return Err(std::io::ErrorKind::UnexpectedEof.into());
+        }
+        self.buffer.extend_from_slice(&chunk[..read]);
+        Ok(())
+    }
+}
+
+struct Catalog {
+    products: Vec<String>,
+    users: Vec<String>,
+    carts: Vec<String>,
+}
+
+async fn setup(addr: &str, products: usize, users: usize) -> Catalog {
+    let mut connection = Connection::open(addr).await;
+    for attempt in 0.. {
+        match connection.call(&request("GET", "/health/ready", None)).await {
+            Ok((200, _)) => break,
+            _ if attempt < 600 => tokio::time::sleep(Duration::from_millis(50)).await,
+            other => panic!("tidemark did not become ready: {other:?}"),
+        }
+    }
+    let mut catalog = Catalog { products: Vec::new(), users: Vec::new(), carts: Vec::new() };
+    for i in 0..products {
+        let body = json!({"sku": format!("SKU-{i:06}"), "name": format!("Product {i}"), "price_cents": 100 + (i % 5000) as i64, "currency": "USD", "initial_stock": 1_000_000});
+        let (status, reply) = connection.call(&request("POST", "/api/v1/products", Some(&body))).await.expect("create product");
+        assert_eq!(status, 201, "{}", String::from_utf8_lossy(&reply));
+        catalog.products.push(id_of(&reply));
+    }
+    for i in 0..users {
+        let body = json!({"email": format!("user{i}@bench.example"), "password": "benchmark-password", "name": format!("User {i}")});
+        let (status, reply) = connection.call(&request("POST", "/api/v1/users", Some(&body))).await.expect("create user");
+        assert_eq!(status, 201, "{}", String::from_utf8_lossy(&reply));
+        let user = id_of(&reply);
+        let (_, cart) = connection.call(&request("POST", "/api/v1/carts", Some(&json!({"user_id": user})))).await.expect("create cart");
+        catalog.carts.push(id_of(&cart));
+        catalog.users.push(user);
+    }
+    catalog
+}
+
+fn id_of(body: &[u8]) -> String {
+    let value: Value = serde_json::from_slice(body).expect("json");
+    value["id"].as_str().expect("id").to_string()
+}
+
+fn order_body(catalog: &Catalog, zipf: &Zipf, rng: &mut Rng) -> Value {
+    let lines = 1 + rng.below(3);
+    let mut items: Vec<Value> = Vec::new();
+    let mut seen = Vec::new();
+    for _ in 0..lines {
+        let product = zipf.sample(rng);
+        if !seen.contains(&product) {
+            seen.push(product);
+            items.push(json!({"product_id": catalog.products[product], "quantity": 1 + rng.below(2)}));
+        }
+    }
+    json!({
+        "user_id": catalog.users[rng.below(catalog.users.len())],
+        "items": items,
+        "payment_method": {"type": "card", "card_number": "4242424242424242", "exp_month": 12, "exp_year": 2035, "cvc": "123"}
+    })
+}
+
+/// Offers `rate` orders per second (and the mix around them) for `seconds`.
+async fn run_rate(addr: &str, catalog: &Catalog, rate: u64, seconds: u64, connections: usize) -> (Results, Duration) {
+    let (tx, rx) = mpsc::unbounded_channel::<Job>();
+    let rx = Arc::new(Mutex::new(rx));
+    let results = Arc::new(std::sync::Mutex::new(Results::default()));
+    let mut workers = Vec::new();
+    for _ in 0..connections {
+        let rx = rx.clone();
+        let results = results.clone();
+        let addr = addr.to_string();
+        workers.push(tokio::spawn(async move {
+            let mut connection = Connection::open(&addr).await;
+            loop {
+                let job = { rx.lock().await.recv().await };
+                let Some(job) = job else { break };
+                let outcome = connection.call(&job.request).await;
+                let latency = job.due.elapsed();
+                let broken = outcome.is_err();
+                {
+                    let mut results = results.lock().unwrap();
+                    match outcome {
+                        Ok((status, _)) if (200..300).contains(&status) => {
+                            let histogram = results
+                                .latency
+                                .entry(job.kind)
+                                .or_insert_with(|| Histogram::new_with_bounds(1, 60_000_000, 3).expect("histogram"));
+                            let _ = histogram.record(latency.as_micros().max(1) as u64);
+                            if job.kind == Kind::PlaceOrder {
+                                results.completed_orders += 1;
+                            }
+                        }
+                        _ => *results.errors.entry(job.kind).or_default() += 1,
+                    }
+                }
+                if broken {
+                    connection = Connection::open(&addr).await;
+                }
+            }
+        }));
+    }
+    let zipf = Zipf::new(catalog.products.len());
+    let mut rng = Rng(0x9E37_79B9_7F4A_7C15 ^ rate);
+    let per_request = Duration::from_secs_f64(1.0 / (rate as f64 * 6.0));
+    let start = Instant::now();
+    let total = rate * 6 * seconds;
+    for n in 0..total {
+        let due = start + per_request.mul_f64(n as f64);
+        let now = Instant::now();
+        if due > now {
+            tokio::time::sleep_until(due.into()).await;
+        }
+        let (kind, request) = match n % 6 {
+            0..=3 => (Kind::ProductRead, request("GET", &format!("/api/v1/products/{}", catalog.products[zipf.sample(&mut rng)]), None)),
+            4 => {
+                let cart = &catalog.carts[rng.below(catalog.carts.len())];
+                let body = json!({"product_id": catalog.products[zipf.sample(&mut rng)], "quantity": 1 + rng.below(3)});
+                (Kind::CartEdit, request("PUT", &format!("/api/v1/carts/{cart}/items"), Some(&body)))
+            }
+            _ => (Kind::PlaceOrder, request("POST", "/api/v1/orders", Some(&order_body(catalog, &zipf, &mut rng)))),
+        };
+        let _ = tx.send(Job { due, kind, request });
+    }
+    drop(tx);
+    for worker in workers {
+        let _ = worker.await;
+    }
+    let elapsed = start.elapsed();
+    let results = Arc::try_unwrap(results).ok().expect("workers done").into_inner().unwrap();
+    (results, elapsed)
+}
+
+/// Places `count` orders as fast as `connections` closed-loop clients can.
+async fn place_closed_loop(addr: &str, catalog: &Catalog, count: usize, connections: usize) -> Duration {
+    let start = Instant::now();
+    let mut tasks = Vec::new();
+    let per = count / connections;
+    for c in 0..connections {
+        let addr = addr.to_string();
+        let bodies: Vec<Vec<u8>> = {
+            let zipf = Zipf::new(catalog.products.len());
+            let mut rng = Rng(0xDEAD_BEEF ^ c as u64);
+            (0..per).map(|_| request("POST", "/api/v1/orders", Some(&order_body(catalog, &zipf, &mut rng)))).collect()
+        };
+        tasks.push(tokio::spawn(async move {
+            let mut connection = Connection::open(&addr).await;
+            for body in bodies {
+                let (status, reply) = connection.call(&body).await.expect("order");
+                assert_eq!(status, 201, "{}", String::from_utf8_lossy(&reply));
+            }
+        }));
+    }
+    for task in tasks {
+        task.await.expect("closed loop");
+    }
+    start.elapsed()
+}
+
+fn ms(micros: u64) -> String {
+    format!("{:.2}", micros as f64 / 1000.0)
+}
+
+fn main() {
+    let args = Args::parse();
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+    runtime.block_on(async {
+        let server = Server::start(&args.server, args.workers);
+        let ready = Instant::now();
+        let catalog = setup(&server.addr, args.products, args.users).await;
+        eprintln!("setup: {} products, {} users and carts in {:.1}s", args.products, args.users, ready.elapsed().as_secs_f64());
+
+        println!("| offered orders/s | achieved orders/s | POST /orders p50 ms | p99 ms | p99.9 ms | max ms | product GET p99 ms | cart PUT p99 ms | errors |");
+        println!("|---|---|---|---|---|---|---|---|---|");
+        for &rate in &args.rates {
+            let (results, elapsed) = run_rate(&server.addr, &catalog, rate, args.seconds, args.connections).await;
+            let orders = results.latency.get(&Kind::PlaceOrder);
+            let p = |kind: Kind, q: f64| results.latency.get(&kind).map(|h| ms(h.value_at_quantile(q))).unwrap_or_else(|| "-".into());
+            println!(
+                "| {rate} | {:.0} | {} | {} | {} | {} | {} | {} | {} |",
+                results.completed_orders as f64 / elapsed.as_secs_f64(),
+                p(Kind::PlaceOrder, 0.5),
+                p(Kind::PlaceOrder, 0.99),
+                p(Kind::PlaceOrder, 0.999),
+                orders.map(|h| ms(h.max())).unwrap_or_else(|| "-".into()),
+                p(Kind::ProductRead, 0.99),
+                p(Kind::CartEdit, 0.99),
+                results.errors.values().sum::<u64>(),
+            );
+        }
+
+        if args.memory_orders > 0 {
+            // Let the saga of the rate runs finish, then measure the growth per order.
+            tokio::time::sleep(Duration::from_secs(2)).await;
+            let before = server.rss_bytes();
+            let elapsed = place_closed_loop(&server.addr, &catalog, args.memory_orders, args.connections.min(32)).await;
+            tokio::time::sleep(Duration::from_secs(2)).await;
+            let after = server.rss_bytes();
+            println!();
+            println!("| orders placed (closed loop) | seconds | orders/s | RSS before MiB | RSS after MiB | bytes per order |");
+            println!("|---|---|---|---|---|---|");
+            println!(
+                "| {} | {:.1} | {:.0} | {:.1} | {:.1} | {:.0} |",
+                args.memory_orders,
+                elapsed.as_secs_f64(),
+                args.memory_orders as f64 / elapsed.as_secs_f64(),
+                before as f64 / 1048576.0,
+                after as f64 / 1048576.0,
+                after.saturating_sub(before) as f64 / args.memory_orders as f64
+            );
+        }
+    });
+}
