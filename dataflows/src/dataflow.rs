@@ -1,5 +1,8 @@
 //! The whole tidemark dataflow: commands in; events, view rows and rejections out.
 
+use std::collections::HashMap;
+use std::sync::Arc;
+
 use differential_dataflow::collection::AsCollection;
 use differential_dataflow::VecCollection;
 use timely::dataflow::channels::pact::Pipeline;
@@ -14,7 +17,7 @@ use crate::model::*;
 use crate::ordered::{key_hash, KeyedOrdered};
 use crate::orders::{command_order_id, OrderFulfillment, OrderIn, OrderOp, OrderOut};
 use crate::users::{email_key, ClaimEmail, EmailIn, EmailOp, UserAccounts, UserIn, UserOut};
-use crate::views::{fold, stock_deltas, view_keys, IdempotencyRow, Row, StockRow};
+use crate::views::{step, stock_deltas, view_keys, IdempotencyRow, Row, StockRow, ViewKey};
 
 /// A command as it enters the dataflow: its log position, its batch timestamp, itself.
 pub type Record = (Seq, Ts, Envelope);
@@ -22,7 +25,7 @@ pub type Record = (Seq, Ts, Envelope);
 pub struct Outputs<'scope> {
     pub events: Stream<'scope, Time, Vec<Event>>,
     pub rejections: Stream<'scope, Time, Vec<Rejection>>,
-    pub rows: VecCollection<'scope, Time, Row, isize>,
+    pub rows: VecCollection<'scope, Time, Arc<Row>, isize>,
 }
 
 /// What the idempotency stage lets through, refuses, or records.
@@ -219,7 +222,7 @@ pub fn build<'scope>(
 
     let idempotency = admitted
         .flat_map(|admitted| match admitted {
-            Admitted::Recorded(row) => Some(Row::Idempotency(row)),
+            Admitted::Recorded(row) => Some(Arc::new(Row::Idempotency(row))),
             _ => None,
         })
         .with_times()
@@ -234,10 +237,17 @@ pub fn build<'scope>(
 }
 
 /// The read models over the event collection; see `views.rs`.
+///
+/// `ReadModels` keeps the current row of every view key and applies `views::step` to
+/// each new event. That is `reduce` specialised to what events are: a key's events only
+/// arrive in log order and are never retracted, so the row after one more event needs
+/// only the row before it, not the key's whole history (which a general `reduce` would
+/// keep arranged and fold again on every change). Stock levels are sums of deltas,
+/// maintained by `count`.
 pub fn read_models<'scope>(
     events: Stream<'scope, Time, Vec<Event>>,
-) -> VecCollection<'scope, Time, Row, isize> {
-    let events = events.with_times().as_collection();
+) -> VecCollection<'scope, Time, Arc<Row>, isize> {
+    let mut rows: HashMap<ViewKey, Arc<Row>> = HashMap::new();
     let folded = events
         .clone()
         .flat_map(|event: Event| {
@@ -245,13 +255,40 @@ pub fn read_models<'scope>(
                 .into_iter()
                 .map(move |key| (key, event.clone()))
         })
-        .reduce_named("ReadModels", |key, events, output| {
-            if let Some(row) = fold(key, events.iter().map(|(event, _)| *event)) {
-                output.push((row, 1isize));
-            }
-        })
-        .map(|(_key, row)| row);
+        .keyed_ordered(
+            "ReadModels",
+            |(key, _): &(ViewKey, Event)| key_hash(key.id()),
+            move |_time, records, out: &mut Vec<(Arc<Row>, isize)>| {
+                let mut records = records.into_iter().peekable();
+                while let Some((key, event)) = records.next() {
+                    let old = rows.remove(&key);
+                    let mut row: Option<Row> = old.as_deref().cloned();
+                    step(&key, &mut row, &event);
+                    while let Some((_, event)) = records.next_if(|(next, _)| *next == key) {
+                        step(&key, &mut row, &event);
+                    }
+                    if old.as_deref() == row.as_ref() {
+                        if let Some(old) = old {
+                            rows.insert(key, old);
+                        }
+                        continue;
+                    }
+                    if let Some(old) = old {
+                        out.push((old, -1));
+                    }
+                    if let Some(new) = row {
+                        let new = Arc::new(new);
+                        rows.insert(key, Arc::clone(&new));
+                        out.push((new, 1));
+                    }
+                }
+            },
+        )
+        .with_diffs()
+        .as_collection();
     let stock = events
+        .with_times()
+        .as_collection()
         .explode(|event: Event| {
             stock_deltas(&event.body)
                 .into_iter()
@@ -259,11 +296,11 @@ pub fn read_models<'scope>(
         })
         .count()
         .map(|((product_id, measure), quantity)| {
-            Row::Stock(StockRow {
+            Arc::new(Row::Stock(StockRow {
                 product_id,
                 measure,
                 quantity: quantity as i64,
-            })
+            }))
         });
     folded.concat(stock)
 }
@@ -333,6 +370,28 @@ impl<'scope, D: Clone + 'static> WithTimes<'scope, D> for Stream<'scope, Time, V
                     output
                         .session(&capability)
                         .give_iterator(data.drain(..).map(|datum| (datum, time, 1isize)));
+                });
+            }
+        })
+    }
+}
+
+/// Turns a stream of `(data, diff)` into differential updates `(data, time, diff)`.
+pub trait WithDiffs<'scope, D> {
+    fn with_diffs(self) -> Stream<'scope, Time, Vec<(D, Time, isize)>>;
+}
+
+impl<'scope, D: Clone + 'static> WithDiffs<'scope, D> for Stream<'scope, Time, Vec<(D, isize)>> {
+    fn with_diffs(self) -> Stream<'scope, Time, Vec<(D, Time, isize)>> {
+        self.unary(Pipeline, "WithDiffs", |_capability, _info| {
+            move |input, output| {
+                input.for_each(|capability, data| {
+                    let Some(time) = capability.least().copied() else {
+                        return;
+                    };
+                    output
+                        .session(&capability)
+                        .give_iterator(data.drain(..).map(|(datum, diff)| (datum, time, diff)));
                 });
             }
         })

@@ -183,6 +183,41 @@ pub struct IdempotencyRow {
     pub first_seq: Seq,
 }
 
+impl ViewKey {
+    pub fn id(&self) -> &str {
+        match self {
+            ViewKey::Product(id)
+            | ViewKey::User(id)
+            | ViewKey::Cart(id)
+            | ViewKey::Order(id)
+            | ViewKey::Payment(id)
+            | ViewKey::Shipment(id)
+            | ViewKey::Effect(id) => id,
+        }
+    }
+}
+
+/// Typed access to one variant of `Row`.
+pub trait RowKind: Sized {
+    fn of(row: &Row) -> Option<&Self>;
+}
+
+macro_rules! row_kind {
+    ($($variant:ident => $type:ty),*) => {
+        $(impl RowKind for $type {
+            fn of(row: &Row) -> Option<&Self> {
+                match row {
+                    Row::$variant(inner) => Some(inner),
+                    _ => None,
+                }
+            }
+        })*
+    };
+}
+
+row_kind!(Product => ProductRow, User => UserRow, Cart => CartRow, Order => OrderRow, Payment => PaymentRow,
+    Shipment => ShipmentRow, Effect => EffectRow, Idempotency => IdempotencyRow);
+
 impl Row {
     /// The key a row is stored under in its view.
     pub fn key(&self) -> (u8, &str) {
@@ -291,384 +326,375 @@ pub fn stock_deltas(body: &EventBody) -> Vec<(String, StockMeasure, i64)> {
 
 /// The row of `key` after `events` (in log order). `None` when the key has no row.
 pub fn fold<'a>(key: &ViewKey, events: impl IntoIterator<Item = &'a Event>) -> Option<Row> {
+    let mut row = None;
+    for event in events {
+        step(key, &mut row, event);
+    }
+    row
+}
+
+/// One step of `fold`: the row of `key` after one more event. Events of a key only ever
+/// arrive in log order and are never retracted, so a view can be maintained by applying
+/// this step to each new event; `fold` over all events is the same function from scratch.
+pub fn step(key: &ViewKey, row: &mut Option<Row>, event: &Event) {
+    macro_rules! typed {
+        ($variant:ident, $step:ident) => {{
+            let mut typed = match row.take() {
+                Some(Row::$variant(inner)) => Some(inner),
+                _ => None,
+            };
+            $step(&mut typed, event);
+            *row = typed.map(Row::$variant);
+        }};
+    }
     match key {
-        ViewKey::Product(_) => fold_product(events).map(Row::Product),
-        ViewKey::User(_) => fold_user(events).map(Row::User),
-        ViewKey::Cart(_) => fold_cart(events).map(Row::Cart),
-        ViewKey::Order(_) => fold_order(events).map(Row::Order),
-        ViewKey::Payment(_) => fold_payment(events).map(Row::Payment),
-        ViewKey::Shipment(_) => fold_shipment(events).map(Row::Shipment),
-        ViewKey::Effect(_) => fold_effect(events).map(Row::Effect),
+        ViewKey::Product(_) => typed!(Product, step_product),
+        ViewKey::User(_) => typed!(User, step_user),
+        ViewKey::Cart(_) => typed!(Cart, step_cart),
+        ViewKey::Order(_) => typed!(Order, step_order),
+        ViewKey::Payment(_) => typed!(Payment, step_payment),
+        ViewKey::Shipment(_) => typed!(Shipment, step_shipment),
+        ViewKey::Effect(_) => typed!(Effect, step_effect),
     }
 }
 
-fn fold_product<'a>(events: impl IntoIterator<Item = &'a Event>) -> Option<ProductRow> {
-    let mut row: Option<ProductRow> = None;
-    for event in events {
-        match &event.body {
-            EventBody::ProductCreated {
-                product_id,
-                sku,
-                name,
-                price_cents,
-                currency,
-                reorder_point,
-                warehouse_id,
-            } => {
-                row = Some(ProductRow {
-                    product_id: product_id.clone(),
-                    sku: sku.clone(),
-                    name: name.clone(),
-                    price_cents: *price_cents,
-                    currency: currency.clone(),
-                    reorder_point: *reorder_point,
-                    warehouse_id: warehouse_id.clone(),
-                    created_at: event.ts,
-                    updated_at: event.ts,
-                })
-            }
-            EventBody::ProductUpdated {
-                sku,
-                name,
-                price_cents,
-                currency,
-                reorder_point,
-                ..
-            } => {
-                if let Some(row) = row.as_mut() {
-                    row.sku = sku.clone();
-                    row.name = name.clone();
-                    row.price_cents = *price_cents;
-                    row.currency = currency.clone();
-                    row.reorder_point = *reorder_point;
-                    row.updated_at = event.ts;
-                }
-            }
-            _ => {}
-        }
-    }
-    row
-}
-
-fn fold_user<'a>(events: impl IntoIterator<Item = &'a Event>) -> Option<UserRow> {
-    let mut row: Option<UserRow> = None;
-    for event in events {
-        match &event.body {
-            EventBody::UserCreated {
-                user_id,
-                email,
-                name,
-                password_hash,
-            } => {
-                row = Some(UserRow {
-                    user_id: user_id.clone(),
-                    email: email.clone(),
-                    name: name.clone(),
-                    password_hash: password_hash.clone(),
-                    created_at: event.ts,
-                    updated_at: event.ts,
-                })
-            }
-            EventBody::UserUpdated {
-                email,
-                name,
-                password_hash,
-                ..
-            } => {
-                if let Some(row) = row.as_mut() {
-                    row.email = email.clone();
-                    row.name = name.clone();
-                    row.password_hash = password_hash.clone();
-                    row.updated_at = event.ts;
-                }
-            }
-            EventBody::UserDeleted { .. } => row = None,
-            _ => {}
-        }
-    }
-    row
-}
-
-fn fold_cart<'a>(events: impl IntoIterator<Item = &'a Event>) -> Option<CartRow> {
-    let mut row: Option<CartRow> = None;
-    for event in events {
-        match &event.body {
-            EventBody::CartCreated { cart_id, user_id } => {
-                row = Some(CartRow {
-                    cart_id: cart_id.clone(),
-                    user_id: user_id.clone(),
-                    items: Vec::new(),
-                    created_at: event.ts,
-                    updated_at: event.ts,
-                })
-            }
-            EventBody::CartUpdated {
-                product_id,
-                quantity,
-                ..
-            } => {
-                if let Some(row) = row.as_mut() {
-                    row.items.retain(|line| line.product_id != *product_id);
-                    if *quantity > 0 {
-                        row.items.push(Line {
-                            product_id: product_id.clone(),
-                            quantity: *quantity,
-                        });
-                    }
-                    row.updated_at = event.ts;
-                }
-            }
-            _ => {}
-        }
-    }
-    row
-}
-
-fn fold_order<'a>(events: impl IntoIterator<Item = &'a Event>) -> Option<OrderRow> {
-    let mut row: Option<OrderRow> = None;
-    for event in events {
-        if let EventBody::OrderCreated {
-            order_id,
-            user_id,
-            items,
-            cart_id,
-            shipping_address,
-        } = &event.body
-        {
-            row = Some(OrderRow {
-                order_id: order_id.clone(),
-                user_id: user_id.clone(),
-                status: OrderStatus::Pending,
-                cancel_reason: None,
-                items: items.clone(),
-                lines: Vec::new(),
-                total_cents: 0,
-                currency: String::new(),
-                payment_id: None,
-                shipment_id: None,
-                cart_id: cart_id.clone(),
-                shipping_address: shipping_address.clone(),
+fn step_product(row: &mut Option<ProductRow>, event: &Event) {
+    match &event.body {
+        EventBody::ProductCreated {
+            product_id,
+            sku,
+            name,
+            price_cents,
+            currency,
+            reorder_point,
+            warehouse_id,
+        } => {
+            *row = Some(ProductRow {
+                product_id: product_id.clone(),
+                sku: sku.clone(),
+                name: name.clone(),
+                price_cents: *price_cents,
+                currency: currency.clone(),
+                reorder_point: *reorder_point,
+                warehouse_id: warehouse_id.clone(),
                 created_at: event.ts,
                 updated_at: event.ts,
-                history: vec![StatusChange {
-                    status: OrderStatus::Pending,
-                    at: event.ts,
-                    reason: None,
-                }],
-            });
-            continue;
+            })
         }
-        let Some(row) = row.as_mut() else { continue };
-        let status = |row: &mut OrderRow, status: OrderStatus, reason: Option<CancelReason>| {
-            row.status = status;
-            row.cancel_reason = reason;
-            row.history.push(StatusChange {
-                status,
-                at: event.ts,
-                reason,
-            });
-        };
-        row.updated_at = event.ts;
-        match &event.body {
-            EventBody::OrderReserved {
-                lines,
-                total_cents,
-                currency,
-                ..
-            } => {
-                row.lines = lines.clone();
-                row.total_cents = *total_cents;
+        EventBody::ProductUpdated {
+            sku,
+            name,
+            price_cents,
+            currency,
+            reorder_point,
+            ..
+        } => {
+            if let Some(row) = row.as_mut() {
+                row.sku = sku.clone();
+                row.name = name.clone();
+                row.price_cents = *price_cents;
                 row.currency = currency.clone();
-                status(row, OrderStatus::Reserved, None);
+                row.reorder_point = *reorder_point;
+                row.updated_at = event.ts;
             }
-            EventBody::PaymentInitiated { payment_id, .. } => {
-                row.payment_id = Some(payment_id.clone())
-            }
-            EventBody::OrderConfirmed { .. } => status(row, OrderStatus::Confirmed, None),
-            EventBody::ShipmentCreated { shipment_id, .. } => {
-                row.shipment_id = Some(shipment_id.clone())
-            }
-            EventBody::OrderShipped { .. } => status(row, OrderStatus::Shipped, None),
-            EventBody::OrderCompleted { .. } => status(row, OrderStatus::Completed, None),
-            EventBody::OrderCancelled { reason, .. } => {
-                status(row, OrderStatus::Cancelled, Some(*reason))
-            }
-            _ => {}
         }
+        _ => {}
     }
-    row
 }
 
-fn fold_payment<'a>(events: impl IntoIterator<Item = &'a Event>) -> Option<PaymentRow> {
-    let mut row: Option<PaymentRow> = None;
-    for event in events {
-        if let EventBody::PaymentInitiated {
+fn step_user(row: &mut Option<UserRow>, event: &Event) {
+    match &event.body {
+        EventBody::UserCreated {
+            user_id,
+            email,
+            name,
+            password_hash,
+        } => {
+            *row = Some(UserRow {
+                user_id: user_id.clone(),
+                email: email.clone(),
+                name: name.clone(),
+                password_hash: password_hash.clone(),
+                created_at: event.ts,
+                updated_at: event.ts,
+            })
+        }
+        EventBody::UserUpdated {
+            email,
+            name,
+            password_hash,
+            ..
+        } => {
+            if let Some(row) = row.as_mut() {
+                row.email = email.clone();
+                row.name = name.clone();
+                row.password_hash = password_hash.clone();
+                row.updated_at = event.ts;
+            }
+        }
+        EventBody::UserDeleted { .. } => *row = None,
+        _ => {}
+    }
+}
+
+fn step_cart(row: &mut Option<CartRow>, event: &Event) {
+    match &event.body {
+        EventBody::CartCreated { cart_id, user_id } => {
+            *row = Some(CartRow {
+                cart_id: cart_id.clone(),
+                user_id: user_id.clone(),
+                items: Vec::new(),
+                created_at: event.ts,
+                updated_at: event.ts,
+            })
+        }
+        EventBody::CartUpdated {
+            product_id,
+            quantity,
+            ..
+        } => {
+            if let Some(row) = row.as_mut() {
+                row.items.retain(|line| line.product_id != *product_id);
+                if *quantity > 0 {
+                    row.items.push(Line {
+                        product_id: product_id.clone(),
+                        quantity: *quantity,
+                    });
+                }
+                row.updated_at = event.ts;
+            }
+        }
+        _ => {}
+    }
+}
+
+fn step_order(row: &mut Option<OrderRow>, event: &Event) {
+    if let EventBody::OrderCreated {
+        order_id,
+        user_id,
+        items,
+        cart_id,
+        shipping_address,
+    } = &event.body
+    {
+        *row = Some(OrderRow {
+            order_id: order_id.clone(),
+            user_id: user_id.clone(),
+            status: OrderStatus::Pending,
+            cancel_reason: None,
+            items: items.clone(),
+            lines: Vec::new(),
+            total_cents: 0,
+            currency: String::new(),
+            payment_id: None,
+            shipment_id: None,
+            cart_id: cart_id.clone(),
+            shipping_address: shipping_address.clone(),
+            created_at: event.ts,
+            updated_at: event.ts,
+            history: vec![StatusChange {
+                status: OrderStatus::Pending,
+                at: event.ts,
+                reason: None,
+            }],
+        });
+        return;
+    }
+    let Some(row) = row.as_mut() else { return };
+    let status = |row: &mut OrderRow, status: OrderStatus, reason: Option<CancelReason>| {
+        row.status = status;
+        row.cancel_reason = reason;
+        row.history.push(StatusChange {
+            status,
+            at: event.ts,
+            reason,
+        });
+    };
+    row.updated_at = event.ts;
+    match &event.body {
+        EventBody::OrderReserved {
+            lines,
+            total_cents,
+            currency,
+            ..
+        } => {
+            row.lines = lines.clone();
+            row.total_cents = *total_cents;
+            row.currency = currency.clone();
+            status(row, OrderStatus::Reserved, None);
+        }
+        EventBody::PaymentInitiated { payment_id, .. } => row.payment_id = Some(payment_id.clone()),
+        EventBody::OrderConfirmed { .. } => status(row, OrderStatus::Confirmed, None),
+        EventBody::ShipmentCreated { shipment_id, .. } => {
+            row.shipment_id = Some(shipment_id.clone())
+        }
+        EventBody::OrderShipped { .. } => status(row, OrderStatus::Shipped, None),
+        EventBody::OrderCompleted { .. } => status(row, OrderStatus::Completed, None),
+        EventBody::OrderCancelled { reason, .. } => {
+            status(row, OrderStatus::Cancelled, Some(*reason))
+        }
+        _ => {}
+    }
+}
+
+fn step_payment(row: &mut Option<PaymentRow>, event: &Event) {
+    if let EventBody::PaymentInitiated {
+        payment_id,
+        order_id,
+        amount_cents,
+        currency,
+        card,
+    } = &event.body
+    {
+        *row = Some(PaymentRow {
+            payment_id: payment_id.clone(),
+            order_id: order_id.clone(),
+            status: "pending".into(),
+            amount_cents: *amount_cents,
+            currency: currency.clone(),
+            captured_cents: 0,
+            refunded_cents: 0,
+            card_brand: card.brand.clone(),
+            card_last4: card.last4.clone(),
+            charge_id: None,
+            decline_code: None,
+            fraud: false,
+            refunds: Vec::new(),
+            created_at: event.ts,
+            updated_at: event.ts,
+        });
+        return;
+    }
+    let Some(row) = row.as_mut() else { return };
+    row.updated_at = event.ts;
+    match &event.body {
+        EventBody::PaymentCompleted { charge_id, .. } => {
+            row.status = "succeeded".into();
+            row.captured_cents = row.amount_cents;
+            row.charge_id = Some(charge_id.clone());
+        }
+        EventBody::PaymentFailed { decline_code, .. } => {
+            row.status = "failed".into();
+            row.decline_code = Some(decline_code.clone());
+        }
+        EventBody::FraudDetected { .. } => row.fraud = true,
+        EventBody::RefundRequested {
+            refund_id,
+            amount_cents,
+            reason,
+            ..
+        } => row.refunds.push(RefundRow {
+            refund_id: refund_id.clone(),
+            amount_cents: *amount_cents,
+            status: "pending".into(),
+            reason: reason.clone(),
+        }),
+        EventBody::RefundProcessed {
+            refund_id,
+            amount_cents,
+            ..
+        } => {
+            if let Some(refund) = row
+                .refunds
+                .iter_mut()
+                .find(|refund| refund.refund_id == *refund_id)
+            {
+                refund.status = "succeeded".into();
+            }
+            row.refunded_cents += amount_cents;
+            row.status = if row.refunded_cents >= row.captured_cents {
+                "refunded"
+            } else {
+                "partially_refunded"
+            }
+            .into();
+        }
+        EventBody::RefundFailed { refund_id, .. } => {
+            if let Some(refund) = row
+                .refunds
+                .iter_mut()
+                .find(|refund| refund.refund_id == *refund_id)
+            {
+                refund.status = "failed".into();
+            }
+        }
+        _ => {}
+    }
+}
+
+fn step_shipment(row: &mut Option<ShipmentRow>, event: &Event) {
+    if let EventBody::ShipmentCreated {
+        shipment_id,
+        order_id,
+        address,
+    } = &event.body
+    {
+        *row = Some(ShipmentRow {
+            shipment_id: shipment_id.clone(),
+            order_id: order_id.clone(),
+            status: "pending".into(),
+            carrier: None,
+            tracking_number: None,
+            address: address.clone(),
+            created_at: event.ts,
+            updated_at: event.ts,
+        });
+        return;
+    }
+    let Some(row) = row.as_mut() else { return };
+    row.updated_at = event.ts;
+    match &event.body {
+        EventBody::ShipmentDispatched {
+            carrier,
+            tracking_number,
+            ..
+        } => {
+            row.status = "dispatched".into();
+            row.carrier = Some(carrier.clone());
+            row.tracking_number = Some(tracking_number.clone());
+        }
+        EventBody::ShipmentDelivered { .. } => row.status = "delivered".into(),
+        EventBody::ShipmentCancelled { .. } => row.status = "cancelled".into(),
+        _ => {}
+    }
+}
+
+fn step_effect(row: &mut Option<EffectRow>, event: &Event) {
+    *row = match &event.body {
+        EventBody::PaymentInitiated {
             payment_id,
             order_id,
             amount_cents,
             currency,
             card,
-        } = &event.body
-        {
-            row = Some(PaymentRow {
-                payment_id: payment_id.clone(),
-                order_id: order_id.clone(),
-                status: "pending".into(),
-                amount_cents: *amount_cents,
-                currency: currency.clone(),
-                captured_cents: 0,
-                refunded_cents: 0,
-                card_brand: card.brand.clone(),
-                card_last4: card.last4.clone(),
-                charge_id: None,
-                decline_code: None,
-                fraud: false,
-                refunds: Vec::new(),
-                created_at: event.ts,
-                updated_at: event.ts,
-            });
-            continue;
-        }
-        let Some(row) = row.as_mut() else { continue };
-        row.updated_at = event.ts;
-        match &event.body {
-            EventBody::PaymentCompleted { charge_id, .. } => {
-                row.status = "succeeded".into();
-                row.captured_cents = row.amount_cents;
-                row.charge_id = Some(charge_id.clone());
-            }
-            EventBody::PaymentFailed { decline_code, .. } => {
-                row.status = "failed".into();
-                row.decline_code = Some(decline_code.clone());
-            }
-            EventBody::FraudDetected { .. } => row.fraud = true,
-            EventBody::RefundRequested {
-                refund_id,
-                amount_cents,
-                reason,
-                ..
-            } => row.refunds.push(RefundRow {
-                refund_id: refund_id.clone(),
-                amount_cents: *amount_cents,
-                status: "pending".into(),
-                reason: reason.clone(),
-            }),
-            EventBody::RefundProcessed {
-                refund_id,
-                amount_cents,
-                ..
-            } => {
-                if let Some(refund) = row
-                    .refunds
-                    .iter_mut()
-                    .find(|refund| refund.refund_id == *refund_id)
-                {
-                    refund.status = "succeeded".into();
-                }
-                row.refunded_cents += amount_cents;
-                row.status = if row.refunded_cents >= row.captured_cents {
-                    "refunded"
-                } else {
-                    "partially_refunded"
-                }
-                .into();
-            }
-            EventBody::RefundFailed { refund_id, .. } => {
-                if let Some(refund) = row
-                    .refunds
-                    .iter_mut()
-                    .find(|refund| refund.refund_id == *refund_id)
-                {
-                    refund.status = "failed".into();
-                }
-            }
-            _ => {}
-        }
-    }
-    row
-}
-
-fn fold_shipment<'a>(events: impl IntoIterator<Item = &'a Event>) -> Option<ShipmentRow> {
-    let mut row: Option<ShipmentRow> = None;
-    for event in events {
-        if let EventBody::ShipmentCreated {
+        } => Some(EffectRow::Charge {
+            payment_id: payment_id.clone(),
+            order_id: order_id.clone(),
+            amount_cents: *amount_cents,
+            currency: currency.clone(),
+            card: card.clone(),
+        }),
+        EventBody::RefundRequested {
+            refund_id,
+            payment_id,
+            order_id,
+            amount_cents,
+            ..
+        } => Some(EffectRow::Refund {
+            refund_id: refund_id.clone(),
+            payment_id: payment_id.clone(),
+            order_id: order_id.clone(),
+            amount_cents: *amount_cents,
+        }),
+        EventBody::ShipmentCreated {
             shipment_id,
             order_id,
             address,
-        } = &event.body
-        {
-            row = Some(ShipmentRow {
-                shipment_id: shipment_id.clone(),
-                order_id: order_id.clone(),
-                status: "pending".into(),
-                carrier: None,
-                tracking_number: None,
-                address: address.clone(),
-                created_at: event.ts,
-                updated_at: event.ts,
-            });
-            continue;
-        }
-        let Some(row) = row.as_mut() else { continue };
-        row.updated_at = event.ts;
-        match &event.body {
-            EventBody::ShipmentDispatched {
-                carrier,
-                tracking_number,
-                ..
-            } => {
-                row.status = "dispatched".into();
-                row.carrier = Some(carrier.clone());
-                row.tracking_number = Some(tracking_number.clone());
-            }
-            EventBody::ShipmentDelivered { .. } => row.status = "delivered".into(),
-            EventBody::ShipmentCancelled { .. } => row.status = "cancelled".into(),
-            _ => {}
-        }
-    }
-    row
-}
-
-fn fold_effect<'a>(events: impl IntoIterator<Item = &'a Event>) -> Option<EffectRow> {
-    let mut row = None;
-    for event in events {
-        row = match &event.body {
-            EventBody::PaymentInitiated {
-                payment_id,
-                order_id,
-                amount_cents,
-                currency,
-                card,
-            } => Some(EffectRow::Charge {
-                payment_id: payment_id.clone(),
-                order_id: order_id.clone(),
-                amount_cents: *amount_cents,
-                currency: currency.clone(),
-                card: card.clone(),
-            }),
-            EventBody::RefundRequested {
-                refund_id,
-                payment_id,
-                order_id,
-                amount_cents,
-                ..
-            } => Some(EffectRow::Refund {
-                refund_id: refund_id.clone(),
-                payment_id: payment_id.clone(),
-                order_id: order_id.clone(),
-                amount_cents: *amount_cents,
-            }),
-            EventBody::ShipmentCreated {
-                shipment_id,
-                order_id,
-                address,
-            } => Some(EffectRow::Ship {
-                shipment_id: shipment_id.clone(),
-                order_id: order_id.clone(),
-                address: address.clone(),
-            }),
-            _ => None,
-        };
-    }
-    row
+        } => Some(EffectRow::Ship {
+            shipment_id: shipment_id.clone(),
+            order_id: order_id.clone(),
+            address: address.clone(),
+        }),
+        _ => None,
+    };
 }

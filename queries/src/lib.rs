@@ -11,7 +11,7 @@
 mod snapshot;
 mod store;
 
-pub use snapshot::{Snapshot, StockLevel};
+pub use snapshot::{Rows, Snapshot, StockLevel};
 pub use store::ViewStore;
 
 #[derive(Debug, thiserror::Error)]

@@ -1,6 +1,8 @@
 //! The materialised state of every view at one frontier.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::marker::PhantomData;
+use std::sync::Arc;
 
 use dataflows::model::{Rejection, Seq, Time, Ts};
 use dataflows::users::email_key;
@@ -21,22 +23,84 @@ impl StockLevel {
 /// How long refusals stay readable after their command (log milliseconds).
 const REJECTION_RETENTION_MS: Ts = 10 * 60 * 1000;
 
+/// One view: rows by id. The rows are shared with the dataflow that maintains them,
+/// so a row is held in memory once.
+#[derive(Debug)]
+pub struct Rows<T> {
+    map: HashMap<String, Arc<Row>>,
+    kind: PhantomData<fn() -> T>,
+}
+
+impl<T> Default for Rows<T> {
+    fn default() -> Self {
+        Rows {
+            map: HashMap::new(),
+            kind: PhantomData,
+        }
+    }
+}
+
+impl<T: RowKind> Rows<T> {
+    pub fn get(&self, id: &str) -> Option<&T> {
+        self.map.get(id).and_then(|row| T::of(row))
+    }
+
+    pub fn contains_key(&self, id: &str) -> bool {
+        self.map.contains_key(id)
+    }
+
+    pub fn values(&self) -> impl Iterator<Item = &T> {
+        self.map.values().filter_map(|row| T::of(row))
+    }
+
+    pub fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.map.is_empty()
+    }
+
+    /// Insert replaces; a retraction removes the id only if it still holds that row, so
+    /// the order of a retraction and an insertion at one time does not matter.
+    fn upsert(&mut self, id: &str, row: Arc<Row>, insert: bool) {
+        if insert {
+            self.map.insert(id.to_string(), row);
+        } else if self.map.get(id).is_some_and(|held| **held == *row) {
+            self.map.remove(id);
+        }
+    }
+
+    fn rows(&self) -> impl Iterator<Item = Row> + '_ {
+        self.map.values().map(|row| Row::clone(row))
+    }
+}
+
+impl<T: RowKind> std::ops::Index<&str> for Rows<T> {
+    type Output = T;
+
+    /// Like `HashMap`'s: panics when the id has no row.
+    fn index(&self, id: &str) -> &T {
+        self.get(id).unwrap_or_else(|| panic!("no row {id:?}"))
+    }
+}
+
 #[derive(Debug, Default)]
 pub struct Snapshot {
     /// Every update at a time before this is applied, and none after.
     pub frontier: Time,
-    pub products: HashMap<String, ProductRow>,
+    pub products: Rows<ProductRow>,
     pub stock: HashMap<String, StockLevel>,
-    pub users: HashMap<String, UserRow>,
+    pub users: Rows<UserRow>,
     pub users_by_email: HashMap<String, String>,
-    pub carts: HashMap<String, CartRow>,
-    pub orders: HashMap<String, OrderRow>,
+    pub carts: Rows<CartRow>,
+    pub orders: Rows<OrderRow>,
     pub orders_by_user: HashMap<String, BTreeSet<(Ts, String)>>,
-    pub payments: HashMap<String, PaymentRow>,
-    pub shipments: HashMap<String, ShipmentRow>,
+    pub payments: Rows<PaymentRow>,
+    pub shipments: Rows<ShipmentRow>,
     /// Calls to the outside world the saga waits for, by effect id.
-    pub effects: BTreeMap<String, EffectRow>,
-    pub idempotency: HashMap<String, IdempotencyRow>,
+    pub effects: Rows<EffectRow>,
+    pub idempotency: Rows<IdempotencyRow>,
     rejections: HashMap<Seq, Rejection>,
     rejection_order: VecDeque<(Ts, Seq)>,
 }
@@ -57,48 +121,64 @@ impl Snapshot {
             .and_then(|id| self.users.get(id))
     }
 
-    pub(crate) fn apply(&mut self, row: Row, diff: isize) {
+    pub(crate) fn apply(&mut self, row: Arc<Row>, diff: isize) {
         let insert = diff > 0;
-        match row {
-            Row::Product(row) => upsert(&mut self.products, row.product_id.clone(), row, insert),
-            Row::Stock(row) => {
-                let level = self.stock.entry(row.product_id.clone()).or_default();
-                let value = if insert { row.quantity } else { 0 };
-                match row.measure {
+        match &*row {
+            Row::Product(product) => {
+                let id = product.product_id.clone();
+                self.products.upsert(&id, row, insert)
+            }
+            Row::Stock(stock) => {
+                let level = self.stock.entry(stock.product_id.clone()).or_default();
+                let value = if insert { stock.quantity } else { 0 };
+                match stock.measure {
                     StockMeasure::OnHand => level.on_hand = value,
                     StockMeasure::Reserved => level.reserved = value,
                 }
             }
-            Row::User(row) => {
-                let email = email_key(&row.email);
+            Row::User(user) => {
+                let email = email_key(&user.email);
+                let id = user.user_id.clone();
                 if insert {
-                    self.users_by_email.insert(email, row.user_id.clone());
-                } else if self.users_by_email.get(&email) == Some(&row.user_id) {
+                    self.users_by_email.insert(email, id.clone());
+                } else if self.users_by_email.get(&email) == Some(&id) {
                     self.users_by_email.remove(&email);
                 }
-                upsert(&mut self.users, row.user_id.clone(), row, insert);
+                self.users.upsert(&id, row, insert);
             }
-            Row::Cart(row) => upsert(&mut self.carts, row.cart_id.clone(), row, insert),
-            Row::Order(row) => {
-                let index = self.orders_by_user.entry(row.user_id.clone()).or_default();
+            Row::Cart(cart) => {
+                let id = cart.cart_id.clone();
+                self.carts.upsert(&id, row, insert)
+            }
+            Row::Order(order) => {
+                let index = self
+                    .orders_by_user
+                    .entry(order.user_id.clone())
+                    .or_default();
+                let entry = (order.created_at, order.order_id.clone());
                 if insert {
-                    index.insert((row.created_at, row.order_id.clone()));
+                    index.insert(entry.clone());
                 } else {
-                    index.remove(&(row.created_at, row.order_id.clone()));
+                    index.remove(&entry);
                 }
-                upsert(&mut self.orders, row.order_id.clone(), row, insert);
+                self.orders.upsert(&entry.1, row, insert);
             }
-            Row::Payment(row) => upsert(&mut self.payments, row.payment_id.clone(), row, insert),
-            Row::Shipment(row) => upsert(&mut self.shipments, row.shipment_id.clone(), row, insert),
-            Row::Effect(row) => {
-                let id = row.effect_id().to_string();
-                if insert {
-                    self.effects.insert(id, row);
-                } else if self.effects.get(&id) == Some(&row) {
-                    self.effects.remove(&id);
-                }
+            Row::Payment(payment) => {
+                let id = payment.payment_id.clone();
+                self.payments.upsert(&id, row, insert)
             }
-            Row::Idempotency(row) => upsert(&mut self.idempotency, row.key.clone(), row, insert),
+            Row::Shipment(shipment) => {
+                let id = shipment.shipment_id.clone();
+                self.shipments.upsert(&id, row, insert)
+            }
+            Row::Effect(effect) => {
+                let id = effect.effect_id().to_string();
+                self.effects.upsert(&id, row, insert)
+            }
+            Row::Idempotency(record) => {
+                let id = record.key.clone();
+                self.idempotency.upsert(&id, row, insert)
+            }
         }
     }
 
@@ -119,7 +199,7 @@ impl Snapshot {
     /// Every row of every view, as the oracle computes them (idempotency records aside).
     pub fn rows(&self) -> BTreeSet<Row> {
         let mut rows = BTreeSet::new();
-        rows.extend(self.products.values().cloned().map(Row::Product));
+        rows.extend(self.products.rows());
         for (product_id, level) in &self.stock {
             for (measure, quantity) in [
                 (StockMeasure::OnHand, level.on_hand),
@@ -134,22 +214,12 @@ impl Snapshot {
                 }
             }
         }
-        rows.extend(self.users.values().cloned().map(Row::User));
-        rows.extend(self.carts.values().cloned().map(Row::Cart));
-        rows.extend(self.orders.values().cloned().map(Row::Order));
-        rows.extend(self.payments.values().cloned().map(Row::Payment));
-        rows.extend(self.shipments.values().cloned().map(Row::Shipment));
-        rows.extend(self.effects.values().cloned().map(Row::Effect));
+        rows.extend(self.users.rows());
+        rows.extend(self.carts.rows());
+        rows.extend(self.orders.rows());
+        rows.extend(self.payments.rows());
+        rows.extend(self.shipments.rows());
+        rows.extend(self.effects.rows());
         rows
-    }
-}
-
-/// Insert replaces; a retraction removes the key only if it still holds that row, so
-/// the order of a retraction and an insertion at the same time does not matter.
-fn upsert<R: PartialEq>(map: &mut HashMap<String, R>, key: String, row: R, insert: bool) {
-    if insert {
-        map.insert(key, row);
-    } else if map.get(&key) == Some(&row) {
-        map.remove(&key);
     }
 }

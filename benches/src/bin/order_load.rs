@@ -147,15 +147,26 @@ impl Server {
             }
         };
         std::thread::spawn(move || for _ in lines {});
-        Server { child, addr, _dir: TempDir(dir) }
+        Server {
+            child,
+            addr,
+            _dir: TempDir(dir),
+        }
     }
 
     fn rss_bytes(&self) -> u64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap_or_default();
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
+            .unwrap_or_default();
         status
             .lines()
             .find_map(|line| line.strip_prefix("VmRSS:"))
-            .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+            .and_then(|rest| {
+                rest.trim()
+                    .trim_end_matches("kB")
+                    .trim()
+                    .parse::<u64>()
+                    .ok()
+            })
             .map(|kb| kb * 1024)
             .unwrap_or(0)
     }
@@ -183,7 +194,10 @@ impl Connection {
     async fn open(addr: &str) -> Connection {
         let stream = TcpStream::connect(addr).await.expect("connect");
         stream.set_nodelay(true).expect("nodelay");
-        Connection { stream, buffer: Vec::with_capacity(8192) }
+        Connection {
+            stream,
+            buffer: Vec::with_capacity(8192),
+        }
     }
 
     /// Sends a request and reads the whole response: `(status, body)`.
@@ -192,10 +206,18 @@ impl Connection {
         loop {
             if let Some(end) = self.buffer.windows(4).position(|w| w == b"\r\n\r\n") {
                 let head = String::from_utf8_lossy(&self.buffer[..end]).to_string();
-                let status = head.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+                let status = head
+                    .split(' ')
+                    .nth(1)
+                    .and_then(|s| s.parse().ok())
+                    .unwrap_or(0);
                 let length = head
                     .lines()
-                    .find_map(|line| line.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().to_string()))
+                    .find_map(|line| {
+                        line.to_ascii_lowercase()
+                            .strip_prefix("content-length:")
+                            .map(|v| v.trim().to_string())
+                    })
                     .and_then(|v| v.parse::<usize>().ok())
                     .unwrap_or(0);
                 let total = end + 4 + length;
@@ -230,25 +252,45 @@ struct Catalog {
 async fn setup(addr: &str, products: usize, users: usize) -> Catalog {
     let mut connection = Connection::open(addr).await;
     for attempt in 0.. {
-        match connection.call(&request("GET", "/health/ready", None)).await {
+        match connection
+            .call(&request("GET", "/health/ready", None))
+            .await
+        {
             Ok((200, _)) => break,
             _ if attempt < 600 => tokio::time::sleep(Duration::from_millis(50)).await,
             other => panic!("tidemark did not become ready: {other:?}"),
         }
     }
-    let mut catalog = Catalog { products: Vec::new(), users: Vec::new(), carts: Vec::new() };
+    let mut catalog = Catalog {
+        products: Vec::new(),
+        users: Vec::new(),
+        carts: Vec::new(),
+    };
     for i in 0..products {
         let body = json!({"sku": format!("SKU-{i:06}"), "name": format!("Product {i}"), "price_cents": 100 + (i % 5000) as i64, "currency": "USD", "initial_stock": 1_000_000});
-        let (status, reply) = connection.call(&request("POST", "/api/v1/products", Some(&body))).await.expect("create product");
+        let (status, reply) = connection
+            .call(&request("POST", "/api/v1/products", Some(&body)))
+            .await
+            .expect("create product");
         assert_eq!(status, 201, "{}", String::from_utf8_lossy(&reply));
         catalog.products.push(id_of(&reply));
     }
     for i in 0..users {
         let body = json!({"email": format!("user{i}@bench.example"), "password": "benchmark-password", "name": format!("User {i}")});
-        let (status, reply) = connection.call(&request("POST", "/api/v1/users", Some(&body))).await.expect("create user");
+        let (status, reply) = connection
+            .call(&request("POST", "/api/v1/users", Some(&body)))
+            .await
+            .expect("create user");
         assert_eq!(status, 201, "{}", String::from_utf8_lossy(&reply));
         let user = id_of(&reply);
-        let (_, cart) = connection.call(&request("POST", "/api/v1/carts", Some(&json!({"user_id": user})))).await.expect("create cart");
+        let (_, cart) = connection
+            .call(&request(
+                "POST",
+                "/api/v1/carts",
+                Some(&json!({"user_id": user})),
+            ))
+            .await
+            .expect("create cart");
         catalog.carts.push(id_of(&cart));
         catalog.users.push(user);
     }
@@ -268,7 +310,9 @@ fn order_body(catalog: &Catalog, zipf: &Zipf, rng: &mut Rng) -> Value {
         let product = zipf.sample(rng);
         if !seen.contains(&product) {
             seen.push(product);
-            items.push(json!({"product_id": catalog.products[product], "quantity": 1 + rng.below(2)}));
+            items.push(
+                json!({"product_id": catalog.products[product], "quantity": 1 + rng.below(2)}),
+            );
         }
     }
     json!({
@@ -279,7 +323,13 @@ fn order_body(catalog: &Catalog, zipf: &Zipf, rng: &mut Rng) -> Value {
 }
 
 /// Offers `rate` orders per second (and the mix around them) for `seconds`.
-async fn run_rate(addr: &str, catalog: &Catalog, rate: u64, seconds: u64, connections: usize) -> (Results, Duration) {
+async fn run_rate(
+    addr: &str,
+    catalog: &Catalog,
+    rate: u64,
+    seconds: u64,
+    connections: usize,
+) -> (Results, Duration) {
     let (tx, rx) = mpsc::unbounded_channel::<Job>();
     let rx = Arc::new(Mutex::new(rx));
     let results = Arc::new(std::sync::Mutex::new(Results::default()));
@@ -300,10 +350,9 @@ async fn run_rate(addr: &str, catalog: &Catalog, rate: u64, seconds: u64, connec
                     let mut results = results.lock().unwrap();
                     match outcome {
                         Ok((status, _)) if (200..300).contains(&status) => {
-                            let histogram = results
-                                .latency
-                                .entry(job.kind)
-                                .or_insert_with(|| Histogram::new_with_bounds(1, 60_000_000, 3).expect("histogram"));
+                            let histogram = results.latency.entry(job.kind).or_insert_with(|| {
+                                Histogram::new_with_bounds(1, 60_000_000, 3).expect("histogram")
+                            });
                             let _ = histogram.record(latency.as_micros().max(1) as u64);
                             if job.kind == Kind::PlaceOrder {
                                 results.completed_orders += 1;
@@ -330,13 +379,33 @@ async fn run_rate(addr: &str, catalog: &Catalog, rate: u64, seconds: u64, connec
             tokio::time::sleep_until(due.into()).await;
         }
         let (kind, request) = match n % 6 {
-            0..=3 => (Kind::ProductRead, request("GET", &format!("/api/v1/products/{}", catalog.products[zipf.sample(&mut rng)]), None)),
+            0..=3 => (
+                Kind::ProductRead,
+                request(
+                    "GET",
+                    &format!(
+                        "/api/v1/products/{}",
+                        catalog.products[zipf.sample(&mut rng)]
+                    ),
+                    None,
+                ),
+            ),
             4 => {
                 let cart = &catalog.carts[rng.below(catalog.carts.len())];
                 let body = json!({"product_id": catalog.products[zipf.sample(&mut rng)], "quantity": 1 + rng.below(3)});
-                (Kind::CartEdit, request("PUT", &format!("/api/v1/carts/{cart}/items"), Some(&body)))
+                (
+                    Kind::CartEdit,
+                    request("PUT", &format!("/api/v1/carts/{cart}/items"), Some(&body)),
+                )
             }
-            _ => (Kind::PlaceOrder, request("POST", "/api/v1/orders", Some(&order_body(catalog, &zipf, &mut rng)))),
+            _ => (
+                Kind::PlaceOrder,
+                request(
+                    "POST",
+                    "/api/v1/orders",
+                    Some(&order_body(catalog, &zipf, &mut rng)),
+                ),
+            ),
         };
         let _ = tx.send(Job { due, kind, request });
     }
@@ -345,12 +414,21 @@ async fn run_rate(addr: &str, catalog: &Catalog, rate: u64, seconds: u64, connec
         let _ = worker.await;
     }
     let elapsed = start.elapsed();
-    let results = Arc::try_unwrap(results).ok().expect("workers done").into_inner().unwrap();
+    let results = Arc::try_unwrap(results)
+        .ok()
+        .expect("workers done")
+        .into_inner()
+        .unwrap();
     (results, elapsed)
 }
 
 /// Places `count` orders as fast as `connections` closed-loop clients can.
-async fn place_closed_loop(addr: &str, catalog: &Catalog, count: usize, connections: usize) -> Duration {
+async fn place_closed_loop(
+    addr: &str,
+    catalog: &Catalog,
+    count: usize,
+    connections: usize,
+) -> Duration {
     let start = Instant::now();
     let mut tasks = Vec::new();
     let per = count / connections;
@@ -359,7 +437,15 @@ async fn place_closed_loop(addr: &str, catalog: &Catalog, count: usize, connecti
         let bodies: Vec<Vec<u8>> = {
             let zipf = Zipf::new(catalog.products.len());
             let mut rng = Rng(0xDEAD_BEEF ^ c as u64);
-            (0..per).map(|_| request("POST", "/api/v1/orders", Some(&order_body(catalog, &zipf, &mut rng)))).collect()
+            (0..per)
+                .map(|_| {
+                    request(
+                        "POST",
+                        "/api/v1/orders",
+                        Some(&order_body(catalog, &zipf, &mut rng)),
+                    )
+                })
+                .collect()
         };
         tasks.push(tokio::spawn(async move {
             let mut connection = Connection::open(&addr).await;
@@ -381,7 +467,10 @@ fn ms(micros: u64) -> String {
 
 fn main() {
     let args = Args::parse();
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
     runtime.block_on(async {
         let server = Server::start(&args.server, args.workers);
         let ready = Instant::now();
