@@ -1,6 +1,6 @@
 //! The whole tidemark dataflow: commands in; events, view rows and rejections out.
 
-use std::collections::HashMap;
+use std::collections::HashSet;
 use std::sync::Arc;
 
 use differential_dataflow::collection::AsCollection;
@@ -17,7 +17,7 @@ use crate::model::*;
 use crate::ordered::{key_hash, KeyedOrdered};
 use crate::orders::{command_order_id, OrderFulfillment, OrderIn, OrderOp, OrderOut};
 use crate::users::{email_key, ClaimEmail, EmailIn, EmailOp, UserAccounts, UserIn, UserOut};
-use crate::views::{step, stock_deltas, view_keys, IdempotencyRow, Row, StockRow, ViewKey};
+use crate::views::{step, stock_deltas, view_keys, ById, IdempotencyRow, Row, StockRow, ViewKey};
 
 /// A command as it enters the dataflow: its log position, its batch timestamp, itself.
 pub type Record = (Seq, Ts, Envelope);
@@ -247,7 +247,8 @@ pub fn build<'scope>(
 pub fn read_models<'scope>(
     events: Stream<'scope, Time, Vec<Event>>,
 ) -> VecCollection<'scope, Time, Arc<Row>, isize> {
-    let mut rows: HashMap<ViewKey, Arc<Row>> = HashMap::new();
+    // Current rows, one set per `Row::key` kind, keyed by the id inside each row.
+    let mut rows: Vec<HashSet<ById>> = vec![HashSet::new(); 10];
     let folded = events
         .clone()
         .flat_map(|event: Event| {
@@ -261,7 +262,8 @@ pub fn read_models<'scope>(
             move |_time, records, out: &mut Vec<(Arc<Row>, isize)>| {
                 let mut records = records.into_iter().peekable();
                 while let Some((key, event)) = records.next() {
-                    let old = rows.remove(&key);
+                    let view = &mut rows[usize::from(key.kind())];
+                    let old = view.take(key.id()).map(|held| held.0);
                     let mut row: Option<Row> = old.as_deref().cloned();
                     step(&key, &mut row, &event);
                     while let Some((_, event)) = records.next_if(|(next, _)| *next == key) {
@@ -269,7 +271,7 @@ pub fn read_models<'scope>(
                     }
                     if old.as_deref() == row.as_ref() {
                         if let Some(old) = old {
-                            rows.insert(key, old);
+                            view.insert(ById(old));
                         }
                         continue;
                     }
@@ -278,7 +280,7 @@ pub fn read_models<'scope>(
                     }
                     if let Some(new) = row {
                         let new = Arc::new(new);
-                        rows.insert(key, Arc::clone(&new));
+                        view.insert(ById(Arc::clone(&new)));
                         out.push((new, 1));
                     }
                 }

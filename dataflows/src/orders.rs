@@ -419,7 +419,11 @@ impl Saga<'_> {
         if order.replies.iter().any(Option::is_none) {
             return;
         }
-        let replies: Vec<StockReply> = order.replies.drain(..).flatten().collect();
+        // Taken, not drained: an order keeps no buffer once its lines are decided.
+        let replies: Vec<StockReply> = std::mem::take(&mut order.replies)
+            .into_iter()
+            .flatten()
+            .collect();
         let granted: Vec<PricedLine> = replies
             .iter()
             .filter_map(|reply| reply.outcome.clone().ok())
@@ -460,7 +464,8 @@ impl Saga<'_> {
     }
 
     fn initiate_payment(&mut self, order_id: &str, order: &mut Order) {
-        let Some(card) = order.card.clone() else {
+        // The card is needed once: the charge request carries it from here on.
+        let Some(card) = order.card.take() else {
             return;
         };
         order.payment = PaymentState::Pending;
@@ -506,7 +511,7 @@ impl Saga<'_> {
                     self.event(EventBody::ShipmentCreated {
                         shipment_id: shipment_id_for(&order_id),
                         order_id,
-                        address: order.shipping_address.clone(),
+                        address: order.shipping_address.take(),
                     });
                 } else {
                     // The order was cancelled while the charge was in flight: give it back.
@@ -565,7 +570,9 @@ impl Saga<'_> {
 
     /// Cancels the order and runs every compensation its state calls for.
     fn cancel_with(&mut self, order_id: &str, order: &mut Order, reason: CancelReason) {
-        for (line, held) in order.held.drain(..).enumerate() {
+        order.card = None;
+        order.shipping_address = None;
+        for (line, held) in std::mem::take(&mut order.held).into_iter().enumerate() {
             self.stock(
                 line as u16,
                 CatalogOp::Release {
@@ -613,7 +620,7 @@ impl Saga<'_> {
     }
 
     fn deliver(&mut self, order_id: &str, order: &mut Order, shipment_id: String) {
-        for (line, held) in order.held.drain(..).enumerate() {
+        for (line, held) in std::mem::take(&mut order.held).into_iter().enumerate() {
             self.stock(
                 line as u16,
                 CatalogOp::Deduct {

@@ -5,6 +5,8 @@
 //! `fold` is also the specification: `oracle::recompute` applies it from scratch, and
 //! tests check that the incremental views equal it after every batch.
 
+use std::sync::Arc;
+
 use serde::{Deserialize, Serialize};
 
 use crate::model::*;
@@ -95,8 +97,10 @@ pub struct OrderRow {
     pub lines: Vec<PricedLine>,
     pub total_cents: i64,
     pub currency: String,
-    pub payment_id: Option<String>,
-    pub shipment_id: Option<String>,
+    /// Whether a payment was started; its id is `payment_id_for(order_id)`.
+    pub has_payment: bool,
+    /// Whether a shipment was created; its id is `shipment_id_for(order_id)`.
+    pub has_shipment: bool,
     pub cart_id: Option<String>,
     pub shipping_address: Option<String>,
     pub created_at: Ts,
@@ -104,11 +108,38 @@ pub struct OrderRow {
     pub history: Vec<StatusChange>,
 }
 
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PaymentStatus {
+    Pending,
+    Succeeded,
+    Failed,
+    PartiallyRefunded,
+    Refunded,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RefundStatus {
+    Pending,
+    Succeeded,
+    Failed,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ShipmentStatus {
+    Pending,
+    Dispatched,
+    Delivered,
+    Cancelled,
+}
+
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct RefundRow {
     pub refund_id: String,
     pub amount_cents: i64,
-    pub status: String,
+    pub status: RefundStatus,
     pub reason: String,
 }
 
@@ -116,7 +147,7 @@ pub struct RefundRow {
 pub struct PaymentRow {
     pub payment_id: String,
     pub order_id: String,
-    pub status: String,
+    pub status: PaymentStatus,
     pub amount_cents: i64,
     pub currency: String,
     pub captured_cents: i64,
@@ -135,7 +166,7 @@ pub struct PaymentRow {
 pub struct ShipmentRow {
     pub shipment_id: String,
     pub order_id: String,
-    pub status: String,
+    pub status: ShipmentStatus,
     pub carrier: Option<String>,
     pub tracking_number: Option<String>,
     pub address: Option<String>,
@@ -183,7 +214,61 @@ pub struct IdempotencyRow {
     pub first_seq: Seq,
 }
 
+/// A row in a set keyed by its id: the id inside the row is the key, so a view holds no
+/// second copy of it.
+#[derive(Clone, Debug)]
+pub struct ById(pub Arc<Row>);
+
+impl ById {
+    pub fn id(&self) -> &str {
+        self.0.key().1
+    }
+}
+
+impl PartialEq for ById {
+    fn eq(&self, other: &Self) -> bool {
+        self.id() == other.id()
+    }
+}
+
+impl Eq for ById {}
+
+impl std::hash::Hash for ById {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.id().hash(state)
+    }
+}
+
+impl std::borrow::Borrow<str> for ById {
+    fn borrow(&self) -> &str {
+        self.id()
+    }
+}
+
+impl OrderRow {
+    pub fn payment_id(&self) -> Option<String> {
+        self.has_payment.then(|| payment_id_for(&self.order_id))
+    }
+
+    pub fn shipment_id(&self) -> Option<String> {
+        self.has_shipment.then(|| shipment_id_for(&self.order_id))
+    }
+}
+
 impl ViewKey {
+    /// The `Row::key` kind of this view's rows.
+    pub fn kind(&self) -> u8 {
+        match self {
+            ViewKey::Product(_) => 0,
+            ViewKey::User(_) => 3,
+            ViewKey::Cart(_) => 4,
+            ViewKey::Order(_) => 5,
+            ViewKey::Payment(_) => 6,
+            ViewKey::Shipment(_) => 7,
+            ViewKey::Effect(_) => 8,
+        }
+    }
+
     pub fn id(&self) -> &str {
         match self {
             ViewKey::Product(id)
@@ -486,8 +571,8 @@ fn step_order(row: &mut Option<OrderRow>, event: &Event) {
             lines: Vec::new(),
             total_cents: 0,
             currency: String::new(),
-            payment_id: None,
-            shipment_id: None,
+            has_payment: false,
+            has_shipment: false,
             cart_id: cart_id.clone(),
             shipping_address: shipping_address.clone(),
             created_at: event.ts,
@@ -504,6 +589,7 @@ fn step_order(row: &mut Option<OrderRow>, event: &Event) {
     let status = |row: &mut OrderRow, status: OrderStatus, reason: Option<CancelReason>| {
         row.status = status;
         row.cancel_reason = reason;
+        row.history.reserve_exact(1);
         row.history.push(StatusChange {
             status,
             at: event.ts,
@@ -523,11 +609,9 @@ fn step_order(row: &mut Option<OrderRow>, event: &Event) {
             row.currency = currency.clone();
             status(row, OrderStatus::Reserved, None);
         }
-        EventBody::PaymentInitiated { payment_id, .. } => row.payment_id = Some(payment_id.clone()),
+        EventBody::PaymentInitiated { .. } => row.has_payment = true,
         EventBody::OrderConfirmed { .. } => status(row, OrderStatus::Confirmed, None),
-        EventBody::ShipmentCreated { shipment_id, .. } => {
-            row.shipment_id = Some(shipment_id.clone())
-        }
+        EventBody::ShipmentCreated { .. } => row.has_shipment = true,
         EventBody::OrderShipped { .. } => status(row, OrderStatus::Shipped, None),
         EventBody::OrderCompleted { .. } => status(row, OrderStatus::Completed, None),
         EventBody::OrderCancelled { reason, .. } => {
@@ -549,7 +633,7 @@ fn step_payment(row: &mut Option<PaymentRow>, event: &Event) {
         *row = Some(PaymentRow {
             payment_id: payment_id.clone(),
             order_id: order_id.clone(),
-            status: "pending".into(),
+            status: PaymentStatus::Pending,
             amount_cents: *amount_cents,
             currency: currency.clone(),
             captured_cents: 0,
@@ -569,12 +653,12 @@ fn step_payment(row: &mut Option<PaymentRow>, event: &Event) {
     row.updated_at = event.ts;
     match &event.body {
         EventBody::PaymentCompleted { charge_id, .. } => {
-            row.status = "succeeded".into();
+            row.status = PaymentStatus::Succeeded;
             row.captured_cents = row.amount_cents;
             row.charge_id = Some(charge_id.clone());
         }
         EventBody::PaymentFailed { decline_code, .. } => {
-            row.status = "failed".into();
+            row.status = PaymentStatus::Failed;
             row.decline_code = Some(decline_code.clone());
         }
         EventBody::FraudDetected { .. } => row.fraud = true,
@@ -586,7 +670,7 @@ fn step_payment(row: &mut Option<PaymentRow>, event: &Event) {
         } => row.refunds.push(RefundRow {
             refund_id: refund_id.clone(),
             amount_cents: *amount_cents,
-            status: "pending".into(),
+            status: RefundStatus::Pending,
             reason: reason.clone(),
         }),
         EventBody::RefundProcessed {
@@ -599,15 +683,14 @@ fn step_payment(row: &mut Option<PaymentRow>, event: &Event) {
                 .iter_mut()
                 .find(|refund| refund.refund_id == *refund_id)
             {
-                refund.status = "succeeded".into();
+                refund.status = RefundStatus::Succeeded;
             }
             row.refunded_cents += amount_cents;
             row.status = if row.refunded_cents >= row.captured_cents {
-                "refunded"
+                PaymentStatus::Refunded
             } else {
-                "partially_refunded"
-            }
-            .into();
+                PaymentStatus::PartiallyRefunded
+            };
         }
         EventBody::RefundFailed { refund_id, .. } => {
             if let Some(refund) = row
@@ -615,7 +698,7 @@ fn step_payment(row: &mut Option<PaymentRow>, event: &Event) {
                 .iter_mut()
                 .find(|refund| refund.refund_id == *refund_id)
             {
-                refund.status = "failed".into();
+                refund.status = RefundStatus::Failed;
             }
         }
         _ => {}
@@ -632,7 +715,7 @@ fn step_shipment(row: &mut Option<ShipmentRow>, event: &Event) {
         *row = Some(ShipmentRow {
             shipment_id: shipment_id.clone(),
             order_id: order_id.clone(),
-            status: "pending".into(),
+            status: ShipmentStatus::Pending,
             carrier: None,
             tracking_number: None,
             address: address.clone(),
@@ -649,12 +732,12 @@ fn step_shipment(row: &mut Option<ShipmentRow>, event: &Event) {
             tracking_number,
             ..
         } => {
-            row.status = "dispatched".into();
+            row.status = ShipmentStatus::Dispatched;
             row.carrier = Some(carrier.clone());
             row.tracking_number = Some(tracking_number.clone());
         }
-        EventBody::ShipmentDelivered { .. } => row.status = "delivered".into(),
-        EventBody::ShipmentCancelled { .. } => row.status = "cancelled".into(),
+        EventBody::ShipmentDelivered { .. } => row.status = ShipmentStatus::Delivered,
+        EventBody::ShipmentCancelled { .. } => row.status = ShipmentStatus::Cancelled,
         _ => {}
     }
 }

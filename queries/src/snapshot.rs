@@ -1,6 +1,6 @@
 //! The materialised state of every view at one frontier.
 
-use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 use std::marker::PhantomData;
 use std::sync::Arc;
 
@@ -27,14 +27,14 @@ const REJECTION_RETENTION_MS: Ts = 10 * 60 * 1000;
 /// so a row is held in memory once.
 #[derive(Debug)]
 pub struct Rows<T> {
-    map: HashMap<String, Arc<Row>>,
+    map: HashSet<ById>,
     kind: PhantomData<fn() -> T>,
 }
 
 impl<T> Default for Rows<T> {
     fn default() -> Self {
         Rows {
-            map: HashMap::new(),
+            map: HashSet::new(),
             kind: PhantomData,
         }
     }
@@ -42,15 +42,15 @@ impl<T> Default for Rows<T> {
 
 impl<T: RowKind> Rows<T> {
     pub fn get(&self, id: &str) -> Option<&T> {
-        self.map.get(id).and_then(|row| T::of(row))
+        self.map.get(id).and_then(|row| T::of(&row.0))
     }
 
     pub fn contains_key(&self, id: &str) -> bool {
-        self.map.contains_key(id)
+        self.map.contains(id)
     }
 
     pub fn values(&self) -> impl Iterator<Item = &T> {
-        self.map.values().filter_map(|row| T::of(row))
+        self.map.iter().filter_map(|row| T::of(&row.0))
     }
 
     pub fn len(&self) -> usize {
@@ -63,16 +63,17 @@ impl<T: RowKind> Rows<T> {
 
     /// Insert replaces; a retraction removes the id only if it still holds that row, so
     /// the order of a retraction and an insertion at one time does not matter.
-    fn upsert(&mut self, id: &str, row: Arc<Row>, insert: bool) {
+    fn upsert(&mut self, row: Arc<Row>, insert: bool) {
+        let row = ById(row);
         if insert {
-            self.map.insert(id.to_string(), row);
-        } else if self.map.get(id).is_some_and(|held| **held == *row) {
-            self.map.remove(id);
+            self.map.replace(row);
+        } else if self.map.get(row.id()).is_some_and(|held| *held.0 == *row.0) {
+            self.map.remove(row.id());
         }
     }
 
     fn rows(&self) -> impl Iterator<Item = Row> + '_ {
-        self.map.values().map(|row| Row::clone(row))
+        self.map.iter().map(|row| Row::clone(&row.0))
     }
 }
 
@@ -124,10 +125,7 @@ impl Snapshot {
     pub(crate) fn apply(&mut self, row: Arc<Row>, diff: isize) {
         let insert = diff > 0;
         match &*row {
-            Row::Product(product) => {
-                let id = product.product_id.clone();
-                self.products.upsert(&id, row, insert)
-            }
+            Row::Product(_) => self.products.upsert(row, insert),
             Row::Stock(stock) => {
                 let level = self.stock.entry(stock.product_id.clone()).or_default();
                 let value = if insert { stock.quantity } else { 0 };
@@ -138,18 +136,14 @@ impl Snapshot {
             }
             Row::User(user) => {
                 let email = email_key(&user.email);
-                let id = user.user_id.clone();
                 if insert {
-                    self.users_by_email.insert(email, id.clone());
-                } else if self.users_by_email.get(&email) == Some(&id) {
+                    self.users_by_email.insert(email, user.user_id.clone());
+                } else if self.users_by_email.get(&email) == Some(&user.user_id) {
                     self.users_by_email.remove(&email);
                 }
-                self.users.upsert(&id, row, insert);
+                self.users.upsert(row, insert);
             }
-            Row::Cart(cart) => {
-                let id = cart.cart_id.clone();
-                self.carts.upsert(&id, row, insert)
-            }
+            Row::Cart(_) => self.carts.upsert(row, insert),
             Row::Order(order) => {
                 let index = self
                     .orders_by_user
@@ -157,28 +151,16 @@ impl Snapshot {
                     .or_default();
                 let entry = (order.created_at, order.order_id.clone());
                 if insert {
-                    index.insert(entry.clone());
+                    index.insert(entry);
                 } else {
                     index.remove(&entry);
                 }
-                self.orders.upsert(&entry.1, row, insert);
+                self.orders.upsert(row, insert);
             }
-            Row::Payment(payment) => {
-                let id = payment.payment_id.clone();
-                self.payments.upsert(&id, row, insert)
-            }
-            Row::Shipment(shipment) => {
-                let id = shipment.shipment_id.clone();
-                self.shipments.upsert(&id, row, insert)
-            }
-            Row::Effect(effect) => {
-                let id = effect.effect_id().to_string();
-                self.effects.upsert(&id, row, insert)
-            }
-            Row::Idempotency(record) => {
-                let id = record.key.clone();
-                self.idempotency.upsert(&id, row, insert)
-            }
+            Row::Payment(_) => self.payments.upsert(row, insert),
+            Row::Shipment(_) => self.shipments.upsert(row, insert),
+            Row::Effect(_) => self.effects.upsert(row, insert),
+            Row::Idempotency(_) => self.idempotency.upsert(row, insert),
         }
     }
 

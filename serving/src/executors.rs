@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use connectors::effects::payments::{ChargeRequest, RefundRequest};
-use dataflows::model::{Command, Envelope, IdempotencyKey, PaymentOutcome};
+use dataflows::model::{Command, Envelope, PaymentOutcome};
 use dataflows::views::EffectRow;
 use parking_lot::Mutex;
 
@@ -78,14 +78,7 @@ async fn execute(app: Arc<Tidemark>, effect: EffectRow, in_flight: Arc<Mutex<Has
             }
         }
     };
-    let envelope = Envelope {
-        idempotency: Some(IdempotencyKey {
-            key: format!("effect:{id}"),
-            fingerprint: "result".into(),
-        }),
-        command,
-    };
-    match app.submit(envelope).await {
+    match app.submit(Envelope::new(command)).await {
         Ok(submitted) => {
             if let Some(rejection) = submitted.rejection {
                 tracing::debug!(effect = %id, ?rejection, "the saga did not need this result any more");

@@ -127,7 +127,10 @@ fn saga_runs_to_completion_and_deducts_stock() {
     h.batch(vec![order("o1", &[("a", 2)], true)]);
     {
         let snapshot = h.store.read();
-        assert_eq!(snapshot.orders["o1"].payment_id.as_deref(), Some("pay_o1"));
+        assert_eq!(
+            snapshot.orders["o1"].payment_id().as_deref(),
+            Some("pay_o1")
+        );
         assert!(
             snapshot.effects.contains_key("pay_o1"),
             "a charge is awaited"
@@ -217,7 +220,10 @@ fn declined_payment_cancels_and_releases() {
         Some(CancelReason::PaymentDeclined)
     );
     assert_eq!(snapshot.stock_of("a").available(), 5);
-    assert_eq!(snapshot.payments["pay_o1"].status, "failed");
+    assert_eq!(
+        snapshot.payments["pay_o1"].status,
+        dataflows::views::PaymentStatus::Failed
+    );
 }
 
 #[test]
@@ -238,7 +244,10 @@ fn cancel_after_capture_refunds() {
     }]);
     let snapshot = h.store.read();
     assert_eq!(snapshot.orders["o1"].status, OrderStatus::Cancelled);
-    assert_eq!(snapshot.shipments["shp_o1"].status, "cancelled");
+    assert_eq!(
+        snapshot.shipments["shp_o1"].status,
+        dataflows::views::ShipmentStatus::Cancelled
+    );
     assert!(
         snapshot.effects.contains_key("re_o1_1"),
         "a refund is awaited"
