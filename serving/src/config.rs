@@ -9,6 +9,8 @@ use figment::providers::{Env, Format, Serialized, Toml};
 use figment::Figment;
 use serde::{Deserialize, Serialize};
 
+pub const DEFAULT_CONFIG_FILE: &str = "tidemark.toml";
+
 #[derive(Debug, Parser)]
 #[command(
     name = "tidemark",
@@ -31,7 +33,7 @@ pub enum Command {
 #[derive(Debug, Default, Clone, Args, Serialize)]
 pub struct ServeArgs {
     /// Configuration file (TOML).
-    #[arg(long, default_value = "tidemark.toml")]
+    #[arg(long, default_value = DEFAULT_CONFIG_FILE)]
     #[serde(skip)]
     pub config: PathBuf,
     /// Directory of the embedded log and the sandbox providers' ledgers.
@@ -89,6 +91,13 @@ impl Default for Config {
 impl Config {
     /// Merges the layers for `serve`.
     pub fn load(args: &ServeArgs) -> Result<Config, Box<figment::Error>> {
+        // The default file is optional; a file named on the command line must exist.
+        if args.config != std::path::Path::new(DEFAULT_CONFIG_FILE) && !args.config.exists() {
+            return Err(Box::new(figment::Error::from(format!(
+                "config file {} does not exist",
+                args.config.display()
+            ))));
+        }
         let config: Config = Figment::new()
             .merge(Serialized::defaults(Config::default()))
             .merge(Toml::file(&args.config))

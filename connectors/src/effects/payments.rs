@@ -27,6 +27,17 @@ pub enum CardError {
     InvalidCvc,
 }
 
+impl CardError {
+    /// The field of a card payment method the error is about.
+    pub fn field(&self) -> &'static str {
+        match self {
+            CardError::InvalidNumber => "card_number",
+            CardError::InvalidExpiry => "exp_month",
+            CardError::InvalidCvc => "cvc",
+        }
+    }
+}
+
 impl std::fmt::Display for CardError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(match self {

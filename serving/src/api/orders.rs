@@ -67,7 +67,9 @@ pub(crate) fn card_token(method: &PaymentMethod, field: &str) -> ApiResult<CardT
         &method.cvc,
         year_month_now(),
     )
-    .map_err(|error| ApiError::invalid_field(field, error.to_string()))
+    .map_err(|error| {
+        ApiError::invalid_field(&format!("{field}.{}", error.field()), error.to_string())
+    })
 }
 
 pub async fn create(
