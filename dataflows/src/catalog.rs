@@ -52,8 +52,10 @@ pub enum CatalogOp {
         delta: i64,
         reason: String,
     },
+    /// Hold `quantity` for `order_id`, which names an order or a reservation (`holder`).
     Reserve {
         product_id: String,
+        holder: Holder,
         order_id: String,
         line: u16,
         quantity: i64,
@@ -86,6 +88,7 @@ impl CatalogOp {
 /// The product aggregate's answer to one reserve request.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct StockReply {
+    pub holder: Holder,
     pub order_id: String,
     pub seq: Seq,
     pub ts: Ts,
@@ -94,6 +97,39 @@ pub struct StockReply {
     pub quantity: i64,
     /// The priced line when granted; otherwise why not.
     pub outcome: Result<PricedLine, CancelReason>,
+}
+
+/// The answers a holder (order or reservation) awaits, one per line.
+#[derive(Clone, Debug, Default)]
+pub struct AwaitedLines(Vec<Option<StockReply>>);
+
+impl AwaitedLines {
+    pub fn new(lines: usize) -> AwaitedLines {
+        AwaitedLines(vec![None; lines])
+    }
+
+    pub fn is_waiting(&self) -> bool {
+        !self.0.is_empty()
+    }
+
+    /// Records an answer. Once every line is answered, returns the granted lines and the
+    /// reason any line was refused, and keeps nothing more.
+    pub fn answer(&mut self, reply: StockReply) -> Option<(Vec<PricedLine>, Option<CancelReason>)> {
+        let line = usize::from(reply.line);
+        *self.0.get_mut(line)? = Some(reply);
+        if self.0.iter().any(Option::is_none) {
+            return None;
+        }
+        let mut granted = Vec::with_capacity(self.0.len());
+        let mut refused = None;
+        for reply in std::mem::take(&mut self.0).into_iter().flatten() {
+            match reply.outcome {
+                Ok(line) => granted.push(line),
+                Err(reason) => refused = refused.or(Some(reason)),
+            }
+        }
+        Some((granted, refused))
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
@@ -313,6 +349,7 @@ fn decide(products: &mut HashMap<String, Product>, request: CatalogIn, out: &mut
         }
         CatalogOp::Reserve {
             product_id,
+            holder,
             order_id,
             line,
             quantity,
@@ -342,6 +379,7 @@ fn decide(products: &mut HashMap<String, Product>, request: CatalogIn, out: &mut
                 }
             };
             emit.out.push(CatalogOut::Reply(StockReply {
+                holder,
                 order_id,
                 seq: request.seq,
                 ts: request.ts,

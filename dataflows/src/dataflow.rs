@@ -16,6 +16,7 @@ use crate::catalog::{CatalogIn, CatalogOp, CatalogOut, ReserveStock, StockReply}
 use crate::model::*;
 use crate::ordered::{key_hash, KeyedOrdered};
 use crate::orders::{command_order_id, OrderFulfillment, OrderIn, OrderOp, OrderOut};
+use crate::reservations::{ReservationIn, ReservationOp, StockReservations};
 use crate::users::{email_key, ClaimEmail, EmailIn, EmailOp, UserAccounts, UserIn, UserOut};
 use crate::views::{step, stock_deltas, view_keys, ById, IdempotencyRow, Row, StockRow, ViewKey};
 
@@ -99,14 +100,43 @@ pub fn build<'scope>(
                 op: OrderOp::Command(command),
             })
         })
-        .concat(replies.map(|reply| OrderIn {
-            seq: reply.seq,
-            phase: 1,
-            sub: reply.line,
-            ts: reply.ts,
-            op: OrderOp::Reply(reply),
+        .concat(replies.clone().flat_map(|reply| {
+            (reply.holder == Holder::Order).then_some(OrderIn {
+                seq: reply.seq,
+                phase: 1,
+                sub: reply.line,
+                ts: reply.ts,
+                op: OrderOp::Reply(reply),
+            })
         }));
     let order_out = order_in.order_fulfillment();
+    let reservation_out = passed
+        .clone()
+        .flat_map(|(seq, ts, command)| {
+            let is_reservation = matches!(
+                command,
+                Command::ReserveStock { .. } | Command::ReleaseReservation { .. }
+            );
+            is_reservation.then_some(ReservationIn {
+                seq,
+                phase: 0,
+                sub: 0,
+                ts,
+                op: ReservationOp::Command(command),
+            })
+        })
+        .concat(replies.flat_map(|reply| {
+            (reply.holder == Holder::Reservation).then_some(ReservationIn {
+                seq: reply.seq,
+                phase: 1,
+                sub: reply.line,
+                ts: reply.ts,
+                op: ReservationOp::Reply(reply),
+            })
+        }))
+        .stock_reservations();
+    // Orders and reservations speak to the product aggregate the same way.
+    let order_out = order_out.concat(reservation_out);
     let catalog_in = passed
         .clone()
         .flat_map(|(seq, ts, command)| {
@@ -248,7 +278,7 @@ pub fn read_models<'scope>(
     events: Stream<'scope, Time, Vec<Event>>,
 ) -> VecCollection<'scope, Time, Arc<Row>, isize> {
     // Current rows, one set per `Row::key` kind, keyed by the id inside each row.
-    let mut rows: Vec<HashSet<ById>> = vec![HashSet::new(); 10];
+    let mut rows: Vec<HashSet<ById>> = vec![HashSet::new(); usize::from(ViewKey::KINDS)];
     let folded = events
         .clone()
         .flat_map(|event: Event| {

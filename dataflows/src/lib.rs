@@ -12,6 +12,7 @@ pub mod model;
 pub mod oracle;
 pub mod ordered;
 pub mod orders;
+pub mod reservations;
 pub mod users;
 pub mod views;
 

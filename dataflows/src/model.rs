@@ -44,6 +44,14 @@ pub struct PricedLine {
     pub currency: String,
 }
 
+/// Who holds reserved stock: an order, or a reservation made through the inventory API.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Holder {
+    Order,
+    Reservation,
+}
+
 /// A tokenised card: the number itself never enters the log.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct CardToken {
@@ -207,6 +215,14 @@ pub enum Command {
         order_id: String,
         reason: CancelReason,
     },
+    /// Holds stock for every line or none, outside any order.
+    ReserveStock {
+        reservation_id: String,
+        items: Vec<Line>,
+    },
+    ReleaseReservation {
+        reservation_id: String,
+    },
     SetOrderStatus {
         order_id: String,
         status: OrderStatus,
@@ -281,6 +297,7 @@ pub enum EventBody {
         delta: i64,
         reason: String,
     },
+    /// Stock held for a holder: `order_id` names an order or a reservation (`rsv_…`).
     InventoryReserved {
         product_id: String,
         order_id: String,
@@ -411,6 +428,21 @@ pub enum EventBody {
         shipment_id: String,
         order_id: String,
     },
+    ReservationRequested {
+        reservation_id: String,
+        items: Vec<Line>,
+    },
+    ReservationHeld {
+        reservation_id: String,
+        lines: Vec<PricedLine>,
+    },
+    ReservationRejected {
+        reservation_id: String,
+        reason: CancelReason,
+    },
+    ReservationReleased {
+        reservation_id: String,
+    },
 }
 
 impl EventBody {
@@ -447,6 +479,10 @@ impl EventBody {
             ShipmentDispatched { .. } => "shipping.dispatched",
             ShipmentDelivered { .. } => "shipping.completed",
             ShipmentCancelled { .. } => "shipping.cancelled",
+            ReservationRequested { .. } => "reservation.requested",
+            ReservationHeld { .. } => "reservation.held",
+            ReservationRejected { .. } => "reservation.rejected",
+            ReservationReleased { .. } => "reservation.released",
         }
     }
 
@@ -517,6 +553,10 @@ impl EventBody {
                 user_id
             }
             CartCreated { cart_id, .. } | CartUpdated { cart_id, .. } => cart_id,
+            ReservationRequested { reservation_id, .. }
+            | ReservationHeld { reservation_id, .. }
+            | ReservationRejected { reservation_id, .. }
+            | ReservationReleased { reservation_id } => reservation_id,
             other => other.order_id().unwrap_or_default(),
         }
     }

@@ -17,7 +17,7 @@ use std::collections::HashMap;
 use serde::{Deserialize, Serialize};
 use timely::dataflow::Stream;
 
-use crate::catalog::{CatalogIn, CatalogOp, StockReply};
+use crate::catalog::{AwaitedLines, CatalogIn, CatalogOp, StockReply};
 use crate::model::*;
 use crate::ordered::{key_hash, KeyedOrdered};
 
@@ -91,7 +91,7 @@ struct Order {
     card: Option<CardToken>,
     shipping_address: Option<String>,
     /// Replies still awaited from the product aggregate, by line.
-    replies: Vec<Option<StockReply>>,
+    replies: AwaitedLines,
     /// A cancel that arrived while the reservation was in flight.
     cancel_requested: Option<CancelReason>,
     /// Lines holding reserved stock right now.
@@ -378,6 +378,7 @@ impl Saga<'_> {
             self.stock(
                 line as u16,
                 CatalogOp::Reserve {
+                    holder: Holder::Order,
                     product_id: item.product_id.clone(),
                     order_id: order_id.clone(),
                     line: line as u16,
@@ -389,7 +390,7 @@ impl Saga<'_> {
             order_id,
             Order {
                 status: OrderStatus::Pending,
-                replies: vec![None; items.len()],
+                replies: AwaitedLines::new(items.len()),
                 card,
                 shipping_address,
                 cancel_requested: None,
@@ -410,25 +411,13 @@ impl Saga<'_> {
         let Some(order) = orders.get_mut(&reply.order_id) else {
             return;
         };
+        if order.status != OrderStatus::Pending {
+            return;
+        }
         let order_id = reply.order_id.clone();
-        let line = reply.line as usize;
-        if line >= order.replies.len() || order.status != OrderStatus::Pending {
+        let Some((granted, refused)) = order.replies.answer(reply) else {
             return;
-        }
-        order.replies[line] = Some(reply);
-        if order.replies.iter().any(Option::is_none) {
-            return;
-        }
-        // Taken, not drained: an order keeps no buffer once its lines are decided.
-        let replies: Vec<StockReply> = std::mem::take(&mut order.replies)
-            .into_iter()
-            .flatten()
-            .collect();
-        let granted: Vec<PricedLine> = replies
-            .iter()
-            .filter_map(|reply| reply.outcome.clone().ok())
-            .collect();
-        let refused = replies.iter().find_map(|reply| reply.outcome.clone().err());
+        };
         let currency = granted
             .first()
             .map(|line| line.currency.clone())

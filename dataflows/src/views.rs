@@ -20,6 +20,7 @@ pub enum ViewKey {
     Payment(String),
     Shipment(String),
     Effect(String),
+    Reservation(String),
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -33,6 +34,7 @@ pub enum Row {
     Shipment(ShipmentRow),
     Effect(EffectRow),
     Idempotency(IdempotencyRow),
+    Reservation(ReservationRow),
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -174,6 +176,27 @@ pub struct ShipmentRow {
     pub updated_at: Ts,
 }
 
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ReservationStatus {
+    Pending,
+    Held,
+    Rejected,
+    Released,
+}
+
+/// Stock held through the inventory API.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct ReservationRow {
+    pub reservation_id: String,
+    pub status: ReservationStatus,
+    pub reason: Option<CancelReason>,
+    pub items: Vec<Line>,
+    pub lines: Vec<PricedLine>,
+    pub created_at: Ts,
+    pub updated_at: Ts,
+}
+
 /// A call to the outside world the saga is waiting for.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub enum EffectRow {
@@ -266,8 +289,12 @@ impl ViewKey {
             ViewKey::Payment(_) => 6,
             ViewKey::Shipment(_) => 7,
             ViewKey::Effect(_) => 8,
+            ViewKey::Reservation(_) => 10,
         }
     }
+
+    /// One more than the largest `kind`.
+    pub const KINDS: u8 = 11;
 
     pub fn id(&self) -> &str {
         match self {
@@ -277,7 +304,8 @@ impl ViewKey {
             | ViewKey::Order(id)
             | ViewKey::Payment(id)
             | ViewKey::Shipment(id)
-            | ViewKey::Effect(id) => id,
+            | ViewKey::Effect(id)
+            | ViewKey::Reservation(id) => id,
         }
     }
 }
@@ -301,7 +329,7 @@ macro_rules! row_kind {
 }
 
 row_kind!(Product => ProductRow, User => UserRow, Cart => CartRow, Order => OrderRow, Payment => PaymentRow,
-    Shipment => ShipmentRow, Effect => EffectRow, Idempotency => IdempotencyRow);
+    Shipment => ShipmentRow, Effect => EffectRow, Idempotency => IdempotencyRow, Reservation => ReservationRow);
 
 impl Row {
     /// The key a row is stored under in its view.
@@ -323,6 +351,7 @@ impl Row {
             Row::Shipment(row) => (7, &row.shipment_id),
             Row::Effect(row) => (8, row.effect_id()),
             Row::Idempotency(row) => (9, &row.key),
+            Row::Reservation(row) => (10, &row.reservation_id),
         }
     }
 }
@@ -340,6 +369,12 @@ pub fn view_keys(body: &EventBody) -> Vec<ViewKey> {
         }
         CartCreated { cart_id, .. } | CartUpdated { cart_id, .. } => {
             keys.push(ViewKey::Cart(cart_id.clone()))
+        }
+        ReservationRequested { .. }
+        | ReservationHeld { .. }
+        | ReservationRejected { .. }
+        | ReservationReleased { .. } => {
+            keys.push(ViewKey::Reservation(body.aggregate_id().to_string()))
         }
         _ => {}
     }
@@ -440,6 +475,7 @@ pub fn step(key: &ViewKey, row: &mut Option<Row>, event: &Event) {
         ViewKey::Payment(_) => typed!(Payment, step_payment),
         ViewKey::Shipment(_) => typed!(Shipment, step_shipment),
         ViewKey::Effect(_) => typed!(Effect, step_effect),
+        ViewKey::Reservation(_) => typed!(Reservation, step_reservation),
     }
 }
 
@@ -780,4 +816,37 @@ fn step_effect(row: &mut Option<EffectRow>, event: &Event) {
         }),
         _ => None,
     };
+}
+
+fn step_reservation(row: &mut Option<ReservationRow>, event: &Event) {
+    if let EventBody::ReservationRequested {
+        reservation_id,
+        items,
+    } = &event.body
+    {
+        *row = Some(ReservationRow {
+            reservation_id: reservation_id.clone(),
+            status: ReservationStatus::Pending,
+            reason: None,
+            items: items.clone(),
+            lines: Vec::new(),
+            created_at: event.ts,
+            updated_at: event.ts,
+        });
+        return;
+    }
+    let Some(row) = row.as_mut() else { return };
+    row.updated_at = event.ts;
+    match &event.body {
+        EventBody::ReservationHeld { lines, .. } => {
+            row.status = ReservationStatus::Held;
+            row.lines = lines.clone();
+        }
+        EventBody::ReservationRejected { reason, .. } => {
+            row.status = ReservationStatus::Rejected;
+            row.reason = Some(*reason);
+        }
+        EventBody::ReservationReleased { .. } => row.status = ReservationStatus::Released,
+        _ => {}
+    }
 }

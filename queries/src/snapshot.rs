@@ -102,6 +102,7 @@ pub struct Snapshot {
     /// Calls to the outside world the saga waits for, by effect id.
     pub effects: Rows<EffectRow>,
     pub idempotency: Rows<IdempotencyRow>,
+    pub reservations: Rows<ReservationRow>,
     rejections: HashMap<Seq, Rejection>,
     rejection_order: VecDeque<(Ts, Seq)>,
 }
@@ -161,6 +162,7 @@ impl Snapshot {
             Row::Shipment(_) => self.shipments.upsert(row, insert),
             Row::Effect(_) => self.effects.upsert(row, insert),
             Row::Idempotency(_) => self.idempotency.upsert(row, insert),
+            Row::Reservation(_) => self.reservations.upsert(row, insert),
         }
     }
 
@@ -202,6 +204,7 @@ impl Snapshot {
         rows.extend(self.payments.rows());
         rows.extend(self.shipments.rows());
         rows.extend(self.effects.rows());
+        rows.extend(self.reservations.rows());
         rows
     }
 }

@@ -313,6 +313,15 @@ fn arb_command() -> impl Strategy<Value = Command> {
             shipment_id: shipment_id_for(&id), order_id: id, carrier: "c".into(), tracking_number: "t".into()
         }),
         1 => order_id.clone().prop_map(|id| Command::ShipmentDelivered { shipment_id: shipment_id_for(&id), order_id: id }),
+        1 => ((0u8..4).prop_map(|n| format!("r{n}")), prop::collection::vec((product.clone(), 1i64..4), 1..3)).prop_map(|(id, lines)| {
+            let mut merged: BTreeMap<&str, i64> = BTreeMap::new();
+            for (p, q) in lines { *merged.entry(p).or_default() += q; }
+            Command::ReserveStock {
+                reservation_id: id,
+                items: merged.into_iter().map(|(p, q)| Line { product_id: p.into(), quantity: q }).collect(),
+            }
+        }),
+        1 => (0u8..4).prop_map(|n| Command::ReleaseReservation { reservation_id: format!("r{n}") }),
         1 => order_id.prop_map(|id| Command::RequestRefund {
             payment_id: payment_id_for(&id), order_id: id, amount_cents: Some(500), reason: "r".into()
         }),
@@ -344,6 +353,19 @@ fn check_invariants(h: &Harness) {
             }
         }
     }
+    for reservation in snapshot.reservations.values() {
+        if reservation.status == dataflows::views::ReservationStatus::Held {
+            assert_eq!(
+                reservation.lines.len(),
+                reservation.items.len(),
+                "reservation {} holds all its lines",
+                reservation.reservation_id
+            );
+            for line in &reservation.lines {
+                *held.entry(line.product_id.clone()).or_default() += line.quantity;
+            }
+        }
+    }
     for product in PRODUCTS {
         let level = snapshot.stock_of(product);
         assert!(
@@ -353,7 +375,7 @@ fn check_invariants(h: &Harness) {
         assert_eq!(
             level.reserved,
             held.get(product).copied().unwrap_or(0),
-            "{product}: reserved equals what orders hold"
+            "{product}: reserved equals what orders and reservations hold"
         );
     }
 }

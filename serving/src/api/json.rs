@@ -156,3 +156,25 @@ pub fn shipment(row: &ShipmentRow) -> Value {
 pub fn page(items: Vec<Value>, next_cursor: Option<String>) -> Value {
     json!({"items": items, "next_cursor": next_cursor})
 }
+
+pub fn reservation(row: &ReservationRow) -> Value {
+    let items: Vec<Value> = if row.lines.is_empty() {
+        row.items
+            .iter()
+            .map(|line| json!({"product_id": line.product_id, "quantity": line.quantity}))
+            .collect()
+    } else {
+        row.lines
+            .iter()
+            .map(|line| json!({"product_id": line.product_id, "quantity": line.quantity, "unit_price_cents": line.unit_price_cents}))
+            .collect()
+    };
+    json!({
+        "id": row.reservation_id,
+        "status": row.status,
+        "reason": row.reason,
+        "items": items,
+        "created_at": rfc3339(row.created_at),
+        "updated_at": rfc3339(row.updated_at),
+    })
+}

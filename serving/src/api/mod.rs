@@ -36,6 +36,9 @@ pub fn app(state: App) -> Router {
         .route("/products/{id}", get(products::get).put(products::update))
         .route("/inventory/adjust", post(products::adjust))
         .route("/inventory/availability", get(products::availability))
+        .route("/inventory/reserve", post(products::reserve))
+        .route("/inventory/release", post(products::release))
+        .route("/inventory/reservations/{id}", get(products::reservation))
         .route("/users", post(users::create))
         .route("/users/search", get(users::search))
         .route(

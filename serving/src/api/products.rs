@@ -3,11 +3,12 @@
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::Json;
-use dataflows::model::Command as DomainCommand;
+use dataflows::model::{Command as DomainCommand, Line};
+use dataflows::views::ReservationStatus;
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::error::{ApiError, ApiResult};
+use super::error::{ApiError, ApiResult, FieldError};
 use super::extract::{Command, QueryPairs};
 use super::validate::{self, Validator, MAX_PRICE_CENTS, MAX_QUANTITY};
 use super::{admit, json, new_id, run_fresh, Admission, App};
@@ -268,4 +269,153 @@ pub async fn availability(State(app): State<App>, query: QueryPairs) -> ApiResul
         items.push(json::stock(&snapshot, id));
     }
     Ok(Json(serde_json::json!({ "items": items })))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReserveLine {
+    product_id: String,
+    quantity: i64,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Reserve {
+    reservation_id: Option<String>,
+    items: Vec<ReserveLine>,
+}
+
+/// Holds stock for every line or none. 201 with the held reservation; 409
+/// `insufficient_stock` when any line cannot be held (nothing is held then).
+pub async fn reserve(
+    State(app): State<App>,
+    command: Command<Reserve>,
+) -> ApiResult<(StatusCode, Json<Value>)> {
+    let Command { body, idempotency } = command;
+    let mut validator = Validator::default();
+    validator
+        .check(
+            body.reservation_id.as_deref().is_none_or(validate::id),
+            "reservation_id",
+            "must be 1 to 128 letters, digits, _ or -",
+        )
+        .check(
+            (1..=100).contains(&body.items.len()),
+            "items",
+            "a reservation has 1 to 100 lines",
+        );
+    let mut merged: Vec<Line> = Vec::new();
+    for (index, line) in body.items.iter().enumerate() {
+        validator.check(
+            (1..=MAX_QUANTITY).contains(&line.quantity),
+            &format!("items[{index}].quantity"),
+            "must be between 1 and 1000000",
+        );
+        match merged
+            .iter_mut()
+            .find(|held| held.product_id == line.product_id)
+        {
+            Some(held) => held.quantity = held.quantity.saturating_add(line.quantity),
+            None => merged.push(Line {
+                product_id: line.product_id.clone(),
+                quantity: line.quantity,
+            }),
+        }
+    }
+    validator.finish()?;
+    let admission = admit(&app, &idempotency)?;
+    let reservation_id = body
+        .reservation_id
+        .unwrap_or_else(|| new_id("rsv", &idempotency));
+    if admission == Admission::Fresh {
+        let snapshot = app.views.read();
+        if snapshot.reservations.contains_key(&reservation_id) {
+            return Err(ApiError::conflict(
+                "reservation_exists",
+                format!("reservation {reservation_id:?} already exists"),
+            ));
+        }
+        let unknown: Vec<FieldError> = body
+            .items
+            .iter()
+            .enumerate()
+            .filter(|(_, line)| !snapshot.products.contains_key(&line.product_id))
+            .map(|(index, line)| {
+                FieldError::new(
+                    format!("items[{index}].product_id"),
+                    format!("product {:?} does not exist", line.product_id),
+                )
+            })
+            .collect();
+        if !unknown.is_empty() {
+            return Err(ApiError::invalid(unknown));
+        }
+    }
+    let command = DomainCommand::ReserveStock {
+        reservation_id: reservation_id.clone(),
+        items: merged,
+    };
+    run_fresh(&app, admission, idempotency, command).await?;
+    let snapshot = app.views.read();
+    let row = snapshot
+        .reservations
+        .get(&reservation_id)
+        .ok_or_else(|| ApiError::not_found("reservation", &reservation_id))?;
+    if row.status == ReservationStatus::Rejected {
+        let mut error = ApiError::conflict(
+            "insufficient_stock",
+            format!("reservation {reservation_id} could not hold every line; nothing is held"),
+        );
+        error.errors = row
+            .items
+            .iter()
+            .filter(|line| snapshot.stock_of(&line.product_id).available() < line.quantity)
+            .map(|line| {
+                FieldError::new(
+                    "items",
+                    format!(
+                        "product {} has {} available",
+                        line.product_id,
+                        snapshot.stock_of(&line.product_id).available()
+                    ),
+                )
+            })
+            .collect();
+        return Err(error);
+    }
+    Ok((StatusCode::CREATED, Json(json::reservation(row))))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Release {
+    reservation_id: String,
+}
+
+pub async fn release(State(app): State<App>, command: Command<Release>) -> ApiResult<Json<Value>> {
+    let Command { body, idempotency } = command;
+    let admission = admit(&app, &idempotency)?;
+    if admission == Admission::Fresh
+        && !app
+            .views
+            .read()
+            .reservations
+            .contains_key(&body.reservation_id)
+    {
+        return Err(ApiError::not_found("reservation", &body.reservation_id));
+    }
+    let command = DomainCommand::ReleaseReservation {
+        reservation_id: body.reservation_id.clone(),
+    };
+    run_fresh(&app, admission, idempotency, command).await?;
+    reservation(State(app), Path(body.reservation_id)).await
+}
+
+pub async fn reservation(State(app): State<App>, Path(id): Path<String>) -> ApiResult<Json<Value>> {
+    let snapshot = app.views.read();
+    let row = snapshot
+        .reservations
+        .get(&id)
+        .ok_or_else(|| ApiError::not_found("reservation", &id))?;
+    Ok(Json(json::reservation(row)))
 }

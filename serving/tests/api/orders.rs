@@ -393,3 +393,67 @@ async fn many_concurrent_orders_for_few_units_never_oversell() {
         json!({"on_hand": 5, "reserved": sold_b, "available": 5 - sold_b})
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn inventory_reservations_hold_all_lines_or_none() {
+    let t = TestApp::new().await;
+    let a = t.product("RSV-A", 100, 5).await;
+    let b = t.product("RSV-B", 100, 2).await;
+    let held = t
+        .post(
+            "/api/v1/inventory/reserve",
+            json!({"items": [{"product_id": a, "quantity": 3}, {"product_id": b, "quantity": 1}]}),
+        )
+        .await;
+    assert_eq!(held.status, StatusCode::CREATED, "{:?}", held.body);
+    assert_eq!(held.body["status"], "held");
+    let id = held.body["id"].as_str().unwrap().to_string();
+    assert_eq!(t.stock(&a).await["available"], 2);
+
+    let refused = t.post("/api/v1/inventory/reserve", json!({"reservation_id": "checkout-7", "items": [{"product_id": a, "quantity": 1}, {"product_id": b, "quantity": 2}]})).await;
+    assert_eq!(refused.status, StatusCode::CONFLICT);
+    assert_eq!(refused.body["code"], "insufficient_stock");
+    assert_eq!(
+        t.stock(&a).await["available"],
+        2,
+        "nothing of the refused reservation is held"
+    );
+    assert_eq!(
+        t.get("/api/v1/inventory/reservations/checkout-7")
+            .await
+            .body["status"],
+        "rejected"
+    );
+
+    let released = t
+        .post("/api/v1/inventory/release", json!({"reservation_id": id}))
+        .await;
+    assert_eq!(released.status, StatusCode::OK);
+    assert_eq!(released.body["status"], "released");
+    assert_eq!(t.stock(&a).await["available"], 5);
+    assert_eq!(t.stock(&b).await["available"], 2);
+    assert_eq!(
+        t.post("/api/v1/inventory/release", json!({"reservation_id": id}))
+            .await
+            .status,
+        StatusCode::CONFLICT
+    );
+    assert_eq!(
+        t.post(
+            "/api/v1/inventory/release",
+            json!({"reservation_id": "nope"})
+        )
+        .await
+        .status,
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(
+        t.post(
+            "/api/v1/inventory/reserve",
+            json!({"items": [{"product_id": "prd_nope", "quantity": 1}]})
+        )
+        .await
+        .status,
+        StatusCode::UNPROCESSABLE_ENTITY
+    );
+}
