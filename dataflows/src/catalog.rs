@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 use timely::dataflow::Stream;
 
 use crate::model::*;
-use crate::ordered::{key_hash, KeyedOrdered};
+use crate::ordered::{key_hash, Emitter, KeyedOrdered};
 
 /// A request to the product aggregate, ordered by the command that caused it.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
@@ -176,57 +176,57 @@ impl<'scope> ReserveStock<'scope> for Stream<'scope, Time, Vec<CatalogIn>> {
     }
 }
 
-struct Emitter<'a> {
-    seq: Seq,
-    phase: u8,
-    sub: u16,
-    ts: Ts,
-    out: &'a mut Vec<CatalogOut>,
+impl From<Event> for CatalogOut {
+    fn from(event: Event) -> Self {
+        CatalogOut::Event(event)
+    }
 }
 
-impl Emitter<'_> {
-    fn event(&mut self, body: EventBody) {
-        self.out.push(CatalogOut::Event(Event {
+impl From<Rejection> for CatalogOut {
+    fn from(rejection: Rejection) -> Self {
+        CatalogOut::Rejected(rejection)
+    }
+}
+
+/// `inventory.low_stock` when availability crosses the reorder point downwards.
+fn low_stock_check(
+    emit: &mut Emitter<'_, CatalogOut>,
+    product_id: &str,
+    before: i64,
+    product: &Product,
+) {
+    let after = product.available();
+    if before > product.reorder_point && after <= product.reorder_point {
+        emit.event(EventBody::LowStock {
+            product_id: product_id.to_string(),
+            available: after,
+            reorder_point: product.reorder_point,
+        });
+    }
+}
+
+/// Asks the product aggregate for stock on behalf of the input being handled.
+impl<O: From<CatalogIn>> Emitter<'_, O> {
+    pub fn stock(&mut self, line: u16, op: CatalogOp) {
+        self.out.push(O::from(CatalogIn {
             seq: self.seq,
             phase: self.phase,
-            sub: self.sub,
+            sub: line,
             ts: self.ts,
-            body,
+            op,
         }));
-        self.sub += 1;
-    }
-
-    fn reject(&mut self, kind: RejectionKind, detail: impl Into<String>) {
-        self.out.push(CatalogOut::Rejected(Rejection {
-            seq: self.seq,
-            ts: self.ts,
-            kind,
-            detail: detail.into(),
-        }));
-    }
-
-    /// `inventory.low_stock` when availability crosses the reorder point downwards.
-    fn low_stock_check(&mut self, product_id: &str, before: i64, product: &Product) {
-        let after = product.available();
-        if before > product.reorder_point && after <= product.reorder_point {
-            self.event(EventBody::LowStock {
-                product_id: product_id.to_string(),
-                available: after,
-                reorder_point: product.reorder_point,
-            });
-        }
     }
 }
 
 fn decide(products: &mut HashMap<String, Product>, request: CatalogIn, out: &mut Vec<CatalogOut>) {
     // Sub-indices of a line's events leave room for several events per line.
-    let mut emit = Emitter {
-        seq: request.seq,
-        phase: request.phase,
-        sub: request.sub.saturating_mul(8),
-        ts: request.ts,
+    let mut emit = Emitter::new(
+        request.seq,
+        request.phase,
+        request.sub.saturating_mul(8),
+        request.ts,
         out,
-    };
+    );
     match request.op {
         CatalogOp::Create {
             product_id,
@@ -345,7 +345,7 @@ fn decide(products: &mut HashMap<String, Product>, request: CatalogIn, out: &mut
                 delta,
                 reason,
             });
-            emit.low_stock_check(&product_id, before, product);
+            low_stock_check(&mut emit, &product_id, before, product);
         }
         CatalogOp::Reserve {
             product_id,
@@ -369,7 +369,7 @@ fn decide(products: &mut HashMap<String, Product>, request: CatalogIn, out: &mut
                         order_id: order_id.clone(),
                         quantity,
                     });
-                    emit.low_stock_check(&product_id, before, product);
+                    low_stock_check(&mut emit, &product_id, before, product);
                     Ok(PricedLine {
                         product_id: product_id.clone(),
                         quantity,

@@ -393,18 +393,7 @@ pub trait WithTimes<'scope, D> {
 
 impl<'scope, D: Clone + 'static> WithTimes<'scope, D> for Stream<'scope, Time, Vec<D>> {
     fn with_times(self) -> Stream<'scope, Time, Vec<(D, Time, isize)>> {
-        self.unary(Pipeline, "WithTimes", |_capability, _info| {
-            move |input, output| {
-                input.for_each(|capability, data| {
-                    let Some(time) = capability.least().copied() else {
-                        return;
-                    };
-                    output
-                        .session(&capability)
-                        .give_iterator(data.drain(..).map(|datum| (datum, time, 1isize)));
-                });
-            }
-        })
+        self.map(|datum| (datum, 1isize)).with_diffs()
     }
 }
 

@@ -8,7 +8,7 @@ use timely::dataflow::operators::generic::Operator;
 use timely::dataflow::operators::Capability;
 use timely::dataflow::Stream;
 
-use crate::model::Time;
+use crate::model::{Event, EventBody, Rejection, RejectionKind, Seq, Time, Ts};
 
 /// Stable hash of an aggregate key, used to route it to a worker. The same on every
 /// worker and every run (FNV-1a), so placement never depends on the process.
@@ -81,5 +81,51 @@ where
                 }
             }
         })
+    }
+}
+
+/// Writes what one input caused, in a deterministic order: events numbered from
+/// `sub` up, refusals of the input's command.
+pub struct Emitter<'a, O> {
+    pub seq: Seq,
+    pub phase: u8,
+    pub sub: u16,
+    pub ts: Ts,
+    pub out: &'a mut Vec<O>,
+}
+
+impl<'a, O: From<Event> + From<Rejection>> Emitter<'a, O> {
+    pub fn new(seq: Seq, phase: u8, first_sub: u16, ts: Ts, out: &'a mut Vec<O>) -> Self {
+        Emitter {
+            seq,
+            phase,
+            sub: first_sub,
+            ts,
+            out,
+        }
+    }
+
+    pub fn event(&mut self, body: EventBody) {
+        self.out.push(O::from(Event {
+            seq: self.seq,
+            phase: self.phase,
+            sub: self.sub,
+            ts: self.ts,
+            body,
+        }));
+        self.sub += 1;
+    }
+
+    pub fn reject(&mut self, kind: RejectionKind, detail: impl Into<String>) {
+        self.out.push(O::from(Rejection {
+            seq: self.seq,
+            ts: self.ts,
+            kind,
+            detail: detail.into(),
+        }));
+    }
+
+    pub fn conflict(&mut self, code: &str, detail: impl Into<String>) {
+        self.reject(RejectionKind::Conflict { code: code.into() }, detail);
     }
 }

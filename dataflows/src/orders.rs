@@ -19,7 +19,7 @@ use timely::dataflow::Stream;
 
 use crate::catalog::{AwaitedLines, CatalogIn, CatalogOp, StockReply};
 use crate::model::*;
-use crate::ordered::{key_hash, KeyedOrdered};
+use crate::ordered::{key_hash, Emitter, KeyedOrdered};
 
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct OrderIn {
@@ -130,13 +130,14 @@ impl<'scope> OrderFulfillment<'scope> for Stream<'scope, Time, Vec<OrderIn>> {
             |input: &OrderIn| key_hash(input.op.order_id()),
             move |_time, inputs, out| {
                 for input in inputs {
-                    let mut saga = Saga {
-                        seq: input.seq,
-                        phase: input.phase,
-                        sub: input.sub.saturating_mul(16),
-                        ts: input.ts,
-                        out,
-                    };
+                    let emit = Emitter::new(
+                        input.seq,
+                        input.phase,
+                        input.sub.saturating_mul(16),
+                        input.ts,
+                        &mut *out,
+                    );
+                    let mut saga = Saga { emit };
                     match input.op {
                         OrderOp::Command(command) => saga.command(&mut orders, command),
                         OrderOp::Reply(reply) => saga.reply(&mut orders, reply),
@@ -147,49 +148,29 @@ impl<'scope> OrderFulfillment<'scope> for Stream<'scope, Time, Vec<OrderIn>> {
     }
 }
 
+impl From<Event> for OrderOut {
+    fn from(event: Event) -> Self {
+        OrderOut::Event(event)
+    }
+}
+
+impl From<Rejection> for OrderOut {
+    fn from(rejection: Rejection) -> Self {
+        OrderOut::Rejected(rejection)
+    }
+}
+
+impl From<CatalogIn> for OrderOut {
+    fn from(request: CatalogIn) -> Self {
+        OrderOut::Stock(request)
+    }
+}
+
 struct Saga<'a> {
-    seq: Seq,
-    phase: u8,
-    sub: u16,
-    ts: Ts,
-    out: &'a mut Vec<OrderOut>,
+    emit: Emitter<'a, OrderOut>,
 }
 
 impl Saga<'_> {
-    fn event(&mut self, body: EventBody) {
-        self.out.push(OrderOut::Event(Event {
-            seq: self.seq,
-            phase: self.phase,
-            sub: self.sub,
-            ts: self.ts,
-            body,
-        }));
-        self.sub += 1;
-    }
-
-    fn stock(&mut self, line: u16, op: CatalogOp) {
-        self.out.push(OrderOut::Stock(CatalogIn {
-            seq: self.seq,
-            phase: self.phase,
-            sub: line,
-            ts: self.ts,
-            op,
-        }));
-    }
-
-    fn reject(&mut self, kind: RejectionKind, detail: impl Into<String>) {
-        self.out.push(OrderOut::Rejected(Rejection {
-            seq: self.seq,
-            ts: self.ts,
-            kind,
-            detail: detail.into(),
-        }));
-    }
-
-    fn conflict(&mut self, code: &str, detail: impl Into<String>) {
-        self.reject(RejectionKind::Conflict { code: code.into() }, detail);
-    }
-
     fn command(&mut self, orders: &mut HashMap<String, Order>, command: Command) {
         if let Command::PlaceOrder {
             order_id,
@@ -214,7 +195,7 @@ impl Saga<'_> {
             return;
         };
         let Some(order) = orders.get_mut(&order_id) else {
-            return self.reject(
+            return self.emit.reject(
                 RejectionKind::NotFound,
                 format!("order {order_id} does not exist"),
             );
@@ -224,7 +205,7 @@ impl Saga<'_> {
             Command::SetOrderStatus { status, .. } => self.set_status(&order_id, order, status),
             Command::PayOrder { payment, .. } => {
                 if order.status != OrderStatus::Reserved || order.payment != PaymentState::None {
-                    return self.conflict(
+                    return self.emit.conflict(
                         "payment_not_allowed",
                         format!(
                             "order {order_id} is {} and cannot take a payment now",
@@ -249,20 +230,20 @@ impl Saga<'_> {
                 if order.shipment != ShipmentState::Requested
                     || order.status != OrderStatus::Confirmed
                 {
-                    return self.conflict(
+                    return self.emit.conflict(
                         "shipment_not_dispatchable",
                         format!("shipment {shipment_id} cannot be dispatched now"),
                     );
                 }
                 order.shipment = ShipmentState::Dispatched;
                 order.status = OrderStatus::Shipped;
-                self.event(EventBody::ShipmentDispatched {
+                self.emit.event(EventBody::ShipmentDispatched {
                     shipment_id: shipment_id.clone(),
                     order_id: order_id.clone(),
                     carrier,
                     tracking_number,
                 });
-                self.event(EventBody::OrderShipped {
+                self.emit.event(EventBody::OrderShipped {
                     order_id,
                     shipment_id,
                 });
@@ -271,7 +252,7 @@ impl Saga<'_> {
                 if order.shipment != ShipmentState::Dispatched
                     || order.status != OrderStatus::Shipped
                 {
-                    return self.conflict(
+                    return self.emit.conflict(
                         "shipment_not_deliverable",
                         format!("shipment {shipment_id} is not on its way"),
                     );
@@ -285,7 +266,7 @@ impl Saga<'_> {
                 ..
             } => {
                 if order.payment != PaymentState::Captured {
-                    return self.conflict(
+                    return self.emit.conflict(
                         "payment_not_captured",
                         format!("payment {payment_id} has no captured amount"),
                     );
@@ -293,7 +274,7 @@ impl Saga<'_> {
                 let refundable = order.refundable_cents();
                 let amount = amount_cents.unwrap_or(refundable);
                 if amount <= 0 || amount > refundable {
-                    return self.reject(
+                    return self.emit.reject(
                         RejectionKind::Invalid {
                             field: "amount_cents".into(),
                         },
@@ -310,13 +291,13 @@ impl Saga<'_> {
             } => {
                 let Some(refund) = order.refunds.iter_mut().find(|(id, _, _)| *id == refund_id)
                 else {
-                    return self.reject(
+                    return self.emit.reject(
                         RejectionKind::NotFound,
                         format!("refund {refund_id} does not exist"),
                     );
                 };
                 if refund.2.is_some() {
-                    return self.conflict(
+                    return self.emit.conflict(
                         "refund_already_settled",
                         format!("refund {refund_id} is already settled"),
                     );
@@ -324,14 +305,14 @@ impl Saga<'_> {
                 refund.2 = Some(succeeded);
                 let amount_cents = refund.1;
                 if succeeded {
-                    self.event(EventBody::RefundProcessed {
+                    self.emit.event(EventBody::RefundProcessed {
                         refund_id,
                         payment_id,
                         order_id,
                         amount_cents,
                     });
                 } else {
-                    self.event(EventBody::RefundFailed {
+                    self.emit.event(EventBody::RefundFailed {
                         refund_id,
                         payment_id,
                         order_id,
@@ -354,20 +335,22 @@ impl Saga<'_> {
         cart_id: Option<String>,
     ) {
         if orders.contains_key(&order_id) {
-            return self.conflict("order_exists", format!("order {order_id} already exists"));
+            return self
+                .emit
+                .conflict("order_exists", format!("order {order_id} already exists"));
         }
         if items.is_empty()
             || items.len() > u16::MAX as usize
             || items.iter().any(|line| line.quantity <= 0)
         {
-            return self.reject(
+            return self.emit.reject(
                 RejectionKind::Invalid {
                     field: "items".into(),
                 },
                 "an order needs lines with positive quantities",
             );
         }
-        self.event(EventBody::OrderCreated {
+        self.emit.event(EventBody::OrderCreated {
             order_id: order_id.clone(),
             user_id,
             items: items.clone(),
@@ -375,7 +358,7 @@ impl Saga<'_> {
             shipping_address: shipping_address.clone(),
         });
         for (line, item) in items.iter().enumerate() {
-            self.stock(
+            self.emit.stock(
                 line as u16,
                 CatalogOp::Reserve {
                     holder: Holder::Order,
@@ -441,7 +424,7 @@ impl Saga<'_> {
             .sum();
         order.currency = currency.clone();
         order.status = OrderStatus::Reserved;
-        self.event(EventBody::OrderReserved {
+        self.emit.event(EventBody::OrderReserved {
             order_id: order_id.clone(),
             lines: order.held.clone(),
             total_cents: order.total_cents,
@@ -458,7 +441,7 @@ impl Saga<'_> {
             return;
         };
         order.payment = PaymentState::Pending;
-        self.event(EventBody::PaymentInitiated {
+        self.emit.event(EventBody::PaymentInitiated {
             payment_id: payment_id_for(order_id),
             order_id: order_id.to_string(),
             amount_cents: order.total_cents,
@@ -475,7 +458,7 @@ impl Saga<'_> {
         outcome: PaymentOutcome,
     ) {
         if order.payment != PaymentState::Pending || payment_id != payment_id_for(order_id) {
-            return self.conflict(
+            return self.emit.conflict(
                 "payment_already_settled",
                 format!("payment {payment_id} is not awaiting a result"),
             );
@@ -485,7 +468,7 @@ impl Saga<'_> {
             PaymentOutcome::Approved { charge_id } => {
                 order.payment = PaymentState::Captured;
                 order.captured_cents = order.total_cents;
-                self.event(EventBody::PaymentCompleted {
+                self.emit.event(EventBody::PaymentCompleted {
                     payment_id: payment_id.clone(),
                     order_id: order_id.clone(),
                     charge_id,
@@ -493,11 +476,11 @@ impl Saga<'_> {
                 if order.status == OrderStatus::Reserved {
                     order.status = OrderStatus::Confirmed;
                     order.shipment = ShipmentState::Requested;
-                    self.event(EventBody::OrderConfirmed {
+                    self.emit.event(EventBody::OrderConfirmed {
                         order_id: order_id.clone(),
                         payment_id,
                     });
-                    self.event(EventBody::ShipmentCreated {
+                    self.emit.event(EventBody::ShipmentCreated {
                         shipment_id: shipment_id_for(&order_id),
                         order_id,
                         address: order.shipping_address.take(),
@@ -510,7 +493,7 @@ impl Saga<'_> {
             }
             PaymentOutcome::Declined { decline_code } => {
                 order.payment = PaymentState::Failed;
-                self.event(EventBody::PaymentFailed {
+                self.emit.event(EventBody::PaymentFailed {
                     payment_id,
                     order_id: order_id.clone(),
                     decline_code,
@@ -521,11 +504,11 @@ impl Saga<'_> {
             }
             PaymentOutcome::Fraud { decline_code } => {
                 order.payment = PaymentState::Failed;
-                self.event(EventBody::FraudDetected {
+                self.emit.event(EventBody::FraudDetected {
                     payment_id: payment_id.clone(),
                     order_id: order_id.clone(),
                 });
-                self.event(EventBody::PaymentFailed {
+                self.emit.event(EventBody::PaymentFailed {
                     payment_id,
                     order_id: order_id.clone(),
                     decline_code,
@@ -543,14 +526,14 @@ impl Saga<'_> {
             OrderStatus::Reserved | OrderStatus::Confirmed => {
                 self.cancel_with(order_id, order, reason)
             }
-            OrderStatus::Shipped | OrderStatus::Completed => self.conflict(
+            OrderStatus::Shipped | OrderStatus::Completed => self.emit.conflict(
                 "order_already_shipped",
                 format!(
                     "order {order_id} is {} and can no longer be cancelled",
                     order.status.as_str()
                 ),
             ),
-            OrderStatus::Cancelled => self.conflict(
+            OrderStatus::Cancelled => self.emit.conflict(
                 "order_already_cancelled",
                 format!("order {order_id} is already cancelled"),
             ),
@@ -562,7 +545,7 @@ impl Saga<'_> {
         order.card = None;
         order.shipping_address = None;
         for (line, held) in std::mem::take(&mut order.held).into_iter().enumerate() {
-            self.stock(
+            self.emit.stock(
                 line as u16,
                 CatalogOp::Release {
                     product_id: held.product_id,
@@ -573,13 +556,13 @@ impl Saga<'_> {
         }
         if order.shipment == ShipmentState::Requested {
             order.shipment = ShipmentState::Cancelled;
-            self.event(EventBody::ShipmentCancelled {
+            self.emit.event(EventBody::ShipmentCancelled {
                 shipment_id: shipment_id_for(order_id),
                 order_id: order_id.to_string(),
             });
         }
         order.status = OrderStatus::Cancelled;
-        self.event(EventBody::OrderCancelled {
+        self.emit.event(EventBody::OrderCancelled {
             order_id: order_id.to_string(),
             reason,
         });
@@ -599,7 +582,7 @@ impl Saga<'_> {
         let payment_id = payment_id_for(order_id);
         let refund_id = refund_id_for(&payment_id, order.refunds.len() + 1);
         order.refunds.push((refund_id.clone(), amount_cents, None));
-        self.event(EventBody::RefundRequested {
+        self.emit.event(EventBody::RefundRequested {
             refund_id,
             payment_id,
             order_id: order_id.to_string(),
@@ -610,7 +593,7 @@ impl Saga<'_> {
 
     fn deliver(&mut self, order_id: &str, order: &mut Order, shipment_id: String) {
         for (line, held) in std::mem::take(&mut order.held).into_iter().enumerate() {
-            self.stock(
+            self.emit.stock(
                 line as u16,
                 CatalogOp::Deduct {
                     product_id: held.product_id,
@@ -621,11 +604,11 @@ impl Saga<'_> {
         }
         order.shipment = ShipmentState::Delivered;
         order.status = OrderStatus::Completed;
-        self.event(EventBody::ShipmentDelivered {
+        self.emit.event(EventBody::ShipmentDelivered {
             shipment_id,
             order_id: order_id.to_string(),
         });
-        self.event(EventBody::OrderCompleted {
+        self.emit.event(EventBody::OrderCompleted {
             order_id: order_id.to_string(),
         });
     }
@@ -641,13 +624,13 @@ impl Saga<'_> {
                 let shipment_id = shipment_id_for(order_id);
                 order.shipment = ShipmentState::Dispatched;
                 order.status = OrderStatus::Shipped;
-                self.event(EventBody::ShipmentDispatched {
+                self.emit.event(EventBody::ShipmentDispatched {
                     shipment_id: shipment_id.clone(),
                     order_id: order_id.to_string(),
                     carrier: "manual".into(),
                     tracking_number: String::new(),
                 });
-                self.event(EventBody::OrderShipped {
+                self.emit.event(EventBody::OrderShipped {
                     order_id: order_id.to_string(),
                     shipment_id,
                 });
@@ -655,7 +638,7 @@ impl Saga<'_> {
             (OrderStatus::Shipped, OrderStatus::Completed) => {
                 self.deliver(order_id, order, shipment_id_for(order_id))
             }
-            (current, wanted) => self.conflict(
+            (current, wanted) => self.emit.conflict(
                 "invalid_transition",
                 format!(
                     "order {order_id} cannot go from {} to {}",

@@ -12,9 +12,9 @@ use std::collections::HashMap;
 use serde::{Deserialize, Serialize};
 use timely::dataflow::Stream;
 
-use crate::catalog::{AwaitedLines, CatalogIn, CatalogOp, StockReply};
+use crate::catalog::{AwaitedLines, CatalogOp, StockReply};
 use crate::model::*;
-use crate::ordered::{key_hash, KeyedOrdered};
+use crate::ordered::{key_hash, Emitter, KeyedOrdered};
 use crate::orders::OrderOut;
 
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
@@ -66,177 +66,144 @@ impl<'scope> StockReservations<'scope> for Stream<'scope, Time, Vec<ReservationI
             |input: &ReservationIn| key_hash(input.op.reservation_id()),
             move |_time, inputs, out| {
                 for input in inputs {
-                    let (seq, phase, ts) = (input.seq, input.phase, input.ts);
-                    let mut sub: u16 = input.sub.saturating_mul(16);
-                    let mut event = |out: &mut Vec<OrderOut>, body| {
-                        out.push(OrderOut::Event(Event {
-                            seq,
-                            phase,
-                            sub,
-                            ts,
-                            body,
-                        }));
-                        sub += 1;
-                    };
-                    let reject = |out: &mut Vec<OrderOut>, kind, detail: String| {
-                        out.push(OrderOut::Rejected(Rejection {
-                            seq,
-                            ts,
-                            kind,
-                            detail,
-                        }))
-                    };
-                    let release_all = |out: &mut Vec<OrderOut>, id: &str, held: Vec<PricedLine>| {
-                        for (line, held) in held.into_iter().enumerate() {
-                            let op = CatalogOp::Release {
-                                product_id: held.product_id,
-                                order_id: id.to_string(),
-                                quantity: held.quantity,
-                            };
-                            out.push(OrderOut::Stock(CatalogIn {
-                                seq,
-                                phase,
-                                sub: line as u16,
-                                ts,
-                                op,
-                            }));
-                        }
-                    };
+                    let mut emit = Emitter::new(
+                        input.seq,
+                        input.phase,
+                        input.sub.saturating_mul(16),
+                        input.ts,
+                        &mut *out,
+                    );
                     match input.op {
                         ReservationOp::Command(Command::ReserveStock {
                             reservation_id,
                             items,
-                        }) => {
-                            if reservations.contains_key(&reservation_id) {
-                                let detail = format!("reservation {reservation_id} already exists");
-                                reject(
-                                    out,
-                                    RejectionKind::Conflict {
-                                        code: "reservation_exists".into(),
-                                    },
-                                    detail,
-                                );
-                                continue;
-                            }
-                            if items.is_empty()
-                                || items.len() > usize::from(u16::MAX)
-                                || items.iter().any(|line| line.quantity <= 0)
-                            {
-                                let detail = "a reservation needs lines with positive quantities"
-                                    .to_string();
-                                reject(
-                                    out,
-                                    RejectionKind::Invalid {
-                                        field: "items".into(),
-                                    },
-                                    detail,
-                                );
-                                continue;
-                            }
-                            event(
-                                out,
-                                EventBody::ReservationRequested {
-                                    reservation_id: reservation_id.clone(),
-                                    items: items.clone(),
-                                },
-                            );
-                            for (line, item) in items.iter().enumerate() {
-                                let op = CatalogOp::Reserve {
-                                    product_id: item.product_id.clone(),
-                                    holder: Holder::Reservation,
-                                    order_id: reservation_id.clone(),
-                                    line: line as u16,
-                                    quantity: item.quantity,
-                                };
-                                out.push(OrderOut::Stock(CatalogIn {
-                                    seq,
-                                    phase,
-                                    sub: line as u16,
-                                    ts,
-                                    op,
-                                }));
-                            }
-                            let awaited = AwaitedLines::new(items.len());
-                            reservations.insert(
-                                reservation_id,
-                                Reservation {
-                                    awaited,
-                                    held: Vec::new(),
-                                    release_requested: false,
-                                    holding: false,
-                                },
-                            );
-                        }
+                        }) => reserve(&mut reservations, &mut emit, reservation_id, items),
                         ReservationOp::Command(Command::ReleaseReservation { reservation_id }) => {
-                            let Some(reservation) = reservations.get_mut(&reservation_id) else {
-                                reject(
-                                    out,
-                                    RejectionKind::NotFound,
-                                    format!("reservation {reservation_id} does not exist"),
-                                );
-                                continue;
-                            };
-                            if reservation.awaited.is_waiting() {
-                                reservation.release_requested = true;
-                            } else if reservation.holding {
-                                reservation.holding = false;
-                                release_all(
-                                    out,
-                                    &reservation_id,
-                                    std::mem::take(&mut reservation.held),
-                                );
-                                event(out, EventBody::ReservationReleased { reservation_id });
-                            } else {
-                                let detail = format!("reservation {reservation_id} holds no stock");
-                                reject(
-                                    out,
-                                    RejectionKind::Conflict {
-                                        code: "reservation_not_held".into(),
-                                    },
-                                    detail,
-                                );
-                            }
+                            release(&mut reservations, &mut emit, reservation_id)
                         }
                         ReservationOp::Command(_) => {}
-                        ReservationOp::Reply(reply) => {
-                            let reservation_id = reply.order_id.clone();
-                            let Some(reservation) = reservations.get_mut(&reservation_id) else {
-                                continue;
-                            };
-                            let Some((granted, refused)) = reservation.awaited.answer(reply) else {
-                                continue;
-                            };
-                            match (refused, reservation.release_requested) {
-                                (Some(reason), _) => {
-                                    release_all(out, &reservation_id, granted);
-                                    event(
-                                        out,
-                                        EventBody::ReservationRejected {
-                                            reservation_id,
-                                            reason,
-                                        },
-                                    );
-                                }
-                                (None, true) => {
-                                    release_all(out, &reservation_id, granted);
-                                    event(out, EventBody::ReservationReleased { reservation_id });
-                                }
-                                (None, false) => {
-                                    reservation.holding = true;
-                                    reservation.held = granted.clone();
-                                    event(
-                                        out,
-                                        EventBody::ReservationHeld {
-                                            reservation_id,
-                                            lines: granted,
-                                        },
-                                    );
-                                }
-                            }
-                        }
+                        ReservationOp::Reply(reply) => answer(&mut reservations, &mut emit, reply),
                     }
                 }
             },
         )
+    }
+}
+
+fn reserve(
+    reservations: &mut HashMap<String, Reservation>,
+    emit: &mut Emitter<'_, OrderOut>,
+    reservation_id: String,
+    items: Vec<Line>,
+) {
+    if reservations.contains_key(&reservation_id) {
+        return emit.conflict(
+            "reservation_exists",
+            format!("reservation {reservation_id} already exists"),
+        );
+    }
+    if items.is_empty()
+        || items.len() > usize::from(u16::MAX)
+        || items.iter().any(|line| line.quantity <= 0)
+    {
+        return emit.reject(
+            RejectionKind::Invalid {
+                field: "items".into(),
+            },
+            "a reservation needs lines with positive quantities",
+        );
+    }
+    emit.event(EventBody::ReservationRequested {
+        reservation_id: reservation_id.clone(),
+        items: items.clone(),
+    });
+    for (line, item) in items.iter().enumerate() {
+        let op = CatalogOp::Reserve {
+            product_id: item.product_id.clone(),
+            holder: Holder::Reservation,
+            order_id: reservation_id.clone(),
+            line: line as u16,
+            quantity: item.quantity,
+        };
+        emit.stock(line as u16, op);
+    }
+    let reservation = Reservation {
+        awaited: AwaitedLines::new(items.len()),
+        held: Vec::new(),
+        release_requested: false,
+        holding: false,
+    };
+    reservations.insert(reservation_id, reservation);
+}
+
+fn release(
+    reservations: &mut HashMap<String, Reservation>,
+    emit: &mut Emitter<'_, OrderOut>,
+    reservation_id: String,
+) {
+    let Some(reservation) = reservations.get_mut(&reservation_id) else {
+        return emit.reject(
+            RejectionKind::NotFound,
+            format!("reservation {reservation_id} does not exist"),
+        );
+    };
+    if reservation.awaited.is_waiting() {
+        reservation.release_requested = true;
+    } else if reservation.holding {
+        reservation.holding = false;
+        release_all(emit, &reservation_id, std::mem::take(&mut reservation.held));
+        emit.event(EventBody::ReservationReleased { reservation_id });
+    } else {
+        emit.conflict(
+            "reservation_not_held",
+            format!("reservation {reservation_id} holds no stock"),
+        );
+    }
+}
+
+/// Second round: once every line is answered, hold all of them or give back the rest.
+fn answer(
+    reservations: &mut HashMap<String, Reservation>,
+    emit: &mut Emitter<'_, OrderOut>,
+    reply: StockReply,
+) {
+    let reservation_id = reply.order_id.clone();
+    let Some(reservation) = reservations.get_mut(&reservation_id) else {
+        return;
+    };
+    let Some((granted, refused)) = reservation.awaited.answer(reply) else {
+        return;
+    };
+    match (refused, reservation.release_requested) {
+        (Some(reason), _) => {
+            release_all(emit, &reservation_id, granted);
+            emit.event(EventBody::ReservationRejected {
+                reservation_id,
+                reason,
+            });
+        }
+        (None, true) => {
+            release_all(emit, &reservation_id, granted);
+            emit.event(EventBody::ReservationReleased { reservation_id });
+        }
+        (None, false) => {
+            reservation.holding = true;
+            reservation.held = granted.clone();
+            emit.event(EventBody::ReservationHeld {
+                reservation_id,
+                lines: granted,
+            });
+        }
+    }
+}
+
+fn release_all(emit: &mut Emitter<'_, OrderOut>, reservation_id: &str, held: Vec<PricedLine>) {
+    for (line, held) in held.into_iter().enumerate() {
+        let op = CatalogOp::Release {
+            product_id: held.product_id,
+            order_id: reservation_id.to_string(),
+            quantity: held.quantity,
+        };
+        emit.stock(line as u16, op);
     }
 }

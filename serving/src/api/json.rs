@@ -1,6 +1,6 @@
 //! View rows as the JSON the HTTP contract promises.
 
-use dataflows::model::Ts;
+use dataflows::model::{Line, PricedLine, Ts};
 use dataflows::views::*;
 use queries::Snapshot;
 use serde_json::{json, Value};
@@ -68,25 +68,28 @@ pub fn cart(snapshot: &Snapshot, row: &CartRow) -> Value {
     })
 }
 
-pub fn order(row: &OrderRow) -> Value {
-    let items: Vec<Value> = if row.lines.is_empty() {
-        row.items
+/// The lines of an order or a reservation: priced once stock is held, as asked before.
+fn lines(items: &[Line], held: &[PricedLine]) -> Vec<Value> {
+    if held.is_empty() {
+        return items
             .iter()
             .map(|line| json!({"product_id": line.product_id, "quantity": line.quantity}))
-            .collect()
-    } else {
-        row.lines
-            .iter()
-            .map(|line| {
-                json!({
-                    "product_id": line.product_id,
-                    "quantity": line.quantity,
-                    "unit_price_cents": line.unit_price_cents,
-                    "line_total_cents": line.unit_price_cents * line.quantity,
-                })
+            .collect();
+    }
+    held.iter()
+        .map(|line| {
+            json!({
+                "product_id": line.product_id,
+                "quantity": line.quantity,
+                "unit_price_cents": line.unit_price_cents,
+                "line_total_cents": line.unit_price_cents * line.quantity,
             })
-            .collect()
-    };
+        })
+        .collect()
+}
+
+pub fn order(row: &OrderRow) -> Value {
+    let items = lines(&row.items, &row.lines);
     let history: Vec<Value> = row
         .history
         .iter()
@@ -158,17 +161,7 @@ pub fn page(items: Vec<Value>, next_cursor: Option<String>) -> Value {
 }
 
 pub fn reservation(row: &ReservationRow) -> Value {
-    let items: Vec<Value> = if row.lines.is_empty() {
-        row.items
-            .iter()
-            .map(|line| json!({"product_id": line.product_id, "quantity": line.quantity}))
-            .collect()
-    } else {
-        row.lines
-            .iter()
-            .map(|line| json!({"product_id": line.product_id, "quantity": line.quantity, "unit_price_cents": line.unit_price_cents}))
-            .collect()
-    };
+    let items = lines(&row.items, &row.lines);
     json!({
         "id": row.reservation_id,
         "status": row.status,
