@@ -8,7 +8,7 @@ use differential_dataflow::VecCollection;
 use timely::dataflow::channels::pact::Pipeline;
 use timely::dataflow::operators::generic::Operator;
 use timely::dataflow::operators::vec::Map;
-use timely::dataflow::operators::{Concat, ConnectLoop, Feedback};
+use timely::dataflow::operators::{Concat, Concatenate, ConnectLoop, Feedback};
 use timely::dataflow::{Scope, Stream};
 
 use crate::carts::{CartIn, ShoppingCarts};
@@ -213,42 +213,42 @@ pub fn build<'scope>(
         })
         .shopping_carts();
 
-    let events = order_out
-        .clone()
-        .flat_map(|out| match out {
+    // One operator each gathers every aggregate's events and refusals.
+    let events = scope.concatenate([
+        order_out.clone().flat_map(|out| match out {
             OrderOut::Event(event) => Some(event),
             _ => None,
-        })
-        .concat(catalog_out.clone().flat_map(|out| match out {
+        }),
+        catalog_out.clone().flat_map(|out| match out {
             CatalogOut::Event(event) => Some(event),
             _ => None,
-        }))
-        .concat(user_out.clone().flat_map(|out| match out {
+        }),
+        user_out.clone().flat_map(|out| match out {
             UserOut::Event(event) => Some(event),
             _ => None,
-        }))
-        .concat(cart_out.clone().flat_map(Result::ok));
-
-    let rejections = admitted
-        .clone()
-        .flat_map(|admitted| match admitted {
+        }),
+        cart_out.clone().flat_map(Result::ok),
+    ]);
+    let rejections = scope.concatenate([
+        admitted.clone().flat_map(|admitted| match admitted {
             Admitted::Rejected(rejection) => Some(rejection),
             _ => None,
-        })
-        .concat(order_out.flat_map(|out| match out {
+        }),
+        order_out.flat_map(|out| match out {
             OrderOut::Rejected(rejection) => Some(rejection),
             _ => None,
-        }))
-        .concat(catalog_out.flat_map(|out| match out {
+        }),
+        catalog_out.flat_map(|out| match out {
             CatalogOut::Rejected(rejection) => Some(rejection),
             _ => None,
-        }))
-        .concat(user_out.flat_map(|out| match out {
+        }),
+        user_out.flat_map(|out| match out {
             UserOut::Rejected(rejection) => Some(rejection),
             _ => None,
-        }))
-        .concat(email_rejections)
-        .concat(cart_out.flat_map(Result::err));
+        }),
+        email_rejections,
+        cart_out.flat_map(Result::err),
+    ]);
 
     let idempotency = admitted
         .flat_map(|admitted| match admitted {
@@ -289,7 +289,7 @@ pub fn read_models<'scope>(
         .keyed_ordered(
             "ReadModels",
             |(key, _): &(ViewKey, Event)| key_hash(key.id()),
-            move |_time, records, out: &mut Vec<(Arc<Row>, isize)>| {
+            move |time, records, out: &mut Vec<(Arc<Row>, Time, isize)>| {
                 let mut records = records.into_iter().peekable();
                 while let Some((key, event)) = records.next() {
                     let view = &mut rows[usize::from(key.kind())];
@@ -306,17 +306,16 @@ pub fn read_models<'scope>(
                         continue;
                     }
                     if let Some(old) = old {
-                        out.push((old, -1));
+                        out.push((old, time, -1));
                     }
                     if let Some(new) = row {
                         let new = Arc::new(new);
                         view.insert(ById(Arc::clone(&new)));
-                        out.push((new, 1));
+                        out.push((new, time, 1));
                     }
                 }
             },
         )
-        .with_diffs()
         .as_collection();
     let stock = events
         .with_times()
@@ -393,18 +392,7 @@ pub trait WithTimes<'scope, D> {
 
 impl<'scope, D: Clone + 'static> WithTimes<'scope, D> for Stream<'scope, Time, Vec<D>> {
     fn with_times(self) -> Stream<'scope, Time, Vec<(D, Time, isize)>> {
-        self.map(|datum| (datum, 1isize)).with_diffs()
-    }
-}
-
-/// Turns a stream of `(data, diff)` into differential updates `(data, time, diff)`.
-pub trait WithDiffs<'scope, D> {
-    fn with_diffs(self) -> Stream<'scope, Time, Vec<(D, Time, isize)>>;
-}
-
-impl<'scope, D: Clone + 'static> WithDiffs<'scope, D> for Stream<'scope, Time, Vec<(D, isize)>> {
-    fn with_diffs(self) -> Stream<'scope, Time, Vec<(D, Time, isize)>> {
-        self.unary(Pipeline, "WithDiffs", |_capability, _info| {
+        self.unary(Pipeline, "WithTimes", |_capability, _info| {
             move |input, output| {
                 input.for_each(|capability, data| {
                     let Some(time) = capability.least().copied() else {
@@ -412,7 +400,7 @@ impl<'scope, D: Clone + 'static> WithDiffs<'scope, D> for Stream<'scope, Time, V
                     };
                     output
                         .session(&capability)
-                        .give_iterator(data.drain(..).map(|(datum, diff)| (datum, time, diff)));
+                        .give_iterator(data.drain(..).map(|datum| (datum, time, 1isize)));
                 });
             }
         })

@@ -15,7 +15,7 @@ use std::thread::{JoinHandle, Thread};
 use timely::dataflow::operators::{Input, Inspect, Probe};
 use timely::dataflow::ProbeHandle;
 
-use crate::dataflow::{build, Record, WithTimes};
+use crate::dataflow::{build, Record};
 use crate::model::*;
 use crate::views::Row;
 use crate::{Error, Result};
@@ -84,19 +84,25 @@ impl Engine {
                 let sink = Rc::clone(&buffers);
                 outputs
                     .events
-                    .with_times()
-                    .inspect(move |(event, time, _)| {
-                        sink.borrow_mut().events.push((event.clone(), *time))
+                    .inspect_core(move |batch| {
+                        if let Ok((stamp, events)) = batch {
+                            let time = stamp.least().copied().unwrap_or_default();
+                            sink.borrow_mut()
+                                .events
+                                .extend(events.iter().map(|event| (event.clone(), time)));
+                        }
                     })
                     .probe_with(&probe);
                 let sink = Rc::clone(&buffers);
                 outputs
                     .rejections
-                    .with_times()
-                    .inspect(move |(rejection, time, _)| {
-                        sink.borrow_mut()
-                            .rejections
-                            .push((rejection.clone(), *time))
+                    .inspect_core(move |batch| {
+                        if let Ok((stamp, rejections)) = batch {
+                            let time = stamp.least().copied().unwrap_or_default();
+                            sink.borrow_mut().rejections.extend(
+                                rejections.iter().map(|rejection| (rejection.clone(), time)),
+                            );
+                        }
                     })
                     .probe_with(&probe);
                 input
