@@ -29,6 +29,8 @@ impl Server {
                 "127.0.0.1:0",
                 "--log-format",
                 "json",
+                "--workers",
+                "2",
                 "--data-dir",
             ])
             .arg(data_dir)
