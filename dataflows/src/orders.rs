@@ -95,7 +95,8 @@ struct Order {
     /// A cancel that arrived while the reservation was in flight.
     cancel_requested: Option<CancelReason>,
     /// Lines holding reserved stock right now.
-    held: Vec<PricedLine>,
+    /// What the order holds (product and quantity), to release or deduct later.
+    held: Vec<Line>,
     total_cents: i64,
     currency: String,
     payment: PaymentState,
@@ -413,12 +414,17 @@ impl Saga<'_> {
                 None
             })
             .or(order.cancel_requested);
-        order.held = granted;
+        order.held = granted
+            .iter()
+            .map(|line| Line {
+                product_id: line.product_id.clone(),
+                quantity: line.quantity,
+            })
+            .collect();
         if let Some(reason) = failure {
             return self.cancel_with(&order_id, order, reason);
         }
-        order.total_cents = order
-            .held
+        order.total_cents = granted
             .iter()
             .map(|line| line.unit_price_cents * line.quantity)
             .sum();
@@ -426,7 +432,7 @@ impl Saga<'_> {
         order.status = OrderStatus::Reserved;
         self.emit.event(EventBody::OrderReserved {
             order_id: order_id.clone(),
-            lines: order.held.clone(),
+            lines: granted,
             total_cents: order.total_cents,
             currency,
         });

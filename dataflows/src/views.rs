@@ -95,6 +95,7 @@ pub struct OrderRow {
     pub user_id: String,
     pub status: OrderStatus,
     pub cancel_reason: Option<CancelReason>,
+    /// The lines as requested, until stock is held for them; then `lines` has them.
     pub items: Vec<Line>,
     pub lines: Vec<PricedLine>,
     pub total_cents: i64,
@@ -641,6 +642,8 @@ fn step_order(row: &mut Option<OrderRow>, event: &Event) {
             ..
         } => {
             row.lines = lines.clone();
+            // The priced lines say all the requested ones did; keep one copy.
+            row.items = Vec::new();
             row.total_cents = *total_cents;
             row.currency = currency.clone();
             status(row, OrderStatus::Reserved, None);
