@@ -21,22 +21,6 @@ struct Args {
     batch: usize,
 }
 
-fn rss_bytes() -> u64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    status
-        .lines()
-        .find_map(|line| line.strip_prefix("VmRSS:"))
-        .and_then(|rest| {
-            rest.trim()
-                .trim_end_matches("kB")
-                .trim()
-                .parse::<u64>()
-                .ok()
-        })
-        .map(|kb| kb * 1024)
-        .unwrap_or(0)
-}
-
 struct Feed {
     engine: Engine,
     store: std::sync::Arc<ViewStore>,
@@ -103,7 +87,7 @@ fn main() {
         exp_month: 12,
         exp_year: 2035,
     };
-    let before = rss_bytes();
+    let before = benches::rss_bytes("self");
     let started = Instant::now();
     let order_id = |n: usize| format!("ord_{n:032x}");
     for start in (0..args.orders).step_by(args.batch) {
@@ -153,7 +137,7 @@ fn main() {
     }
     feed.settle();
     let elapsed = started.elapsed();
-    let after = rss_bytes();
+    let after = benches::rss_bytes("self");
     let snapshot = feed.store.read();
     let shipped = snapshot
         .orders
