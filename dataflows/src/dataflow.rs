@@ -1,6 +1,6 @@
 //! The whole tidemark dataflow: commands in; events, view rows and rejections out.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 
 use differential_dataflow::collection::AsCollection;
@@ -35,6 +35,7 @@ enum Admitted {
     Pass(Seq, Ts, Command),
     Rejected(Rejection),
     Recorded(IdempotencyRow),
+    Forgotten(IdempotencyRow),
 }
 
 /// Builds the dataflow over `commands` in `scope`.
@@ -42,7 +43,9 @@ pub fn build<'scope>(
     scope: Scope<'scope, Time>,
     commands: Stream<'scope, Time, Vec<Record>>,
 ) -> Outputs<'scope> {
-    // Idempotency: the first command with a key wins; later ones are refused as duplicates.
+    // Idempotency: the first command with a key wins; later ones within a day are refused
+    // as duplicates. Whether a key is live is decided from the arriving command's log
+    // time, so the answer does not depend on when a worker last tidied up.
     let admitted = commands.keyed_ordered(
         "Idempotency",
         |(seq, _, envelope): &Record| match &envelope.idempotency {
@@ -50,33 +53,51 @@ pub fn build<'scope>(
             None => *seq,
         },
         {
-            let mut first: std::collections::HashMap<String, (Seq, String)> = Default::default();
-            move |_time, records, out: &mut Vec<Admitted>| {
+            let mut first: HashMap<String, IdempotencyRow> = HashMap::new();
+            let mut by_age: VecDeque<(Ts, String)> = VecDeque::new();
+            move |time, records, out: &mut Vec<Admitted>| {
+                // Forget keys older than the TTL (memory only; liveness is checked below).
+                let now = log_ts(time);
+                while let Some((ts, key)) = by_age.front() {
+                    if now < ts.saturating_add(IDEMPOTENCY_TTL_MS) {
+                        break;
+                    }
+                    if first.get(key).is_some_and(|row| row.ts == *ts) {
+                        if let Some(row) = first.remove(key) {
+                            out.push(Admitted::Forgotten(row));
+                        }
+                    }
+                    by_age.pop_front();
+                }
                 for (seq, ts, envelope) in records {
                     let Some(key) = envelope.idempotency else {
                         out.push(Admitted::Pass(seq, ts, envelope.command));
                         continue;
                     };
-                    match first.get(&key.key) {
-                        Some((first_seq, fingerprint)) => out.push(Admitted::Rejected(Rejection {
+                    if let Some(row) = first.get(&key.key).filter(|row| row.is_live(ts)) {
+                        out.push(Admitted::Rejected(Rejection {
                             seq,
                             ts,
                             kind: RejectionKind::Duplicate {
-                                first_seq: *first_seq,
-                                same_request: *fingerprint == key.fingerprint,
+                                first_seq: row.first_seq,
+                                same_request: row.fingerprint == key.fingerprint,
                             },
                             detail: "this Idempotency-Key was used before".into(),
-                        })),
-                        None => {
-                            first.insert(key.key.clone(), (seq, key.fingerprint.clone()));
-                            out.push(Admitted::Recorded(IdempotencyRow {
-                                key: key.key,
-                                fingerprint: key.fingerprint,
-                                first_seq: seq,
-                            }));
-                            out.push(Admitted::Pass(seq, ts, envelope.command));
-                        }
+                        }));
+                        continue;
                     }
+                    let row = IdempotencyRow {
+                        key: key.key.clone(),
+                        fingerprint: key.fingerprint,
+                        first_seq: seq,
+                        ts,
+                    };
+                    if let Some(expired) = first.insert(key.key.clone(), row.clone()) {
+                        out.push(Admitted::Forgotten(expired));
+                    }
+                    by_age.push_back((ts, key.key));
+                    out.push(Admitted::Recorded(row));
+                    out.push(Admitted::Pass(seq, ts, envelope.command));
                 }
             }
         },
@@ -250,13 +271,23 @@ pub fn build<'scope>(
         cart_out.flat_map(Result::err),
     ]);
 
-    let idempotency = admitted
+    let recorded = admitted
+        .clone()
         .flat_map(|admitted| match admitted {
             Admitted::Recorded(row) => Some(Arc::new(Row::Idempotency(row))),
             _ => None,
         })
         .with_times()
         .as_collection();
+    let forgotten = admitted
+        .flat_map(|admitted| match admitted {
+            Admitted::Forgotten(row) => Some(Arc::new(Row::Idempotency(row))),
+            _ => None,
+        })
+        .with_times()
+        .as_collection()
+        .negate();
+    let idempotency = recorded.concat(forgotten);
 
     let rows = read_models(events.clone()).concat(idempotency);
     Outputs {

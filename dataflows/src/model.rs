@@ -145,6 +145,9 @@ impl Envelope {
     }
 }
 
+/// How long an `Idempotency-Key` is remembered, in log time (as card processors do).
+pub const IDEMPOTENCY_TTL_MS: Ts = 24 * 60 * 60 * 1000;
+
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct IdempotencyKey {
     pub key: String,

@@ -236,6 +236,15 @@ pub struct IdempotencyRow {
     pub key: String,
     pub fingerprint: String,
     pub first_seq: Seq,
+    /// Log time of the first use; the key is forgotten `IDEMPOTENCY_TTL_MS` later.
+    pub ts: Ts,
+}
+
+impl IdempotencyRow {
+    /// Whether the key still binds a request arriving at log time `now`.
+    pub fn is_live(&self, now: Ts) -> bool {
+        now < self.ts.saturating_add(IDEMPOTENCY_TTL_MS)
+    }
 }
 
 /// A row in a set keyed by its id: the id inside the row is the key, so a view holds no

@@ -105,6 +105,9 @@ pub struct Snapshot {
     pub reservations: Rows<ReservationRow>,
     rejections: HashMap<Seq, Rejection>,
     rejection_order: VecDeque<(Ts, Seq)>,
+    /// Commands that first used an idempotency key: their refusals are kept as long as
+    /// the key is, so a retried request gets the same answer.
+    keyed_seqs: HashSet<Seq>,
 }
 
 impl Snapshot {
@@ -161,7 +164,14 @@ impl Snapshot {
             Row::Payment(_) => self.payments.upsert(row, insert),
             Row::Shipment(_) => self.shipments.upsert(row, insert),
             Row::Effect(_) => self.effects.upsert(row, insert),
-            Row::Idempotency(_) => self.idempotency.upsert(row, insert),
+            Row::Idempotency(record) => {
+                if insert {
+                    self.keyed_seqs.insert(record.first_seq);
+                } else if self.keyed_seqs.remove(&record.first_seq) {
+                    self.rejections.remove(&record.first_seq);
+                }
+                self.idempotency.upsert(row, insert)
+            }
             Row::Reservation(_) => self.reservations.upsert(row, insert),
         }
     }
@@ -176,7 +186,9 @@ impl Snapshot {
                 break;
             }
             self.rejection_order.pop_front();
-            self.rejections.remove(&seq);
+            if !self.keyed_seqs.contains(&seq) {
+                self.rejections.remove(&seq);
+            }
         }
     }
 

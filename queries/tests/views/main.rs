@@ -55,6 +55,41 @@ impl Harness {
         seqs
     }
 
+    /// Appends commands carrying idempotency keys, `jump_ms` after the previous batch.
+    fn keyed_batch(&mut self, jump_ms: Ts, commands: Vec<(&str, Command)>) -> Vec<Seq> {
+        self.ts += jump_ms;
+        let mut seqs = Vec::new();
+        let records = commands
+            .into_iter()
+            .map(|(key, command)| {
+                self.seq += 1;
+                seqs.push(self.seq);
+                let fingerprint = format!("{command:?}");
+                let idempotency = Some(IdempotencyKey {
+                    key: key.into(),
+                    fingerprint,
+                });
+                (
+                    self.seq,
+                    Envelope {
+                        idempotency,
+                        command,
+                    },
+                )
+            })
+            .collect();
+        self.engine
+            .feed(Batch {
+                ts: self.ts,
+                records,
+            })
+            .expect("feed");
+        self.store
+            .wait_for_blocking(settled_frontier(self.ts), Duration::from_secs(30))
+            .expect("views catch up");
+        seqs
+    }
+
     fn rows(&self) -> BTreeSet<Row> {
         self.store.read().rows()
     }
@@ -282,6 +317,48 @@ fn email_addresses_are_unique() {
             .map(|u| u.user_id.as_str()),
         Some("u3")
     );
+}
+
+#[test]
+fn idempotency_keys_hold_for_a_day_of_log_time() {
+    for workers in [1, 4] {
+        let mut h = Harness::new(workers);
+        h.batch(vec![product("a", 10)]);
+        let first = h.keyed_batch(
+            1,
+            vec![
+                ("k", order("o1", &[("a", 1)], false)),
+                ("k", order("o1b", &[("a", 1)], false)),
+            ],
+        );
+        let snapshot = h.store.read();
+        assert!(snapshot.rejection(first[0]).is_none());
+        assert_eq!(
+            snapshot.rejection(first[1]).map(|r| r.kind.clone()),
+            Some(RejectionKind::Duplicate {
+                first_seq: first[0],
+                same_request: false
+            })
+        );
+        drop(snapshot);
+        let again = h.keyed_batch(
+            IDEMPOTENCY_TTL_MS - 2,
+            vec![("k", order("o2", &[("a", 1)], false))],
+        );
+        assert!(
+            h.store.read().rejection(again[0]).is_some(),
+            "still remembered just under a day later"
+        );
+        let later = h.keyed_batch(2, vec![("k", order("o3", &[("a", 1)], false))]);
+        let snapshot = h.store.read();
+        assert!(
+            snapshot.rejection(later[0]).is_none(),
+            "forgotten a day later: {workers} workers"
+        );
+        assert_eq!(snapshot.orders["o3"].status, OrderStatus::Reserved);
+        assert_eq!(snapshot.idempotency["k"].first_seq, later[0]);
+        assert_eq!(snapshot.stock_of("a").reserved, 2);
+    }
 }
 
 // ---- Property tests ----

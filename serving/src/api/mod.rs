@@ -20,7 +20,7 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use axum::Router;
-use dataflows::model::{Command as DomainCommand, Envelope, IdempotencyKey, RejectionKind};
+use dataflows::model::{log_ts, Command as DomainCommand, Envelope, IdempotencyKey, RejectionKind};
 use sha2::{Digest, Sha256};
 use tower_http::catch_panic::CatchPanicLayer;
 
@@ -144,7 +144,12 @@ pub(crate) fn admit(app: &Tidemark, idempotency: &Option<IdempotencyKey>) -> Api
         return Ok(Admission::Fresh);
     };
     let snapshot = app.views.read();
-    let Some(first) = snapshot.idempotency.get(&key.key) else {
+    let now = log_ts(snapshot.frontier);
+    let Some(first) = snapshot
+        .idempotency
+        .get(&key.key)
+        .filter(|first| first.is_live(now))
+    else {
         return Ok(Admission::Fresh);
     };
     if first.fingerprint != key.fingerprint {
