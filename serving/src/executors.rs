@@ -1,10 +1,13 @@
 //! Effect executors: they take the calls the saga waits for (the `effects` view), make
-//! them through a provider, and append the result as a command.
+//! them through a provider, and append the results as commands.
 //!
 //! Exactly-once effects: the provider is called with the effect's id as idempotency
 //! key, so a call repeated after a crash (the result never reached the log) is answered
-//! from the provider's memory, not made again. The result command carries the key
-//! `effect:<id>`, so a result appended twice is applied once.
+//! from the provider's memory, not made again. A result appended twice is applied once:
+//! the saga refuses a result for an effect that is no longer pending.
+//!
+//! Effects that come due together are called together (one blocking call, one fsync of
+//! the sandbox ledger) and their results appended as one log batch.
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -35,8 +38,8 @@ pub fn spawn(app: Arc<Tidemark>) -> tokio::task::JoinHandle<()> {
                     .cloned()
                     .collect()
             };
-            for effect in due {
-                tokio::spawn(execute(app.clone(), effect, in_flight.clone()));
+            if !due.is_empty() {
+                tokio::spawn(execute_together(app.clone(), due, in_flight.clone()));
             }
             if frontier.changed().await.is_err() {
                 break;
@@ -45,6 +48,71 @@ pub fn spawn(app: Arc<Tidemark>) -> tokio::task::JoinHandle<()> {
     })
 }
 
+/// Calls the providers for `effects` on one blocking thread and appends every result as
+/// one batch. Effects that fail in a way a retry can fix go on alone, with backoff.
+async fn execute_together(
+    app: Arc<Tidemark>,
+    effects: Vec<EffectRow>,
+    in_flight: Arc<Mutex<HashSet<String>>>,
+) {
+    let called = {
+        let app = app.clone();
+        tokio::task::spawn_blocking(move || {
+            let results = call_providers(&app, &effects);
+            (effects, results)
+        })
+        .await
+    };
+    let (effects, results) = match called {
+        Ok(called) => called,
+        Err(error) => {
+            tracing::error!(%error, "effect calls panicked; they will be retried at the next start");
+            return;
+        }
+    };
+    let mut settled = Vec::new();
+    let mut commands = Vec::new();
+    for (effect, result) in effects.into_iter().zip(results) {
+        let id = effect.effect_id().to_string();
+        match result {
+            Ok(command) => {
+                settled.push(id);
+                commands.push(Envelope::new(command));
+            }
+            Err(error) if error.is_retryable() => {
+                tracing::warn!(effect = %id, %error, "effect failed; retrying");
+                tokio::spawn(execute(app.clone(), effect, in_flight.clone()));
+            }
+            Err(error) => match give_up(&effect) {
+                Some(command) => {
+                    tracing::error!(effect = %id, %error, "effect failed for good; recording the failure");
+                    settled.push(id);
+                    commands.push(Envelope::new(command));
+                }
+                // Stays in flight, so it is not retried in a loop; a restart retries it.
+                None => {
+                    tracing::error!(effect = %id, %error, "effect failed for good; it will be retried at the next start")
+                }
+            },
+        }
+    }
+    if commands.is_empty() {
+        return;
+    }
+    match app.submit_all(commands).await {
+        Ok(_) => {
+            let mut in_flight = in_flight.lock();
+            for id in settled {
+                in_flight.remove(&id);
+            }
+        }
+        Err(error) => {
+            tracing::error!(%error, "could not record effect results; they will be retried at the next start")
+        }
+    }
+}
+
+/// One effect alone, retried with backoff while its provider says a retry can help.
 async fn execute(app: Arc<Tidemark>, effect: EffectRow, in_flight: Arc<Mutex<HashSet<String>>>) {
     let id = effect.effect_id().to_string();
     let mut backoff = Duration::from_millis(50);
@@ -91,21 +159,59 @@ async fn execute(app: Arc<Tidemark>, effect: EffectRow, in_flight: Arc<Mutex<Has
     }
 }
 
+/// The result command of each effect; charges go to the provider in one call.
+fn call_providers(app: &Tidemark, effects: &[EffectRow]) -> Vec<connectors::Result<Command>> {
+    let charges: Vec<ChargeRequest> = effects.iter().filter_map(charge_request).collect();
+    let mut outcomes = app.payments.charge_all(&charges).into_iter();
+    effects
+        .iter()
+        .map(|effect| match effect {
+            EffectRow::Charge {
+                payment_id,
+                order_id,
+                ..
+            } => {
+                let outcome = outcomes.next().unwrap_or(Err(connectors::Error::Closed))?;
+                Ok(Command::PaymentResult {
+                    payment_id: payment_id.clone(),
+                    order_id: order_id.clone(),
+                    outcome,
+                })
+            }
+            other => call_provider(app, other),
+        })
+        .collect()
+}
+
+fn charge_request(effect: &EffectRow) -> Option<ChargeRequest> {
+    match effect {
+        EffectRow::Charge {
+            payment_id,
+            amount_cents,
+            currency,
+            card,
+            ..
+        } => Some(ChargeRequest {
+            idempotency_key: payment_id.clone(),
+            amount_cents: *amount_cents,
+            currency: currency.clone(),
+            card: card.clone(),
+        }),
+        _ => None,
+    }
+}
+
 fn call_provider(app: &Tidemark, effect: &EffectRow) -> connectors::Result<Command> {
     Ok(match effect {
         EffectRow::Charge {
             payment_id,
             order_id,
-            amount_cents,
-            currency,
-            card,
+            ..
         } => {
-            let request = ChargeRequest {
-                idempotency_key: payment_id.clone(),
-                amount_cents: *amount_cents,
-                currency: currency.clone(),
-                card: card.clone(),
-            };
+            let request = charge_request(effect).ok_or_else(|| connectors::Error::Provider {
+                message: "not a charge".into(),
+                retryable: false,
+            })?;
             let outcome = app.payments.charge(&request)?;
             Command::PaymentResult {
                 payment_id: payment_id.clone(),

@@ -170,21 +170,41 @@ impl Tidemark {
     /// Appends a command, waits until the views show its effects, and says whether the
     /// dataflow accepted it.
     pub async fn submit(&self, envelope: Envelope) -> Result<Submitted> {
-        let payload = serde_json::to_vec(&envelope).map_err(|e| Error::Decode {
+        let mut submitted = self.submit_all(vec![envelope]).await?;
+        submitted.pop().ok_or(Error::Decode {
             seq: 0,
-            reason: e.to_string(),
-        })?;
-        let appended = self.log.append(vec![payload]).durable().await?;
+            reason: "an append of one command answered none".into(),
+        })
+    }
+
+    /// Appends commands as one log batch (one fsync, one dataflow timestamp), waits once
+    /// until the views show their effects, and says which the dataflow refused.
+    pub async fn submit_all(&self, envelopes: Vec<Envelope>) -> Result<Vec<Submitted>> {
+        let payloads = envelopes
+            .iter()
+            .map(|envelope| {
+                serde_json::to_vec(envelope).map_err(|e| Error::Decode {
+                    seq: 0,
+                    reason: e.to_string(),
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let appended = self.log.append(payloads).durable().await?;
         let timeout = Duration::from_millis(self.config.command_timeout_ms);
         self.views
             .wait_for(settled_frontier(appended.ts), timeout)
             .await?;
-        let rejection = self.views.read().rejection(appended.first_seq).cloned();
-        Ok(Submitted {
-            seq: appended.first_seq,
-            ts: appended.ts,
-            rejection,
-        })
+        let snapshot = self.views.read();
+        Ok((0..appended.count as Seq)
+            .map(|offset| {
+                let seq = appended.first_seq + offset;
+                Submitted {
+                    seq,
+                    ts: appended.ts,
+                    rejection: snapshot.rejection(seq).cloned(),
+                }
+            })
+            .collect())
     }
 
     /// Stops the log, then the engine; commands still waiting fail with 503.

@@ -127,6 +127,14 @@ pub struct RefundRequest {
 
 pub trait PaymentProvider: Send + Sync + 'static {
     fn charge(&self, request: &ChargeRequest) -> Result<PaymentOutcome>;
+    /// Several charges at once; a provider that can share work between them (the
+    /// sandbox shares one fsync of its ledger) overrides this.
+    fn charge_all(&self, requests: &[ChargeRequest]) -> Vec<Result<PaymentOutcome>> {
+        requests
+            .iter()
+            .map(|request| self.charge(request))
+            .collect()
+    }
     /// `Ok(true)` when the money went back.
     fn refund(&self, request: &RefundRequest) -> Result<bool>;
 }
@@ -208,75 +216,131 @@ impl SandboxPayments {
             .count()
     }
 
-    fn answer(&self, key: &str, decide: impl FnOnce() -> Answer) -> Result<Answer> {
+    /// Records the answers for keys not seen before (one write and one fsync for all
+    /// of them) and returns, for every key, the answer the ledger holds.
+    fn record(&self, decided: Vec<(String, Answer)>) -> Result<Vec<Answer>> {
         let mut state = self.state.lock();
-        if let Some(answer) = state.1.get(key) {
-            return Ok(answer.clone());
+        let mut lines = Vec::new();
+        let mut added = Vec::new();
+        let mut answers = Vec::with_capacity(decided.len());
+        for (key, answer) in decided {
+            if let Some(held) = state.1.get(&key) {
+                answers.push(held.clone());
+                continue;
+            }
+            serde_json::to_writer(
+                &mut lines,
+                &LedgerEntry {
+                    key: key.clone(),
+                    answer: answer.clone(),
+                },
+            )
+            .map_err(|e| Error::Provider {
+                message: e.to_string(),
+                retryable: false,
+            })?;
+            lines.push(b'\n');
+            state.1.insert(key.clone(), answer.clone());
+            added.push(key);
+            answers.push(answer);
         }
-        let answer = decide();
-        let mut line = serde_json::to_vec(&LedgerEntry {
-            key: key.to_string(),
-            answer: answer.clone(),
-        })
-        .map_err(|e| Error::Provider {
-            message: e.to_string(),
+        if !lines.is_empty() {
+            if let Err(error) = state.0.write_all(&lines).and_then(|_| state.0.sync_data()) {
+                // Not durable, so not given: a retry decides again.
+                for key in added {
+                    state.1.remove(&key);
+                }
+                return Err(Error::io(&self.path, error));
+            }
+        }
+        Ok(answers)
+    }
+
+    /// What test mode answers to a charge: fixed by the card's token.
+    fn decide_charge(&self, request: &ChargeRequest) -> Answer {
+        let token = &request.card.token;
+        let outcome = if *token == self.declined[0] {
+            PaymentOutcome::Declined {
+                decline_code: "card_declined".into(),
+            }
+        } else if *token == self.declined[1] {
+            PaymentOutcome::Declined {
+                decline_code: "insufficient_funds".into(),
+            }
+        } else if *token == self.fraud {
+            PaymentOutcome::Fraud {
+                decline_code: "fraudulent".into(),
+            }
+        } else {
+            let digest = Sha256::digest(request.idempotency_key.as_bytes());
+            PaymentOutcome::Approved {
+                charge_id: format!("ch_{}", &hex::encode(digest)[..24]),
+            }
+        };
+        Answer::Charge {
+            outcome,
+            amount_cents: request.amount_cents,
+        }
+    }
+}
+
+fn charge_outcome(answer: Answer) -> Result<PaymentOutcome> {
+    match answer {
+        Answer::Charge { outcome, .. } => Ok(outcome),
+        Answer::Refund { .. } => Err(Error::Provider {
+            message: "idempotency key reused for a refund".into(),
             retryable: false,
-        })?;
-        line.push(b'\n');
-        state
-            .0
-            .write_all(&line)
-            .and_then(|_| state.0.sync_data())
-            .map_err(|e| Error::io(&self.path, e))?;
-        state.1.insert(key.to_string(), answer.clone());
-        Ok(answer)
+        }),
     }
 }
 
 impl PaymentProvider for SandboxPayments {
     fn charge(&self, request: &ChargeRequest) -> Result<PaymentOutcome> {
-        let answer = self.answer(&request.idempotency_key, || {
-            let token = &request.card.token;
-            let outcome = if *token == self.declined[0] {
-                PaymentOutcome::Declined {
-                    decline_code: "card_declined".into(),
-                }
-            } else if *token == self.declined[1] {
-                PaymentOutcome::Declined {
-                    decline_code: "insufficient_funds".into(),
-                }
-            } else if *token == self.fraud {
-                PaymentOutcome::Fraud {
-                    decline_code: "fraudulent".into(),
-                }
-            } else {
-                let digest = Sha256::digest(request.idempotency_key.as_bytes());
-                PaymentOutcome::Approved {
-                    charge_id: format!("ch_{}", &hex::encode(digest)[..24]),
-                }
-            };
-            Answer::Charge {
-                outcome,
-                amount_cents: request.amount_cents,
+        let answer = self.record(vec![(
+            request.idempotency_key.clone(),
+            self.decide_charge(request),
+        )])?;
+        answer
+            .into_iter()
+            .next()
+            .map(charge_outcome)
+            .unwrap_or_else(|| Err(Error::Closed))
+    }
+
+    fn charge_all(&self, requests: &[ChargeRequest]) -> Vec<Result<PaymentOutcome>> {
+        let decided = requests
+            .iter()
+            .map(|request| (request.idempotency_key.clone(), self.decide_charge(request)))
+            .collect();
+        match self.record(decided) {
+            Ok(answers) => answers.into_iter().map(charge_outcome).collect(),
+            Err(error) => {
+                let message = error.to_string();
+                requests
+                    .iter()
+                    .map(|_| {
+                        Err(Error::Provider {
+                            message: message.clone(),
+                            retryable: true,
+                        })
+                    })
+                    .collect()
             }
-        })?;
-        match answer {
-            Answer::Charge { outcome, .. } => Ok(outcome),
-            Answer::Refund { .. } => Err(Error::Provider {
-                message: "idempotency key reused for a refund".into(),
-                retryable: false,
-            }),
         }
     }
 
     fn refund(&self, request: &RefundRequest) -> Result<bool> {
-        let answer = self.answer(&request.idempotency_key, || Answer::Refund {
+        let answer = Answer::Refund {
             succeeded: true,
             amount_cents: request.amount_cents,
-        })?;
-        match answer {
-            Answer::Refund { succeeded, .. } => Ok(succeeded),
-            Answer::Charge { .. } => Err(Error::Provider {
+        };
+        match self
+            .record(vec![(request.idempotency_key.clone(), answer)])?
+            .into_iter()
+            .next()
+        {
+            Some(Answer::Refund { succeeded, .. }) => Ok(succeeded),
+            _ => Err(Error::Provider {
                 message: "idempotency key reused for a charge".into(),
                 retryable: false,
             }),
