@@ -313,13 +313,15 @@ pub fn read_models<'scope>(
     let folded = events
         .clone()
         .flat_map(|event: Event| {
+            // One shared copy of the event for every view it updates.
+            let event = Arc::new(event);
             view_keys(&event.body)
                 .into_iter()
-                .map(move |key| (key, event.clone()))
+                .map(move |key| (key, Arc::clone(&event)))
         })
         .keyed_ordered(
             "ReadModels",
-            |(key, _): &(ViewKey, Event)| key_hash(key.id()),
+            |(key, _): &(ViewKey, Arc<Event>)| key_hash(key.id()),
             move |time, records, out: &mut Vec<(Arc<Row>, Time, isize)>| {
                 let mut records = records.into_iter().peekable();
                 while let Some((key, event)) = records.next() {

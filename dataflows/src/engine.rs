@@ -41,6 +41,11 @@ pub struct WorkerReport {
 /// Receives worker reports; called on worker threads, so it must be quick.
 pub trait Sink: Send + Sync + 'static {
     fn report(&self, report: WorkerReport);
+
+    /// Whether reports should carry the events (copying them costs; views do not need them).
+    fn wants_events(&self) -> bool {
+        true
+    }
 }
 
 pub struct Engine {
@@ -70,6 +75,7 @@ impl Engine {
                 ..Default::default()
             }));
             let probe = ProbeHandle::new();
+            let sink_for_events = Arc::clone(&sink);
             let input = worker.dataflow::<Time, _, _>(|scope| {
                 let (input, commands) = scope.new_input::<Vec<Record>>();
                 let outputs = build(scope, commands);
@@ -82,10 +88,11 @@ impl Engine {
                     })
                     .probe_with(&probe);
                 let sink = Rc::clone(&buffers);
+                let wanted = Arc::clone(&sink_for_events);
                 outputs
                     .events
                     .inspect_core(move |batch| {
-                        if let Ok((stamp, events)) = batch {
+                        if let (Ok((stamp, events)), true) = (batch, wanted.wants_events()) {
                             let time = stamp.least().copied().unwrap_or_default();
                             sink.borrow_mut()
                                 .events

@@ -170,6 +170,10 @@ fn split_before<V>(map: &mut BTreeMap<Time, V>, upto: Time) -> BTreeMap<Time, V>
 }
 
 impl Sink for ViewStore {
+    fn wants_events(&self) -> bool {
+        self.recorded.is_some() || self.events_tx.receiver_count() > 0
+    }
+
     fn report(&self, report: WorkerReport) {
         let mut pending = self.pending.lock();
         for (row, time, diff) in report.rows {

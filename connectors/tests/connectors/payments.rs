@@ -91,11 +91,27 @@ fn charges_made_together_answer_each_once() {
         currency: "USD".into(),
         card: tokenize_card(number, 12, 2030, "123", NOW).unwrap(),
     };
-    let batch = [request("a", "4242424242424242"), request("b", CARD_DECLINED), request("a", "4242424242424242")];
-    let outcomes: Vec<PaymentOutcome> = provider.charge_all(&batch).into_iter().map(Result::unwrap).collect();
+    let batch = [
+        request("a", "4242424242424242"),
+        request("b", CARD_DECLINED),
+        request("a", "4242424242424242"),
+    ];
+    let outcomes: Vec<PaymentOutcome> = provider
+        .charge_all(&batch)
+        .into_iter()
+        .map(Result::unwrap)
+        .collect();
     assert!(matches!(outcomes[0], PaymentOutcome::Approved { .. }));
-    assert_eq!(outcomes[1], PaymentOutcome::Declined { decline_code: "card_declined".into() });
-    assert_eq!(outcomes[0], outcomes[2], "a key repeated in one batch is one charge");
+    assert_eq!(
+        outcomes[1],
+        PaymentOutcome::Declined {
+            decline_code: "card_declined".into()
+        }
+    );
+    assert_eq!(
+        outcomes[0], outcomes[2],
+        "a key repeated in one batch is one charge"
+    );
     assert_eq!(provider.charges_made(), 1);
     assert_eq!(provider.charge(&batch[0]).unwrap(), outcomes[0]);
     let ledger = std::fs::read_to_string(dir.path().join("ledger.jsonl")).unwrap();
