@@ -11,6 +11,9 @@ use timely::dataflow::Stream;
 use crate::model::*;
 use crate::ordered::{key_hash, KeyedOrdered};
 
+/// Different products a cart may hold (an order takes at most as many lines).
+pub const MAX_CART_LINES: usize = 100;
+
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct CartIn {
     pub seq: Seq,
@@ -86,6 +89,20 @@ impl<'scope> ShoppingCarts<'scope> for Stream<'scope, Time, Vec<CartIn>> {
                                         field: "quantity".into(),
                                     },
                                     "quantity must not be negative".into(),
+                                ));
+                                continue;
+                            }
+                            if quantity > 0
+                                && !cart.contains_key(&product_id)
+                                && cart.len() >= MAX_CART_LINES
+                            {
+                                out.push(reject(
+                                    RejectionKind::Conflict {
+                                        code: "cart_full".into(),
+                                    },
+                                    format!(
+                                        "a cart holds at most {MAX_CART_LINES} different products"
+                                    ),
                                 ));
                                 continue;
                             }

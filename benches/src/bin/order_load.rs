@@ -390,8 +390,13 @@ async fn run_rate(
                 ),
             ),
             4 => {
-                let cart = &catalog.carts[rng.below(catalog.carts.len())];
-                let body = json!({"product_id": catalog.products[zipf.sample(&mut rng)], "quantity": 1 + rng.below(3)});
+                // A shopper changes a few products in their cart, not thousands: each cart
+                // draws from 8 products of its own (quantity 0 takes one out).
+                let index = rng.below(catalog.carts.len());
+                let cart = &catalog.carts[index];
+                let product =
+                    &catalog.products[(index * 7919 + rng.below(8)) % catalog.products.len()];
+                let body = json!({"product_id": product, "quantity": rng.below(4)});
                 (
                     Kind::CartEdit,
                     request("PUT", &format!("/api/v1/carts/{cart}/items"), Some(&body)),

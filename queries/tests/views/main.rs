@@ -320,6 +320,38 @@ fn email_addresses_are_unique() {
 }
 
 #[test]
+fn a_cart_holds_at_most_a_hundred_products() {
+    let mut h = Harness::new(1);
+    h.batch(vec![Command::CreateCart {
+        cart_id: "c".into(),
+        user_id: "u".into(),
+    }]);
+    let item = |n: usize, quantity| Command::SetCartItem {
+        cart_id: "c".into(),
+        product_id: format!("p{n}"),
+        quantity,
+    };
+    h.batch((0..100).map(|n| item(n, 1)).collect());
+    let seqs = h.batch(vec![item(100, 1), item(5, 3), item(6, 0), item(101, 1)]);
+    let snapshot = h.store.read();
+    assert_eq!(
+        snapshot.rejection(seqs[0]).map(|r| r.kind.clone()),
+        Some(RejectionKind::Conflict {
+            code: "cart_full".into()
+        })
+    );
+    assert!(
+        snapshot.rejection(seqs[1]).is_none(),
+        "changing a line already in a full cart is fine"
+    );
+    assert!(
+        snapshot.rejection(seqs[3]).is_none(),
+        "a removal makes room"
+    );
+    assert_eq!(snapshot.carts["c"].items.len(), 100);
+}
+
+#[test]
 fn idempotency_keys_hold_for_a_day_of_log_time() {
     for workers in [1, 4] {
         let mut h = Harness::new(workers);
