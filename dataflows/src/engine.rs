@@ -54,7 +54,6 @@ pub struct Engine {
     closing: Arc<AtomicBool>,
     worker0: Thread,
     runner: Option<JoinHandle<()>>,
-    workers: usize,
 }
 
 impl Engine {
@@ -191,12 +190,7 @@ impl Engine {
             closing,
             worker0,
             runner: Some(runner),
-            workers,
         })
-    }
-
-    pub fn workers(&self) -> usize {
-        self.workers
     }
 
     /// Hands a durable batch to the dataflow. Batches must come in timestamp order.

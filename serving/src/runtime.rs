@@ -9,7 +9,7 @@ use connectors::effects::payments::{PaymentProvider, SandboxPayments};
 use connectors::effects::shipping::{Carrier, SandboxCarrier};
 use connectors::log::{EmbeddedLog, EmbeddedLogOptions, Log};
 use dataflows::model::{settled_frontier, Envelope, Rejection, Seq, Ts};
-use dataflows::{Batch, Engine, Feeder};
+use dataflows::{Batch, Engine};
 use parking_lot::Mutex;
 use queries::ViewStore;
 
@@ -214,10 +214,6 @@ impl Tidemark {
         if let Some(engine) = self.engine.lock().take() {
             engine.shutdown();
         }
-    }
-
-    pub fn feeder(&self) -> Option<Feeder> {
-        self.engine.lock().as_ref().map(Engine::feeder)
     }
 }
 

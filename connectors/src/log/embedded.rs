@@ -61,7 +61,6 @@ pub struct Recovery {
 
 pub struct EmbeddedLog {
     dir: PathBuf,
-    options: EmbeddedLogOptions,
     requests: Mutex<Option<Sender<Request>>>,
     pending_writer: Mutex<Option<(Writer, Receiver<Request>)>>,
     durable_end: Arc<AtomicU64>,
@@ -143,7 +142,6 @@ impl EmbeddedLog {
         tracing::info!(dir = %dir.display(), records = recovery.records, segments = recovery.segments, "opened the embedded log");
         Ok(EmbeddedLog {
             dir,
-            options,
             requests: Mutex::new(Some(tx)),
             pending_writer: Mutex::new(Some((writer, rx))),
             durable_end: Arc::new(AtomicU64::new(next_seq)),
@@ -154,14 +152,6 @@ impl EmbeddedLog {
 
     pub fn recovery(&self) -> &Recovery {
         &self.recovery
-    }
-
-    pub fn dir(&self) -> &Path {
-        &self.dir
-    }
-
-    pub fn options(&self) -> &EmbeddedLogOptions {
-        &self.options
     }
 }
 
