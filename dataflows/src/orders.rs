@@ -426,8 +426,8 @@ impl Saga<'_> {
         }
         order.total_cents = granted
             .iter()
-            .map(|line| line.unit_price_cents * line.quantity)
-            .sum();
+            .map(|line| line.unit_price_cents.saturating_mul(line.quantity))
+            .fold(0, i64::saturating_add);
         order.currency = currency.clone();
         order.status = OrderStatus::Reserved;
         self.emit.event(EventBody::OrderReserved {

@@ -48,8 +48,8 @@ pub fn cart(snapshot: &Snapshot, row: &CartRow) -> Value {
         .iter()
         .map(|line| {
             let price = snapshot.products.get(&line.product_id).map(|p| p.price_cents).unwrap_or(0);
-            subtotal += price * line.quantity;
-            json!({"product_id": line.product_id, "quantity": line.quantity, "unit_price_cents": price, "line_total_cents": price * line.quantity})
+            subtotal = price.saturating_mul(line.quantity).saturating_add(subtotal);
+            json!({"product_id": line.product_id, "quantity": line.quantity, "unit_price_cents": price, "line_total_cents": price.saturating_mul(line.quantity)})
         })
         .collect();
     let currency = row
@@ -82,7 +82,7 @@ fn lines(items: &[Line], held: &[PricedLine]) -> Vec<Value> {
                 "product_id": line.product_id,
                 "quantity": line.quantity,
                 "unit_price_cents": line.unit_price_cents,
-                "line_total_cents": line.unit_price_cents * line.quantity,
+                "line_total_cents": line.unit_price_cents.saturating_mul(line.quantity),
             })
         })
         .collect()

@@ -37,7 +37,7 @@ pub async fn create(
         .check(
             (0..=MAX_PRICE_CENTS).contains(&body.price_cents),
             "price_cents",
-            "must be between 0 and 100000000000",
+            "must be between 0 and 10000000000",
         )
         .check(
             currency.is_some(),
@@ -126,7 +126,7 @@ pub async fn update(
             body.price_cents
                 .is_none_or(|p| (0..=MAX_PRICE_CENTS).contains(&p)),
             "price_cents",
-            "must be between 0 and 100000000000",
+            "must be between 0 and 10000000000",
         )
         .check(
             !matches!(currency, Some(None)),

@@ -66,5 +66,6 @@ pub fn id(value: &str) -> bool {
 
 /// Most units a single line, adjustment or cart entry may carry.
 pub const MAX_QUANTITY: i64 = 1_000_000;
-/// Most money a single price may state (minor units).
-pub const MAX_PRICE_CENTS: i64 = 100_000_000_000;
+/// Most money a single price may state (minor units). With at most 1,000,000 units a
+/// line and 100 lines an order, no total can overflow an i64.
+pub const MAX_PRICE_CENTS: i64 = 10_000_000_000;

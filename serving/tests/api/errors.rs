@@ -35,6 +35,7 @@ async fn malformed_and_hostile_input() {
         ("POST", "/api/v1/orders", Some(json!({"user_id": user, "items": [{"product_id": product, "quantity": 1}], "payment_method": {"type": "card", "card_number": "4242424242424241", "exp_month": 12, "exp_year": 2031, "cvc": "123"}}).to_string()), StatusCode::UNPROCESSABLE_ENTITY),
         ("POST", "/api/v1/products", Some(json!({"sku": "X", "name": "X", "price_cents": -1, "currency": "USD"}).to_string()), StatusCode::UNPROCESSABLE_ENTITY),
         ("POST", "/api/v1/products", Some(json!({"sku": "X", "name": "X", "price_cents": 1, "currency": "DOLLARS"}).to_string()), StatusCode::UNPROCESSABLE_ENTITY),
+        ("POST", "/api/v1/products", Some(json!({"sku": "X", "name": "X", "price_cents": 10_000_000_001_i64, "currency": "USD"}).to_string()), StatusCode::UNPROCESSABLE_ENTITY),
         ("POST", "/api/v1/products", Some(json!({"sku": "ERR", "name": "dup", "price_cents": 1, "currency": "USD"}).to_string()), StatusCode::CONFLICT),
         ("POST", "/api/v1/users", Some(json!({"email": "not-an-email", "password": "long enough", "name": "N"}).to_string()), StatusCode::UNPROCESSABLE_ENTITY),
         ("POST", "/api/v1/users", Some(json!({"email": "ERR@example.com", "password": "long enough", "name": "N"}).to_string()), StatusCode::CONFLICT),
