@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 use timely::dataflow::Stream;
 
 use crate::model::*;
-use crate::ordered::{key_hash, Emitter, KeyedOrdered};
+use crate::ordered::{key_hash, Emitter, KeyedOrdered, UniqueClaims};
 
 /// A request to the product aggregate, ordered by the command that caused it.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
@@ -85,6 +85,85 @@ impl CatalogOp {
     }
 }
 
+/// A request to `ClaimSku`: skus are unique across products.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct SkuIn {
+    pub seq: Seq,
+    pub phase: u8,
+    pub ts: Ts,
+    pub sku: String,
+    pub op: SkuOp,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum SkuOp {
+    /// Claim the sku for this product, then hand the request to the product aggregate.
+    Claim { product_id: String, then: CatalogOp },
+    /// The product no longer holds the sku.
+    Release { product_id: String },
+}
+
+pub trait ClaimSku<'scope> {
+    /// Keyed by sku: claims in log order, refusing a sku another product holds
+    /// (`sku_taken`); accepted requests go on to `ReserveStock`. Invariant: at any settled
+    /// time a sku belongs to at most one product.
+    fn claim_sku(
+        self,
+    ) -> (
+        Stream<'scope, Time, Vec<CatalogIn>>,
+        Stream<'scope, Time, Vec<Rejection>>,
+    );
+}
+
+impl<'scope> ClaimSku<'scope> for Stream<'scope, Time, Vec<SkuIn>> {
+    fn claim_sku(
+        self,
+    ) -> (
+        Stream<'scope, Time, Vec<CatalogIn>>,
+        Stream<'scope, Time, Vec<Rejection>>,
+    ) {
+        use timely::dataflow::operators::vec::Map;
+        let mut owners = UniqueClaims::default();
+        let decided = self.keyed_ordered(
+            "ClaimSku",
+            |input: &SkuIn| key_hash(&input.sku),
+            move |_time, inputs, out: &mut Vec<Result<CatalogIn, Rejection>>| {
+                for input in inputs {
+                    match input.op {
+                        SkuOp::Release { product_id } => owners.release(&input.sku, &product_id),
+                        SkuOp::Claim { product_id, then } => {
+                            let detail =
+                                format!("a product with sku {:?} already exists", input.sku);
+                            if owners.claim(input.sku, product_id) {
+                                out.push(Ok(CatalogIn {
+                                    seq: input.seq,
+                                    phase: input.phase,
+                                    sub: 0,
+                                    ts: input.ts,
+                                    op: then,
+                                }));
+                            } else {
+                                let kind = RejectionKind::Conflict {
+                                    code: "sku_taken".into(),
+                                };
+                                out.push(Err(Rejection {
+                                    seq: input.seq,
+                                    ts: input.ts,
+                                    kind,
+                                    detail,
+                                }));
+                            }
+                        }
+                    }
+                }
+            },
+        );
+        let accepted = decided.clone().flat_map(|result| result.ok());
+        let refused = decided.flat_map(|result| result.err());
+        (accepted, refused)
+    }
+}
+
 /// The product aggregate's answer to one reserve request.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct StockReply {
@@ -134,6 +213,8 @@ impl AwaitedLines {
 
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 pub enum CatalogOut {
+    /// The product no longer holds this sku (refused create or update, sku changed).
+    ReleaseSku(SkuIn),
     Event(Event),
     Reply(StockReply),
     Rejected(Rejection),
@@ -188,6 +269,19 @@ impl From<Rejection> for CatalogOut {
     }
 }
 
+/// Gives a sku back to `ClaimSku` one round later (through the feedback edge).
+fn release_sku(emit: &mut Emitter<'_, CatalogOut>, sku: &str, product_id: &str) {
+    emit.out.push(CatalogOut::ReleaseSku(SkuIn {
+        seq: emit.seq,
+        phase: 1,
+        ts: emit.ts,
+        sku: sku.to_string(),
+        op: SkuOp::Release {
+            product_id: product_id.to_string(),
+        },
+    }));
+}
+
 /// `inventory.low_stock` when availability crosses the reorder point downwards.
 fn low_stock_check(
     emit: &mut Emitter<'_, CatalogOut>,
@@ -239,6 +333,7 @@ fn decide(products: &mut HashMap<String, Product>, request: CatalogIn, out: &mut
             reorder_point,
         } => {
             if products.contains_key(&product_id) {
+                release_sku(&mut emit, &sku, &product_id);
                 emit.reject(
                     RejectionKind::Conflict {
                         code: "product_exists".into(),
@@ -283,6 +378,9 @@ fn decide(products: &mut HashMap<String, Product>, request: CatalogIn, out: &mut
             reorder_point,
         } => {
             let Some(product) = products.get_mut(&product_id) else {
+                if let Some(sku) = &sku {
+                    release_sku(&mut emit, sku, &product_id);
+                }
                 emit.reject(
                     RejectionKind::NotFound,
                     format!("product {product_id} does not exist"),
@@ -290,6 +388,9 @@ fn decide(products: &mut HashMap<String, Product>, request: CatalogIn, out: &mut
                 return;
             };
             if let Some(sku) = sku {
+                if sku != product.sku {
+                    release_sku(&mut emit, &product.sku, &product_id);
+                }
                 product.sku = sku;
             }
             if let Some(name) = name {

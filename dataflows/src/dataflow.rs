@@ -12,7 +12,9 @@ use timely::dataflow::operators::{Concat, Concatenate, ConnectLoop, Feedback};
 use timely::dataflow::{Scope, Stream};
 
 use crate::carts::{CartIn, ShoppingCarts};
-use crate::catalog::{CatalogIn, CatalogOp, CatalogOut, ReserveStock, StockReply};
+use crate::catalog::{
+    CatalogIn, CatalogOp, CatalogOut, ClaimSku, ReserveStock, SkuIn, SkuOp, StockReply,
+};
 use crate::model::*;
 use crate::ordered::{key_hash, KeyedOrdered};
 use crate::orders::{command_order_id, OrderFulfillment, OrderIn, OrderOp, OrderOut};
@@ -158,9 +160,40 @@ pub fn build<'scope>(
         .stock_reservations();
     // Orders and reservations speak to the product aggregate the same way.
     let order_out = order_out.concat(reservation_out);
-    let catalog_in = passed
+    // Creates and sku changes claim their sku first; released skus come back a round later.
+    let (sku_loop, sku_releases) = scope.feedback::<Vec<SkuIn>>(1);
+    let (claimed, sku_rejections) = passed
         .clone()
         .flat_map(|(seq, ts, command)| {
+            let sku = match &command {
+                Command::CreateProduct { sku, .. }
+                | Command::UpdateProduct { sku: Some(sku), .. } => sku.clone(),
+                _ => return None,
+            };
+            let op = catalog_op(command)?;
+            let product_id = op.product_id().to_string();
+            Some(SkuIn {
+                seq,
+                phase: 0,
+                ts,
+                sku,
+                op: SkuOp::Claim {
+                    product_id,
+                    then: op,
+                },
+            })
+        })
+        .concat(sku_releases)
+        .claim_sku();
+    let catalog_in = scope.concatenate([
+        passed.clone().flat_map(|(seq, ts, command)| {
+            let claims_sku = matches!(
+                command,
+                Command::CreateProduct { .. } | Command::UpdateProduct { sku: Some(_), .. }
+            );
+            if claims_sku {
+                return None;
+            }
             catalog_op(command).map(|op| CatalogIn {
                 seq,
                 phase: 0,
@@ -168,12 +201,21 @@ pub fn build<'scope>(
                 ts,
                 op,
             })
-        })
-        .concat(order_out.clone().flat_map(|out| match out {
+        }),
+        claimed,
+        order_out.clone().flat_map(|out| match out {
             OrderOut::Stock(request) => Some(request),
             _ => None,
-        }));
+        }),
+    ]);
     let catalog_out = catalog_in.reserve_stock();
+    catalog_out
+        .clone()
+        .flat_map(|out| match out {
+            CatalogOut::ReleaseSku(release) => Some(release),
+            _ => None,
+        })
+        .connect_loop(sku_loop);
     catalog_out
         .clone()
         .flat_map(|out| match out {
@@ -263,6 +305,7 @@ pub fn build<'scope>(
             CatalogOut::Rejected(rejection) => Some(rejection),
             _ => None,
         }),
+        sku_rejections,
         user_out.flat_map(|out| match out {
             UserOut::Rejected(rejection) => Some(rejection),
             _ => None,

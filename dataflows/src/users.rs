@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 use timely::dataflow::Stream;
 
 use crate::model::*;
-use crate::ordered::{key_hash, KeyedOrdered};
+use crate::ordered::{key_hash, KeyedOrdered, UniqueClaims};
 
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct EmailIn {
@@ -69,36 +69,32 @@ impl<'scope> ClaimEmail<'scope> for Stream<'scope, Time, Vec<EmailIn>> {
         Stream<'scope, Time, Vec<Rejection>>,
     ) {
         use timely::dataflow::operators::vec::Map;
-        let mut owners: HashMap<String, String> = HashMap::new();
+        let mut owners = UniqueClaims::default();
         let decided = self.keyed_ordered(
             "ClaimEmail",
             |input: &EmailIn| key_hash(&input.email),
             move |_time, inputs, out: &mut Vec<Result<UserIn, Rejection>>| {
                 for input in inputs {
                     match input.op {
-                        EmailOp::Release { user_id } => {
-                            if owners.get(&input.email) == Some(&user_id) {
-                                owners.remove(&input.email);
-                            }
-                        }
-                        EmailOp::Claim { user_id, then } => match owners.get(&input.email) {
-                            Some(owner) if *owner != user_id => out.push(Err(Rejection {
-                                seq: input.seq,
-                                ts: input.ts,
-                                kind: RejectionKind::Conflict {
-                                    code: "email_taken".into(),
-                                },
-                                detail: "a user with this email already exists".into(),
-                            })),
-                            _ => {
-                                owners.insert(input.email, user_id);
+                        EmailOp::Release { user_id } => owners.release(&input.email, &user_id),
+                        EmailOp::Claim { user_id, then } => {
+                            if owners.claim(input.email, user_id) {
                                 out.push(Ok(UserIn {
                                     seq: input.seq,
                                     ts: input.ts,
                                     command: then,
                                 }));
+                            } else {
+                                out.push(Err(Rejection {
+                                    seq: input.seq,
+                                    ts: input.ts,
+                                    kind: RejectionKind::Conflict {
+                                        code: "email_taken".into(),
+                                    },
+                                    detail: "a user with this email already exists".into(),
+                                }));
                             }
-                        },
+                        }
                     }
                 }
             },

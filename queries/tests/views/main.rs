@@ -320,6 +320,60 @@ fn email_addresses_are_unique() {
 }
 
 #[test]
+fn skus_are_unique_across_products() {
+    for workers in [1, 4] {
+        let mut h = Harness::new(workers);
+        let with_sku = |id: &str, sku: &str| Command::CreateProduct {
+            product_id: id.into(),
+            sku: sku.into(),
+            name: "N".into(),
+            price_cents: 100,
+            currency: "USD".into(),
+            initial_stock: 0,
+            warehouse_id: None,
+            reorder_point: 0,
+        };
+        let rename = |id: &str, sku: &str| Command::UpdateProduct {
+            product_id: id.into(),
+            sku: Some(sku.into()),
+            name: None,
+            price_cents: None,
+            currency: None,
+            reorder_point: None,
+        };
+        let taken = Some(RejectionKind::Conflict {
+            code: "sku_taken".into(),
+        });
+        let seqs = h.batch(vec![
+            with_sku("a", "MUG"),
+            with_sku("b", "MUG"),
+            with_sku("c", "CUP"),
+        ]);
+        assert_eq!(
+            h.store.read().rejection(seqs[1]).map(|r| r.kind.clone()),
+            taken,
+            "{workers} workers"
+        );
+        let seqs = h.batch(vec![rename("c", "MUG"), rename("a", "MUG-2")]);
+        assert_eq!(
+            h.store.read().rejection(seqs[0]).map(|r| r.kind.clone()),
+            taken
+        );
+        assert!(h.store.read().rejection(seqs[1]).is_none());
+        // The old sku was given back when a changed it.
+        let seqs = h.batch(vec![rename("c", "MUG")]);
+        assert!(
+            h.store.read().rejection(seqs[0]).is_none(),
+            "{workers} workers"
+        );
+        let snapshot = h.store.read();
+        assert_eq!(snapshot.products["a"].sku, "MUG-2");
+        assert_eq!(snapshot.products["c"].sku, "MUG");
+        assert!(!snapshot.products.contains_key("b"));
+    }
+}
+
+#[test]
 fn a_cart_holds_at_most_a_hundred_products() {
     let mut h = Harness::new(1);
     h.batch(vec![Command::CreateCart {
