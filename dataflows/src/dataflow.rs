@@ -165,11 +165,7 @@ pub fn build<'scope>(
     let (claimed, sku_rejections) = passed
         .clone()
         .flat_map(|(seq, ts, command)| {
-            let sku = match &command {
-                Command::CreateProduct { sku, .. }
-                | Command::UpdateProduct { sku: Some(sku), .. } => sku.clone(),
-                _ => return None,
-            };
+            let sku = claimed_sku(&command)?.to_string();
             let op = catalog_op(command)?;
             let product_id = op.product_id().to_string();
             Some(SkuIn {
@@ -187,11 +183,7 @@ pub fn build<'scope>(
         .claim_sku();
     let catalog_in = scope.concatenate([
         passed.clone().flat_map(|(seq, ts, command)| {
-            let claims_sku = matches!(
-                command,
-                Command::CreateProduct { .. } | Command::UpdateProduct { sku: Some(_), .. }
-            );
-            if claims_sku {
+            if claimed_sku(&command).is_some() {
                 return None;
             }
             catalog_op(command).map(|op| CatalogIn {
@@ -410,6 +402,17 @@ pub fn read_models<'scope>(
             }))
         });
     folded.concat(stock)
+}
+
+/// The sku a command must claim before the product aggregate sees it: a create's, or
+/// the new sku of an update that changes it.
+fn claimed_sku(command: &Command) -> Option<&str> {
+    match command {
+        Command::CreateProduct { sku, .. } | Command::UpdateProduct { sku: Some(sku), .. } => {
+            Some(sku)
+        }
+        _ => None,
+    }
 }
 
 fn catalog_op(command: Command) -> Option<CatalogOp> {

@@ -33,49 +33,36 @@ impl Harness {
 
     /// Appends one batch and waits until its effects are published.
     fn batch(&mut self, commands: Vec<Command>) -> Vec<Seq> {
-        self.ts += 1;
-        let mut seqs = Vec::new();
-        let records = commands
-            .into_iter()
-            .map(|command| {
-                self.seq += 1;
-                seqs.push(self.seq);
-                (self.seq, Envelope::new(command))
-            })
-            .collect();
-        self.engine
-            .feed(Batch {
-                ts: self.ts,
-                records,
-            })
-            .expect("feed");
-        self.store
-            .wait_for_blocking(settled_frontier(self.ts), Duration::from_secs(30))
-            .expect("views catch up");
-        seqs
+        self.append(1, commands.into_iter().map(Envelope::new).collect())
     }
 
     /// Appends commands carrying idempotency keys, `jump_ms` after the previous batch.
     fn keyed_batch(&mut self, jump_ms: Ts, commands: Vec<(&str, Command)>) -> Vec<Seq> {
-        self.ts += jump_ms;
-        let mut seqs = Vec::new();
-        let records = commands
+        let envelopes = commands
             .into_iter()
             .map(|(key, command)| {
-                self.seq += 1;
-                seqs.push(self.seq);
                 let fingerprint = format!("{command:?}");
-                let idempotency = Some(IdempotencyKey {
-                    key: key.into(),
-                    fingerprint,
-                });
-                (
-                    self.seq,
-                    Envelope {
-                        idempotency,
-                        command,
-                    },
-                )
+                Envelope {
+                    idempotency: Some(IdempotencyKey {
+                        key: key.into(),
+                        fingerprint,
+                    }),
+                    command,
+                }
+            })
+            .collect();
+        self.append(jump_ms, envelopes)
+    }
+
+    /// One log batch, `jump_ms` after the previous one; waits for its effects.
+    fn append(&mut self, jump_ms: Ts, envelopes: Vec<Envelope>) -> Vec<Seq> {
+        self.ts += jump_ms;
+        let first = self.seq + 1;
+        let records: Vec<(Seq, Envelope)> = envelopes
+            .into_iter()
+            .map(|envelope| {
+                self.seq += 1;
+                (self.seq, envelope)
             })
             .collect();
         self.engine
@@ -87,7 +74,7 @@ impl Harness {
         self.store
             .wait_for_blocking(settled_frontier(self.ts), Duration::from_secs(30))
             .expect("views catch up");
-        seqs
+        (first..=self.seq).collect()
     }
 
     fn rows(&self) -> BTreeSet<Row> {
