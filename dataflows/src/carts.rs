@@ -34,7 +34,7 @@ fn cart_id_of(command: &Command) -> &str {
 
 impl<'scope> ShoppingCarts<'scope> for Stream<'scope, Time, Vec<CartIn>> {
     fn shopping_carts(self) -> Stream<'scope, Time, Vec<Result<Event, Rejection>>> {
-        let mut carts: HashMap<String, BTreeMap<String, i64>> = HashMap::new();
+        let mut carts: HashMap<Str, BTreeMap<Str, i64>> = HashMap::new();
         self.keyed_ordered(
             "ShoppingCarts",
             |input: &CartIn| key_hash(cart_id_of(&input.command)),
@@ -49,7 +49,7 @@ impl<'scope> ShoppingCarts<'scope> for Stream<'scope, Time, Vec<CartIn>> {
                             body,
                         })
                     };
-                    let reject = |kind, detail: String| {
+                    let reject = |kind, detail: Str| {
                         Err(Rejection {
                             seq,
                             ts,
@@ -64,7 +64,7 @@ impl<'scope> ShoppingCarts<'scope> for Stream<'scope, Time, Vec<CartIn>> {
                                     RejectionKind::Conflict {
                                         code: "cart_exists".into(),
                                     },
-                                    format!("cart {cart_id} already exists"),
+                                    format!("cart {cart_id} already exists").into(),
                                 ));
                                 continue;
                             }
@@ -79,7 +79,7 @@ impl<'scope> ShoppingCarts<'scope> for Stream<'scope, Time, Vec<CartIn>> {
                             let Some(cart) = carts.get_mut(&cart_id) else {
                                 out.push(reject(
                                     RejectionKind::NotFound,
-                                    format!("cart {cart_id} does not exist"),
+                                    format!("cart {cart_id} does not exist").into(),
                                 ));
                                 continue;
                             };
@@ -102,7 +102,8 @@ impl<'scope> ShoppingCarts<'scope> for Stream<'scope, Time, Vec<CartIn>> {
                                     },
                                     format!(
                                         "a cart holds at most {MAX_CART_LINES} different products"
-                                    ),
+                                    )
+                                    .into(),
                                 ));
                                 continue;
                             }

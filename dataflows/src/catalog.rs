@@ -30,50 +30,50 @@ pub struct CatalogIn {
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 pub enum CatalogOp {
     Create {
-        product_id: String,
-        sku: String,
-        name: String,
+        product_id: Str,
+        sku: Str,
+        name: Str,
         price_cents: i64,
-        currency: String,
+        currency: Str,
         initial_stock: i64,
-        warehouse_id: Option<String>,
+        warehouse_id: Option<Str>,
         reorder_point: i64,
     },
     Update {
-        product_id: String,
-        sku: Option<String>,
-        name: Option<String>,
+        product_id: Str,
+        sku: Option<Str>,
+        name: Option<Str>,
         price_cents: Option<i64>,
-        currency: Option<String>,
+        currency: Option<Str>,
         reorder_point: Option<i64>,
     },
     Adjust {
-        product_id: String,
+        product_id: Str,
         delta: i64,
-        reason: String,
+        reason: Str,
     },
     /// Hold `quantity` for `order_id`, which names an order or a reservation (`holder`).
     Reserve {
-        product_id: String,
+        product_id: Str,
         holder: Holder,
-        order_id: String,
+        order_id: Str,
         line: u16,
         quantity: i64,
     },
     Release {
-        product_id: String,
-        order_id: String,
+        product_id: Str,
+        order_id: Str,
         quantity: i64,
     },
     Deduct {
-        product_id: String,
-        order_id: String,
+        product_id: Str,
+        order_id: Str,
         quantity: i64,
     },
 }
 
 impl CatalogOp {
-    pub fn product_id(&self) -> &str {
+    pub fn product_id(&self) -> &Str {
         match self {
             CatalogOp::Create { product_id, .. }
             | CatalogOp::Update { product_id, .. }
@@ -91,16 +91,16 @@ pub struct SkuIn {
     pub seq: Seq,
     pub phase: u8,
     pub ts: Ts,
-    pub sku: String,
+    pub sku: Str,
     pub op: SkuOp,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 pub enum SkuOp {
     /// Claim the sku for this product, then hand the request to the product aggregate.
-    Claim { product_id: String, then: CatalogOp },
+    Claim { product_id: Str, then: CatalogOp },
     /// The product no longer holds the sku.
-    Release { product_id: String },
+    Release { product_id: Str },
 }
 
 pub trait ClaimSku<'scope> {
@@ -150,7 +150,7 @@ impl<'scope> ClaimSku<'scope> for Stream<'scope, Time, Vec<SkuIn>> {
                                     seq: input.seq,
                                     ts: input.ts,
                                     kind,
-                                    detail,
+                                    detail: detail.into(),
                                 }));
                             }
                         }
@@ -168,11 +168,11 @@ impl<'scope> ClaimSku<'scope> for Stream<'scope, Time, Vec<SkuIn>> {
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct StockReply {
     pub holder: Holder,
-    pub order_id: String,
+    pub order_id: Str,
     pub seq: Seq,
     pub ts: Ts,
     pub line: u16,
-    pub product_id: String,
+    pub product_id: Str,
     pub quantity: i64,
     /// The priced line when granted; otherwise why not.
     pub outcome: Result<PricedLine, CancelReason>,
@@ -222,10 +222,10 @@ pub enum CatalogOut {
 
 #[derive(Clone, Debug)]
 struct Product {
-    sku: String,
-    name: String,
+    sku: Str,
+    name: Str,
     price_cents: i64,
-    currency: String,
+    currency: Str,
     reorder_point: i64,
     on_hand: i64,
     reserved: i64,
@@ -244,7 +244,7 @@ pub trait ReserveStock<'scope> {
 
 impl<'scope> ReserveStock<'scope> for Stream<'scope, Time, Vec<CatalogIn>> {
     fn reserve_stock(self) -> Stream<'scope, Time, Vec<CatalogOut>> {
-        let mut products: HashMap<String, Product> = HashMap::new();
+        let mut products: HashMap<Str, Product> = HashMap::new();
         self.keyed_ordered(
             "ReserveStock",
             |request: &CatalogIn| key_hash(request.op.product_id()),
@@ -270,14 +270,14 @@ impl From<Rejection> for CatalogOut {
 }
 
 /// Gives a sku back to `ClaimSku` one round later (through the feedback edge).
-fn release_sku(emit: &mut Emitter<'_, CatalogOut>, sku: &str, product_id: &str) {
+fn release_sku(emit: &mut Emitter<'_, CatalogOut>, sku: &Str, product_id: &Str) {
     emit.out.push(CatalogOut::ReleaseSku(SkuIn {
         seq: emit.seq,
         phase: 1,
         ts: emit.ts,
-        sku: sku.to_string(),
+        sku: sku.clone(),
         op: SkuOp::Release {
-            product_id: product_id.to_string(),
+            product_id: product_id.clone(),
         },
     }));
 }
@@ -285,14 +285,14 @@ fn release_sku(emit: &mut Emitter<'_, CatalogOut>, sku: &str, product_id: &str) 
 /// `inventory.low_stock` when availability crosses the reorder point downwards.
 fn low_stock_check(
     emit: &mut Emitter<'_, CatalogOut>,
-    product_id: &str,
+    product_id: &Str,
     before: i64,
     product: &Product,
 ) {
     let after = product.available();
     if before > product.reorder_point && after <= product.reorder_point {
         emit.event(EventBody::LowStock {
-            product_id: product_id.to_string(),
+            product_id: product_id.clone(),
             available: after,
             reorder_point: product.reorder_point,
         });
@@ -312,7 +312,7 @@ impl<O: From<CatalogIn>> Emitter<'_, O> {
     }
 }
 
-fn decide(products: &mut HashMap<String, Product>, request: CatalogIn, out: &mut Vec<CatalogOut>) {
+fn decide(products: &mut HashMap<Str, Product>, request: CatalogIn, out: &mut Vec<CatalogOut>) {
     // Sub-indices of a line's events leave room for several events per line.
     let mut emit = Emitter::new(
         request.seq,

@@ -55,8 +55,8 @@ pub fn build<'scope>(
             None => *seq,
         },
         {
-            let mut first: HashMap<String, IdempotencyRow> = HashMap::new();
-            let mut by_age: VecDeque<(Ts, String)> = VecDeque::new();
+            let mut first: HashMap<Str, IdempotencyRow> = HashMap::new();
+            let mut by_age: VecDeque<(Ts, Str)> = VecDeque::new();
             move |time, records, out: &mut Vec<Admitted>| {
                 // Forget keys older than the TTL (memory only; liveness is checked below).
                 let now = log_ts(time);
@@ -165,9 +165,9 @@ pub fn build<'scope>(
     let (claimed, sku_rejections) = passed
         .clone()
         .flat_map(|(seq, ts, command)| {
-            let sku = claimed_sku(&command)?.to_string();
+            let sku = claimed_sku(&command)?.clone();
             let op = catalog_op(command)?;
-            let product_id = op.product_id().to_string();
+            let product_id = op.product_id().clone();
             Some(SkuIn {
                 seq,
                 phase: 0,
@@ -406,7 +406,7 @@ pub fn read_models<'scope>(
 
 /// The sku a command must claim before the product aggregate sees it: a create's, or
 /// the new sku of an update that changes it.
-fn claimed_sku(command: &Command) -> Option<&str> {
+fn claimed_sku(command: &Command) -> Option<&Str> {
     match command {
         Command::CreateProduct { sku, .. } | Command::UpdateProduct { sku: Some(sku), .. } => {
             Some(sku)

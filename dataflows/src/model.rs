@@ -13,6 +13,11 @@ pub type Seq = u64;
 /// second round of the saga (replies from stock, released e-mail claims) runs at `2t + 1`.
 pub type Time = u64;
 
+/// Text in commands, events, state and rows. Immutable and shared: an id or a name is
+/// allocated once, when its command is decoded, and every copy of it after that (saga
+/// state, rows of several views, indexes) is a reference count.
+pub type Str = std::sync::Arc<str>;
+
 /// The dataflow time at which a command appended at `ts` is first processed.
 pub fn command_time(ts: Ts) -> Time {
     ts * 2
@@ -31,17 +36,17 @@ pub fn log_ts(time: Time) -> Ts {
 /// A line of an order or a cart: a product and a positive quantity.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct Line {
-    pub product_id: String,
+    pub product_id: Str,
     pub quantity: i64,
 }
 
 /// A line with the unit price that was in force when stock was reserved for it.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct PricedLine {
-    pub product_id: String,
+    pub product_id: Str,
     pub quantity: i64,
     pub unit_price_cents: i64,
-    pub currency: String,
+    pub currency: Str,
 }
 
 /// Who holds reserved stock: an order, or a reservation made through the inventory API.
@@ -56,9 +61,9 @@ pub enum Holder {
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct CardToken {
     /// Opaque token the payment provider resolves (sandbox: a digest of the number).
-    pub token: String,
-    pub brand: String,
-    pub last4: String,
+    pub token: Str,
+    pub brand: Str,
+    pub last4: Str,
     pub exp_month: u8,
     pub exp_year: u16,
 }
@@ -122,9 +127,9 @@ impl OrderStatus {
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(tag = "result", rename_all = "snake_case")]
 pub enum PaymentOutcome {
-    Approved { charge_id: String },
-    Declined { decline_code: String },
-    Fraud { decline_code: String },
+    Approved { charge_id: Str },
+    Declined { decline_code: Str },
+    Fraud { decline_code: Str },
 }
 
 /// A command as it is stored in the log: the command and, when the client sent one,
@@ -150,9 +155,9 @@ pub const IDEMPOTENCY_TTL_MS: Ts = 24 * 60 * 60 * 1000;
 
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct IdempotencyKey {
-    pub key: String,
+    pub key: Str,
     /// Digest of the method, path and body of the first request with this key.
-    pub fingerprint: String,
+    pub fingerprint: Str,
 }
 
 /// Every state change enters the system as one of these, through the log.
@@ -160,105 +165,105 @@ pub struct IdempotencyKey {
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum Command {
     CreateProduct {
-        product_id: String,
-        sku: String,
-        name: String,
+        product_id: Str,
+        sku: Str,
+        name: Str,
         price_cents: i64,
-        currency: String,
+        currency: Str,
         initial_stock: i64,
-        warehouse_id: Option<String>,
+        warehouse_id: Option<Str>,
         reorder_point: i64,
     },
     UpdateProduct {
-        product_id: String,
-        sku: Option<String>,
-        name: Option<String>,
+        product_id: Str,
+        sku: Option<Str>,
+        name: Option<Str>,
         price_cents: Option<i64>,
-        currency: Option<String>,
+        currency: Option<Str>,
         reorder_point: Option<i64>,
     },
     AdjustStock {
-        product_id: String,
+        product_id: Str,
         delta: i64,
-        reason: String,
+        reason: Str,
     },
     CreateUser {
-        user_id: String,
-        email: String,
-        name: String,
-        password_hash: String,
+        user_id: Str,
+        email: Str,
+        name: Str,
+        password_hash: Str,
     },
     UpdateUser {
-        user_id: String,
-        email: Option<String>,
-        name: Option<String>,
-        password_hash: Option<String>,
+        user_id: Str,
+        email: Option<Str>,
+        name: Option<Str>,
+        password_hash: Option<Str>,
     },
     DeleteUser {
-        user_id: String,
+        user_id: Str,
     },
     CreateCart {
-        cart_id: String,
-        user_id: String,
+        cart_id: Str,
+        user_id: Str,
     },
     SetCartItem {
-        cart_id: String,
-        product_id: String,
+        cart_id: Str,
+        product_id: Str,
         quantity: i64,
     },
     PlaceOrder {
-        order_id: String,
-        user_id: String,
+        order_id: Str,
+        user_id: Str,
         items: Vec<Line>,
         payment: Option<CardToken>,
-        shipping_address: Option<String>,
-        cart_id: Option<String>,
+        shipping_address: Option<Str>,
+        cart_id: Option<Str>,
     },
     CancelOrder {
-        order_id: String,
+        order_id: Str,
         reason: CancelReason,
     },
     /// Holds stock for every line or none, outside any order.
     ReserveStock {
-        reservation_id: String,
+        reservation_id: Str,
         items: Vec<Line>,
     },
     ReleaseReservation {
-        reservation_id: String,
+        reservation_id: Str,
     },
     SetOrderStatus {
-        order_id: String,
+        order_id: Str,
         status: OrderStatus,
     },
     PayOrder {
-        order_id: String,
+        order_id: Str,
         payment: CardToken,
     },
     PaymentResult {
-        payment_id: String,
-        order_id: String,
+        payment_id: Str,
+        order_id: Str,
         outcome: PaymentOutcome,
     },
     ShipmentDispatched {
-        shipment_id: String,
-        order_id: String,
-        carrier: String,
-        tracking_number: String,
+        shipment_id: Str,
+        order_id: Str,
+        carrier: Str,
+        tracking_number: Str,
     },
     ShipmentDelivered {
-        shipment_id: String,
-        order_id: String,
+        shipment_id: Str,
+        order_id: Str,
     },
     RequestRefund {
-        payment_id: String,
-        order_id: String,
+        payment_id: Str,
+        order_id: Str,
         amount_cents: Option<i64>,
-        reason: String,
+        reason: Str,
     },
     RefundResult {
-        refund_id: String,
-        payment_id: String,
-        order_id: String,
+        refund_id: Str,
+        payment_id: Str,
+        order_id: Str,
         succeeded: bool,
     },
 }
@@ -279,172 +284,172 @@ pub struct Event {
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum EventBody {
     ProductCreated {
-        product_id: String,
-        sku: String,
-        name: String,
+        product_id: Str,
+        sku: Str,
+        name: Str,
         price_cents: i64,
-        currency: String,
+        currency: Str,
         reorder_point: i64,
-        warehouse_id: Option<String>,
+        warehouse_id: Option<Str>,
     },
     ProductUpdated {
-        product_id: String,
-        sku: String,
-        name: String,
+        product_id: Str,
+        sku: Str,
+        name: Str,
         price_cents: i64,
-        currency: String,
+        currency: Str,
         reorder_point: i64,
     },
     StockAdjusted {
-        product_id: String,
+        product_id: Str,
         delta: i64,
-        reason: String,
+        reason: Str,
     },
     /// Stock held for a holder: `order_id` names an order or a reservation (`rsv_…`).
     InventoryReserved {
-        product_id: String,
-        order_id: String,
+        product_id: Str,
+        order_id: Str,
         quantity: i64,
     },
     InventoryReleased {
-        product_id: String,
-        order_id: String,
+        product_id: Str,
+        order_id: Str,
         quantity: i64,
     },
     InventoryDeducted {
-        product_id: String,
-        order_id: String,
+        product_id: Str,
+        order_id: Str,
         quantity: i64,
     },
     LowStock {
-        product_id: String,
+        product_id: Str,
         available: i64,
         reorder_point: i64,
     },
     UserCreated {
-        user_id: String,
-        email: String,
-        name: String,
-        password_hash: String,
+        user_id: Str,
+        email: Str,
+        name: Str,
+        password_hash: Str,
     },
     UserUpdated {
-        user_id: String,
-        email: String,
-        name: String,
-        password_hash: String,
+        user_id: Str,
+        email: Str,
+        name: Str,
+        password_hash: Str,
     },
     UserDeleted {
-        user_id: String,
+        user_id: Str,
     },
     CartCreated {
-        cart_id: String,
-        user_id: String,
+        cart_id: Str,
+        user_id: Str,
     },
     CartUpdated {
-        cart_id: String,
-        product_id: String,
+        cart_id: Str,
+        product_id: Str,
         quantity: i64,
     },
     OrderCreated {
-        order_id: String,
-        user_id: String,
+        order_id: Str,
+        user_id: Str,
         items: Vec<Line>,
-        cart_id: Option<String>,
-        shipping_address: Option<String>,
+        cart_id: Option<Str>,
+        shipping_address: Option<Str>,
     },
     OrderReserved {
-        order_id: String,
+        order_id: Str,
         lines: Vec<PricedLine>,
         total_cents: i64,
-        currency: String,
+        currency: Str,
     },
     OrderConfirmed {
-        order_id: String,
-        payment_id: String,
+        order_id: Str,
+        payment_id: Str,
     },
     OrderShipped {
-        order_id: String,
-        shipment_id: String,
+        order_id: Str,
+        shipment_id: Str,
     },
     OrderCompleted {
-        order_id: String,
+        order_id: Str,
     },
     OrderCancelled {
-        order_id: String,
+        order_id: Str,
         reason: CancelReason,
     },
     PaymentInitiated {
-        payment_id: String,
-        order_id: String,
+        payment_id: Str,
+        order_id: Str,
         amount_cents: i64,
-        currency: String,
+        currency: Str,
         card: CardToken,
     },
     PaymentCompleted {
-        payment_id: String,
-        order_id: String,
-        charge_id: String,
+        payment_id: Str,
+        order_id: Str,
+        charge_id: Str,
     },
     PaymentFailed {
-        payment_id: String,
-        order_id: String,
-        decline_code: String,
+        payment_id: Str,
+        order_id: Str,
+        decline_code: Str,
     },
     FraudDetected {
-        payment_id: String,
-        order_id: String,
+        payment_id: Str,
+        order_id: Str,
     },
     RefundRequested {
-        refund_id: String,
-        payment_id: String,
-        order_id: String,
+        refund_id: Str,
+        payment_id: Str,
+        order_id: Str,
         amount_cents: i64,
-        reason: String,
+        reason: Str,
     },
     RefundProcessed {
-        refund_id: String,
-        payment_id: String,
-        order_id: String,
+        refund_id: Str,
+        payment_id: Str,
+        order_id: Str,
         amount_cents: i64,
     },
     RefundFailed {
-        refund_id: String,
-        payment_id: String,
-        order_id: String,
+        refund_id: Str,
+        payment_id: Str,
+        order_id: Str,
     },
     ShipmentCreated {
-        shipment_id: String,
-        order_id: String,
-        address: Option<String>,
+        shipment_id: Str,
+        order_id: Str,
+        address: Option<Str>,
     },
     ShipmentDispatched {
-        shipment_id: String,
-        order_id: String,
-        carrier: String,
-        tracking_number: String,
+        shipment_id: Str,
+        order_id: Str,
+        carrier: Str,
+        tracking_number: Str,
     },
     ShipmentDelivered {
-        shipment_id: String,
-        order_id: String,
+        shipment_id: Str,
+        order_id: Str,
     },
     ShipmentCancelled {
-        shipment_id: String,
-        order_id: String,
+        shipment_id: Str,
+        order_id: Str,
     },
     ReservationRequested {
-        reservation_id: String,
+        reservation_id: Str,
         items: Vec<Line>,
     },
     ReservationHeld {
-        reservation_id: String,
+        reservation_id: Str,
         lines: Vec<PricedLine>,
     },
     ReservationRejected {
-        reservation_id: String,
+        reservation_id: Str,
         reason: CancelReason,
     },
     ReservationReleased {
-        reservation_id: String,
+        reservation_id: Str,
     },
 }
 
@@ -490,7 +495,7 @@ impl EventBody {
     }
 
     /// The order this event belongs to, if any.
-    pub fn order_id(&self) -> Option<&str> {
+    pub fn order_id(&self) -> Option<&Str> {
         use EventBody::*;
         match self {
             OrderCreated { order_id, .. }
@@ -515,7 +520,7 @@ impl EventBody {
     }
 
     /// The payment this event belongs to, if any.
-    pub fn payment_id(&self) -> Option<&str> {
+    pub fn payment_id(&self) -> Option<&Str> {
         use EventBody::*;
         match self {
             PaymentInitiated { payment_id, .. }
@@ -530,7 +535,7 @@ impl EventBody {
     }
 
     /// The shipment this event belongs to, if any.
-    pub fn shipment_id(&self) -> Option<&str> {
+    pub fn shipment_id(&self) -> Option<&Str> {
         use EventBody::*;
         match self {
             ShipmentCreated { shipment_id, .. }
@@ -560,7 +565,7 @@ impl EventBody {
             | ReservationHeld { reservation_id, .. }
             | ReservationRejected { reservation_id, .. }
             | ReservationReleased { reservation_id } => reservation_id,
-            other => other.order_id().unwrap_or_default(),
+            other => other.order_id().map_or("", |id| id),
         }
     }
 }
@@ -572,7 +577,7 @@ pub struct Rejection {
     pub seq: Seq,
     pub ts: Ts,
     pub kind: RejectionKind,
-    pub detail: String,
+    pub detail: Str,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -581,27 +586,28 @@ pub enum RejectionKind {
     /// The aggregate the command names does not exist.
     NotFound,
     /// The aggregate exists but its state forbids the command.
-    Conflict { code: String },
+    Conflict { code: Str },
     /// The command is well formed but semantically invalid.
-    Invalid { field: String },
+    Invalid { field: Str },
     /// The idempotency key was used before; `first_seq` is the command that used it.
     Duplicate { first_seq: Seq, same_request: bool },
 }
 
 /// Deterministic ids of the saga's children, derived from the order id so that
 /// replays and every worker agree without any coordination.
-pub fn payment_id_for(order_id: &str) -> String {
-    format!("pay_{}", order_id.strip_prefix("ord_").unwrap_or(order_id))
+pub fn payment_id_for(order_id: &str) -> Str {
+    format!("pay_{}", order_id.strip_prefix("ord_").unwrap_or(order_id)).into()
 }
 
-pub fn shipment_id_for(order_id: &str) -> String {
-    format!("shp_{}", order_id.strip_prefix("ord_").unwrap_or(order_id))
+pub fn shipment_id_for(order_id: &str) -> Str {
+    format!("shp_{}", order_id.strip_prefix("ord_").unwrap_or(order_id)).into()
 }
 
-pub fn refund_id_for(payment_id: &str, n: usize) -> String {
+pub fn refund_id_for(payment_id: &str, n: usize) -> Str {
     format!(
         "re_{}_{}",
         payment_id.strip_prefix("pay_").unwrap_or(payment_id),
         n
     )
+    .into()
 }

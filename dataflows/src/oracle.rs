@@ -1,6 +1,7 @@
 //! From-scratch recomputation of every view: the specification the incremental
 //! dataflow must agree with after every batch.
 
+use crate::model::Str;
 use std::collections::{BTreeMap, BTreeSet};
 
 use crate::model::Event;
@@ -9,7 +10,7 @@ use crate::views::{fold, stock_deltas, view_keys, Row, StockRow, ViewKey};
 /// Every view row implied by `events`, computed without any incremental state.
 pub fn recompute(events: &[Event]) -> BTreeSet<Row> {
     let mut by_key: BTreeMap<ViewKey, Vec<&Event>> = BTreeMap::new();
-    let mut stock: BTreeMap<(String, crate::views::StockMeasure), i64> = BTreeMap::new();
+    let mut stock: BTreeMap<(Str, crate::views::StockMeasure), i64> = BTreeMap::new();
     for event in events {
         for key in view_keys(&event.body) {
             by_key.entry(key).or_default().push(event);

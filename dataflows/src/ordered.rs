@@ -1,6 +1,7 @@
 //! The one shape every deciding operator has: exchange by key, then process each
 //! timestamp whole, in time order, with its inputs sorted into log order.
 
+use crate::model::Str;
 use std::collections::BTreeMap;
 
 use timely::dataflow::channels::pact::Exchange;
@@ -116,7 +117,7 @@ impl<'a, O: From<Event> + From<Rejection>> Emitter<'a, O> {
         self.sub += 1;
     }
 
-    pub fn reject(&mut self, kind: RejectionKind, detail: impl Into<String>) {
+    pub fn reject(&mut self, kind: RejectionKind, detail: impl Into<Str>) {
         self.out.push(O::from(Rejection {
             seq: self.seq,
             ts: self.ts,
@@ -125,7 +126,7 @@ impl<'a, O: From<Event> + From<Rejection>> Emitter<'a, O> {
         }));
     }
 
-    pub fn conflict(&mut self, code: &str, detail: impl Into<String>) {
+    pub fn conflict(&mut self, code: &str, detail: impl Into<Str>) {
         self.reject(RejectionKind::Conflict { code: code.into() }, detail);
     }
 }
@@ -133,11 +134,11 @@ impl<'a, O: From<Event> + From<Rejection>> Emitter<'a, O> {
 /// Who holds each unique value (an e-mail address, a sku): claims are decided in log
 /// order, and a value held by one owner is refused to every other.
 #[derive(Default)]
-pub struct UniqueClaims(std::collections::HashMap<String, String>);
+pub struct UniqueClaims(std::collections::HashMap<Str, Str>);
 
 impl UniqueClaims {
     /// Gives `value` to `owner` unless another owner holds it; says whether it did.
-    pub fn claim(&mut self, value: String, owner: String) -> bool {
+    pub fn claim(&mut self, value: Str, owner: Str) -> bool {
         if self.0.get(&value).is_some_and(|held| *held != owner) {
             return false;
         }
@@ -147,7 +148,7 @@ impl UniqueClaims {
 
     /// Frees `value` if `owner` still holds it.
     pub fn release(&mut self, value: &str, owner: &str) {
-        if self.0.get(value).is_some_and(|held| held == owner) {
+        if self.0.get(value).is_some_and(|held| **held == *owner) {
             self.0.remove(value);
         }
     }

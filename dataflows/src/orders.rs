@@ -40,13 +40,13 @@ impl OrderOp {
     pub fn order_id(&self) -> &str {
         match self {
             OrderOp::Reply(reply) => &reply.order_id,
-            OrderOp::Command(command) => command_order_id(command).unwrap_or_default(),
+            OrderOp::Command(command) => command_order_id(command).map_or("", |id| id),
         }
     }
 }
 
 /// The order a command is about, for the commands this aggregate handles.
-pub fn command_order_id(command: &Command) -> Option<&str> {
+pub fn command_order_id(command: &Command) -> Option<&Str> {
     match command {
         Command::PlaceOrder { order_id, .. }
         | Command::CancelOrder { order_id, .. }
@@ -89,7 +89,7 @@ enum ShipmentState {
 struct Order {
     status: OrderStatus,
     card: Option<CardToken>,
-    shipping_address: Option<String>,
+    shipping_address: Option<Str>,
     /// Replies still awaited from the product aggregate, by line.
     replies: AwaitedLines,
     /// A cancel that arrived while the reservation was in flight.
@@ -98,12 +98,12 @@ struct Order {
     /// What the order holds (product and quantity), to release or deduct later.
     held: Vec<Line>,
     total_cents: i64,
-    currency: String,
+    currency: Str,
     payment: PaymentState,
     shipment: ShipmentState,
     captured_cents: i64,
     /// Refunds requested so far (processed or in flight), and their amounts.
-    refunds: Vec<(String, i64, Option<bool>)>,
+    refunds: Vec<(Str, i64, Option<bool>)>,
 }
 
 impl Order {
@@ -125,7 +125,7 @@ pub trait OrderFulfillment<'scope> {
 
 impl<'scope> OrderFulfillment<'scope> for Stream<'scope, Time, Vec<OrderIn>> {
     fn order_fulfillment(self) -> Stream<'scope, Time, Vec<OrderOut>> {
-        let mut orders: HashMap<String, Order> = HashMap::new();
+        let mut orders: HashMap<Str, Order> = HashMap::new();
         self.keyed_ordered(
             "OrderFulfillment",
             |input: &OrderIn| key_hash(input.op.order_id()),
@@ -172,7 +172,7 @@ struct Saga<'a> {
 }
 
 impl Saga<'_> {
-    fn command(&mut self, orders: &mut HashMap<String, Order>, command: Command) {
+    fn command(&mut self, orders: &mut HashMap<Str, Order>, command: Command) {
         if let Command::PlaceOrder {
             order_id,
             user_id,
@@ -192,7 +192,7 @@ impl Saga<'_> {
                 cart_id,
             );
         }
-        let Some(order_id) = command_order_id(&command).map(str::to_string) else {
+        let Some(order_id) = command_order_id(&command).cloned() else {
             return;
         };
         let Some(order) = orders.get_mut(&order_id) else {
@@ -327,13 +327,13 @@ impl Saga<'_> {
     #[allow(clippy::too_many_arguments)]
     fn place(
         &mut self,
-        orders: &mut HashMap<String, Order>,
-        order_id: String,
-        user_id: String,
+        orders: &mut HashMap<Str, Order>,
+        order_id: Str,
+        user_id: Str,
         items: Vec<Line>,
         card: Option<CardToken>,
-        shipping_address: Option<String>,
-        cart_id: Option<String>,
+        shipping_address: Option<Str>,
+        cart_id: Option<Str>,
     ) {
         if orders.contains_key(&order_id) {
             return self
@@ -380,7 +380,7 @@ impl Saga<'_> {
                 cancel_requested: None,
                 held: Vec::new(),
                 total_cents: 0,
-                currency: String::new(),
+                currency: Str::default(),
                 payment: PaymentState::None,
                 shipment: ShipmentState::None,
                 captured_cents: 0,
@@ -391,7 +391,7 @@ impl Saga<'_> {
 
     /// Second round: the product aggregate answered a line. Once every line has an
     /// answer, the order holds all of them or releases the ones it got.
-    fn reply(&mut self, orders: &mut HashMap<String, Order>, reply: StockReply) {
+    fn reply(&mut self, orders: &mut HashMap<Str, Order>, reply: StockReply) {
         let Some(order) = orders.get_mut(&reply.order_id) else {
             return;
         };
@@ -441,7 +441,7 @@ impl Saga<'_> {
         }
     }
 
-    fn initiate_payment(&mut self, order_id: &str, order: &mut Order) {
+    fn initiate_payment(&mut self, order_id: &Str, order: &mut Order) {
         // The card is needed once: the charge request carries it from here on.
         let Some(card) = order.card.take() else {
             return;
@@ -449,7 +449,7 @@ impl Saga<'_> {
         order.payment = PaymentState::Pending;
         self.emit.event(EventBody::PaymentInitiated {
             payment_id: payment_id_for(order_id),
-            order_id: order_id.to_string(),
+            order_id: order_id.clone(),
             amount_cents: order.total_cents,
             currency: order.currency.clone(),
             card,
@@ -458,9 +458,9 @@ impl Saga<'_> {
 
     fn payment_result(
         &mut self,
-        order_id: &str,
+        order_id: &Str,
         order: &mut Order,
-        payment_id: String,
+        payment_id: Str,
         outcome: PaymentOutcome,
     ) {
         if order.payment != PaymentState::Pending || payment_id != payment_id_for(order_id) {
@@ -469,7 +469,7 @@ impl Saga<'_> {
                 format!("payment {payment_id} is not awaiting a result"),
             );
         }
-        let order_id = order_id.to_string();
+        let order_id = order_id.clone();
         match outcome {
             PaymentOutcome::Approved { charge_id } => {
                 order.payment = PaymentState::Captured;
@@ -526,7 +526,7 @@ impl Saga<'_> {
         }
     }
 
-    fn cancel(&mut self, order_id: &str, order: &mut Order, reason: CancelReason) {
+    fn cancel(&mut self, order_id: &Str, order: &mut Order, reason: CancelReason) {
         match order.status {
             OrderStatus::Pending => order.cancel_requested = Some(reason),
             OrderStatus::Reserved | OrderStatus::Confirmed => {
@@ -547,7 +547,7 @@ impl Saga<'_> {
     }
 
     /// Cancels the order and runs every compensation its state calls for.
-    fn cancel_with(&mut self, order_id: &str, order: &mut Order, reason: CancelReason) {
+    fn cancel_with(&mut self, order_id: &Str, order: &mut Order, reason: CancelReason) {
         order.card = None;
         order.shipping_address = None;
         for (line, held) in std::mem::take(&mut order.held).into_iter().enumerate() {
@@ -555,7 +555,7 @@ impl Saga<'_> {
                 line as u16,
                 CatalogOp::Release {
                     product_id: held.product_id,
-                    order_id: order_id.to_string(),
+                    order_id: order_id.clone(),
                     quantity: held.quantity,
                 },
             );
@@ -564,12 +564,12 @@ impl Saga<'_> {
             order.shipment = ShipmentState::Cancelled;
             self.emit.event(EventBody::ShipmentCancelled {
                 shipment_id: shipment_id_for(order_id),
-                order_id: order_id.to_string(),
+                order_id: order_id.clone(),
             });
         }
         order.status = OrderStatus::Cancelled;
         self.emit.event(EventBody::OrderCancelled {
-            order_id: order_id.to_string(),
+            order_id: order_id.clone(),
             reason,
         });
         if order.payment == PaymentState::Captured && order.refundable_cents() > 0 {
@@ -580,10 +580,10 @@ impl Saga<'_> {
 
     fn request_refund(
         &mut self,
-        order_id: &str,
+        order_id: &Str,
         order: &mut Order,
         amount_cents: i64,
-        reason: String,
+        reason: Str,
     ) {
         let payment_id = payment_id_for(order_id);
         let refund_id = refund_id_for(&payment_id, order.refunds.len() + 1);
@@ -591,19 +591,19 @@ impl Saga<'_> {
         self.emit.event(EventBody::RefundRequested {
             refund_id,
             payment_id,
-            order_id: order_id.to_string(),
+            order_id: order_id.clone(),
             amount_cents,
             reason,
         });
     }
 
-    fn deliver(&mut self, order_id: &str, order: &mut Order, shipment_id: String) {
+    fn deliver(&mut self, order_id: &Str, order: &mut Order, shipment_id: Str) {
         for (line, held) in std::mem::take(&mut order.held).into_iter().enumerate() {
             self.emit.stock(
                 line as u16,
                 CatalogOp::Deduct {
                     product_id: held.product_id,
-                    order_id: order_id.to_string(),
+                    order_id: order_id.clone(),
                     quantity: held.quantity,
                 },
             );
@@ -612,15 +612,15 @@ impl Saga<'_> {
         order.status = OrderStatus::Completed;
         self.emit.event(EventBody::ShipmentDelivered {
             shipment_id,
-            order_id: order_id.to_string(),
+            order_id: order_id.clone(),
         });
         self.emit.event(EventBody::OrderCompleted {
-            order_id: order_id.to_string(),
+            order_id: order_id.clone(),
         });
     }
 
     /// Manual status changes follow the same state machine as the saga.
-    fn set_status(&mut self, order_id: &str, order: &mut Order, status: OrderStatus) {
+    fn set_status(&mut self, order_id: &Str, order: &mut Order, status: OrderStatus) {
         match (order.status, status) {
             (current, wanted) if current == wanted => {}
             (_, OrderStatus::Cancelled) => self.cancel(order_id, order, CancelReason::AdminRequest),
@@ -632,12 +632,12 @@ impl Saga<'_> {
                 order.status = OrderStatus::Shipped;
                 self.emit.event(EventBody::ShipmentDispatched {
                     shipment_id: shipment_id.clone(),
-                    order_id: order_id.to_string(),
+                    order_id: order_id.clone(),
                     carrier: "manual".into(),
-                    tracking_number: String::new(),
+                    tracking_number: Str::default(),
                 });
                 self.emit.event(EventBody::OrderShipped {
-                    order_id: order_id.to_string(),
+                    order_id: order_id.clone(),
                     shipment_id,
                 });
             }

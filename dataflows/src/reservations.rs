@@ -60,7 +60,7 @@ pub trait StockReservations<'scope> {
 
 impl<'scope> StockReservations<'scope> for Stream<'scope, Time, Vec<ReservationIn>> {
     fn stock_reservations(self) -> Stream<'scope, Time, Vec<OrderOut>> {
-        let mut reservations: HashMap<String, Reservation> = HashMap::new();
+        let mut reservations: HashMap<Str, Reservation> = HashMap::new();
         self.keyed_ordered(
             "StockReservations",
             |input: &ReservationIn| key_hash(input.op.reservation_id()),
@@ -91,9 +91,9 @@ impl<'scope> StockReservations<'scope> for Stream<'scope, Time, Vec<ReservationI
 }
 
 fn reserve(
-    reservations: &mut HashMap<String, Reservation>,
+    reservations: &mut HashMap<Str, Reservation>,
     emit: &mut Emitter<'_, OrderOut>,
-    reservation_id: String,
+    reservation_id: Str,
     items: Vec<Line>,
 ) {
     if reservations.contains_key(&reservation_id) {
@@ -137,9 +137,9 @@ fn reserve(
 }
 
 fn release(
-    reservations: &mut HashMap<String, Reservation>,
+    reservations: &mut HashMap<Str, Reservation>,
     emit: &mut Emitter<'_, OrderOut>,
-    reservation_id: String,
+    reservation_id: Str,
 ) {
     let Some(reservation) = reservations.get_mut(&reservation_id) else {
         return emit.reject(
@@ -163,7 +163,7 @@ fn release(
 
 /// Second round: once every line is answered, hold all of them or give back the rest.
 fn answer(
-    reservations: &mut HashMap<String, Reservation>,
+    reservations: &mut HashMap<Str, Reservation>,
     emit: &mut Emitter<'_, OrderOut>,
     reply: StockReply,
 ) {
@@ -197,11 +197,11 @@ fn answer(
     }
 }
 
-fn release_all(emit: &mut Emitter<'_, OrderOut>, reservation_id: &str, held: Vec<PricedLine>) {
+fn release_all(emit: &mut Emitter<'_, OrderOut>, reservation_id: &Str, held: Vec<PricedLine>) {
     for (line, held) in held.into_iter().enumerate() {
         let op = CatalogOp::Release {
             product_id: held.product_id,
-            order_id: reservation_id.to_string(),
+            order_id: reservation_id.clone(),
             quantity: held.quantity,
         };
         emit.stock(line as u16, op);

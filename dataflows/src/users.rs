@@ -21,16 +21,16 @@ pub struct EmailIn {
     pub seq: Seq,
     pub phase: u8,
     pub ts: Ts,
-    pub email: String,
+    pub email: Str,
     pub op: EmailOp,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 pub enum EmailOp {
     /// Claim the address for this user, then forward the command.
-    Claim { user_id: String, then: Command },
+    Claim { user_id: Str, then: Command },
     /// The user no longer holds the address.
-    Release { user_id: String },
+    Release { user_id: Str },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
@@ -48,8 +48,8 @@ pub enum UserOut {
 }
 
 /// Normalised form of an address for uniqueness: case-insensitive.
-pub fn email_key(email: &str) -> String {
-    email.trim().to_lowercase()
+pub fn email_key(email: &str) -> Str {
+    email.trim().to_lowercase().into()
 }
 
 pub trait ClaimEmail<'scope> {
@@ -107,9 +107,9 @@ impl<'scope> ClaimEmail<'scope> for Stream<'scope, Time, Vec<EmailIn>> {
 
 #[derive(Clone, Debug)]
 struct User {
-    email: String,
-    name: String,
-    password_hash: String,
+    email: Str,
+    name: Str,
+    password_hash: Str,
 }
 
 pub trait UserAccounts<'scope> {
@@ -118,7 +118,7 @@ pub trait UserAccounts<'scope> {
 
 impl<'scope> UserAccounts<'scope> for Stream<'scope, Time, Vec<UserIn>> {
     fn user_accounts(self) -> Stream<'scope, Time, Vec<UserOut>> {
-        let mut users: HashMap<String, User> = HashMap::new();
+        let mut users: HashMap<Str, User> = HashMap::new();
         self.keyed_ordered(
             "UserAccounts",
             |input: &UserIn| key_hash(user_id_of(&input.command)),
@@ -140,7 +140,7 @@ fn user_id_of(command: &Command) -> &str {
     }
 }
 
-fn decide(users: &mut HashMap<String, User>, input: UserIn, out: &mut Vec<UserOut>) {
+fn decide(users: &mut HashMap<Str, User>, input: UserIn, out: &mut Vec<UserOut>) {
     let (seq, ts) = (input.seq, input.ts);
     let event = |body| {
         UserOut::Event(Event {
@@ -151,7 +151,7 @@ fn decide(users: &mut HashMap<String, User>, input: UserIn, out: &mut Vec<UserOu
             body,
         })
     };
-    let reject = |kind, detail: String| {
+    let reject = |kind, detail: Str| {
         UserOut::Rejected(Rejection {
             seq,
             ts,
@@ -159,14 +159,14 @@ fn decide(users: &mut HashMap<String, User>, input: UserIn, out: &mut Vec<UserOu
             detail,
         })
     };
-    let release = |email: &str, user_id: &str| {
+    let release = |email: &str, user_id: &Str| {
         UserOut::Release(EmailIn {
             seq,
             phase: 1,
             ts,
             email: email_key(email),
             op: EmailOp::Release {
-                user_id: user_id.to_string(),
+                user_id: user_id.clone(),
             },
         })
     };
@@ -183,7 +183,7 @@ fn decide(users: &mut HashMap<String, User>, input: UserIn, out: &mut Vec<UserOu
                     RejectionKind::Conflict {
                         code: "user_exists".into(),
                     },
-                    format!("user {user_id} already exists"),
+                    format!("user {user_id} already exists").into(),
                 ));
                 return;
             }
@@ -214,7 +214,7 @@ fn decide(users: &mut HashMap<String, User>, input: UserIn, out: &mut Vec<UserOu
                 }
                 out.push(reject(
                     RejectionKind::NotFound,
-                    format!("user {user_id} does not exist"),
+                    format!("user {user_id} does not exist").into(),
                 ));
                 return;
             };
@@ -241,7 +241,7 @@ fn decide(users: &mut HashMap<String, User>, input: UserIn, out: &mut Vec<UserOu
             let Some(user) = users.remove(&user_id) else {
                 out.push(reject(
                     RejectionKind::NotFound,
-                    format!("user {user_id} does not exist"),
+                    format!("user {user_id} does not exist").into(),
                 ));
                 return;
             };

@@ -13,14 +13,14 @@ use crate::model::*;
 
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub enum ViewKey {
-    Product(String),
-    User(String),
-    Cart(String),
-    Order(String),
-    Payment(String),
-    Shipment(String),
-    Effect(String),
-    Reservation(String),
+    Product(Str),
+    User(Str),
+    Cart(Str),
+    Order(Str),
+    Payment(Str),
+    Shipment(Str),
+    Effect(Str),
+    Reservation(Str),
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -39,13 +39,13 @@ pub enum Row {
 
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct ProductRow {
-    pub product_id: String,
-    pub sku: String,
-    pub name: String,
+    pub product_id: Str,
+    pub sku: Str,
+    pub name: Str,
     pub price_cents: i64,
-    pub currency: String,
+    pub currency: Str,
     pub reorder_point: i64,
-    pub warehouse_id: Option<String>,
+    pub warehouse_id: Option<Str>,
     pub created_at: Ts,
     pub updated_at: Ts,
 }
@@ -58,25 +58,25 @@ pub enum StockMeasure {
 
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct StockRow {
-    pub product_id: String,
+    pub product_id: Str,
     pub measure: StockMeasure,
     pub quantity: i64,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct UserRow {
-    pub user_id: String,
-    pub email: String,
-    pub name: String,
-    pub password_hash: String,
+    pub user_id: Str,
+    pub email: Str,
+    pub name: Str,
+    pub password_hash: Str,
     pub created_at: Ts,
     pub updated_at: Ts,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct CartRow {
-    pub cart_id: String,
-    pub user_id: String,
+    pub cart_id: Str,
+    pub user_id: Str,
     pub items: Vec<Line>,
     pub created_at: Ts,
     pub updated_at: Ts,
@@ -91,21 +91,21 @@ pub struct StatusChange {
 
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct OrderRow {
-    pub order_id: String,
-    pub user_id: String,
+    pub order_id: Str,
+    pub user_id: Str,
     pub status: OrderStatus,
     pub cancel_reason: Option<CancelReason>,
     /// The lines as requested, until stock is held for them; then `lines` has them.
     pub items: Vec<Line>,
     pub lines: Vec<PricedLine>,
     pub total_cents: i64,
-    pub currency: String,
+    pub currency: Str,
     /// Whether a payment was started; its id is `payment_id_for(order_id)`.
     pub has_payment: bool,
     /// Whether a shipment was created; its id is `shipment_id_for(order_id)`.
     pub has_shipment: bool,
-    pub cart_id: Option<String>,
-    pub shipping_address: Option<String>,
+    pub cart_id: Option<Str>,
+    pub shipping_address: Option<Str>,
     pub created_at: Ts,
     pub updated_at: Ts,
     pub history: Vec<StatusChange>,
@@ -140,25 +140,25 @@ pub enum ShipmentStatus {
 
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct RefundRow {
-    pub refund_id: String,
+    pub refund_id: Str,
     pub amount_cents: i64,
     pub status: RefundStatus,
-    pub reason: String,
+    pub reason: Str,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct PaymentRow {
-    pub payment_id: String,
-    pub order_id: String,
+    pub payment_id: Str,
+    pub order_id: Str,
     pub status: PaymentStatus,
     pub amount_cents: i64,
-    pub currency: String,
+    pub currency: Str,
     pub captured_cents: i64,
     pub refunded_cents: i64,
-    pub card_brand: String,
-    pub card_last4: String,
-    pub charge_id: Option<String>,
-    pub decline_code: Option<String>,
+    pub card_brand: Str,
+    pub card_last4: Str,
+    pub charge_id: Option<Str>,
+    pub decline_code: Option<Str>,
     pub fraud: bool,
     pub refunds: Vec<RefundRow>,
     pub created_at: Ts,
@@ -167,12 +167,12 @@ pub struct PaymentRow {
 
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct ShipmentRow {
-    pub shipment_id: String,
-    pub order_id: String,
+    pub shipment_id: Str,
+    pub order_id: Str,
     pub status: ShipmentStatus,
-    pub carrier: Option<String>,
-    pub tracking_number: Option<String>,
-    pub address: Option<String>,
+    pub carrier: Option<Str>,
+    pub tracking_number: Option<Str>,
+    pub address: Option<Str>,
     pub created_at: Ts,
     pub updated_at: Ts,
 }
@@ -189,7 +189,7 @@ pub enum ReservationStatus {
 /// Stock held through the inventory API.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct ReservationRow {
-    pub reservation_id: String,
+    pub reservation_id: Str,
     pub status: ReservationStatus,
     pub reason: Option<CancelReason>,
     pub items: Vec<Line>,
@@ -202,22 +202,22 @@ pub struct ReservationRow {
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub enum EffectRow {
     Charge {
-        payment_id: String,
-        order_id: String,
+        payment_id: Str,
+        order_id: Str,
         amount_cents: i64,
-        currency: String,
+        currency: Str,
         card: CardToken,
     },
     Refund {
-        refund_id: String,
-        payment_id: String,
-        order_id: String,
+        refund_id: Str,
+        payment_id: Str,
+        order_id: Str,
         amount_cents: i64,
     },
     Ship {
-        shipment_id: String,
-        order_id: String,
-        address: Option<String>,
+        shipment_id: Str,
+        order_id: Str,
+        address: Option<Str>,
     },
 }
 
@@ -233,8 +233,8 @@ impl EffectRow {
 
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct IdempotencyRow {
-    pub key: String,
-    pub fingerprint: String,
+    pub key: Str,
+    pub fingerprint: Str,
     pub first_seq: Seq,
     /// Log time of the first use; the key is forgotten `IDEMPOTENCY_TTL_MS` later.
     pub ts: Ts,
@@ -279,11 +279,11 @@ impl std::borrow::Borrow<str> for ById {
 }
 
 impl OrderRow {
-    pub fn payment_id(&self) -> Option<String> {
+    pub fn payment_id(&self) -> Option<Str> {
         self.has_payment.then(|| payment_id_for(&self.order_id))
     }
 
-    pub fn shipment_id(&self) -> Option<String> {
+    pub fn shipment_id(&self) -> Option<Str> {
         self.has_shipment.then(|| shipment_id_for(&self.order_id))
     }
 }
@@ -380,11 +380,11 @@ pub fn view_keys(body: &EventBody) -> Vec<ViewKey> {
         CartCreated { cart_id, .. } | CartUpdated { cart_id, .. } => {
             keys.push(ViewKey::Cart(cart_id.clone()))
         }
-        ReservationRequested { .. }
-        | ReservationHeld { .. }
-        | ReservationRejected { .. }
-        | ReservationReleased { .. } => {
-            keys.push(ViewKey::Reservation(body.aggregate_id().to_string()))
+        ReservationRequested { reservation_id, .. }
+        | ReservationHeld { reservation_id, .. }
+        | ReservationRejected { reservation_id, .. }
+        | ReservationReleased { reservation_id } => {
+            keys.push(ViewKey::Reservation(reservation_id.clone()))
         }
         _ => {}
     }
@@ -393,14 +393,14 @@ pub fn view_keys(body: &EventBody) -> Vec<ViewKey> {
             body,
             InventoryReserved { .. } | InventoryReleased { .. } | InventoryDeducted { .. }
         ) {
-            keys.push(ViewKey::Order(order_id.to_string()));
+            keys.push(ViewKey::Order(order_id.clone()));
         }
     }
     if let Some(payment_id) = body.payment_id() {
-        keys.push(ViewKey::Payment(payment_id.to_string()));
+        keys.push(ViewKey::Payment(payment_id.clone()));
     }
     if let Some(shipment_id) = body.shipment_id() {
-        keys.push(ViewKey::Shipment(shipment_id.to_string()));
+        keys.push(ViewKey::Shipment(shipment_id.clone()));
     }
     match body {
         PaymentInitiated { payment_id: id, .. }
@@ -424,7 +424,7 @@ pub fn view_keys(body: &EventBody) -> Vec<ViewKey> {
 }
 
 /// Stock deltas of an event: `(product, measure, delta)`.
-pub fn stock_deltas(body: &EventBody) -> Vec<(String, StockMeasure, i64)> {
+pub fn stock_deltas(body: &EventBody) -> Vec<(Str, StockMeasure, i64)> {
     use EventBody::*;
     match body {
         StockAdjusted {
@@ -616,7 +616,7 @@ fn step_order(row: &mut Option<OrderRow>, event: &Event) {
             items: items.clone(),
             lines: Vec::new(),
             total_cents: 0,
-            currency: String::new(),
+            currency: Str::default(),
             has_payment: false,
             has_shipment: false,
             cart_id: cart_id.clone(),

@@ -4,7 +4,7 @@ use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 use std::marker::PhantomData;
 use std::sync::Arc;
 
-use dataflows::model::{Rejection, Seq, Time, Ts};
+use dataflows::model::{Rejection, Seq, Str, Time, Ts};
 use dataflows::users::email_key;
 use dataflows::views::*;
 
@@ -91,12 +91,12 @@ pub struct Snapshot {
     /// Every update at a time before this is applied, and none after.
     pub frontier: Time,
     pub products: Rows<ProductRow>,
-    pub stock: HashMap<String, StockLevel>,
+    pub stock: HashMap<Str, StockLevel>,
     pub users: Rows<UserRow>,
-    pub users_by_email: HashMap<String, String>,
+    pub users_by_email: HashMap<Str, Str>,
     pub carts: Rows<CartRow>,
     pub orders: Rows<OrderRow>,
-    pub orders_by_user: HashMap<String, BTreeSet<(Ts, String)>>,
+    pub orders_by_user: HashMap<Str, BTreeSet<(Ts, Str)>>,
     pub payments: Rows<PaymentRow>,
     pub shipments: Rows<ShipmentRow>,
     /// Calls to the outside world the saga waits for, by effect id.

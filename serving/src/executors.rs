@@ -192,9 +192,9 @@ fn charge_request(effect: &EffectRow) -> Option<ChargeRequest> {
             card,
             ..
         } => Some(ChargeRequest {
-            idempotency_key: payment_id.clone(),
+            idempotency_key: payment_id.to_string(),
             amount_cents: *amount_cents,
-            currency: currency.clone(),
+            currency: currency.to_string(),
             card: card.clone(),
         }),
         _ => None,
@@ -226,8 +226,8 @@ fn call_provider(app: &Tidemark, effect: &EffectRow) -> connectors::Result<Comma
             amount_cents,
         } => {
             let request = RefundRequest {
-                idempotency_key: refund_id.clone(),
-                payment_key: payment_id.clone(),
+                idempotency_key: refund_id.to_string(),
+                payment_key: payment_id.to_string(),
                 amount_cents: *amount_cents,
             };
             let succeeded = app.payments.refund(&request)?;
@@ -247,8 +247,8 @@ fn call_provider(app: &Tidemark, effect: &EffectRow) -> connectors::Result<Comma
             Command::ShipmentDispatched {
                 shipment_id: shipment_id.clone(),
                 order_id: order_id.clone(),
-                carrier: dispatch.carrier,
-                tracking_number: dispatch.tracking_number,
+                carrier: dispatch.carrier.into(),
+                tracking_number: dispatch.tracking_number.into(),
             }
         }
     })

@@ -63,7 +63,8 @@ fn main() {
         seq: 0,
         ts: 1_700_000_000_000,
     };
-    let products: Vec<String> = (0..1000).map(|i| format!("prd_{i:032}")).collect();
+    // Orders name products by the catalog's own ids, as the API does.
+    let products: Vec<Str> = (0..1000).map(|i| format!("prd_{i:032}").into()).collect();
     feed.batch(
         products
             .iter()
@@ -94,8 +95,8 @@ fn main() {
         let end = (start + args.batch).min(args.orders);
         let place = (start..end)
             .map(|n| Command::PlaceOrder {
-                order_id: order_id(n),
-                user_id: format!("usr_{:032x}", n % 1000),
+                order_id: order_id(n).into(),
+                user_id: format!("usr_{:032x}", n % 1000).into(),
                 items: vec![
                     Line {
                         product_id: products[n % 1000].clone(),
@@ -115,9 +116,9 @@ fn main() {
         let paid = (start..end)
             .map(|n| Command::PaymentResult {
                 payment_id: payment_id_for(&order_id(n)),
-                order_id: order_id(n),
+                order_id: order_id(n).into(),
                 outcome: PaymentOutcome::Approved {
-                    charge_id: format!("ch_{n:024x}"),
+                    charge_id: format!("ch_{n:024x}").into(),
                 },
             })
             .collect();
@@ -125,9 +126,9 @@ fn main() {
         let dispatched = (start..end)
             .map(|n| Command::ShipmentDispatched {
                 shipment_id: shipment_id_for(&order_id(n)),
-                order_id: order_id(n),
+                order_id: order_id(n).into(),
                 carrier: "sandbox".into(),
-                tracking_number: format!("SBX{n:016X}"),
+                tracking_number: format!("SBX{n:016X}").into(),
             })
             .collect();
         feed.batch(dispatched);

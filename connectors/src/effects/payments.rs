@@ -101,7 +101,7 @@ pub fn tokenize_card(
         _ => "unknown",
     };
     Ok(CardToken {
-        token: card_token(&number),
+        token: card_token(&number).into(),
         brand: brand.into(),
         last4: number[number.len() - 4..].into(),
         exp_month,
@@ -259,22 +259,22 @@ impl SandboxPayments {
     /// What test mode answers to a charge: fixed by the card's token.
     fn decide_charge(&self, request: &ChargeRequest) -> Answer {
         let token = &request.card.token;
-        let outcome = if *token == self.declined[0] {
+        let outcome = if **token == *self.declined[0] {
             PaymentOutcome::Declined {
                 decline_code: "card_declined".into(),
             }
-        } else if *token == self.declined[1] {
+        } else if **token == *self.declined[1] {
             PaymentOutcome::Declined {
                 decline_code: "insufficient_funds".into(),
             }
-        } else if *token == self.fraud {
+        } else if **token == *self.fraud {
             PaymentOutcome::Fraud {
                 decline_code: "fraudulent".into(),
             }
         } else {
             let digest = Sha256::digest(request.idempotency_key.as_bytes());
             PaymentOutcome::Approved {
-                charge_id: format!("ch_{}", &hex::encode(digest)[..24]),
+                charge_id: format!("ch_{}", &hex::encode(digest)[..24]).into(),
             }
         };
         Answer::Charge {

@@ -45,7 +45,7 @@ impl Harness {
                 Envelope {
                     idempotency: Some(IdempotencyKey {
                         key: key.into(),
-                        fingerprint,
+                        fingerprint: fingerprint.into(),
                     }),
                     command,
                 }
@@ -85,8 +85,8 @@ impl Harness {
 fn product(id: &str, stock: i64) -> Command {
     Command::CreateProduct {
         product_id: id.into(),
-        sku: format!("SKU-{id}"),
-        name: format!("Product {id}"),
+        sku: format!("SKU-{id}").into(),
+        name: format!("Product {id}").into(),
         price_cents: 1000,
         currency: "USD".into(),
         initial_stock: stock,
@@ -298,10 +298,7 @@ fn email_addresses_are_unique() {
         "a deleted user's address is free again"
     );
     assert_eq!(
-        h.store
-            .read()
-            .user_by_email("a@x.io")
-            .map(|u| u.user_id.as_str()),
+        h.store.read().user_by_email("a@x.io").map(|u| &*u.user_id),
         Some("u3")
     );
 }
@@ -354,8 +351,8 @@ fn skus_are_unique_across_products() {
             "{workers} workers"
         );
         let snapshot = h.store.read();
-        assert_eq!(snapshot.products["a"].sku, "MUG-2");
-        assert_eq!(snapshot.products["c"].sku, "MUG");
+        assert_eq!(snapshot.products["a"].sku, "MUG-2".into());
+        assert_eq!(snapshot.products["c"].sku, "MUG".into());
         assert!(!snapshot.products.contains_key("b"));
     }
 }
@@ -369,7 +366,7 @@ fn a_cart_holds_at_most_a_hundred_products() {
     }]);
     let item = |n: usize, quantity| Command::SetCartItem {
         cart_id: "c".into(),
-        product_id: format!("p{n}"),
+        product_id: format!("p{n}").into(),
         quantity,
     };
     h.batch((0..100).map(|n| item(n, 1)).collect());
@@ -449,10 +446,10 @@ fn arb_command() -> impl Strategy<Value = Command> {
             order(&id, &lines, card)
         }),
         1 => (product.clone(), -3i64..6).prop_map(|(p, delta)| Command::AdjustStock { product_id: p.into(), delta, reason: "count".into() }),
-        2 => order_id.clone().prop_map(|id| Command::CancelOrder { order_id: id, reason: CancelReason::CustomerRequest }),
+        2 => order_id.clone().prop_map(|id| Command::CancelOrder { order_id: id.into(), reason: CancelReason::CustomerRequest }),
         2 => (order_id.clone(), 0u8..3).prop_map(|(id, outcome)| Command::PaymentResult {
             payment_id: payment_id_for(&id),
-            order_id: id,
+            order_id: id.into(),
             outcome: match outcome {
                 0 => PaymentOutcome::Approved { charge_id: "ch".into() },
                 1 => PaymentOutcome::Declined { decline_code: "card_declined".into() },
@@ -460,20 +457,20 @@ fn arb_command() -> impl Strategy<Value = Command> {
             },
         }),
         1 => order_id.clone().prop_map(|id| Command::ShipmentDispatched {
-            shipment_id: shipment_id_for(&id), order_id: id, carrier: "c".into(), tracking_number: "t".into()
+            shipment_id: shipment_id_for(&id), order_id: id.into(), carrier: "c".into(), tracking_number: "t".into()
         }),
-        1 => order_id.clone().prop_map(|id| Command::ShipmentDelivered { shipment_id: shipment_id_for(&id), order_id: id }),
+        1 => order_id.clone().prop_map(|id| Command::ShipmentDelivered { shipment_id: shipment_id_for(&id), order_id: id.into() }),
         1 => ((0u8..4).prop_map(|n| format!("r{n}")), prop::collection::vec((product.clone(), 1i64..4), 1..3)).prop_map(|(id, lines)| {
             let mut merged: BTreeMap<&str, i64> = BTreeMap::new();
             for (p, q) in lines { *merged.entry(p).or_default() += q; }
             Command::ReserveStock {
-                reservation_id: id,
+                reservation_id: id.into(),
                 items: merged.into_iter().map(|(p, q)| Line { product_id: p.into(), quantity: q }).collect(),
             }
         }),
-        1 => (0u8..4).prop_map(|n| Command::ReleaseReservation { reservation_id: format!("r{n}") }),
+        1 => (0u8..4).prop_map(|n| Command::ReleaseReservation { reservation_id: format!("r{n}").into() }),
         1 => order_id.prop_map(|id| Command::RequestRefund {
-            payment_id: payment_id_for(&id), order_id: id, amount_cents: Some(500), reason: "r".into()
+            payment_id: payment_id_for(&id), order_id: id.into(), amount_cents: Some(500), reason: "r".into()
         }),
     ]
 }
@@ -484,7 +481,7 @@ fn arb_batches() -> impl Strategy<Value = Vec<Vec<Command>>> {
 
 /// Stock invariants: nothing negative, and reserved stock is exactly what live orders hold.
 fn check_invariants(h: &Harness) {
-    let requested: BTreeMap<String, usize> = h
+    let requested: BTreeMap<Str, usize> = h
         .store
         .recorded_events()
         .into_iter()
@@ -510,7 +507,7 @@ fn check_invariants(h: &Harness) {
                 order.order_id
             );
             for line in &order.lines {
-                *held.entry(line.product_id.clone()).or_default() += line.quantity;
+                *held.entry(line.product_id.to_string()).or_default() += line.quantity;
             }
         }
     }
@@ -523,7 +520,7 @@ fn check_invariants(h: &Harness) {
                 reservation.reservation_id
             );
             for line in &reservation.lines {
-                *held.entry(line.product_id.clone()).or_default() += line.quantity;
+                *held.entry(line.product_id.to_string()).or_default() += line.quantity;
             }
         }
     }

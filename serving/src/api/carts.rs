@@ -36,8 +36,8 @@ pub async fn create(
         admission,
         idempotency,
         DomainCommand::CreateCart {
-            cart_id: cart_id.clone(),
-            user_id: body.user_id,
+            cart_id: cart_id.clone().into(),
+            user_id: body.user_id.into(),
         },
     )
     .await?;
@@ -98,8 +98,8 @@ pub async fn set_item(
         }
     }
     let command = DomainCommand::SetCartItem {
-        cart_id: id.clone(),
-        product_id: body.product_id,
+        cart_id: id.clone().into(),
+        product_id: body.product_id.into(),
         quantity: body.quantity,
     };
     run_fresh(&app, admission, idempotency, command).await?;

@@ -102,12 +102,16 @@ impl ApiError {
 impl From<&Rejection> for ApiError {
     fn from(rejection: &Rejection) -> ApiError {
         match &rejection.kind {
-            RejectionKind::NotFound => {
-                ApiError::new(StatusCode::NOT_FOUND, "not_found", rejection.detail.clone())
+            RejectionKind::NotFound => ApiError::new(
+                StatusCode::NOT_FOUND,
+                "not_found",
+                rejection.detail.to_string(),
+            ),
+            RejectionKind::Conflict { code } => {
+                ApiError::conflict(code, rejection.detail.to_string())
             }
-            RejectionKind::Conflict { code } => ApiError::conflict(code, rejection.detail.clone()),
             RejectionKind::Invalid { field } => {
-                ApiError::invalid_field(field, rejection.detail.clone())
+                ApiError::invalid_field(field, rejection.detail.to_string())
             }
             RejectionKind::Duplicate { .. } => ApiError::conflict(
                 "idempotency_key_reused",

@@ -68,8 +68,8 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Command<T> {
         }
         let body = parse_json(body_text)?;
         let idempotency = idempotency_header.map(|key| IdempotencyKey {
-            fingerprint: fingerprint(&parts.method, parts.uri.path(), &bytes),
-            key,
+            fingerprint: fingerprint(&parts.method, parts.uri.path(), &bytes).into(),
+            key: key.into(),
         });
         Ok(Command { body, idempotency })
     }

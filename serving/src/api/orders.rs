@@ -7,7 +7,7 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::Json;
 use connectors::effects::payments::tokenize_card;
-use dataflows::model::{CancelReason, CardToken, Command as DomainCommand, Line, OrderStatus};
+use dataflows::model::{CancelReason, CardToken, Command as DomainCommand, Line, OrderStatus, Str};
 use serde::Deserialize;
 use serde_json::Value;
 
@@ -89,7 +89,7 @@ pub async fn create(
             cart_id,
         } = order;
         let command = DomainCommand::PlaceOrder {
-            order_id: order_id.clone(),
+            order_id: order_id.clone().into(),
             user_id,
             items,
             payment,
@@ -107,11 +107,11 @@ pub async fn create(
 }
 
 struct DomainOrder {
-    user_id: String,
+    user_id: Str,
     items: Vec<Line>,
     payment: Option<CardToken>,
-    shipping_address: Option<String>,
-    cart_id: Option<String>,
+    shipping_address: Option<Str>,
+    cart_id: Option<Str>,
 }
 
 /// Everything about an order that can be checked before it enters the log.
@@ -133,7 +133,7 @@ fn validate_order(app: &App, body: PlaceOrder) -> ApiResult<DomainOrder> {
             if body
                 .user_id
                 .as_ref()
-                .is_some_and(|user| *user != cart.user_id)
+                .is_some_and(|user| user.as_str() != &*cart.user_id)
             {
                 return Err(ApiError::invalid_field(
                     "user_id",
@@ -147,18 +147,22 @@ fn validate_order(app: &App, body: PlaceOrder) -> ApiResult<DomainOrder> {
                 .items
                 .iter()
                 .map(|l| LineBody {
-                    product_id: l.product_id.clone(),
+                    product_id: l.product_id.to_string(),
                     quantity: l.quantity,
                 })
                 .collect();
-            (cart.user_id.clone(), lines, Some(cart_id.clone()))
+            (
+                cart.user_id.clone(),
+                lines,
+                Some(Str::from(cart_id.as_str())),
+            )
         }
         (None, Some(items)) => {
             let user_id = body
                 .user_id
                 .clone()
                 .ok_or_else(|| ApiError::invalid_field("user_id", "is required with items"))?;
-            (user_id, items, None)
+            (Str::from(user_id), items, None)
         }
     };
     if !snapshot.users.contains_key(&user_id) {
@@ -170,7 +174,7 @@ fn validate_order(app: &App, body: PlaceOrder) -> ApiResult<DomainOrder> {
     if lines.is_empty() || lines.len() > 100 {
         errors.push(FieldError::new("items", "an order has 1 to 100 lines"));
     }
-    let mut merged: BTreeMap<String, i64> = BTreeMap::new();
+    let mut merged: BTreeMap<Str, i64> = BTreeMap::new();
     let mut order_of_lines = Vec::new();
     let mut currency: Option<&str> = None;
     for (index, line) in lines.iter().enumerate() {
@@ -186,17 +190,25 @@ fn validate_order(app: &App, body: PlaceOrder) -> ApiResult<DomainOrder> {
                 format!("product {:?} does not exist", line.product_id),
             )),
             Some(product) => match currency {
-                Some(first) if first != product.currency => errors.push(FieldError::new(
+                Some(first) if first != &*product.currency => errors.push(FieldError::new(
                     format!("items[{index}].product_id"),
                     "all products of an order must share one currency",
                 )),
                 _ => currency = Some(&product.currency),
             },
         }
-        if !merged.contains_key(&line.product_id) {
-            order_of_lines.push(line.product_id.clone());
+        // The order's lines share the product row's id rather than copy the request's.
+        let Some(product_id) = snapshot
+            .products
+            .get(&line.product_id)
+            .map(|p| &p.product_id)
+        else {
+            continue;
+        };
+        if !merged.contains_key(product_id) {
+            order_of_lines.push(product_id.clone());
         }
-        let total = merged.entry(line.product_id.clone()).or_default();
+        let total = merged.entry(product_id.clone()).or_default();
         *total = total.saturating_add(line.quantity);
     }
     let shipping_address = match body.shipping_address {
@@ -241,7 +253,7 @@ fn validate_order(app: &App, body: PlaceOrder) -> ApiResult<DomainOrder> {
         user_id,
         items,
         payment,
-        shipping_address,
+        shipping_address: shipping_address.map(Str::from),
         cart_id,
     })
 }
@@ -295,7 +307,9 @@ pub async fn list_for_user(
 ) -> ApiResult<Json<Value>> {
     let limit = query.limit()?;
     let snapshot = app.views.read();
-    if !snapshot.users.contains_key(&user_id) && !snapshot.orders_by_user.contains_key(&user_id) {
+    if !snapshot.users.contains_key(&user_id)
+        && !snapshot.orders_by_user.contains_key(user_id.as_str())
+    {
         return Err(ApiError::not_found("user", &user_id));
     }
     let cursor = match query.get("cursor") {
@@ -308,13 +322,16 @@ pub async fn list_for_user(
                 at.parse::<u64>().map_err(|_| {
                     ApiError::invalid_field("cursor", "is not a cursor from this list")
                 })?,
-                id.to_string(),
+                Str::from(id),
             ))
         }
     };
     let empty = Default::default();
-    let index = snapshot.orders_by_user.get(&user_id).unwrap_or(&empty);
-    let mut keys: Vec<&(u64, String)> = index
+    let index = snapshot
+        .orders_by_user
+        .get(user_id.as_str())
+        .unwrap_or(&empty);
+    let mut keys: Vec<&(u64, Str)> = index
         .iter()
         .rev()
         .filter(|key| cursor.as_ref().is_none_or(|c| *key < c))
@@ -352,7 +369,7 @@ pub async fn cancel(
         admission,
         idempotency,
         DomainCommand::CancelOrder {
-            order_id: id.clone(),
+            order_id: id.clone().into(),
             reason,
         },
     )
@@ -381,7 +398,7 @@ pub async fn set_status(
         admission,
         idempotency,
         DomainCommand::SetOrderStatus {
-            order_id: id.clone(),
+            order_id: id.clone().into(),
             status: body.status,
         },
     )

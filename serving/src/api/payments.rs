@@ -40,7 +40,7 @@ pub async fn create(
         admission,
         idempotency,
         DomainCommand::PayOrder {
-            order_id: body.order_id,
+            order_id: body.order_id.into(),
             payment: card,
         },
     )
@@ -97,10 +97,10 @@ pub async fn refund(
         (payment.order_id.clone(), payment.refunds.len())
     };
     let command = DomainCommand::RequestRefund {
-        payment_id: id.clone(),
+        payment_id: id.clone().into(),
         order_id,
         amount_cents: body.amount_cents,
-        reason,
+        reason: reason.into(),
     };
     run_fresh(&app, admission, idempotency, command).await?;
     let snapshot = app.views.read();

@@ -3,7 +3,7 @@
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::Json;
-use dataflows::model::{Command as DomainCommand, Line};
+use dataflows::model::{Command as DomainCommand, Line, Str};
 use dataflows::views::ReservationStatus;
 use serde::Deserialize;
 use serde_json::Value;
@@ -62,7 +62,7 @@ pub async fn create(
         .finish()?;
     let admission = admit(&app, &idempotency)?;
     let sku = body.sku.trim().to_string();
-    if admission == Admission::Fresh && app.views.read().products.values().any(|p| p.sku == sku) {
+    if admission == Admission::Fresh && app.views.read().products.values().any(|p| *p.sku == *sku) {
         return Err(ApiError::conflict(
             "sku_taken",
             format!("a product with sku {sku:?} already exists"),
@@ -70,13 +70,13 @@ pub async fn create(
     }
     let product_id = new_id("prd", &idempotency);
     let command = DomainCommand::CreateProduct {
-        product_id: product_id.clone(),
-        sku,
-        name: body.name.trim().to_string(),
+        product_id: product_id.clone().into(),
+        sku: sku.into(),
+        name: body.name.trim().into(),
         price_cents: body.price_cents,
-        currency: currency.unwrap_or_default(),
+        currency: currency.unwrap_or_default().into(),
         initial_stock: body.initial_stock.unwrap_or(0),
-        warehouse_id: body.warehouse_id,
+        warehouse_id: body.warehouse_id.map(Str::from),
         reorder_point: body.reorder_point.unwrap_or(0),
     };
     run_fresh(&app, admission, idempotency, command).await?;
@@ -150,7 +150,7 @@ pub async fn update(
             if snapshot
                 .products
                 .values()
-                .any(|p| p.sku == sku.trim() && p.product_id != id)
+                .any(|p| &*p.sku == sku.trim() && *p.product_id != *id)
             {
                 return Err(ApiError::conflict(
                     "sku_taken",
@@ -160,11 +160,11 @@ pub async fn update(
         }
     }
     let command = DomainCommand::UpdateProduct {
-        product_id: id.clone(),
-        sku: body.sku.map(|s| s.trim().to_string()),
-        name: body.name.map(|s| s.trim().to_string()),
+        product_id: id.clone().into(),
+        sku: body.sku.map(|s| s.trim().into()),
+        name: body.name.map(|s| s.trim().into()),
         price_cents: body.price_cents,
-        currency: currency.flatten(),
+        currency: currency.flatten().map(Str::from),
         reorder_point: body.reorder_point,
     };
     run_fresh(&app, admission, idempotency, command).await?;
@@ -196,10 +196,10 @@ fn list_matching(
     let mut found: Vec<&dataflows::views::ProductRow> = snapshot
         .products
         .values()
-        .filter(|p| p.product_id.as_str() > after && matches(&p.name, &p.sku))
+        .filter(|p| &*p.product_id > after && matches(&p.name, &p.sku))
         .collect();
     found.sort_by(|a, b| a.product_id.cmp(&b.product_id));
-    let next = (found.len() > limit).then(|| found[limit - 1].product_id.clone());
+    let next = (found.len() > limit).then(|| found[limit - 1].product_id.to_string());
     let items = found
         .into_iter()
         .take(limit)
@@ -243,9 +243,9 @@ pub async fn adjust(State(app): State<App>, command: Command<Adjust>) -> ApiResu
         return Err(ApiError::not_found("product", &body.product_id));
     }
     let command = DomainCommand::AdjustStock {
-        product_id: body.product_id.clone(),
+        product_id: body.product_id.clone().into(),
         delta: body.delta,
-        reason,
+        reason: reason.into(),
     };
     run_fresh(&app, admission, idempotency, command).await?;
     Ok(Json(json::stock(&app.views.read(), &body.product_id)))
@@ -313,11 +313,11 @@ pub async fn reserve(
         );
         match merged
             .iter_mut()
-            .find(|held| held.product_id == line.product_id)
+            .find(|held| *held.product_id == *line.product_id)
         {
             Some(held) => held.quantity = held.quantity.saturating_add(line.quantity),
             None => merged.push(Line {
-                product_id: line.product_id.clone(),
+                product_id: line.product_id.clone().into(),
                 quantity: line.quantity,
             }),
         }
@@ -352,7 +352,7 @@ pub async fn reserve(
         }
     }
     let command = DomainCommand::ReserveStock {
-        reservation_id: reservation_id.clone(),
+        reservation_id: reservation_id.clone().into(),
         items: merged,
     };
     run_fresh(&app, admission, idempotency, command).await?;
@@ -405,7 +405,7 @@ pub async fn release(State(app): State<App>, command: Command<Release>) -> ApiRe
         return Err(ApiError::not_found("reservation", &body.reservation_id));
     }
     let command = DomainCommand::ReleaseReservation {
-        reservation_id: body.reservation_id.clone(),
+        reservation_id: body.reservation_id.clone().into(),
     };
     run_fresh(&app, admission, idempotency, command).await?;
     reservation(State(app), Path(body.reservation_id)).await

@@ -47,7 +47,7 @@ pub async fn deliver(
         admission,
         idempotency,
         DomainCommand::ShipmentDelivered {
-            shipment_id: id.clone(),
+            shipment_id: id.clone().into(),
             order_id,
         },
     )

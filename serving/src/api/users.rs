@@ -6,7 +6,7 @@ use argon2::Argon2;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::Json;
-use dataflows::model::Command as DomainCommand;
+use dataflows::model::{Command as DomainCommand, Str};
 use serde::Deserialize;
 use serde_json::Value;
 
@@ -70,10 +70,10 @@ pub async fn create(
     if admission == Admission::Fresh {
         let password_hash = hash_password(body.password).await?;
         let command = DomainCommand::CreateUser {
-            user_id: user_id.clone(),
-            email,
-            name: body.name.trim().to_string(),
-            password_hash,
+            user_id: user_id.clone().into(),
+            email: email.into(),
+            name: body.name.trim().into(),
+            password_hash: password_hash.into(),
         };
         run_fresh(&app, admission, idempotency, command).await?;
     }
@@ -136,7 +136,7 @@ pub async fn update(
                 .as_deref()
                 .and_then(|email| snapshot.user_by_email(email))
             {
-                if other.user_id != id {
+                if *other.user_id != *id {
                     return Err(ApiError::conflict(
                         "email_taken",
                         "a user with this email already exists",
@@ -149,10 +149,10 @@ pub async fn update(
             None => None,
         };
         let command = DomainCommand::UpdateUser {
-            user_id: id.clone(),
-            email: body.email.map(|e| e.trim().to_string()),
-            name: body.name.map(|n| n.trim().to_string()),
-            password_hash,
+            user_id: id.clone().into(),
+            email: body.email.map(|e| e.trim().into()),
+            name: body.name.map(|n| n.trim().into()),
+            password_hash: password_hash.map(Str::from),
         };
         run_fresh(&app, admission, idempotency, command).await?;
     }
@@ -167,7 +167,7 @@ pub async fn delete(State(app): State<App>, Path(id): Path<String>) -> ApiResult
         &app,
         Admission::Fresh,
         None,
-        DomainCommand::DeleteUser { user_id: id },
+        DomainCommand::DeleteUser { user_id: id.into() },
     )
     .await?;
     Ok(StatusCode::NO_CONTENT)
@@ -182,7 +182,7 @@ pub async fn search(State(app): State<App>, query: QueryPairs) -> ApiResult<Json
     let mut found: Vec<_> = snapshot
         .users
         .values()
-        .filter(|u| u.user_id.as_str() > after)
+        .filter(|u| &*u.user_id > after)
         .filter(|u| {
             needle.is_empty()
                 || u.email.to_lowercase().contains(&needle)
@@ -190,7 +190,7 @@ pub async fn search(State(app): State<App>, query: QueryPairs) -> ApiResult<Json
         })
         .collect();
     found.sort_by(|a, b| a.user_id.cmp(&b.user_id));
-    let next = (found.len() > limit).then(|| found[limit - 1].user_id.clone());
+    let next = (found.len() > limit).then(|| found[limit - 1].user_id.to_string());
     Ok(Json(json::page(
         found.into_iter().take(limit).map(json::user).collect(),
         next,
