@@ -28,7 +28,7 @@ pub type Record = (Seq, Ts, Envelope);
 pub struct Outputs<'scope> {
     pub events: Stream<'scope, Time, Vec<Event>>,
     pub rejections: Stream<'scope, Time, Vec<Rejection>>,
-    pub rows: VecCollection<'scope, Time, Arc<Row>, isize>,
+    pub rows: VecCollection<'scope, Time, Row, isize>,
 }
 
 /// What the idempotency stage lets through, refuses, or records.
@@ -309,14 +309,14 @@ pub fn build<'scope>(
     let recorded = admitted
         .clone()
         .flat_map(|admitted| match admitted {
-            Admitted::Recorded(row) => Some(Arc::new(Row::Idempotency(row))),
+            Admitted::Recorded(row) => Some(Row::Idempotency(Arc::new(row))),
             _ => None,
         })
         .with_times()
         .as_collection();
     let forgotten = admitted
         .flat_map(|admitted| match admitted {
-            Admitted::Forgotten(row) => Some(Arc::new(Row::Idempotency(row))),
+            Admitted::Forgotten(row) => Some(Row::Idempotency(Arc::new(row))),
             _ => None,
         })
         .with_times()
@@ -342,7 +342,7 @@ pub fn build<'scope>(
 /// maintained by `count`.
 pub fn read_models<'scope>(
     events: Stream<'scope, Time, Vec<Event>>,
-) -> VecCollection<'scope, Time, Arc<Row>, isize> {
+) -> VecCollection<'scope, Time, Row, isize> {
     // Current rows, one set per `Row::key` kind, keyed by the id inside each row.
     let mut rows: Vec<HashSet<ById>> = vec![HashSet::new(); usize::from(ViewKey::KINDS)];
     let folded = events
@@ -357,17 +357,17 @@ pub fn read_models<'scope>(
         .keyed_ordered(
             "ReadModels",
             |(key, _): &(ViewKey, Arc<Event>)| key_hash(key.id()),
-            move |time, records, out: &mut Vec<(Arc<Row>, Time, isize)>| {
+            move |time, records, out: &mut Vec<(Row, Time, isize)>| {
                 let mut records = records.into_iter().peekable();
                 while let Some((key, event)) = records.next() {
                     let view = &mut rows[usize::from(key.kind())];
                     let old = view.take(key.id()).map(|held| held.0);
-                    let mut row: Option<Row> = old.as_deref().cloned();
+                    let mut row: Option<Row> = old.clone();
                     step(&key, &mut row, &event);
                     while let Some((_, event)) = records.next_if(|(next, _)| *next == key) {
                         step(&key, &mut row, &event);
                     }
-                    if old.as_deref() == row.as_ref() {
+                    if old == row {
                         if let Some(old) = old {
                             view.insert(ById(old));
                         }
@@ -377,8 +377,7 @@ pub fn read_models<'scope>(
                         out.push((old, time, -1));
                     }
                     if let Some(new) = row {
-                        let new = Arc::new(new);
-                        view.insert(ById(Arc::clone(&new)));
+                        view.insert(ById(new.clone()));
                         out.push((new, time, 1));
                     }
                 }
@@ -395,7 +394,7 @@ pub fn read_models<'scope>(
         })
         .count()
         .map(|((product_id, measure), quantity)| {
-            Arc::new(Row::Stock(StockRow {
+            Row::Stock(Arc::new(StockRow {
                 product_id,
                 measure,
                 quantity: quantity as i64,

@@ -33,7 +33,7 @@ pub struct WorkerReport {
     pub worker: usize,
     /// `None` once the dataflow has shut down.
     pub frontier: Option<Time>,
-    pub rows: Vec<(Arc<Row>, Time, isize)>,
+    pub rows: Vec<(Row, Time, isize)>,
     pub events: Vec<(Event, Time)>,
     pub rejections: Vec<(Rejection, Time)>,
 }
@@ -83,7 +83,7 @@ impl Engine {
                     .rows
                     .inner
                     .inspect(move |(row, time, diff)| {
-                        sink.borrow_mut().rows.push((Arc::clone(row), *time, *diff))
+                        sink.borrow_mut().rows.push((row.clone(), *time, *diff))
                     })
                     .probe_with(&probe);
                 let sink = Rc::clone(&buffers);

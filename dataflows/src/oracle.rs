@@ -29,11 +29,11 @@ pub fn recompute(events: &[Event]) -> BTreeSet<Row> {
     }
     for ((product_id, measure), quantity) in stock {
         if quantity != 0 {
-            rows.insert(Row::Stock(StockRow {
+            rows.insert(Row::Stock(std::sync::Arc::new(StockRow {
                 product_id,
                 measure,
                 quantity,
-            }));
+            })));
         }
     }
     rows

@@ -88,7 +88,8 @@ enum ShipmentState {
 #[derive(Clone, Debug)]
 struct Order {
     status: OrderStatus,
-    card: Option<CardToken>,
+    /// Boxed: held only until the charge is requested.
+    card: Option<Box<CardToken>>,
     shipping_address: Option<Str>,
     /// Replies still awaited from the product aggregate, by line.
     replies: AwaitedLines,
@@ -125,7 +126,7 @@ pub trait OrderFulfillment<'scope> {
 
 impl<'scope> OrderFulfillment<'scope> for Stream<'scope, Time, Vec<OrderIn>> {
     fn order_fulfillment(self) -> Stream<'scope, Time, Vec<OrderOut>> {
-        let mut orders: HashMap<Str, Order> = HashMap::new();
+        let mut orders: HashMap<Str, Box<Order>> = HashMap::new();
         self.keyed_ordered(
             "OrderFulfillment",
             |input: &OrderIn| key_hash(input.op.order_id()),
@@ -172,7 +173,7 @@ struct Saga<'a> {
 }
 
 impl Saga<'_> {
-    fn command(&mut self, orders: &mut HashMap<Str, Order>, command: Command) {
+    fn command(&mut self, orders: &mut HashMap<Str, Box<Order>>, command: Command) {
         if let Command::PlaceOrder {
             order_id,
             user_id,
@@ -214,7 +215,7 @@ impl Saga<'_> {
                         ),
                     );
                 }
-                order.card = Some(payment);
+                order.card = Some(Box::new(payment));
                 self.initiate_payment(&order_id, order);
             }
             Command::PaymentResult {
@@ -327,7 +328,7 @@ impl Saga<'_> {
     #[allow(clippy::too_many_arguments)]
     fn place(
         &mut self,
-        orders: &mut HashMap<Str, Order>,
+        orders: &mut HashMap<Str, Box<Order>>,
         order_id: Str,
         user_id: Str,
         items: Vec<Line>,
@@ -370,12 +371,14 @@ impl Saga<'_> {
                 },
             );
         }
+        // Boxed: the map of every order ever placed then holds a pointer per slot, not a
+        // whole (mostly idle) order.
         orders.insert(
             order_id,
-            Order {
+            Box::new(Order {
                 status: OrderStatus::Pending,
                 replies: AwaitedLines::new(items.len()),
-                card,
+                card: card.map(Box::new),
                 shipping_address,
                 cancel_requested: None,
                 held: Vec::new(),
@@ -385,13 +388,13 @@ impl Saga<'_> {
                 shipment: ShipmentState::None,
                 captured_cents: 0,
                 refunds: Vec::new(),
-            },
+            }),
         );
     }
 
     /// Second round: the product aggregate answered a line. Once every line has an
     /// answer, the order holds all of them or releases the ones it got.
-    fn reply(&mut self, orders: &mut HashMap<Str, Order>, reply: StockReply) {
+    fn reply(&mut self, orders: &mut HashMap<Str, Box<Order>>, reply: StockReply) {
         let Some(order) = orders.get_mut(&reply.order_id) else {
             return;
         };
@@ -452,7 +455,7 @@ impl Saga<'_> {
             order_id: order_id.clone(),
             amount_cents: order.total_cents,
             currency: order.currency.clone(),
-            card,
+            card: *card,
         });
     }
 

@@ -23,18 +23,20 @@ pub enum ViewKey {
     Reservation(Str),
 }
 
+/// A row of one view. Each kind is its own allocation, sized to that kind and shared by
+/// the dataflow's state, the published snapshot and any retraction in flight.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub enum Row {
-    Product(ProductRow),
-    Stock(StockRow),
-    User(UserRow),
-    Cart(CartRow),
-    Order(OrderRow),
-    Payment(PaymentRow),
-    Shipment(ShipmentRow),
-    Effect(EffectRow),
-    Idempotency(IdempotencyRow),
-    Reservation(ReservationRow),
+    Product(Arc<ProductRow>),
+    Stock(Arc<StockRow>),
+    User(Arc<UserRow>),
+    Cart(Arc<CartRow>),
+    Order(Arc<OrderRow>),
+    Payment(Arc<PaymentRow>),
+    Shipment(Arc<ShipmentRow>),
+    Effect(Arc<EffectRow>),
+    Idempotency(Arc<IdempotencyRow>),
+    Reservation(Arc<ReservationRow>),
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -250,7 +252,7 @@ impl IdempotencyRow {
 /// A row in a set keyed by its id: the id inside the row is the key, so a view holds no
 /// second copy of it.
 #[derive(Clone, Debug)]
-pub struct ById(pub Arc<Row>);
+pub struct ById(pub Row);
 
 impl ById {
     pub fn id(&self) -> &str {
@@ -330,7 +332,7 @@ macro_rules! row_kind {
         $(impl RowKind for $type {
             fn of(row: &Row) -> Option<&Self> {
                 match row {
-                    Row::$variant(inner) => Some(inner),
+                    Row::$variant(inner) => Some(&**inner),
                     _ => None,
                 }
             }
@@ -470,11 +472,11 @@ pub fn step(key: &ViewKey, row: &mut Option<Row>, event: &Event) {
     macro_rules! typed {
         ($variant:ident, $step:ident) => {{
             let mut typed = match row.take() {
-                Some(Row::$variant(inner)) => Some(inner),
+                Some(Row::$variant(inner)) => Some(Arc::unwrap_or_clone(inner)),
                 _ => None,
             };
             $step(&mut typed, event);
-            *row = typed.map(Row::$variant);
+            *row = typed.map(|inner| Row::$variant(Arc::new(inner)));
         }};
     }
     match key {

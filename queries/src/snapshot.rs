@@ -63,17 +63,17 @@ impl<T: RowKind> Rows<T> {
 
     /// Insert replaces; a retraction removes the id only if it still holds that row, so
     /// the order of a retraction and an insertion at one time does not matter.
-    fn upsert(&mut self, row: Arc<Row>, insert: bool) {
+    fn upsert(&mut self, row: Row, insert: bool) {
         let row = ById(row);
         if insert {
             self.map.replace(row);
-        } else if self.map.get(row.id()).is_some_and(|held| *held.0 == *row.0) {
+        } else if self.map.get(row.id()).is_some_and(|held| held.0 == row.0) {
             self.map.remove(row.id());
         }
     }
 
     fn rows(&self) -> impl Iterator<Item = Row> + '_ {
-        self.map.iter().map(|row| Row::clone(&row.0))
+        self.map.iter().map(|row| row.0.clone())
     }
 }
 
@@ -126,9 +126,9 @@ impl Snapshot {
             .and_then(|id| self.users.get(id))
     }
 
-    pub(crate) fn apply(&mut self, row: Arc<Row>, diff: isize) {
+    pub(crate) fn apply(&mut self, row: Row, diff: isize) {
         let insert = diff > 0;
-        match &*row {
+        match &row {
             Row::Product(_) => self.products.upsert(row, insert),
             Row::Stock(stock) => {
                 let level = self.stock.entry(stock.product_id.clone()).or_default();
@@ -202,11 +202,11 @@ impl Snapshot {
                 (StockMeasure::Reserved, level.reserved),
             ] {
                 if quantity != 0 {
-                    rows.insert(Row::Stock(StockRow {
+                    rows.insert(Row::Stock(Arc::new(StockRow {
                         product_id: product_id.clone(),
                         measure,
                         quantity,
-                    }));
+                    })));
                 }
             }
         }

@@ -16,7 +16,7 @@ use crate::{Error, Result};
 #[derive(Default)]
 struct Pending {
     frontiers: Vec<Option<Option<Time>>>,
-    rows: BTreeMap<Time, Vec<(Arc<Row>, isize)>>,
+    rows: BTreeMap<Time, Vec<(Row, isize)>>,
     events: BTreeMap<Time, Vec<Event>>,
     rejections: BTreeMap<Time, Vec<Rejection>>,
 }
