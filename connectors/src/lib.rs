@@ -1,10 +1,12 @@
 //! The edges of tidemark: the durable command log and the providers that effects call.
 //!
-//! `log` holds the `Log` trait and its embedded segment-log backend (the default);
+//! `log` holds the `Log` trait with its embedded segment-log backend (the default) and
+//! its Kafka backend; `kafka` what every Kafka client shares (and a local test broker);
 //! `effects` holds payment and carrier providers with sandbox implementations.
 //! Must not: hold domain rules. Those live in `dataflows`.
 
 pub mod effects;
+pub mod kafka;
 pub mod log;
 
 #[derive(Debug, thiserror::Error)]
@@ -28,6 +30,10 @@ pub enum Error {
     TooLarge(usize),
     #[error("provider error: {message}")]
     Provider { message: String, retryable: bool },
+    #[error("invalid configuration: {0}")]
+    Config(String),
+    #[error("kafka: {0}")]
+    Kafka(String),
 }
 
 impl Error {
@@ -46,6 +52,7 @@ impl Error {
                 retryable: true,
                 ..
             } | Error::Io { .. }
+                | Error::Kafka(_)
         )
     }
 }

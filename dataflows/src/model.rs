@@ -141,6 +141,35 @@ pub struct Envelope {
     pub command: Command,
 }
 
+impl Command {
+    /// The aggregate a command is about: its key in a partitioned log, so that the
+    /// commands of one aggregate stay in order. The saga's results belong to the order.
+    pub fn aggregate_id(&self) -> &str {
+        use Command::*;
+        match self {
+            CreateProduct { product_id, .. }
+            | UpdateProduct { product_id, .. }
+            | AdjustStock { product_id, .. } => product_id,
+            CreateUser { user_id, .. } | UpdateUser { user_id, .. } | DeleteUser { user_id } => {
+                user_id
+            }
+            CreateCart { cart_id, .. } | SetCartItem { cart_id, .. } => cart_id,
+            ReserveStock { reservation_id, .. } | ReleaseReservation { reservation_id } => {
+                reservation_id
+            }
+            PlaceOrder { order_id, .. }
+            | CancelOrder { order_id, .. }
+            | SetOrderStatus { order_id, .. }
+            | PayOrder { order_id, .. }
+            | PaymentResult { order_id, .. }
+            | ShipmentDispatched { order_id, .. }
+            | ShipmentDelivered { order_id, .. }
+            | RequestRefund { order_id, .. }
+            | RefundResult { order_id, .. } => order_id,
+        }
+    }
+}
+
 impl Envelope {
     pub fn new(command: Command) -> Self {
         Envelope {

@@ -5,11 +5,19 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use connectors::kafka::KafkaCluster;
 use figment::providers::{Env, Format, Serialized, Toml};
 use figment::Figment;
 use serde::{Deserialize, Serialize};
 
 pub const DEFAULT_CONFIG_FILE: &str = "tidemark.toml";
+
+/// Where commands are logged.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LogBackend {
+    Embedded,
+    Kafka(KafkaCluster),
+}
 
 #[derive(Debug, Parser)]
 #[command(
@@ -44,6 +52,11 @@ pub struct ServeArgs {
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub listen: Option<SocketAddr>,
+    /// The command log: `embedded` (a segment log in the data directory) or
+    /// `kafka://host:port[,host:port]`.
+    #[arg(long, value_name = "embedded|kafka://HOST:PORT")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub log: Option<String>,
     /// Timely worker threads in this process.
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -73,6 +86,37 @@ pub struct Config {
     pub segment_bytes: u64,
     /// Longest a command waits for its views before answering 503 (milliseconds).
     pub command_timeout_ms: u64,
+    /// The command log: `embedded` or `kafka://host:port[,host:port]`.
+    pub log: String,
+    /// Kafka settings, used when `log` is a `kafka://` URL.
+    pub kafka: KafkaConfig,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct KafkaConfig {
+    /// Prepended to every topic name (`tidemark.commands`, `order.created`, ...).
+    pub topic_prefix: String,
+    /// Partitions of the commands topic when tidemark creates it.
+    pub partitions: i32,
+    pub replication_factor: i32,
+    /// Most commands bound into one log batch.
+    pub max_batch_records: usize,
+    /// librdkafka properties passed through, e.g. `"security.protocol" = "SASL_SSL"`,
+    /// `"sasl.mechanism" = "SCRAM-SHA-512"`, `"sasl.username"`, `"ssl.ca.location"`.
+    pub properties: std::collections::BTreeMap<String, String>,
+}
+
+impl Default for KafkaConfig {
+    fn default() -> Self {
+        KafkaConfig {
+            topic_prefix: String::new(),
+            partitions: 6,
+            replication_factor: 1,
+            max_batch_records: 4096,
+            properties: Default::default(),
+        }
+    }
 }
 
 impl Default for Config {
@@ -84,6 +128,8 @@ impl Default for Config {
             log_format: LogFormat::Auto,
             segment_bytes: 64 << 20,
             command_timeout_ms: 10_000,
+            log: "embedded".into(),
+            kafka: KafkaConfig::default(),
         }
     }
 }
@@ -102,8 +148,19 @@ impl Config {
             .merge(Serialized::defaults(Config::default()))
             .merge(Toml::file(&args.config))
             // TIDEMARK_LOG is the log filter and TIDEMARK_BOOTSTRAP_ADMIN_KEY a secret;
-            // neither is a field of this struct.
-            .merge(Env::prefixed("TIDEMARK_").ignore(&["log", "bootstrap_admin_key"]))
+            // neither is a field of this struct. The command log is TIDEMARK_LOG_URL;
+            // nested keys use `__` (TIDEMARK_KAFKA__PARTITIONS).
+            .merge(
+                Env::prefixed("TIDEMARK_")
+                    .ignore(&["log", "bootstrap_admin_key"])
+                    .map(|key| {
+                        if key == "log_url" {
+                            "log".into()
+                        } else {
+                            key.as_str().replace("__", ".").into()
+                        }
+                    }),
+            )
             .merge(Serialized::defaults(args))
             .extract()
             .map_err(Box::new)?;
@@ -121,6 +178,8 @@ impl Config {
             log_format: _,
             segment_bytes,
             command_timeout_ms,
+            log: _,
+            kafka,
         } = self;
         if data_dir.as_os_str().is_empty() {
             return Err("data_dir must not be empty".into());
@@ -136,6 +195,41 @@ impl Config {
         if *command_timeout_ms == 0 {
             return Err("command_timeout_ms must be positive".into());
         }
+        match self.log_backend()? {
+            LogBackend::Embedded => {}
+            LogBackend::Kafka(cluster) => {
+                cluster.validate().map_err(|e| e.to_string())?;
+                if !(1..=10_000).contains(&kafka.partitions) {
+                    return Err(format!(
+                        "kafka.partitions must be between 1 and 10000, not {}",
+                        kafka.partitions
+                    ));
+                }
+                if kafka.replication_factor < 1 {
+                    return Err("kafka.replication_factor must be at least 1".into());
+                }
+                if kafka.max_batch_records == 0 {
+                    return Err("kafka.max_batch_records must be positive".into());
+                }
+            }
+        }
         Ok(())
+    }
+
+    /// Which command log the configuration names.
+    pub fn log_backend(&self) -> Result<LogBackend, String> {
+        if self.log == "embedded" {
+            return Ok(LogBackend::Embedded);
+        }
+        if self.log.starts_with("kafka://") {
+            let mut cluster = KafkaCluster::from_url(&self.log).map_err(|e| e.to_string())?;
+            cluster.topic_prefix = self.kafka.topic_prefix.clone();
+            cluster.properties = self.kafka.properties.clone();
+            return Ok(LogBackend::Kafka(cluster));
+        }
+        Err(format!(
+            "log must be `embedded` or kafka://host:port[,host:port], not {:?}",
+            self.log
+        ))
     }
 }

@@ -7,13 +7,13 @@ use std::time::{Duration, Instant};
 
 use connectors::effects::payments::{PaymentProvider, SandboxPayments};
 use connectors::effects::shipping::{Carrier, SandboxCarrier};
-use connectors::log::{EmbeddedLog, EmbeddedLogOptions, Log};
+use connectors::log::{EmbeddedLog, EmbeddedLogOptions, KafkaLog, KafkaLogOptions, Log};
 use dataflows::model::{settled_frontier, Envelope, Rejection, Seq, Ts};
 use dataflows::{Batch, Engine};
 use parking_lot::Mutex;
 use queries::ViewStore;
 
-use crate::config::Config;
+use crate::config::{Config, LogBackend};
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -68,19 +68,28 @@ impl Tidemark {
     pub fn open(config: Config) -> Result<Arc<Tidemark>> {
         std::fs::create_dir_all(&config.data_dir)
             .map_err(|e| connectors::Error::io(&config.data_dir, e))?;
-        let log = EmbeddedLog::open(
-            config.data_dir.join("log"),
-            EmbeddedLogOptions {
-                segment_bytes: config.segment_bytes,
-                ..Default::default()
-            },
-        )?;
+        let log: Arc<dyn Log> = match config.log_backend().map_err(connectors::Error::Config)? {
+            LogBackend::Embedded => Arc::new(EmbeddedLog::open(
+                config.data_dir.join("log"),
+                EmbeddedLogOptions {
+                    segment_bytes: config.segment_bytes,
+                    ..Default::default()
+                },
+            )?),
+            LogBackend::Kafka(cluster) => Arc::new(KafkaLog::open(KafkaLogOptions {
+                cluster,
+                partitions: config.kafka.partitions,
+                replication_factor: config.kafka.replication_factor,
+                key_of: Arc::new(aggregate_key),
+                max_batch_records: config.kafka.max_batch_records,
+            })?),
+        };
         let payments = SandboxPayments::open(config.data_dir.join("sandbox-payments.jsonl"))?;
         let views = ViewStore::new(config.workers);
         let engine = Engine::start(config.workers, views.clone())?;
         Ok(Arc::new(Tidemark {
             config,
-            log: Arc::new(log),
+            log,
             views,
             payments: Arc::new(payments),
             carrier: Arc::new(SandboxCarrier),
@@ -195,14 +204,13 @@ impl Tidemark {
             .wait_for(settled_frontier(appended.ts), timeout)
             .await?;
         let snapshot = self.views.read();
-        Ok((0..appended.count as Seq)
-            .map(|offset| {
-                let seq = appended.first_seq + offset;
-                Submitted {
-                    seq,
-                    ts: appended.ts,
-                    rejection: snapshot.rejection(seq).cloned(),
-                }
+        Ok(appended
+            .seqs
+            .into_iter()
+            .map(|seq| Submitted {
+                seq,
+                ts: appended.ts,
+                rejection: snapshot.rejection(seq).cloned(),
             })
             .collect())
     }
@@ -214,6 +222,15 @@ impl Tidemark {
         if let Some(engine) = self.engine.lock().take() {
             engine.shutdown();
         }
+    }
+}
+
+/// The partition key of a logged command: its aggregate. A payload that does not decode
+/// (it never reaches the log) keys by its bytes.
+fn aggregate_key(payload: &[u8]) -> Vec<u8> {
+    match serde_json::from_slice::<Envelope>(payload) {
+        Ok(envelope) => envelope.command.aggregate_id().as_bytes().to_vec(),
+        Err(_) => payload.to_vec(),
     }
 }
 

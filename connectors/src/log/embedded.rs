@@ -255,8 +255,7 @@ impl Writer {
             for request in &requests {
                 answers.push(Appended {
                     ts,
-                    first_seq: seq,
-                    count: request.payloads.len(),
+                    seqs: (seq..seq + request.payloads.len() as Seq).collect(),
                 });
                 for payload in &request.payloads {
                     encode_record(&mut buffer, seq, ts, payload);

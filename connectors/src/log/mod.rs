@@ -2,9 +2,11 @@
 //! (`seq`) and the logical timestamp (`ts`) of the batch it was appended in.
 
 mod embedded;
+mod kafka;
 mod record;
 
 pub use embedded::{EmbeddedLog, EmbeddedLogOptions};
+pub use kafka::{KafkaLog, KafkaLogOptions, KeyOf};
 pub use record::{decode_record, encode_record, RECORD_HEADER_BYTES};
 
 use dataflows::model::{Seq, Ts};
@@ -19,12 +21,13 @@ pub struct LogRecord {
     pub payload: Vec<u8>,
 }
 
-/// Where a batch landed: every record of it shares `ts`; positions are consecutive.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// Where an append landed: the position of each record, in the order given, and the
+/// timestamp at which all of them are in the dataflow. (The embedded log keeps an
+/// append's records together; Kafka may spread them over partitions and batches.)
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Appended {
     pub ts: Ts,
-    pub first_seq: Seq,
-    pub count: usize,
+    pub seqs: Vec<Seq>,
 }
 
 /// A batch that has just become durable, in log order. Handed to the log's consumer

@@ -38,7 +38,7 @@ fn appends_survive_reopen_in_order() {
             .wait()
             .unwrap();
         let b = log.append(vec![b"c".to_vec()]).wait().unwrap();
-        assert_eq!((a.first_seq, a.count, b.first_seq), (0, 2, 2));
+        assert_eq!((a.seqs, b.seqs), (vec![0, 1], vec![2]));
         assert!(b.ts > a.ts, "timestamps increase per batch");
         assert_eq!(
             seen.lock().unwrap().len(),
@@ -153,11 +153,8 @@ fn torn_tail_is_truncated_and_only_it_is_lost() {
         started(dir.path(), EmbeddedLogOptions::default())
     };
     assert_eq!(
-        log2.append(vec![b"next".to_vec()])
-            .wait()
-            .unwrap()
-            .first_seq,
-        4
+        log2.append(vec![b"next".to_vec()]).wait().unwrap().seqs,
+        vec![4]
     );
 }
 

@@ -1,2 +1,3 @@
+mod kafka_log;
 mod log;
 mod payments;

@@ -1,8 +1,10 @@
 //! The HTTP API as a client sees it: in-process with `oneshot`, and end to end against
 //! the real binary.
 
+mod config;
 mod e2e;
 mod errors;
+mod kafka;
 mod orders;
 mod replay;
 mod support;

@@ -78,7 +78,7 @@ async fn an_order_goes_through_reservation_payment_and_shipment() {
     assert_eq!(mine.body["items"][0]["id"], order.as_str());
 }
 
-async fn wait_for_status(t: &TestApp, order: &str, status: &str) -> serde_json::Value {
+pub async fn wait_for_status(t: &TestApp, order: &str, status: &str) -> serde_json::Value {
     let mut frontier = t.app.views.subscribe_frontier();
     loop {
         let reply = t.get(&format!("/api/v1/orders/{order}")).await;

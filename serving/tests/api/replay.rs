@@ -6,7 +6,7 @@ use serde_json::json;
 
 use crate::support::{card, TestApp};
 
-async fn settle(t: &TestApp) {
+pub async fn settle(t: &TestApp) {
     let mut frontier = t.app.views.subscribe_frontier();
     while !t.app.views.read().effects.is_empty() {
         tokio::time::timeout(Duration::from_secs(10), frontier.changed())
@@ -16,7 +16,7 @@ async fn settle(t: &TestApp) {
     }
 }
 
-fn view_bytes(t: &TestApp) -> Vec<u8> {
+pub fn view_bytes(t: &TestApp) -> Vec<u8> {
     serde_json::to_vec(&t.app.views.read().rows()).expect("rows serialise")
 }
 

@@ -39,6 +39,11 @@ impl TestApp {
             workers,
             ..Config::default()
         };
+        Self::open_config(dir, config).await
+    }
+
+    /// An instance with `config`, whose data directory is `dir`.
+    pub async fn open_config(dir: tempfile::TempDir, config: Config) -> TestApp {
         let app = Tidemark::open(config).expect("open");
         let recovering = app.clone();
         tokio::task::spawn_blocking(move || recovering.recover(&mut Quiet))
@@ -53,9 +58,13 @@ impl TestApp {
     /// Stops this instance and opens a new one on the same data directory.
     pub async fn restart(self, workers: usize) -> TestApp {
         let TestApp { app, dir, .. } = self;
+        let config = Config {
+            workers,
+            ..app.config.clone()
+        };
         app.shutdown();
         drop(app);
-        Self::open(dir, workers).await
+        Self::open_config(dir, config).await
     }
 
     pub async fn send(

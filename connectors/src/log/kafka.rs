@@ -1,0 +1,855 @@
+//! The command log on Kafka.
+//!
+//! Commands are records of the `tidemark.commands` topic, keyed (and so partitioned)
+//! by aggregate. Kafka orders records only within a partition, and the dataflow needs
+//! one order and one timestamp per batch, so a binder reclocks: it reads what the
+//! partitions hold, cuts it into batches, and gives each batch a logical timestamp and
+//! consecutive positions. A batch is described by a binding (its timestamp, its first
+//! position and, per partition, the range of offsets it covers), and the binding is
+//! written to the `tidemark.bindings` topic before the dataflow sees the batch.
+//! Replaying the bindings over the same commands rebuilds the same batches, so a
+//! restart, or a second process reading the same topics, reaches the same state.
+//!
+//! An append answers once a binding covers each of its records: then its records have
+//! positions and a timestamp, exactly as with the embedded log.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use dataflows::model::{Seq, Ts};
+use parking_lot::Mutex;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::Message;
+use rdkafka::producer::{
+    BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer,
+};
+use rdkafka::{ClientContext, Offset, TopicPartitionList};
+use serde::{Deserialize, Serialize};
+use tokio::sync::oneshot;
+
+use super::{Appended, DurableBatch, Log, LogRecord, OnDurable, PendingAppend};
+use crate::kafka::{kafka_error, KafkaCluster, TopicSpec};
+use crate::{Error, Result};
+
+/// Larger records are refused before they reach the broker (Kafka's default limit).
+const MAX_RECORD_BYTES: usize = 1 << 20;
+/// How long a replay waits for records a binding names before calling the log broken.
+const REPLAY_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// The record key of a command payload (its aggregate), which picks its partition.
+pub type KeyOf = Arc<dyn Fn(&[u8]) -> Vec<u8> + Send + Sync>;
+
+/// Where a record sits in the commands topic: (partition, offset).
+type Position = (i32, i64);
+
+pub struct KafkaLogOptions {
+    pub cluster: KafkaCluster,
+    /// Partitions of the commands topic when tidemark creates it.
+    pub partitions: i32,
+    pub replication_factor: i32,
+    pub key_of: KeyOf,
+    /// Most commands in one batch.
+    pub max_batch_records: usize,
+}
+
+/// One batch of the log: `count` records with positions from `first_seq`, all at `ts`,
+/// being every committed record of each partition within its offset range, in
+/// (partition, offset) order.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+struct Binding {
+    ts: Ts,
+    first_seq: Seq,
+    count: u64,
+    /// (partition, first offset, offset after the last record).
+    ranges: Vec<(i32, i64, i64)>,
+}
+
+impl Binding {
+    fn end_seq(&self) -> Seq {
+        self.first_seq + self.count
+    }
+}
+
+pub struct KafkaLog {
+    cluster: KafkaCluster,
+    commands_topic: String,
+    bindings_topic: String,
+    partitions: i32,
+    max_batch_records: usize,
+    key_of: KeyOf,
+    /// Every binding written so far (read at open; the binder adds the ones it writes).
+    bindings: Arc<Mutex<Vec<Binding>>>,
+    durable_end: Arc<AtomicU64>,
+    producer: Mutex<Option<ThreadedProducer<Deliveries>>>,
+    waiters: Arc<Waiters>,
+    started: AtomicBool,
+    stop: Arc<AtomicBool>,
+    binder: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl KafkaLog {
+    /// Creates the topics that are missing, reads the bindings written so far, and
+    /// connects a producer. Call `start` (after replaying `read_from(0)`) to bind new
+    /// commands.
+    pub fn open(options: KafkaLogOptions) -> Result<KafkaLog> {
+        let cluster = options.cluster;
+        cluster.validate()?;
+        cluster.wait_until_reachable(Duration::from_secs(30))?;
+        let commands_topic = cluster.topic("tidemark.commands");
+        let bindings_topic = cluster.topic("tidemark.bindings");
+        let keep_forever: &[(&str, &str)] = &[("retention.ms", "-1"), ("retention.bytes", "-1")];
+        let created = cluster.ensure_topics(&[
+            TopicSpec {
+                name: &commands_topic,
+                partitions: options.partitions,
+                replication_factor: options.replication_factor,
+                config: keep_forever,
+            },
+            TopicSpec {
+                name: &bindings_topic,
+                partitions: 1,
+                replication_factor: options.replication_factor,
+                config: keep_forever,
+            },
+        ])?;
+        for topic in &created {
+            tracing::info!(topic, brokers = %cluster.brokers, "created topic");
+        }
+        let partitions = partition_count(&cluster, &commands_topic)?;
+        let bindings = read_bindings(&cluster, &bindings_topic)?;
+        let durable_end = bindings.last().map_or(0, Binding::end_seq);
+        tracing::info!(
+            brokers = %cluster.brokers,
+            commands_topic,
+            partitions,
+            bindings = bindings.len(),
+            durable_end,
+            "opened the Kafka log"
+        );
+        let waiters = Arc::new(Waiters::default());
+        let producer: ThreadedProducer<Deliveries> = cluster
+            .client_config(&[
+                ("enable.idempotence", "true"),
+                ("acks", "all"),
+                ("linger.ms", "1"),
+                ("partitioner", "murmur2_random"),
+            ])
+            .create_with_context(Deliveries {
+                waiters: Arc::clone(&waiters),
+            })
+            .map_err(kafka_error)?;
+        Ok(KafkaLog {
+            cluster,
+            commands_topic,
+            bindings_topic,
+            partitions,
+            max_batch_records: options.max_batch_records.max(1),
+            key_of: options.key_of,
+            bindings: Arc::new(Mutex::new(bindings)),
+            durable_end: Arc::new(AtomicU64::new(durable_end)),
+            producer: Mutex::new(Some(producer)),
+            waiters,
+            started: AtomicBool::new(false),
+            stop: Arc::new(AtomicBool::new(false)),
+            binder: Mutex::new(None),
+        })
+    }
+
+    pub fn commands_topic(&self) -> &str {
+        &self.commands_topic
+    }
+}
+
+impl Drop for KafkaLog {
+    fn drop(&mut self) {
+        Log::close(self);
+    }
+}
+
+impl Log for KafkaLog {
+    fn append(&self, payloads: Vec<Vec<u8>>) -> PendingAppend {
+        let (reply, rx) = oneshot::channel();
+        if let Some(size) = payloads
+            .iter()
+            .map(Vec::len)
+            .find(|len| *len > MAX_RECORD_BYTES)
+        {
+            let _ = reply.send(Err(Error::TooLarge(size)));
+            return PendingAppend(rx);
+        }
+        if payloads.is_empty() {
+            let _ = reply.send(Ok(Appended {
+                ts: 0,
+                seqs: Vec::new(),
+            }));
+            return PendingAppend(rx);
+        }
+        let producer = self.producer.lock();
+        let Some(producer) = producer
+            .as_ref()
+            .filter(|_| self.started.load(Ordering::Acquire))
+        else {
+            let _ = reply.send(Err(Error::Closed));
+            return PendingAppend(rx);
+        };
+        let append = Arc::new(PendingDelivery {
+            remaining: AtomicUsize::new(payloads.len()),
+            positions: Mutex::new(vec![None; payloads.len()]),
+            failure: Mutex::new(None),
+            reply: Mutex::new(Some(reply)),
+        });
+        for (index, payload) in payloads.iter().enumerate() {
+            let key = (self.key_of)(payload);
+            let mut record = BaseRecord::with_opaque_to(
+                &self.commands_topic,
+                Box::new((Arc::clone(&append), index)),
+            )
+            .key(&key)
+            .payload(payload);
+            loop {
+                match producer.send(record) {
+                    Ok(()) => break,
+                    Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
+                        // The local queue drains as the broker acknowledges.
+                        record = back;
+                        std::thread::sleep(Duration::from_millis(1));
+                    }
+                    Err((error, _)) => {
+                        append.fail(kafka_error(error));
+                        // The records not sent count as done so that the append answers.
+                        for _ in index..payloads.len() {
+                            append.done(&self.waiters);
+                        }
+                        return PendingAppend(rx);
+                    }
+                }
+            }
+        }
+        PendingAppend(rx)
+    }
+
+    fn read_from(&self, seq: Seq) -> Result<Box<dyn Iterator<Item = Result<LogRecord>> + Send>> {
+        let bindings: Vec<Binding> = self.bindings.lock().clone();
+        let first = bindings.partition_point(|binding| binding.end_seq() <= seq);
+        // Where each partition stands before the first binding to read.
+        let mut starts: HashMap<i32, i64> = HashMap::new();
+        for binding in &bindings[..first] {
+            for &(partition, _, end) in &binding.ranges {
+                starts.insert(partition, end);
+            }
+        }
+        let reader = Replay::new(
+            &self.cluster,
+            &self.commands_topic,
+            self.partitions,
+            &starts,
+        )?;
+        Ok(Box::new(ReplayIter {
+            reader,
+            bindings: bindings.into_iter().skip(first).collect(),
+            current: VecDeque::new(),
+            from: seq,
+            failed: false,
+        }))
+    }
+
+    fn durable_end(&self) -> Seq {
+        self.durable_end.load(Ordering::Acquire)
+    }
+
+    fn start(&self, consumer: OnDurable) -> Result<()> {
+        if self.started.swap(true, Ordering::AcqRel) {
+            return Err(Error::Closed);
+        }
+        let mut ends: HashMap<i32, i64> = HashMap::new();
+        let (next_seq, last_ts) = {
+            let bindings = self.bindings.lock();
+            for binding in bindings.iter() {
+                for &(partition, _, end) in &binding.ranges {
+                    ends.insert(partition, end);
+                }
+            }
+            (
+                bindings.last().map_or(0, Binding::end_seq),
+                bindings.last().map_or(0, |binding| binding.ts),
+            )
+        };
+        let source: BaseConsumer = self
+            .cluster
+            .client_config(&[
+                ("group.id", "tidemark-binder"),
+                ("enable.auto.commit", "false"),
+                ("isolation.level", "read_committed"),
+                ("enable.partition.eof", "false"),
+                ("fetch.wait.max.ms", "5"),
+            ])
+            .create()
+            .map_err(kafka_error)?;
+        let mut assignment = TopicPartitionList::new();
+        for partition in 0..self.partitions {
+            let offset = ends
+                .get(&partition)
+                .map_or(Offset::Beginning, |end| Offset::Offset(*end));
+            assignment
+                .add_partition_offset(&self.commands_topic, partition, offset)
+                .map_err(kafka_error)?;
+        }
+        source.assign(&assignment).map_err(kafka_error)?;
+        let sink: BaseProducer = self
+            .cluster
+            .client_config(&[("enable.idempotence", "true"), ("acks", "all")])
+            .create()
+            .map_err(kafka_error)?;
+        let binder = Binder {
+            source,
+            sink,
+            bindings_topic: self.bindings_topic.clone(),
+            ends,
+            next_seq,
+            last_ts,
+            max_batch_records: self.max_batch_records,
+            carry: VecDeque::new(),
+            bindings: Arc::clone(&self.bindings),
+            durable_end: Arc::clone(&self.durable_end),
+            waiters: Arc::clone(&self.waiters),
+            stop: Arc::clone(&self.stop),
+        };
+        let thread = std::thread::Builder::new()
+            .name("kafka-binder".into())
+            .spawn(move || binder.run(consumer))
+            .map_err(|e| Error::io("kafka-binder", e))?;
+        *self.binder.lock() = Some(thread);
+        Ok(())
+    }
+
+    fn close(&self) {
+        self.started.store(false, Ordering::Release);
+        if let Some(producer) = self.producer.lock().take() {
+            // Appends already handed to the producer still reach the broker.
+            let _ = producer.flush(Duration::from_secs(10));
+        }
+        self.stop.store(true, Ordering::Release);
+        if let Some(thread) = self.binder.lock().take() {
+            let _ = thread.join();
+        }
+        self.waiters.fail_all(|| Error::Closed);
+    }
+}
+
+/// An append whose records are on their way to the broker.
+struct PendingDelivery {
+    remaining: AtomicUsize,
+    positions: Mutex<Vec<Option<Position>>>,
+    failure: Mutex<Option<Error>>,
+    reply: Mutex<Option<oneshot::Sender<Result<Appended>>>>,
+}
+
+impl PendingDelivery {
+    fn fail(&self, error: Error) {
+        self.failure.lock().get_or_insert(error);
+    }
+
+    /// One record delivered (or failed); the last one hands the append to the waiters.
+    fn done(&self, waiters: &Waiters) {
+        if self.remaining.fetch_sub(1, Ordering::AcqRel) != 1 {
+            return;
+        }
+        let Some(reply) = self.reply.lock().take() else {
+            return;
+        };
+        if let Some(error) = self.failure.lock().take() {
+            let _ = reply.send(Err(error));
+            return;
+        }
+        let positions = self.positions.lock().iter().flatten().copied().collect();
+        waiters.wait(positions, reply);
+    }
+}
+
+/// Producer callbacks: record where each command landed.
+struct Deliveries {
+    waiters: Arc<Waiters>,
+}
+
+impl ClientContext for Deliveries {}
+
+impl ProducerContext for Deliveries {
+    type DeliveryOpaque = Box<(Arc<PendingDelivery>, usize)>;
+
+    fn delivery(&self, result: &DeliveryResult<'_>, opaque: Self::DeliveryOpaque) {
+        let (append, index) = *opaque;
+        match result {
+            Ok(message) => {
+                append.positions.lock()[index] = Some((message.partition(), message.offset()));
+            }
+            Err((error, _)) => append.fail(kafka_error(error.clone())),
+        }
+        append.done(&self.waiters);
+    }
+}
+
+/// Appends waiting for a binding to cover their records, and where recent records were
+/// bound (a record may be bound before its producer hears that it was delivered).
+#[derive(Default)]
+struct Waiters {
+    state: Mutex<WaitState>,
+}
+
+#[derive(Default)]
+struct WaitState {
+    bound: HashMap<Position, (Ts, Seq)>,
+    bound_order: VecDeque<Position>,
+    waiting: Vec<(Vec<Position>, oneshot::Sender<Result<Appended>>)>,
+    failed: Option<String>,
+}
+
+/// Bound positions remembered for appends still to hear of their delivery.
+const REMEMBERED_POSITIONS: usize = 1 << 20;
+
+impl WaitState {
+    fn answer(&self, positions: &[Position]) -> Option<Appended> {
+        let mut ts = 0;
+        let mut seqs = Vec::with_capacity(positions.len());
+        for position in positions {
+            let (at, seq) = self.bound.get(position)?;
+            ts = ts.max(*at);
+            seqs.push(*seq);
+        }
+        Some(Appended { ts, seqs })
+    }
+}
+
+impl Waiters {
+    fn wait(&self, positions: Vec<Position>, reply: oneshot::Sender<Result<Appended>>) {
+        let mut state = self.state.lock();
+        if let Some(reason) = &state.failed {
+            let _ = reply.send(Err(Error::Poisoned(reason.clone())));
+        } else if let Some(appended) = state.answer(&positions) {
+            let _ = reply.send(Ok(appended));
+        } else {
+            state.waiting.push((positions, reply));
+        }
+    }
+
+    fn bound(&self, records: impl Iterator<Item = (Position, (Ts, Seq))>) {
+        let mut state = self.state.lock();
+        for (position, at) in records {
+            state.bound.insert(position, at);
+            state.bound_order.push_back(position);
+        }
+        while state.bound_order.len() > REMEMBERED_POSITIONS {
+            if let Some(old) = state.bound_order.pop_front() {
+                state.bound.remove(&old);
+            }
+        }
+        let waiting = std::mem::take(&mut state.waiting);
+        for (positions, reply) in waiting {
+            match state.answer(&positions) {
+                Some(appended) => {
+                    let _ = reply.send(Ok(appended));
+                }
+                None => state.waiting.push((positions, reply)),
+            }
+        }
+    }
+
+    fn fail_all(&self, error: impl Fn() -> Error) {
+        let mut state = self.state.lock();
+        for (_, reply) in state.waiting.drain(..) {
+            let _ = reply.send(Err(error()));
+        }
+    }
+
+    fn poison(&self, reason: String) {
+        let mut state = self.state.lock();
+        for (_, reply) in state.waiting.drain(..) {
+            let _ = reply.send(Err(Error::Poisoned(reason.clone())));
+        }
+        state.failed = Some(reason);
+    }
+}
+
+/// A command read from the commands topic.
+struct Record {
+    partition: i32,
+    offset: i64,
+    payload: Vec<u8>,
+}
+
+/// Cuts what the commands topic holds into batches, binds them, and hands them on.
+struct Binder {
+    source: BaseConsumer,
+    sink: BaseProducer,
+    bindings_topic: String,
+    /// Offset after the last bound record, per partition.
+    ends: HashMap<i32, i64>,
+    next_seq: Seq,
+    last_ts: Ts,
+    max_batch_records: usize,
+    /// Records read but left for the next batch.
+    carry: VecDeque<Record>,
+    bindings: Arc<Mutex<Vec<Binding>>>,
+    durable_end: Arc<AtomicU64>,
+    waiters: Arc<Waiters>,
+    stop: Arc<AtomicBool>,
+}
+
+impl Binder {
+    fn run(mut self, mut consumer: OnDurable) {
+        let mut last_error: Option<Instant> = None;
+        while !self.stop.load(Ordering::Acquire) {
+            let mut batch = self.read(&mut last_error);
+            if batch.is_empty() {
+                continue;
+            }
+            batch.sort_by_key(|record| (record.partition, record.offset));
+            if batch.len() > self.max_batch_records {
+                let rest = batch.split_off(self.max_batch_records);
+                for record in rest.into_iter().rev() {
+                    self.carry.push_front(record);
+                }
+            }
+            let binding = self.binding(&batch);
+            if let Err(error) = self.write(&binding) {
+                // Nothing was handed on: the records stay unbound and no one is answered.
+                let reason = format!("could not write binding {}: {error}", binding.first_seq);
+                tracing::error!(%reason, "the Kafka log stops binding commands");
+                self.waiters.poison(reason);
+                return;
+            }
+            consumer(DurableBatch {
+                ts: binding.ts,
+                records: batch
+                    .iter()
+                    .enumerate()
+                    .map(|(index, record)| (binding.first_seq + index as Seq, &record.payload[..]))
+                    .collect(),
+            });
+            for &(partition, _, end) in &binding.ranges {
+                self.ends.insert(partition, end);
+            }
+            self.next_seq = binding.end_seq();
+            self.last_ts = binding.ts;
+            let bound: Vec<(Position, (Ts, Seq))> = batch
+                .iter()
+                .enumerate()
+                .map(|(index, record)| {
+                    (
+                        (record.partition, record.offset),
+                        (binding.ts, binding.first_seq + index as Seq),
+                    )
+                })
+                .collect();
+            // Readable (read_from, durable_end) before any appender hears of it.
+            self.bindings.lock().push(binding);
+            self.durable_end.store(self.next_seq, Ordering::Release);
+            self.waiters.bound(bound.into_iter());
+        }
+    }
+
+    /// Whatever the partitions hold now (waiting a little for the first record).
+    fn read(&mut self, last_error: &mut Option<Instant>) -> Vec<Record> {
+        let mut batch: Vec<Record> = self.carry.drain(..).collect();
+        let mut wait = if batch.is_empty() {
+            Duration::from_millis(100)
+        } else {
+            Duration::ZERO
+        };
+        while batch.len() < self.max_batch_records {
+            match self.source.poll(wait) {
+                Some(Ok(message)) => batch.push(Record {
+                    partition: message.partition(),
+                    offset: message.offset(),
+                    payload: message.payload().unwrap_or_default().to_vec(),
+                }),
+                Some(Err(error)) => {
+                    if last_error.is_none_or(|at| at.elapsed() > Duration::from_secs(10)) {
+                        tracing::warn!(%error, "reading the commands topic");
+                        *last_error = Some(Instant::now());
+                    }
+                    break;
+                }
+                None => break,
+            }
+            wait = Duration::ZERO;
+        }
+        batch
+    }
+
+    fn binding(&self, batch: &[Record]) -> Binding {
+        let mut ranges: Vec<(i32, i64, i64)> = Vec::new();
+        for record in batch {
+            match ranges.last_mut() {
+                Some((partition, _, end)) if *partition == record.partition => {
+                    *end = record.offset + 1
+                }
+                _ => {
+                    let start = self.ends.get(&record.partition).copied().unwrap_or(0);
+                    ranges.push((record.partition, start, record.offset + 1));
+                }
+            }
+        }
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |elapsed| elapsed.as_millis() as Ts);
+        Binding {
+            ts: now.max(self.last_ts + 1),
+            first_seq: self.next_seq,
+            count: batch.len() as u64,
+            ranges,
+        }
+    }
+
+    /// Writes a binding and waits until the broker has it, retrying while the broker is
+    /// unreachable.
+    fn write(&self, binding: &Binding) -> Result<()> {
+        let payload = serde_json::to_vec(binding).map_err(|e| Error::Kafka(e.to_string()))?;
+        let key = binding.first_seq.to_string();
+        let mut backoff = Duration::from_millis(50);
+        loop {
+            if self.stop.load(Ordering::Acquire) {
+                return Err(Error::Closed);
+            }
+            let record = BaseRecord::to(&self.bindings_topic)
+                .key(&key)
+                .payload(&payload);
+            let sent = self
+                .sink
+                .send(record)
+                .map_err(|(error, _)| kafka_error(error));
+            let flushed = sent.and_then(|()| {
+                self.sink
+                    .flush(Duration::from_secs(30))
+                    .map_err(kafka_error)
+            });
+            match flushed {
+                Ok(()) => return Ok(()),
+                Err(error) if error.is_retryable() => {
+                    tracing::warn!(%error, "writing a binding; retrying");
+                    std::thread::sleep(backoff);
+                    backoff = (backoff * 2).min(Duration::from_secs(2));
+                }
+                Err(error) => return Err(error),
+            }
+        }
+    }
+}
+
+fn partition_count(cluster: &KafkaCluster, topic: &str) -> Result<i32> {
+    let consumer: BaseConsumer = cluster.client_config(&[]).create().map_err(kafka_error)?;
+    let metadata = consumer
+        .fetch_metadata(Some(topic), Duration::from_secs(30))
+        .map_err(kafka_error)?;
+    let partitions = metadata
+        .topics()
+        .iter()
+        .find(|t| t.name() == topic)
+        .map_or(0, |t| t.partitions().len() as i32);
+    if partitions == 0 {
+        return Err(Error::Kafka(format!("topic {topic} has no partitions")));
+    }
+    Ok(partitions)
+}
+
+/// Every binding in the bindings topic, in order, checked to follow one another.
+fn read_bindings(cluster: &KafkaCluster, topic: &str) -> Result<Vec<Binding>> {
+    let consumer: BaseConsumer = cluster
+        .client_config(&[
+            ("group.id", "tidemark-bindings-reader"),
+            ("enable.auto.commit", "false"),
+            ("isolation.level", "read_committed"),
+        ])
+        .create()
+        .map_err(kafka_error)?;
+    let (_, high) = consumer
+        .fetch_watermarks(topic, 0, Duration::from_secs(30))
+        .map_err(kafka_error)?;
+    let mut bindings: Vec<Binding> = Vec::new();
+    if high <= 0 {
+        return Ok(bindings);
+    }
+    let mut assignment = TopicPartitionList::new();
+    assignment
+        .add_partition_offset(topic, 0, Offset::Beginning)
+        .map_err(kafka_error)?;
+    consumer.assign(&assignment).map_err(kafka_error)?;
+    let deadline = Instant::now() + REPLAY_TIMEOUT;
+    loop {
+        match consumer.poll(Duration::from_millis(200)) {
+            Some(Ok(message)) => {
+                let binding: Binding =
+                    serde_json::from_slice(message.payload().unwrap_or_default()).map_err(|e| {
+                        Error::Corrupt {
+                            segment: topic.to_string(),
+                            offset: message.offset() as u64,
+                            reason: format!("not a binding: {e}"),
+                        }
+                    })?;
+                let expected = bindings.last().map_or(0, Binding::end_seq);
+                if binding.first_seq != expected {
+                    return Err(Error::Corrupt {
+                        segment: topic.to_string(),
+                        offset: message.offset() as u64,
+                        reason: format!(
+                            "binding starts at position {}, expected {expected}",
+                            binding.first_seq
+                        ),
+                    });
+                }
+                bindings.push(binding);
+                if message.offset() + 1 >= high {
+                    return Ok(bindings);
+                }
+            }
+            Some(Err(error)) => return Err(kafka_error(error)),
+            None if Instant::now() > deadline => {
+                return Err(Error::Kafka(format!(
+                    "the bindings topic {topic} did not deliver its records up to offset {high}"
+                )))
+            }
+            None => {}
+        }
+    }
+}
+
+/// Reads the commands topic from given offsets, one binding's records at a time.
+struct Replay {
+    consumer: BaseConsumer,
+    buffers: HashMap<i32, VecDeque<Record>>,
+}
+
+impl Replay {
+    fn new(
+        cluster: &KafkaCluster,
+        topic: &str,
+        partitions: i32,
+        starts: &HashMap<i32, i64>,
+    ) -> Result<Replay> {
+        let consumer: BaseConsumer = cluster
+            .client_config(&[
+                ("group.id", "tidemark-replay"),
+                ("enable.auto.commit", "false"),
+                ("isolation.level", "read_committed"),
+            ])
+            .create()
+            .map_err(kafka_error)?;
+        let mut assignment = TopicPartitionList::new();
+        for partition in 0..partitions {
+            let offset = starts
+                .get(&partition)
+                .map_or(Offset::Beginning, |start| Offset::Offset(*start));
+            assignment
+                .add_partition_offset(topic, partition, offset)
+                .map_err(kafka_error)?;
+        }
+        consumer.assign(&assignment).map_err(kafka_error)?;
+        Ok(Replay {
+            consumer,
+            buffers: HashMap::new(),
+        })
+    }
+
+    /// The records of one binding, in (partition, offset) order.
+    fn batch(&mut self, binding: &Binding) -> Result<Vec<Record>> {
+        let mut records = Vec::with_capacity(binding.count as usize);
+        for &(partition, start, end) in &binding.ranges {
+            let deadline = Instant::now() + REPLAY_TIMEOUT;
+            loop {
+                let buffer = self.buffers.entry(partition).or_default();
+                while buffer.front().is_some_and(|record| record.offset < end) {
+                    let record = buffer.pop_front().expect("a front record");
+                    if record.offset >= start {
+                        records.push(record);
+                    }
+                }
+                // The range ends with a record of its own, so its last offset arrives.
+                if records
+                    .last()
+                    .is_some_and(|r| r.partition == partition && r.offset == end - 1)
+                    || buffer.front().is_some()
+                {
+                    break;
+                }
+                match self.consumer.poll(Duration::from_millis(200)) {
+                    Some(Ok(message)) => self
+                        .buffers
+                        .entry(message.partition())
+                        .or_default()
+                        .push_back(Record {
+                            partition: message.partition(),
+                            offset: message.offset(),
+                            payload: message.payload().unwrap_or_default().to_vec(),
+                        }),
+                    Some(Err(error)) => return Err(kafka_error(error)),
+                    None if Instant::now() > deadline => {
+                        return Err(Error::Kafka(format!(
+                            "partition {partition} did not deliver offsets {start}..{end} of \
+                             the binding at position {}",
+                            binding.first_seq
+                        )))
+                    }
+                    None => {}
+                }
+            }
+        }
+        if records.len() as u64 != binding.count {
+            return Err(Error::Corrupt {
+                segment: "tidemark.commands".into(),
+                offset: binding.first_seq,
+                reason: format!(
+                    "the binding at position {} names {} records, the topic holds {}",
+                    binding.first_seq,
+                    binding.count,
+                    records.len()
+                ),
+            });
+        }
+        Ok(records)
+    }
+}
+
+struct ReplayIter {
+    reader: Replay,
+    bindings: VecDeque<Binding>,
+    current: VecDeque<LogRecord>,
+    from: Seq,
+    failed: bool,
+}
+
+impl Iterator for ReplayIter {
+    type Item = Result<LogRecord>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        loop {
+            if self.failed {
+                return None;
+            }
+            if let Some(record) = self.current.pop_front() {
+                return Some(Ok(record));
+            }
+            let binding = self.bindings.pop_front()?;
+            match self.reader.batch(&binding) {
+                Ok(records) => {
+                    self.current = records
+                        .into_iter()
+                        .enumerate()
+                        .map(|(index, record)| LogRecord {
+                            seq: binding.first_seq + index as Seq,
+                            ts: binding.ts,
+                            payload: record.payload,
+                        })
+                        .filter(|record| record.seq >= self.from)
+                        .collect();
+                }
+                Err(error) => {
+                    self.failed = true;
+                    return Some(Err(error));
+                }
+            }
+        }
+    }
+}

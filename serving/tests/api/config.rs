@@ -1,0 +1,70 @@
+//! `tidemark serve` configuration: the command log backend and its Kafka settings.
+
+use connectors::kafka::KafkaCluster;
+use serving::config::{Config, LogBackend, ServeArgs};
+
+fn load(toml: &str, log_flag: Option<&str>) -> Result<Config, String> {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("tidemark.toml");
+    std::fs::write(&file, toml).unwrap();
+    let args = ServeArgs {
+        config: file,
+        log: log_flag.map(str::to_string),
+        ..ServeArgs::default()
+    };
+    Config::load(&args).map_err(|error| error.to_string())
+}
+
+#[test]
+fn the_embedded_log_is_the_default() {
+    let config = load("", None).unwrap();
+    assert_eq!(config.log_backend().unwrap(), LogBackend::Embedded);
+}
+
+#[test]
+fn kafka_settings_come_from_the_file_and_the_flag_wins() {
+    let toml = r#"
+        log = "kafka://file-broker:9092"
+        [kafka]
+        topic_prefix = "shop."
+        partitions = 12
+        [kafka.properties]
+        "security.protocol" = "SASL_SSL"
+        "sasl.mechanism" = "SCRAM-SHA-512"
+    "#;
+    let config = load(toml, None).unwrap();
+    let LogBackend::Kafka(cluster) = config.log_backend().unwrap() else {
+        panic!("not kafka");
+    };
+    assert_eq!(cluster.brokers, "file-broker:9092");
+    assert_eq!(cluster.topic("tidemark.commands"), "shop.tidemark.commands");
+    assert_eq!(cluster.properties["sasl.mechanism"], "SCRAM-SHA-512");
+    assert_eq!(config.kafka.partitions, 12);
+
+    let config = load(toml, Some("kafka://a:1,b:2")).unwrap();
+    let LogBackend::Kafka(KafkaCluster { brokers, .. }) = config.log_backend().unwrap() else {
+        panic!("not kafka");
+    };
+    assert_eq!(brokers, "a:1,b:2");
+}
+
+#[test]
+fn a_bad_log_or_unsafe_kafka_setting_is_refused_with_the_reason() {
+    let error = load("", Some("kafka://no-port")).unwrap_err();
+    assert!(error.contains("kafka://host:port"), "{error}");
+    let error = load(r#"log = "postgres://db""#, None).unwrap_err();
+    assert!(error.contains("embedded"), "{error}");
+    let error = load(
+        "log = \"kafka://k:9092\"\n[kafka.properties]\n\"enable.idempotence\" = \"false\"\n",
+        None,
+    )
+    .unwrap_err();
+    assert!(
+        error.contains("enable.idempotence=false is not allowed"),
+        "{error}"
+    );
+    let error = load("log = \"kafka://k:9092\"\n[kafka]\npartitions = 0\n", None).unwrap_err();
+    assert!(error.contains("partitions"), "{error}");
+    let error = load("[kafka]\nretention = 3\n", None).unwrap_err();
+    assert!(error.contains("retention"), "{error}");
+}
