@@ -13,7 +13,9 @@ use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::Message;
 use rdkafka::types::RDKafkaErrorCode;
+use rdkafka::{Offset, TopicPartitionList};
 
 use crate::{Error, Result};
 
@@ -155,6 +157,52 @@ impl KafkaCluster {
             }
         }
         Ok(created)
+    }
+
+    /// Every committed record of `topic` (payloads, in offset order per partition),
+    /// as a `read_committed` consumer sees them now.
+    pub fn read_topic(&self, topic: &str) -> Result<Vec<Vec<u8>>> {
+        let consumer: BaseConsumer = self
+            .client_config(&[
+                ("group.id", "tidemark-topic-reader"),
+                ("enable.auto.commit", "false"),
+                ("isolation.level", "read_committed"),
+                ("enable.partition.eof", "true"),
+            ])
+            .create()
+            .map_err(kafka_error)?;
+        let metadata = consumer
+            .fetch_metadata(Some(topic), Duration::from_secs(30))
+            .map_err(kafka_error)?;
+        let partitions = metadata
+            .topics()
+            .iter()
+            .find(|t| t.name() == topic)
+            .map_or(0, |t| t.partitions().len());
+        let mut assignment = TopicPartitionList::new();
+        for partition in 0..partitions as i32 {
+            assignment
+                .add_partition_offset(topic, partition, Offset::Beginning)
+                .map_err(kafka_error)?;
+        }
+        consumer.assign(&assignment).map_err(kafka_error)?;
+        let mut payloads = Vec::new();
+        let mut at_end = 0;
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while at_end < partitions {
+            match consumer.poll(Duration::from_millis(200)) {
+                Some(Ok(message)) => payloads.push(message.payload().unwrap_or_default().to_vec()),
+                Some(Err(rdkafka::error::KafkaError::PartitionEOF(_))) => at_end += 1,
+                Some(Err(error)) => return Err(kafka_error(error)),
+                None if Instant::now() > deadline => {
+                    return Err(Error::Kafka(format!(
+                        "{topic} was not read to its end within a minute"
+                    )))
+                }
+                None => {}
+            }
+        }
+        Ok(payloads)
     }
 
     /// Waits until the cluster answers a metadata request.

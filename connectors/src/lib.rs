@@ -6,6 +6,7 @@
 //! Must not: hold domain rules. Those live in `dataflows`.
 
 pub mod effects;
+pub mod events;
 pub mod kafka;
 pub mod log;
 

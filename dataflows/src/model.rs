@@ -484,6 +484,43 @@ pub enum EventBody {
 
 impl EventBody {
     /// The event's name on the event bus, as in the architecture brief.
+    /// Every event type's name, as `name` gives it.
+    pub const NAMES: [&'static str; 33] = [
+        "product.created",
+        "product.updated",
+        "inventory.adjusted",
+        "inventory.reserved",
+        "inventory.released",
+        "inventory.deducted",
+        "inventory.low_stock",
+        "user.created",
+        "user.updated",
+        "user.deleted",
+        "cart.created",
+        "cart.updated",
+        "order.created",
+        "order.reserved",
+        "order.confirmed",
+        "order.shipped",
+        "order.completed",
+        "order.cancelled",
+        "payment.initiated",
+        "payment.completed",
+        "payment.failed",
+        "fraud.detected",
+        "refund.requested",
+        "refund.processed",
+        "refund.failed",
+        "shipping.created",
+        "shipping.dispatched",
+        "shipping.completed",
+        "shipping.cancelled",
+        "reservation.requested",
+        "reservation.held",
+        "reservation.rejected",
+        "reservation.released",
+    ];
+
     pub fn name(&self) -> &'static str {
         use EventBody::*;
         match self {
@@ -595,6 +632,23 @@ impl EventBody {
             | ReservationRejected { reservation_id, .. }
             | ReservationReleased { reservation_id } => reservation_id,
             other => other.order_id().map_or("", |id| id),
+        }
+    }
+
+    /// What ties this event to the others of one business process: the order for
+    /// everything its saga does (stock held for it, its payment, its shipment), the
+    /// reservation for a reservation's, and otherwise the aggregate.
+    pub fn correlation_id(&self) -> &str {
+        use EventBody::*;
+        match self {
+            // Stock held, released or deducted for an order (or a reservation).
+            InventoryReserved { order_id, .. }
+            | InventoryReleased { order_id, .. }
+            | InventoryDeducted { order_id, .. } => order_id,
+            other => match other.order_id() {
+                Some(order_id) => order_id,
+                None => other.aggregate_id(),
+            },
         }
     }
 }

@@ -12,7 +12,7 @@ mod snapshot;
 mod store;
 
 pub use snapshot::{Rows, Snapshot, StockLevel};
-pub use store::ViewStore;
+pub use store::{EventFeed, ViewStore};
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {

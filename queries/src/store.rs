@@ -21,6 +21,14 @@ struct Pending {
     rejections: BTreeMap<Time, Vec<Rejection>>,
 }
 
+/// Events published together, with their dataflow times, in publication order: every
+/// event at a time before `frontier` not handed on before.
+#[derive(Clone, Debug)]
+pub struct EventFeed {
+    pub frontier: Time,
+    pub events: Vec<(Time, Event)>,
+}
+
 pub struct ViewStore {
     pending: Mutex<Pending>,
     snapshot: RwLock<Snapshot>,
@@ -30,6 +38,9 @@ pub struct ViewStore {
     events_tx: broadcast::Sender<Arc<Event>>,
     /// Every event, in publication order, when asked for (tests, replays).
     recorded: Option<Mutex<Vec<Event>>>,
+    /// Lossless event subscribers (sinks): unbounded, so a slow sink costs memory, never
+    /// events.
+    feeds: Mutex<Vec<std::sync::mpsc::Sender<EventFeed>>>,
 }
 
 impl ViewStore {
@@ -55,6 +66,7 @@ impl ViewStore {
             published: (Mutex::new(0), Condvar::new()),
             events_tx,
             recorded: record.then(|| Mutex::new(Vec::new())),
+            feeds: Mutex::new(Vec::new()),
         })
     }
 
@@ -73,6 +85,18 @@ impl ViewStore {
 
     pub fn subscribe_events(&self) -> broadcast::Receiver<Arc<Event>> {
         self.events_tx.subscribe()
+    }
+
+    /// Every event published from now on, in order and without loss.
+    pub fn event_feed(&self) -> std::sync::mpsc::Receiver<EventFeed> {
+        let (tx, rx) = std::sync::mpsc::channel();
+        self.feeds.lock().push(tx);
+        rx
+    }
+
+    /// Ends every feed: its receiver gets what was sent, then a disconnect.
+    pub fn close_feeds(&self) {
+        self.feeds.lock().clear();
     }
 
     pub fn recorded_events(&self) -> Vec<Event> {
@@ -148,15 +172,30 @@ impl ViewStore {
             }
             snapshot.frontier = upto;
         }
-        for (_, mut events) in events {
+        let mut feed = Vec::new();
+        let mut feeds = self.feeds.lock();
+        for (time, mut events) in events {
             events.sort();
             if let Some(recorded) = &self.recorded {
                 recorded.lock().extend(events.iter().cloned());
+            }
+            if !feeds.is_empty() {
+                feed.extend(events.iter().map(|event| (time, event.clone())));
             }
             for event in events {
                 let _ = self.events_tx.send(Arc::new(event));
             }
         }
+        if !feed.is_empty() {
+            feeds.retain(|tx| {
+                tx.send(EventFeed {
+                    frontier: upto,
+                    events: feed.clone(),
+                })
+                .is_ok()
+            });
+        }
+        drop(feeds);
         self.frontier_tx.send_replace(upto);
         let (lock, condvar) = &self.published;
         *lock.lock() = upto;
@@ -171,7 +210,9 @@ fn split_before<V>(map: &mut BTreeMap<Time, V>, upto: Time) -> BTreeMap<Time, V>
 
 impl Sink for ViewStore {
     fn wants_events(&self) -> bool {
-        self.recorded.is_some() || self.events_tx.receiver_count() > 0
+        self.recorded.is_some()
+            || self.events_tx.receiver_count() > 0
+            || !self.feeds.lock().is_empty()
     }
 
     fn report(&self, report: WorkerReport) {

@@ -57,6 +57,11 @@ pub struct ServeArgs {
     #[arg(long, value_name = "embedded|kafka://HOST:PORT")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub log: Option<String>,
+    /// Where domain events are published: `auto` (the log's cluster in Kafka mode,
+    /// nowhere with the embedded log), `none`, or `kafka://host:port[,host:port]`.
+    #[arg(long, value_name = "auto|none|kafka://HOST:PORT")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub events: Option<String>,
     /// Timely worker threads in this process.
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -88,7 +93,9 @@ pub struct Config {
     pub command_timeout_ms: u64,
     /// The command log: `embedded` or `kafka://host:port[,host:port]`.
     pub log: String,
-    /// Kafka settings, used when `log` is a `kafka://` URL.
+    /// Where domain events go: `auto`, `none` or `kafka://host:port[,host:port]`.
+    pub events: String,
+    /// Kafka settings, used when `log` or `events` is a `kafka://` URL.
     pub kafka: KafkaConfig,
 }
 
@@ -129,6 +136,7 @@ impl Default for Config {
             segment_bytes: 64 << 20,
             command_timeout_ms: 10_000,
             log: "embedded".into(),
+            events: "auto".into(),
             kafka: KafkaConfig::default(),
         }
     }
@@ -179,6 +187,7 @@ impl Config {
             segment_bytes,
             command_timeout_ms,
             log: _,
+            events: _,
             kafka,
         } = self;
         if data_dir.as_os_str().is_empty() {
@@ -195,22 +204,31 @@ impl Config {
         if *command_timeout_ms == 0 {
             return Err("command_timeout_ms must be positive".into());
         }
-        match self.log_backend()? {
-            LogBackend::Embedded => {}
-            LogBackend::Kafka(cluster) => {
-                cluster.validate().map_err(|e| e.to_string())?;
-                if !(1..=10_000).contains(&kafka.partitions) {
-                    return Err(format!(
-                        "kafka.partitions must be between 1 and 10000, not {}",
-                        kafka.partitions
-                    ));
-                }
-                if kafka.replication_factor < 1 {
-                    return Err("kafka.replication_factor must be at least 1".into());
-                }
-                if kafka.max_batch_records == 0 {
-                    return Err("kafka.max_batch_records must be positive".into());
-                }
+        let kafka_clusters: Vec<KafkaCluster> = [
+            match self.log_backend()? {
+                LogBackend::Kafka(cluster) => Some(cluster),
+                LogBackend::Embedded => None,
+            },
+            self.events_cluster()?,
+        ]
+        .into_iter()
+        .flatten()
+        .collect();
+        for cluster in &kafka_clusters {
+            cluster.validate().map_err(|e| e.to_string())?;
+        }
+        if !kafka_clusters.is_empty() {
+            if !(1..=10_000).contains(&kafka.partitions) {
+                return Err(format!(
+                    "kafka.partitions must be between 1 and 10000, not {}",
+                    kafka.partitions
+                ));
+            }
+            if kafka.replication_factor < 1 {
+                return Err("kafka.replication_factor must be at least 1".into());
+            }
+            if kafka.max_batch_records == 0 {
+                return Err("kafka.max_batch_records must be positive".into());
             }
         }
         Ok(())
@@ -222,14 +240,33 @@ impl Config {
             return Ok(LogBackend::Embedded);
         }
         if self.log.starts_with("kafka://") {
-            let mut cluster = KafkaCluster::from_url(&self.log).map_err(|e| e.to_string())?;
-            cluster.topic_prefix = self.kafka.topic_prefix.clone();
-            cluster.properties = self.kafka.properties.clone();
-            return Ok(LogBackend::Kafka(cluster));
+            return self.kafka_cluster(&self.log).map(LogBackend::Kafka);
         }
         Err(format!(
             "log must be `embedded` or kafka://host:port[,host:port], not {:?}",
             self.log
         ))
+    }
+
+    /// The cluster domain events are published to, if any.
+    pub fn events_cluster(&self) -> Result<Option<KafkaCluster>, String> {
+        match self.events.as_str() {
+            "none" => Ok(None),
+            "auto" => match self.log_backend()? {
+                LogBackend::Kafka(cluster) => Ok(Some(cluster)),
+                LogBackend::Embedded => Ok(None),
+            },
+            url if url.starts_with("kafka://") => self.kafka_cluster(url).map(Some),
+            other => Err(format!(
+                "events must be `auto`, `none` or kafka://host:port[,host:port], not {other:?}"
+            )),
+        }
+    }
+
+    fn kafka_cluster(&self, url: &str) -> Result<KafkaCluster, String> {
+        let mut cluster = KafkaCluster::from_url(url).map_err(|e| e.to_string())?;
+        cluster.topic_prefix = self.kafka.topic_prefix.clone();
+        cluster.properties = self.kafka.properties.clone();
+        Ok(cluster)
     }
 }

@@ -7,6 +7,7 @@ pub mod config;
 pub mod executors;
 pub mod progress;
 pub mod runtime;
+pub mod sinks;
 pub mod telemetry;
 
 pub use runtime::Tidemark;

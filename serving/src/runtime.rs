@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use connectors::effects::payments::{PaymentProvider, SandboxPayments};
 use connectors::effects::shipping::{Carrier, SandboxCarrier};
+use connectors::events::KafkaEventSink;
 use connectors::log::{EmbeddedLog, EmbeddedLogOptions, KafkaLog, KafkaLogOptions, Log};
 use dataflows::model::{settled_frontier, Envelope, Rejection, Seq, Ts};
 use dataflows::{Batch, Engine};
@@ -44,6 +45,7 @@ pub struct Tidemark {
     pub payments: Arc<dyn PaymentProvider>,
     pub carrier: Arc<dyn Carrier>,
     engine: Mutex<Option<Engine>>,
+    event_sink: Mutex<Option<std::thread::JoinHandle<()>>>,
     ready: AtomicBool,
 }
 
@@ -86,6 +88,23 @@ impl Tidemark {
         };
         let payments = SandboxPayments::open(config.data_dir.join("sandbox-payments.jsonl"))?;
         let views = ViewStore::new(config.workers);
+        // Subscribed before the replay, so that events the sink has not committed yet
+        // (the replay produces them again) reach it.
+        let event_sink = match config.events_cluster().map_err(connectors::Error::Config)? {
+            Some(cluster) => Some(
+                crate::sinks::spawn_event_sink(
+                    KafkaEventSink::open(
+                        cluster,
+                        "events",
+                        config.kafka.partitions,
+                        config.kafka.replication_factor,
+                    )?,
+                    views.event_feed(),
+                )
+                .map_err(|e| connectors::Error::io("event-sink thread", e))?,
+            ),
+            None => None,
+        };
         let engine = Engine::start(config.workers, views.clone())?;
         Ok(Arc::new(Tidemark {
             config,
@@ -94,6 +113,7 @@ impl Tidemark {
             payments: Arc::new(payments),
             carrier: Arc::new(SandboxCarrier),
             engine: Mutex::new(Some(engine)),
+            event_sink: Mutex::new(event_sink),
             ready: AtomicBool::new(false),
         }))
     }
@@ -221,6 +241,11 @@ impl Tidemark {
         self.log.close();
         if let Some(engine) = self.engine.lock().take() {
             engine.shutdown();
+        }
+        // The sink publishes what the dataflow produced, then stops.
+        self.views.close_feeds();
+        if let Some(sink) = self.event_sink.lock().take() {
+            let _ = sink.join();
         }
     }
 }

@@ -1,3 +1,4 @@
+mod kafka_events;
 mod kafka_log;
 mod log;
 mod payments;

@@ -26,7 +26,7 @@ async fn orders_run_end_to_end_on_kafka_and_survive_a_restart() {
         .unwrap()
         .expect("broker");
     let t = kafka_app(&broker).await;
-    let product = t.product("K-MUG", 1299, 5).await;
+    let product = t.product("K-MUG", 1299, 9).await;
     let user = t.user("kafka@example.com").await;
     let place = |number: &str| {
         json!({"user_id": user, "items": [{"product_id": product, "quantity": 2}],
@@ -55,7 +55,7 @@ async fn orders_run_end_to_end_on_kafka_and_survive_a_restart() {
     );
     assert_eq!(
         t.stock(&product).await,
-        json!({"on_hand": 3, "reserved": 0, "available": 3})
+        json!({"on_hand": 7, "reserved": 0, "available": 7})
     );
     // An idempotent retry is answered from the log, not placed twice.
     let body = place("5555555555554444").to_string();
@@ -70,6 +70,12 @@ async fn orders_run_end_to_end_on_kafka_and_survive_a_restart() {
     assert_eq!(first.body["id"], again.body["id"]);
     settle(&t).await;
     let before = view_bytes(&t);
+    let orders = [
+        paid.clone(),
+        declined.clone(),
+        first.body["id"].as_str().unwrap().to_string(),
+    ];
+    assert_each_once(&broker, "order.created", &orders).await;
 
     // A restart replays the bindings over the same commands: the same views.
     let t = t.restart(1).await;
@@ -81,4 +87,35 @@ async fn orders_run_end_to_end_on_kafka_and_survive_a_restart() {
     );
     let after = t.post("/api/v1/orders", place("4242424242424242")).await;
     assert_eq!(after.status, StatusCode::CREATED, "{:?}", after.body);
+    let after = after.body["id"].as_str().unwrap().to_string();
+    wait_for_status(&t, &after, "shipped").await;
+    t.app.shutdown();
+    // The replay after the restart produced every event again; the sink wrote only the
+    // new ones.
+    let mut orders = orders.to_vec();
+    orders.push(after.clone());
+    assert_each_once(&broker, "order.created", &orders).await;
+    assert_each_once(&broker, "order.completed", std::slice::from_ref(&paid)).await;
+    assert_each_once(&broker, "order.shipped", &[paid, orders[2].clone(), after]).await;
+}
+
+/// `topic` holds exactly one event for each of `aggregates`, and no other.
+async fn assert_each_once(broker: &LocalBroker, topic: &str, aggregates: &[String]) {
+    let cluster = broker.cluster();
+    let topic = topic.to_string();
+    let payloads = tokio::task::spawn_blocking(move || cluster.read_topic(&topic))
+        .await
+        .unwrap()
+        .expect("read the topic");
+    let mut seen: Vec<String> = payloads
+        .iter()
+        .map(|payload| {
+            let envelope: serde_json::Value = serde_json::from_slice(payload).unwrap();
+            envelope["aggregate_id"].as_str().unwrap().to_string()
+        })
+        .collect();
+    seen.sort();
+    let mut expected = aggregates.to_vec();
+    expected.sort();
+    assert_eq!(seen, expected);
 }

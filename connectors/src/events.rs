@@ -1,0 +1,318 @@
+//! The event bus: every domain event, as JSON in an envelope, on a Kafka topic named
+//! after it, written exactly once.
+//!
+//! The sink writes the events of a stretch of dataflow time and a progress record
+//! (how far the events go) in one Kafka transaction. After a crash the dataflow replays
+//! the log and produces the same events at the same times; the sink reads its last
+//! committed progress and writes only what lies beyond it, so a `read_committed`
+//! consumer sees every event once.
+
+use std::time::{Duration, Instant, UNIX_EPOCH};
+
+use dataflows::model::{Event, Time};
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::KafkaError;
+use rdkafka::message::Message;
+use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
+use rdkafka::{Offset, TopicPartitionList};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::kafka::{kafka_error, KafkaCluster, TopicSpec};
+use crate::{Error, Result};
+
+/// An event as the bus carries it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct EventEnvelope {
+    /// Stable across replays: a digest of the event, so consumers can deduplicate.
+    pub event_id: String,
+    #[serde(rename = "type")]
+    pub event_type: String,
+    /// The log timestamp of the command that caused the event, as RFC 3339.
+    pub occurred_at: String,
+    /// The same instant as the logical timestamp (milliseconds since the epoch).
+    pub timestamp: u64,
+    pub aggregate_id: String,
+    pub correlation_id: String,
+    pub data: serde_json::Value,
+}
+
+impl EventEnvelope {
+    pub fn of(event: &Event) -> EventEnvelope {
+        let digest = Sha256::digest(serde_json::to_vec(event).expect("events serialise"));
+        let mut data = serde_json::to_value(&event.body).expect("events serialise");
+        if let Some(fields) = data.as_object_mut() {
+            fields.remove("type");
+        }
+        EventEnvelope {
+            event_id: format!("evt_{}", hex::encode(&digest[..16])),
+            event_type: event.body.name().to_string(),
+            occurred_at: humantime::format_rfc3339_millis(
+                UNIX_EPOCH + Duration::from_millis(event.ts),
+            )
+            .to_string(),
+            timestamp: event.ts,
+            aggregate_id: event.body.aggregate_id().to_string(),
+            correlation_id: event.body.correlation_id().to_string(),
+            data,
+        }
+    }
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct Progress {
+    /// Every event at a dataflow time before this is on the bus.
+    frontier: Time,
+}
+
+pub struct KafkaEventSink {
+    cluster: KafkaCluster,
+    name: String,
+    progress_topic: String,
+    producer: ThreadedProducer<DefaultProducerContext>,
+    committed: Time,
+}
+
+impl KafkaEventSink {
+    /// Creates the event topics and the progress topic where missing, fences any other
+    /// writer of this sink, and reads how far it got. `name` tells sinks apart.
+    pub fn open(
+        cluster: KafkaCluster,
+        name: &str,
+        partitions: i32,
+        replication_factor: i32,
+    ) -> Result<KafkaEventSink> {
+        cluster.validate()?;
+        cluster.wait_until_reachable(Duration::from_secs(30))?;
+        let progress_topic = cluster.topic("tidemark.sink-progress");
+        let event_topics: Vec<String> = dataflows::model::EventBody::NAMES
+            .iter()
+            .map(|name| cluster.topic(name))
+            .collect();
+        let mut specs = vec![TopicSpec {
+            name: &progress_topic,
+            partitions: 1,
+            replication_factor,
+            config: &[("cleanup.policy", "compact")],
+        }];
+        specs.extend(event_topics.iter().map(|name| TopicSpec {
+            name,
+            partitions,
+            replication_factor,
+            config: &[],
+        }));
+        for topic in cluster.ensure_topics(&specs)? {
+            tracing::info!(topic, brokers = %cluster.brokers, "created topic");
+        }
+        let producer = transactional_producer(&cluster, name)?;
+        let committed = read_progress(&cluster, &progress_topic, name)?;
+        tracing::info!(sink = name, committed, "event sink opened");
+        Ok(KafkaEventSink {
+            cluster,
+            name: name.to_string(),
+            progress_topic,
+            producer,
+            committed,
+        })
+    }
+
+    /// Every event at a dataflow time before this is on the bus.
+    pub fn committed(&self) -> Time {
+        self.committed
+    }
+
+    /// Writes `events` with their dataflow times (all before `frontier`; those before
+    /// the committed frontier are skipped) and the new frontier in one transaction.
+    /// Retries until the transaction commits; an error means another writer took over
+    /// this sink.
+    pub fn publish(&mut self, frontier: Time, events: &[(Time, Event)]) -> Result<()> {
+        if frontier <= self.committed {
+            return Ok(());
+        }
+        let records: Vec<(String, String, Vec<u8>)> = events
+            .iter()
+            .filter(|(time, _)| *time >= self.committed)
+            .map(|(_, event)| {
+                let envelope = EventEnvelope::of(event);
+                (
+                    self.cluster.topic(&envelope.event_type),
+                    envelope.aggregate_id.clone(),
+                    serde_json::to_vec(&envelope).expect("envelopes serialise"),
+                )
+            })
+            .collect();
+        let progress = serde_json::to_vec(&Progress { frontier }).expect("progress serialises");
+        let mut backoff = Duration::from_millis(50);
+        loop {
+            match self.transaction(&records, &progress) {
+                Ok(()) => {
+                    self.committed = frontier;
+                    return Ok(());
+                }
+                Err(TransactionError::Retry(error)) => {
+                    tracing::warn!(%error, sink = self.name, "event transaction failed; retrying");
+                    std::thread::sleep(backoff);
+                    backoff = (backoff * 2).min(Duration::from_secs(2));
+                }
+                Err(TransactionError::Restart(error)) => {
+                    tracing::warn!(%error, sink = self.name, "event producer failed; starting a new one");
+                    std::thread::sleep(backoff);
+                    backoff = (backoff * 2).min(Duration::from_secs(2));
+                    self.producer = transactional_producer(&self.cluster, &self.name)?;
+                }
+                Err(TransactionError::Fatal(error)) => return Err(error),
+            }
+        }
+    }
+
+    fn transaction(
+        &self,
+        records: &[(String, String, Vec<u8>)],
+        progress: &[u8],
+    ) -> Result<(), TransactionError> {
+        let timeout = Duration::from_secs(30);
+        self.producer
+            .begin_transaction()
+            .map_err(TransactionError::from)?;
+        let sent = (|| {
+            for (topic, key, payload) in records {
+                send(
+                    &self.producer,
+                    BaseRecord::to(topic).key(key).payload(payload),
+                )?;
+            }
+            send(
+                &self.producer,
+                BaseRecord::to(&self.progress_topic)
+                    .key(&self.name)
+                    .payload(progress),
+            )?;
+            self.producer.commit_transaction(timeout)
+        })();
+        match sent {
+            Ok(()) => Ok(()),
+            Err(error) => {
+                let error = TransactionError::from(error);
+                if !matches!(
+                    error,
+                    TransactionError::Fatal(_) | TransactionError::Restart(_)
+                ) {
+                    let _ = self.producer.abort_transaction(timeout);
+                }
+                Err(error)
+            }
+        }
+    }
+}
+
+enum TransactionError {
+    /// Abort (done) and run the transaction again.
+    Retry(Error),
+    /// The producer cannot go on; a new one (same transactional id) can.
+    Restart(Error),
+    /// Another writer took over this sink.
+    Fatal(Error),
+}
+
+impl From<KafkaError> for TransactionError {
+    fn from(error: KafkaError) -> Self {
+        let fenced = matches!(
+            error.rdkafka_error_code(),
+            Some(rdkafka::types::RDKafkaErrorCode::ProducerFenced)
+                | Some(rdkafka::types::RDKafkaErrorCode::InvalidProducerEpoch)
+        );
+        let fatal = match &error {
+            KafkaError::Transaction(inner) => inner.is_fatal(),
+            _ => false,
+        };
+        if fenced {
+            TransactionError::Fatal(Error::Kafka(format!(
+                "another process writes this event sink now: {error}"
+            )))
+        } else if fatal {
+            TransactionError::Restart(kafka_error(error))
+        } else {
+            TransactionError::Retry(kafka_error(error))
+        }
+    }
+}
+
+fn send(
+    producer: &ThreadedProducer<DefaultProducerContext>,
+    mut record: BaseRecord<'_, String, [u8]>,
+) -> Result<(), KafkaError> {
+    loop {
+        match producer.send(record) {
+            Ok(()) => return Ok(()),
+            Err((
+                KafkaError::MessageProduction(rdkafka::types::RDKafkaErrorCode::QueueFull),
+                back,
+            )) => {
+                record = back;
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            Err((error, _)) => return Err(error),
+        }
+    }
+}
+
+fn transactional_producer(
+    cluster: &KafkaCluster,
+    name: &str,
+) -> Result<ThreadedProducer<DefaultProducerContext>> {
+    let transactional_id = cluster.topic(&format!("tidemark.sink.{name}"));
+    let producer: ThreadedProducer<DefaultProducerContext> = cluster
+        .client_config(&[
+            ("enable.idempotence", "true"),
+            ("acks", "all"),
+            ("transactional.id", &transactional_id),
+            ("linger.ms", "1"),
+        ])
+        .create()
+        .map_err(kafka_error)?;
+    // Fences any earlier producer with this id and settles its open transaction.
+    producer
+        .init_transactions(Duration::from_secs(30))
+        .map_err(kafka_error)?;
+    Ok(producer)
+}
+
+/// The last frontier this sink committed (0 if none).
+fn read_progress(cluster: &KafkaCluster, topic: &str, name: &str) -> Result<Time> {
+    let consumer: BaseConsumer = cluster
+        .client_config(&[
+            ("group.id", "tidemark-sink-progress"),
+            ("enable.auto.commit", "false"),
+            ("isolation.level", "read_committed"),
+            ("enable.partition.eof", "true"),
+        ])
+        .create()
+        .map_err(kafka_error)?;
+    let mut assignment = TopicPartitionList::new();
+    assignment
+        .add_partition_offset(topic, 0, Offset::Beginning)
+        .map_err(kafka_error)?;
+    consumer.assign(&assignment).map_err(kafka_error)?;
+    let mut committed = 0;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        match consumer.poll(Duration::from_millis(200)) {
+            Some(Ok(message)) if message.key() == Some(name.as_bytes()) => {
+                let progress: Progress =
+                    serde_json::from_slice(message.payload().unwrap_or_default()).map_err(|e| {
+                        Error::Kafka(format!("unreadable sink progress in {topic}: {e}"))
+                    })?;
+                committed = progress.frontier;
+            }
+            Some(Ok(_)) => {}
+            Some(Err(KafkaError::PartitionEOF(_))) => return Ok(committed),
+            Some(Err(error)) => return Err(kafka_error(error)),
+            None if Instant::now() > deadline => {
+                return Err(Error::Kafka(format!(
+                    "{topic} did not answer within a minute"
+                )))
+            }
+            None => {}
+        }
+    }
+}
