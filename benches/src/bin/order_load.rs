@@ -16,6 +16,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use clap::Parser;
+use connectors::kafka::LocalBroker;
 use hdrhistogram::Histogram;
 use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -51,6 +52,10 @@ struct Args {
     /// Send only the product reads of the mix (a baseline for the HTTP read path).
     #[arg(long)]
     reads_only: bool,
+    /// The server's command log: `embedded`, `kafka` (a local tansu broker started for
+    /// the run, on the same cores) or a `kafka://host:port` URL.
+    #[arg(long, default_value = "embedded")]
+    log: String,
     /// Orders to place, closed loop, for the memory-per-order measurement (0 skips it).
     #[arg(long, default_value_t = 50_000)]
     memory_orders: usize,
@@ -133,12 +138,13 @@ impl Drop for TempDir {
 }
 
 impl Server {
-    fn start(binary: &str, workers: usize) -> Server {
+    fn start(binary: &str, workers: usize, log: &str) -> Server {
         let dir = std::env::temp_dir().join(format!("tidemark-bench-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         let mut child = Command::new(binary)
             .args(["serve", "--listen", "127.0.0.1:0", "--log-format", "json", "--workers", &workers.to_string(), "--data-dir"])
             .arg(&dir)
+            .args(["--log", log])
             .env("TIDEMARK_LOG", "warn,tidemark=info")
             .stderr(Stdio::piped())
             .stdout(Stdio::null())
@@ -476,7 +482,9 @@ fn main() {
         .build()
         .expect("runtime");
     runtime.block_on(async {
-        let server = Server::start(&args.server, args.workers);
+        let broker = (args.log == "kafka").then(|| LocalBroker::start().expect("a local Kafka broker"));
+        let log = broker.as_ref().map_or(args.log.clone(), LocalBroker::url);
+        let server = Server::start(&args.server, args.workers, &log);
         let ready = Instant::now();
         let catalog = setup(&server.addr, args.products, args.users, !args.no_card).await;
         eprintln!("setup: {} products, {} users and carts in {:.1}s", args.products, args.users, ready.elapsed().as_secs_f64());

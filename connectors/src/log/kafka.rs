@@ -285,6 +285,9 @@ impl Log for KafkaLog {
                 ("enable.auto.commit", "false"),
                 ("isolation.level", "read_committed"),
                 ("enable.partition.eof", "false"),
+                // How long the broker may hold a fetch that found nothing: the floor of
+                // an idle log's command latency (some brokers hold it this long even
+                // when records arrive meanwhile).
                 ("fetch.wait.max.ms", "5"),
             ])
             .create()
@@ -299,10 +302,14 @@ impl Log for KafkaLog {
                 .map_err(kafka_error)?;
         }
         source.assign(&assignment).map_err(kafka_error)?;
-        let sink: BaseProducer = self
+        let sink: BaseProducer<BindingDelivery> = self
             .cluster
-            .client_config(&[("enable.idempotence", "true"), ("acks", "all")])
-            .create()
+            .client_config(&[
+                ("enable.idempotence", "true"),
+                ("acks", "all"),
+                ("linger.ms", "0"),
+            ])
+            .create_with_context(BindingDelivery::default())
             .map_err(kafka_error)?;
         let binder = Binder {
             source,
@@ -483,7 +490,7 @@ struct Record {
 /// Cuts what the commands topic holds into batches, binds them, and hands them on.
 struct Binder {
     source: BaseConsumer,
-    sink: BaseProducer,
+    sink: BaseProducer<BindingDelivery>,
     bindings_topic: String,
     /// Offset after the last bound record, per partition.
     ends: HashMap<i32, i64>,
@@ -621,12 +628,7 @@ impl Binder {
                 .sink
                 .send(record)
                 .map_err(|(error, _)| kafka_error(error));
-            let flushed = sent.and_then(|()| {
-                self.sink
-                    .flush(Duration::from_secs(30))
-                    .map_err(kafka_error)
-            });
-            match flushed {
+            match sent.and_then(|()| self.delivered()) {
                 Ok(()) => return Ok(()),
                 Err(error) if error.is_retryable() => {
                     tracing::warn!(%error, "writing a binding; retrying");
@@ -636,6 +638,44 @@ impl Binder {
                 Err(error) => return Err(error),
             }
         }
+    }
+}
+
+impl Binder {
+    /// Waits for the delivery report of the one binding in flight. (The producer's
+    /// `flush` polls in steps of 100 ms, which would be the latency of every command.)
+    fn delivered(&self) -> Result<()> {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(result) = self.sink.context().result.lock().take() {
+                return result;
+            }
+            if Instant::now() > deadline {
+                return Err(Error::Kafka(
+                    "no delivery report for a binding within 30 s".into(),
+                ));
+            }
+            self.sink.poll(Duration::from_millis(1));
+        }
+    }
+}
+
+/// The delivery report of the binding being written.
+#[derive(Default)]
+struct BindingDelivery {
+    result: Mutex<Option<Result<()>>>,
+}
+
+impl ClientContext for BindingDelivery {}
+
+impl ProducerContext for BindingDelivery {
+    type DeliveryOpaque = ();
+
+    fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
+        *self.result.lock() = Some(match result {
+            Ok(_) => Ok(()),
+            Err((error, _)) => Err(kafka_error(error.clone())),
+        });
     }
 }
 
