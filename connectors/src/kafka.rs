@@ -296,6 +296,25 @@ impl LocalBroker {
         KafkaCluster::from_url(&self.url()).expect("a loopback URL parses")
     }
 
+    /// Freezes the broker (SIGSTOP): connections stay open and nothing answers, as
+    /// when a broker hangs or its network goes away. Its topics are kept.
+    pub fn pause(&self) {
+        self.signal("-STOP");
+    }
+
+    /// Lets a paused broker go on (SIGCONT).
+    pub fn resume(&self) {
+        self.signal("-CONT");
+    }
+
+    fn signal(&self, signal: &str) {
+        if let Some(child) = &self.child {
+            let _ = Command::new("kill")
+                .args([signal, &child.id().to_string()])
+                .status();
+        }
+    }
+
     /// Stops the broker (memory storage: its topics are gone).
     pub fn stop(&mut self) {
         if let Some(mut child) = self.child.take() {

@@ -192,8 +192,14 @@ impl Tidemark {
         Ok(())
     }
 
+    /// Whether start-up has caught up with the log.
     pub fn is_ready(&self) -> bool {
         self.ready.load(Ordering::Acquire)
+    }
+
+    /// Whether the command log takes appends now (Kafka: the cluster answers).
+    pub fn log_available(&self) -> bool {
+        self.log.is_healthy()
     }
 
     /// Appends a command, waits until the views show its effects, and says whether the

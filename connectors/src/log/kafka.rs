@@ -89,6 +89,8 @@ pub struct KafkaLog {
     started: AtomicBool,
     stop: Arc<AtomicBool>,
     binder: Mutex<Option<JoinHandle<()>>>,
+    healthy: Arc<AtomicBool>,
+    health: Mutex<Option<JoinHandle<()>>>,
 }
 
 impl KafkaLog {
@@ -142,6 +144,9 @@ impl KafkaLog {
                 waiters: Arc::clone(&waiters),
             })
             .map_err(kafka_error)?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let healthy = Arc::new(AtomicBool::new(true));
+        let health = watch_health(&cluster, &commands_topic, &healthy, &stop)?;
         Ok(KafkaLog {
             cluster,
             commands_topic,
@@ -154,8 +159,10 @@ impl KafkaLog {
             producer: Mutex::new(Some(producer)),
             waiters,
             started: AtomicBool::new(false),
-            stop: Arc::new(AtomicBool::new(false)),
+            stop,
             binder: Mutex::new(None),
+            healthy,
+            health: Mutex::new(Some(health)),
         })
     }
 
@@ -343,7 +350,14 @@ impl Log for KafkaLog {
         if let Some(thread) = self.binder.lock().take() {
             let _ = thread.join();
         }
+        if let Some(thread) = self.health.lock().take() {
+            let _ = thread.join();
+        }
         self.waiters.fail_all(|| Error::Closed);
+    }
+
+    fn is_healthy(&self) -> bool {
+        self.healthy.load(Ordering::Acquire)
     }
 }
 
@@ -677,6 +691,42 @@ impl ProducerContext for BindingDelivery {
             Err((error, _)) => Err(kafka_error(error.clone())),
         });
     }
+}
+
+/// Asks the cluster for the commands topic's metadata every second; `healthy` says
+/// whether the last answer came within two seconds.
+fn watch_health(
+    cluster: &KafkaCluster,
+    topic: &str,
+    healthy: &Arc<AtomicBool>,
+    stop: &Arc<AtomicBool>,
+) -> Result<JoinHandle<()>> {
+    let probe: BaseConsumer = cluster.client_config(&[]).create().map_err(kafka_error)?;
+    let (topic, healthy, stop) = (topic.to_string(), Arc::clone(healthy), Arc::clone(stop));
+    let brokers = cluster.brokers.clone();
+    std::thread::Builder::new()
+        .name("kafka-health".into())
+        .spawn(move || {
+            let mut last_probe: Option<Instant> = None;
+            while !stop.load(Ordering::Acquire) {
+                if last_probe.is_some_and(|at| at.elapsed() < Duration::from_secs(1)) {
+                    std::thread::sleep(Duration::from_millis(50));
+                    continue;
+                }
+                last_probe = Some(Instant::now());
+                let answered = probe
+                    .fetch_metadata(Some(&topic), Duration::from_secs(2))
+                    .is_ok();
+                if healthy.swap(answered, Ordering::AcqRel) != answered {
+                    if answered {
+                        tracing::info!(%brokers, "the Kafka cluster answers again");
+                    } else {
+                        tracing::warn!(%brokers, "the Kafka cluster does not answer; not ready");
+                    }
+                }
+            }
+        })
+        .map_err(|e| Error::io("kafka-health", e))
 }
 
 fn partition_count(cluster: &KafkaCluster, topic: &str) -> Result<i32> {

@@ -72,4 +72,9 @@ pub trait Log: Send + Sync + 'static {
 
     /// Stops taking appends; those in flight finish first. Drops the consumer.
     fn close(&self);
+
+    /// Whether the log can take appends now (a remote log's brokers answer).
+    fn is_healthy(&self) -> bool {
+        true
+    }
 }

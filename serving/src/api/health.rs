@@ -11,17 +11,17 @@ pub async fn live() -> Json<Value> {
     Json(json!({"status": "ok"}))
 }
 
-/// Ready once the log is open and the views have caught up with it.
+/// Ready once the views have caught up with the log and the log takes appends.
 pub async fn ready(State(app): State<App>) -> (StatusCode, Json<Value>) {
+    let (status, word) = match (app.is_ready(), app.log_available()) {
+        (false, _) => (StatusCode::SERVICE_UNAVAILABLE, "starting"),
+        (true, false) => (StatusCode::SERVICE_UNAVAILABLE, "log_unavailable"),
+        (true, true) => (StatusCode::OK, "ready"),
+    };
     let body = json!({
-        "status": if app.is_ready() { "ready" } else { "starting" },
+        "status": word,
         "log_end": app.log.durable_end(),
         "frontier": app.views.frontier(),
     });
-    let status = if app.is_ready() {
-        StatusCode::OK
-    } else {
-        StatusCode::SERVICE_UNAVAILABLE
-    };
     (status, Json(body))
 }

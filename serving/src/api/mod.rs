@@ -91,6 +91,13 @@ async fn require_ready(State(app): State<App>, request: Request, next: Next) -> 
         return ApiError::unavailable("tidemark is replaying its log; try again shortly")
             .into_response();
     }
+    // Reads are served from the views; commands need the log.
+    if request.method() != axum::http::Method::GET && !app.log_available() {
+        return ApiError::unavailable(
+            "the command log is unreachable; try again shortly (with the same Idempotency-Key)",
+        )
+        .into_response();
+    }
     next.run(request).await
 }
 

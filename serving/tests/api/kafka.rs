@@ -119,3 +119,64 @@ async fn assert_each_once(broker: &LocalBroker, topic: &str, aggregates: &[Strin
     expected.sort();
     assert_eq!(seen, expected);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broker_outage_makes_tidemark_unready_and_it_recovers_without_loss() {
+    let broker = tokio::task::spawn_blocking(LocalBroker::start)
+        .await
+        .unwrap()
+        .expect("broker");
+    let t = kafka_app(&broker).await;
+    let product = t.product("OUTAGE", 100, 10).await;
+    assert_eq!(t.get("/health/ready").await.status, StatusCode::OK);
+
+    broker.pause();
+    let ready = wait_for_ready(&t, StatusCode::SERVICE_UNAVAILABLE).await;
+    assert_eq!(ready.body["status"], "log_unavailable");
+    // Reads go on from the views; commands are refused rather than left hanging.
+    assert_eq!(
+        t.get(&format!("/api/v1/products/{product}")).await.status,
+        StatusCode::OK
+    );
+    let body = json!({"product_id": product, "delta": 5, "reason": "restock"}).to_string();
+    let headers = [("Idempotency-Key", "outage-restock")];
+    let refused = t
+        .send("POST", "/api/v1/inventory/adjust", Some(&body), &headers)
+        .await;
+    assert_eq!(
+        refused.status,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "{:?}",
+        refused.body
+    );
+    assert_eq!(refused.content_type, "application/problem+json");
+
+    broker.resume();
+    wait_for_ready(&t, StatusCode::OK).await;
+    // The client's retry lands once; the earlier state is intact.
+    let retried = t
+        .send("POST", "/api/v1/inventory/adjust", Some(&body), &headers)
+        .await;
+    assert_eq!(retried.status, StatusCode::OK, "{:?}", retried.body);
+    let again = t
+        .send("POST", "/api/v1/inventory/adjust", Some(&body), &headers)
+        .await;
+    assert_eq!(again.body, retried.body);
+    assert_eq!(
+        t.stock(&product).await,
+        json!({"on_hand": 15, "reserved": 0, "available": 15})
+    );
+}
+
+/// Polls `/health/ready` until it answers `status` (at most 30 s).
+async fn wait_for_ready(t: &TestApp, status: StatusCode) -> crate::support::Reply {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let reply = t.get("/health/ready").await;
+        if reply.status == status {
+            return reply;
+        }
+        assert!(std::time::Instant::now() < deadline, "{:?}", reply.body);
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
