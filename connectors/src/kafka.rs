@@ -14,6 +14,7 @@ use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{Offset, TopicPartitionList};
 
@@ -203,6 +204,21 @@ impl KafkaCluster {
             }
         }
         Ok(payloads)
+    }
+
+    /// Writes `records` (key, payload) to `topic` and waits until the cluster has them
+    /// (for tools and tests that play another system).
+    pub fn write_records(&self, topic: &str, records: &[(&str, &[u8])]) -> Result<()> {
+        let producer: BaseProducer = self
+            .client_config(&[("enable.idempotence", "true"), ("acks", "all")])
+            .create()
+            .map_err(kafka_error)?;
+        for (key, payload) in records {
+            producer
+                .send(BaseRecord::to(topic).key(*key).payload(*payload))
+                .map_err(|(error, _)| kafka_error(error))?;
+        }
+        producer.flush(Duration::from_secs(30)).map_err(kafka_error)
     }
 
     /// Waits until the cluster answers a metadata request.

@@ -7,6 +7,7 @@
 
 pub mod effects;
 pub mod events;
+pub mod foreign;
 pub mod kafka;
 pub mod log;
 

@@ -109,6 +109,10 @@ pub struct KafkaConfig {
     pub replication_factor: i32,
     /// Most commands bound into one log batch.
     pub max_batch_records: usize,
+    /// Topics other systems write events to (`shipping.dispatched`, `order.created`,
+    /// ...) that tidemark turns into commands; refused ones go to
+    /// `tidemark.dead-letter`.
+    pub foreign_topics: Vec<String>,
     /// librdkafka properties passed through, e.g. `"security.protocol" = "SASL_SSL"`,
     /// `"sasl.mechanism" = "SCRAM-SHA-512"`, `"sasl.username"`, `"ssl.ca.location"`.
     pub properties: std::collections::BTreeMap<String, String>,
@@ -121,6 +125,7 @@ impl Default for KafkaConfig {
             partitions: 6,
             replication_factor: 1,
             max_batch_records: 4096,
+            foreign_topics: Vec::new(),
             properties: Default::default(),
         }
     }
@@ -217,6 +222,9 @@ impl Config {
         for cluster in &kafka_clusters {
             cluster.validate().map_err(|e| e.to_string())?;
         }
+        if !kafka.foreign_topics.is_empty() && kafka_clusters.is_empty() {
+            return Err("kafka.foreign_topics needs a Kafka log or --events kafka://...".into());
+        }
         if !kafka_clusters.is_empty() {
             if !(1..=10_000).contains(&kafka.partitions) {
                 return Err(format!(
@@ -246,6 +254,14 @@ impl Config {
             "log must be `embedded` or kafka://host:port[,host:port], not {:?}",
             self.log
         ))
+    }
+
+    /// The cluster foreign events are read from: the log's, else the event bus's.
+    pub fn foreign_cluster(&self) -> Result<Option<KafkaCluster>, String> {
+        match self.log_backend()? {
+            LogBackend::Kafka(cluster) => Ok(Some(cluster)),
+            LogBackend::Embedded => self.events_cluster(),
+        }
     }
 
     /// The cluster domain events are published to, if any.

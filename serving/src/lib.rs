@@ -5,6 +5,7 @@
 pub mod api;
 pub mod config;
 pub mod executors;
+pub mod foreign;
 pub mod progress;
 pub mod runtime;
 pub mod sinks;

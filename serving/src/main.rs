@@ -5,7 +5,7 @@ use clap::Parser;
 use serving::config::{Cli, Command, Config, ServeArgs};
 use serving::progress::{LogProgress, TerminalProgress};
 use serving::runtime::Progress;
-use serving::{api, executors, telemetry, Tidemark};
+use serving::{api, executors, foreign, telemetry, Tidemark};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -65,7 +65,19 @@ async fn run(config: Config) -> Result<(), Box<dyn std::error::Error>> {
         match recovered {
             Ok(Ok(())) => {
                 tracing::info!("ready");
-                executors::spawn(recovering);
+                executors::spawn(recovering.clone());
+                let config = &recovering.config;
+                if let Ok(Some(cluster)) = config.foreign_cluster() {
+                    if !config.kafka.foreign_topics.is_empty() {
+                        let topics = config.kafka.foreign_topics.clone();
+                        let stop = recovering.stopping();
+                        let app = recovering.clone();
+                        if let Err(error) = foreign::spawn(app, &cluster, &topics, stop) {
+                            tracing::error!(%error, "could not start reading foreign events; stopping");
+                            std::process::exit(1);
+                        }
+                    }
+                }
             }
             Ok(Err(error)) => {
                 tracing::error!(%error, "start-up failed; stopping");

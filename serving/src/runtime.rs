@@ -47,6 +47,8 @@ pub struct Tidemark {
     engine: Mutex<Option<Engine>>,
     event_sink: Mutex<Option<std::thread::JoinHandle<()>>>,
     ready: AtomicBool,
+    /// Set by `shutdown`; background sources stop when they see it.
+    stopping: Arc<AtomicBool>,
 }
 
 /// How start-up reports replay progress.
@@ -115,6 +117,7 @@ impl Tidemark {
             engine: Mutex::new(Some(engine)),
             event_sink: Mutex::new(event_sink),
             ready: AtomicBool::new(false),
+            stopping: Arc::new(AtomicBool::new(false)),
         }))
     }
 
@@ -192,6 +195,11 @@ impl Tidemark {
         Ok(())
     }
 
+    /// Set once `shutdown` has begun.
+    pub fn stopping(&self) -> Arc<AtomicBool> {
+        Arc::clone(&self.stopping)
+    }
+
     /// Whether start-up has caught up with the log.
     pub fn is_ready(&self) -> bool {
         self.ready.load(Ordering::Acquire)
@@ -244,6 +252,7 @@ impl Tidemark {
     /// Stops the log, then the engine; commands still waiting fail with 503.
     pub fn shutdown(&self) {
         self.ready.store(false, Ordering::Release);
+        self.stopping.store(true, Ordering::Release);
         self.log.close();
         if let Some(engine) = self.engine.lock().take() {
             engine.shutdown();

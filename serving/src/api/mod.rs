@@ -10,7 +10,7 @@ mod payments;
 mod products;
 mod shipments;
 mod users;
-mod validate;
+pub(crate) mod validate;
 
 use std::sync::Arc;
 

@@ -180,3 +180,147 @@ async fn wait_for_ready(t: &TestApp, status: StatusCode) -> crate::support::Repl
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn foreign_events_become_commands_and_bad_ones_go_to_the_dead_letter_topic() {
+    let broker = tokio::task::spawn_blocking(LocalBroker::start)
+        .await
+        .unwrap()
+        .expect("broker");
+    let t = kafka_app(&broker).await;
+    let product = t.product("FOREIGN", 700, 4).await;
+    let user = t.user("foreign@example.com").await;
+    let placed = t
+        .post(
+            "/api/v1/orders",
+            json!({"user_id": user, "items": [{"product_id": product, "quantity": 1}],
+                   "payment_method": card("4242424242424242")}),
+        )
+        .await;
+    let order = placed.body["id"].as_str().unwrap().to_string();
+    let shipment = wait_for_status(&t, &order, "shipped").await["shipment_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+
+    let cluster = broker.cluster();
+    let topics = vec!["carrier.events".to_string(), "legacy.orders".to_string()];
+    cluster
+        .ensure_topics(&[
+            connectors::kafka::TopicSpec {
+                name: "carrier.events",
+                partitions: 1,
+                replication_factor: 1,
+                config: &[],
+            },
+            connectors::kafka::TopicSpec {
+                name: "legacy.orders",
+                partitions: 1,
+                replication_factor: 1,
+                config: &[],
+            },
+        ])
+        .unwrap();
+    let event =
+        |kind: &str, data: serde_json::Value| json!({"type": kind, "data": data}).to_string();
+    let carrier = [
+        event(
+            "shipping.completed",
+            json!({"shipment_id": shipment, "order_id": order}),
+        ),
+        event(
+            "inventory.adjusted",
+            json!({"product_id": product, "delta": 10, "reason": "inbound"}),
+        ),
+        "{not json".to_string(),
+        event("shipping.teleported", json!({})),
+        event("shipping.completed", json!({"shipment_id": shipment})),
+        event(
+            "inventory.adjusted",
+            json!({"product_id": "prd_nowhere", "delta": 1}),
+        ),
+    ];
+    let legacy = [event(
+        "order.created",
+        json!({"order_id": "ord_legacy_1", "user_id": user, "items": [{"product_id": product, "quantity": 2}]}),
+    )];
+    let write = |topic: &'static str, records: Vec<String>| {
+        let cluster = cluster.clone();
+        move || {
+            let records: Vec<(&str, &[u8])> = records.iter().map(|r| ("k", r.as_bytes())).collect();
+            cluster.write_records(topic, &records)
+        }
+    };
+    tokio::task::spawn_blocking(write("carrier.events", carrier.to_vec()))
+        .await
+        .unwrap()
+        .unwrap();
+    tokio::task::spawn_blocking(write("legacy.orders", legacy.to_vec()))
+        .await
+        .unwrap()
+        .unwrap();
+
+    let source =
+        serving::foreign::spawn(t.app.clone(), &cluster, &topics, t.app.stopping()).unwrap();
+    assert_eq!(
+        wait_for_status(&t, &order, "completed").await["status"],
+        "completed"
+    );
+    assert_eq!(
+        wait_for_status(&t, "ord_legacy_1", "reserved").await["user_id"],
+        user
+    );
+
+    // Four records were refused, each with its reason; the source went on after them.
+    let letters = wait_for_records(&cluster, "tidemark.dead-letter", 4).await;
+    let reasons: Vec<String> = letters
+        .iter()
+        .map(|letter| {
+            let letter: serde_json::Value = serde_json::from_slice(letter).unwrap();
+            assert_eq!(letter["topic"], "carrier.events");
+            letter["reason"].as_str().unwrap().to_string()
+        })
+        .collect();
+    assert!(reasons[0].starts_with("not JSON"), "{reasons:?}");
+    assert!(reasons[1].contains("shipping.teleported"), "{reasons:?}");
+    assert!(
+        reasons[2].contains("data") && reasons[2].contains("order_id"),
+        "{reasons:?}"
+    );
+    assert!(reasons[3].starts_with("refused"), "{reasons:?}");
+    // on_hand: 4 + 10 inbound - 1 delivered; 2 held by the legacy order.
+    assert_eq!(
+        t.stock(&product).await,
+        json!({"on_hand": 13, "reserved": 2, "available": 11})
+    );
+    t.app.shutdown();
+    tokio::task::spawn_blocking(move || source.join())
+        .await
+        .unwrap()
+        .unwrap();
+}
+
+/// Polls `topic` until it holds at least `count` records (at most 30 s).
+async fn wait_for_records(
+    cluster: &connectors::kafka::KafkaCluster,
+    topic: &str,
+    count: usize,
+) -> Vec<Vec<u8>> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let (cluster, name) = (cluster.clone(), topic.to_string());
+        let records = tokio::task::spawn_blocking(move || cluster.read_topic(&name))
+            .await
+            .unwrap()
+            .unwrap_or_default();
+        if records.len() >= count {
+            return records;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{} of {count} records",
+            records.len()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+}

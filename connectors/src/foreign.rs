@@ -1,0 +1,142 @@
+//! Records other systems write to Kafka (a carrier's `shipping.dispatched`, a legacy
+//! shop's `order.created`), handed one at a time to a handler; what the handler refuses
+//! goes to a dead-letter topic with the reason. Offsets are committed only after the
+//! handler is done, so a crash hands a record again (at least once); the handler makes
+//! that harmless with an idempotency key per record.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+use rdkafka::message::Message;
+use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
+use rdkafka::{Offset, TopicPartitionList};
+use serde::{Deserialize, Serialize};
+
+use crate::kafka::{kafka_error, KafkaCluster, TopicSpec};
+use crate::{Error, Result};
+
+/// A record of a foreign topic.
+#[derive(Clone, Debug)]
+pub struct ForeignRecord {
+    pub topic: String,
+    pub partition: i32,
+    pub offset: i64,
+    pub payload: Vec<u8>,
+}
+
+impl ForeignRecord {
+    /// Names this record uniquely and stably: an idempotency key for what it causes.
+    pub fn key(&self) -> String {
+        format!("kafka:{}:{}:{}", self.topic, self.partition, self.offset)
+    }
+}
+
+/// What the dead-letter topic holds for a refused record.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct DeadLetter {
+    pub topic: String,
+    pub partition: i32,
+    pub offset: i64,
+    pub reason: String,
+    /// The record as it was (lossy UTF-8).
+    pub payload: String,
+}
+
+/// Consumes `topics` (as consumer group `{prefix}tidemark-foreign`) until `stop`,
+/// handing each record to `handle`; an `Err(reason)` sends it to `dead_letter_topic`.
+pub fn spawn_foreign_source(
+    cluster: &KafkaCluster,
+    topics: &[String],
+    dead_letter_topic: &str,
+    stop: Arc<AtomicBool>,
+    mut handle: impl FnMut(&ForeignRecord) -> Result<(), String> + Send + 'static,
+) -> Result<JoinHandle<()>> {
+    cluster.ensure_topics(&[TopicSpec {
+        name: dead_letter_topic,
+        partitions: 1,
+        replication_factor: 1,
+        config: &[],
+    }])?;
+    let group = cluster.topic("tidemark-foreign");
+    let consumer: BaseConsumer = cluster
+        .client_config(&[
+            ("group.id", &group),
+            ("enable.auto.commit", "false"),
+            ("auto.offset.reset", "earliest"),
+            ("isolation.level", "read_committed"),
+            ("session.timeout.ms", "6000"),
+            ("heartbeat.interval.ms", "1000"),
+        ])
+        .create()
+        .map_err(kafka_error)?;
+    let names: Vec<&str> = topics.iter().map(String::as_str).collect();
+    consumer.subscribe(&names).map_err(kafka_error)?;
+    let dead_letters: ThreadedProducer<DefaultProducerContext> = cluster
+        .client_config(&[("enable.idempotence", "true"), ("acks", "all")])
+        .create()
+        .map_err(kafka_error)?;
+    let dead_letter_topic = dead_letter_topic.to_string();
+    std::thread::Builder::new()
+        .name("foreign-events".into())
+        .spawn(move || {
+            let mut last_error: Option<Instant> = None;
+            while !stop.load(Ordering::Acquire) {
+                let record = match consumer.poll(Duration::from_millis(100)) {
+                    None => continue,
+                    Some(Err(error)) => {
+                        if last_error.is_none_or(|at| at.elapsed() > Duration::from_secs(10)) {
+                            tracing::warn!(%error, "reading foreign events");
+                            last_error = Some(Instant::now());
+                        }
+                        continue;
+                    }
+                    Some(Ok(message)) => ForeignRecord {
+                        topic: message.topic().to_string(),
+                        partition: message.partition(),
+                        offset: message.offset(),
+                        payload: message.payload().unwrap_or_default().to_vec(),
+                    },
+                };
+                if let Err(reason) = handle(&record) {
+                    tracing::warn!(topic = record.topic, offset = record.offset, %reason, "a foreign event goes to the dead-letter topic");
+                    let letter = DeadLetter {
+                        topic: record.topic.clone(),
+                        partition: record.partition,
+                        offset: record.offset,
+                        reason,
+                        payload: String::from_utf8_lossy(&record.payload).into_owned(),
+                    };
+                    let body = serde_json::to_vec(&letter).expect("dead letters serialise");
+                    let key = record.key();
+                    let written = dead_letters
+                        .send(BaseRecord::to(&dead_letter_topic).key(&key).payload(&body))
+                        .map_err(|(error, _)| error)
+                        .and_then(|()| dead_letters.flush(Duration::from_secs(30)));
+                    if let Err(error) = written {
+                        tracing::error!(%error, "could not write a dead letter; reading the record again");
+                        let _ = consumer.seek(
+                            &record.topic,
+                            record.partition,
+                            Offset::Offset(record.offset),
+                            Duration::from_secs(10),
+                        );
+                        std::thread::sleep(Duration::from_millis(500));
+                        continue;
+                    }
+                }
+                let mut done = TopicPartitionList::new();
+                if done
+                    .add_partition_offset(&record.topic, record.partition, Offset::Offset(record.offset + 1))
+                    .is_ok()
+                {
+                    if let Err(error) = consumer.commit(&done, CommitMode::Async) {
+                        tracing::warn!(%error, "committing foreign event offsets");
+                    }
+                }
+            }
+        })
+        .map_err(|e| Error::io("foreign-events", e))
+}
