@@ -267,6 +267,10 @@ fn transactional_producer(
             ("acks", "all"),
             ("transactional.id", &transactional_id),
             ("linger.ms", "1"),
+            // A transaction left open by a crash holds back read_committed consumers
+            // until the broker aborts it; ours last milliseconds, so 10 s is ample.
+            // (Kafka also aborts it when the next producer with this id starts.)
+            ("transaction.timeout.ms", "10000"),
         ])
         .create()
         .map_err(kafka_error)?;

@@ -109,6 +109,10 @@ pub struct KafkaConfig {
     pub replication_factor: i32,
     /// Most commands bound into one log batch.
     pub max_batch_records: usize,
+    /// Follow another tidemark process on the same topics: replay the bindings it
+    /// writes (serving the same views, taking commands it will bind) rather than bind,
+    /// publish events, call providers or read foreign topics here.
+    pub follow: bool,
     /// Topics other systems write events to (`shipping.dispatched`, `order.created`,
     /// ...) that tidemark turns into commands; refused ones go to
     /// `tidemark.dead-letter`.
@@ -125,6 +129,7 @@ impl Default for KafkaConfig {
             partitions: 6,
             replication_factor: 1,
             max_batch_records: 4096,
+            follow: false,
             foreign_topics: Vec::new(),
             properties: Default::default(),
         }
@@ -222,6 +227,15 @@ impl Config {
         for cluster in &kafka_clusters {
             cluster.validate().map_err(|e| e.to_string())?;
         }
+        if kafka.follow && !matches!(self.log_backend()?, LogBackend::Kafka(_)) {
+            return Err("kafka.follow needs a Kafka log".into());
+        }
+        if kafka.follow && (!kafka.foreign_topics.is_empty() || self.events_cluster()?.is_some()) {
+            return Err(
+                "a follower neither publishes events nor reads foreign topics; its leader does"
+                    .into(),
+            );
+        }
         if !kafka.foreign_topics.is_empty() && kafka_clusters.is_empty() {
             return Err("kafka.foreign_topics needs a Kafka log or --events kafka://...".into());
         }
@@ -269,6 +283,7 @@ impl Config {
         match self.events.as_str() {
             "none" => Ok(None),
             "auto" => match self.log_backend()? {
+                LogBackend::Kafka(_) if self.kafka.follow => Ok(None),
                 LogBackend::Kafka(cluster) => Ok(Some(cluster)),
                 LogBackend::Embedded => Ok(None),
             },

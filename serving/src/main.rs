@@ -65,6 +65,10 @@ async fn run(config: Config) -> Result<(), Box<dyn std::error::Error>> {
         match recovered {
             Ok(Ok(())) => {
                 tracing::info!("ready");
+                // A follower's leader calls the providers and reads foreign events.
+                if recovering.config.kafka.follow {
+                    return;
+                }
                 executors::spawn(recovering.clone());
                 let config = &recovering.config;
                 if let Ok(Some(cluster)) = config.foreign_cluster() {

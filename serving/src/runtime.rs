@@ -86,6 +86,7 @@ impl Tidemark {
                 replication_factor: config.kafka.replication_factor,
                 key_of: Arc::new(aggregate_key),
                 max_batch_records: config.kafka.max_batch_records,
+                follow: config.kafka.follow,
             })?),
         };
         let payments = SandboxPayments::open(config.data_dir.join("sandbox-payments.jsonl"))?;

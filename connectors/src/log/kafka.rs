@@ -54,6 +54,9 @@ pub struct KafkaLogOptions {
     pub key_of: KeyOf,
     /// Most commands in one batch.
     pub max_batch_records: usize,
+    /// Follow the bindings another process writes instead of binding commands here.
+    /// A follower's appends still go to the commands topic; the leader binds them.
+    pub follow: bool,
 }
 
 /// One batch of the log: `count` records with positions from `first_seq`, all at `ts`,
@@ -80,6 +83,7 @@ pub struct KafkaLog {
     bindings_topic: String,
     partitions: i32,
     max_batch_records: usize,
+    follow: bool,
     key_of: KeyOf,
     /// Every binding written so far (read at open; the binder adds the ones it writes).
     bindings: Arc<Mutex<Vec<Binding>>>,
@@ -153,6 +157,7 @@ impl KafkaLog {
             bindings_topic,
             partitions,
             max_batch_records: options.max_batch_records.max(1),
+            follow: options.follow,
             key_of: options.key_of,
             bindings: Arc::new(Mutex::new(bindings)),
             durable_end: Arc::new(AtomicU64::new(durable_end)),
@@ -285,6 +290,41 @@ impl Log for KafkaLog {
                 bindings.last().map_or(0, |binding| binding.ts),
             )
         };
+        if self.follow {
+            let bindings_consumer: BaseConsumer = self
+                .cluster
+                .client_config(&[
+                    ("group.id", "tidemark-follower"),
+                    ("enable.auto.commit", "false"),
+                    ("isolation.level", "read_committed"),
+                    ("fetch.wait.max.ms", "5"),
+                ])
+                .create()
+                .map_err(kafka_error)?;
+            let mut assignment = TopicPartitionList::new();
+            // One binding per record of the bindings topic, so the next is at this offset.
+            let next = self.bindings.lock().len() as i64;
+            assignment
+                .add_partition_offset(&self.bindings_topic, 0, Offset::Offset(next))
+                .map_err(kafka_error)?;
+            bindings_consumer.assign(&assignment).map_err(kafka_error)?;
+            let follower = Follower {
+                bindings_consumer,
+                replay: Replay::new(&self.cluster, &self.commands_topic, self.partitions, &ends)?,
+                next_seq,
+                pending: None,
+                bindings: Arc::clone(&self.bindings),
+                durable_end: Arc::clone(&self.durable_end),
+                waiters: Arc::clone(&self.waiters),
+                stop: Arc::clone(&self.stop),
+            };
+            let thread = std::thread::Builder::new()
+                .name("kafka-follower".into())
+                .spawn(move || follower.run(consumer))
+                .map_err(|e| Error::io("kafka-follower", e))?;
+            *self.binder.lock() = Some(thread);
+            return Ok(());
+        }
         let source: BaseConsumer = self
             .cluster
             .client_config(&[
@@ -693,6 +733,98 @@ impl ProducerContext for BindingDelivery {
     }
 }
 
+/// Applies the bindings another process writes, in order, with their records.
+struct Follower {
+    bindings_consumer: BaseConsumer,
+    replay: Replay,
+    next_seq: Seq,
+    /// A binding read whose records are not all here yet.
+    pending: Option<Binding>,
+    bindings: Arc<Mutex<Vec<Binding>>>,
+    durable_end: Arc<AtomicU64>,
+    waiters: Arc<Waiters>,
+    stop: Arc<AtomicBool>,
+}
+
+impl Follower {
+    fn run(mut self, mut consumer: OnDurable) {
+        let mut last_error: Option<Instant> = None;
+        let mut warn = |error: &dyn std::fmt::Display| {
+            if last_error.is_none_or(|at| at.elapsed() > Duration::from_secs(10)) {
+                tracing::warn!(%error, "following the Kafka log");
+                last_error = Some(Instant::now());
+            }
+        };
+        while !self.stop.load(Ordering::Acquire) {
+            let binding = match self.pending.take() {
+                Some(binding) => binding,
+                None => match self.bindings_consumer.poll(Duration::from_millis(100)) {
+                    None => continue,
+                    Some(Err(error)) => {
+                        warn(&error);
+                        continue;
+                    }
+                    Some(Ok(message)) => {
+                        match serde_json::from_slice::<Binding>(
+                            message.payload().unwrap_or_default(),
+                        ) {
+                            Ok(binding) => binding,
+                            Err(error) => {
+                                let reason = format!(
+                                    "the bindings topic holds a record that is not a binding at offset {}: {error}",
+                                    message.offset()
+                                );
+                                tracing::error!(%reason, "the Kafka log stops following");
+                                self.waiters.poison(reason);
+                                return;
+                            }
+                        }
+                    }
+                },
+            };
+            if binding.first_seq != self.next_seq {
+                let reason = format!(
+                    "binding at position {} follows position {}",
+                    binding.first_seq, self.next_seq
+                );
+                tracing::error!(%reason, "the Kafka log stops following");
+                self.waiters.poison(reason);
+                return;
+            }
+            let records = match self.replay.batch(&binding) {
+                Ok(records) => records,
+                Err(error) => {
+                    warn(&error);
+                    self.pending = Some(binding);
+                    continue;
+                }
+            };
+            consumer(DurableBatch {
+                ts: binding.ts,
+                records: records
+                    .iter()
+                    .enumerate()
+                    .map(|(index, record)| (binding.first_seq + index as Seq, &record.payload[..]))
+                    .collect(),
+            });
+            self.next_seq = binding.end_seq();
+            let bound: Vec<(Position, (Ts, Seq))> = records
+                .iter()
+                .enumerate()
+                .map(|(index, record)| {
+                    (
+                        (record.partition, record.offset),
+                        (binding.ts, binding.first_seq + index as Seq),
+                    )
+                })
+                .collect();
+            self.bindings.lock().push(binding);
+            self.durable_end.store(self.next_seq, Ordering::Release);
+            self.waiters.bound(bound.into_iter());
+        }
+    }
+}
+
 /// Asks the cluster for the commands topic's metadata every second; `healthy` says
 /// whether the last answer came within two seconds.
 fn watch_health(
@@ -874,13 +1006,17 @@ impl Replay {
                             offset: message.offset(),
                             payload: message.payload().unwrap_or_default().to_vec(),
                         }),
-                    Some(Err(error)) => return Err(kafka_error(error)),
+                    Some(Err(error)) => {
+                        self.put_back(records);
+                        return Err(kafka_error(error));
+                    }
                     None if Instant::now() > deadline => {
+                        self.put_back(records);
                         return Err(Error::Kafka(format!(
                             "partition {partition} did not deliver offsets {start}..{end} of \
                              the binding at position {}",
                             binding.first_seq
-                        )))
+                        )));
                     }
                     None => {}
                 }
@@ -899,6 +1035,19 @@ impl Replay {
             });
         }
         Ok(records)
+    }
+}
+
+impl Replay {
+    /// Returns records taken for a batch that could not be completed, so that trying
+    /// the batch again finds them.
+    fn put_back(&mut self, records: Vec<Record>) {
+        for record in records.into_iter().rev() {
+            self.buffers
+                .entry(record.partition)
+                .or_default()
+                .push_front(record);
+        }
     }
 }
 

@@ -17,6 +17,7 @@ fn options(cluster: KafkaCluster) -> KafkaLogOptions {
         // The first byte stands for the aggregate: records of one key share a partition.
         key_of: Arc::new(|payload: &[u8]| payload[..1].to_vec()),
         max_batch_records: 7,
+        follow: false,
     }
 }
 
@@ -202,4 +203,61 @@ fn settings_that_break_the_guarantees_are_refused() {
         KafkaCluster::from_url("kafka://a:1,b:2").unwrap().brokers,
         "a:1,b:2"
     );
+}
+
+#[test]
+fn a_follower_delivers_the_leaders_batches_and_takes_appends() {
+    let broker = LocalBroker::start().expect("broker");
+    let (leader, led) = started(broker.cluster());
+    leader
+        .append(vec![b"a0".to_vec(), b"b0".to_vec()])
+        .wait()
+        .unwrap();
+    // A follower opened later replays what is bound so far, then follows.
+    let follower = KafkaLog::open(KafkaLogOptions {
+        follow: true,
+        ..options(broker.cluster())
+    })
+    .expect("open a follower");
+    let followed: Delivered = Arc::default();
+    {
+        let (replayed, sink) = (replayed(&follower, 0), Arc::clone(&followed));
+        sink.lock().unwrap().extend(replayed);
+        follower
+            .start(Box::new(move |batch| {
+                let mut sink = sink.lock().unwrap();
+                for (seq, payload) in batch.records {
+                    sink.push(LogRecord {
+                        seq,
+                        ts: batch.ts,
+                        payload: payload.to_vec(),
+                    });
+                }
+            }))
+            .unwrap();
+    }
+    for n in 1..=5u8 {
+        leader
+            .append(vec![vec![b'a', n], vec![b'c', n]])
+            .wait()
+            .unwrap();
+    }
+    // An append through the follower is bound by the leader and answered here.
+    let through_follower = follower.append(vec![b"f1".to_vec()]).wait().unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while followed.lock().unwrap().len() < led.lock().unwrap().len()
+        || led.lock().unwrap().len() < 13
+    {
+        assert!(std::time::Instant::now() < deadline, "the follower lags");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let led = led.lock().unwrap().clone();
+    assert_eq!(
+        *followed.lock().unwrap(),
+        led,
+        "the same batches, positions and times"
+    );
+    let at = through_follower.seqs[0] as usize;
+    assert_eq!(led[at].payload, b"f1");
+    assert_eq!(follower.durable_end(), leader.durable_end());
 }

@@ -324,3 +324,60 @@ async fn wait_for_records(
         tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_process_on_the_same_topics_publishes_identical_views() {
+    let broker = tokio::task::spawn_blocking(LocalBroker::start)
+        .await
+        .unwrap()
+        .expect("broker");
+    let leader = kafka_app(&broker).await;
+    let product = leader.product("TWIN", 300, 8).await;
+    let user = leader.user("twin@example.com").await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut config = Config {
+        data_dir: dir.path().to_path_buf(),
+        log: broker.url(),
+        workers: 2,
+        ..Config::default()
+    };
+    config.kafka.follow = true;
+    let follower = TestApp::open_config(dir, config).await;
+    // Commands through either process; the leader binds them and runs the sagas.
+    let order = |number: &str| {
+        json!({"user_id": user, "items": [{"product_id": product, "quantity": 1}],
+               "payment_method": card(number)})
+    };
+    let a = leader
+        .post("/api/v1/orders", order("4242424242424242"))
+        .await;
+    let b = follower
+        .post("/api/v1/orders", order("4000000000000002"))
+        .await;
+    assert_eq!(b.status, StatusCode::CREATED, "{:?}", b.body);
+    // Read-your-writes on the follower: at least reserved (the leader's saga may have
+    // moved on already).
+    assert!(
+        matches!(b.body["status"].as_str(), Some("reserved" | "cancelled")),
+        "{:?}",
+        b.body
+    );
+    let a = a.body["id"].as_str().unwrap().to_string();
+    let b = b.body["id"].as_str().unwrap().to_string();
+    wait_for_status(&leader, &a, "shipped").await;
+    wait_for_status(&leader, &b, "cancelled").await;
+    settle(&leader).await;
+    // The follower has applied everything the leader has.
+    let frontier = leader.app.views.frontier();
+    follower
+        .app
+        .views
+        .wait_for(frontier, std::time::Duration::from_secs(30))
+        .await
+        .expect("the follower catches up");
+    assert_eq!(view_bytes(&follower), view_bytes(&leader));
+    assert_eq!(
+        follower.get(&format!("/api/v1/orders/{a}")).await.body["status"],
+        "shipped"
+    );
+}
