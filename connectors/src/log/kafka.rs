@@ -171,6 +171,14 @@ impl KafkaLog {
         })
     }
 
+    fn bound(&self) -> Bound {
+        Bound {
+            bindings: Arc::clone(&self.bindings),
+            durable_end: Arc::clone(&self.durable_end),
+            waiters: Arc::clone(&self.waiters),
+        }
+    }
+
     pub fn commands_topic(&self) -> &str {
         &self.commands_topic
     }
@@ -313,9 +321,7 @@ impl Log for KafkaLog {
                 replay: Replay::new(&self.cluster, &self.commands_topic, self.partitions, &ends)?,
                 next_seq,
                 pending: None,
-                bindings: Arc::clone(&self.bindings),
-                durable_end: Arc::clone(&self.durable_end),
-                waiters: Arc::clone(&self.waiters),
+                bound: self.bound(),
                 stop: Arc::clone(&self.stop),
             };
             let thread = std::thread::Builder::new()
@@ -367,9 +373,7 @@ impl Log for KafkaLog {
             last_ts,
             max_batch_records: self.max_batch_records,
             carry: VecDeque::new(),
-            bindings: Arc::clone(&self.bindings),
-            durable_end: Arc::clone(&self.durable_end),
-            waiters: Arc::clone(&self.waiters),
+            bound: self.bound(),
             stop: Arc::clone(&self.stop),
         };
         let thread = std::thread::Builder::new()
@@ -553,10 +557,43 @@ struct Binder {
     max_batch_records: usize,
     /// Records read but left for the next batch.
     carry: VecDeque<Record>,
+    bound: Bound,
+    stop: Arc<AtomicBool>,
+}
+
+/// Where a bound batch goes: the dataflow, the log's readers, the waiting appenders.
+struct Bound {
     bindings: Arc<Mutex<Vec<Binding>>>,
     durable_end: Arc<AtomicU64>,
     waiters: Arc<Waiters>,
-    stop: Arc<AtomicBool>,
+}
+
+impl Bound {
+    fn hand_on(&self, binding: Binding, records: &[Record], consumer: &mut OnDurable) {
+        consumer(DurableBatch {
+            ts: binding.ts,
+            records: records
+                .iter()
+                .enumerate()
+                .map(|(index, record)| (binding.first_seq + index as Seq, &record.payload[..]))
+                .collect(),
+        });
+        let bound: Vec<(Position, (Ts, Seq))> = records
+            .iter()
+            .enumerate()
+            .map(|(index, record)| {
+                (
+                    (record.partition, record.offset),
+                    (binding.ts, binding.first_seq + index as Seq),
+                )
+            })
+            .collect();
+        // Readable (read_from, durable_end) before any appender hears of it.
+        let end = binding.end_seq();
+        self.bindings.lock().push(binding);
+        self.durable_end.store(end, Ordering::Release);
+        self.waiters.bound(bound.into_iter());
+    }
 }
 
 impl Binder {
@@ -579,36 +616,15 @@ impl Binder {
                 // Nothing was handed on: the records stay unbound and no one is answered.
                 let reason = format!("could not write binding {}: {error}", binding.first_seq);
                 tracing::error!(%reason, "the Kafka log stops binding commands");
-                self.waiters.poison(reason);
+                self.bound.waiters.poison(reason);
                 return;
             }
-            consumer(DurableBatch {
-                ts: binding.ts,
-                records: batch
-                    .iter()
-                    .enumerate()
-                    .map(|(index, record)| (binding.first_seq + index as Seq, &record.payload[..]))
-                    .collect(),
-            });
             for &(partition, _, end) in &binding.ranges {
                 self.ends.insert(partition, end);
             }
             self.next_seq = binding.end_seq();
             self.last_ts = binding.ts;
-            let bound: Vec<(Position, (Ts, Seq))> = batch
-                .iter()
-                .enumerate()
-                .map(|(index, record)| {
-                    (
-                        (record.partition, record.offset),
-                        (binding.ts, binding.first_seq + index as Seq),
-                    )
-                })
-                .collect();
-            // Readable (read_from, durable_end) before any appender hears of it.
-            self.bindings.lock().push(binding);
-            self.durable_end.store(self.next_seq, Ordering::Release);
-            self.waiters.bound(bound.into_iter());
+            self.bound.hand_on(binding, &batch, &mut consumer);
         }
     }
 
@@ -740,9 +756,7 @@ struct Follower {
     next_seq: Seq,
     /// A binding read whose records are not all here yet.
     pending: Option<Binding>,
-    bindings: Arc<Mutex<Vec<Binding>>>,
-    durable_end: Arc<AtomicU64>,
-    waiters: Arc<Waiters>,
+    bound: Bound,
     stop: Arc<AtomicBool>,
 }
 
@@ -775,7 +789,7 @@ impl Follower {
                                     message.offset()
                                 );
                                 tracing::error!(%reason, "the Kafka log stops following");
-                                self.waiters.poison(reason);
+                                self.bound.waiters.poison(reason);
                                 return;
                             }
                         }
@@ -788,7 +802,7 @@ impl Follower {
                     binding.first_seq, self.next_seq
                 );
                 tracing::error!(%reason, "the Kafka log stops following");
-                self.waiters.poison(reason);
+                self.bound.waiters.poison(reason);
                 return;
             }
             let records = match self.replay.batch(&binding) {
@@ -799,28 +813,8 @@ impl Follower {
                     continue;
                 }
             };
-            consumer(DurableBatch {
-                ts: binding.ts,
-                records: records
-                    .iter()
-                    .enumerate()
-                    .map(|(index, record)| (binding.first_seq + index as Seq, &record.payload[..]))
-                    .collect(),
-            });
             self.next_seq = binding.end_seq();
-            let bound: Vec<(Position, (Ts, Seq))> = records
-                .iter()
-                .enumerate()
-                .map(|(index, record)| {
-                    (
-                        (record.partition, record.offset),
-                        (binding.ts, binding.first_seq + index as Seq),
-                    )
-                })
-                .collect();
-            self.bindings.lock().push(binding);
-            self.durable_end.store(self.next_seq, Ordering::Release);
-            self.waiters.bound(bound.into_iter());
+            self.bound.hand_on(binding, &records, &mut consumer);
         }
     }
 }

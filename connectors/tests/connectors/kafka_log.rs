@@ -3,7 +3,7 @@
 use std::sync::{Arc, Mutex};
 
 use connectors::kafka::{KafkaCluster, LocalBroker};
-use connectors::log::{KafkaLog, KafkaLogOptions, Log, LogRecord};
+use connectors::log::{KafkaLog, KafkaLogOptions, Log, LogRecord, OnDurable};
 use connectors::Error;
 
 /// Every record the consumer was handed, as (seq, ts, payload).
@@ -24,8 +24,14 @@ fn options(cluster: KafkaCluster) -> KafkaLogOptions {
 fn started(cluster: KafkaCluster) -> (KafkaLog, Delivered) {
     let log = KafkaLog::open(options(cluster)).expect("open");
     let delivered: Delivered = Arc::default();
-    let sink = Arc::clone(&delivered);
-    log.start(Box::new(move |batch| {
+    log.start(collect_into(&delivered)).expect("start");
+    (log, delivered)
+}
+
+/// A log consumer that keeps every record it is handed.
+fn collect_into(delivered: &Delivered) -> OnDurable {
+    let sink = Arc::clone(delivered);
+    Box::new(move |batch| {
         let mut sink = sink.lock().unwrap();
         for (seq, payload) in batch.records {
             sink.push(LogRecord {
@@ -34,9 +40,7 @@ fn started(cluster: KafkaCluster) -> (KafkaLog, Delivered) {
                 payload: payload.to_vec(),
             });
         }
-    }))
-    .expect("start");
-    (log, delivered)
+    })
 }
 
 fn replayed(log: &KafkaLog, from: u64) -> Vec<LogRecord> {
@@ -220,22 +224,8 @@ fn a_follower_delivers_the_leaders_batches_and_takes_appends() {
     })
     .expect("open a follower");
     let followed: Delivered = Arc::default();
-    {
-        let (replayed, sink) = (replayed(&follower, 0), Arc::clone(&followed));
-        sink.lock().unwrap().extend(replayed);
-        follower
-            .start(Box::new(move |batch| {
-                let mut sink = sink.lock().unwrap();
-                for (seq, payload) in batch.records {
-                    sink.push(LogRecord {
-                        seq,
-                        ts: batch.ts,
-                        payload: payload.to_vec(),
-                    });
-                }
-            }))
-            .unwrap();
-    }
+    followed.lock().unwrap().extend(replayed(&follower, 0));
+    follower.start(collect_into(&followed)).unwrap();
     for n in 1..=5u8 {
         leader
             .append(vec![vec![b'a', n], vec![b'c', n]])
