@@ -9,7 +9,7 @@
 
 use std::time::{Duration, Instant, UNIX_EPOCH};
 
-use dataflows::model::{Event, Time};
+use dataflows::model::{Event, EventBody, Time};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
 use rdkafka::message::Message;
@@ -57,6 +57,53 @@ impl EventEnvelope {
             data,
         }
     }
+}
+
+/// A JSON Schema (draft 2020-12) for each event type's envelope, by type name: the
+/// envelope's fields, and `data` as the dataflow's event of that type serialises.
+pub fn event_schemas() -> serde_json::Map<String, serde_json::Value> {
+    use serde_json::{json, Value};
+    let root = serde_json::to_value(schemars::schema_for!(EventBody)).expect("schemas serialise");
+    let defs = root.get("$defs").cloned().unwrap_or_else(|| json!({}));
+    let variants = root["oneOf"].as_array().cloned().unwrap_or_default();
+    // The variants come in declaration order, as `EventBody::NAMES` lists their names.
+    assert_eq!(
+        variants.len(),
+        EventBody::NAMES.len(),
+        "a name for every event type"
+    );
+    let mut schemas = serde_json::Map::new();
+    for (name, mut data) in EventBody::NAMES.iter().zip(variants) {
+        // `data` is the event without its serde tag: the envelope's `type` says it.
+        if let Some(properties) = data.get_mut("properties").and_then(Value::as_object_mut) {
+            properties.remove("type");
+        }
+        if let Some(required) = data.get_mut("required").and_then(Value::as_array_mut) {
+            required.retain(|field| field != "type");
+        }
+        data["additionalProperties"] = json!(false);
+        schemas.insert(
+            name.to_string(),
+            json!({
+                "$schema": "https://json-schema.org/draft/2020-12/schema",
+                "title": name,
+                "type": "object",
+                "required": ["event_id", "type", "occurred_at", "timestamp", "aggregate_id", "correlation_id", "data"],
+                "additionalProperties": false,
+                "properties": {
+                    "event_id": {"type": "string", "pattern": "^evt_[0-9a-f]{32}$", "description": "Stable across replays: a digest of the event."},
+                    "type": {"const": name},
+                    "occurred_at": {"type": "string", "format": "date-time", "description": "The log timestamp of the command that caused the event."},
+                    "timestamp": {"type": "integer", "minimum": 0, "description": "The same instant as the logical timestamp, in milliseconds since the epoch."},
+                    "aggregate_id": {"type": "string", "description": "The record key on the topic."},
+                    "correlation_id": {"type": "string", "description": "The order for everything its saga does, the reservation for a reservation's, else the aggregate."},
+                    "data": data,
+                },
+                "$defs": defs,
+            }),
+        );
+    }
+    schemas
 }
 
 #[derive(Debug, Serialize, Deserialize)]

@@ -1,6 +1,7 @@
 //! The domain model: commands that enter the log, events that leave the dataflow,
 //! rejections, and the small value types they share. Everything here is plain data.
 
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 /// Logical timestamp of a log batch (milliseconds since the Unix epoch, strictly
@@ -34,14 +35,18 @@ pub fn log_ts(time: Time) -> Ts {
 }
 
 /// A line of an order or a cart: a product and a positive quantity.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(
+    Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema,
+)]
 pub struct Line {
     pub product_id: Str,
     pub quantity: i64,
 }
 
 /// A line with the unit price that was in force when stock was reserved for it.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(
+    Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema,
+)]
 pub struct PricedLine {
     pub product_id: Str,
     pub quantity: i64,
@@ -58,7 +63,9 @@ pub enum Holder {
 }
 
 /// A tokenised card: the number itself never enters the log.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(
+    Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema,
+)]
 pub struct CardToken {
     /// Opaque token the payment provider resolves (sandbox: a digest of the number).
     pub token: Str,
@@ -69,7 +76,9 @@ pub struct CardToken {
 }
 
 /// Why an order was cancelled. Serialized in `snake_case`, as in the HTTP contract.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum CancelReason {
     OutOfStock,
@@ -309,7 +318,9 @@ pub struct Event {
     pub body: EventBody,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(
+    Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema,
+)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum EventBody {
     ProductCreated {

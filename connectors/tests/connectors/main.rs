@@ -1,3 +1,4 @@
+mod event_schemas;
 mod kafka_events;
 mod kafka_log;
 mod log;

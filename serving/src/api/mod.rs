@@ -2,6 +2,7 @@
 
 mod carts;
 pub mod error;
+mod events;
 pub mod extract;
 mod health;
 pub mod json;
@@ -58,7 +59,10 @@ pub fn app(state: App) -> Router {
         .route("/payments/{id}/refund", post(payments::refund))
         .route("/shipments/{id}", get(shipments::get))
         .route("/shipments/{id}/deliver", post(shipments::deliver))
-        .route_layer(middleware::from_fn_with_state(state.clone(), require_ready));
+        .route_layer(middleware::from_fn_with_state(state.clone(), require_ready))
+        // Static: served before start-up has caught up too.
+        .route("/events/schemas", get(events::schemas))
+        .route("/events/schemas/{type}", get(events::schema));
     Router::new()
         .nest("/api/v1", api)
         .route("/health/live", get(health::live))

@@ -99,25 +99,41 @@ async fn orders_run_end_to_end_on_kafka_and_survive_a_restart() {
     assert_each_once(&broker, "order.shipped", &[paid, orders[2].clone(), after]).await;
 }
 
-/// `topic` holds exactly one event for each of `aggregates`, and no other.
+/// `topic` holds exactly one event for each of `aggregates`, and no other (waiting up to
+/// 30 s for the sink, which publishes after the views; never seeing a duplicate).
 async fn assert_each_once(broker: &LocalBroker, topic: &str, aggregates: &[String]) {
-    let cluster = broker.cluster();
-    let topic = topic.to_string();
-    let payloads = tokio::task::spawn_blocking(move || cluster.read_topic(&topic))
-        .await
-        .unwrap()
-        .expect("read the topic");
-    let mut seen: Vec<String> = payloads
-        .iter()
-        .map(|payload| {
-            let envelope: serde_json::Value = serde_json::from_slice(payload).unwrap();
-            envelope["aggregate_id"].as_str().unwrap().to_string()
-        })
-        .collect();
-    seen.sort();
     let mut expected = aggregates.to_vec();
     expected.sort();
-    assert_eq!(seen, expected);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let (cluster, name) = (broker.cluster(), topic.to_string());
+        let payloads = tokio::task::spawn_blocking(move || cluster.read_topic(&name))
+            .await
+            .unwrap()
+            .expect("read the topic");
+        let mut seen: Vec<String> = payloads
+            .iter()
+            .map(|payload| {
+                let envelope: serde_json::Value = serde_json::from_slice(payload).unwrap();
+                envelope["aggregate_id"].as_str().unwrap().to_string()
+            })
+            .collect();
+        seen.sort();
+        let distinct: std::collections::BTreeSet<&String> = seen.iter().collect();
+        assert_eq!(
+            distinct.len(),
+            seen.len(),
+            "an event was published twice: {seen:?}"
+        );
+        if seen == expected {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{seen:?} != {expected:?}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -457,3 +457,20 @@ async fn inventory_reservations_hold_all_lines_or_none() {
         StatusCode::UNPROCESSABLE_ENTITY
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_event_schemas_are_served() {
+    let t = TestApp::new().await;
+    let all = t.get("/api/v1/events/schemas").await;
+    assert_eq!(all.status, StatusCode::OK);
+    let schemas = all.body["schemas"].as_object().unwrap();
+    assert_eq!(schemas.len(), dataflows::model::EventBody::NAMES.len());
+    let one = t.get("/api/v1/events/schemas/order.created").await;
+    assert_eq!(one.status, StatusCode::OK);
+    assert_eq!(one.body["title"], "order.created");
+    assert_eq!(one.body["properties"]["type"]["const"], "order.created");
+    assert_eq!(&one.body, &schemas["order.created"]);
+    let missing = t.get("/api/v1/events/schemas/order.teleported").await;
+    assert_eq!(missing.status, StatusCode::NOT_FOUND);
+    assert_eq!(missing.content_type, "application/problem+json");
+}

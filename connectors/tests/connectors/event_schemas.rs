@@ -1,0 +1,93 @@
+//! The JSON Schemas of the event bus: checked into docs/events, and fitting the
+//! envelopes the sink writes.
+
+use std::path::PathBuf;
+
+use connectors::events::{event_schemas, EventEnvelope};
+use dataflows::model::{CancelReason, Event, EventBody, Line};
+use serde_json::Value;
+
+fn docs() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../docs/events")
+}
+
+#[test]
+fn the_schemas_in_docs_are_current() {
+    let schemas = event_schemas();
+    assert_eq!(schemas.len(), EventBody::NAMES.len());
+    if std::env::var_os("TIDEMARK_WRITE_SCHEMAS").is_some() {
+        std::fs::create_dir_all(docs()).unwrap();
+        for (name, schema) in &schemas {
+            let text = serde_json::to_string_pretty(schema).unwrap() + "\n";
+            std::fs::write(docs().join(format!("{name}.schema.json")), text).unwrap();
+        }
+    }
+    for (name, schema) in &schemas {
+        let file = docs().join(format!("{name}.schema.json"));
+        let text = std::fs::read_to_string(&file).unwrap_or_default();
+        let on_disk: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
+        assert_eq!(
+            &on_disk, schema,
+            "{} is stale: TIDEMARK_WRITE_SCHEMAS=1 cargo test -p tidemark-connectors --test connectors schemas",
+            file.display()
+        );
+    }
+    let files = std::fs::read_dir(docs()).unwrap().count();
+    assert_eq!(
+        files,
+        schemas.len(),
+        "no schema for an event that no longer exists"
+    );
+}
+
+/// The envelope has exactly the schema's fields, and `data` only the fields its schema
+/// names, with every required one.
+fn assert_fits(body: EventBody) {
+    let event = Event {
+        seq: 7,
+        phase: 0,
+        sub: 0,
+        ts: 1_795_000_000_000,
+        body,
+    };
+    let envelope = serde_json::to_value(EventEnvelope::of(&event)).unwrap();
+    let schemas = event_schemas();
+    let schema = &schemas[envelope["type"].as_str().unwrap()];
+    let fields = |value: &Value| -> Vec<String> {
+        let mut keys: Vec<String> = value.as_object().unwrap().keys().cloned().collect();
+        keys.sort();
+        keys
+    };
+    assert_eq!(fields(&envelope), fields(&schema["properties"]));
+    let data = &schema["properties"]["data"];
+    for key in fields(&envelope["data"]) {
+        assert!(
+            data["properties"].get(&key).is_some(),
+            "{key} is not in the schema"
+        );
+    }
+    for required in data["required"].as_array().unwrap() {
+        assert!(envelope["data"].get(required.as_str().unwrap()).is_some());
+    }
+}
+
+#[test]
+fn envelopes_fit_their_schemas() {
+    assert_fits(EventBody::OrderCreated {
+        order_id: "ord_1".into(),
+        user_id: "usr_1".into(),
+        items: vec![Line {
+            product_id: "prd_1".into(),
+            quantity: 2,
+        }],
+        shipping_address: None,
+        cart_id: Some("crt_1".into()),
+    });
+    assert_fits(EventBody::OrderCancelled {
+        order_id: "ord_1".into(),
+        reason: CancelReason::PaymentDeclined,
+    });
+    assert_fits(EventBody::UserDeleted {
+        user_id: "usr_1".into(),
+    });
+}
