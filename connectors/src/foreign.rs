@@ -51,13 +51,14 @@ pub fn spawn_foreign_source(
     cluster: &KafkaCluster,
     topics: &[String],
     dead_letter_topic: &str,
+    replication_factor: i32,
     stop: Arc<AtomicBool>,
     mut handle: impl FnMut(&ForeignRecord) -> Result<(), String> + Send + 'static,
 ) -> Result<JoinHandle<()>> {
     cluster.ensure_topics(&[TopicSpec {
         name: dead_letter_topic,
         partitions: 1,
-        replication_factor: 1,
+        replication_factor,
         config: &[],
     }])?;
     let group = cluster.topic("tidemark-foreign");

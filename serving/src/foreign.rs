@@ -30,28 +30,36 @@ pub fn spawn(
 ) -> connectors::Result<JoinHandle<()>> {
     let runtime = tokio::runtime::Handle::current();
     let dead_letters = cluster.topic("tidemark.dead-letter");
-    spawn_foreign_source(cluster, topics, &dead_letters, stop, move |record| {
-        let envelope = envelope_of(record)?;
-        let submitted = runtime
-            .block_on(app.submit(envelope))
-            .map_err(|error| format!("not logged: {error}"))?;
-        match submitted.rejection {
-            None => Ok(()),
-            // Read again after a crash: it was applied the first time.
-            Some(rejection)
-                if matches!(
-                    rejection.kind,
-                    RejectionKind::Duplicate {
-                        same_request: true,
-                        ..
-                    }
-                ) =>
-            {
-                Ok(())
+    let replication_factor = app.config.kafka.replication_factor;
+    spawn_foreign_source(
+        cluster,
+        topics,
+        &dead_letters,
+        replication_factor,
+        stop,
+        move |record| {
+            let envelope = envelope_of(record)?;
+            let submitted = runtime
+                .block_on(app.submit(envelope))
+                .map_err(|error| format!("not logged: {error}"))?;
+            match submitted.rejection {
+                None => Ok(()),
+                // Read again after a crash: it was applied the first time.
+                Some(rejection)
+                    if matches!(
+                        rejection.kind,
+                        RejectionKind::Duplicate {
+                            same_request: true,
+                            ..
+                        }
+                    ) =>
+                {
+                    Ok(())
+                }
+                Some(rejection) => Err(format!("refused: {}", rejection.detail)),
             }
-            Some(rejection) => Err(format!("refused: {}", rejection.detail)),
-        }
-    })
+        },
+    )
 }
 
 /// The bus's envelope; only `type` and `data` matter here.
