@@ -172,14 +172,7 @@ impl KafkaCluster {
             ])
             .create()
             .map_err(kafka_error)?;
-        let metadata = consumer
-            .fetch_metadata(Some(topic), Duration::from_secs(30))
-            .map_err(kafka_error)?;
-        let partitions = metadata
-            .topics()
-            .iter()
-            .find(|t| t.name() == topic)
-            .map_or(0, |t| t.partitions().len());
+        let partitions = self.partitions_of(topic)?;
         let mut assignment = TopicPartitionList::new();
         for partition in 0..partitions as i32 {
             assignment
@@ -219,6 +212,19 @@ impl KafkaCluster {
                 .map_err(|(error, _)| kafka_error(error))?;
         }
         producer.flush(Duration::from_secs(30)).map_err(kafka_error)
+    }
+
+    /// How many partitions `topic` has (0 when it does not exist).
+    pub fn partitions_of(&self, topic: &str) -> Result<usize> {
+        let consumer: BaseConsumer = self.client_config(&[]).create().map_err(kafka_error)?;
+        let metadata = consumer
+            .fetch_metadata(Some(topic), Duration::from_secs(30))
+            .map_err(kafka_error)?;
+        Ok(metadata
+            .topics()
+            .iter()
+            .find(|t| t.name() == topic)
+            .map_or(0, |t| t.partitions().len()))
     }
 
     /// Waits until the cluster answers a metadata request.

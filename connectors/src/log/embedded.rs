@@ -163,15 +163,10 @@ impl Drop for EmbeddedLog {
 
 impl Log for EmbeddedLog {
     fn append(&self, payloads: Vec<Vec<u8>>) -> PendingAppend {
-        let (reply, rx) = oneshot::channel();
-        if let Some(size) = payloads
-            .iter()
-            .map(Vec::len)
-            .find(|len| *len > MAX_RECORD_BYTES)
-        {
-            let _ = reply.send(Err(Error::TooLarge(size)));
-            return PendingAppend(rx);
+        if let Some(refused) = PendingAppend::refuse_larger_than(&payloads, MAX_RECORD_BYTES) {
+            return refused;
         }
+        let (reply, rx) = oneshot::channel();
         match self.requests.lock().as_ref() {
             Some(tx) => {
                 if let Err(mpsc::SendError(request)) = tx.send(Request { payloads, reply }) {

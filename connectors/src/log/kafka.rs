@@ -125,7 +125,14 @@ impl KafkaLog {
         for topic in &created {
             tracing::info!(topic, brokers = %cluster.brokers, "created topic");
         }
-        let partitions = partition_count(&cluster, &commands_topic)?;
+        let partitions = match cluster.partitions_of(&commands_topic)? {
+            0 => {
+                return Err(Error::Kafka(format!(
+                    "topic {commands_topic} has no partitions"
+                )))
+            }
+            count => count as i32,
+        };
         let bindings = read_bindings(&cluster, &bindings_topic)?;
         let durable_end = bindings.last().map_or(0, Binding::end_seq);
         tracing::info!(
@@ -192,15 +199,10 @@ impl Drop for KafkaLog {
 
 impl Log for KafkaLog {
     fn append(&self, payloads: Vec<Vec<u8>>) -> PendingAppend {
-        let (reply, rx) = oneshot::channel();
-        if let Some(size) = payloads
-            .iter()
-            .map(Vec::len)
-            .find(|len| *len > MAX_RECORD_BYTES)
-        {
-            let _ = reply.send(Err(Error::TooLarge(size)));
-            return PendingAppend(rx);
+        if let Some(refused) = PendingAppend::refuse_larger_than(&payloads, MAX_RECORD_BYTES) {
+            return refused;
         }
+        let (reply, rx) = oneshot::channel();
         if payloads.is_empty() {
             let _ = reply.send(Ok(Appended {
                 ts: 0,
@@ -853,22 +855,6 @@ fn watch_health(
             }
         })
         .map_err(|e| Error::io("kafka-health", e))
-}
-
-fn partition_count(cluster: &KafkaCluster, topic: &str) -> Result<i32> {
-    let consumer: BaseConsumer = cluster.client_config(&[]).create().map_err(kafka_error)?;
-    let metadata = consumer
-        .fetch_metadata(Some(topic), Duration::from_secs(30))
-        .map_err(kafka_error)?;
-    let partitions = metadata
-        .topics()
-        .iter()
-        .find(|t| t.name() == topic)
-        .map_or(0, |t| t.partitions().len() as i32);
-    if partitions == 0 {
-        return Err(Error::Kafka(format!("topic {topic} has no partitions")));
-    }
-    Ok(partitions)
 }
 
 /// Every binding in the bindings topic, in order, checked to follow one another.

@@ -44,6 +44,14 @@ pub type OnDurable = Box<dyn FnMut(DurableBatch<'_>) + Send>;
 pub struct PendingAppend(pub(crate) oneshot::Receiver<Result<Appended>>);
 
 impl PendingAppend {
+    /// The answer for an append with a record over `max` bytes, if it has one.
+    pub(crate) fn refuse_larger_than(payloads: &[Vec<u8>], max: usize) -> Option<PendingAppend> {
+        let size = payloads.iter().map(Vec::len).find(|len| *len > max)?;
+        let (reply, rx) = oneshot::channel();
+        let _ = reply.send(Err(Error::TooLarge(size)));
+        Some(PendingAppend(rx))
+    }
+
     pub async fn durable(self) -> Result<Appended> {
         self.0.await.unwrap_or(Err(Error::Closed))
     }
