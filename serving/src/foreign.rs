@@ -44,19 +44,18 @@ pub fn spawn(
                 .map_err(|error| format!("not logged: {error}"))?;
             match submitted.rejection {
                 None => Ok(()),
-                // Read again after a crash: it was applied the first time.
-                Some(rejection)
-                    if matches!(
-                        rejection.kind,
-                        RejectionKind::Duplicate {
-                            same_request: true,
-                            ..
-                        }
-                    ) =>
-                {
-                    Ok(())
-                }
-                Some(rejection) => Err(format!("refused: {}", rejection.detail)),
+                // Read again (after a crash, or by a new consumer group): the answer is
+                // the one the record got the first time.
+                Some(rejection) => match rejection.kind {
+                    RejectionKind::Duplicate {
+                        first_seq,
+                        same_request: true,
+                    } => match app.views.read().rejection(first_seq) {
+                        Some(first) => Err(format!("refused: {}", first.detail)),
+                        None => Ok(()),
+                    },
+                    _ => Err(format!("refused: {}", rejection.detail)),
+                },
             }
         },
     )

@@ -316,15 +316,62 @@ async fn foreign_events_become_commands_and_bad_ones_go_to_the_dead_letter_topic
     );
     assert!(reasons[3].starts_with("refused"), "{reasons:?}");
     // on_hand: 4 + 10 inbound - 1 delivered; 2 held by the legacy order.
+    let stock = json!({"on_hand": 13, "reserved": 2, "available": 11});
+    assert_eq!(t.stock(&product).await, stock);
+
+    // Everything read again (a new consumer group, as after lost offsets): each record
+    // gets the answer it got the first time, and nothing is applied twice.
+    let mut again = cluster.clone();
+    again.topic_prefix = "reread.".into();
+    let second = serving::foreign::spawn(t.app.clone(), &again, &topics, t.app.stopping()).unwrap();
+    let letters = wait_for_records(&again, "reread.tidemark.dead-letter", 4).await;
+    let reasons_again: Vec<String> = letters
+        .iter()
+        .map(|letter| {
+            let letter: serde_json::Value = serde_json::from_slice(letter).unwrap();
+            letter["reason"].as_str().unwrap().to_string()
+        })
+        .collect();
+    assert_eq!(reasons_again, reasons);
+    assert_eq!(t.stock(&product).await, stock);
     assert_eq!(
-        t.stock(&product).await,
-        json!({"on_hand": 13, "reserved": 2, "available": 11})
+        t.get(&format!("/api/v1/orders/{order}")).await.body["status"],
+        "completed"
     );
     t.app.shutdown();
-    tokio::task::spawn_blocking(move || source.join())
+    for source in [source, second] {
+        tokio::task::spawn_blocking(move || source.join())
+            .await
+            .unwrap()
+            .unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_embedded_log_can_publish_events_to_kafka() {
+    let broker = tokio::task::spawn_blocking(LocalBroker::start)
         .await
         .unwrap()
-        .unwrap();
+        .expect("broker");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = Config {
+        data_dir: dir.path().to_path_buf(),
+        events: broker.url(),
+        ..Config::default()
+    };
+    let t = TestApp::open_config(dir, config).await;
+    assert_eq!(t.app.config.log, "embedded");
+    let product = t.product("EMB-EVT", 100, 3).await;
+    let user = t.user("embedded-events@example.com").await;
+    let placed = t
+        .post(
+            "/api/v1/orders",
+            json!({"user_id": user, "items": [{"product_id": product, "quantity": 1}]}),
+        )
+        .await;
+    let order = placed.body["id"].as_str().unwrap().to_string();
+    assert_each_once(&broker, "order.created", &[order]).await;
+    assert_each_once(&broker, "product.created", &[product]).await;
 }
 
 /// Polls `topic` until it holds at least `count` records (at most 30 s).
