@@ -118,6 +118,9 @@ pub struct KafkaEventSink {
     progress_topic: String,
     producer: ThreadedProducer<DefaultProducerContext>,
     committed: Time,
+    /// Ids of the events a `read_committed` consumer saw at the end of each topic when
+    /// the sink opened: already published, whatever the committed progress says.
+    visible: std::collections::HashSet<String>,
 }
 
 impl KafkaEventSink {
@@ -153,6 +156,7 @@ impl KafkaEventSink {
         }
         let producer = transactional_producer(&cluster, name)?;
         let committed = read_progress(&cluster, &progress_topic, name)?;
+        let visible = recent_event_ids(&cluster, &event_topics)?;
         tracing::info!(sink = name, committed, "event sink opened");
         Ok(KafkaEventSink {
             cluster,
@@ -160,6 +164,7 @@ impl KafkaEventSink {
             progress_topic,
             producer,
             committed,
+            visible,
         })
     }
 
@@ -179,8 +184,9 @@ impl KafkaEventSink {
         let records: Vec<(String, String, Vec<u8>)> = events
             .iter()
             .filter(|(time, _)| *time >= self.committed)
-            .map(|(_, event)| {
-                let envelope = EventEnvelope::of(event);
+            .map(|(_, event)| EventEnvelope::of(event))
+            .filter(|envelope| !self.visible.contains(&envelope.event_id))
+            .map(|envelope| {
                 (
                     self.cluster.topic(&envelope.event_type),
                     envelope.aggregate_id.clone(),
@@ -228,6 +234,10 @@ impl KafkaEventSink {
                     BaseRecord::to(topic).key(key).payload(payload),
                 )?;
             }
+            // Every event is with the broker before the progress that covers it, so
+            // that even a broker that showed an unfinished transaction's records would
+            // never show the progress without its events.
+            self.producer.flush(timeout)?;
             send(
                 &self.producer,
                 BaseRecord::to(&self.progress_topic)
@@ -326,6 +336,78 @@ fn transactional_producer(
         .init_transactions(Duration::from_secs(30))
         .map_err(kafka_error)?;
     Ok(producer)
+}
+
+/// Records read from the end of each event topic partition at start-up.
+const RECENT_PER_PARTITION: i64 = 2_000;
+
+/// The ids of the last events a `read_committed` consumer sees on `topics`. A crash can
+/// leave a transaction unfinished; Kafka aborts it and hides its records, but a broker
+/// that does not would show them, and the replay would publish them again. Events
+/// already visible are not written twice.
+fn recent_event_ids(
+    cluster: &KafkaCluster,
+    topics: &[String],
+) -> Result<std::collections::HashSet<String>> {
+    let consumer: BaseConsumer = cluster
+        .client_config(&[
+            ("group.id", "tidemark-sink-recovery"),
+            ("enable.auto.commit", "false"),
+            ("isolation.level", "read_committed"),
+            ("enable.partition.eof", "true"),
+        ])
+        .create()
+        .map_err(kafka_error)?;
+    let metadata = consumer
+        .fetch_metadata(None, Duration::from_secs(30))
+        .map_err(kafka_error)?;
+    let mut assignment = TopicPartitionList::new();
+    for topic in metadata
+        .topics()
+        .iter()
+        .filter(|t| topics.iter().any(|name| name == t.name()))
+    {
+        for partition in topic.partitions().iter().map(|p| p.id()) {
+            let topic = topic.name();
+            let (low, high) = consumer
+                .fetch_watermarks(topic, partition, Duration::from_secs(30))
+                .map_err(kafka_error)?;
+            if high > low {
+                let from = (high - RECENT_PER_PARTITION).max(low);
+                assignment
+                    .add_partition_offset(topic, partition, Offset::Offset(from))
+                    .map_err(kafka_error)?;
+            }
+        }
+    }
+    let mut ids = std::collections::HashSet::new();
+    let partitions = assignment.count();
+    if partitions == 0 {
+        return Ok(ids);
+    }
+    consumer.assign(&assignment).map_err(kafka_error)?;
+    let mut at_end = 0;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while at_end < partitions {
+        match consumer.poll(Duration::from_millis(200)) {
+            Some(Ok(message)) => {
+                if let Ok(envelope) =
+                    serde_json::from_slice::<EventEnvelope>(message.payload().unwrap_or_default())
+                {
+                    ids.insert(envelope.event_id);
+                }
+            }
+            Some(Err(KafkaError::PartitionEOF(_))) => at_end += 1,
+            Some(Err(error)) => return Err(kafka_error(error)),
+            None if Instant::now() > deadline => {
+                return Err(Error::Kafka(
+                    "the event topics were not read to their ends within a minute".into(),
+                ))
+            }
+            None => {}
+        }
+    }
+    Ok(ids)
 }
 
 /// The last frontier this sink committed (0 if none).

@@ -70,3 +70,30 @@ fn events_reach_their_topics_once_across_restarts() {
     assert!(envelope.event_id.starts_with("evt_"));
     assert_eq!(read_topic(&cluster, "user.deleted").len(), 1);
 }
+
+#[test]
+fn events_already_visible_are_not_written_again() {
+    let broker = LocalBroker::start().expect("broker");
+    let cluster = broker.cluster();
+    let mut sink = KafkaEventSink::open(cluster.clone(), "main", 1, 1).expect("sink");
+    let first = vec![completed("ord_1", 100)];
+    sink.publish(202, &first).unwrap();
+    drop(sink);
+    // A crash left an event on the topic whose progress was never committed (a broker
+    // that shows an unfinished transaction's records looks like this).
+    let orphan = completed("ord_2", 101);
+    let payload = serde_json::to_vec(&EventEnvelope::of(&orphan.1)).unwrap();
+    cluster
+        .write_records("order.completed", &[("ord_2", &payload)])
+        .unwrap();
+    let mut sink = KafkaEventSink::open(cluster.clone(), "main", 1, 1).expect("reopen");
+    assert_eq!(sink.committed(), 202);
+    // The replay produces it again, with one more event.
+    sink.publish(206, &[first[0].clone(), orphan, completed("ord_3", 102)])
+        .unwrap();
+    let ids: Vec<String> = read_topic(&cluster, "order.completed")
+        .into_iter()
+        .map(|e| e.aggregate_id)
+        .collect();
+    assert_eq!(ids, ["ord_1", "ord_2", "ord_3"]);
+}
