@@ -225,7 +225,7 @@ impl Config {
         .flatten()
         .collect();
         for cluster in &kafka_clusters {
-            cluster.validate().map_err(|e| e.to_string())?;
+            cluster.validate().map_err(reason)?;
         }
         if kafka.follow && !matches!(self.log_backend()?, LogBackend::Kafka(_)) {
             return Err("kafka.follow needs a Kafka log".into());
@@ -295,9 +295,18 @@ impl Config {
     }
 
     fn kafka_cluster(&self, url: &str) -> Result<KafkaCluster, String> {
-        let mut cluster = KafkaCluster::from_url(url).map_err(|e| e.to_string())?;
+        let mut cluster = KafkaCluster::from_url(url).map_err(reason)?;
         cluster.topic_prefix = self.kafka.topic_prefix.clone();
         cluster.properties = self.kafka.properties.clone();
         Ok(cluster)
+    }
+}
+
+/// A configuration error's message without its kind (the caller says "invalid
+/// configuration" once).
+fn reason(error: connectors::Error) -> String {
+    match error {
+        connectors::Error::Config(message) => message,
+        other => other.to_string(),
     }
 }
