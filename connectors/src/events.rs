@@ -7,12 +7,11 @@
 //! committed progress and writes only what lies beyond it, so a `read_committed`
 //! consumer sees every event once.
 
-use std::time::{Duration, Instant, UNIX_EPOCH};
+use std::time::{Duration, UNIX_EPOCH};
 
 use dataflows::model::{Event, EventBody, Time};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
-use rdkafka::message::Message;
 use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
 use rdkafka::{Offset, TopicPartitionList};
 use serde::{Deserialize, Serialize};
@@ -349,15 +348,8 @@ fn recent_event_ids(
     cluster: &KafkaCluster,
     topics: &[String],
 ) -> Result<std::collections::HashSet<String>> {
-    let consumer: BaseConsumer = cluster
-        .client_config(&[
-            ("group.id", "tidemark-sink-recovery"),
-            ("enable.auto.commit", "false"),
-            ("isolation.level", "read_committed"),
-            ("enable.partition.eof", "true"),
-        ])
-        .create()
-        .map_err(kafka_error)?;
+    // Only asks where each partition ends; `read_to_end` reads.
+    let consumer: BaseConsumer = cluster.client_config(&[]).create().map_err(kafka_error)?;
     let metadata = consumer
         .fetch_metadata(None, Duration::from_secs(30))
         .map_err(kafka_error)?;
@@ -381,71 +373,29 @@ fn recent_event_ids(
         }
     }
     let mut ids = std::collections::HashSet::new();
-    let partitions = assignment.count();
-    if partitions == 0 {
-        return Ok(ids);
-    }
-    consumer.assign(&assignment).map_err(kafka_error)?;
-    let mut at_end = 0;
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while at_end < partitions {
-        match consumer.poll(Duration::from_millis(200)) {
-            Some(Ok(message)) => {
-                if let Ok(envelope) =
-                    serde_json::from_slice::<EventEnvelope>(message.payload().unwrap_or_default())
-                {
-                    ids.insert(envelope.event_id);
-                }
-            }
-            Some(Err(KafkaError::PartitionEOF(_))) => at_end += 1,
-            Some(Err(error)) => return Err(kafka_error(error)),
-            None if Instant::now() > deadline => {
-                return Err(Error::Kafka(
-                    "the event topics were not read to their ends within a minute".into(),
-                ))
-            }
-            None => {}
+    cluster.read_to_end(&assignment, |_, payload| {
+        if let Ok(envelope) = serde_json::from_slice::<EventEnvelope>(payload) {
+            ids.insert(envelope.event_id);
         }
-    }
+        Ok(())
+    })?;
     Ok(ids)
 }
 
 /// The last frontier this sink committed (0 if none).
 fn read_progress(cluster: &KafkaCluster, topic: &str, name: &str) -> Result<Time> {
-    let consumer: BaseConsumer = cluster
-        .client_config(&[
-            ("group.id", "tidemark-sink-progress"),
-            ("enable.auto.commit", "false"),
-            ("isolation.level", "read_committed"),
-            ("enable.partition.eof", "true"),
-        ])
-        .create()
-        .map_err(kafka_error)?;
     let mut assignment = TopicPartitionList::new();
     assignment
         .add_partition_offset(topic, 0, Offset::Beginning)
         .map_err(kafka_error)?;
-    consumer.assign(&assignment).map_err(kafka_error)?;
     let mut committed = 0;
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        match consumer.poll(Duration::from_millis(200)) {
-            Some(Ok(message)) if message.key() == Some(name.as_bytes()) => {
-                let progress: Progress =
-                    serde_json::from_slice(message.payload().unwrap_or_default()).map_err(|e| {
-                        Error::Kafka(format!("unreadable sink progress in {topic}: {e}"))
-                    })?;
-                committed = progress.frontier;
-            }
-            Some(Ok(_)) => {}
-            Some(Err(KafkaError::PartitionEOF(_))) => return Ok(committed),
-            Some(Err(error)) => return Err(kafka_error(error)),
-            None if Instant::now() > deadline => {
-                return Err(Error::Kafka(format!(
-                    "{topic} did not answer within a minute"
-                )))
-            }
-            None => {}
+    cluster.read_to_end(&assignment, |key, payload| {
+        if key == Some(name.as_bytes()) {
+            let progress: Progress = serde_json::from_slice(payload)
+                .map_err(|e| Error::Kafka(format!("unreadable sink progress in {topic}: {e}")))?;
+            committed = progress.frontier;
         }
-    }
+        Ok(())
+    })?;
+    Ok(committed)
 }

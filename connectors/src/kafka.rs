@@ -163,40 +163,57 @@ impl KafkaCluster {
     /// Every committed record of `topic` (payloads, in offset order per partition),
     /// as a `read_committed` consumer sees them now.
     pub fn read_topic(&self, topic: &str) -> Result<Vec<Vec<u8>>> {
+        let mut assignment = TopicPartitionList::new();
+        for partition in 0..self.partitions_of(topic)? as i32 {
+            assignment
+                .add_partition_offset(topic, partition, Offset::Beginning)
+                .map_err(kafka_error)?;
+        }
+        let mut payloads = Vec::new();
+        self.read_to_end(&assignment, |_, payload| {
+            payloads.push(payload.to_vec());
+            Ok(())
+        })?;
+        Ok(payloads)
+    }
+
+    /// Reads every partition of `assignment` from its offset to its current end, as a
+    /// `read_committed` consumer, handing each record's key and payload to `each`.
+    pub fn read_to_end(
+        &self,
+        assignment: &TopicPartitionList,
+        mut each: impl FnMut(Option<&[u8]>, &[u8]) -> Result<()>,
+    ) -> Result<()> {
+        let partitions = assignment.count();
+        if partitions == 0 {
+            return Ok(());
+        }
         let consumer: BaseConsumer = self
             .client_config(&[
-                ("group.id", "tidemark-topic-reader"),
+                ("group.id", "tidemark-reader"),
                 ("enable.auto.commit", "false"),
                 ("isolation.level", "read_committed"),
                 ("enable.partition.eof", "true"),
             ])
             .create()
             .map_err(kafka_error)?;
-        let partitions = self.partitions_of(topic)?;
-        let mut assignment = TopicPartitionList::new();
-        for partition in 0..partitions as i32 {
-            assignment
-                .add_partition_offset(topic, partition, Offset::Beginning)
-                .map_err(kafka_error)?;
-        }
-        consumer.assign(&assignment).map_err(kafka_error)?;
-        let mut payloads = Vec::new();
+        consumer.assign(assignment).map_err(kafka_error)?;
         let mut at_end = 0;
         let deadline = Instant::now() + Duration::from_secs(60);
         while at_end < partitions {
             match consumer.poll(Duration::from_millis(200)) {
-                Some(Ok(message)) => payloads.push(message.payload().unwrap_or_default().to_vec()),
+                Some(Ok(message)) => each(message.key(), message.payload().unwrap_or_default())?,
                 Some(Err(rdkafka::error::KafkaError::PartitionEOF(_))) => at_end += 1,
                 Some(Err(error)) => return Err(kafka_error(error)),
                 None if Instant::now() > deadline => {
                     return Err(Error::Kafka(format!(
-                        "{topic} was not read to its end within a minute"
+                        "{partitions} partitions were not read to their ends within a minute"
                     )))
                 }
                 None => {}
             }
         }
-        Ok(payloads)
+        Ok(())
     }
 
     /// Writes `records` (key, payload) to `topic` and waits until the cluster has them
