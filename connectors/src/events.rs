@@ -7,6 +7,8 @@
 //! committed progress and writes only what lies beyond it, so a `read_committed`
 //! consumer sees every event once.
 
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, UNIX_EPOCH};
 
 use dataflows::model::{Event, EventBody, Time};
@@ -120,6 +122,9 @@ pub struct KafkaEventSink {
     /// Ids of the events a `read_committed` consumer saw at the end of each topic when
     /// the sink opened: already published, whatever the committed progress says.
     visible: std::collections::HashSet<String>,
+    /// Set when tidemark stops: a transaction that keeps failing is given up (its events
+    /// are published again after the next start) instead of holding the shutdown.
+    give_up: Arc<AtomicBool>,
 }
 
 impl KafkaEventSink {
@@ -164,7 +169,14 @@ impl KafkaEventSink {
             producer,
             committed,
             visible,
+            give_up: Arc::default(),
         })
+    }
+
+    /// Setting this flag makes a retrying [`KafkaEventSink::publish`] return
+    /// [`Error::Closed`] instead of trying again.
+    pub fn give_up_flag(&self) -> Arc<AtomicBool> {
+        Arc::clone(&self.give_up)
     }
 
     /// Every event at a dataflow time before this is on the bus.
@@ -175,7 +187,7 @@ impl KafkaEventSink {
     /// Writes `events` with their dataflow times (all before `frontier`; those before
     /// the committed frontier are skipped) and the new frontier in one transaction.
     /// Retries until the transaction commits; an error means another writer took over
-    /// this sink.
+    /// this sink, or [`Error::Closed`] that the sink was told to give up.
     pub fn publish(&mut self, frontier: Time, events: &[(Time, Event)]) -> Result<()> {
         if frontier <= self.committed {
             return Ok(());
@@ -196,24 +208,35 @@ impl KafkaEventSink {
         let progress = serde_json::to_vec(&Progress { frontier }).expect("progress serialises");
         let mut backoff = Duration::from_millis(50);
         loop {
-            match self.transaction(&records, &progress) {
+            let outcome = self
+                .transaction(&records, &progress)
+                .or_else(|error| match error {
+                    // Whatever part of the transaction got through is aborted (an abort
+                    // cut short by an outage is resumed) before the next one begins.
+                    TransactionError::Retry(error) => {
+                        self.abort().and(Err(TransactionError::Retry(error)))
+                    }
+                    other => Err(other),
+                });
+            match outcome {
                 Ok(()) => {
                     self.committed = frontier;
                     return Ok(());
                 }
                 Err(TransactionError::Retry(error)) => {
                     tracing::warn!(%error, sink = self.name, "event transaction failed; retrying");
-                    std::thread::sleep(backoff);
-                    backoff = (backoff * 2).min(Duration::from_secs(2));
                 }
                 Err(TransactionError::Restart(error)) => {
                     tracing::warn!(%error, sink = self.name, "event producer failed; starting a new one");
-                    std::thread::sleep(backoff);
-                    backoff = (backoff * 2).min(Duration::from_secs(2));
                     self.producer = transactional_producer(&self.cluster, &self.name)?;
                 }
                 Err(TransactionError::Fatal(error)) => return Err(error),
             }
+            if self.give_up.load(Ordering::Acquire) {
+                return Err(Error::Closed);
+            }
+            std::thread::sleep(backoff);
+            backoff = (backoff * 2).min(Duration::from_secs(2));
         }
     }
 
@@ -223,40 +246,57 @@ impl KafkaEventSink {
         progress: &[u8],
     ) -> Result<(), TransactionError> {
         let timeout = Duration::from_secs(30);
-        self.producer
-            .begin_transaction()
-            .map_err(TransactionError::from)?;
-        let sent = (|| {
-            for (topic, key, payload) in records {
-                send(
-                    &self.producer,
-                    BaseRecord::to(topic).key(key).payload(payload),
-                )?;
-            }
-            // Every event is with the broker before the progress that covers it, so
-            // that even a broker that showed an unfinished transaction's records would
-            // never show the progress without its events.
-            self.producer.flush(timeout)?;
+        self.producer.begin_transaction()?;
+        for (topic, key, payload) in records {
             send(
                 &self.producer,
-                BaseRecord::to(&self.progress_topic)
-                    .key(&self.name)
-                    .payload(progress),
+                BaseRecord::to(topic).key(key).payload(payload),
             )?;
-            self.producer.commit_transaction(timeout)
-        })();
-        match sent {
-            Ok(()) => Ok(()),
-            Err(error) => {
-                let error = TransactionError::from(error);
-                if !matches!(
-                    error,
-                    TransactionError::Fatal(_) | TransactionError::Restart(_)
-                ) {
-                    let _ = self.producer.abort_transaction(timeout);
-                }
-                Err(error)
+        }
+        // Every event is with the broker before the progress that covers it, so that
+        // even a broker that showed an unfinished transaction's records would never
+        // show the progress without its events.
+        self.producer.flush(timeout)?;
+        send(
+            &self.producer,
+            BaseRecord::to(&self.progress_topic)
+                .key(&self.name)
+                .payload(progress),
+        )?;
+        self.producer.commit_transaction(timeout)?;
+        Ok(())
+    }
+
+    /// Aborts the open transaction, retrying while the cluster does not answer (an
+    /// interrupted abort must be called again before a new transaction can begin). An
+    /// abort that does not complete within `ABORT_PATIENCE`, or that fails otherwise,
+    /// asks for a new producer: its registration aborts whatever this one left open
+    /// (seen after a broker restart that forgot this producer's epoch).
+    fn abort(&self) -> Result<(), TransactionError> {
+        const ABORT_PATIENCE: Duration = Duration::from_secs(10);
+        let started = std::time::Instant::now();
+        let mut backoff = Duration::from_millis(50);
+        loop {
+            let error = match self.producer.abort_transaction(Duration::from_secs(5)) {
+                Ok(()) => return Ok(()),
+                Err(error) => error,
+            };
+            let retriable =
+                matches!(&error, KafkaError::Transaction(inner) if inner.is_retriable());
+            if !retriable
+                || started.elapsed() > ABORT_PATIENCE
+                || self.give_up.load(Ordering::Acquire)
+            {
+                return Err(match TransactionError::from(error) {
+                    TransactionError::Fatal(error) => TransactionError::Fatal(error),
+                    TransactionError::Retry(error) | TransactionError::Restart(error) => {
+                        TransactionError::Restart(error)
+                    }
+                });
             }
+            tracing::warn!(%error, sink = self.name, "aborting the event transaction; retrying");
+            std::thread::sleep(backoff);
+            backoff = (backoff * 2).min(Duration::from_secs(2));
         }
     }
 }

