@@ -16,6 +16,10 @@ use queries::ViewStore;
 
 use crate::config::{Config, LogBackend};
 
+/// Longest a durable batch waits for the dataflow to take it (see the pacing in
+/// `Tidemark::recover`); past this it is handed over regardless.
+const PACING_LIMIT: Duration = Duration::from_millis(50);
+
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error(transparent)]
@@ -163,6 +167,8 @@ impl Tidemark {
             feeder.feed(full)?;
         }
         let live_feeder = feeder.clone();
+        let views = self.views.clone();
+        let mut fed: [Option<Ts>; 2] = [None, None];
         self.log.start(Box::new(move |durable| {
             let records = durable
                 .records
@@ -177,6 +183,14 @@ impl Tidemark {
                     }
                 })
                 .collect();
+            // Pacing: at most two batches in the dataflow. While it works through them the
+            // log goes on collecting appends, so under load each timestamp carries more
+            // commands (the dataflow's cost is mostly per timestamp); an idle dataflow
+            // adds no wait. The commands waiting here would wait for the views anyway.
+            if let Some(ts) = fed[0] {
+                let _ = views.wait_for_blocking(settled_frontier(ts), PACING_LIMIT);
+            }
+            fed = [fed[1], Some(durable.ts)];
             if live_feeder
                 .feed(Batch {
                     ts: durable.ts,
