@@ -9,6 +9,14 @@ use crate::orders::wait_for_status;
 use crate::replay::{settle, view_bytes};
 use crate::support::{card, TestApp};
 
+/// A broker started off the runtime (it waits until the broker answers).
+async fn start_broker(start: fn() -> connectors::Result<LocalBroker>) -> LocalBroker {
+    tokio::task::spawn_blocking(start)
+        .await
+        .unwrap()
+        .expect("a local broker")
+}
+
 async fn kafka_app(broker: &LocalBroker) -> TestApp {
     let dir = tempfile::tempdir().expect("tempdir");
     let config = Config {
@@ -21,10 +29,7 @@ async fn kafka_app(broker: &LocalBroker) -> TestApp {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn orders_run_end_to_end_on_kafka_and_survive_a_restart() {
-    let broker = tokio::task::spawn_blocking(LocalBroker::start)
-        .await
-        .unwrap()
-        .expect("broker");
+    let broker = start_broker(LocalBroker::start).await;
     let t = kafka_app(&broker).await;
     let product = t.product("K-MUG", 1299, 9).await;
     let user = t.user("kafka@example.com").await;
@@ -159,10 +164,7 @@ async fn assert_each_once(cluster: &KafkaCluster, topic: &str, aggregates: &[Str
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hung_broker_makes_tidemark_unready_and_it_recovers_without_loss() {
-    let broker = tokio::task::spawn_blocking(LocalBroker::start)
-        .await
-        .unwrap()
-        .expect("broker");
+    let broker = start_broker(LocalBroker::start).await;
     let t = kafka_app(&broker).await;
     outage_and_recovery(&t, &broker.cluster(), || broker.pause(), || broker.resume()).await;
 }
@@ -172,10 +174,7 @@ async fn a_hung_broker_makes_tidemark_unready_and_it_recovers_without_loss() {
 /// it the views rebuilt from the restarted broker equal the ones served throughout.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_and_restarted_broker_loses_no_command() {
-    let broker = tokio::task::spawn_blocking(LocalBroker::start_durable)
-        .await
-        .unwrap()
-        .expect("durable broker");
+    let broker = start_broker(LocalBroker::start_durable).await;
     let t = kafka_app(&broker).await;
     let cluster = broker.cluster();
     let broker = std::sync::Mutex::new(broker);
@@ -269,10 +268,7 @@ async fn wait_for_ready(t: &TestApp, status: StatusCode) -> crate::support::Repl
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn foreign_events_become_commands_and_bad_ones_go_to_the_dead_letter_topic() {
-    let broker = tokio::task::spawn_blocking(LocalBroker::start)
-        .await
-        .unwrap()
-        .expect("broker");
+    let broker = start_broker(LocalBroker::start).await;
     let t = kafka_app(&broker).await;
     let product = t.product("FOREIGN", 700, 4).await;
     let user = t.user("foreign@example.com").await;
@@ -408,10 +404,7 @@ async fn foreign_events_become_commands_and_bad_ones_go_to_the_dead_letter_topic
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_embedded_log_can_publish_events_to_kafka() {
-    let broker = tokio::task::spawn_blocking(LocalBroker::start)
-        .await
-        .unwrap()
-        .expect("broker");
+    let broker = start_broker(LocalBroker::start).await;
     let dir = tempfile::tempdir().expect("tempdir");
     let config = Config {
         data_dir: dir.path().to_path_buf(),
@@ -460,10 +453,7 @@ async fn wait_for_records(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_second_process_on_the_same_topics_publishes_identical_views() {
-    let broker = tokio::task::spawn_blocking(LocalBroker::start)
-        .await
-        .unwrap()
-        .expect("broker");
+    let broker = start_broker(LocalBroker::start).await;
     let leader = kafka_app(&broker).await;
     let product = leader.product("TWIN", 300, 8).await;
     let user = leader.user("twin@example.com").await;
