@@ -228,7 +228,14 @@ impl KafkaEventSink {
                 }
                 Err(TransactionError::Restart(error)) => {
                     tracing::warn!(%error, sink = self.name, "event producer failed; starting a new one");
-                    self.producer = transactional_producer(&self.cluster, &self.name)?;
+                    // While the cluster is away the new producer cannot register either;
+                    // the next round tries again rather than stopping the sink.
+                    match transactional_producer(&self.cluster, &self.name) {
+                        Ok(producer) => self.producer = producer,
+                        Err(error) => {
+                            tracing::warn!(%error, sink = self.name, "could not start a new event producer; retrying")
+                        }
+                    }
                 }
                 Err(TransactionError::Fatal(error)) => return Err(error),
             }
