@@ -1,6 +1,6 @@
 //! The whole tidemark dataflow: commands in; events, view rows and rejections out.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::VecDeque;
 use std::sync::Arc;
 
 use differential_dataflow::collection::AsCollection;
@@ -19,6 +19,7 @@ use crate::model::*;
 use crate::ordered::{key_hash, KeyedOrdered};
 use crate::orders::{command_order_id, OrderFulfillment, OrderIn, OrderOp, OrderOut};
 use crate::reservations::{ReservationIn, ReservationOp, StockReservations};
+use crate::sharded::{ShardedMap, ShardedSet};
 use crate::users::{email_key, ClaimEmail, EmailIn, EmailOp, UserAccounts, UserIn, UserOut};
 use crate::views::{step, stock_deltas, view_keys, ById, IdempotencyRow, Row, StockRow, ViewKey};
 
@@ -55,7 +56,7 @@ pub fn build<'scope>(
             None => *seq,
         },
         {
-            let mut first: HashMap<Str, IdempotencyRow> = HashMap::new();
+            let mut first: ShardedMap<Str, IdempotencyRow> = ShardedMap::default();
             let mut by_age: VecDeque<(Ts, Str)> = VecDeque::new();
             move |time, records, out: &mut Vec<Admitted>| {
                 // Forget keys older than the TTL (memory only; liveness is checked below).
@@ -344,7 +345,7 @@ pub fn read_models<'scope>(
     events: Stream<'scope, Time, Vec<Event>>,
 ) -> VecCollection<'scope, Time, Row, isize> {
     // Current rows, one set per `Row::key` kind, keyed by the id inside each row.
-    let mut rows: Vec<HashSet<ById>> = vec![HashSet::new(); usize::from(ViewKey::KINDS)];
+    let mut rows: Vec<ShardedSet<ById>> = vec![ShardedSet::default(); usize::from(ViewKey::KINDS)];
     let folded = events
         .clone()
         .flat_map(|event: Event| {

@@ -13,6 +13,7 @@ pub mod oracle;
 pub mod ordered;
 pub mod orders;
 pub mod reservations;
+pub mod sharded;
 pub mod users;
 pub mod views;
 

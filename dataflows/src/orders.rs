@@ -12,14 +12,13 @@
 //! cancels a shipment not yet dispatched. Each effect is requested exactly once; a
 //! repeated result for a settled effect is refused, never applied twice.
 
-use std::collections::HashMap;
-
 use serde::{Deserialize, Serialize};
 use timely::dataflow::Stream;
 
 use crate::catalog::{AwaitedLines, CatalogIn, CatalogOp, StockReply};
 use crate::model::*;
 use crate::ordered::{key_hash, Emitter, KeyedOrdered};
+use crate::sharded::ShardedMap;
 
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct OrderIn {
@@ -126,7 +125,7 @@ pub trait OrderFulfillment<'scope> {
 
 impl<'scope> OrderFulfillment<'scope> for Stream<'scope, Time, Vec<OrderIn>> {
     fn order_fulfillment(self) -> Stream<'scope, Time, Vec<OrderOut>> {
-        let mut orders: HashMap<Str, Box<Order>> = HashMap::new();
+        let mut orders: ShardedMap<Str, Box<Order>> = ShardedMap::default();
         self.keyed_ordered(
             "OrderFulfillment",
             |input: &OrderIn| key_hash(input.op.order_id()),
@@ -173,7 +172,7 @@ struct Saga<'a> {
 }
 
 impl Saga<'_> {
-    fn command(&mut self, orders: &mut HashMap<Str, Box<Order>>, command: Command) {
+    fn command(&mut self, orders: &mut ShardedMap<Str, Box<Order>>, command: Command) {
         if let Command::PlaceOrder {
             order_id,
             user_id,
@@ -328,7 +327,7 @@ impl Saga<'_> {
     #[allow(clippy::too_many_arguments)]
     fn place(
         &mut self,
-        orders: &mut HashMap<Str, Box<Order>>,
+        orders: &mut ShardedMap<Str, Box<Order>>,
         order_id: Str,
         user_id: Str,
         items: Vec<Line>,
@@ -394,7 +393,7 @@ impl Saga<'_> {
 
     /// Second round: the product aggregate answered a line. Once every line has an
     /// answer, the order holds all of them or releases the ones it got.
-    fn reply(&mut self, orders: &mut HashMap<Str, Box<Order>>, reply: StockReply) {
+    fn reply(&mut self, orders: &mut ShardedMap<Str, Box<Order>>, reply: StockReply) {
         let Some(order) = orders.get_mut(&reply.order_id) else {
             return;
         };

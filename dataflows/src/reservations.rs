@@ -7,8 +7,6 @@
 //! Invariant: as for orders, a reservation holds every line or none, and a release
 //! gives back exactly what is held.
 
-use std::collections::HashMap;
-
 use serde::{Deserialize, Serialize};
 use timely::dataflow::Stream;
 
@@ -16,6 +14,7 @@ use crate::catalog::{AwaitedLines, CatalogOp, StockReply};
 use crate::model::*;
 use crate::ordered::{key_hash, Emitter, KeyedOrdered};
 use crate::orders::OrderOut;
+use crate::sharded::ShardedMap;
 
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct ReservationIn {
@@ -60,7 +59,7 @@ pub trait StockReservations<'scope> {
 
 impl<'scope> StockReservations<'scope> for Stream<'scope, Time, Vec<ReservationIn>> {
     fn stock_reservations(self) -> Stream<'scope, Time, Vec<OrderOut>> {
-        let mut reservations: HashMap<Str, Reservation> = HashMap::new();
+        let mut reservations: ShardedMap<Str, Reservation> = ShardedMap::default();
         self.keyed_ordered(
             "StockReservations",
             |input: &ReservationIn| key_hash(input.op.reservation_id()),
@@ -91,7 +90,7 @@ impl<'scope> StockReservations<'scope> for Stream<'scope, Time, Vec<ReservationI
 }
 
 fn reserve(
-    reservations: &mut HashMap<Str, Reservation>,
+    reservations: &mut ShardedMap<Str, Reservation>,
     emit: &mut Emitter<'_, OrderOut>,
     reservation_id: Str,
     items: Vec<Line>,
@@ -137,7 +136,7 @@ fn reserve(
 }
 
 fn release(
-    reservations: &mut HashMap<Str, Reservation>,
+    reservations: &mut ShardedMap<Str, Reservation>,
     emit: &mut Emitter<'_, OrderOut>,
     reservation_id: Str,
 ) {
@@ -163,7 +162,7 @@ fn release(
 
 /// Second round: once every line is answered, hold all of them or give back the rest.
 fn answer(
-    reservations: &mut HashMap<Str, Reservation>,
+    reservations: &mut ShardedMap<Str, Reservation>,
     emit: &mut Emitter<'_, OrderOut>,
     reply: StockReply,
 ) {

@@ -5,6 +5,7 @@ use std::marker::PhantomData;
 use std::sync::Arc;
 
 use dataflows::model::{Rejection, Seq, Str, Time, Ts};
+use dataflows::sharded::ShardedSet;
 use dataflows::users::email_key;
 use dataflows::views::*;
 
@@ -27,14 +28,14 @@ const REJECTION_RETENTION_MS: Ts = 10 * 60 * 1000;
 /// so a row is held in memory once.
 #[derive(Debug)]
 pub struct Rows<T> {
-    map: HashSet<ById>,
+    map: ShardedSet<ById>,
     kind: PhantomData<fn() -> T>,
 }
 
 impl<T> Default for Rows<T> {
     fn default() -> Self {
         Rows {
-            map: HashSet::new(),
+            map: ShardedSet::default(),
             kind: PhantomData,
         }
     }
