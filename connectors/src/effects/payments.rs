@@ -139,6 +139,16 @@ pub trait PaymentProvider: Send + Sync + 'static {
     fn refund(&self, request: &RefundRequest) -> Result<bool>;
 }
 
+/// The first 16 bytes of an idempotency key's SHA-256: collisions are out of reach.
+type KeyDigest = [u8; 16];
+
+fn key_digest(key: &str) -> KeyDigest {
+    let digest = Sha256::digest(key.as_bytes());
+    let mut first = [0; 16];
+    first.copy_from_slice(&digest[..16]);
+    first
+}
+
 #[derive(Clone, Debug, Serialize, Deserialize)]
 struct LedgerEntry {
     key: String,
@@ -163,7 +173,9 @@ enum Answer {
 /// answers it gave so that a retry after a crash gets the same answer and no new charge.
 pub struct SandboxPayments {
     path: PathBuf,
-    state: Mutex<(File, HashMap<String, Answer>)>,
+    /// The ledger file, and its answers by the digest of their idempotency key (16
+    /// bytes instead of the key's string: one entry per charge is held for good).
+    state: Mutex<(File, HashMap<KeyDigest, Answer>)>,
     declined: [String; 2],
     fraud: String,
 }
@@ -178,7 +190,7 @@ impl SandboxPayments {
                 let line = line.map_err(|e| Error::io(&path, e))?;
                 // A torn last line is a charge whose answer never left the provider.
                 if let Ok(entry) = serde_json::from_str::<LedgerEntry>(&line) {
-                    answers.insert(entry.key, entry.answer);
+                    answers.insert(key_digest(&entry.key), entry.answer);
                 }
             }
         }
@@ -224,14 +236,15 @@ impl SandboxPayments {
         let mut added = Vec::new();
         let mut answers = Vec::with_capacity(decided.len());
         for (key, answer) in decided {
-            if let Some(held) = state.1.get(&key) {
+            let digest = key_digest(&key);
+            if let Some(held) = state.1.get(&digest) {
                 answers.push(held.clone());
                 continue;
             }
             serde_json::to_writer(
                 &mut lines,
                 &LedgerEntry {
-                    key: key.clone(),
+                    key,
                     answer: answer.clone(),
                 },
             )
@@ -240,8 +253,8 @@ impl SandboxPayments {
                 retryable: false,
             })?;
             lines.push(b'\n');
-            state.1.insert(key.clone(), answer.clone());
-            added.push(key);
+            state.1.insert(digest, answer.clone());
+            added.push(digest);
             answers.push(answer);
         }
         if !lines.is_empty() {
