@@ -8,7 +8,7 @@ use dataflows::engine::{Sink, WorkerReport};
 use dataflows::model::{Event, Rejection, Time};
 use dataflows::views::Row;
 use parking_lot::{Condvar, Mutex, RwLock, RwLockReadGuard};
-use tokio::sync::{broadcast, watch};
+use tokio::sync::watch;
 
 use crate::snapshot::Snapshot;
 use crate::{Error, Result};
@@ -35,7 +35,6 @@ pub struct ViewStore {
     frontier_tx: watch::Sender<Time>,
     /// For blocking waits (tests, executors on plain threads).
     published: (Mutex<Time>, Condvar),
-    events_tx: broadcast::Sender<Arc<Event>>,
     /// Every event, in publication order, when asked for (tests, replays).
     recorded: Option<Mutex<Vec<Event>>>,
     /// Lossless event subscribers (sinks): unbounded, so a slow sink costs memory, never
@@ -55,7 +54,6 @@ impl ViewStore {
 
     fn build(workers: usize, record: bool) -> Arc<ViewStore> {
         let (frontier_tx, _) = watch::channel(0);
-        let (events_tx, _) = broadcast::channel(65_536);
         Arc::new(ViewStore {
             pending: Mutex::new(Pending {
                 frontiers: vec![None; workers],
@@ -64,7 +62,6 @@ impl ViewStore {
             snapshot: RwLock::new(Snapshot::default()),
             frontier_tx,
             published: (Mutex::new(0), Condvar::new()),
-            events_tx,
             recorded: record.then(|| Mutex::new(Vec::new())),
             feeds: Mutex::new(Vec::new()),
         })
@@ -81,10 +78,6 @@ impl ViewStore {
 
     pub fn subscribe_frontier(&self) -> watch::Receiver<Time> {
         self.frontier_tx.subscribe()
-    }
-
-    pub fn subscribe_events(&self) -> broadcast::Receiver<Arc<Event>> {
-        self.events_tx.subscribe()
     }
 
     /// Every event published from now on, in order and without loss.
@@ -180,10 +173,7 @@ impl ViewStore {
                 recorded.lock().extend(events.iter().cloned());
             }
             if !feeds.is_empty() {
-                feed.extend(events.iter().map(|event| (time, event.clone())));
-            }
-            for event in events {
-                let _ = self.events_tx.send(Arc::new(event));
+                feed.extend(events.into_iter().map(|event| (time, event)));
             }
         }
         if !feed.is_empty() {
@@ -210,9 +200,7 @@ fn split_before<V>(map: &mut BTreeMap<Time, V>, upto: Time) -> BTreeMap<Time, V>
 
 impl Sink for ViewStore {
     fn wants_events(&self) -> bool {
-        self.recorded.is_some()
-            || self.events_tx.receiver_count() > 0
-            || !self.feeds.lock().is_empty()
+        self.recorded.is_some() || !self.feeds.lock().is_empty()
     }
 
     fn report(&self, report: WorkerReport) {
