@@ -487,6 +487,10 @@ impl ObjectStore {
         let address = format!("127.0.0.1:{}", self.port);
         let io = |e| Error::io(&address, e);
         let mut stream = std::net::TcpStream::connect(&address).map_err(io)?;
+        // A server that accepts and never answers fails this attempt, not the test run.
+        stream
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .map_err(io)?;
         write!(
             stream,
             "PUT /{} HTTP/1.1\r\nHost: {address}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",

@@ -7,9 +7,9 @@ use serving::progress::{LogProgress, TerminalProgress};
 use serving::runtime::Progress;
 use serving::{api, executors, foreign, telemetry, Tidemark};
 
-/// mimalloc: per-thread free lists suit a server whose requests allocate on one thread
-/// and free on another (glibc's arenas grew the resident set by about twice the held
-/// data, and malloc was the largest single cost on the HTTP threads).
+/// mimalloc: glibc malloc and free were the largest single cost on the HTTP threads, and
+/// with mimalloc the order path sustains about 10% more (BENCHMARKS.md). Its resident
+/// set per order held is higher than glibc's; the figures are there too.
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
