@@ -8,6 +8,7 @@ pub mod carts;
 pub mod catalog;
 pub mod dataflow;
 pub mod engine;
+pub mod intern;
 pub mod model;
 pub mod oracle;
 pub mod ordered;

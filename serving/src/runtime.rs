@@ -9,6 +9,7 @@ use connectors::effects::payments::{PaymentProvider, SandboxPayments};
 use connectors::effects::shipping::{Carrier, SandboxCarrier};
 use connectors::events::KafkaEventSink;
 use connectors::log::{EmbeddedLog, EmbeddedLogOptions, KafkaLog, KafkaLogOptions, Log};
+use dataflows::intern::Interner;
 use dataflows::model::{settled_frontier, Envelope, Rejection, Seq, Ts};
 use dataflows::{Batch, Engine};
 use parking_lot::Mutex;
@@ -141,9 +142,11 @@ impl Tidemark {
         let mut batch: Option<Batch> = None;
         let mut done = 0;
         let mut last_ts = None;
+        let mut interner = Interner::default();
         for record in self.log.read_from(0)? {
             let record = record?;
-            let envelope = decode(record.seq, &record.payload)?;
+            let mut envelope = decode(record.seq, &record.payload)?;
+            interner.command(&mut envelope.command);
             match batch.as_mut() {
                 Some(current) if current.ts == record.ts => {
                     current.records.push((record.seq, envelope))
@@ -174,7 +177,10 @@ impl Tidemark {
                 .records
                 .iter()
                 .filter_map(|(seq, payload)| match decode(*seq, payload) {
-                    Ok(envelope) => Some((*seq, envelope)),
+                    Ok(mut envelope) => {
+                        interner.command(&mut envelope.command);
+                        Some((*seq, envelope))
+                    }
                     Err(error) => {
                         // Only this process writes the log, so this is a bug, and replay
                         // skips the record the same way.

@@ -7,7 +7,7 @@ use std::fs::{File, OpenOptions};
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 
-use dataflows::model::{CardToken, PaymentOutcome};
+use dataflows::model::{CardToken, PaymentOutcome, Str};
 use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -169,13 +169,160 @@ enum Answer {
     },
 }
 
+/// The decline codes the sandbox gives, so that an answer in memory names one by index.
+const DECLINE_CODES: [&str; 3] = ["card_declined", "insufficient_funds", "fraudulent"];
+
+/// The id of the charge made for a key: derived from the key's digest, so the ledger
+/// need not hold it.
+fn charge_id(digest: &KeyDigest) -> Str {
+    format!("ch_{}", hex::encode(&digest[..12])).into()
+}
+
+/// An answer as memory holds it: 16 bytes, as an answer the sandbox gives is rebuilt
+/// from its kind, its amount, an index into `DECLINE_CODES` and the key's digest.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Held {
+    Approved { amount_cents: i64 },
+    Declined { code: u8, amount_cents: i64 },
+    Fraud { code: u8, amount_cents: i64 },
+    Refund { succeeded: bool, amount_cents: i64 },
+}
+
+impl Held {
+    /// The compact form of `answer`, when rebuilding it for `digest` gives it back.
+    fn of(digest: &KeyDigest, answer: &Answer) -> Option<Held> {
+        let code_of = |text: &str| DECLINE_CODES.iter().position(|code| *code == text);
+        let held = match answer {
+            Answer::Charge {
+                outcome,
+                amount_cents,
+            } => {
+                let amount_cents = *amount_cents;
+                match outcome {
+                    PaymentOutcome::Approved { charge_id: id } => {
+                        (**id == *charge_id(digest)).then_some(Held::Approved { amount_cents })?
+                    }
+                    PaymentOutcome::Declined { decline_code } => Held::Declined {
+                        code: code_of(decline_code)? as u8,
+                        amount_cents,
+                    },
+                    PaymentOutcome::Fraud { decline_code } => Held::Fraud {
+                        code: code_of(decline_code)? as u8,
+                        amount_cents,
+                    },
+                }
+            }
+            Answer::Refund {
+                succeeded,
+                amount_cents,
+            } => Held::Refund {
+                succeeded: *succeeded,
+                amount_cents: *amount_cents,
+            },
+        };
+        Some(held)
+    }
+
+    fn answer(self, digest: &KeyDigest) -> Answer {
+        let code = |index: u8| Str::from(DECLINE_CODES[index as usize]);
+        match self {
+            Held::Approved { amount_cents } => Answer::Charge {
+                outcome: PaymentOutcome::Approved {
+                    charge_id: charge_id(digest),
+                },
+                amount_cents,
+            },
+            Held::Declined {
+                code: index,
+                amount_cents,
+            } => Answer::Charge {
+                outcome: PaymentOutcome::Declined {
+                    decline_code: code(index),
+                },
+                amount_cents,
+            },
+            Held::Fraud {
+                code: index,
+                amount_cents,
+            } => Answer::Charge {
+                outcome: PaymentOutcome::Fraud {
+                    decline_code: code(index),
+                },
+                amount_cents,
+            },
+            Held::Refund {
+                succeeded,
+                amount_cents,
+            } => Answer::Refund {
+                succeeded,
+                amount_cents,
+            },
+        }
+    }
+}
+
+/// The ledger's answers by the digest of their idempotency key (16 bytes instead of
+/// the key's string), compact where they can be, whole where they cannot (a ledger
+/// written with other rules).
+#[derive(Default)]
+struct Answers {
+    held: HashMap<KeyDigest, Held>,
+    whole: HashMap<KeyDigest, Answer>,
+}
+
+impl Answers {
+    fn get(&self, digest: &KeyDigest) -> Option<Answer> {
+        match self.held.get(digest) {
+            Some(held) => Some(held.answer(digest)),
+            None => self.whole.get(digest).cloned(),
+        }
+    }
+
+    fn insert(&mut self, digest: KeyDigest, answer: Answer) {
+        match Held::of(&digest, &answer) {
+            Some(held) => {
+                self.held.insert(digest, held);
+            }
+            None => {
+                self.whole.insert(digest, answer);
+            }
+        }
+    }
+
+    fn remove(&mut self, digest: &KeyDigest) {
+        self.held.remove(digest);
+        self.whole.remove(digest);
+    }
+
+    fn approved_charges(&self) -> usize {
+        let held = self
+            .held
+            .values()
+            .filter(|held| matches!(held, Held::Approved { .. }))
+            .count();
+        let whole = self
+            .whole
+            .values()
+            .filter(|answer| {
+                matches!(
+                    answer,
+                    Answer::Charge {
+                        outcome: PaymentOutcome::Approved { .. },
+                        ..
+                    }
+                )
+            })
+            .count();
+        held + whole
+    }
+}
+
 /// The default provider: deterministic test-mode rules, with a durable ledger of the
 /// answers it gave so that a retry after a crash gets the same answer and no new charge.
 pub struct SandboxPayments {
     path: PathBuf,
-    /// The ledger file, and its answers by the digest of their idempotency key (16
-    /// bytes instead of the key's string: one entry per charge is held for good).
-    state: Mutex<(File, HashMap<KeyDigest, Answer>)>,
+    /// The ledger file and its answers: one entry per charge is held for good.
+    state: Mutex<(File, Answers)>,
     declined: [String; 2],
     fraud: String,
 }
@@ -183,7 +330,7 @@ pub struct SandboxPayments {
 impl SandboxPayments {
     pub fn open(path: impl AsRef<Path>) -> Result<SandboxPayments> {
         let path = path.as_ref().to_path_buf();
-        let mut answers = HashMap::new();
+        let mut answers = Answers::default();
         if path.exists() {
             let file = File::open(&path).map_err(|e| Error::io(&path, e))?;
             for line in BufReader::new(file).lines() {
@@ -212,20 +359,7 @@ impl SandboxPayments {
 
     /// How many distinct charges the sandbox has made (approved ones).
     pub fn charges_made(&self) -> usize {
-        let state = self.state.lock();
-        state
-            .1
-            .values()
-            .filter(|answer| {
-                matches!(
-                    answer,
-                    Answer::Charge {
-                        outcome: PaymentOutcome::Approved { .. },
-                        ..
-                    }
-                )
-            })
-            .count()
+        self.state.lock().1.approved_charges()
     }
 
     /// Records the answers for keys not seen before (one write and one fsync for all
@@ -238,7 +372,7 @@ impl SandboxPayments {
         for (key, answer) in decided {
             let digest = key_digest(&key);
             if let Some(held) = state.1.get(&digest) {
-                answers.push(held.clone());
+                answers.push(held);
                 continue;
             }
             serde_json::to_writer(
@@ -274,20 +408,19 @@ impl SandboxPayments {
         let token = &request.card.token;
         let outcome = if **token == *self.declined[0] {
             PaymentOutcome::Declined {
-                decline_code: "card_declined".into(),
+                decline_code: DECLINE_CODES[0].into(),
             }
         } else if **token == *self.declined[1] {
             PaymentOutcome::Declined {
-                decline_code: "insufficient_funds".into(),
+                decline_code: DECLINE_CODES[1].into(),
             }
         } else if **token == *self.fraud {
             PaymentOutcome::Fraud {
-                decline_code: "fraudulent".into(),
+                decline_code: DECLINE_CODES[2].into(),
             }
         } else {
-            let digest = Sha256::digest(request.idempotency_key.as_bytes());
             PaymentOutcome::Approved {
-                charge_id: format!("ch_{}", &hex::encode(digest)[..24]).into(),
+                charge_id: charge_id(&key_digest(&request.idempotency_key)),
             }
         };
         Answer::Charge {

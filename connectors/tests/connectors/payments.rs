@@ -117,3 +117,56 @@ fn charges_made_together_answer_each_once() {
     let ledger = std::fs::read_to_string(dir.path().join("ledger.jsonl")).unwrap();
     assert_eq!(ledger.lines().count(), 2);
 }
+
+#[test]
+fn a_reopened_ledger_gives_every_answer_back_unchanged() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ledger.jsonl");
+    // An answer this sandbox would not give now (another charge id) is kept as written.
+    std::fs::write(
+        &path,
+        r#"{"key":"older","kind":"charge","outcome":{"result":"approved","charge_id":"ch_from_before"},"amount_cents":100}
+"#,
+    )
+    .unwrap();
+    let cards = [
+        ("a", "4242424242424242"),
+        ("b", CARD_DECLINED),
+        ("c", CARD_INSUFFICIENT_FUNDS),
+        ("d", CARD_FRAUD),
+        ("older", "4242424242424242"),
+    ];
+    let (first, refunded) = {
+        let provider = SandboxPayments::open(&path).unwrap();
+        let outcomes: Vec<PaymentOutcome> = cards
+            .iter()
+            .map(|(key, number)| charge(&provider, key, number))
+            .collect();
+        let refund = RefundRequest {
+            idempotency_key: "r".into(),
+            payment_key: "a".into(),
+            amount_cents: 300,
+        };
+        (outcomes, provider.refund(&refund).unwrap())
+    };
+    assert_eq!(
+        first[4],
+        PaymentOutcome::Approved {
+            charge_id: "ch_from_before".into()
+        }
+    );
+    let provider = SandboxPayments::open(&path).unwrap();
+    let again: Vec<PaymentOutcome> = cards
+        .iter()
+        .map(|(key, number)| charge(&provider, key, number))
+        .collect();
+    assert_eq!(first, again);
+    assert!(refunded);
+    assert_eq!(provider.charges_made(), 2);
+    let ledger = std::fs::read_to_string(&path).unwrap();
+    assert_eq!(
+        ledger.lines().count(),
+        6,
+        "nothing answered twice is written twice"
+    );
+}
