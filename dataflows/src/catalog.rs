@@ -180,11 +180,11 @@ pub struct StockReply {
 
 /// The answers a holder (order or reservation) awaits, one per line.
 #[derive(Clone, Debug, Default)]
-pub struct AwaitedLines(Vec<Option<StockReply>>);
+pub struct AwaitedLines(Box<[Option<StockReply>]>);
 
 impl AwaitedLines {
     pub fn new(lines: usize) -> AwaitedLines {
-        AwaitedLines(vec![None; lines])
+        AwaitedLines(vec![None; lines].into_boxed_slice())
     }
 
     pub fn is_waiting(&self) -> bool {
@@ -201,7 +201,7 @@ impl AwaitedLines {
         }
         let mut granted = Vec::with_capacity(self.0.len());
         let mut refused = None;
-        for reply in std::mem::take(&mut self.0).into_iter().flatten() {
+        for reply in std::mem::take(&mut self.0).into_vec().into_iter().flatten() {
             match reply.outcome {
                 Ok(line) => granted.push(line),
                 Err(reason) => refused = refused.or(Some(reason)),

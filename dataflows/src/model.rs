@@ -19,6 +19,17 @@ pub type Time = u64;
 /// state, rows of several views, indexes) is a reference count.
 pub type Str = std::sync::Arc<str>;
 
+/// Appends to a list kept as a boxed slice. Lists held for every order (status history,
+/// refunds, lines) are boxed slices rather than `Vec`s: eight bytes less each, which
+/// moves the rows that hold them into a smaller allocation, and they grow one item at a
+/// time, rarely, anyway.
+pub fn push_boxed<T>(items: &mut Box<[T]>, item: T) {
+    let mut grown = std::mem::take(items).into_vec();
+    grown.reserve_exact(1);
+    grown.push(item);
+    *items = grown.into_boxed_slice();
+}
+
 /// The dataflow time at which a command appended at `ts` is first processed.
 pub fn command_time(ts: Ts) -> Time {
     ts * 2

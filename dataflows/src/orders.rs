@@ -96,14 +96,14 @@ struct Order {
     cancel_requested: Option<CancelReason>,
     /// Lines holding reserved stock right now.
     /// What the order holds (product and quantity), to release or deduct later.
-    held: Vec<Line>,
+    held: Box<[Line]>,
     total_cents: i64,
     currency: Str,
     payment: PaymentState,
     shipment: ShipmentState,
     captured_cents: i64,
     /// Refunds requested so far (processed or in flight), and their amounts.
-    refunds: Vec<(Str, i64, Option<bool>)>,
+    refunds: Box<[(Str, i64, Option<bool>)]>,
 }
 
 impl Order {
@@ -380,13 +380,13 @@ impl Saga<'_> {
                 card: card.map(Box::new),
                 shipping_address,
                 cancel_requested: None,
-                held: Vec::new(),
+                held: Box::default(),
                 total_cents: 0,
                 currency: Str::default(),
                 payment: PaymentState::None,
                 shipment: ShipmentState::None,
                 captured_cents: 0,
-                refunds: Vec::new(),
+                refunds: Box::default(),
             }),
         );
     }
@@ -552,7 +552,11 @@ impl Saga<'_> {
     fn cancel_with(&mut self, order_id: &Str, order: &mut Order, reason: CancelReason) {
         order.card = None;
         order.shipping_address = None;
-        for (line, held) in std::mem::take(&mut order.held).into_iter().enumerate() {
+        for (line, held) in std::mem::take(&mut order.held)
+            .into_vec()
+            .into_iter()
+            .enumerate()
+        {
             self.emit.stock(
                 line as u16,
                 CatalogOp::Release {
@@ -589,7 +593,7 @@ impl Saga<'_> {
     ) {
         let payment_id = payment_id_for(order_id);
         let refund_id = refund_id_for(&payment_id, order.refunds.len() + 1);
-        order.refunds.push((refund_id.clone(), amount_cents, None));
+        push_boxed(&mut order.refunds, (refund_id.clone(), amount_cents, None));
         self.emit.event(EventBody::RefundRequested {
             refund_id,
             payment_id,
@@ -600,7 +604,11 @@ impl Saga<'_> {
     }
 
     fn deliver(&mut self, order_id: &Str, order: &mut Order, shipment_id: Str) {
-        for (line, held) in std::mem::take(&mut order.held).into_iter().enumerate() {
+        for (line, held) in std::mem::take(&mut order.held)
+            .into_vec()
+            .into_iter()
+            .enumerate()
+        {
             self.emit.stock(
                 line as u16,
                 CatalogOp::Deduct {

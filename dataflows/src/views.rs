@@ -98,8 +98,8 @@ pub struct OrderRow {
     pub status: OrderStatus,
     pub cancel_reason: Option<CancelReason>,
     /// The lines as requested, until stock is held for them; then `lines` has them.
-    pub items: Vec<Line>,
-    pub lines: Vec<PricedLine>,
+    pub items: Box<[Line]>,
+    pub lines: Box<[PricedLine]>,
     pub total_cents: i64,
     pub currency: Str,
     /// Whether a payment was started; its id is `payment_id_for(order_id)`.
@@ -110,7 +110,7 @@ pub struct OrderRow {
     pub shipping_address: Option<Str>,
     pub created_at: Ts,
     pub updated_at: Ts,
-    pub history: Vec<StatusChange>,
+    pub history: Box<[StatusChange]>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -162,7 +162,7 @@ pub struct PaymentRow {
     pub charge_id: Option<Str>,
     pub decline_code: Option<Str>,
     pub fraud: bool,
-    pub refunds: Vec<RefundRow>,
+    pub refunds: Box<[RefundRow]>,
     pub created_at: Ts,
     pub updated_at: Ts,
 }
@@ -615,8 +615,8 @@ fn step_order(row: &mut Option<OrderRow>, event: &Event) {
             user_id: user_id.clone(),
             status: OrderStatus::Pending,
             cancel_reason: None,
-            items: items.clone(),
-            lines: Vec::new(),
+            items: items.as_slice().into(),
+            lines: Box::default(),
             total_cents: 0,
             currency: Str::default(),
             has_payment: false,
@@ -625,11 +625,11 @@ fn step_order(row: &mut Option<OrderRow>, event: &Event) {
             shipping_address: shipping_address.clone(),
             created_at: event.ts,
             updated_at: event.ts,
-            history: vec![StatusChange {
+            history: Box::new([StatusChange {
                 status: OrderStatus::Pending,
                 at: event.ts,
                 reason: None,
-            }],
+            }]),
         });
         return;
     }
@@ -637,12 +637,14 @@ fn step_order(row: &mut Option<OrderRow>, event: &Event) {
     let status = |row: &mut OrderRow, status: OrderStatus, reason: Option<CancelReason>| {
         row.status = status;
         row.cancel_reason = reason;
-        row.history.reserve_exact(1);
-        row.history.push(StatusChange {
-            status,
-            at: event.ts,
-            reason,
-        });
+        push_boxed(
+            &mut row.history,
+            StatusChange {
+                status,
+                at: event.ts,
+                reason,
+            },
+        );
     };
     row.updated_at = event.ts;
     match &event.body {
@@ -652,9 +654,9 @@ fn step_order(row: &mut Option<OrderRow>, event: &Event) {
             currency,
             ..
         } => {
-            row.lines = lines.clone();
+            row.lines = lines.as_slice().into();
             // The priced lines say all the requested ones did; keep one copy.
-            row.items = Vec::new();
+            row.items = Box::default();
             row.total_cents = *total_cents;
             row.currency = currency.clone();
             status(row, OrderStatus::Reserved, None);
@@ -693,7 +695,7 @@ fn step_payment(row: &mut Option<PaymentRow>, event: &Event) {
             charge_id: None,
             decline_code: None,
             fraud: false,
-            refunds: Vec::new(),
+            refunds: Box::default(),
             created_at: event.ts,
             updated_at: event.ts,
         });
@@ -717,12 +719,15 @@ fn step_payment(row: &mut Option<PaymentRow>, event: &Event) {
             amount_cents,
             reason,
             ..
-        } => row.refunds.push(RefundRow {
-            refund_id: refund_id.clone(),
-            amount_cents: *amount_cents,
-            status: RefundStatus::Pending,
-            reason: reason.clone(),
-        }),
+        } => push_boxed(
+            &mut row.refunds,
+            RefundRow {
+                refund_id: refund_id.clone(),
+                amount_cents: *amount_cents,
+                status: RefundStatus::Pending,
+                reason: reason.clone(),
+            },
+        ),
         EventBody::RefundProcessed {
             refund_id,
             amount_cents,

@@ -488,11 +488,14 @@ fn main() {
         let ready = Instant::now();
         let catalog = setup(&server.addr, args.products, args.users, !args.no_card).await;
         eprintln!("setup: {} products, {} users and carts in {:.1}s", args.products, args.users, ready.elapsed().as_secs_f64());
+        let setup_rss = server.rss_bytes();
+        let mut orders_held = 0u64;
 
         println!("| offered orders/s | achieved orders/s | POST /orders p50 ms | p99 ms | p99.9 ms | max ms | product GET p50 ms | p99 ms | cart PUT p99 ms | errors |");
         println!("|---|---|---|---|---|---|---|---|---|---|");
         for &rate in &args.rates {
             let (results, elapsed) = run_rate(&server.addr, &catalog, rate, args.seconds, args.connections, args.reads_only).await;
+            orders_held += results.completed_orders;
             let orders = results.latency.get(&Kind::PlaceOrder);
             let p = |kind: Kind, q: f64| results.latency.get(&kind).map(|h| ms(h.value_at_quantile(q))).unwrap_or_else(|| "-".into());
             println!(
@@ -527,6 +530,18 @@ fn main() {
                 before as f64 / 1048576.0,
                 after as f64 / 1048576.0,
                 after.saturating_sub(before) as f64 / args.memory_orders as f64
+            );
+            orders_held += args.memory_orders as u64;
+            // Over the whole run: averages over the doublings of the hash tables that
+            // grow with the orders, which a shorter window may or may not contain.
+            println!();
+            println!("| orders held (whole run) | RSS after setup MiB | RSS at end MiB | bytes per order |");
+            println!("|---|---|---|---|");
+            println!(
+                "| {orders_held} | {:.1} | {:.1} | {:.0} |",
+                setup_rss as f64 / 1048576.0,
+                after as f64 / 1048576.0,
+                after.saturating_sub(setup_rss) as f64 / orders_held.max(1) as f64
             );
         }
     });
