@@ -56,6 +56,11 @@ struct Args {
     /// the run, on the same cores) or a `kafka://host:port` URL.
     #[arg(long, default_value = "embedded")]
     log: String,
+    /// Partitions of each topic tidemark creates in Kafka mode. One by default: the
+    /// local broker lists a partition's batches on every fetch, so the same load split
+    /// six ways costs it more than six times as much.
+    #[arg(long, default_value_t = 1)]
+    kafka_partitions: u32,
     /// Orders to place, closed loop, for the memory-per-order measurement (0 skips it).
     #[arg(long, default_value_t = 50_000)]
     memory_orders: usize,
@@ -138,7 +143,7 @@ impl Drop for TempDir {
 }
 
 impl Server {
-    fn start(binary: &str, workers: usize, log: &str) -> Server {
+    fn start(binary: &str, workers: usize, log: &str, kafka_partitions: u32) -> Server {
         let dir = std::env::temp_dir().join(format!("tidemark-bench-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         let mut child = Command::new(binary)
@@ -146,6 +151,7 @@ impl Server {
             .arg(&dir)
             .args(["--log", log])
             .env("TIDEMARK_LOG", "warn,tidemark=info")
+            .env("TIDEMARK_KAFKA__PARTITIONS", kafka_partitions.to_string())
             .stderr(Stdio::piped())
             .stdout(Stdio::null())
             .spawn()
@@ -484,7 +490,7 @@ fn main() {
     runtime.block_on(async {
         let broker = (args.log == "kafka").then(|| LocalBroker::start().expect("a local Kafka broker"));
         let log = broker.as_ref().map_or(args.log.clone(), LocalBroker::url);
-        let server = Server::start(&args.server, args.workers, &log);
+        let server = Server::start(&args.server, args.workers, &log, args.kafka_partitions);
         let ready = Instant::now();
         let catalog = setup(&server.addr, args.products, args.users, !args.no_card).await;
         eprintln!("setup: {} products, {} users and carts in {:.1}s", args.products, args.users, ready.elapsed().as_secs_f64());
