@@ -109,6 +109,9 @@ pub struct KafkaConfig {
     pub replication_factor: i32,
     /// Most commands bound into one log batch.
     pub max_batch_records: usize,
+    /// How long the commands producer waits to fill a batch (librdkafka's `linger.ms`):
+    /// a little latency for fewer, larger batches.
+    pub linger_ms: u32,
     /// Follow another tidemark process on the same topics: replay the bindings it
     /// writes (serving the same views, taking commands it will bind) rather than bind,
     /// publish events, call providers or read foreign topics here.
@@ -129,6 +132,7 @@ impl Default for KafkaConfig {
             partitions: 6,
             replication_factor: 1,
             max_batch_records: 4096,
+            linger_ms: 5,
             follow: false,
             foreign_topics: Vec::new(),
             properties: Default::default(),
@@ -251,6 +255,12 @@ impl Config {
             }
             if kafka.max_batch_records == 0 {
                 return Err("kafka.max_batch_records must be positive".into());
+            }
+            if kafka.linger_ms > 1000 {
+                return Err(format!(
+                    "kafka.linger_ms must be at most 1000, not {}",
+                    kafka.linger_ms
+                ));
             }
         }
         Ok(())

@@ -91,6 +91,7 @@ impl Tidemark {
                 replication_factor: config.kafka.replication_factor,
                 key_of: Arc::new(aggregate_key),
                 max_batch_records: config.kafka.max_batch_records,
+                linger_ms: config.kafka.linger_ms,
                 follow: config.kafka.follow,
             })?),
         };

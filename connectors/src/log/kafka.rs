@@ -54,6 +54,8 @@ pub struct KafkaLogOptions {
     pub key_of: KeyOf,
     /// Most commands in one batch.
     pub max_batch_records: usize,
+    /// The commands producer's `linger.ms`.
+    pub linger_ms: u32,
     /// Follow the bindings another process writes instead of binding commands here.
     /// A follower's appends still go to the commands topic; the leader binds them.
     pub follow: bool,
@@ -148,11 +150,11 @@ impl KafkaLog {
             .client_config(&[
                 ("enable.idempotence", "true"),
                 ("acks", "all"),
-                // Kafka 4's default: a few milliseconds of commands share one batch.
-                // Fewer, larger batches cost the broker less to write and the binder
-                // less to fetch (a broker that lists a partition's batches on every
-                // fetch slows down with their count).
-                ("linger.ms", "5"),
+                // A few milliseconds of commands share one batch (Kafka 4's default is
+                // 5). Fewer, larger batches cost the broker less to write and the
+                // binder less to fetch (a broker that lists a partition's batches on
+                // every fetch slows down with their count).
+                ("linger.ms", &options.linger_ms.to_string()),
                 ("partitioner", "murmur2_random"),
             ])
             .create_with_context(Deliveries {

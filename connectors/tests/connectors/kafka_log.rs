@@ -17,6 +17,7 @@ fn options(cluster: KafkaCluster) -> KafkaLogOptions {
         // The first byte stands for the aggregate: records of one key share a partition.
         key_of: Arc::new(|payload: &[u8]| payload[..1].to_vec()),
         max_batch_records: 7,
+        linger_ms: 5,
         follow: false,
     }
 }

@@ -28,6 +28,7 @@ fn kafka_settings_come_from_the_file_and_the_flag_wins() {
         [kafka]
         topic_prefix = "shop."
         partitions = 12
+        linger_ms = 10
         [kafka.properties]
         "security.protocol" = "SASL_SSL"
         "sasl.mechanism" = "SCRAM-SHA-512"
@@ -40,6 +41,8 @@ fn kafka_settings_come_from_the_file_and_the_flag_wins() {
     assert_eq!(cluster.topic("tidemark.commands"), "shop.tidemark.commands");
     assert_eq!(cluster.properties["sasl.mechanism"], "SCRAM-SHA-512");
     assert_eq!(config.kafka.partitions, 12);
+    assert_eq!(config.kafka.linger_ms, 10);
+    assert_eq!(load("", None).unwrap().kafka.linger_ms, 5);
 
     let config = load(toml, Some("kafka://a:1,b:2")).unwrap();
     let LogBackend::Kafka(KafkaCluster { brokers, .. }) = config.log_backend().unwrap() else {
@@ -65,6 +68,12 @@ fn a_bad_log_or_unsafe_kafka_setting_is_refused_with_the_reason() {
     );
     let error = load("log = \"kafka://k:9092\"\n[kafka]\npartitions = 0\n", None).unwrap_err();
     assert!(error.contains("partitions"), "{error}");
+    let error = load(
+        "log = \"kafka://k:9092\"\n[kafka]\nlinger_ms = 60000\n",
+        None,
+    )
+    .unwrap_err();
+    assert!(error.contains("linger_ms"), "{error}");
     let error = load("[kafka]\nretention = 3\n", None).unwrap_err();
     assert!(error.contains("retention"), "{error}");
 }

@@ -518,6 +518,7 @@ fn engine_replay_bytes(cluster: connectors::kafka::KafkaCluster) -> Vec<u8> {
         replication_factor: 1,
         key_of: std::sync::Arc::new(|payload: &[u8]| payload.to_vec()),
         max_batch_records: 4096,
+        linger_ms: 5,
         follow: true,
     })
     .expect("open the log");
