@@ -13,7 +13,7 @@
 //! An append answers once a binding covers each of its records: then its records have
 //! positions and a timestamp, exactly as with the embedded log.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -92,6 +92,7 @@ pub struct KafkaLog {
     durable_end: Arc<AtomicU64>,
     producer: Mutex<Option<ThreadedProducer<Deliveries>>>,
     waiters: Arc<Waiters>,
+    delivered: Arc<Delivered>,
     started: AtomicBool,
     stop: Arc<AtomicBool>,
     binder: Mutex<Option<JoinHandle<()>>>,
@@ -146,6 +147,7 @@ impl KafkaLog {
             "opened the Kafka log"
         );
         let waiters = Arc::new(Waiters::default());
+        let delivered = Arc::new(Delivered::default());
         let producer: ThreadedProducer<Deliveries> = cluster
             .client_config(&[
                 ("enable.idempotence", "true"),
@@ -159,6 +161,8 @@ impl KafkaLog {
             ])
             .create_with_context(Deliveries {
                 waiters: Arc::clone(&waiters),
+                // A follower's records are bound by its leader, which reads them back.
+                delivered: (!options.follow).then(|| Arc::clone(&delivered)),
             })
             .map_err(kafka_error)?;
         let stop = Arc::new(AtomicBool::new(false));
@@ -176,6 +180,7 @@ impl KafkaLog {
             durable_end: Arc::new(AtomicU64::new(durable_end)),
             producer: Mutex::new(Some(producer)),
             waiters,
+            delivered,
             started: AtomicBool::new(false),
             stop,
             binder: Mutex::new(None),
@@ -381,6 +386,7 @@ impl Log for KafkaLog {
             last_ts,
             max_batch_records: self.max_batch_records,
             carry: VecDeque::new(),
+            delivered: Arc::clone(&self.delivered),
             bound: self.bound(),
             stop: Arc::clone(&self.stop),
         };
@@ -446,6 +452,54 @@ impl PendingDelivery {
 /// Producer callbacks: record where each command landed.
 struct Deliveries {
     waiters: Arc<Waiters>,
+    /// The leader's binder, which can bind its own records without reading them back.
+    delivered: Option<Arc<Delivered>>,
+}
+
+/// Commands this process wrote, by partition and offset, until the binder takes them.
+/// The binder binds a partition's records in offset order from where it stands; when
+/// the next offset is one of these (as it is while this process is the only writer), it
+/// need not wait for the topic to be read back, which costs a fetch (several
+/// milliseconds on some brokers) per batch. Records anyone else wrote still come from
+/// the topic, as do gaps; those read back after being bound here are skipped.
+#[derive(Default)]
+struct Delivered {
+    records: Mutex<HashMap<i32, BTreeMap<i64, Vec<u8>>>>,
+}
+
+/// More records than this waiting in one partition means the binder is not taking
+/// them (stopped, or far behind a gap); the topic still has them.
+const MOST_DELIVERED_WAITING: usize = 1 << 16;
+
+impl Delivered {
+    fn add(&self, partition: i32, offset: i64, payload: &[u8]) {
+        let mut records = self.records.lock();
+        let waiting = records.entry(partition).or_default();
+        if waiting.len() < MOST_DELIVERED_WAITING {
+            waiting.insert(offset, payload.to_vec());
+        }
+    }
+
+    /// Moves into `batch` every record that continues a partition from `next`,
+    /// advancing `next`, and forgets those before it.
+    fn take_next(&self, next: &mut HashMap<i32, i64>, batch: &mut Vec<Record>, limit: usize) {
+        let mut records = self.records.lock();
+        for (partition, waiting) in records.iter_mut() {
+            let at = next.entry(*partition).or_insert(0);
+            *waiting = waiting.split_off(at);
+            while batch.len() < limit {
+                let Some(payload) = waiting.remove(at) else {
+                    break;
+                };
+                batch.push(Record {
+                    partition: *partition,
+                    offset: *at,
+                    payload,
+                });
+                *at += 1;
+            }
+        }
+    }
 }
 
 impl ClientContext for Deliveries {}
@@ -458,6 +512,13 @@ impl ProducerContext for Deliveries {
         match result {
             Ok(message) => {
                 append.positions.lock()[index] = Some((message.partition(), message.offset()));
+                if let Some(delivered) = &self.delivered {
+                    delivered.add(
+                        message.partition(),
+                        message.offset(),
+                        message.payload().unwrap_or_default(),
+                    );
+                }
             }
             Err((error, _)) => append.fail(kafka_error(error.clone())),
         }
@@ -565,6 +626,7 @@ struct Binder {
     max_batch_records: usize,
     /// Records read but left for the next batch.
     carry: VecDeque<Record>,
+    delivered: Arc<Delivered>,
     bound: Bound,
     stop: Arc<AtomicBool>,
 }
@@ -636,33 +698,62 @@ impl Binder {
         }
     }
 
-    /// Whatever the partitions hold now (waiting a little for the first record).
+    /// Whatever the partitions hold now past what is bound (waiting a little for the
+    /// first record): this process's own records as soon as they are delivered, and
+    /// what the topic is read to hold.
     fn read(&mut self, last_error: &mut Option<Instant>) -> Vec<Record> {
         let mut batch: Vec<Record> = self.carry.drain(..).collect();
-        let mut wait = if batch.is_empty() {
-            Duration::from_millis(100)
-        } else {
-            Duration::ZERO
-        };
-        while batch.len() < self.max_batch_records {
-            match self.source.poll(wait) {
-                Some(Ok(message)) => batch.push(Record {
-                    partition: message.partition(),
-                    offset: message.offset(),
-                    payload: message.payload().unwrap_or_default().to_vec(),
-                }),
-                Some(Err(error)) => {
-                    if last_error.is_none_or(|at| at.elapsed() > Duration::from_secs(10)) {
-                        tracing::warn!(%error, "reading the commands topic");
-                        *last_error = Some(Instant::now());
-                    }
-                    break;
-                }
-                None => break,
-            }
-            wait = Duration::ZERO;
+        // The next offset to bind in each partition, past the records in `batch`.
+        let mut next = self.ends.clone();
+        for record in &batch {
+            let at = next.entry(record.partition).or_insert(0);
+            *at = (*at).max(record.offset + 1);
         }
-        batch
+        let idle_until = Instant::now() + Duration::from_millis(100);
+        loop {
+            self.delivered
+                .take_next(&mut next, &mut batch, self.max_batch_records);
+            // Wait for the topic only while there is nothing to bind, and briefly, so
+            // that records delivered meanwhile are bound soon.
+            let mut wait = if batch.is_empty() && Instant::now() < idle_until {
+                Duration::from_millis(1)
+            } else {
+                Duration::ZERO
+            };
+            while batch.len() < self.max_batch_records {
+                let polled = self.source.poll(wait);
+                wait = Duration::ZERO;
+                match polled {
+                    Some(Ok(message)) => {
+                        let at = next.entry(message.partition()).or_insert(0);
+                        // Bound already, from the records this process delivered.
+                        if message.offset() < *at {
+                            continue;
+                        }
+                        *at = message.offset() + 1;
+                        batch.push(Record {
+                            partition: message.partition(),
+                            offset: message.offset(),
+                            payload: message.payload().unwrap_or_default().to_vec(),
+                        });
+                    }
+                    Some(Err(error)) => {
+                        if last_error.is_none_or(|at| at.elapsed() > Duration::from_secs(10)) {
+                            tracing::warn!(%error, "reading the commands topic");
+                            *last_error = Some(Instant::now());
+                        }
+                        break;
+                    }
+                    None => break,
+                }
+            }
+            if !batch.is_empty() || Instant::now() >= idle_until {
+                // Delivered records that continue what the topic gave.
+                self.delivered
+                    .take_next(&mut next, &mut batch, self.max_batch_records);
+                return batch;
+            }
+        }
     }
 
     fn binding(&self, batch: &[Record]) -> Binding {

@@ -252,3 +252,56 @@ fn a_follower_delivers_the_leaders_batches_and_takes_appends() {
     assert_eq!(led[at].payload, b"f1");
     assert_eq!(follower.durable_end(), leader.durable_end());
 }
+
+#[test]
+fn records_another_writer_puts_between_this_processs_are_bound_once_each() {
+    let broker = LocalBroker::start().expect("broker");
+    let (leader, led) = started(broker.cluster());
+    let leader = Arc::new(leader);
+    let follower = KafkaLog::open(KafkaLogOptions {
+        follow: true,
+        ..options(broker.cluster())
+    })
+    .expect("open a follower");
+    follower.start(Box::new(|_| {})).expect("follow");
+    let follower = Arc::new(follower);
+    // Both write the same keys at once, so that their records interleave in every
+    // partition: the leader binds its own as they are delivered and the follower's as
+    // it reads them back.
+    let writers: Vec<_> = [(Arc::clone(&leader), b'L'), (Arc::clone(&follower), b'F')]
+        .into_iter()
+        .map(|(log, writer)| {
+            std::thread::spawn(move || {
+                for n in 0..60u8 {
+                    log.append(vec![vec![b'a' + n % 3, writer, n]])
+                        .wait()
+                        .expect("append");
+                }
+            })
+        })
+        .collect();
+    for writer in writers {
+        writer.join().unwrap();
+    }
+    // The follower's last answer may come just before the leader hands its batch on.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while led.lock().unwrap().len() < 120 {
+        assert!(std::time::Instant::now() < deadline, "the leader lags");
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    let led = led.lock().unwrap().clone();
+    assert_eq!(led.len(), 120);
+    let mut payloads: Vec<&Vec<u8>> = led.iter().map(|record| &record.payload).collect();
+    payloads.sort();
+    payloads.dedup();
+    assert_eq!(payloads.len(), 120, "every record bound, none twice");
+    assert_eq!(
+        led.iter().map(|record| record.seq).collect::<Vec<_>>(),
+        (0..120).collect::<Vec<_>>()
+    );
+    assert_eq!(
+        replayed(&leader, 0),
+        led,
+        "replay rebuilds the same batches"
+    );
+}
