@@ -3,7 +3,10 @@
 # storage, for trying tidemark's Kafka mode without a cluster:
 #
 #   ./scripts/kafka-broker.sh 9092 &
-#   cargo run --release --bin tidemark -- serve --log kafka://127.0.0.1:9092
+#   TIDEMARK_KAFKA__PARTITIONS=1 TIDEMARK_KAFKA__LINGER_MS=10 \
+#     cargo run --release --bin tidemark -- serve --log kafka://127.0.0.1:9092
+#
+# (one partition and larger batches suit this broker; see the README)
 #
 # The broker keeps its topics in memory: stopping it loses them.
 set -euo pipefail
