@@ -301,7 +301,10 @@ struct EndAware;
 
 impl rdkafka::ClientContext for EndAware {
     fn error(&self, error: rdkafka::error::KafkaError, reason: &str) {
-        if !matches!(error, rdkafka::error::KafkaError::PartitionEOF(_)) {
+        // It comes as `PartitionEOF` or as a global error with that code.
+        let end = matches!(error, rdkafka::error::KafkaError::PartitionEOF(_))
+            || error.rdkafka_error_code() == Some(rdkafka::types::RDKafkaErrorCode::PartitionEOF);
+        if !end {
             tracing::error!(%error, reason, "librdkafka");
         }
     }

@@ -1,7 +1,9 @@
 //! Logging, set up once in `main`.
 
 use std::io::IsTerminal;
+use std::time::{Duration, Instant};
 
+use parking_lot::Mutex;
 use tracing_subscriber::EnvFilter;
 
 use crate::config::LogFormat;
@@ -20,13 +22,181 @@ pub fn init(format: LogFormat) {
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
-    if is_json(format) {
-        builder
+    let installed = if is_json(format) {
+        let subscriber = builder
             .json()
             .flatten_event(true)
             .with_current_span(false)
-            .init();
+            .finish();
+        tracing::subscriber::set_global_default(subscriber)
     } else {
-        builder.compact().init();
+        tracing::subscriber::set_global_default(builder.compact().finish())
+    };
+    installed.expect("logging is set up once");
+    // librdkafka logs through the `log` crate.
+    log::set_boxed_logger(Box::new(KafkaLogs::new(tracing_log::LogTracer::new())))
+        .expect("logging is set up once");
+    log::set_max_level(tracing_log::AsLog::as_log(
+        &tracing::level_filters::LevelFilter::current(),
+    ));
+}
+
+/// How often one warning stands for librdkafka's connection failures.
+const TRANSPORT_REPORT_INTERVAL: Duration = Duration::from_secs(10);
+
+/// librdkafka's records on their way to `tracing`. While a broker is away, every client
+/// reports each failed connection attempt as an error, several a second. tidemark
+/// reports the outage itself (`/health/ready` answers 503 `log_unavailable`, the log
+/// and the event sink warn once), so these become one warning every ten seconds that
+/// counts the ones it stands for. Every other record passes unchanged.
+pub struct KafkaLogs<L> {
+    inner: L,
+    /// When the last transport failure was passed on, and how many were held back since.
+    transport: Mutex<(Option<Instant>, u64)>,
+}
+
+impl<L: log::Log> KafkaLogs<L> {
+    pub fn new(inner: L) -> Self {
+        KafkaLogs {
+            inner,
+            transport: Mutex::new((None, 0)),
+        }
+    }
+
+    /// `None` when the record is held back, else the number held back before it.
+    fn pass_transport_failure(&self, now: Instant) -> Option<u64> {
+        let mut transport = self.transport.lock();
+        let (last, held) = &mut *transport;
+        if last.is_some_and(|at| now.duration_since(at) < TRANSPORT_REPORT_INTERVAL) {
+            *held += 1;
+            return None;
+        }
+        *last = Some(now);
+        Some(std::mem::take(held))
+    }
+}
+
+/// Whether a record is librdkafka saying that it cannot reach a broker.
+fn is_transport_failure(record: &log::Record<'_>, text: &str) -> bool {
+    const SIGNS: [&str; 6] = [
+        "BrokerTransportFailure",
+        "AllBrokersDown",
+        "Connection refused",
+        "Connect to",
+        "Disconnected",
+        "Broker transport failure",
+    ];
+    record.level() <= log::Level::Warn
+        && (record.target().starts_with("librdkafka") || record.target().starts_with("rdkafka"))
+        && SIGNS.iter().any(|sign| text.contains(sign))
+}
+
+impl<L: log::Log> log::Log for KafkaLogs<L> {
+    fn enabled(&self, metadata: &log::Metadata<'_>) -> bool {
+        self.inner.enabled(metadata)
+    }
+
+    fn log(&self, record: &log::Record<'_>) {
+        if !self.inner.enabled(record.metadata()) {
+            return;
+        }
+        let text = record.args().to_string();
+        if !is_transport_failure(record, &text) {
+            return self.inner.log(record);
+        }
+        let Some(held) = self.pass_transport_failure(Instant::now()) else {
+            return;
+        };
+        let text = if held > 0 {
+            format!("{text} ({held} more like it in the last {TRANSPORT_REPORT_INTERVAL:?})")
+        } else {
+            text
+        };
+        self.inner.log(
+            &log::Record::builder()
+                .level(log::Level::Warn)
+                .target(record.target())
+                .module_path(record.module_path())
+                .file(record.file())
+                .line(record.line())
+                .args(format_args!("{text}"))
+                .build(),
+        );
+    }
+
+    fn flush(&self) {
+        self.inner.flush()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Keeps (level, text) of what it is handed.
+    #[derive(Default)]
+    struct Kept(Mutex<Vec<(log::Level, String)>>);
+
+    impl log::Log for &Kept {
+        fn enabled(&self, _: &log::Metadata<'_>) -> bool {
+            true
+        }
+        fn log(&self, record: &log::Record<'_>) {
+            self.0
+                .lock()
+                .push((record.level(), record.args().to_string()));
+        }
+        fn flush(&self) {}
+    }
+
+    fn send(logs: &KafkaLogs<&Kept>, level: log::Level, target: &str, text: &str) {
+        log::Log::log(
+            logs,
+            &log::Record::builder()
+                .level(level)
+                .target(target)
+                .args(format_args!("{text}"))
+                .build(),
+        );
+    }
+
+    #[test]
+    fn connection_failures_become_one_warning_and_other_errors_pass() {
+        let kept = Kept::default();
+        let logs = KafkaLogs::new(&kept);
+        let refused = "librdkafka: Global error: BrokerTransportFailure (Local: Broker transport failure): 127.0.0.1:9092/1: Connect to ipv4#127.0.0.1:9092 failed: Connection refused";
+        for _ in 0..5 {
+            send(&logs, log::Level::Error, "rdkafka::client", refused);
+        }
+        send(
+            &logs,
+            log::Level::Error,
+            "librdkafka",
+            "librdkafka: FAIL SASL authentication error: Authentication failed",
+        );
+        send(
+            &logs,
+            log::Level::Error,
+            "serving::sinks",
+            "Connection refused by the provider",
+        );
+        let kept = kept.0.lock().clone();
+        assert_eq!(
+            kept,
+            vec![
+                (log::Level::Warn, refused.to_string()),
+                (
+                    log::Level::Error,
+                    "librdkafka: FAIL SASL authentication error: Authentication failed".to_string()
+                ),
+                (
+                    log::Level::Error,
+                    "Connection refused by the provider".to_string()
+                ),
+            ]
+        );
+        // Ten seconds on, the next one passes and counts the four held back.
+        *logs.transport.lock() = (Some(Instant::now() - TRANSPORT_REPORT_INTERVAL), 4);
+        assert_eq!(logs.pass_transport_failure(Instant::now()), Some(4));
     }
 }
