@@ -10,6 +10,11 @@
 //! Replaying the bindings over the same commands rebuilds the same batches, so a
 //! restart, or a second process reading the same topics, reaches the same state.
 //!
+//! The binder need not read back what this process wrote: the producer learns each
+//! command's partition and offset when the broker acknowledges it, and those records
+//! are bound at once when they continue a partition (see `Delivered`). What others
+//! wrote comes from the topic.
+//!
 //! An append answers once a binding covers each of its records: then its records have
 //! positions and a timestamp, exactly as with the embedded log.
 
