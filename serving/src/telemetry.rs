@@ -76,8 +76,15 @@ impl<L: log::Log> KafkaLogs<L> {
     }
 }
 
-/// Whether a record is librdkafka saying that it cannot reach a broker.
-fn is_transport_failure(record: &log::Record<'_>, text: &str) -> bool {
+/// Whether a record comes from librdkafka at warning level or above: only those can be
+/// a failed connection, and only those need their text read.
+fn is_kafka_alarm(record: &log::Record<'_>) -> bool {
+    record.level() <= log::Level::Warn
+        && (record.target().starts_with("librdkafka") || record.target().starts_with("rdkafka"))
+}
+
+/// Whether the text of a librdkafka alarm says that it cannot reach a broker.
+fn is_transport_failure(text: &str) -> bool {
     const SIGNS: [&str; 6] = [
         "BrokerTransportFailure",
         "AllBrokersDown",
@@ -86,9 +93,7 @@ fn is_transport_failure(record: &log::Record<'_>, text: &str) -> bool {
         "Disconnected",
         "Broker transport failure",
     ];
-    record.level() <= log::Level::Warn
-        && (record.target().starts_with("librdkafka") || record.target().starts_with("rdkafka"))
-        && SIGNS.iter().any(|sign| text.contains(sign))
+    SIGNS.iter().any(|sign| text.contains(sign))
 }
 
 impl<L: log::Log> log::Log for KafkaLogs<L> {
@@ -100,8 +105,11 @@ impl<L: log::Log> log::Log for KafkaLogs<L> {
         if !self.inner.enabled(record.metadata()) {
             return;
         }
+        if !is_kafka_alarm(record) {
+            return self.inner.log(record);
+        }
         let text = record.args().to_string();
-        if !is_transport_failure(record, &text) {
+        if !is_transport_failure(&text) {
             return self.inner.log(record);
         }
         let Some(held) = self.pass_transport_failure(Instant::now()) else {

@@ -491,7 +491,10 @@ impl Delivered {
         let mut records = self.records.lock();
         for (partition, waiting) in records.iter_mut() {
             let at = next.entry(*partition).or_insert(0);
-            *waiting = waiting.split_off(at);
+            // Bound from the topic meanwhile.
+            while let Some(stale) = waiting.first_entry().filter(|first| first.key() < at) {
+                stale.remove();
+            }
             while batch.len() < limit {
                 let Some(payload) = waiting.remove(at) else {
                     break;
