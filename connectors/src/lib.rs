@@ -28,6 +28,19 @@ pub enum Error {
     Closed,
     #[error("the log failed earlier and refuses appends until restarted: {0}")]
     Poisoned(String),
+    /// Writing a batch failed and it was cut back out: none of it is in the log, and
+    /// the same append can be tried again.
+    #[error("the log could not write on {path} and kept nothing of the batch: {source}")]
+    NotWritten {
+        path: String,
+        source: std::io::Error,
+    },
+    /// Writing a batch failed and cutting it back out failed too: whether its records
+    /// are in the log is not known until the log is opened again.
+    #[error(
+        "the log could not write on {path} and cannot tell whether the batch is kept: {reason}"
+    )]
+    OutcomeUnknown { path: String, reason: String },
     #[error("record of {0} bytes is larger than the limit")]
     TooLarge(usize),
     #[error("provider error: {message}")]
@@ -46,6 +59,43 @@ impl Error {
         }
     }
 
+    /// The same error for another waiter of one failed operation (`io::Error` is not
+    /// `Clone`).
+    pub fn duplicate(&self) -> Error {
+        match self {
+            Error::Io { path, source } => Error::Io {
+                path: path.clone(),
+                source: std::io::Error::new(source.kind(), source.to_string()),
+            },
+            Error::NotWritten { path, source } => Error::NotWritten {
+                path: path.clone(),
+                source: std::io::Error::new(source.kind(), source.to_string()),
+            },
+            Error::OutcomeUnknown { path, reason } => Error::OutcomeUnknown {
+                path: path.clone(),
+                reason: reason.clone(),
+            },
+            Error::Corrupt {
+                segment,
+                offset,
+                reason,
+            } => Error::Corrupt {
+                segment: segment.clone(),
+                offset: *offset,
+                reason: reason.clone(),
+            },
+            Error::Closed => Error::Closed,
+            Error::Poisoned(reason) => Error::Poisoned(reason.clone()),
+            Error::TooLarge(bytes) => Error::TooLarge(*bytes),
+            Error::Provider { message, retryable } => Error::Provider {
+                message: message.clone(),
+                retryable: *retryable,
+            },
+            Error::Config(message) => Error::Config(message.clone()),
+            Error::Kafka(message) => Error::Kafka(message.clone()),
+        }
+    }
+
     /// Whether trying the same operation again can help.
     pub fn is_retryable(&self) -> bool {
         matches!(
@@ -54,6 +104,7 @@ impl Error {
                 retryable: true,
                 ..
             } | Error::Io { .. }
+                | Error::NotWritten { .. }
                 | Error::Kafka(_)
         )
     }

@@ -1,7 +1,8 @@
 //! `ShoppingCarts`: the cart aggregate. Keyed by cart id.
 //!
 //! In: cart create and set-item commands. Out: cart events and rejections.
-//! Invariant: a cart line has a positive quantity; quantity 0 removes the line.
+//! Invariants: a cart line has a positive quantity (quantity 0 removes the line), and
+//! every line of a cart is priced in one currency.
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -10,6 +11,7 @@ use timely::dataflow::Stream;
 
 use crate::model::*;
 use crate::ordered::{key_hash, KeyedOrdered};
+use crate::rules;
 
 /// Different products a cart may hold (an order takes at most as many lines).
 pub const MAX_CART_LINES: usize = 100;
@@ -34,7 +36,8 @@ fn cart_id_of(command: &Command) -> &str {
 
 impl<'scope> ShoppingCarts<'scope> for Stream<'scope, Time, Vec<CartIn>> {
     fn shopping_carts(self) -> Stream<'scope, Time, Vec<Result<Event, Rejection>>> {
-        let mut carts: HashMap<Str, BTreeMap<Str, i64>> = HashMap::new();
+        // Each cart's lines: product -> (quantity, currency).
+        let mut carts: HashMap<Str, BTreeMap<Str, (i64, Str)>> = HashMap::new();
         self.keyed_ordered(
             "ShoppingCarts",
             |input: &CartIn| key_hash(cart_id_of(&input.command)),
@@ -75,6 +78,7 @@ impl<'scope> ShoppingCarts<'scope> for Stream<'scope, Time, Vec<CartIn>> {
                             cart_id,
                             product_id,
                             quantity,
+                            currency,
                         } => {
                             let Some(cart) = carts.get_mut(&cart_id) else {
                                 out.push(reject(
@@ -83,12 +87,31 @@ impl<'scope> ShoppingCarts<'scope> for Stream<'scope, Time, Vec<CartIn>> {
                                 ));
                                 continue;
                             };
-                            if quantity < 0 {
+                            if !(0..=rules::MAX_QUANTITY).contains(&quantity) {
                                 out.push(reject(
                                     RejectionKind::Invalid {
                                         field: "quantity".into(),
                                     },
-                                    "quantity must not be negative".into(),
+                                    format!("quantity is 0 to {}", rules::MAX_QUANTITY).into(),
+                                ));
+                                continue;
+                            }
+                            let other_currency = cart.iter().find_map(|(held, (_, held_currency))| {
+                                (*held != product_id
+                                    && !held_currency.is_empty()
+                                    && !currency.is_empty()
+                                    && *held_currency != currency)
+                                    .then(|| held_currency.clone())
+                            });
+                            if let Some(held_currency) = other_currency.filter(|_| quantity > 0) {
+                                out.push(reject(
+                                    RejectionKind::Invalid {
+                                        field: "product_id".into(),
+                                    },
+                                    format!(
+                                        "the cart holds products priced in {held_currency}; this one is priced in {currency}"
+                                    )
+                                    .into(),
                                 ));
                                 continue;
                             }
@@ -110,7 +133,7 @@ impl<'scope> ShoppingCarts<'scope> for Stream<'scope, Time, Vec<CartIn>> {
                             if quantity == 0 {
                                 cart.remove(&product_id);
                             } else {
-                                cart.insert(product_id.clone(), quantity);
+                                cart.insert(product_id.clone(), (quantity, currency));
                             }
                             out.push(event(EventBody::CartUpdated {
                                 cart_id,

@@ -16,6 +16,7 @@ use timely::dataflow::Stream;
 
 use crate::model::*;
 use crate::ordered::{key_hash, Emitter, KeyedOrdered, UniqueClaims};
+use crate::rules;
 
 /// A request to the product aggregate, ordered by the command that caused it.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
@@ -233,7 +234,7 @@ struct Product {
 
 impl Product {
     fn available(&self) -> i64 {
-        self.on_hand - self.reserved
+        rules::available(self.on_hand, self.reserved)
     }
 }
 
@@ -342,6 +343,16 @@ fn decide(products: &mut HashMap<Str, Product>, request: CatalogIn, out: &mut Ve
                 );
                 return;
             }
+            if let Err((field, detail)) = product_bounds(Some(price_cents), Some(initial_stock)) {
+                release_sku(&mut emit, &sku, &product_id);
+                emit.reject(
+                    RejectionKind::Invalid {
+                        field: field.into(),
+                    },
+                    detail,
+                );
+                return;
+            }
             emit.event(EventBody::ProductCreated {
                 product_id: product_id.clone(),
                 sku: sku.clone(),
@@ -387,6 +398,18 @@ fn decide(products: &mut HashMap<Str, Product>, request: CatalogIn, out: &mut Ve
                 );
                 return;
             };
+            if let Err((field, detail)) = product_bounds(price_cents, None) {
+                if let Some(sku) = sku.as_ref().filter(|sku| **sku != product.sku) {
+                    release_sku(&mut emit, sku, &product_id);
+                }
+                emit.reject(
+                    RejectionKind::Invalid {
+                        field: field.into(),
+                    },
+                    detail,
+                );
+                return;
+            }
             if let Some(sku) = sku {
                 if sku != product.sku {
                     release_sku(&mut emit, &product.sku, &product_id);
@@ -427,20 +450,36 @@ fn decide(products: &mut HashMap<Str, Product>, request: CatalogIn, out: &mut Ve
                 return;
             };
             let before = product.available();
-            if product.on_hand + delta < product.reserved {
+            // The log may hold commands no HTTP check saw: bound them, and never wrap.
+            let Some(on_hand) = product
+                .on_hand
+                .checked_add(delta)
+                .filter(|_| rules::adjustment_in_bounds(delta))
+            else {
+                emit.reject(
+                    RejectionKind::Invalid {
+                        field: "delta".into(),
+                    },
+                    format!(
+                        "an adjustment is non-zero and at most {} either way, and keeps on hand countable",
+                        rules::MAX_QUANTITY
+                    ),
+                );
+                return;
+            };
+            if on_hand < product.reserved {
                 emit.reject(
                     RejectionKind::Conflict {
                         code: "insufficient_stock".into(),
                     },
                     format!(
-                        "adjusting by {delta} would leave {} on hand for {} reserved",
-                        product.on_hand + delta,
+                        "adjusting by {delta} would leave {on_hand} on hand for {} reserved",
                         product.reserved
                     ),
                 );
                 return;
             }
-            product.on_hand += delta;
+            product.on_hand = on_hand;
             emit.event(EventBody::StockAdjusted {
                 product_id: product_id.clone(),
                 delta,
@@ -497,8 +536,8 @@ fn decide(products: &mut HashMap<Str, Product>, request: CatalogIn, out: &mut Ve
         } => {
             if let Some(product) = products.get_mut(&product_id) {
                 // The saga only releases what it was granted; the clamp keeps the invariant
-                // even if a release were ever replayed twice.
-                let quantity = quantity.min(product.reserved);
+                // even if a release were ever replayed twice, or written by another tool.
+                let quantity = quantity.clamp(0, product.reserved);
                 product.reserved -= quantity;
                 emit.event(EventBody::InventoryReleased {
                     product_id,
@@ -513,7 +552,7 @@ fn decide(products: &mut HashMap<Str, Product>, request: CatalogIn, out: &mut Ve
             quantity,
         } => {
             if let Some(product) = products.get_mut(&product_id) {
-                let quantity = quantity.min(product.reserved);
+                let quantity = quantity.clamp(0, product.reserved);
                 product.reserved -= quantity;
                 product.on_hand -= quantity;
                 emit.event(EventBody::InventoryDeducted {
@@ -524,4 +563,24 @@ fn decide(products: &mut HashMap<Str, Product>, request: CatalogIn, out: &mut Ve
             }
         }
     }
+}
+
+/// Prices and initial stock within the bounds that keep every total countable.
+fn product_bounds(
+    price_cents: Option<i64>,
+    initial_stock: Option<i64>,
+) -> Result<(), (&'static str, String)> {
+    if price_cents.is_some_and(|price| !(0..=rules::MAX_PRICE_CENTS).contains(&price)) {
+        return Err((
+            "price_cents",
+            format!("a price is 0 to {} minor units", rules::MAX_PRICE_CENTS),
+        ));
+    }
+    if initial_stock.is_some_and(|stock| !(0..=rules::MAX_QUANTITY).contains(&stock)) {
+        return Err((
+            "initial_stock",
+            format!("initial stock is 0 to {} units", rules::MAX_QUANTITY),
+        ));
+    }
+    Ok(())
 }

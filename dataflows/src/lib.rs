@@ -14,6 +14,7 @@ pub mod oracle;
 pub mod ordered;
 pub mod orders;
 pub mod reservations;
+pub mod rules;
 pub mod sharded;
 pub mod users;
 pub mod views;

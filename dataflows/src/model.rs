@@ -259,6 +259,10 @@ pub enum Command {
         cart_id: Str,
         product_id: Str,
         quantity: i64,
+        /// The product's currency when the item was put in: a cart holds one currency.
+        /// Empty in commands written before carts checked it.
+        #[serde(default)]
+        currency: Str,
     },
     PlaceOrder {
         order_id: Str,

@@ -18,6 +18,7 @@ use timely::dataflow::Stream;
 use crate::catalog::{AwaitedLines, CatalogIn, CatalogOp, StockReply};
 use crate::model::*;
 use crate::ordered::{key_hash, Emitter, KeyedOrdered};
+use crate::rules;
 use crate::sharded::ShardedMap;
 
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
@@ -202,6 +203,17 @@ impl Saga<'_> {
             );
         };
         match command {
+            Command::CancelOrder { reason, .. } if !rules::client_may_cancel_for(reason) => {
+                self.emit.reject(
+                    RejectionKind::Invalid {
+                        field: "reason".into(),
+                    },
+                    format!(
+                        "only the order's own course can cancel it for {}",
+                        reason.as_str()
+                    ),
+                )
+            }
             Command::CancelOrder { reason, .. } => self.cancel(&order_id, order, reason),
             Command::SetOrderStatus { status, .. } => self.set_status(&order_id, order, status),
             Command::PayOrder { payment, .. } => {
@@ -272,6 +284,15 @@ impl Saga<'_> {
                         format!("payment {payment_id} has no captured amount"),
                     );
                 }
+                if order.refunds.len() >= rules::MAX_REFUNDS_PER_PAYMENT {
+                    return self.emit.conflict(
+                        "too_many_refunds",
+                        format!(
+                            "payment {payment_id} has {} refunds, the most one payment may have",
+                            rules::MAX_REFUNDS_PER_PAYMENT
+                        ),
+                    );
+                }
                 let refundable = order.refundable_cents();
                 let amount = amount_cents.unwrap_or(refundable);
                 if amount <= 0 || amount > refundable {
@@ -340,17 +361,17 @@ impl Saga<'_> {
                 .emit
                 .conflict("order_exists", format!("order {order_id} already exists"));
         }
-        if items.is_empty()
-            || items.len() > u16::MAX as usize
-            || items.iter().any(|line| line.quantity <= 0)
-        {
-            return self.emit.reject(
-                RejectionKind::Invalid {
-                    field: "items".into(),
-                },
-                "an order needs lines with positive quantities",
-            );
-        }
+        let items = match rules::order_lines(items) {
+            Ok(items) => items,
+            Err(problem) => {
+                return self.emit.reject(
+                    RejectionKind::Invalid {
+                        field: "items".into(),
+                    },
+                    problem.message(),
+                )
+            }
+        };
         self.emit.event(EventBody::OrderCreated {
             order_id: order_id.clone(),
             user_id,

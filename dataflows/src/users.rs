@@ -47,9 +47,33 @@ pub enum UserOut {
     Rejected(Rejection),
 }
 
-/// Normalised form of an address for uniqueness: case-insensitive.
+/// The form of an address that uniqueness compares: Unicode compatibility caseless
+/// matching (NFKC, then full case folding, then NFKC again), so `Ａlice@X.example`,
+/// `alice@x.example` and a ligature or `ß` spelled either way are one address.
 pub fn email_key(email: &str) -> Str {
-    email.trim().to_lowercase().into()
+    use unicode_normalization::UnicodeNormalization;
+    let composed: String = email.trim().nfkc().collect();
+    let folded = caseless::default_case_fold_str(&composed);
+    folded.nfkc().collect::<String>().into()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::email_key;
+
+    #[test]
+    fn addresses_that_read_alike_share_a_key() {
+        let key = email_key("strasse@example.com");
+        for same in [
+            "STRASSE@example.com",
+            "Straße@Example.com",
+            "ｓｔｒａｓｓｅ@example.com",
+            " strasse@EXAMPLE.COM ",
+        ] {
+            assert_eq!(email_key(same), key, "{same}");
+        }
+        assert_ne!(email_key("strase@example.com"), key);
+    }
 }
 
 pub trait ClaimEmail<'scope> {

@@ -143,6 +143,9 @@ pub enum ShipmentStatus {
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct RefundRow {
     pub refund_id: Str,
+    /// Log position of the command that asked for the refund: a request's answer finds
+    /// its own refund by it.
+    pub requested_seq: Seq,
     pub amount_cents: i64,
     pub status: RefundStatus,
     pub reason: Str,
@@ -723,6 +726,7 @@ fn step_payment(row: &mut Option<PaymentRow>, event: &Event) {
             &mut row.refunds,
             RefundRow {
                 refund_id: refund_id.clone(),
+                requested_seq: event.seq,
                 amount_cents: *amount_cents,
                 status: RefundStatus::Pending,
                 reason: reason.clone(),

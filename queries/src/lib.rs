@@ -11,7 +11,7 @@
 mod snapshot;
 mod store;
 
-pub use snapshot::{Rows, Snapshot, StockLevel};
+pub use snapshot::{OrderCursor, Rows, Snapshot, StockLevel};
 pub use store::{EventFeed, ViewStore};
 
 #[derive(Debug, thiserror::Error)]

@@ -1,13 +1,19 @@
 //! The materialised state of every view at one frontier.
+//!
+//! Every table and index is a persistent B-tree (`imbl::OrdMap`): cloning a snapshot
+//! costs one reference count per table, and an update copies only the path from the root
+//! to its row (nodes of 16 entries) while any older snapshot a reader still holds keeps
+//! the nodes it shares. A published snapshot is therefore never mutated: readers hold it
+//! for as long as they like, and the publisher builds the next one beside it.
 
-use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
-use std::marker::PhantomData;
+use std::collections::BTreeSet;
+use std::ops::Bound;
 use std::sync::Arc;
 
 use dataflows::model::{Rejection, Seq, Str, Time, Ts};
-use dataflows::sharded::ShardedSet;
 use dataflows::users::email_key;
 use dataflows::views::*;
+use imbl::{OrdMap, OrdSet, Vector};
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct StockLevel {
@@ -17,41 +23,53 @@ pub struct StockLevel {
 
 impl StockLevel {
     pub fn available(&self) -> i64 {
-        self.on_hand - self.reserved
+        dataflows::rules::available(self.on_hand, self.reserved)
     }
 }
 
 /// How long refusals stay readable after their command (log milliseconds).
 const REJECTION_RETENTION_MS: Ts = 10 * 60 * 1000;
 
-/// One view: rows by id. The rows are shared with the dataflow that maintains them,
-/// so a row is held in memory once.
+/// One view: rows by id, in id order. The rows are shared with the dataflow that
+/// maintains them, so a row is held in memory once.
 #[derive(Debug)]
 pub struct Rows<T> {
-    map: ShardedSet<ById>,
-    kind: PhantomData<fn() -> T>,
+    map: OrdMap<Str, Arc<T>>,
 }
 
-impl<T> Default for Rows<T> {
-    fn default() -> Self {
+impl<T> Clone for Rows<T> {
+    fn clone(&self) -> Self {
         Rows {
-            map: ShardedSet::default(),
-            kind: PhantomData,
+            map: self.map.clone(),
         }
     }
 }
 
-impl<T: RowKind> Rows<T> {
+impl<T> Default for Rows<T> {
+    fn default() -> Self {
+        Rows { map: OrdMap::new() }
+    }
+}
+
+impl<T> Rows<T> {
     pub fn get(&self, id: &str) -> Option<&T> {
-        self.map.get(id).and_then(|row| T::of(&row.0))
+        self.map.get(id).map(|row| &**row)
     }
 
     pub fn contains_key(&self, id: &str) -> bool {
-        self.map.contains(id)
+        self.map.contains_key(id)
     }
 
-    pub fn values(&self) -> impl Iterator<Item = &T> {
-        self.map.iter().filter_map(|row| T::of(&row.0))
+    /// Every row, in id order.
+    pub fn values(&self) -> impl DoubleEndedIterator<Item = &T> {
+        self.map.values().map(|row| &**row)
+    }
+
+    /// The rows whose id sorts after `cursor`, in id order: a page starts in O(log n).
+    pub fn after<'a>(&'a self, cursor: &'a str) -> impl Iterator<Item = &'a T> + 'a {
+        self.map
+            .range::<_, str>((Bound::Excluded(cursor), Bound::Unbounded))
+            .map(|(_, row)| &**row)
     }
 
     pub fn len(&self) -> usize {
@@ -62,23 +80,30 @@ impl<T: RowKind> Rows<T> {
         self.map.is_empty()
     }
 
-    /// Insert replaces; a retraction removes the id only if it still holds that row, so
-    /// the order of a retraction and an insertion at one time does not matter.
-    fn upsert(&mut self, row: Row, insert: bool) {
-        let row = ById(row);
-        if insert {
-            self.map.replace(row);
-        } else if self.map.get(row.id()).is_some_and(|held| held.0 == row.0) {
-            self.map.remove(row.id());
+    /// Puts `row` under `id`; returns the row it replaces.
+    fn replace(&mut self, id: &Str, row: &Arc<T>) -> Option<Arc<T>> {
+        self.map.insert(id.clone(), row.clone())
+    }
+
+    /// Removes `id` if it still holds `row`; returns whether it did.
+    fn retract(&mut self, id: &str, row: &Arc<T>) -> bool
+    where
+        T: PartialEq,
+    {
+        if self.map.get(id).is_some_and(|held| held == row) {
+            self.map.remove(id);
+            true
+        } else {
+            false
         }
     }
 
-    fn rows(&self) -> impl Iterator<Item = Row> + '_ {
-        self.map.iter().map(|row| row.0.clone())
+    fn shared_rows(&self) -> impl Iterator<Item = &Arc<T>> {
+        self.map.values()
     }
 }
 
-impl<T: RowKind> std::ops::Index<&str> for Rows<T> {
+impl<T> std::ops::Index<&str> for Rows<T> {
     type Output = T;
 
     /// Like `HashMap`'s: panics when the id has no row.
@@ -87,28 +112,41 @@ impl<T: RowKind> std::ops::Index<&str> for Rows<T> {
     }
 }
 
-#[derive(Debug, Default)]
+/// A user's orders, newest first: `(user, created_at, order)` in one ordered set, so a
+/// page is a range scan.
+pub type OrdersByUser = OrdSet<(Str, Ts, Str)>;
+
+/// Where a page of a user's orders starts: the position of the last order of the page
+/// before (exclusive), or the newest order.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OrderCursor {
+    pub created_at: Ts,
+    pub order_id: Str,
+}
+
+#[derive(Clone, Debug, Default)]
 pub struct Snapshot {
     /// Every update at a time before this is applied, and none after.
     pub frontier: Time,
     pub products: Rows<ProductRow>,
-    pub stock: HashMap<Str, StockLevel>,
+    products_by_sku: OrdMap<Str, Str>,
+    stock: OrdMap<Str, StockLevel>,
     pub users: Rows<UserRow>,
-    pub users_by_email: HashMap<Str, Str>,
+    users_by_email: OrdMap<Str, Str>,
     pub carts: Rows<CartRow>,
     pub orders: Rows<OrderRow>,
-    pub orders_by_user: HashMap<Str, BTreeSet<(Ts, Str)>>,
+    orders_by_user: OrdersByUser,
     pub payments: Rows<PaymentRow>,
     pub shipments: Rows<ShipmentRow>,
     /// Calls to the outside world the saga waits for, by effect id.
     pub effects: Rows<EffectRow>,
     pub idempotency: Rows<IdempotencyRow>,
     pub reservations: Rows<ReservationRow>,
-    rejections: HashMap<Seq, Rejection>,
-    rejection_order: VecDeque<(Ts, Seq)>,
+    rejections: OrdMap<Seq, Arc<Rejection>>,
+    rejection_order: Vector<(Ts, Seq)>,
     /// Commands that first used an idempotency key: their refusals are kept as long as
     /// the key is, so a retried request gets the same answer.
-    keyed_seqs: HashSet<Seq>,
+    keyed_seqs: OrdSet<Seq>,
 }
 
 impl Snapshot {
@@ -118,62 +156,199 @@ impl Snapshot {
 
     /// The refusal of the command at `seq`, if the dataflow refused it.
     pub fn rejection(&self, seq: Seq) -> Option<&Rejection> {
-        self.rejections.get(&seq)
+        self.rejections.get(&seq).map(|rejection| &**rejection)
     }
 
     pub fn user_by_email(&self, email: &str) -> Option<&UserRow> {
         self.users_by_email
-            .get(&email_key(email))
+            .get(&*email_key(email))
             .and_then(|id| self.users.get(id))
     }
 
-    pub(crate) fn apply(&mut self, row: Row, diff: isize) {
-        let insert = diff > 0;
-        match &row {
-            Row::Product(_) => self.products.upsert(row, insert),
-            Row::Stock(stock) => {
-                let level = self.stock.entry(stock.product_id.clone()).or_default();
-                let value = if insert { stock.quantity } else { 0 };
-                match stock.measure {
-                    StockMeasure::OnHand => level.on_hand = value,
-                    StockMeasure::Reserved => level.reserved = value,
-                }
+    pub fn product_by_sku(&self, sku: &str) -> Option<&ProductRow> {
+        self.products_by_sku
+            .get(sku)
+            .and_then(|id| self.products.get(id))
+    }
+
+    /// Whether any order, live or of a deleted user, names `user_id`.
+    pub fn has_orders(&self, user_id: &str) -> bool {
+        let user = Str::from(user_id);
+        self.orders_by_user
+            .range((user.clone(), 0, Str::from(""))..)
+            .next()
+            .is_some_and(|(owner, _, _)| *owner == user)
+    }
+
+    /// A user's orders, newest first, starting after `cursor`: O(log n) to the start,
+    /// then one step per order.
+    pub fn orders_of<'a>(
+        &'a self,
+        user_id: &str,
+        cursor: Option<&OrderCursor>,
+    ) -> impl Iterator<Item = (OrderCursor, &'a OrderRow)> + 'a {
+        let user = Str::from(user_id);
+        let first = (user.clone(), 0, Str::from(""));
+        let end = match cursor {
+            Some(cursor) => Bound::Excluded((user, cursor.created_at, cursor.order_id.clone())),
+            None => Bound::Included((user, Ts::MAX, Str::from(""))),
+        };
+        self.orders_by_user
+            .range((Bound::Included(first), end))
+            .rev()
+            .filter_map(|(_, created_at, order_id): &(Str, Ts, Str)| {
+                let row = self.orders.get(order_id)?;
+                let cursor = OrderCursor {
+                    created_at: *created_at,
+                    order_id: Str::clone(order_id),
+                };
+                Some((cursor, row))
+            })
+    }
+
+    /// Applies the updates of one time. A key retracted and inserted at the same time is
+    /// replaced in one step, and its index entries move only if their keys changed.
+    pub(crate) fn apply_time(&mut self, mut updates: Vec<(Row, isize)>) {
+        // By key, retractions before insertions: the last insertion of a key is its row.
+        updates.sort_by(|(a, da), (b, db)| a.key().cmp(&b.key()).then(da.cmp(db)));
+        let mut start = 0;
+        while start < updates.len() {
+            let key = updates[start].0.key();
+            let end = start
+                + updates[start..]
+                    .iter()
+                    .take_while(|(row, _)| row.key() == key)
+                    .count();
+            let group = &updates[start..end];
+            match group.iter().rev().find(|(_, diff)| *diff > 0) {
+                Some((row, _)) => self.insert(row),
+                None => group.iter().for_each(|(row, _)| self.retract(row)),
             }
+            start = end;
+        }
+    }
+
+    fn insert(&mut self, row: &Row) {
+        match row {
+            Row::Product(product) => {
+                if let Some(old) = self.products.replace(&product.product_id, product) {
+                    if old.sku != product.sku {
+                        remove_if_points_to(&mut self.products_by_sku, &old.sku, &old.product_id);
+                    }
+                }
+                self.products_by_sku
+                    .insert(product.sku.clone(), product.product_id.clone());
+            }
+            Row::Stock(stock) => self.set_stock(stock, stock.quantity),
             Row::User(user) => {
-                let email = email_key(&user.email);
-                if insert {
-                    self.users_by_email.insert(email, user.user_id.clone());
-                } else if self.users_by_email.get(&email) == Some(&user.user_id) {
-                    self.users_by_email.remove(&email);
+                if let Some(old) = self.users.replace(&user.user_id, user) {
+                    if old.email != user.email {
+                        let key = email_key(&old.email);
+                        remove_if_points_to(&mut self.users_by_email, &key, &old.user_id);
+                    }
                 }
-                self.users.upsert(row, insert);
+                self.users_by_email
+                    .insert(email_key(&user.email), user.user_id.clone());
             }
-            Row::Cart(_) => self.carts.upsert(row, insert),
+            Row::Cart(cart) => {
+                self.carts.replace(&cart.cart_id, cart);
+            }
             Row::Order(order) => {
-                let index = self
-                    .orders_by_user
-                    .entry(order.user_id.clone())
-                    .or_default();
-                let entry = (order.created_at, order.order_id.clone());
-                if insert {
-                    index.insert(entry);
-                } else {
-                    index.remove(&entry);
+                let old = self.orders.replace(&order.order_id, order);
+                if let Some(old) = &old {
+                    if (&old.user_id, old.created_at) != (&order.user_id, order.created_at) {
+                        self.orders_by_user.remove(&order_index_key(old));
+                    }
                 }
-                self.orders.upsert(row, insert);
+                if old.is_none_or(|old| {
+                    (&old.user_id, old.created_at) != (&order.user_id, order.created_at)
+                }) {
+                    self.orders_by_user.insert(order_index_key(order));
+                }
             }
-            Row::Payment(_) => self.payments.upsert(row, insert),
-            Row::Shipment(_) => self.shipments.upsert(row, insert),
-            Row::Effect(_) => self.effects.upsert(row, insert),
+            Row::Payment(payment) => {
+                self.payments.replace(&payment.payment_id, payment);
+            }
+            Row::Shipment(shipment) => {
+                self.shipments.replace(&shipment.shipment_id, shipment);
+            }
+            Row::Effect(effect) => {
+                self.effects.replace(&Str::from(effect.effect_id()), effect);
+            }
             Row::Idempotency(record) => {
-                if insert {
-                    self.keyed_seqs.insert(record.first_seq);
-                } else if self.keyed_seqs.remove(&record.first_seq) {
-                    self.rejections.remove(&record.first_seq);
+                if let Some(old) = self.idempotency.replace(&record.key, record) {
+                    if old.first_seq != record.first_seq {
+                        self.forget_keyed(old.first_seq);
+                    }
                 }
-                self.idempotency.upsert(row, insert)
+                self.keyed_seqs.insert(record.first_seq);
             }
-            Row::Reservation(_) => self.reservations.upsert(row, insert),
+            Row::Reservation(reservation) => {
+                self.reservations
+                    .replace(&reservation.reservation_id, reservation);
+            }
+        }
+    }
+
+    fn retract(&mut self, row: &Row) {
+        match row {
+            Row::Product(product) => {
+                if self.products.retract(&product.product_id, product) {
+                    remove_if_points_to(
+                        &mut self.products_by_sku,
+                        &product.sku,
+                        &product.product_id,
+                    );
+                }
+            }
+            Row::Stock(stock) => self.set_stock(stock, 0),
+            Row::User(user) => {
+                if self.users.retract(&user.user_id, user) {
+                    let key = email_key(&user.email);
+                    remove_if_points_to(&mut self.users_by_email, &key, &user.user_id);
+                }
+            }
+            Row::Cart(cart) => {
+                self.carts.retract(&cart.cart_id, cart);
+            }
+            Row::Order(order) => {
+                if self.orders.retract(&order.order_id, order) {
+                    self.orders_by_user.remove(&order_index_key(order));
+                }
+            }
+            Row::Payment(payment) => {
+                self.payments.retract(&payment.payment_id, payment);
+            }
+            Row::Shipment(shipment) => {
+                self.shipments.retract(&shipment.shipment_id, shipment);
+            }
+            Row::Effect(effect) => {
+                self.effects.retract(effect.effect_id(), effect);
+            }
+            Row::Idempotency(record) => {
+                if self.idempotency.retract(&record.key, record) {
+                    self.forget_keyed(record.first_seq);
+                }
+            }
+            Row::Reservation(reservation) => {
+                self.reservations
+                    .retract(&reservation.reservation_id, reservation);
+            }
+        }
+    }
+
+    /// The key that kept the refusal at `seq` readable is gone: so is the refusal.
+    fn forget_keyed(&mut self, seq: Seq) {
+        if self.keyed_seqs.remove(&seq).is_some() {
+            self.rejections.remove(&seq);
+        }
+    }
+
+    fn set_stock(&mut self, stock: &StockRow, quantity: i64) {
+        let level = self.stock.entry(stock.product_id.clone()).or_default();
+        match stock.measure {
+            StockMeasure::OnHand => level.on_hand = quantity,
+            StockMeasure::Reserved => level.reserved = quantity,
         }
     }
 
@@ -181,7 +356,7 @@ impl Snapshot {
         let newest = rejection.ts;
         self.rejection_order
             .push_back((rejection.ts, rejection.seq));
-        self.rejections.insert(rejection.seq, rejection);
+        self.rejections.insert(rejection.seq, Arc::new(rejection));
         while let Some((ts, seq)) = self.rejection_order.front().copied() {
             if ts + REJECTION_RETENTION_MS >= newest {
                 break;
@@ -196,7 +371,7 @@ impl Snapshot {
     /// Every row of every view, as the oracle computes them (idempotency records aside).
     pub fn rows(&self) -> BTreeSet<Row> {
         let mut rows = BTreeSet::new();
-        rows.extend(self.products.rows());
+        rows.extend(self.products.shared_rows().cloned().map(Row::Product));
         for (product_id, level) in &self.stock {
             for (measure, quantity) in [
                 (StockMeasure::OnHand, level.on_hand),
@@ -211,13 +386,34 @@ impl Snapshot {
                 }
             }
         }
-        rows.extend(self.users.rows());
-        rows.extend(self.carts.rows());
-        rows.extend(self.orders.rows());
-        rows.extend(self.payments.rows());
-        rows.extend(self.shipments.rows());
-        rows.extend(self.effects.rows());
-        rows.extend(self.reservations.rows());
+        rows.extend(self.users.shared_rows().cloned().map(Row::User));
+        rows.extend(self.carts.shared_rows().cloned().map(Row::Cart));
+        rows.extend(self.orders.shared_rows().cloned().map(Row::Order));
+        rows.extend(self.payments.shared_rows().cloned().map(Row::Payment));
+        rows.extend(self.shipments.shared_rows().cloned().map(Row::Shipment));
+        rows.extend(self.effects.shared_rows().cloned().map(Row::Effect));
+        rows.extend(
+            self.reservations
+                .shared_rows()
+                .cloned()
+                .map(Row::Reservation),
+        );
         rows
+    }
+}
+
+fn order_index_key(order: &OrderRow) -> (Str, Ts, Str) {
+    (
+        order.user_id.clone(),
+        order.created_at,
+        order.order_id.clone(),
+    )
+}
+
+/// Removes an index entry only if it still names `id`: another row may have taken the
+/// value over at the same time.
+fn remove_if_points_to(index: &mut OrdMap<Str, Str>, value: &str, id: &str) {
+    if index.get(value).is_some_and(|held| **held == *id) {
+        index.remove(value);
     }
 }

@@ -4,10 +4,11 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use arc_swap::ArcSwap;
 use dataflows::engine::{Sink, WorkerReport};
 use dataflows::model::{Event, Rejection, Time};
 use dataflows::views::Row;
-use parking_lot::{Condvar, Mutex, RwLock, RwLockReadGuard};
+use parking_lot::{Condvar, Mutex};
 use tokio::sync::watch;
 
 use crate::snapshot::Snapshot;
@@ -15,6 +16,9 @@ use crate::{Error, Result};
 
 #[derive(Default)]
 struct Pending {
+    /// The next snapshot, built beside the published one; shares every node it has not
+    /// changed since.
+    next: Snapshot,
     frontiers: Vec<Option<Option<Time>>>,
     rows: BTreeMap<Time, Vec<(Row, isize)>>,
     events: BTreeMap<Time, Vec<Event>>,
@@ -31,7 +35,8 @@ pub struct EventFeed {
 
 pub struct ViewStore {
     pending: Mutex<Pending>,
-    snapshot: RwLock<Snapshot>,
+    /// The newest published snapshot. Readers take a reference and never wait.
+    published_snapshot: ArcSwap<Snapshot>,
     frontier_tx: watch::Sender<Time>,
     /// For blocking waits (tests, executors on plain threads).
     published: (Mutex<Time>, Condvar),
@@ -59,7 +64,7 @@ impl ViewStore {
                 frontiers: vec![None; workers],
                 ..Default::default()
             }),
-            snapshot: RwLock::new(Snapshot::default()),
+            published_snapshot: ArcSwap::from_pointee(Snapshot::default()),
             frontier_tx,
             published: (Mutex::new(0), Condvar::new()),
             recorded: record.then(|| Mutex::new(Vec::new())),
@@ -67,9 +72,10 @@ impl ViewStore {
         })
     }
 
-    /// The current snapshot. Do not hold it across an `.await`.
-    pub fn read(&self) -> RwLockReadGuard<'_, Snapshot> {
-        self.snapshot.read()
+    /// The newest published snapshot: all views at one frontier. It never changes, and
+    /// holding it, for a scan or across an `.await`, delays nobody.
+    pub fn read(&self) -> Arc<Snapshot> {
+        self.published_snapshot.load_full()
     }
 
     pub fn frontier(&self) -> Time {
@@ -149,22 +155,17 @@ impl ViewStore {
         let rows = split_before(&mut pending.rows, upto);
         let events = split_before(&mut pending.events, upto);
         let rejections = split_before(&mut pending.rejections, upto);
-        {
-            let mut snapshot = self.snapshot.write();
-            for (_, mut updates) in rows {
-                // Retractions first, so that an update of a key at one time lands whole.
-                updates.sort_by_key(|(_, diff)| *diff);
-                for (row, diff) in updates {
-                    snapshot.apply(row, diff);
-                }
-            }
-            for (_, rejections) in rejections {
-                for rejection in rejections {
-                    snapshot.record_rejection(rejection);
-                }
-            }
-            snapshot.frontier = upto;
+        let next = &mut pending.next;
+        for (_, updates) in rows {
+            next.apply_time(updates);
         }
+        for (_, rejections) in rejections {
+            for rejection in rejections {
+                next.record_rejection(rejection);
+            }
+        }
+        next.frontier = upto;
+        self.published_snapshot.store(Arc::new(next.clone()));
         let mut feed = Vec::new();
         let mut feeds = self.feeds.lock();
         for (time, mut events) in events {

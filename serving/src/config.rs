@@ -97,6 +97,38 @@ pub struct Config {
     pub events: String,
     /// Kafka settings, used when `log` or `events` is a `kafka://` URL.
     pub kafka: KafkaConfig,
+    /// Limits of the HTTP server.
+    pub http: HttpConfig,
+}
+
+/// What one client can hold of the server: time, connections, hashing.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpConfig {
+    /// Longest a client may take to send a request's head, and longest an idle
+    /// keep-alive connection is kept (milliseconds).
+    pub header_read_timeout_ms: u64,
+    /// Longest a client may take to send a request's whole body (milliseconds); 408
+    /// after that.
+    pub body_read_timeout_ms: u64,
+    /// Connections served at once; more wait to be accepted.
+    pub max_connections: usize,
+    /// Password hashes computed at once (each Argon2id hash holds 19 MiB while it runs).
+    pub password_hashes: usize,
+    /// Sign-ups that may wait for a hashing slot; beyond, 503 with `Retry-After`.
+    pub password_hash_queue: usize,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig {
+            header_read_timeout_ms: 15_000,
+            body_read_timeout_ms: 30_000,
+            max_connections: 4096,
+            password_hashes: std::thread::available_parallelism().map_or(2, usize::from),
+            password_hash_queue: 64,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -152,6 +184,7 @@ impl Default for Config {
             log: "embedded".into(),
             events: "auto".into(),
             kafka: KafkaConfig::default(),
+            http: HttpConfig::default(),
         }
     }
 }
@@ -203,6 +236,7 @@ impl Config {
             log: _,
             events: _,
             kafka,
+            http,
         } = self;
         if data_dir.as_os_str().is_empty() {
             return Err("data_dir must not be empty".into());
@@ -218,6 +252,7 @@ impl Config {
         if *command_timeout_ms == 0 {
             return Err("command_timeout_ms must be positive".into());
         }
+        http.validate()?;
         let kafka_clusters: Vec<KafkaCluster> = [
             match self.log_backend()? {
                 LogBackend::Kafka(cluster) => Some(cluster),
@@ -309,6 +344,34 @@ impl Config {
         cluster.topic_prefix = self.kafka.topic_prefix.clone();
         cluster.properties = self.kafka.properties.clone();
         Ok(cluster)
+    }
+}
+
+impl HttpConfig {
+    fn validate(&self) -> Result<(), String> {
+        let HttpConfig {
+            header_read_timeout_ms,
+            body_read_timeout_ms,
+            max_connections,
+            password_hashes,
+            password_hash_queue: _,
+        } = self;
+        if *header_read_timeout_ms == 0 || *body_read_timeout_ms == 0 {
+            return Err(
+                "http.header_read_timeout_ms and http.body_read_timeout_ms must be positive".into(),
+            );
+        }
+        if !(1..=1_000_000).contains(max_connections) {
+            return Err(format!(
+                "http.max_connections must be between 1 and 1000000, not {max_connections}"
+            ));
+        }
+        if !(1..=256).contains(password_hashes) {
+            return Err(format!(
+                "http.password_hashes must be between 1 and 256, not {password_hashes}"
+            ));
+        }
+        Ok(())
     }
 }
 

@@ -14,6 +14,7 @@ use connectors::kafka::KafkaCluster;
 use dataflows::model::{
     Command, Envelope, IdempotencyKey, Line, PaymentOutcome, RejectionKind, Str,
 };
+use dataflows::rules;
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
@@ -213,10 +214,10 @@ fn command_of(event_type: &str, value: serde_json::Value, key: &str) -> Result<C
         }
         "inventory.adjusted" => {
             let d: Adjusted = data(value)?;
-            if d.delta == 0 || d.delta.abs() > validate::MAX_QUANTITY {
+            if !rules::adjustment_in_bounds(d.delta) {
                 return Err(format!(
                     "data.delta: must be non-zero and at most {} in size",
-                    validate::MAX_QUANTITY
+                    rules::MAX_QUANTITY
                 ));
             }
             Command::AdjustStock {
@@ -227,22 +228,19 @@ fn command_of(event_type: &str, value: serde_json::Value, key: &str) -> Result<C
         }
         "order.created" => {
             let d: LegacyOrder = data(value)?;
-            if d.items.is_empty() || d.items.len() > 100 {
-                return Err("data.items: an order has 1 to 100 lines".into());
-            }
             let mut items = Vec::with_capacity(d.items.len());
             for (index, line) in d.items.into_iter().enumerate() {
-                if !(1..=validate::MAX_QUANTITY).contains(&line.quantity) {
-                    return Err(format!(
-                        "data.items[{index}].quantity: must be between 1 and {}",
-                        validate::MAX_QUANTITY
-                    ));
-                }
                 items.push(Line {
                     product_id: checked_id(&format!("items[{index}].product_id"), line.product_id)?,
                     quantity: line.quantity,
                 });
             }
+            let items = rules::order_lines(items).map_err(|problem| match problem {
+                rules::LineProblem::Count => format!("data.items: {}", problem.message()),
+                rules::LineProblem::Quantity(index) => {
+                    format!("data.items[{index}].quantity: {}", problem.message())
+                }
+            })?;
             let order_id = match d.order_id {
                 Some(id) => checked_id("order_id", id)?,
                 None => {

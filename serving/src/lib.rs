@@ -6,8 +6,10 @@ pub mod api;
 pub mod config;
 pub mod executors;
 pub mod foreign;
+pub mod hashing;
 pub mod progress;
 pub mod runtime;
+pub mod server;
 pub mod sinks;
 pub mod telemetry;
 

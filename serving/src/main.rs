@@ -5,7 +5,7 @@ use clap::Parser;
 use serving::config::{Cli, Command, Config, ServeArgs};
 use serving::progress::{LogProgress, TerminalProgress};
 use serving::runtime::Progress;
-use serving::{api, executors, foreign, telemetry, Tidemark};
+use serving::{api, executors, foreign, server, telemetry, Tidemark};
 
 /// mimalloc: glibc malloc and free were the largest single cost on the HTTP threads, and
 /// with mimalloc the order path sustains about 10% more (BENCHMARKS.md). Its resident
@@ -99,9 +99,13 @@ async fn run(config: Config) -> Result<(), Box<dyn std::error::Error>> {
             }
         }
     });
-    axum::serve(listener, api::app(Arc::clone(&app)))
-        .with_graceful_shutdown(shutdown_signal())
-        .await?;
+    server::serve(
+        listener,
+        api::app(Arc::clone(&app)),
+        &app.config.http,
+        shutdown_signal(),
+    )
+    .await?;
     tracing::info!("shutting down");
     app.shutdown();
     Ok(())

@@ -16,6 +16,7 @@ use parking_lot::Mutex;
 use queries::ViewStore;
 
 use crate::config::{Config, LogBackend};
+use crate::hashing::HashingPool;
 
 /// Longest a durable batch waits for the dataflow to take it (see the pacing in
 /// `Tidemark::recover`); past this it is handed over regardless.
@@ -31,6 +32,10 @@ pub enum Error {
     Views(#[from] queries::Error),
     #[error("log record {seq} is not a command: {reason}")]
     Decode { seq: Seq, reason: String },
+    #[error("a command could not be serialised: {0}")]
+    Encode(String),
+    #[error("the log answered an append of {sent} commands with {answered} positions")]
+    Unanswered { sent: usize, answered: usize },
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -49,6 +54,8 @@ pub struct Tidemark {
     pub views: Arc<ViewStore>,
     pub payments: Arc<dyn PaymentProvider>,
     pub carrier: Arc<dyn Carrier>,
+    /// Where password hashes are computed, a bounded number at a time.
+    pub password_hashing: HashingPool,
     engine: Mutex<Option<Engine>>,
     event_sink: Mutex<Option<crate::sinks::EventSinkThread>>,
     ready: AtomicBool,
@@ -115,7 +122,10 @@ impl Tidemark {
             None => None,
         };
         let engine = Engine::start(config.workers, views.clone())?;
+        let password_hashing =
+            HashingPool::new(config.http.password_hashes, config.http.password_hash_queue);
         Ok(Arc::new(Tidemark {
+            password_hashing,
             config,
             log,
             views,
@@ -236,9 +246,9 @@ impl Tidemark {
     /// dataflow accepted it.
     pub async fn submit(&self, envelope: Envelope) -> Result<Submitted> {
         let mut submitted = self.submit_all(vec![envelope]).await?;
-        submitted.pop().ok_or(Error::Decode {
-            seq: 0,
-            reason: "an append of one command answered none".into(),
+        submitted.pop().ok_or(Error::Unanswered {
+            sent: 1,
+            answered: 0,
         })
     }
 
@@ -247,12 +257,7 @@ impl Tidemark {
     pub async fn submit_all(&self, envelopes: Vec<Envelope>) -> Result<Vec<Submitted>> {
         let payloads = envelopes
             .iter()
-            .map(|envelope| {
-                serde_json::to_vec(envelope).map_err(|e| Error::Decode {
-                    seq: 0,
-                    reason: e.to_string(),
-                })
-            })
+            .map(|envelope| serde_json::to_vec(envelope).map_err(|e| Error::Encode(e.to_string())))
             .collect::<Result<Vec<_>>>()?;
         let appended = self.log.append(payloads).durable().await?;
         let timeout = Duration::from_millis(self.config.command_timeout_ms);

@@ -65,6 +65,20 @@ struct Args {
     /// default 5 against the local broker at 3,000 orders/s, and no worse at 1,000.
     #[arg(long, default_value_t = 10)]
     kafka_linger_ms: u32,
+    /// Clients that page through the largest lists while orders are placed: each rate
+    /// runs once without them and once with them, side by side (0: no scan runs).
+    #[arg(long, default_value_t = 0)]
+    scanners: usize,
+    /// Pages per second each scanner reads.
+    #[arg(long, default_value_t = 25)]
+    scan_pages_per_sec: u64,
+    /// Rows per page of a scan.
+    #[arg(long, default_value_t = 100)]
+    scan_limit: usize,
+    /// Orders placed for one user before the runs, so that scanners page through a long
+    /// list of one user's orders.
+    #[arg(long, default_value_t = 20_000)]
+    scan_user_orders: usize,
     /// Orders to place, closed loop, for the memory-per-order measurement (0 skips it).
     #[arg(long, default_value_t = 50_000)]
     memory_orders: usize,
@@ -75,6 +89,7 @@ enum Kind {
     ProductRead,
     CartEdit,
     PlaceOrder,
+    ScanPage,
 }
 
 struct Job {
@@ -258,6 +273,15 @@ impl Connection {
     }
 }
 
+/// What the scanners of a run read.
+struct Scan {
+    clients: usize,
+    pages_per_sec: u64,
+    limit: usize,
+    /// List paths, each ending where the query's `limit=` can follow.
+    lists: Arc<Vec<String>>,
+}
+
 struct Catalog {
     /// Whether orders carry a card (and so run the whole saga).
     with_card: bool,
@@ -349,7 +373,25 @@ async fn run_rate(
     seconds: u64,
     connections: usize,
     reads_only: bool,
+    scan: Option<&Scan>,
 ) -> (Results, Duration) {
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let scanners: Vec<_> = scan
+        .map(|scan| {
+            (0..scan.clients)
+                .map(|c| {
+                    tokio::spawn(scan_lists(
+                        addr.to_string(),
+                        scan.lists.clone(),
+                        c,
+                        scan.pages_per_sec,
+                        scan.limit,
+                        stop.clone(),
+                    ))
+                })
+                .collect()
+        })
+        .unwrap_or_default();
     let (tx, rx) = mpsc::unbounded_channel::<Job>();
     let rx = Arc::new(Mutex::new(rx));
     let results = Arc::new(std::sync::Mutex::new(Results::default()));
@@ -440,12 +482,103 @@ async fn run_rate(
         let _ = worker.await;
     }
     let elapsed = start.elapsed();
-    let results = Arc::try_unwrap(results)
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let mut results = Arc::try_unwrap(results)
         .ok()
         .expect("workers done")
         .into_inner()
         .unwrap();
+    for scanner in scanners {
+        let (latency, errors) = scanner.await.expect("scanner");
+        let pages = results
+            .latency
+            .entry(Kind::ScanPage)
+            .or_insert_with(|| Histogram::new_with_bounds(1, 60_000_000, 3).expect("histogram"));
+        pages.add(latency).expect("histogram");
+        *results.errors.entry(Kind::ScanPage).or_default() += errors;
+    }
     (results, elapsed)
+}
+
+/// Pages through the longest lists (the catalog, every user, one user's orders), each
+/// scanner at `pages_per_sec` on a fixed schedule, until `stop` is set.
+async fn scan_lists(
+    addr: String,
+    lists: Arc<Vec<String>>,
+    first: usize,
+    pages_per_sec: u64,
+    limit: usize,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+) -> (Histogram<u64>, u64) {
+    let mut latency = Histogram::new_with_bounds(1, 60_000_000, 3).expect("histogram");
+    let mut errors = 0;
+    let mut connection = Connection::open(&addr).await;
+    let interval = Duration::from_secs_f64(1.0 / pages_per_sec as f64);
+    let start = Instant::now();
+    let mut list = first;
+    let mut cursor: Option<String> = None;
+    for n in 0u32.. {
+        if stop.load(std::sync::atomic::Ordering::Relaxed) {
+            break;
+        }
+        let due = start + interval * n;
+        tokio::time::sleep_until(due.into()).await;
+        let base = &lists[list % lists.len()];
+        let path = match &cursor {
+            None => format!("{base}limit={limit}"),
+            Some(cursor) => format!("{base}limit={limit}&cursor={cursor}"),
+        };
+        match connection.call(&request("GET", &path, None)).await {
+            Ok((200, body)) => {
+                let _ = latency.record(due.elapsed().as_micros().max(1) as u64);
+                let page: Value = serde_json::from_slice(&body).expect("json");
+                cursor = page["next_cursor"].as_str().map(str::to_string);
+            }
+            Ok(_) => {
+                errors += 1;
+                cursor = None;
+            }
+            Err(_) => {
+                errors += 1;
+                cursor = None;
+                connection = Connection::open(&addr).await;
+            }
+        }
+        if cursor.is_none() {
+            list += 1;
+        }
+    }
+    (latency, errors)
+}
+
+/// Places `count` small orders for the first user, 16 at a time; returns how many.
+async fn place_for_user(addr: &str, catalog: &Catalog, count: usize) -> usize {
+    let clients = 16;
+    let mut tasks = Vec::new();
+    for c in 0..clients {
+        let addr = addr.to_string();
+        let bodies: Vec<Vec<u8>> = (c..count)
+            .step_by(clients)
+            .map(|n| {
+                let product = &catalog.products[n % catalog.products.len()];
+                let body = json!({"user_id": catalog.users[0], "items": [{"product_id": product, "quantity": 1}]});
+                request("POST", "/api/v1/orders", Some(&body))
+            })
+            .collect();
+        tasks.push(tokio::spawn(async move {
+            let mut connection = Connection::open(&addr).await;
+            for body in &bodies {
+                let (status, reply) = connection.call(body).await.expect("order");
+                assert_eq!(status, 201, "{}", String::from_utf8_lossy(&reply));
+            }
+            bodies.len()
+        }));
+    }
+    let mut placed = 0;
+    for task in tasks {
+        placed += task.await.expect("orders for one user");
+    }
+    placed
 }
 
 /// Places `count` orders as fast as `connections` closed-loop clients can.
@@ -507,25 +640,56 @@ fn main() {
         let setup_rss = server.rss_bytes();
         let mut orders_held = 0u64;
 
-        println!("| offered orders/s | achieved orders/s | POST /orders p50 ms | p99 ms | p99.9 ms | max ms | product GET p50 ms | p99 ms | cart PUT p99 ms | errors |");
-        println!("|---|---|---|---|---|---|---|---|---|---|");
+        let scan = (args.scanners > 0).then(|| {
+            let heavy = &catalog.users[0];
+            Scan {
+                clients: args.scanners,
+                pages_per_sec: args.scan_pages_per_sec,
+                limit: args.scan_limit,
+                lists: Arc::new(vec![
+                    format!("/api/v1/users/{heavy}/orders?"),
+                    "/api/v1/products?".to_string(),
+                    "/api/v1/users/search?".to_string(),
+                    format!("/api/v1/users/{heavy}/orders?"),
+                ]),
+            }
+        });
+        if let Some(scan) = &scan {
+            let placed = place_for_user(&server.addr, &catalog, args.scan_user_orders).await;
+            orders_held += placed as u64;
+            eprintln!("placed {placed} orders for the scanned user; lists: {:?}", scan.lists);
+        }
+
+        println!("| offered orders/s | scanners | achieved orders/s | POST /orders p50 ms | p99 ms | p99.9 ms | max ms | product GET p50 ms | p99 ms | cart PUT p99 ms | scan pages/s | scan page p50 ms | p99 ms | errors |");
+        println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
         for &rate in &args.rates {
-            let (results, elapsed) = run_rate(&server.addr, &catalog, rate, args.seconds, args.connections, args.reads_only).await;
-            orders_held += results.completed_orders;
-            let orders = results.latency.get(&Kind::PlaceOrder);
-            let p = |kind: Kind, q: f64| results.latency.get(&kind).map(|h| ms(h.value_at_quantile(q))).unwrap_or_else(|| "-".into());
-            println!(
-                "| {rate} | {:.0} | {} | {} | {} | {} | {} | {} | {} | {} |",
-                results.completed_orders as f64 / elapsed.as_secs_f64(),
-                p(Kind::PlaceOrder, 0.5),
-                p(Kind::PlaceOrder, 0.99),
-                p(Kind::PlaceOrder, 0.999),
-                orders.map(|h| ms(h.max())).unwrap_or_else(|| "-".into()),
-                p(Kind::ProductRead, 0.5),
-                p(Kind::ProductRead, 0.99),
-                p(Kind::CartEdit, 0.99),
-                results.errors.values().sum::<u64>(),
-            );
+            let runs: &[Option<&Scan>] = match &scan {
+                Some(scan) => &[None, Some(scan)],
+                None => &[None],
+            };
+            for &run_scan in runs {
+                let (results, elapsed) = run_rate(&server.addr, &catalog, rate, args.seconds, args.connections, args.reads_only, run_scan).await;
+                orders_held += results.completed_orders;
+                let orders = results.latency.get(&Kind::PlaceOrder);
+                let p = |kind: Kind, q: f64| results.latency.get(&kind).map(|h| ms(h.value_at_quantile(q))).unwrap_or_else(|| "-".into());
+                let pages = results.latency.get(&Kind::ScanPage).map_or(0, |h| h.len());
+                println!(
+                    "| {rate} | {} | {:.0} | {} | {} | {} | {} | {} | {} | {} | {:.0} | {} | {} | {} |",
+                    run_scan.map_or(0, |scan| scan.clients),
+                    results.completed_orders as f64 / elapsed.as_secs_f64(),
+                    p(Kind::PlaceOrder, 0.5),
+                    p(Kind::PlaceOrder, 0.99),
+                    p(Kind::PlaceOrder, 0.999),
+                    orders.map(|h| ms(h.max())).unwrap_or_else(|| "-".into()),
+                    p(Kind::ProductRead, 0.5),
+                    p(Kind::ProductRead, 0.99),
+                    p(Kind::CartEdit, 0.99),
+                    pages as f64 / elapsed.as_secs_f64(),
+                    p(Kind::ScanPage, 0.5),
+                    p(Kind::ScanPage, 0.99),
+                    results.errors.values().sum::<u64>(),
+                );
+            }
         }
 
         if args.memory_orders > 0 {

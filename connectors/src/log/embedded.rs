@@ -13,7 +13,7 @@
 use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{self, Receiver, Sender};
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -35,6 +35,10 @@ pub struct EmbeddedLogOptions {
     pub segment_bytes: u64,
     /// Upper bound on the bytes one group commit takes in.
     pub max_batch_bytes: usize,
+    /// Fault injection: bytes of records the log may still write before the disk is
+    /// "full" (a write past it writes what fits, then fails with `StorageFull`, as a
+    /// real full disk does). `None`, the default, writes as the disk allows.
+    pub disk_budget: Option<Arc<AtomicU64>>,
 }
 
 impl Default for EmbeddedLogOptions {
@@ -42,6 +46,7 @@ impl Default for EmbeddedLogOptions {
         EmbeddedLogOptions {
             segment_bytes: 64 << 20,
             max_batch_bytes: 4 << 20,
+            disk_budget: None,
         }
     }
 }
@@ -66,17 +71,24 @@ pub struct EmbeddedLog {
     durable_end: Arc<AtomicU64>,
     writer_thread: Mutex<Option<std::thread::JoinHandle<()>>>,
     recovery: Recovery,
+    healthy: Arc<AtomicBool>,
 }
 
 struct Writer {
     dir: PathBuf,
     file: File,
+    /// The first record of the open segment (its file name).
+    segment_first: Seq,
+    /// Bytes of the open segment that are durable.
     segment_len: u64,
     segment_bytes: u64,
     max_batch_bytes: usize,
+    disk_budget: Option<Arc<AtomicU64>>,
     next_seq: Seq,
     last_ts: Ts,
     poisoned: Option<String>,
+    /// Cleared once the writer refuses appends; `is_healthy` reads it.
+    healthy: Arc<AtomicBool>,
 }
 
 impl EmbeddedLog {
@@ -117,26 +129,30 @@ impl EmbeddedLog {
                 recovery.truncated_bytes += dropped;
             }
         }
-        let (file, segment_len) = match segments.last() {
-            Some((_, path)) => {
+        let (file, segment_first, segment_len) = match segments.last() {
+            Some((first, path)) => {
                 let file = OpenOptions::new()
                     .append(true)
                     .open(path)
                     .map_err(|e| Error::io(path, e))?;
                 let len = file.metadata().map_err(|e| Error::io(path, e))?.len();
-                (file, len)
+                (file, *first, len)
             }
-            None => (create_segment(&dir, 0)?, MAGIC.len() as u64),
+            None => (create_segment(&dir, 0)?, 0, MAGIC.len() as u64),
         };
+        let healthy = Arc::new(AtomicBool::new(true));
         let writer = Writer {
             dir: dir.clone(),
             file,
+            segment_first,
             segment_len,
             segment_bytes: options.segment_bytes,
             max_batch_bytes: options.max_batch_bytes,
+            disk_budget: options.disk_budget.clone(),
             next_seq,
             last_ts,
             poisoned: None,
+            healthy: healthy.clone(),
         };
         let (tx, rx) = mpsc::channel();
         tracing::info!(dir = %dir.display(), records = recovery.records, segments = recovery.segments, "opened the embedded log");
@@ -147,6 +163,7 @@ impl EmbeddedLog {
             durable_end: Arc::new(AtomicU64::new(next_seq)),
             writer_thread: Mutex::new(None),
             recovery,
+            healthy,
         })
     }
 
@@ -212,6 +229,10 @@ impl Log for EmbeddedLog {
         Ok(())
     }
 
+    fn is_healthy(&self) -> bool {
+        self.healthy.load(Ordering::Acquire)
+    }
+
     fn close(&self) {
         self.requests.lock().take();
         self.pending_writer.lock().take();
@@ -258,11 +279,18 @@ impl Writer {
                 }
             }
             if let Err(error) = self.write_durably(&buffer, first_seq) {
-                let reason = error.to_string();
-                tracing::error!(%reason, "log append failed; refusing appends until restart");
-                self.poisoned = Some(reason.clone());
+                match &error {
+                    Error::NotWritten { .. } => {
+                        tracing::warn!(%error, records = seq - first_seq, "log append failed and was cut back out; later appends will try again");
+                    }
+                    _ => {
+                        tracing::error!(%error, "log append failed with an unknown outcome; refusing appends until restart");
+                        self.poisoned = Some(error.to_string());
+                        self.healthy.store(false, Ordering::Release);
+                    }
+                }
                 for request in requests {
-                    let _ = request.reply.send(Err(Error::Poisoned(reason.clone())));
+                    let _ = request.reply.send(Err(error.duplicate()));
                 }
                 continue;
             }
@@ -284,19 +312,62 @@ impl Writer {
         }
     }
 
+    fn write_within_budget(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        let Some(budget) = &self.disk_budget else {
+            return self.file.write_all(bytes);
+        };
+        let left = budget.load(Ordering::Acquire) as usize;
+        let fits = left.min(bytes.len());
+        self.file.write_all(&bytes[..fits])?;
+        budget.fetch_sub(fits as u64, Ordering::AcqRel);
+        if fits < bytes.len() {
+            return Err(std::io::ErrorKind::StorageFull.into());
+        }
+        Ok(())
+    }
+
+    /// Writes and fsyncs one group commit. On failure (a full disk, an I/O error) the
+    /// segment is cut back to its last durable length, so that no record of a batch
+    /// whose appenders hear "failed" can come back on the next start: then the error
+    /// is `NotWritten`. If even that fails, the outcome is unknown (`OutcomeUnknown`).
     fn write_durably(&mut self, bytes: &[u8], first_seq: Seq) -> Result<()> {
         if self.segment_len > MAGIC.len() as u64
             && self.segment_len + bytes.len() as u64 > self.segment_bytes
         {
-            self.file = create_segment(&self.dir, first_seq)?;
+            let file = create_segment(&self.dir, first_seq).map_err(|error| match error {
+                // A half-made segment holds no record: the start-up scan drops it.
+                Error::Io { path, source } => Error::NotWritten { path, source },
+                other => other,
+            })?;
+            self.file = file;
+            self.segment_first = first_seq;
             self.segment_len = MAGIC.len() as u64;
         }
-        self.file
-            .write_all(bytes)
-            .map_err(|e| Error::io(&self.dir, e))?;
-        self.file.sync_data().map_err(|e| Error::io(&self.dir, e))?;
-        self.segment_len += bytes.len() as u64;
-        Ok(())
+        let written = self
+            .write_within_budget(bytes)
+            .and_then(|()| self.file.sync_data());
+        match written {
+            Ok(()) => {
+                self.segment_len += bytes.len() as u64;
+                Ok(())
+            }
+            Err(source) => {
+                let path = segment_path(&self.dir, self.segment_first)
+                    .display()
+                    .to_string();
+                let cut = self
+                    .file
+                    .set_len(self.segment_len)
+                    .and_then(|()| self.file.sync_all());
+                match cut {
+                    Ok(()) => Err(Error::NotWritten { path, source }),
+                    Err(cut) => Err(Error::OutcomeUnknown {
+                        path,
+                        reason: format!("{source}; cutting the batch back out failed: {cut}"),
+                    }),
+                }
+            }
+        }
     }
 }
 

@@ -203,3 +203,52 @@ fn corruption_in_the_middle_is_an_error_with_its_place() {
         Ok(_) => panic!("a corrupt record in the middle must not open"),
     }
 }
+
+/// A disk that fills in the middle of a group commit: the batch's appenders hear that
+/// nothing was written, and nothing of it comes back after a restart (before, its whole
+/// records stayed in the segment and took effect on the next start). Once space returns
+/// the log writes again, from the same position.
+#[test]
+fn a_batch_cut_off_by_a_full_disk_is_not_kept() {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    let dir = tempfile::tempdir().unwrap();
+    let budget = Arc::new(AtomicU64::new(u64::MAX));
+    let options = EmbeddedLogOptions {
+        disk_budget: Some(budget.clone()),
+        ..Default::default()
+    };
+    {
+        let (log, seen) = started(dir.path(), options.clone());
+        log.append(vec![b"kept".to_vec()]).wait().unwrap();
+        // Room for one and a half of the next batch's three records.
+        budget.store(60, Ordering::Release);
+        let failed = log
+            .append(vec![vec![b'x'; 40], vec![b'y'; 40], vec![b'z'; 40]])
+            .wait()
+            .unwrap_err();
+        assert!(matches!(failed, Error::NotWritten { .. }), "{failed}");
+        assert!(failed.is_retryable());
+        assert!(
+            log.is_healthy(),
+            "a batch cut back out leaves the log writable"
+        );
+        assert_eq!(log.durable_end(), 1);
+        assert_eq!(
+            seen.lock().unwrap().len(),
+            1,
+            "the consumer never saw the batch"
+        );
+        // Space again: the next append takes the position the failed one would have.
+        budget.store(u64::MAX, Ordering::Release);
+        let after = log.append(vec![b"after".to_vec()]).wait().unwrap();
+        assert_eq!(after.seqs, vec![1]);
+    }
+    let log = EmbeddedLog::open(dir.path(), EmbeddedLogOptions::default()).unwrap();
+    assert_eq!(
+        log.recovery().truncated_bytes,
+        0,
+        "nothing torn was left behind"
+    );
+    let payloads: Vec<Vec<u8>> = all(&log).into_iter().map(|r| r.payload).collect();
+    assert_eq!(payloads, vec![b"kept".to_vec(), b"after".to_vec()]);
+}

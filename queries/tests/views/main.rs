@@ -368,6 +368,7 @@ fn a_cart_holds_at_most_a_hundred_products() {
         cart_id: "c".into(),
         product_id: format!("p{n}").into(),
         quantity,
+        currency: "USD".into(),
     };
     h.batch((0..100).map(|n| item(n, 1)).collect());
     let seqs = h.batch(vec![item(100, 1), item(5, 3), item(6, 0), item(101, 1)]);

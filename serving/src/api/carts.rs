@@ -1,14 +1,14 @@
 //! Carts.
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
-use dataflows::model::Command as DomainCommand;
+use dataflows::model::{Command as DomainCommand, Str};
 use serde::Deserialize;
 use serde_json::Value;
 
 use super::error::{ApiError, ApiResult};
-use super::extract::Command;
+use super::extract::{Command, Path};
 use super::validate::{self, Validator, MAX_QUANTITY};
 use super::{admit, json, new_id, run_fresh, Admission, App};
 
@@ -85,22 +85,27 @@ pub async fn set_item(
         )
         .finish()?;
     let admission = admit(&app, &idempotency)?;
-    if admission == Admission::Fresh {
+    let currency = {
         let snapshot = app.views.read();
-        if !snapshot.carts.contains_key(&id) {
+        if admission == Admission::Fresh && !snapshot.carts.contains_key(&id) {
             return Err(ApiError::not_found("cart", &id));
         }
-        if !snapshot.products.contains_key(&body.product_id) {
-            return Err(ApiError::invalid_field(
-                "product_id",
-                format!("product {:?} does not exist", body.product_id),
-            ));
+        match snapshot.products.get(&body.product_id) {
+            Some(product) => product.currency.clone(),
+            None if admission == Admission::Fresh => {
+                return Err(ApiError::invalid_field(
+                    "product_id",
+                    format!("product {:?} does not exist", body.product_id),
+                ))
+            }
+            None => Str::default(),
         }
-    }
+    };
     let command = DomainCommand::SetCartItem {
         cart_id: id.clone().into(),
         product_id: body.product_id.into(),
         quantity: body.quantity,
+        currency,
     };
     run_fresh(&app, admission, idempotency, command).await?;
     get(State(app), Path(id)).await

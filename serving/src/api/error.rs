@@ -136,6 +136,27 @@ impl From<crate::runtime::Error> for ApiError {
             Error::Log(connectors::Error::Closed)
             | Error::Views(queries::Error::Stopped)
             | Error::Engine(_) => ApiError::unavailable("the server is shutting down"),
+            Error::Log(error @ connectors::Error::NotWritten { .. }) => {
+                tracing::warn!(%error, "a command was not written");
+                ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "log_unavailable",
+                    "the command log could not write; nothing of this request was kept, so retrying it is safe",
+                )
+            }
+            Error::Log(error @ connectors::Error::OutcomeUnknown { .. }) => {
+                tracing::error!(%error, "a command's outcome is unknown");
+                ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "outcome_unknown",
+                    "the command log failed while writing this request and cannot tell whether it was kept; retry with the same Idempotency-Key once the service is ready",
+                )
+            }
+            Error::Log(connectors::Error::Poisoned(_)) => ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "log_unavailable",
+                "the command log failed earlier and takes no commands until the service restarts",
+            ),
             other => ApiError::internal(other),
         }
     }

@@ -7,8 +7,10 @@ use axum::http::{header, Method, StatusCode};
 use dataflows::model::IdempotencyKey;
 use serde::de::DeserializeOwned;
 use sha2::{Digest, Sha256};
+use std::time::Duration;
 
 use super::error::{ApiError, FieldError};
+use super::App;
 
 /// The longest request body the API reads.
 pub const MAX_BODY_BYTES: usize = 256 * 1024;
@@ -21,10 +23,10 @@ pub struct Command<T> {
     pub idempotency: Option<IdempotencyKey>,
 }
 
-impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Command<T> {
+impl<T: DeserializeOwned> FromRequest<App> for Command<T> {
     type Rejection = ApiError;
 
-    async fn from_request(request: Request, state: &S) -> Result<Self, ApiError> {
+    async fn from_request(request: Request, state: &App) -> Result<Self, ApiError> {
         let (parts, body) = request.into_parts();
         let idempotency_header = idempotency_header(&parts)?;
         let content_type = parts
@@ -33,8 +35,18 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Command<T> {
             .and_then(|v| v.to_str().ok())
             .unwrap_or("");
         let request = Request::from_parts(parts.clone(), body);
-        let bytes = Bytes::from_request(request, state)
+        // The whole body within the deadline: a client dripping a byte at a time holds a
+        // connection no longer than one sending nothing.
+        let deadline = Duration::from_millis(state.config.http.body_read_timeout_ms);
+        let bytes = tokio::time::timeout(deadline, Bytes::from_request(request, state))
             .await
+            .map_err(|_| {
+                ApiError::new(
+                    StatusCode::REQUEST_TIMEOUT,
+                    "request_timeout",
+                    format!("the body did not arrive within {deadline:?}"),
+                )
+            })?
             .map_err(|rejection| {
                 if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
                     ApiError::new(
@@ -125,15 +137,26 @@ fn strip_position(message: &str) -> String {
 }
 
 fn idempotency_header(parts: &Parts) -> Result<Option<String>, ApiError> {
-    let Some(value) = parts.headers.get("idempotency-key") else {
+    let mut values = parts.headers.get_all("idempotency-key").iter();
+    let Some(value) = values.next() else {
         return Ok(None);
     };
-    let key = value.to_str().map_err(|_| {
-        ApiError::bad_request(
+    if values.next().is_some() {
+        return Err(ApiError::bad_request(
             "invalid_idempotency_key",
-            "Idempotency-Key must be visible ASCII",
-        )
-    })?;
+            "send one Idempotency-Key header, not several",
+        ));
+    }
+    let key = value
+        .to_str()
+        .ok()
+        .filter(|key| !key.bytes().any(|b| b.is_ascii_control()))
+        .ok_or_else(|| {
+            ApiError::bad_request(
+                "invalid_idempotency_key",
+                "Idempotency-Key must be visible ASCII",
+            )
+        })?;
     if key.is_empty() || key.len() > 255 {
         return Err(ApiError::bad_request(
             "invalid_idempotency_key",
@@ -210,5 +233,20 @@ impl QueryPairs {
                 )),
             },
         }
+    }
+}
+
+/// A path parameter. axum's own answers a bad one (say, invalid UTF-8 in an id) with
+/// plain text; this one with a problem document like every other error.
+pub struct Path<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned + Send> FromRequestParts<S> for Path<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        axum::extract::Path::<T>::from_request_parts(parts, state)
+            .await
+            .map(|axum::extract::Path(value)| Path(value))
+            .map_err(|rejection| ApiError::bad_request("invalid_path", rejection.body_text()))
     }
 }

@@ -41,22 +41,31 @@ pub fn user(row: &UserRow) -> Value {
     })
 }
 
+/// A cart with its lines at today's prices. A product's currency can change after it was
+/// put in; a cart whose lines no longer share one currency has no single subtotal, so
+/// `subtotal_cents` and `currency` are null and each line names its own currency.
 pub fn cart(snapshot: &Snapshot, row: &CartRow) -> Value {
-    let mut subtotal = 0;
+    let mut subtotal = 0i64;
+    let mut currencies: Vec<&str> = Vec::new();
     let items: Vec<Value> = row
         .items
         .iter()
         .map(|line| {
-            let price = snapshot.products.get(&line.product_id).map(|p| p.price_cents).unwrap_or(0);
+            let product = snapshot.products.get(&line.product_id);
+            let price = product.map_or(0, |p| p.price_cents);
+            let currency = product.map(|p| &*p.currency);
+            if let Some(currency) = currency.filter(|c| !currencies.contains(c)) {
+                currencies.push(currency);
+            }
             subtotal = price.saturating_mul(line.quantity).saturating_add(subtotal);
-            json!({"product_id": line.product_id, "quantity": line.quantity, "unit_price_cents": price, "line_total_cents": price.saturating_mul(line.quantity)})
+            json!({"product_id": line.product_id, "quantity": line.quantity, "unit_price_cents": price, "currency": currency, "line_total_cents": price.saturating_mul(line.quantity)})
         })
         .collect();
-    let currency = row
-        .items
-        .first()
-        .and_then(|line| snapshot.products.get(&line.product_id))
-        .map(|p| p.currency.clone());
+    let (subtotal, currency) = match currencies.as_slice() {
+        [] => (Some(0), None),
+        [one] => (Some(subtotal), Some(*one)),
+        _ => (None, None),
+    };
     json!({
         "id": row.cart_id,
         "user_id": row.user_id,

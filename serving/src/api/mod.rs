@@ -21,7 +21,9 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use axum::Router;
-use dataflows::model::{log_ts, Command as DomainCommand, Envelope, IdempotencyKey, RejectionKind};
+use dataflows::model::{
+    log_ts, Command as DomainCommand, Envelope, IdempotencyKey, RejectionKind, Seq,
+};
 use sha2::{Digest, Sha256};
 use tower_http::catch_panic::CatchPanicLayer;
 
@@ -73,8 +75,42 @@ pub fn app(state: App) -> Router {
         .layer(CatchPanicLayer::custom(|_panic| {
             ApiError::internal("a handler panicked").into_response()
         }))
+        .layer(middleware::from_fn(problem_errors))
         .layer(middleware::from_fn(request_id))
         .with_state(state)
+}
+
+/// Every error the application answers is a problem document: an error some layer or
+/// extractor of the framework wrote as plain text (or with no body) is rewritten, its
+/// text as the detail and its headers (`Allow`, `Retry-After`, ...) kept. JSON bodies
+/// (problem documents, the readiness report) pass as they are.
+async fn problem_errors(request: Request, next: Next) -> Response {
+    let response = next.run(request).await;
+    let status = response.status();
+    let plain = response
+        .headers()
+        .get(axum::http::header::CONTENT_TYPE)
+        .is_none_or(|value| value.as_bytes().starts_with(b"text/"));
+    if !(status.is_client_error() || status.is_server_error()) || !plain {
+        return response;
+    }
+    let (parts, body) = response.into_parts();
+    let text = axum::body::to_bytes(body, 4096).await.unwrap_or_default();
+    let text = String::from_utf8_lossy(&text);
+    let reason = status.canonical_reason().unwrap_or("error");
+    let code = reason.to_ascii_lowercase().replace([' ', '-'], "_");
+    let detail = if text.trim().is_empty() || status.is_server_error() {
+        reason.to_string()
+    } else {
+        text.trim().to_string()
+    };
+    let mut problem = ApiError::new(status, code, detail).into_response();
+    for (name, value) in &parts.headers {
+        if name != axum::http::header::CONTENT_TYPE && name != axum::http::header::CONTENT_LENGTH {
+            problem.headers_mut().insert(name, value.clone());
+        }
+    }
+    problem
 }
 
 async fn not_found() -> ApiError {
@@ -144,7 +180,8 @@ pub(crate) fn new_id(prefix: &str, idempotency: &Option<IdempotencyKey>) -> Stri
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Admission {
     Fresh,
-    Replay,
+    /// The same request was accepted before, as the command at this log position.
+    Replay(Seq),
 }
 
 /// Checks the `Idempotency-Key` against the keys seen: the same request again is a
@@ -171,7 +208,7 @@ pub(crate) fn admit(app: &Tidemark, idempotency: &Option<IdempotencyKey>) -> Api
     }
     match snapshot.rejection(first.first_seq) {
         Some(rejection) => Err(rejection.into()),
-        None => Ok(Admission::Replay),
+        None => Ok(Admission::Replay(first.first_seq)),
     }
 }
 
@@ -202,15 +239,16 @@ pub(crate) async fn run(
     }
 }
 
-/// `run`, unless the request is a replay.
+/// `run`, unless the request is a replay. Returns the log position of the command that
+/// the request's answer describes: this one, or the one a replay repeats.
 pub(crate) async fn run_fresh(
     app: &Tidemark,
     admission: Admission,
     idempotency: Option<IdempotencyKey>,
     command: DomainCommand,
-) -> ApiResult<()> {
-    if admission == Admission::Fresh {
-        run(app, idempotency, command).await?;
+) -> ApiResult<Seq> {
+    match admission {
+        Admission::Fresh => Ok(run(app, idempotency, command).await?.seq),
+        Admission::Replay(first_seq) => Ok(first_seq),
     }
-    Ok(())
 }

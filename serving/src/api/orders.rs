@@ -1,20 +1,20 @@
 //! Orders: placement, reads (with `?wait=settled`), cancellation, status changes.
 
-use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
 use connectors::effects::payments::tokenize_card;
 use dataflows::model::{CancelReason, CardToken, Command as DomainCommand, Line, OrderStatus, Str};
+use queries::OrderCursor;
 use serde::Deserialize;
 use serde_json::Value;
 
 use super::error::{ApiError, ApiResult, FieldError};
-use super::extract::{Command, QueryPairs};
-use super::validate::MAX_QUANTITY;
+use super::extract::{Command, Path, QueryPairs};
 use super::{admit, json, new_id, run_fresh, Admission, App};
+use dataflows::rules;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -171,46 +171,56 @@ fn validate_order(app: &App, body: PlaceOrder) -> ApiResult<DomainOrder> {
             format!("user {user_id:?} does not exist"),
         ));
     }
-    if lines.is_empty() || lines.len() > 100 {
-        errors.push(FieldError::new("items", "an order has 1 to 100 lines"));
-    }
-    let mut merged: BTreeMap<Str, i64> = BTreeMap::new();
-    let mut order_of_lines = Vec::new();
+    let mut resolved = Vec::with_capacity(lines.len());
+    let mut first_index: Vec<(Str, usize)> = Vec::new();
     let mut currency: Option<&str> = None;
     for (index, line) in lines.iter().enumerate() {
-        if !(1..=MAX_QUANTITY).contains(&line.quantity) {
+        if !(1..=rules::MAX_QUANTITY).contains(&line.quantity) {
             errors.push(FieldError::new(
                 format!("items[{index}].quantity"),
-                "must be between 1 and 1000000",
+                format!("must be between 1 and {}", rules::MAX_QUANTITY),
             ));
         }
-        match snapshot.products.get(&line.product_id) {
-            None => errors.push(FieldError::new(
+        let Some(product) = snapshot.products.get(&line.product_id) else {
+            errors.push(FieldError::new(
                 format!("items[{index}].product_id"),
                 format!("product {:?} does not exist", line.product_id),
-            )),
-            Some(product) => match currency {
-                Some(first) if first != &*product.currency => errors.push(FieldError::new(
-                    format!("items[{index}].product_id"),
-                    "all products of an order must share one currency",
-                )),
-                _ => currency = Some(&product.currency),
-            },
-        }
-        // The order's lines share the product row's id rather than copy the request's.
-        let Some(product_id) = snapshot
-            .products
-            .get(&line.product_id)
-            .map(|p| &p.product_id)
-        else {
+            ));
             continue;
         };
-        if !merged.contains_key(product_id) {
-            order_of_lines.push(product_id.clone());
+        match currency {
+            Some(first) if first != &*product.currency => errors.push(FieldError::new(
+                format!("items[{index}].product_id"),
+                "all products of an order must share one currency",
+            )),
+            _ => currency = Some(&product.currency),
         }
-        let total = merged.entry(product_id.clone()).or_default();
-        *total = total.saturating_add(line.quantity);
+        if !first_index.iter().any(|(id, _)| *id == product.product_id) {
+            first_index.push((product.product_id.clone(), index));
+        }
+        // The order's lines share the product row's id rather than copy the request's.
+        resolved.push(Line {
+            product_id: product.product_id.clone(),
+            quantity: line.quantity,
+        });
     }
+    let items = match rules::order_lines(resolved) {
+        Ok(items) => items,
+        Err(problem @ rules::LineProblem::Count) => {
+            errors.push(FieldError::new("items", problem.message()));
+            Vec::new()
+        }
+        // A line's own quantity error is reported above, by its index.
+        Err(rules::LineProblem::Quantity(_)) if !errors.is_empty() => Vec::new(),
+        Err(problem @ rules::LineProblem::Quantity(merged)) => {
+            let index = first_index.get(merged).map_or(0, |(_, index)| *index);
+            errors.push(FieldError::new(
+                format!("items[{index}].quantity"),
+                problem.message(),
+            ));
+            Vec::new()
+        }
+    };
     let shipping_address = match body.shipping_address {
         None | Some(Value::Null) => None,
         Some(Value::String(text)) if !text.trim().is_empty() && text.len() <= 1000 => Some(text),
@@ -242,13 +252,6 @@ fn validate_order(app: &App, body: PlaceOrder) -> ApiResult<DomainOrder> {
     if !errors.is_empty() {
         return Err(ApiError::invalid(errors));
     }
-    let items = order_of_lines
-        .into_iter()
-        .map(|product_id| Line {
-            quantity: merged[&product_id],
-            product_id,
-        })
-        .collect();
     Ok(DomainOrder {
         user_id,
         items,
@@ -307,44 +310,31 @@ pub async fn list_for_user(
 ) -> ApiResult<Json<Value>> {
     let limit = query.limit()?;
     let snapshot = app.views.read();
-    if !snapshot.users.contains_key(&user_id)
-        && !snapshot.orders_by_user.contains_key(user_id.as_str())
-    {
+    if !snapshot.users.contains_key(&user_id) && !snapshot.has_orders(&user_id) {
         return Err(ApiError::not_found("user", &user_id));
     }
-    let cursor = match query.get("cursor") {
-        None => None,
-        Some(text) => {
-            let (at, id) = text.split_once(':').ok_or_else(|| {
-                ApiError::invalid_field("cursor", "is not a cursor from this list")
-            })?;
-            Some((
-                at.parse::<u64>().map_err(|_| {
-                    ApiError::invalid_field("cursor", "is not a cursor from this list")
-                })?,
-                Str::from(id),
-            ))
-        }
-    };
-    let empty = Default::default();
-    let index = snapshot
-        .orders_by_user
-        .get(user_id.as_str())
-        .unwrap_or(&empty);
-    let mut keys: Vec<&(u64, Str)> = index
-        .iter()
-        .rev()
-        .filter(|key| cursor.as_ref().is_none_or(|c| *key < c))
+    let cursor = query.get("cursor").map(parse_order_cursor).transpose()?;
+    let mut page: Vec<_> = snapshot
+        .orders_of(&user_id, cursor.as_ref())
         .take(limit + 1)
         .collect();
-    let next = (keys.len() > limit).then(|| format!("{}:{}", keys[limit - 1].0, keys[limit - 1].1));
-    keys.truncate(limit);
-    let items = keys
-        .into_iter()
-        .filter_map(|(_, id)| snapshot.orders.get(id))
-        .map(json::order)
-        .collect();
+    let next = (page.len() > limit).then(|| {
+        let (last, _) = &page[limit - 1];
+        format!("{}:{}", last.created_at, last.order_id)
+    });
+    page.truncate(limit);
+    let items = page.into_iter().map(|(_, row)| json::order(row)).collect();
     Ok(Json(json::page(items, next)))
+}
+
+/// A cursor of `list_for_user`: `created_at:order_id` of the last order of a page.
+fn parse_order_cursor(text: &str) -> ApiResult<OrderCursor> {
+    let invalid = || ApiError::invalid_field("cursor", "is not a cursor from this list");
+    let (at, id) = text.split_once(':').ok_or_else(invalid)?;
+    Ok(OrderCursor {
+        created_at: at.parse().map_err(|_| invalid())?,
+        order_id: id.into(),
+    })
 }
 
 #[derive(Deserialize, Default)]
@@ -364,6 +354,12 @@ pub async fn cancel(
         return Err(ApiError::not_found("order", &id));
     }
     let reason = body.reason.unwrap_or(CancelReason::CustomerRequest);
+    if !rules::client_may_cancel_for(reason) {
+        return Err(ApiError::invalid_field(
+            "reason",
+            "a client may cancel for customer_request or admin_request; the other reasons are the order's own",
+        ));
+    }
     run_fresh(
         &app,
         admission,

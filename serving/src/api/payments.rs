@@ -1,6 +1,6 @@
 //! Payments and refunds.
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
 use dataflows::model::{payment_id_for, Command as DomainCommand};
@@ -8,7 +8,7 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use super::error::{ApiError, ApiResult};
-use super::extract::Command;
+use super::extract::{Command, Path};
 use super::orders::{card_token, PaymentMethod};
 use super::validate::Validator;
 use super::{admit, json, run_fresh, Admission, App};
@@ -88,13 +88,13 @@ pub async fn refund(
         .text(&reason, "reason", 200)
         .finish()?;
     let admission = admit(&app, &idempotency)?;
-    let (order_id, refunds_before) = {
+    let order_id = {
         let snapshot = app.views.read();
         let payment = snapshot
             .payments
             .get(&id)
             .ok_or_else(|| ApiError::not_found("payment", &id))?;
-        (payment.order_id.clone(), payment.refunds.len())
+        payment.order_id.clone()
     };
     let command = DomainCommand::RequestRefund {
         payment_id: id.clone().into(),
@@ -102,22 +102,17 @@ pub async fn refund(
         amount_cents: body.amount_cents,
         reason: reason.into(),
     };
-    run_fresh(&app, admission, idempotency, command).await?;
+    let requested_seq = run_fresh(&app, admission, idempotency, command).await?;
     let snapshot = app.views.read();
     let payment = snapshot
         .payments
         .get(&id)
         .ok_or_else(|| ApiError::not_found("payment", &id))?;
-    // A replay answers the refund the first request created.
-    let index = if admission == Admission::Fresh {
-        refunds_before
-    } else {
-        refunds_before.saturating_sub(1)
-    };
+    // The refund this request created (or, for a replay, the first request created).
     let refund = payment
         .refunds
-        .get(index)
-        .or(payment.refunds.last())
+        .iter()
+        .find(|refund| refund.requested_seq == requested_seq)
         .ok_or_else(|| ApiError::internal("refund not in the view"))?;
     Ok((StatusCode::CREATED, Json(json::refund(payment, refund))))
 }

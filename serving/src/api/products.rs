@@ -1,6 +1,6 @@
 //! Products and inventory.
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
 use dataflows::model::{Command as DomainCommand, Line, Str};
@@ -9,7 +9,7 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use super::error::{ApiError, ApiResult, FieldError};
-use super::extract::{Command, QueryPairs};
+use super::extract::{Command, Path, QueryPairs};
 use super::validate::{self, Validator, MAX_PRICE_CENTS, MAX_QUANTITY};
 use super::{admit, json, new_id, run_fresh, Admission, App};
 
@@ -62,7 +62,7 @@ pub async fn create(
         .finish()?;
     let admission = admit(&app, &idempotency)?;
     let sku = body.sku.trim().to_string();
-    if admission == Admission::Fresh && app.views.read().products.values().any(|p| *p.sku == *sku) {
+    if admission == Admission::Fresh && app.views.read().product_by_sku(&sku).is_some() {
         return Err(ApiError::conflict(
             "sku_taken",
             format!("a product with sku {sku:?} already exists"),
@@ -148,9 +148,8 @@ pub async fn update(
         }
         if let Some(sku) = &body.sku {
             if snapshot
-                .products
-                .values()
-                .any(|p| &*p.sku == sku.trim() && *p.product_id != *id)
+                .product_by_sku(sku.trim())
+                .is_some_and(|p| *p.product_id != *id)
             {
                 return Err(ApiError::conflict(
                     "sku_taken",
@@ -193,12 +192,12 @@ fn list_matching(
     let limit = query.limit()?;
     let after = query.get("cursor").unwrap_or("");
     let snapshot = app.views.read();
-    let mut found: Vec<&dataflows::views::ProductRow> = snapshot
+    let found: Vec<&dataflows::views::ProductRow> = snapshot
         .products
-        .values()
-        .filter(|p| &*p.product_id > after && matches(&p.name, &p.sku))
+        .after(after)
+        .filter(|p| matches(&p.name, &p.sku))
+        .take(limit + 1)
         .collect();
-    found.sort_by(|a, b| a.product_id.cmp(&b.product_id));
     let next = (found.len() > limit).then(|| found[limit - 1].product_id.to_string());
     let items = found
         .into_iter()
@@ -227,7 +226,7 @@ pub async fn adjust(State(app): State<App>, command: Command<Adjust>) -> ApiResu
             "must be a product id",
         )
         .check(
-            body.delta != 0 && body.delta.abs() <= MAX_QUANTITY,
+            dataflows::rules::adjustment_in_bounds(body.delta),
             "delta",
             "must be non-zero, at most 1000000 either way",
         )

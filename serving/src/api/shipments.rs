@@ -1,13 +1,13 @@
 //! Shipments and the carrier's delivery webhook.
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::Json;
 use dataflows::model::Command as DomainCommand;
 use serde::Deserialize;
 use serde_json::Value;
 
 use super::error::{ApiError, ApiResult};
-use super::extract::Command;
+use super::extract::{Command, Path};
 use super::{admit, json, run_fresh, App};
 
 pub async fn get(State(app): State<App>, Path(id): Path<String>) -> ApiResult<Json<Value>> {

@@ -3,7 +3,7 @@
 
 use argon2::password_hash::{PasswordHasher, SaltString};
 use argon2::Argon2;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
 use dataflows::model::{Command as DomainCommand, Str};
@@ -11,21 +11,25 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use super::error::{ApiError, ApiResult};
-use super::extract::{Command, QueryPairs};
+use super::extract::{Command, Path, QueryPairs};
 use super::validate::{self, Validator};
 use super::{admit, json, new_id, run_fresh, Admission, App};
 
-async fn hash_password(password: String) -> ApiResult<String> {
-    tokio::task::spawn_blocking(move || {
-        // 16 bytes from the OS generator (uuid v4 draws them from getrandom).
-        let salt = SaltString::encode_b64(uuid::Uuid::new_v4().as_bytes())?;
-        Argon2::default()
-            .hash_password(password.as_bytes(), &salt)
-            .map(|hash| hash.to_string())
-    })
-    .await
-    .map_err(ApiError::internal)?
-    .map_err(ApiError::internal)
+/// Hashes on the bounded pool; when it is full the client is asked to retry.
+async fn hash_password(app: &App, password: String) -> ApiResult<String> {
+    app.password_hashing
+        .run(move || {
+            // 16 bytes from the OS generator (uuid v4 draws them from getrandom).
+            let salt = SaltString::encode_b64(uuid::Uuid::new_v4().as_bytes())?;
+            Argon2::default()
+                .hash_password(password.as_bytes(), &salt)
+                .map(|hash| hash.to_string())
+        })
+        .await
+        .map_err(|_| {
+            ApiError::unavailable("too many passwords are being hashed; try again shortly")
+        })?
+        .map_err(ApiError::internal)
 }
 
 fn password_ok(password: &str) -> bool {
@@ -68,7 +72,7 @@ pub async fn create(
     }
     let user_id = new_id("usr", &idempotency);
     if admission == Admission::Fresh {
-        let password_hash = hash_password(body.password).await?;
+        let password_hash = hash_password(&app, body.password).await?;
         let command = DomainCommand::CreateUser {
             user_id: user_id.clone().into(),
             email: email.into(),
@@ -145,7 +149,7 @@ pub async fn update(
             }
         }
         let password_hash = match body.password {
-            Some(password) => Some(hash_password(password).await?),
+            Some(password) => Some(hash_password(&app, password).await?),
             None => None,
         };
         let command = DomainCommand::UpdateUser {
@@ -179,17 +183,16 @@ pub async fn search(State(app): State<App>, query: QueryPairs) -> ApiResult<Json
     let needle = query.get("q").unwrap_or("").to_lowercase();
     let after = query.get("cursor").unwrap_or("");
     let snapshot = app.views.read();
-    let mut found: Vec<_> = snapshot
+    let found: Vec<_> = snapshot
         .users
-        .values()
-        .filter(|u| &*u.user_id > after)
+        .after(after)
         .filter(|u| {
             needle.is_empty()
                 || u.email.to_lowercase().contains(&needle)
                 || u.name.to_lowercase().contains(&needle)
         })
+        .take(limit + 1)
         .collect();
-    found.sort_by(|a, b| a.user_id.cmp(&b.user_id));
     let next = (found.len() > limit).then(|| found[limit - 1].user_id.to_string());
     Ok(Json(json::page(
         found.into_iter().take(limit).map(json::user).collect(),

@@ -15,12 +15,17 @@ impl Validator {
         self
     }
 
+    /// Free text a person typed (names, skus, reasons): 1 to `max` characters, none of
+    /// them invisible or able to reorder what a reader sees.
     pub fn text(&mut self, value: &str, field: &str, max: usize) -> &mut Self {
         let length = value.trim().chars().count();
+        if !(length > 0 && length <= max) {
+            return self.check(false, field, &format!("must be 1 to {max} characters"));
+        }
         self.check(
-            length > 0 && length <= max,
+            !value.chars().any(hidden),
             field,
-            &format!("must be 1 to {max} characters"),
+            "must not contain control, zero-width or bidirectional-override characters",
         )
     }
 
@@ -39,20 +44,44 @@ pub fn currency(code: &str) -> Option<String> {
         .then(|| code.to_ascii_uppercase())
 }
 
-/// A plausible address: one `@`, a non-empty local part, a dotted domain, no spaces.
+/// Characters a reader cannot see, or that reorder the text around them: controls,
+/// zero-width characters and the bidirectional embeddings, overrides and isolates
+/// (the "Trojan Source" characters).
+pub fn hidden(c: char) -> bool {
+    c.is_control()
+        || matches!(c, '\u{200B}'..='\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2060}'..='\u{2064}' | '\u{2066}'..='\u{2069}' | '\u{061C}' | '\u{FEFF}' | '\u{00AD}')
+}
+
+/// An address as mail systems accept it: a dot-atom local part (RFC 5322, without
+/// quoted strings), `@`, and a domain of dot-separated labels of letters, digits and
+/// inner hyphens (internationalised labels allowed), at least two labels.
 pub fn email(address: &str) -> bool {
     let address = address.trim();
-    let Some((local, domain)) = address.split_once('@') else {
+    let Some((local, domain)) = address.rsplit_once('@') else {
         return false;
     };
+    let atom_char = |c: char| {
+        c.is_ascii_alphanumeric()
+            || "!#$%&'*+/=?^_`{|}~-".contains(c)
+            || (!c.is_ascii() && !hidden(c) && !c.is_whitespace())
+    };
+    let dot_atom = |text: &str, part_ok: &dyn Fn(&str) -> bool| {
+        !text.is_empty() && text.split('.').all(part_ok)
+    };
+    let label = |label: &str| {
+        !label.is_empty()
+            && label.len() <= 63
+            && !label.starts_with('-')
+            && !label.ends_with('-')
+            && label.chars().all(|c| c.is_alphanumeric() || c == '-')
+    };
     address.len() <= 254
-        && !local.is_empty()
         && local.len() <= 64
-        && !domain.contains('@')
+        && dot_atom(local, &|atom: &str| {
+            !atom.is_empty() && atom.chars().all(atom_char)
+        })
+        && dot_atom(domain, &label)
         && domain.contains('.')
-        && !domain.starts_with('.')
-        && !domain.ends_with('.')
-        && !address.chars().any(|c| c.is_whitespace() || c.is_control())
 }
 
 /// Ids in paths and bodies: short, printable.
@@ -64,8 +93,62 @@ pub fn id(value: &str) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
 }
 
-/// Most units a single line, adjustment or cart entry may carry.
-pub const MAX_QUANTITY: i64 = 1_000_000;
-/// Most money a single price may state (minor units). With at most 1,000,000 units a
-/// line and 100 lines an order, no total can overflow an i64.
-pub const MAX_PRICE_CENTS: i64 = 10_000_000_000;
+pub use dataflows::rules::{MAX_PRICE_CENTS, MAX_QUANTITY};
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn emails_as_mail_systems_take_them() {
+        for good in [
+            "a@b.co",
+            "first.last+tag@mail.example.com",
+            "o'neil@x-y.example",
+            "jürgen@bücher.example",
+        ] {
+            assert!(email(good), "{good}");
+        }
+        for bad in [
+            "x@a..b",
+            "x@.a.b",
+            "x@a.b.",
+            ".x@a.b",
+            "x.@a.b",
+            "x..y@a.b",
+            "x@a",
+            "x@-a.b",
+            "x@a-.b",
+            "a b@c.d",
+            "x@@a.b",
+            "@a.b",
+            "x@a_b.c",
+            "x\u{202E}@a.b",
+        ] {
+            assert!(!email(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn text_refuses_hidden_characters() {
+        for bad in [
+            "a\u{202E}b",
+            "zero\u{200B}width",
+            "tab\tin",
+            "bom\u{FEFF}",
+            "iso\u{2066}late",
+        ] {
+            assert!(
+                Validator::default()
+                    .text(bad, "name", 200)
+                    .finish()
+                    .is_err(),
+                "{bad:?}"
+            );
+        }
+        assert!(Validator::default()
+            .text("Crème brûlée – 2 kg", "name", 200)
+            .finish()
+            .is_ok());
+    }
+}

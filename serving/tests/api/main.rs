@@ -4,6 +4,7 @@
 mod config;
 mod e2e;
 mod errors;
+mod hardening;
 mod kafka;
 mod orders;
 mod replay;

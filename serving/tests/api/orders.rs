@@ -1,7 +1,7 @@
 use axum::http::StatusCode;
 use serde_json::json;
 
-use crate::support::{card, TestApp};
+use crate::support::{all_at_once, card, TestApp};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_order_goes_through_reservation_payment_and_shipment() {
@@ -297,7 +297,7 @@ async fn concurrent_idempotent_requests_place_one_order() {
     let user = t.user("hal@example.com").await;
     let body =
         json!({"user_id": user, "items": [{"product_id": product, "quantity": 1}]}).to_string();
-    let replies = futures_join(16, || {
+    let replies = all_at_once(16, |_| {
         t.send(
             "POST",
             "/api/v1/orders",
@@ -308,34 +308,6 @@ async fn concurrent_idempotent_requests_place_one_order() {
     .await;
     assert!(replies.iter().all(|r| r.status == StatusCode::CREATED));
     assert_eq!(t.stock(&product).await["reserved"], 1);
-}
-
-async fn futures_join<'a, F, Fut>(n: usize, make: F) -> Vec<crate::support::Reply>
-where
-    F: Fn() -> Fut,
-    Fut: std::future::Future<Output = crate::support::Reply> + 'a,
-{
-    let mut pending: Vec<std::pin::Pin<Box<Fut>>> = (0..n).map(|_| Box::pin(make())).collect();
-    let mut replies = Vec::new();
-    // Poll all together on this task, so they really are in flight at once.
-    std::future::poll_fn(|cx| {
-        let mut index = 0;
-        while index < pending.len() {
-            if let std::task::Poll::Ready(reply) = pending[index].as_mut().poll(cx) {
-                replies.push(reply);
-                drop(pending.swap_remove(index));
-            } else {
-                index += 1;
-            }
-        }
-        if pending.is_empty() {
-            std::task::Poll::Ready(())
-        } else {
-            std::task::Poll::Pending
-        }
-    })
-    .await;
-    replies
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -354,9 +326,7 @@ async fn many_concurrent_orders_for_few_units_never_oversell() {
             json!({"user_id": user, "items": lines}).to_string()
         })
         .collect();
-    let next = std::sync::atomic::AtomicUsize::new(0);
-    let replies = futures_join(bodies.len(), || {
-        let i = next.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    let replies = all_at_once(bodies.len(), |i| {
         t.send("POST", "/api/v1/orders", Some(&bodies[i]), &[])
     })
     .await;

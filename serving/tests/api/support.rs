@@ -184,3 +184,32 @@ fn log_to_test_output() {
             .try_init();
     });
 }
+
+/// Runs `n` requests at once, polled together on this task so that they really are in
+/// flight together; answers in the order asked.
+pub async fn all_at_once<'a, F, Fut>(n: usize, make: F) -> Vec<Reply>
+where
+    F: Fn(usize) -> Fut,
+    Fut: std::future::Future<Output = Reply> + 'a,
+{
+    let mut pending: Vec<_> = (0..n).map(|i| Box::pin(make(i))).collect();
+    let mut replies: Vec<Option<Reply>> = (0..n).map(|_| None).collect();
+    std::future::poll_fn(|cx| {
+        let mut done = true;
+        for (i, future) in pending.iter_mut().enumerate() {
+            if replies[i].is_none() {
+                match future.as_mut().poll(cx) {
+                    std::task::Poll::Ready(reply) => replies[i] = Some(reply),
+                    std::task::Poll::Pending => done = false,
+                }
+            }
+        }
+        if done {
+            std::task::Poll::Ready(())
+        } else {
+            std::task::Poll::Pending
+        }
+    })
+    .await;
+    replies.into_iter().map(Option::unwrap).collect()
+}
