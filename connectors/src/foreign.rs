@@ -34,6 +34,22 @@ impl ForeignRecord {
     }
 }
 
+/// What became of a record in the handler.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Handled {
+    /// Done with (applied, or a repeat of one applied before): its offset is committed.
+    Done,
+    /// Refused for good (does not parse, or the domain said no): to the dead-letter
+    /// topic with the reason.
+    Refused(String),
+    /// Could not be handled now (the log is away, the views are slow): handed again
+    /// after a pause, and nothing after it is read meanwhile.
+    Retry(String),
+}
+
+/// Longest pause between two tries of a record that could not be handled.
+const MAX_RETRY_PAUSE: Duration = Duration::from_secs(5);
+
 /// What the dead-letter topic holds for a refused record.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct DeadLetter {
@@ -46,14 +62,15 @@ pub struct DeadLetter {
 }
 
 /// Consumes `topics` (as consumer group `{prefix}tidemark-foreign`) until `stop`,
-/// handing each record to `handle`; an `Err(reason)` sends it to `dead_letter_topic`.
+/// handing each record to `handle`: `Refused` sends it to `dead_letter_topic`, `Retry`
+/// hands it again after a pause that doubles up to `MAX_RETRY_PAUSE`.
 pub fn spawn_foreign_source(
     cluster: &KafkaCluster,
     topics: &[String],
     dead_letter_topic: &str,
     replication_factor: i32,
     stop: Arc<AtomicBool>,
-    mut handle: impl FnMut(&ForeignRecord) -> Result<(), String> + Send + 'static,
+    mut handle: impl FnMut(&ForeignRecord) -> Handled + Send + 'static,
 ) -> Result<JoinHandle<()>> {
     cluster.ensure_topics(&[TopicSpec {
         name: dead_letter_topic,
@@ -84,6 +101,7 @@ pub fn spawn_foreign_source(
         .name("foreign-events".into())
         .spawn(move || {
             let mut last_error: Option<Instant> = None;
+            let mut pause = Duration::from_millis(100);
             while !stop.load(Ordering::Acquire) {
                 let record = match consumer.poll(Duration::from_millis(100)) {
                     None => continue,
@@ -101,7 +119,24 @@ pub fn spawn_foreign_source(
                         payload: message.payload().unwrap_or_default().to_vec(),
                     },
                 };
-                if let Err(reason) = handle(&record) {
+                let reason = match handle(&record) {
+                    Handled::Done => None,
+                    Handled::Refused(reason) => Some(reason),
+                    Handled::Retry(reason) => {
+                        tracing::warn!(topic = record.topic, offset = record.offset, %reason, ?pause, "a foreign event could not be handled now; trying it again");
+                        let _ = consumer.seek(
+                            &record.topic,
+                            record.partition,
+                            Offset::Offset(record.offset),
+                            Duration::from_secs(10),
+                        );
+                        std::thread::sleep(pause);
+                        pause = (pause * 2).min(MAX_RETRY_PAUSE);
+                        continue;
+                    }
+                };
+                pause = Duration::from_millis(100);
+                if let Some(reason) = reason {
                     tracing::warn!(topic = record.topic, offset = record.offset, %reason, "a foreign event goes to the dead-letter topic");
                     let letter = DeadLetter {
                         topic: record.topic.clone(),

@@ -1,7 +1,8 @@
 //! Domain rules that the HTTP layer checks early and the dataflow enforces again, since a
 //! Kafka commands topic can be written by other tools. Each is defined here, once.
 
-use crate::model::{CancelReason, Line};
+use crate::model::{CancelReason, Command, Line, PaymentOutcome};
+use crate::views::EffectRow;
 
 /// Most units one order line, stock adjustment or cart entry may carry.
 pub const MAX_QUANTITY: i64 = 1_000_000;
@@ -82,6 +83,37 @@ pub fn order_lines(lines: impl IntoIterator<Item = Line>) -> Result<Vec<Line>, L
         return Err(LineProblem::Count);
     }
     Ok(merged)
+}
+
+/// What a provider's permanent refusal means for the saga: a charge that cannot be
+/// made is a declined payment (`processing_error`), a refund that cannot be made a
+/// failed refund. A shipment has no such answer: it waits for a carrier that works.
+pub fn after_permanent_failure(effect: &EffectRow) -> Option<Command> {
+    match effect {
+        EffectRow::Charge {
+            payment_id,
+            order_id,
+            ..
+        } => Some(Command::PaymentResult {
+            payment_id: payment_id.clone(),
+            order_id: order_id.clone(),
+            outcome: PaymentOutcome::Declined {
+                decline_code: "processing_error".into(),
+            },
+        }),
+        EffectRow::Refund {
+            refund_id,
+            payment_id,
+            order_id,
+            ..
+        } => Some(Command::RefundResult {
+            refund_id: refund_id.clone(),
+            payment_id: payment_id.clone(),
+            order_id: order_id.clone(),
+            succeeded: false,
+        }),
+        EffectRow::Ship { .. } => None,
+    }
 }
 
 #[cfg(test)]

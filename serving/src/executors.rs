@@ -14,13 +14,16 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use connectors::effects::payments::{ChargeRequest, RefundRequest};
-use dataflows::model::{Command, Envelope, PaymentOutcome};
+use dataflows::model::{Command, Envelope};
+use dataflows::rules;
 use dataflows::views::EffectRow;
 use parking_lot::Mutex;
 
 use crate::runtime::Tidemark;
 
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
+/// Appends of one batch of results before it is left for a restart (about 25 s).
+const RECORD_ATTEMPTS: u32 = 9;
 
 /// Runs the executors until the views stop.
 pub fn spawn(app: Arc<Tidemark>) -> tokio::task::JoinHandle<()> {
@@ -83,7 +86,7 @@ async fn execute_together(
                 tracing::warn!(effect = %id, %error, "effect failed; retrying");
                 tokio::spawn(execute(app.clone(), effect, in_flight.clone()));
             }
-            Err(error) => match give_up(&effect) {
+            Err(error) => match rules::after_permanent_failure(&effect) {
                 Some(command) => {
                     tracing::error!(effect = %id, %error, "effect failed for good; recording the failure");
                     settled.push(id);
@@ -99,15 +102,46 @@ async fn execute_together(
     if commands.is_empty() {
         return;
     }
-    match app.submit_all(commands).await {
-        Ok(_) => {
-            let mut in_flight = in_flight.lock();
-            for id in settled {
-                in_flight.remove(&id);
+    record(&app, commands, settled, &in_flight, |commands| {
+        app.submit_all(commands)
+    })
+    .await;
+}
+
+/// Appends effect results, trying a failed append again with backoff (a result
+/// appended twice is applied once). After `RECORD_ATTEMPTS` failures the effects stay
+/// in flight, so they are not called again in a loop, and are counted in
+/// `/health/ready` (`effects_unrecorded`) until a restart retries them.
+async fn record<F, Fut, T>(
+    app: &Tidemark,
+    commands: Vec<Envelope>,
+    effect_ids: Vec<String>,
+    in_flight: &Mutex<HashSet<String>>,
+    submit: F,
+) where
+    F: Fn(Vec<Envelope>) -> Fut,
+    Fut: std::future::Future<Output = crate::runtime::Result<T>>,
+{
+    let mut backoff = Duration::from_millis(100);
+    for attempt in 1..=RECORD_ATTEMPTS {
+        match submit(commands.clone()).await {
+            Ok(_) => {
+                let mut in_flight = in_flight.lock();
+                for id in &effect_ids {
+                    in_flight.remove(id);
+                }
+                return;
             }
-        }
-        Err(error) => {
-            tracing::error!(%error, "could not record effect results; they will be retried at the next start")
+            Err(error) if attempt < RECORD_ATTEMPTS => {
+                tracing::warn!(%error, effects = ?effect_ids, attempt, retry_in_ms = backoff.as_millis() as u64, "could not record effect results; trying again");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(MAX_BACKOFF);
+            }
+            Err(error) => {
+                tracing::error!(%error, effects = ?effect_ids, attempts = RECORD_ATTEMPTS, "could not record effect results; they stay unrecorded until the next start");
+                app.effects_unrecorded
+                    .fetch_add(effect_ids.len(), std::sync::atomic::Ordering::AcqRel);
+            }
         }
     }
 }
@@ -129,7 +163,7 @@ async fn execute(app: Arc<Tidemark>, effect: EffectRow, in_flight: Arc<Mutex<Has
                 tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(MAX_BACKOFF);
             }
-            Ok(Err(error)) => match give_up(&effect) {
+            Ok(Err(error)) => match rules::after_permanent_failure(&effect) {
                 Some(command) => {
                     tracing::error!(effect = %id, %error, "effect failed for good; recording the failure");
                     break command;
@@ -146,17 +180,14 @@ async fn execute(app: Arc<Tidemark>, effect: EffectRow, in_flight: Arc<Mutex<Has
             }
         }
     };
-    match app.submit(Envelope::new(command)).await {
-        Ok(submitted) => {
-            if let Some(rejection) = submitted.rejection {
-                tracing::debug!(effect = %id, ?rejection, "the saga did not need this result any more");
-            }
-            in_flight.lock().remove(&id);
-        }
-        Err(error) => {
-            tracing::error!(effect = %id, %error, "could not record the result of an effect; it will be retried at the next start")
-        }
-    }
+    record(
+        &app,
+        vec![Envelope::new(command)],
+        vec![id],
+        &in_flight,
+        |commands| app.submit_all(commands),
+    )
+    .await;
 }
 
 /// The result command of each effect; charges go to the provider in one call.
@@ -254,31 +285,56 @@ fn call_provider(app: &Tidemark, effect: &EffectRow) -> connectors::Result<Comma
     })
 }
 
-/// The result to record when a provider refuses for good.
-fn give_up(effect: &EffectRow) -> Option<Command> {
-    match effect {
-        EffectRow::Charge {
-            payment_id,
-            order_id,
-            ..
-        } => Some(Command::PaymentResult {
-            payment_id: payment_id.clone(),
-            order_id: order_id.clone(),
-            outcome: PaymentOutcome::Declined {
-                decline_code: "processing_error".into(),
-            },
-        }),
-        EffectRow::Refund {
-            refund_id,
-            payment_id,
-            order_id,
-            ..
-        } => Some(Command::RefundResult {
-            refund_id: refund_id.clone(),
-            payment_id: payment_id.clone(),
-            order_id: order_id.clone(),
-            succeeded: false,
-        }),
-        EffectRow::Ship { .. } => None,
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicU32, Ordering};
+
+    use super::*;
+    use crate::config::Config;
+    use crate::runtime::Error;
+
+    /// Before, a result whose append failed left its effect in flight until a restart,
+    /// tried once and never again.
+    #[tokio::test(start_paused = true)]
+    async fn results_are_appended_again_then_left_for_a_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let app = Tidemark::open(Config {
+            data_dir: dir.path().to_path_buf(),
+            ..Config::default()
+        })
+        .unwrap();
+        let in_flight = Mutex::new(HashSet::from(["pay_1".to_string()]));
+        let tries = AtomicU32::new(0);
+        record(&app, Vec::new(), vec!["pay_1".into()], &in_flight, |_| {
+            let n = tries.fetch_add(1, Ordering::SeqCst);
+            async move {
+                match n {
+                    0 | 1 => Err(Error::Log(connectors::Error::Closed)),
+                    _ => Ok(()),
+                }
+            }
+        })
+        .await;
+        assert_eq!(tries.load(Ordering::SeqCst), 3);
+        assert!(
+            in_flight.lock().is_empty(),
+            "recorded, so no longer in flight"
+        );
+        assert_eq!(app.effects_unrecorded.load(Ordering::SeqCst), 0);
+
+        in_flight.lock().insert("pay_2".into());
+        let tries = AtomicU32::new(0);
+        record(&app, Vec::new(), vec!["pay_2".into()], &in_flight, |_| {
+            tries.fetch_add(1, Ordering::SeqCst);
+            async { Err::<(), _>(Error::Log(connectors::Error::Closed)) }
+        })
+        .await;
+        assert_eq!(tries.load(Ordering::SeqCst), RECORD_ATTEMPTS);
+        assert!(
+            in_flight.lock().contains("pay_2"),
+            "not called again in a loop"
+        );
+        assert_eq!(app.effects_unrecorded.load(Ordering::SeqCst), 1);
+        app.shutdown();
     }
 }

@@ -9,10 +9,10 @@ use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
-use connectors::foreign::{spawn_foreign_source, ForeignRecord};
+use connectors::foreign::{spawn_foreign_source, ForeignRecord, Handled};
 use connectors::kafka::KafkaCluster;
 use dataflows::model::{
-    Command, Envelope, IdempotencyKey, Line, PaymentOutcome, RejectionKind, Str,
+    Command, Envelope, IdempotencyKey, Line, PaymentOutcome, RejectionKind, Seq, Str,
 };
 use dataflows::rules;
 use serde::de::DeserializeOwned;
@@ -20,6 +20,7 @@ use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
 use crate::api::validate;
+use crate::runtime::{self, Submitted};
 use crate::Tidemark;
 
 /// Starts consuming `topics`; stops when `stop` is set.
@@ -39,27 +40,54 @@ pub fn spawn(
         replication_factor,
         stop,
         move |record| {
-            let envelope = envelope_of(record)?;
-            let submitted = runtime
-                .block_on(app.submit(envelope))
-                .map_err(|error| format!("not logged: {error}"))?;
-            match submitted.rejection {
-                None => Ok(()),
-                // Read again (after a crash, or by a new consumer group): the answer is
-                // the one the record got the first time.
-                Some(rejection) => match rejection.kind {
-                    RejectionKind::Duplicate {
-                        first_seq,
-                        same_request: true,
-                    } => match app.views.read().rejection(first_seq) {
-                        Some(first) => Err(format!("refused: {}", first.detail)),
-                        None => Ok(()),
-                    },
-                    _ => Err(format!("refused: {}", rejection.detail)),
-                },
-            }
+            let envelope = match envelope_of(record) {
+                Ok(envelope) => envelope,
+                Err(reason) => return Handled::Refused(reason),
+            };
+            let submitted = runtime.block_on(app.submit(envelope));
+            handled(submitted, |seq| {
+                app.views
+                    .read()
+                    .rejection(seq)
+                    .map(|r| r.detail.to_string())
+            })
         },
     )
+}
+
+/// What an attempt to submit a foreign record's command came to. A failure that
+/// retrying can mend (the log away or full, the views slow to show a command that is
+/// durable) is tried again: the record's idempotency key makes a second append of a
+/// command already logged a harmless repeat. Only refusals are dead letters.
+fn handled(
+    submitted: Result<Submitted, runtime::Error>,
+    first_refusal: impl Fn(Seq) -> Option<String>,
+) -> Handled {
+    match submitted {
+        Ok(Submitted {
+            rejection: None, ..
+        }) => Handled::Done,
+        // Read again (after a crash, or by a new consumer group): the answer is the one
+        // the record got the first time.
+        Ok(Submitted {
+            rejection: Some(rejection),
+            ..
+        }) => match rejection.kind {
+            RejectionKind::Duplicate {
+                first_seq,
+                same_request: true,
+            } => match first_refusal(first_seq) {
+                Some(detail) => Handled::Refused(format!("refused: {detail}")),
+                None => Handled::Done,
+            },
+            _ => Handled::Refused(format!("refused: {}", rejection.detail)),
+        },
+        Err(
+            error @ (runtime::Error::Encode(_)
+            | runtime::Error::Log(connectors::Error::TooLarge(_))),
+        ) => Handled::Refused(format!("cannot be logged: {error}")),
+        Err(error) => Handled::Retry(error.to_string()),
+    }
 }
 
 /// The bus's envelope; only `type` and `data` matter here.
@@ -259,4 +287,63 @@ fn command_of(event_type: &str, value: serde_json::Value, key: &str) -> Result<C
         }
         other => return Err(format!("type: {other:?} is not an event tidemark consumes")),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use dataflows::model::{Rejection, RejectionKind};
+
+    use super::*;
+
+    fn refused(kind: RejectionKind) -> Result<Submitted, runtime::Error> {
+        Ok(Submitted {
+            seq: 9,
+            ts: 1,
+            rejection: Some(Rejection {
+                seq: 9,
+                ts: 1,
+                kind,
+                detail: "no".into(),
+            }),
+        })
+    }
+
+    #[test]
+    fn only_refusals_are_dead_letters() {
+        let none = |_| None;
+        // Durable but slow to show: before, this was dead-lettered as "not logged".
+        let slow = Err(runtime::Error::Views(queries::Error::Timeout {
+            wanted: 4,
+            current: 2,
+        }));
+        assert!(matches!(handled(slow, none), Handled::Retry(_)));
+        let full = Err(runtime::Error::Log(connectors::Error::NotWritten {
+            path: "log".into(),
+            source: std::io::ErrorKind::StorageFull.into(),
+        }));
+        assert!(matches!(handled(full, none), Handled::Retry(_)));
+        let away = Err(runtime::Error::Log(connectors::Error::Kafka(
+            "timed out".into(),
+        )));
+        assert!(matches!(handled(away, none), Handled::Retry(_)));
+        assert!(matches!(
+            handled(refused(RejectionKind::NotFound), none),
+            Handled::Refused(_)
+        ));
+        let repeat = RejectionKind::Duplicate {
+            first_seq: 3,
+            same_request: true,
+        };
+        assert_eq!(handled(refused(repeat.clone()), none), Handled::Done);
+        assert!(matches!(
+            handled(refused(repeat), |_| Some("no".into())),
+            Handled::Refused(_)
+        ));
+        let done = Ok(Submitted {
+            seq: 1,
+            ts: 1,
+            rejection: None,
+        });
+        assert_eq!(handled(done, none), Handled::Done);
+    }
 }

@@ -56,6 +56,9 @@ pub struct Tidemark {
     pub carrier: Arc<dyn Carrier>,
     /// Where password hashes are computed, a bounded number at a time.
     pub password_hashing: HashingPool,
+    /// Effect results that could not be appended after every attempt (they are
+    /// retried at the next start); shown by `/health/ready`.
+    pub effects_unrecorded: std::sync::atomic::AtomicUsize,
     engine: Mutex<Option<Engine>>,
     event_sink: Mutex<Option<crate::sinks::EventSinkThread>>,
     ready: AtomicBool,
@@ -126,6 +129,7 @@ impl Tidemark {
             HashingPool::new(config.http.password_hashes, config.http.password_hash_queue);
         Ok(Arc::new(Tidemark {
             password_hashing,
+            effects_unrecorded: std::sync::atomic::AtomicUsize::new(0),
             config,
             log,
             views,

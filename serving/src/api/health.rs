@@ -22,6 +22,8 @@ pub async fn ready(State(app): State<App>) -> (StatusCode, Json<Value>) {
         "status": word,
         "log_end": app.log.durable_end(),
         "frontier": app.views.frontier(),
+        // Calls made whose results could not be logged: a restart retries them.
+        "effects_unrecorded": app.effects_unrecorded.load(std::sync::atomic::Ordering::Acquire),
     });
     (status, Json(body))
 }
