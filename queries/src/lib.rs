@@ -8,9 +8,11 @@
 //!
 //! Must not: decide anything. Domain rules live in `dataflows`.
 
+mod scan;
 mod snapshot;
 mod store;
 
+pub use scan::{View, ViewScan};
 pub use snapshot::{OrderCursor, Rows, Snapshot, StockLevel};
 pub use store::{EventFeed, ViewStore};
 

@@ -10,7 +10,7 @@ use dataflows::oracle::recompute;
 use dataflows::views::Row;
 use dataflows::{Batch, Engine};
 use proptest::prelude::*;
-use queries::ViewStore;
+use queries::{OrderCursor, View, ViewScan, ViewStore};
 
 struct Harness {
     store: Arc<ViewStore>,
@@ -539,6 +539,49 @@ fn check_invariants(h: &Harness) {
     }
 }
 
+/// The secondary indexes agree with the rows they index, as a scan of the rows finds.
+fn check_indexes(h: &Harness) {
+    let snapshot = h.store.read();
+    let mut users: BTreeSet<&str> = BTreeSet::new();
+    for order in snapshot.orders.values() {
+        users.insert(&order.user_id);
+    }
+    for user in users {
+        let mut expected: Vec<(Ts, &str)> = snapshot
+            .orders
+            .values()
+            .filter(|order| &*order.user_id == user)
+            .map(|order| (order.created_at, &*order.order_id))
+            .collect();
+        expected.sort();
+        expected.reverse();
+        let listed: Vec<(Ts, &str)> = snapshot
+            .orders_of(user, None)
+            .map(|(_, order)| (order.created_at, &*order.order_id))
+            .collect();
+        assert_eq!(listed, expected, "orders of {user}, newest first");
+        // Every cursor of the list starts the rest of it.
+        for (skip, (created_at, order_id)) in expected.iter().enumerate() {
+            let cursor = OrderCursor {
+                created_at: *created_at,
+                order_id: (*order_id).into(),
+            };
+            let rest: Vec<&str> = snapshot
+                .orders_of(user, Some(&cursor))
+                .map(|(_, order)| &*order.order_id)
+                .collect();
+            let want: Vec<&str> = expected[skip + 1..].iter().map(|(_, id)| *id).collect();
+            assert_eq!(rest, want);
+        }
+    }
+    for product in snapshot.products.values() {
+        assert_eq!(
+            snapshot.product_by_sku(&product.sku).map(|p| &p.product_id),
+            Some(&product.product_id)
+        );
+    }
+}
+
 fn run(workers: usize, batches: &[Vec<Command>]) -> (Vec<BTreeSet<Row>>, Vec<Event>) {
     let mut h = Harness::new(workers);
     h.batch(PRODUCTS.iter().map(|p| product(p, 4)).collect());
@@ -552,6 +595,7 @@ fn run(workers: usize, batches: &[Vec<Command>]) -> (Vec<BTreeSet<Row>>, Vec<Eve
             "incremental views equal the recomputation"
         );
         check_invariants(&h);
+        check_indexes(&h);
         states.push(rows);
     }
     (states, h.store.recorded_events())
@@ -567,4 +611,70 @@ proptest! {
         prop_assert_eq!(one, four);
         prop_assert_eq!(events_one, events_four);
     }
+}
+
+/// A scan reads the snapshot it started from, batch by batch, in id order, while newer
+/// frontiers are published beside it.
+#[test]
+fn scans_read_one_frontier_as_arrow_batches() {
+    let mut h = Harness::new(2);
+    h.batch((0..7).map(|n| product(&format!("p{n}"), 5)).collect());
+    h.batch(
+        (0..9)
+            .map(|n| order(&format!("o{n}"), &[(&format!("p{}", n % 7), 1)], false))
+            .collect(),
+    );
+    let snapshot = h.store.read();
+    let mut scan = ViewScan::new(snapshot.clone(), View::Orders, 4);
+    let first = scan.next().expect("a first batch");
+    assert_eq!(first.num_rows(), 4);
+    // Publish more while the scan is half way.
+    h.batch(vec![order("o9", &[("p0", 1)], false)]);
+    assert!(h.store.read().frontier > scan.frontier());
+    let rest: Vec<_> = scan.collect();
+    let ids: Vec<String> = std::iter::once(&first)
+        .chain(rest.iter())
+        .flat_map(|batch| {
+            let column = batch
+                .column(0)
+                .as_any()
+                .downcast_ref::<arrow_array::StringArray>()
+                .expect("ids are strings");
+            column
+                .iter()
+                .map(|id| id.unwrap().to_string())
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    let expected: Vec<String> = (0..9).map(|n| format!("o{n}")).collect();
+    assert_eq!(
+        ids, expected,
+        "every order of the scan's frontier, once, in id order"
+    );
+    for view in View::ALL {
+        let rows: usize = ViewScan::new(h.store.read(), view, 3)
+            .map(|b| b.num_rows())
+            .sum();
+        let snapshot = h.store.read();
+        let expected = match view {
+            View::Products => snapshot.products.len(),
+            View::Users => snapshot.users.len(),
+            View::Orders => snapshot.orders.len(),
+            View::Payments => snapshot.payments.len(),
+            View::Shipments => snapshot.shipments.len(),
+        };
+        assert_eq!(rows, expected, "{}", view.name());
+    }
+    let products = ViewScan::new(h.store.read(), View::Products, 100)
+        .next()
+        .unwrap();
+    assert_eq!(products.schema(), View::Products.schema());
+    let available = products
+        .column_by_name("available")
+        .unwrap()
+        .as_any()
+        .downcast_ref::<arrow_array::Int64Array>()
+        .unwrap()
+        .value(0);
+    assert_eq!(available, 5 - 3, "p0 is held by o0, o7 and o9");
 }
