@@ -1,21 +1,20 @@
 //! tidemark's domain and its dataflows: commands in, events and live views out.
 //!
-//! Pure and deterministic: no clocks, no I/O, no randomness. Start reading at
-//! `dataflow.rs` (the wiring), then the aggregates: `catalog.rs`, `orders.rs`,
-//! `users.rs`, `carts.rs`, then the read models in `views.rs`.
+//! Pure and deterministic: no clocks, no I/O, no randomness. One folder per bounded
+//! context (`catalog`, `orders`, `payments`, `fulfillment`, `users`), each with its
+//! aggregates, read models and rules; `views` holds what every read model shares,
+//! `shared` the operator machinery. Start reading at `dataflow.rs` (the wiring).
 
-pub mod carts;
 pub mod catalog;
 pub mod dataflow;
 pub mod engine;
-pub mod intern;
+pub mod fulfillment;
+pub mod idempotency;
 pub mod model;
 pub mod oracle;
-pub mod ordered;
 pub mod orders;
-pub mod reservations;
-pub mod rules;
-pub mod sharded;
+pub mod payments;
+pub mod shared;
 pub mod users;
 pub mod views;
 

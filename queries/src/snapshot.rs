@@ -23,7 +23,7 @@ pub struct StockLevel {
 
 impl StockLevel {
     pub fn available(&self) -> i64 {
-        dataflows::rules::available(self.on_hand, self.reserved)
+        dataflows::catalog::available(self.on_hand, self.reserved)
     }
 }
 

@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use connectors::effects::payments::{ChargeRequest, RefundRequest};
 use dataflows::model::{Command, Envelope};
-use dataflows::rules;
+use dataflows::payments;
 use dataflows::views::EffectRow;
 use parking_lot::Mutex;
 
@@ -86,7 +86,7 @@ async fn execute_together(
                 tracing::warn!(effect = %id, %error, "effect failed; retrying");
                 tokio::spawn(execute(app.clone(), effect, in_flight.clone()));
             }
-            Err(error) => match rules::after_permanent_failure(&effect) {
+            Err(error) => match payments::after_permanent_failure(&effect) {
                 Some(command) => {
                     tracing::error!(effect = %id, %error, "effect failed for good; recording the failure");
                     settled.push(id);
@@ -163,7 +163,7 @@ async fn execute(app: Arc<Tidemark>, effect: EffectRow, in_flight: Arc<Mutex<Has
                 tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(MAX_BACKOFF);
             }
-            Ok(Err(error)) => match rules::after_permanent_failure(&effect) {
+            Ok(Err(error)) => match payments::after_permanent_failure(&effect) {
                 Some(command) => {
                     tracing::error!(effect = %id, %error, "effect failed for good; recording the failure");
                     break command;

@@ -11,10 +11,11 @@ use std::thread::JoinHandle;
 
 use connectors::foreign::{spawn_foreign_source, ForeignRecord, Handled};
 use connectors::kafka::KafkaCluster;
+use dataflows::catalog::{self, MAX_QUANTITY};
 use dataflows::model::{
     Command, Envelope, IdempotencyKey, Line, PaymentOutcome, RejectionKind, Seq, Str,
 };
-use dataflows::rules;
+use dataflows::orders::{self, LineProblem};
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
@@ -242,10 +243,10 @@ fn command_of(event_type: &str, value: serde_json::Value, key: &str) -> Result<C
         }
         "inventory.adjusted" => {
             let d: Adjusted = data(value)?;
-            if !rules::adjustment_in_bounds(d.delta) {
+            if !catalog::adjustment_in_bounds(d.delta) {
                 return Err(format!(
                     "data.delta: must be non-zero and at most {} in size",
-                    rules::MAX_QUANTITY
+                    MAX_QUANTITY
                 ));
             }
             Command::AdjustStock {
@@ -263,9 +264,9 @@ fn command_of(event_type: &str, value: serde_json::Value, key: &str) -> Result<C
                     quantity: line.quantity,
                 });
             }
-            let items = rules::order_lines(items).map_err(|problem| match problem {
-                rules::LineProblem::Count => format!("data.items: {}", problem.message()),
-                rules::LineProblem::Quantity(index) => {
+            let items = orders::order_lines(items).map_err(|problem| match problem {
+                LineProblem::Count => format!("data.items: {}", problem.message()),
+                LineProblem::Quantity(index) => {
                     format!("data.items[{index}].quantity: {}", problem.message())
                 }
             })?;

@@ -1,15 +1,14 @@
 //! The HTTP API: `app(state)` builds every route in one place.
 
-mod carts;
+mod catalog;
 pub mod error;
 mod events;
 pub mod extract;
+mod fulfillment;
 mod health;
 pub mod json;
 mod orders;
 mod payments;
-mod products;
-mod shipments;
 mod users;
 pub(crate) mod validate;
 
@@ -34,14 +33,14 @@ pub type App = Arc<Tidemark>;
 
 pub fn app(state: App) -> Router {
     let api = Router::new()
-        .route("/products", post(products::create).get(products::list))
-        .route("/products/search", get(products::search))
-        .route("/products/{id}", get(products::get).put(products::update))
-        .route("/inventory/adjust", post(products::adjust))
-        .route("/inventory/availability", get(products::availability))
-        .route("/inventory/reserve", post(products::reserve))
-        .route("/inventory/release", post(products::release))
-        .route("/inventory/reservations/{id}", get(products::reservation))
+        .route("/products", post(catalog::create).get(catalog::list))
+        .route("/products/search", get(catalog::search))
+        .route("/products/{id}", get(catalog::get).put(catalog::update))
+        .route("/inventory/adjust", post(catalog::adjust))
+        .route("/inventory/availability", get(catalog::availability))
+        .route("/inventory/reserve", post(catalog::reserve))
+        .route("/inventory/release", post(catalog::release))
+        .route("/inventory/reservations/{id}", get(catalog::reservation))
         .route("/users", post(users::create))
         .route("/users/search", get(users::search))
         .route(
@@ -49,9 +48,9 @@ pub fn app(state: App) -> Router {
             get(users::get).put(users::update).delete(users::delete),
         )
         .route("/users/{id}/orders", get(orders::list_for_user))
-        .route("/carts", post(carts::create))
-        .route("/carts/{id}", get(carts::get))
-        .route("/carts/{id}/items", put(carts::set_item))
+        .route("/carts", post(orders::carts::create))
+        .route("/carts/{id}", get(orders::carts::get))
+        .route("/carts/{id}/items", put(orders::carts::set_item))
         .route("/orders", post(orders::create))
         .route("/orders/{id}", get(orders::get))
         .route("/orders/{id}/cancel", post(orders::cancel))
@@ -59,8 +58,8 @@ pub fn app(state: App) -> Router {
         .route("/payments", post(payments::create))
         .route("/payments/{id}", get(payments::get))
         .route("/payments/{id}/refund", post(payments::refund))
-        .route("/shipments/{id}", get(shipments::get))
-        .route("/shipments/{id}/deliver", post(shipments::deliver))
+        .route("/shipments/{id}", get(fulfillment::get))
+        .route("/shipments/{id}/deliver", post(fulfillment::deliver))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_ready))
         // Static: served before start-up has caught up too.
         .route("/events/schemas", get(events::schemas))

@@ -93,7 +93,7 @@ pub fn id(value: &str) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
 }
 
-pub use dataflows::rules::{MAX_PRICE_CENTS, MAX_QUANTITY};
+pub use dataflows::catalog::{MAX_PRICE_CENTS, MAX_QUANTITY};
 
 #[cfg(test)]
 mod tests {

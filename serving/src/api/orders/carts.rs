@@ -7,10 +7,10 @@ use dataflows::model::{Command as DomainCommand, Str};
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::error::{ApiError, ApiResult};
-use super::extract::{Command, Path};
-use super::validate::{self, Validator, MAX_QUANTITY};
-use super::{admit, json, new_id, run_fresh, Admission, App};
+use crate::api::error::{ApiError, ApiResult};
+use crate::api::extract::{Command, Path};
+use crate::api::validate::{self, Validator, MAX_QUANTITY};
+use crate::api::{admit, json, new_id, run_fresh, Admission, App};
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -1,28 +1,21 @@
-//! Domain rules that the HTTP layer checks early and the dataflow enforces again, since a
-//! Kafka commands topic can be written by other tools. Each is defined here, once.
+//! Orders: carts, orders and the `order_fulfillment` saga.
+//!
+//! `saga.rs` is the order aggregate and process manager (`OrderFulfillment`: reserve
+//! stock, charge, ship; compensations cancel, release, refund, cancel the shipment);
+//! `carts.rs` the cart aggregate (`ShoppingCarts`); `views.rs` the order and cart rows.
+//! The rules here say what an order may be and what a client may ask of it.
 
-use crate::model::{CancelReason, Command, Line, PaymentOutcome};
-use crate::views::EffectRow;
+pub mod carts;
+mod saga;
+pub mod views;
 
-/// Most units one order line, stock adjustment or cart entry may carry.
-pub const MAX_QUANTITY: i64 = 1_000_000;
-/// Most money a single price may state (minor units). With at most `MAX_QUANTITY` units
-/// a line and `MAX_LINES_PER_ORDER` lines an order, no total can overflow an i64.
-pub const MAX_PRICE_CENTS: i64 = 10_000_000_000;
+pub use saga::*;
+
+use crate::catalog::MAX_QUANTITY;
+use crate::model::{CancelReason, Line};
+
 /// Most lines one order may have.
 pub const MAX_LINES_PER_ORDER: usize = 100;
-/// Most refunds one payment may have: each is a provider call and a row in the payment.
-pub const MAX_REFUNDS_PER_PAYMENT: usize = 100;
-
-/// Units a product can still promise: what is on hand less what orders hold.
-pub fn available(on_hand: i64, reserved: i64) -> i64 {
-    on_hand.saturating_sub(reserved)
-}
-
-/// Whether a stock adjustment of `delta` is one the catalog takes at all.
-pub fn adjustment_in_bounds(delta: i64) -> bool {
-    delta != 0 && (-MAX_QUANTITY..=MAX_QUANTITY).contains(&delta)
-}
 
 /// The reasons a client may give for cancelling an order. The others (out of stock,
 /// payment declined, fraud suspected, invalid items) only the domain decides.
@@ -85,37 +78,6 @@ pub fn order_lines(lines: impl IntoIterator<Item = Line>) -> Result<Vec<Line>, L
     Ok(merged)
 }
 
-/// What a provider's permanent refusal means for the saga: a charge that cannot be
-/// made is a declined payment (`processing_error`), a refund that cannot be made a
-/// failed refund. A shipment has no such answer: it waits for a carrier that works.
-pub fn after_permanent_failure(effect: &EffectRow) -> Option<Command> {
-    match effect {
-        EffectRow::Charge {
-            payment_id,
-            order_id,
-            ..
-        } => Some(Command::PaymentResult {
-            payment_id: payment_id.clone(),
-            order_id: order_id.clone(),
-            outcome: PaymentOutcome::Declined {
-                decline_code: "processing_error".into(),
-            },
-        }),
-        EffectRow::Refund {
-            refund_id,
-            payment_id,
-            order_id,
-            ..
-        } => Some(Command::RefundResult {
-            refund_id: refund_id.clone(),
-            payment_id: payment_id.clone(),
-            order_id: order_id.clone(),
-            succeeded: false,
-        }),
-        EffectRow::Ship { .. } => None,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -147,12 +109,5 @@ mod tests {
         );
         let many = (0..=MAX_LINES_PER_ORDER).map(|n| line(&format!("p{n}"), 1));
         assert_eq!(order_lines(many), Err(LineProblem::Count));
-    }
-
-    #[test]
-    fn adjustments_are_bounded_both_ways() {
-        assert!(adjustment_in_bounds(-MAX_QUANTITY));
-        assert!(!adjustment_in_bounds(i64::MIN));
-        assert!(!adjustment_in_bounds(0));
     }
 }

@@ -15,18 +15,11 @@ use serde::{Deserialize, Serialize};
 use timely::dataflow::Stream;
 
 use crate::model::*;
-use crate::ordered::{key_hash, Emitter, KeyedOrdered, UniqueClaims};
-use crate::rules;
+use crate::shared::input::{Input, Outcome};
+use crate::shared::ordered::{key_hash, Emitter, KeyedOrdered, UniqueClaims};
 
 /// A request to the product aggregate, ordered by the command that caused it.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
-pub struct CatalogIn {
-    pub seq: Seq,
-    pub phase: u8,
-    pub sub: u16,
-    pub ts: Ts,
-    pub op: CatalogOp,
-}
+pub type CatalogIn = Input<CatalogOp>;
 
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 pub enum CatalogOp {
@@ -221,6 +214,121 @@ pub enum CatalogOut {
     Rejected(Rejection),
 }
 
+impl StockReply {
+    /// The reply as an input of the aggregate that asked, in the saga's second round.
+    pub fn into_input<Op>(self, op: impl FnOnce(StockReply) -> Op) -> Input<Op> {
+        Input {
+            seq: self.seq,
+            phase: 1,
+            sub: self.line,
+            ts: self.ts,
+            op: op(self),
+        }
+    }
+}
+
+impl Outcome for CatalogOut {
+    fn event(self) -> Option<Event> {
+        match self {
+            CatalogOut::Event(event) => Some(event),
+            _ => None,
+        }
+    }
+
+    fn rejection(self) -> Option<Rejection> {
+        match self {
+            CatalogOut::Rejected(rejection) => Some(rejection),
+            _ => None,
+        }
+    }
+}
+
+/// The sku a command must claim before the product aggregate sees it: a create's, or
+/// the new sku of an update that changes it.
+pub fn claimed_sku(command: &Command) -> Option<&Str> {
+    match command {
+        Command::CreateProduct { sku, .. } | Command::UpdateProduct { sku: Some(sku), .. } => {
+            Some(sku)
+        }
+        _ => None,
+    }
+}
+
+fn catalog_op(command: Command) -> Option<CatalogOp> {
+    match command {
+        Command::CreateProduct {
+            product_id,
+            sku,
+            name,
+            price_cents,
+            currency,
+            initial_stock,
+            warehouse_id,
+            reorder_point,
+        } => Some(CatalogOp::Create {
+            product_id,
+            sku,
+            name,
+            price_cents,
+            currency,
+            initial_stock,
+            warehouse_id,
+            reorder_point,
+        }),
+        Command::UpdateProduct {
+            product_id,
+            sku,
+            name,
+            price_cents,
+            currency,
+            reorder_point,
+        } => Some(CatalogOp::Update {
+            product_id,
+            sku,
+            name,
+            price_cents,
+            currency,
+            reorder_point,
+        }),
+        Command::AdjustStock {
+            product_id,
+            delta,
+            reason,
+        } => Some(CatalogOp::Adjust {
+            product_id,
+            delta,
+            reason,
+        }),
+        _ => None,
+    }
+}
+
+/// The sku claim a command must win before the product aggregate sees it: a create, or
+/// an update that changes the sku.
+pub fn route_claim(seq: Seq, ts: Ts, command: Command) -> Option<SkuIn> {
+    let sku = claimed_sku(&command)?.clone();
+    let op = catalog_op(command)?;
+    let product_id = op.product_id().clone();
+    Some(SkuIn {
+        seq,
+        phase: 0,
+        ts,
+        sku,
+        op: SkuOp::Claim {
+            product_id,
+            then: op,
+        },
+    })
+}
+
+/// The input of the product aggregate for a command that claims no sku.
+pub fn route(seq: Seq, ts: Ts, command: Command) -> Option<CatalogIn> {
+    if claimed_sku(&command).is_some() {
+        return None;
+    }
+    catalog_op(command).map(|op| Input::command(seq, ts, op))
+}
+
 #[derive(Clone, Debug)]
 struct Product {
     sku: Str,
@@ -234,7 +342,7 @@ struct Product {
 
 impl Product {
     fn available(&self) -> i64 {
-        rules::available(self.on_hand, self.reserved)
+        super::available(self.on_hand, self.reserved)
     }
 }
 
@@ -454,7 +562,7 @@ fn decide(products: &mut HashMap<Str, Product>, request: CatalogIn, out: &mut Ve
             let Some(on_hand) = product
                 .on_hand
                 .checked_add(delta)
-                .filter(|_| rules::adjustment_in_bounds(delta))
+                .filter(|_| super::adjustment_in_bounds(delta))
             else {
                 emit.reject(
                     RejectionKind::Invalid {
@@ -462,7 +570,7 @@ fn decide(products: &mut HashMap<Str, Product>, request: CatalogIn, out: &mut Ve
                     },
                     format!(
                         "an adjustment is non-zero and at most {} either way, and keeps on hand countable",
-                        rules::MAX_QUANTITY
+                        super::MAX_QUANTITY
                     ),
                 );
                 return;
@@ -570,16 +678,16 @@ fn product_bounds(
     price_cents: Option<i64>,
     initial_stock: Option<i64>,
 ) -> Result<(), (&'static str, String)> {
-    if price_cents.is_some_and(|price| !(0..=rules::MAX_PRICE_CENTS).contains(&price)) {
+    if price_cents.is_some_and(|price| !(0..=super::MAX_PRICE_CENTS).contains(&price)) {
         return Err((
             "price_cents",
-            format!("a price is 0 to {} minor units", rules::MAX_PRICE_CENTS),
+            format!("a price is 0 to {} minor units", super::MAX_PRICE_CENTS),
         ));
     }
-    if initial_stock.is_some_and(|stock| !(0..=rules::MAX_QUANTITY).contains(&stock)) {
+    if initial_stock.is_some_and(|stock| !(0..=super::MAX_QUANTITY).contains(&stock)) {
         return Err((
             "initial_stock",
-            format!("initial stock is 0 to {} units", rules::MAX_QUANTITY),
+            format!("initial stock is 0 to {} units", super::MAX_QUANTITY),
         ));
     }
     Ok(())

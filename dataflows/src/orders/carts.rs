@@ -6,21 +6,25 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use serde::{Deserialize, Serialize};
 use timely::dataflow::Stream;
 
+use crate::catalog::MAX_QUANTITY;
 use crate::model::*;
-use crate::ordered::{key_hash, KeyedOrdered};
-use crate::rules;
+use crate::shared::input::Input;
+use crate::shared::ordered::{key_hash, KeyedOrdered};
 
 /// Different products a cart may hold (an order takes at most as many lines).
 pub const MAX_CART_LINES: usize = 100;
 
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
-pub struct CartIn {
-    pub seq: Seq,
-    pub ts: Ts,
-    pub command: Command,
+pub type CartIn = Input<Command>;
+
+/// The input of the cart aggregate for a command, if it is a cart's.
+pub fn route(seq: Seq, ts: Ts, command: Command) -> Option<CartIn> {
+    matches!(
+        command,
+        Command::CreateCart { .. } | Command::SetCartItem { .. }
+    )
+    .then(|| Input::command(seq, ts, command))
 }
 
 pub trait ShoppingCarts<'scope> {
@@ -40,9 +44,15 @@ impl<'scope> ShoppingCarts<'scope> for Stream<'scope, Time, Vec<CartIn>> {
         let mut carts: HashMap<Str, BTreeMap<Str, (i64, Str)>> = HashMap::new();
         self.keyed_ordered(
             "ShoppingCarts",
-            |input: &CartIn| key_hash(cart_id_of(&input.command)),
+            |input: &CartIn| key_hash(cart_id_of(&input.op)),
             move |_time, inputs, out| {
-                for CartIn { seq, ts, command } in inputs {
+                for CartIn {
+                    seq,
+                    ts,
+                    op: command,
+                    ..
+                } in inputs
+                {
                     let event = |body| {
                         Ok(Event {
                             seq,
@@ -87,12 +97,12 @@ impl<'scope> ShoppingCarts<'scope> for Stream<'scope, Time, Vec<CartIn>> {
                                 ));
                                 continue;
                             };
-                            if !(0..=rules::MAX_QUANTITY).contains(&quantity) {
+                            if !(0..=MAX_QUANTITY).contains(&quantity) {
                                 out.push(reject(
                                     RejectionKind::Invalid {
                                         field: "quantity".into(),
                                     },
-                                    format!("quantity is 0 to {}", rules::MAX_QUANTITY).into(),
+                                    format!("quantity is 0 to {}", MAX_QUANTITY).into(),
                                 ));
                                 continue;
                             }

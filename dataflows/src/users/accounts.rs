@@ -14,7 +14,8 @@ use serde::{Deserialize, Serialize};
 use timely::dataflow::Stream;
 
 use crate::model::*;
-use crate::ordered::{key_hash, KeyedOrdered, UniqueClaims};
+use crate::shared::input::{Input, Outcome};
+use crate::shared::ordered::{key_hash, KeyedOrdered, UniqueClaims};
 
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct EmailIn {
@@ -33,18 +34,61 @@ pub enum EmailOp {
     Release { user_id: Str },
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
-pub struct UserIn {
-    pub seq: Seq,
-    pub ts: Ts,
-    pub command: Command,
-}
+pub type UserIn = Input<Command>;
 
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 pub enum UserOut {
     Event(Event),
     Release(EmailIn),
     Rejected(Rejection),
+}
+
+impl Outcome for UserOut {
+    fn event(self) -> Option<Event> {
+        match self {
+            UserOut::Event(event) => Some(event),
+            _ => None,
+        }
+    }
+
+    fn rejection(self) -> Option<Rejection> {
+        match self {
+            UserOut::Rejected(rejection) => Some(rejection),
+            _ => None,
+        }
+    }
+}
+
+/// The address claim a command must win before the user aggregate sees it: a
+/// sign-up's, or an update's new address.
+pub fn route_claim(seq: Seq, ts: Ts, command: &Command) -> Option<EmailIn> {
+    match command {
+        Command::CreateUser { user_id, email, .. }
+        | Command::UpdateUser {
+            user_id,
+            email: Some(email),
+            ..
+        } => Some(EmailIn {
+            seq,
+            phase: 0,
+            ts,
+            email: email_key(email),
+            op: EmailOp::Claim {
+                user_id: user_id.clone(),
+                then: command.clone(),
+            },
+        }),
+        _ => None,
+    }
+}
+
+/// The input of the user aggregate for a command that claims no address.
+pub fn route(seq: Seq, ts: Ts, command: Command) -> Option<UserIn> {
+    matches!(
+        command,
+        Command::UpdateUser { email: None, .. } | Command::DeleteUser { .. }
+    )
+    .then(|| Input::command(seq, ts, command))
 }
 
 /// The form of an address that uniqueness compares: Unicode compatibility caseless
@@ -103,11 +147,7 @@ impl<'scope> ClaimEmail<'scope> for Stream<'scope, Time, Vec<EmailIn>> {
                         EmailOp::Release { user_id } => owners.release(&input.email, &user_id),
                         EmailOp::Claim { user_id, then } => {
                             if owners.claim(input.email, user_id) {
-                                out.push(Ok(UserIn {
-                                    seq: input.seq,
-                                    ts: input.ts,
-                                    command: then,
-                                }));
+                                out.push(Ok(Input::command(input.seq, input.ts, then)));
                             } else {
                                 out.push(Err(Rejection {
                                     seq: input.seq,
@@ -145,7 +185,7 @@ impl<'scope> UserAccounts<'scope> for Stream<'scope, Time, Vec<UserIn>> {
         let mut users: HashMap<Str, User> = HashMap::new();
         self.keyed_ordered(
             "UserAccounts",
-            |input: &UserIn| key_hash(user_id_of(&input.command)),
+            |input: &UserIn| key_hash(user_id_of(&input.op)),
             move |_time, inputs, out| {
                 for input in inputs {
                     decide(&mut users, input, out);
@@ -194,7 +234,7 @@ fn decide(users: &mut HashMap<Str, User>, input: UserIn, out: &mut Vec<UserOut>)
             },
         })
     };
-    match input.command {
+    match input.op {
         Command::CreateUser {
             user_id,
             email,

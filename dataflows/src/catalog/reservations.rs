@@ -12,17 +12,20 @@ use timely::dataflow::Stream;
 
 use crate::catalog::{AwaitedLines, CatalogOp, StockReply};
 use crate::model::*;
-use crate::ordered::{key_hash, Emitter, KeyedOrdered};
 use crate::orders::OrderOut;
-use crate::sharded::ShardedMap;
+use crate::shared::input::Input;
+use crate::shared::ordered::{key_hash, Emitter, KeyedOrdered};
+use crate::shared::sharded::ShardedMap;
 
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
-pub struct ReservationIn {
-    pub seq: Seq,
-    pub phase: u8,
-    pub sub: u16,
-    pub ts: Ts,
-    pub op: ReservationOp,
+pub type ReservationIn = Input<ReservationOp>;
+
+/// The input of the reservation aggregate for a command, if it is a reservation's.
+pub fn route(seq: Seq, ts: Ts, command: Command) -> Option<ReservationIn> {
+    matches!(
+        command,
+        Command::ReserveStock { .. } | Command::ReleaseReservation { .. }
+    )
+    .then(|| Input::command(seq, ts, ReservationOp::Command(command)))
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]

@@ -17,18 +17,12 @@ use timely::dataflow::Stream;
 
 use crate::catalog::{AwaitedLines, CatalogIn, CatalogOp, StockReply};
 use crate::model::*;
-use crate::ordered::{key_hash, Emitter, KeyedOrdered};
-use crate::rules;
-use crate::sharded::ShardedMap;
+use crate::payments::MAX_REFUNDS_PER_PAYMENT;
+use crate::shared::input::{Input, Outcome};
+use crate::shared::ordered::{key_hash, Emitter, KeyedOrdered};
+use crate::shared::sharded::ShardedMap;
 
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
-pub struct OrderIn {
-    pub seq: Seq,
-    pub phase: u8,
-    pub sub: u16,
-    pub ts: Ts,
-    pub op: OrderOp,
-}
+pub type OrderIn = Input<OrderOp>;
 
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 pub enum OrderOp {
@@ -66,6 +60,28 @@ pub enum OrderOut {
     Event(Event),
     Stock(CatalogIn),
     Rejected(Rejection),
+}
+
+impl Outcome for OrderOut {
+    fn event(self) -> Option<Event> {
+        match self {
+            OrderOut::Event(event) => Some(event),
+            _ => None,
+        }
+    }
+
+    fn rejection(self) -> Option<Rejection> {
+        match self {
+            OrderOut::Rejected(rejection) => Some(rejection),
+            _ => None,
+        }
+    }
+}
+
+/// The input of the order aggregate for a command, if the command is about an order.
+pub fn route(seq: Seq, ts: Ts, command: Command) -> Option<OrderIn> {
+    command_order_id(&command)?;
+    Some(Input::command(seq, ts, OrderOp::Command(command)))
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -203,7 +219,7 @@ impl Saga<'_> {
             );
         };
         match command {
-            Command::CancelOrder { reason, .. } if !rules::client_may_cancel_for(reason) => {
+            Command::CancelOrder { reason, .. } if !super::client_may_cancel_for(reason) => {
                 self.emit.reject(
                     RejectionKind::Invalid {
                         field: "reason".into(),
@@ -284,12 +300,12 @@ impl Saga<'_> {
                         format!("payment {payment_id} has no captured amount"),
                     );
                 }
-                if order.refunds.len() >= rules::MAX_REFUNDS_PER_PAYMENT {
+                if order.refunds.len() >= MAX_REFUNDS_PER_PAYMENT {
                     return self.emit.conflict(
                         "too_many_refunds",
                         format!(
                             "payment {payment_id} has {} refunds, the most one payment may have",
-                            rules::MAX_REFUNDS_PER_PAYMENT
+                            MAX_REFUNDS_PER_PAYMENT
                         ),
                     );
                 }
@@ -361,7 +377,7 @@ impl Saga<'_> {
                 .emit
                 .conflict("order_exists", format!("order {order_id} already exists"));
         }
-        let items = match rules::order_lines(items) {
+        let items = match super::order_lines(items) {
             Ok(items) => items,
             Err(problem) => {
                 return self.emit.reject(

@@ -1,4 +1,4 @@
-//! Products and inventory.
+//! Catalog: products, stock and reservations (the brief's inventory-service).
 
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -226,7 +226,7 @@ pub async fn adjust(State(app): State<App>, command: Command<Adjust>) -> ApiResu
             "must be a product id",
         )
         .check(
-            dataflows::rules::adjustment_in_bounds(body.delta),
+            dataflows::catalog::adjustment_in_bounds(body.delta),
             "delta",
             "must be non-zero, at most 1000000 either way",
         )

@@ -6,15 +6,18 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
 use connectors::effects::payments::tokenize_card;
+use dataflows::catalog::MAX_QUANTITY;
 use dataflows::model::{CancelReason, CardToken, Command as DomainCommand, Line, OrderStatus, Str};
+use dataflows::orders::{self, LineProblem};
 use queries::OrderCursor;
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::error::{ApiError, ApiResult, FieldError};
-use super::extract::{Command, Path, QueryPairs};
-use super::{admit, json, new_id, run_fresh, Admission, App};
-use dataflows::rules;
+use crate::api::error::{ApiError, ApiResult, FieldError};
+use crate::api::extract::{Command, Path, QueryPairs};
+use crate::api::{admit, json, new_id, run_fresh, Admission, App};
+
+pub mod carts;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -175,10 +178,10 @@ fn validate_order(app: &App, body: PlaceOrder) -> ApiResult<DomainOrder> {
     let mut first_index: Vec<(Str, usize)> = Vec::new();
     let mut currency: Option<&str> = None;
     for (index, line) in lines.iter().enumerate() {
-        if !(1..=rules::MAX_QUANTITY).contains(&line.quantity) {
+        if !(1..=MAX_QUANTITY).contains(&line.quantity) {
             errors.push(FieldError::new(
                 format!("items[{index}].quantity"),
-                format!("must be between 1 and {}", rules::MAX_QUANTITY),
+                format!("must be between 1 and {}", MAX_QUANTITY),
             ));
         }
         let Some(product) = snapshot.products.get(&line.product_id) else {
@@ -204,15 +207,15 @@ fn validate_order(app: &App, body: PlaceOrder) -> ApiResult<DomainOrder> {
             quantity: line.quantity,
         });
     }
-    let items = match rules::order_lines(resolved) {
+    let items = match orders::order_lines(resolved) {
         Ok(items) => items,
-        Err(problem @ rules::LineProblem::Count) => {
+        Err(problem @ LineProblem::Count) => {
             errors.push(FieldError::new("items", problem.message()));
             Vec::new()
         }
         // A line's own quantity error is reported above, by its index.
-        Err(rules::LineProblem::Quantity(_)) if !errors.is_empty() => Vec::new(),
-        Err(problem @ rules::LineProblem::Quantity(merged)) => {
+        Err(LineProblem::Quantity(_)) if !errors.is_empty() => Vec::new(),
+        Err(problem @ LineProblem::Quantity(merged)) => {
             let index = first_index.get(merged).map_or(0, |(_, index)| *index);
             errors.push(FieldError::new(
                 format!("items[{index}].quantity"),
@@ -354,7 +357,7 @@ pub async fn cancel(
         return Err(ApiError::not_found("order", &id));
     }
     let reason = body.reason.unwrap_or(CancelReason::CustomerRequest);
-    if !rules::client_may_cancel_for(reason) {
+    if !orders::client_may_cancel_for(reason) {
         return Err(ApiError::invalid_field(
             "reason",
             "a client may cancel for customer_request or admin_request; the other reasons are the order's own",

@@ -1,4 +1,4 @@
-//! Shipments and the carrier's delivery webhook.
+//! Fulfillment: shipments and the carrier's delivery webhook.
 
 use axum::extract::State;
 use axum::Json;

@@ -1,0 +1,74 @@
+//! Shipment read model.
+
+use serde::{Deserialize, Serialize};
+
+use crate::model::*;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ShipmentStatus {
+    Pending,
+    Dispatched,
+    Delivered,
+    Cancelled,
+}
+
+impl ShipmentStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ShipmentStatus::Pending => "pending",
+            ShipmentStatus::Dispatched => "dispatched",
+            ShipmentStatus::Delivered => "delivered",
+            ShipmentStatus::Cancelled => "cancelled",
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct ShipmentRow {
+    pub shipment_id: Str,
+    pub order_id: Str,
+    pub status: ShipmentStatus,
+    pub carrier: Option<Str>,
+    pub tracking_number: Option<Str>,
+    pub address: Option<Str>,
+    pub created_at: Ts,
+    pub updated_at: Ts,
+}
+
+pub(crate) fn step_shipment(row: &mut Option<ShipmentRow>, event: &Event) {
+    if let EventBody::ShipmentCreated {
+        shipment_id,
+        order_id,
+        address,
+    } = &event.body
+    {
+        *row = Some(ShipmentRow {
+            shipment_id: shipment_id.clone(),
+            order_id: order_id.clone(),
+            status: ShipmentStatus::Pending,
+            carrier: None,
+            tracking_number: None,
+            address: address.clone(),
+            created_at: event.ts,
+            updated_at: event.ts,
+        });
+        return;
+    }
+    let Some(row) = row.as_mut() else { return };
+    row.updated_at = event.ts;
+    match &event.body {
+        EventBody::ShipmentDispatched {
+            carrier,
+            tracking_number,
+            ..
+        } => {
+            row.status = ShipmentStatus::Dispatched;
+            row.carrier = Some(carrier.clone());
+            row.tracking_number = Some(tracking_number.clone());
+        }
+        EventBody::ShipmentDelivered { .. } => row.status = ShipmentStatus::Delivered,
+        EventBody::ShipmentCancelled { .. } => row.status = ShipmentStatus::Cancelled,
+        _ => {}
+    }
+}

@@ -1,0 +1,153 @@
+//! Payment read model: the charge, its refunds and their states.
+
+use serde::{Deserialize, Serialize};
+
+use crate::model::*;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PaymentStatus {
+    Pending,
+    Succeeded,
+    Failed,
+    PartiallyRefunded,
+    Refunded,
+}
+
+impl PaymentStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PaymentStatus::Pending => "pending",
+            PaymentStatus::Succeeded => "succeeded",
+            PaymentStatus::Failed => "failed",
+            PaymentStatus::PartiallyRefunded => "partially_refunded",
+            PaymentStatus::Refunded => "refunded",
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RefundStatus {
+    Pending,
+    Succeeded,
+    Failed,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct RefundRow {
+    pub refund_id: Str,
+    /// Log position of the command that asked for the refund: a request's answer finds
+    /// its own refund by it.
+    pub requested_seq: Seq,
+    pub amount_cents: i64,
+    pub status: RefundStatus,
+    pub reason: Str,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct PaymentRow {
+    pub payment_id: Str,
+    pub order_id: Str,
+    pub status: PaymentStatus,
+    pub amount_cents: i64,
+    pub currency: Str,
+    pub captured_cents: i64,
+    pub refunded_cents: i64,
+    pub card_brand: Str,
+    pub card_last4: Str,
+    pub charge_id: Option<Str>,
+    pub decline_code: Option<Str>,
+    pub fraud: bool,
+    pub refunds: Box<[RefundRow]>,
+    pub created_at: Ts,
+    pub updated_at: Ts,
+}
+
+pub(crate) fn step_payment(row: &mut Option<PaymentRow>, event: &Event) {
+    if let EventBody::PaymentInitiated {
+        payment_id,
+        order_id,
+        amount_cents,
+        currency,
+        card,
+    } = &event.body
+    {
+        *row = Some(PaymentRow {
+            payment_id: payment_id.clone(),
+            order_id: order_id.clone(),
+            status: PaymentStatus::Pending,
+            amount_cents: *amount_cents,
+            currency: currency.clone(),
+            captured_cents: 0,
+            refunded_cents: 0,
+            card_brand: card.brand.clone(),
+            card_last4: card.last4.clone(),
+            charge_id: None,
+            decline_code: None,
+            fraud: false,
+            refunds: Box::default(),
+            created_at: event.ts,
+            updated_at: event.ts,
+        });
+        return;
+    }
+    let Some(row) = row.as_mut() else { return };
+    row.updated_at = event.ts;
+    match &event.body {
+        EventBody::PaymentCompleted { charge_id, .. } => {
+            row.status = PaymentStatus::Succeeded;
+            row.captured_cents = row.amount_cents;
+            row.charge_id = Some(charge_id.clone());
+        }
+        EventBody::PaymentFailed { decline_code, .. } => {
+            row.status = PaymentStatus::Failed;
+            row.decline_code = Some(decline_code.clone());
+        }
+        EventBody::FraudDetected { .. } => row.fraud = true,
+        EventBody::RefundRequested {
+            refund_id,
+            amount_cents,
+            reason,
+            ..
+        } => push_boxed(
+            &mut row.refunds,
+            RefundRow {
+                refund_id: refund_id.clone(),
+                requested_seq: event.seq,
+                amount_cents: *amount_cents,
+                status: RefundStatus::Pending,
+                reason: reason.clone(),
+            },
+        ),
+        EventBody::RefundProcessed {
+            refund_id,
+            amount_cents,
+            ..
+        } => {
+            if let Some(refund) = row
+                .refunds
+                .iter_mut()
+                .find(|refund| refund.refund_id == *refund_id)
+            {
+                refund.status = RefundStatus::Succeeded;
+            }
+            row.refunded_cents += amount_cents;
+            row.status = if row.refunded_cents >= row.captured_cents {
+                PaymentStatus::Refunded
+            } else {
+                PaymentStatus::PartiallyRefunded
+            };
+        }
+        EventBody::RefundFailed { refund_id, .. } => {
+            if let Some(refund) = row
+                .refunds
+                .iter_mut()
+                .find(|refund| refund.refund_id == *refund_id)
+            {
+                refund.status = RefundStatus::Failed;
+            }
+        }
+        _ => {}
+    }
+}

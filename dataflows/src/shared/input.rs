@@ -1,0 +1,48 @@
+//! What every deciding operator takes in and gives out.
+
+use serde::{Deserialize, Serialize};
+
+use crate::model::{Event, Rejection, Seq, Ts};
+
+/// An operation for an aggregate, with where it stands in the log. The fields sort in
+/// log order: the command's position, the saga's round (`phase`: 0 for the command, 1
+/// for the replies it caused), then the line within the command (`sub`).
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct Input<Op> {
+    pub seq: Seq,
+    pub phase: u8,
+    pub sub: u16,
+    pub ts: Ts,
+    pub op: Op,
+}
+
+impl<Op> Input<Op> {
+    /// A command's own input: first round, whole command.
+    pub fn command(seq: Seq, ts: Ts, op: Op) -> Input<Op> {
+        Input {
+            seq,
+            phase: 0,
+            sub: 0,
+            ts,
+            op,
+        }
+    }
+}
+
+/// An aggregate's output, of which the events and the refusals are gathered from every
+/// aggregate alike; whatever else it emits (requests to other aggregates, released
+/// claims) its wiring routes by hand.
+pub trait Outcome: Sized {
+    fn event(self) -> Option<Event>;
+    fn rejection(self) -> Option<Rejection>;
+}
+
+impl Outcome for Result<Event, Rejection> {
+    fn event(self) -> Option<Event> {
+        self.ok()
+    }
+
+    fn rejection(self) -> Option<Rejection> {
+        self.err()
+    }
+}

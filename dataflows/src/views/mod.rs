@@ -1,0 +1,309 @@
+//! Read models: differential collections over the event collection.
+//!
+//! Every view row is a fold of the events of one key (`fold`), maintained by one
+//! `reduce` keyed by `ViewKey`; stock levels are sums of deltas, maintained by `count`.
+//! `fold` is also the specification: `oracle::recompute` applies it from scratch, and
+//! tests check that the incremental views equal it after every batch.
+
+mod effects;
+mod operator;
+
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+
+pub use crate::catalog::views::*;
+pub use crate::fulfillment::views::*;
+pub use crate::orders::views::*;
+pub use crate::payments::views::*;
+pub use crate::users::views::*;
+pub use effects::*;
+pub use operator::{read_models, WithTimes};
+
+use crate::catalog::views::{step_product, step_reservation};
+use crate::fulfillment::views::step_shipment;
+use crate::model::*;
+use crate::orders::views::{step_cart, step_order};
+use crate::payments::views::step_payment;
+use crate::users::views::step_user;
+use effects::step_effect;
+
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum ViewKey {
+    Product(Str),
+    User(Str),
+    Cart(Str),
+    Order(Str),
+    Payment(Str),
+    Shipment(Str),
+    Effect(Str),
+    Reservation(Str),
+}
+
+/// Which view a row belongs to. Stock has two: units on hand and units reserved, each a
+/// count by product.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum ViewKind {
+    Product,
+    OnHand,
+    Reserved,
+    User,
+    Cart,
+    Order,
+    Payment,
+    Shipment,
+    Effect,
+    Idempotency,
+    Reservation,
+}
+
+impl ViewKind {
+    /// How many kinds there are, for tables with one slot per kind.
+    pub const COUNT: usize = 11;
+
+    /// A dense index below `COUNT`.
+    pub fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// A row of one view. Each kind is its own allocation, sized to that kind and shared by
+/// the dataflow's state, the published snapshot and any retraction in flight.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum Row {
+    Product(Arc<ProductRow>),
+    Stock(Arc<StockRow>),
+    User(Arc<UserRow>),
+    Cart(Arc<CartRow>),
+    Order(Arc<OrderRow>),
+    Payment(Arc<PaymentRow>),
+    Shipment(Arc<ShipmentRow>),
+    Effect(Arc<EffectRow>),
+    Idempotency(Arc<IdempotencyRow>),
+    Reservation(Arc<ReservationRow>),
+}
+
+/// A row in a set keyed by its id: the id inside the row is the key, so a view holds no
+/// second copy of it.
+#[derive(Clone, Debug)]
+pub struct ById(pub Row);
+
+impl ById {
+    pub fn id(&self) -> &str {
+        self.0.key().1
+    }
+}
+
+impl PartialEq for ById {
+    fn eq(&self, other: &Self) -> bool {
+        self.id() == other.id()
+    }
+}
+
+impl Eq for ById {}
+
+impl std::hash::Hash for ById {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.id().hash(state)
+    }
+}
+
+impl std::borrow::Borrow<str> for ById {
+    fn borrow(&self) -> &str {
+        self.id()
+    }
+}
+
+impl ViewKey {
+    /// The kind of this view's rows.
+    pub fn kind(&self) -> ViewKind {
+        match self {
+            ViewKey::Product(_) => ViewKind::Product,
+            ViewKey::User(_) => ViewKind::User,
+            ViewKey::Cart(_) => ViewKind::Cart,
+            ViewKey::Order(_) => ViewKind::Order,
+            ViewKey::Payment(_) => ViewKind::Payment,
+            ViewKey::Shipment(_) => ViewKind::Shipment,
+            ViewKey::Effect(_) => ViewKind::Effect,
+            ViewKey::Reservation(_) => ViewKind::Reservation,
+        }
+    }
+
+    pub fn id(&self) -> &str {
+        match self {
+            ViewKey::Product(id)
+            | ViewKey::User(id)
+            | ViewKey::Cart(id)
+            | ViewKey::Order(id)
+            | ViewKey::Payment(id)
+            | ViewKey::Shipment(id)
+            | ViewKey::Effect(id)
+            | ViewKey::Reservation(id) => id,
+        }
+    }
+}
+
+/// Typed access to one variant of `Row`.
+pub trait RowKind: Sized {
+    fn of(row: &Row) -> Option<&Self>;
+}
+
+macro_rules! row_kind {
+    ($($variant:ident => $type:ty),*) => {
+        $(impl RowKind for $type {
+            fn of(row: &Row) -> Option<&Self> {
+                match row {
+                    Row::$variant(inner) => Some(&**inner),
+                    _ => None,
+                }
+            }
+        })*
+    };
+}
+
+row_kind!(Product => ProductRow, User => UserRow, Cart => CartRow, Order => OrderRow, Payment => PaymentRow,
+    Shipment => ShipmentRow, Effect => EffectRow, Idempotency => IdempotencyRow, Reservation => ReservationRow);
+
+impl Row {
+    /// The key a row is stored under: its view and its id there.
+    pub fn key(&self) -> (ViewKind, &str) {
+        match self {
+            Row::Product(row) => (ViewKind::Product, &row.product_id),
+            Row::Stock(row) => match row.measure {
+                StockMeasure::OnHand => (ViewKind::OnHand, &row.product_id),
+                StockMeasure::Reserved => (ViewKind::Reserved, &row.product_id),
+            },
+            Row::User(row) => (ViewKind::User, &row.user_id),
+            Row::Cart(row) => (ViewKind::Cart, &row.cart_id),
+            Row::Order(row) => (ViewKind::Order, &row.order_id),
+            Row::Payment(row) => (ViewKind::Payment, &row.payment_id),
+            Row::Shipment(row) => (ViewKind::Shipment, &row.shipment_id),
+            Row::Effect(row) => (ViewKind::Effect, row.effect_id()),
+            Row::Idempotency(row) => (ViewKind::Idempotency, &row.key),
+            Row::Reservation(row) => (ViewKind::Reservation, &row.reservation_id),
+        }
+    }
+}
+
+/// The view keys an event contributes to.
+pub fn view_keys(body: &EventBody) -> Vec<ViewKey> {
+    use EventBody::*;
+    let mut keys = Vec::with_capacity(3);
+    match body {
+        ProductCreated { product_id, .. } | ProductUpdated { product_id, .. } => {
+            keys.push(ViewKey::Product(product_id.clone()))
+        }
+        UserCreated { user_id, .. } | UserUpdated { user_id, .. } | UserDeleted { user_id } => {
+            keys.push(ViewKey::User(user_id.clone()))
+        }
+        CartCreated { cart_id, .. } | CartUpdated { cart_id, .. } => {
+            keys.push(ViewKey::Cart(cart_id.clone()))
+        }
+        ReservationRequested { reservation_id, .. }
+        | ReservationHeld { reservation_id, .. }
+        | ReservationRejected { reservation_id, .. }
+        | ReservationReleased { reservation_id } => {
+            keys.push(ViewKey::Reservation(reservation_id.clone()))
+        }
+        _ => {}
+    }
+    if let Some(order_id) = body.order_id() {
+        if !matches!(
+            body,
+            InventoryReserved { .. } | InventoryReleased { .. } | InventoryDeducted { .. }
+        ) {
+            keys.push(ViewKey::Order(order_id.clone()));
+        }
+    }
+    if let Some(payment_id) = body.payment_id() {
+        keys.push(ViewKey::Payment(payment_id.clone()));
+    }
+    if let Some(shipment_id) = body.shipment_id() {
+        keys.push(ViewKey::Shipment(shipment_id.clone()));
+    }
+    match body {
+        PaymentInitiated { payment_id: id, .. }
+        | PaymentCompleted { payment_id: id, .. }
+        | PaymentFailed { payment_id: id, .. } => keys.push(ViewKey::Effect(id.clone())),
+        RefundRequested { refund_id: id, .. }
+        | RefundProcessed { refund_id: id, .. }
+        | RefundFailed { refund_id: id, .. } => keys.push(ViewKey::Effect(id.clone())),
+        ShipmentCreated {
+            shipment_id: id, ..
+        }
+        | ShipmentDispatched {
+            shipment_id: id, ..
+        }
+        | ShipmentCancelled {
+            shipment_id: id, ..
+        } => keys.push(ViewKey::Effect(id.clone())),
+        _ => {}
+    }
+    keys
+}
+
+/// Stock deltas of an event: `(product, measure, delta)`.
+pub fn stock_deltas(body: &EventBody) -> Vec<(Str, StockMeasure, i64)> {
+    use EventBody::*;
+    match body {
+        StockAdjusted {
+            product_id, delta, ..
+        } => vec![(product_id.clone(), StockMeasure::OnHand, *delta)],
+        InventoryReserved {
+            product_id,
+            quantity,
+            ..
+        } => vec![(product_id.clone(), StockMeasure::Reserved, *quantity)],
+        InventoryReleased {
+            product_id,
+            quantity,
+            ..
+        } => vec![(product_id.clone(), StockMeasure::Reserved, -*quantity)],
+        InventoryDeducted {
+            product_id,
+            quantity,
+            ..
+        } => {
+            vec![
+                (product_id.clone(), StockMeasure::Reserved, -*quantity),
+                (product_id.clone(), StockMeasure::OnHand, -*quantity),
+            ]
+        }
+        _ => Vec::new(),
+    }
+}
+
+/// The row of `key` after `events` (in log order). `None` when the key has no row.
+pub fn fold<'a>(key: &ViewKey, events: impl IntoIterator<Item = &'a Event>) -> Option<Row> {
+    let mut row = None;
+    for event in events {
+        step(key, &mut row, event);
+    }
+    row
+}
+
+/// One step of `fold`: the row of `key` after one more event. Events of a key only ever
+/// arrive in log order and are never retracted, so a view can be maintained by applying
+/// this step to each new event; `fold` over all events is the same function from scratch.
+pub fn step(key: &ViewKey, row: &mut Option<Row>, event: &Event) {
+    macro_rules! typed {
+        ($variant:ident, $step:ident) => {{
+            let mut typed = match row.take() {
+                Some(Row::$variant(inner)) => Some(Arc::unwrap_or_clone(inner)),
+                _ => None,
+            };
+            $step(&mut typed, event);
+            *row = typed.map(|inner| Row::$variant(Arc::new(inner)));
+        }};
+    }
+    match key {
+        ViewKey::Product(_) => typed!(Product, step_product),
+        ViewKey::User(_) => typed!(User, step_user),
+        ViewKey::Cart(_) => typed!(Cart, step_cart),
+        ViewKey::Order(_) => typed!(Order, step_order),
+        ViewKey::Payment(_) => typed!(Payment, step_payment),
+        ViewKey::Shipment(_) => typed!(Shipment, step_shipment),
+        ViewKey::Effect(_) => typed!(Effect, step_effect),
+        ViewKey::Reservation(_) => typed!(Reservation, step_reservation),
+    }
+}
