@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 use timely::dataflow::Stream;
 
 use crate::model::*;
-use crate::shared::input::{Input, Outcome};
+use crate::shared::input::{outcome_variants, Input};
 use crate::shared::ordered::{key_hash, Emitter, KeyedOrdered, UniqueClaims};
 
 /// A request to the product aggregate, ordered by the command that caused it.
@@ -227,21 +227,7 @@ impl StockReply {
     }
 }
 
-impl Outcome for CatalogOut {
-    fn event(self) -> Option<Event> {
-        match self {
-            CatalogOut::Event(event) => Some(event),
-            _ => None,
-        }
-    }
-
-    fn rejection(self) -> Option<Rejection> {
-        match self {
-            CatalogOut::Rejected(rejection) => Some(rejection),
-            _ => None,
-        }
-    }
-}
+outcome_variants!(CatalogOut);
 
 /// The sku a command must claim before the product aggregate sees it: a create's, or
 /// the new sku of an update that changes it.

@@ -18,7 +18,7 @@ use timely::dataflow::Stream;
 use crate::catalog::{AwaitedLines, CatalogIn, CatalogOp, StockReply};
 use crate::model::*;
 use crate::payments::MAX_REFUNDS_PER_PAYMENT;
-use crate::shared::input::{Input, Outcome};
+use crate::shared::input::{outcome_variants, Input};
 use crate::shared::ordered::{key_hash, Emitter, KeyedOrdered};
 use crate::shared::sharded::ShardedMap;
 
@@ -62,21 +62,7 @@ pub enum OrderOut {
     Rejected(Rejection),
 }
 
-impl Outcome for OrderOut {
-    fn event(self) -> Option<Event> {
-        match self {
-            OrderOut::Event(event) => Some(event),
-            _ => None,
-        }
-    }
-
-    fn rejection(self) -> Option<Rejection> {
-        match self {
-            OrderOut::Rejected(rejection) => Some(rejection),
-            _ => None,
-        }
-    }
-}
+outcome_variants!(OrderOut);
 
 /// The input of the order aggregate for a command, if the command is about an order.
 pub fn route(seq: Seq, ts: Ts, command: Command) -> Option<OrderIn> {

@@ -46,3 +46,26 @@ impl Outcome for Result<Event, Rejection> {
         self.err()
     }
 }
+
+/// `Outcome` for an aggregate's output enum with `Event(Event)` and
+/// `Rejected(Rejection)` variants.
+macro_rules! outcome_variants {
+    ($output:ident) => {
+        impl $crate::shared::input::Outcome for $output {
+            fn event(self) -> Option<Event> {
+                match self {
+                    $output::Event(event) => Some(event),
+                    _ => None,
+                }
+            }
+
+            fn rejection(self) -> Option<Rejection> {
+                match self {
+                    $output::Rejected(rejection) => Some(rejection),
+                    _ => None,
+                }
+            }
+        }
+    };
+}
+pub(crate) use outcome_variants;

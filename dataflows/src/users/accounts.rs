@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 use timely::dataflow::Stream;
 
 use crate::model::*;
-use crate::shared::input::{Input, Outcome};
+use crate::shared::input::{outcome_variants, Input};
 use crate::shared::ordered::{key_hash, KeyedOrdered, UniqueClaims};
 
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
@@ -43,21 +43,7 @@ pub enum UserOut {
     Rejected(Rejection),
 }
 
-impl Outcome for UserOut {
-    fn event(self) -> Option<Event> {
-        match self {
-            UserOut::Event(event) => Some(event),
-            _ => None,
-        }
-    }
-
-    fn rejection(self) -> Option<Rejection> {
-        match self {
-            UserOut::Rejected(rejection) => Some(rejection),
-            _ => None,
-        }
-    }
-}
+outcome_variants!(UserOut);
 
 /// The address claim a command must win before the user aggregate sees it: a
 /// sign-up's, or an update's new address.

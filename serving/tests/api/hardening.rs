@@ -373,6 +373,13 @@ async fn serve(t: &TestApp, limits: HttpConfig) -> (String, tokio::sync::oneshot
     (addr, stop)
 }
 
+/// Opens a connection to `addr` and sends `bytes` on it.
+async fn send_raw(addr: &str, bytes: &[u8]) -> tokio::net::TcpStream {
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    stream.write_all(bytes).await.unwrap();
+    stream
+}
+
 /// Reads until the server closes the connection (bounded, so a server that never does
 /// fails the test rather than hanging it).
 async fn read_to_close(stream: &mut tokio::net::TcpStream) -> String {
@@ -397,28 +404,20 @@ async fn slow_clients_are_cut_off() {
     )
     .await;
     // Half a request head, then nothing: closed without a response.
-    let mut slow_head = tokio::net::TcpStream::connect(&addr).await.unwrap();
-    slow_head
-        .write_all(b"GET /health/live HTTP/1.1\r\nHost: x\r\n")
-        .await
-        .unwrap();
+    let mut slow_head = send_raw(&addr, b"GET /health/live HTTP/1.1\r\nHost: x\r\n").await;
     let answer = read_to_close(&mut slow_head).await;
     assert!(!answer.contains("200 OK"), "{answer}");
     // A whole head and part of the body: 408, as a problem document.
-    let mut slow_body = tokio::net::TcpStream::connect(&addr).await.unwrap();
-    slow_body
-        .write_all(b"POST /api/v1/products HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{\"sku\":")
-        .await
-        .unwrap();
+    let mut slow_body = send_raw(&addr, b"POST /api/v1/products HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{\"sku\":").await;
     let answer = read_to_close(&mut slow_body).await;
     assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
     assert!(answer.contains("application/problem+json"), "{answer}");
     // A prompt client is served as ever.
-    let mut prompt = tokio::net::TcpStream::connect(&addr).await.unwrap();
-    prompt
-        .write_all(b"GET /health/live HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-        .await
-        .unwrap();
+    let mut prompt = send_raw(
+        &addr,
+        b"GET /health/live HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    )
+    .await;
     assert!(read_to_close(&mut prompt).await.starts_with("HTTP/1.1 200"));
 }
 
@@ -434,20 +433,16 @@ async fn connections_past_the_limit_wait_for_a_free_one() {
     )
     .await;
     // The one slot is taken by a keep-alive connection that has been answered once.
-    let mut first = tokio::net::TcpStream::connect(&addr).await.unwrap();
-    first
-        .write_all(b"GET /health/live HTTP/1.1\r\nHost: x\r\n\r\n")
-        .await
-        .unwrap();
+    let mut first = send_raw(&addr, b"GET /health/live HTTP/1.1\r\nHost: x\r\n\r\n").await;
     let mut buffer = [0u8; 1024];
     let read = first.read(&mut buffer).await.unwrap();
     assert!(String::from_utf8_lossy(&buffer[..read]).starts_with("HTTP/1.1 200"));
     // A second client connects (the kernel queues it) and asks.
-    let mut second = tokio::net::TcpStream::connect(&addr).await.unwrap();
-    second
-        .write_all(b"GET /health/live HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-        .await
-        .unwrap();
+    let mut second = send_raw(
+        &addr,
+        b"GET /health/live HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    )
+    .await;
     // The first still works; when it leaves, the second is served.
     first
         .write_all(b"GET /health/live HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
