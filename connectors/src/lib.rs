@@ -1,15 +1,16 @@
 //! The edges of tidemark: the durable command log and the providers that effects call.
 //!
-//! `log` holds the `Log` trait with its embedded segment-log backend (the default) and
-//! its Kafka backend; `kafka` what every Kafka client shares (and a local test broker);
-//! `effects` holds payment and carrier providers with sandbox implementations.
+//! `log` holds the `Log` trait with its embedded segment-log backend (the default);
+//! `kafka` everything done with Kafka (the command log's Kafka backend, the event bus
+//! sink, the source of other systems' events, what their clients share); `effects`
+//! holds payment and carrier providers with sandbox implementations; `testkit` a
+//! local Kafka broker for tests.
 //! Must not: hold domain rules. Those live in `dataflows`.
 
 pub mod effects;
-pub mod events;
-pub mod foreign;
 pub mod kafka;
 pub mod log;
+pub mod testkit;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {

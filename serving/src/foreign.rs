@@ -9,7 +9,7 @@ use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
-use connectors::foreign::{spawn_foreign_source, ForeignRecord, Handled};
+use connectors::kafka::foreign::{spawn_foreign_source, ForeignRecord, Handled};
 use connectors::kafka::KafkaCluster;
 use dataflows::catalog::{self, MAX_QUANTITY};
 use dataflows::model::{

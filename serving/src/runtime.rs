@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use connectors::effects::payments::{PaymentProvider, SandboxPayments};
 use connectors::effects::shipping::{Carrier, SandboxCarrier};
-use connectors::events::KafkaEventSink;
+use connectors::kafka::events::KafkaEventSink;
 use connectors::log::{EmbeddedLog, EmbeddedLogOptions, KafkaLog, KafkaLogOptions, Log};
 use dataflows::model::{settled_frontier, Envelope, Rejection, Seq, Ts};
 use dataflows::shared::intern::Interner;

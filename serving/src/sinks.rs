@@ -3,7 +3,7 @@
 use std::sync::mpsc::Receiver;
 use std::thread::JoinHandle;
 
-use connectors::events::KafkaEventSink;
+use connectors::kafka::events::KafkaEventSink;
 use queries::EventFeed;
 
 /// Shortest time between two event transactions (events wait at most this long).

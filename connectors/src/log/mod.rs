@@ -1,12 +1,12 @@
 //! The command log: an ordered, durable sequence of records, each with a position
-//! (`seq`) and the logical timestamp (`ts`) of the batch it was appended in.
+//! (`seq`) and the logical timestamp (`ts`) of the batch it was appended in. The
+//! embedded segment log lives here; the Kafka backend in `crate::kafka`.
 
 mod embedded;
-mod kafka;
 mod record;
 
+pub use crate::kafka::{KafkaLog, KafkaLogOptions, KeyOf};
 pub use embedded::{EmbeddedLog, EmbeddedLogOptions};
-pub use kafka::{KafkaLog, KafkaLogOptions, KeyOf};
 pub use record::{decode_record, encode_record, RECORD_HEADER_BYTES};
 
 use dataflows::model::{Seq, Ts};

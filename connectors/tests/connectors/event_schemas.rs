@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 
-use connectors::events::{event_schemas, EventEnvelope};
+use connectors::kafka::events::{event_schemas, EventEnvelope};
 use dataflows::model::{CancelReason, Event, EventBody, Line};
 use serde_json::Value;
 

@@ -1,7 +1,8 @@
 //! The event sink against a real broker: envelopes on per-event topics, written once.
 
-use connectors::events::{EventEnvelope, KafkaEventSink};
-use connectors::kafka::{KafkaCluster, LocalBroker};
+use connectors::kafka::events::{EventEnvelope, KafkaEventSink};
+use connectors::kafka::KafkaCluster;
+use connectors::testkit::LocalBroker;
 use dataflows::model::{Event, EventBody};
 
 fn event(seq: u64, ts: u64, body: EventBody) -> Event {

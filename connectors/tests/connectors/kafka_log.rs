@@ -2,8 +2,9 @@
 
 use std::sync::{Arc, Mutex};
 
-use connectors::kafka::{KafkaCluster, LocalBroker};
+use connectors::kafka::KafkaCluster;
 use connectors::log::{KafkaLog, KafkaLogOptions, Log, LogRecord, OnDurable};
+use connectors::testkit::LocalBroker;
 use connectors::Error;
 
 /// Every record the consumer was handed, as (seq, ts, payload).

@@ -10,7 +10,7 @@ use super::error::{ApiError, ApiResult};
 
 fn all() -> &'static Map<String, Value> {
     static SCHEMAS: OnceLock<Map<String, Value>> = OnceLock::new();
-    SCHEMAS.get_or_init(connectors::events::event_schemas)
+    SCHEMAS.get_or_init(connectors::kafka::events::event_schemas)
 }
 
 /// `GET /events/schemas`: every event type's schema, by type.

@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use connectors::kafka::LocalBroker;
+use connectors::testkit::LocalBroker;
 use serde_json::{json, Value};
 
 struct Server {

@@ -1,7 +1,8 @@
 //! The order path with the command log on a real Kafka broker (tansu, started per test).
 
 use axum::http::StatusCode;
-use connectors::kafka::{KafkaCluster, LocalBroker};
+use connectors::kafka::KafkaCluster;
+use connectors::testkit::LocalBroker;
 use serde_json::json;
 use serving::config::Config;
 

@@ -7,105 +7,22 @@
 //! committed progress and writes only what lies beyond it, so a `read_committed`
 //! consumer sees every event once.
 
+mod envelope;
+
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, UNIX_EPOCH};
+use std::time::Duration;
 
-use dataflows::model::{Event, EventBody, Time};
-use rdkafka::consumer::{BaseConsumer, Consumer};
+use dataflows::model::{Event, Time};
+use rdkafka::consumer::Consumer;
 use rdkafka::error::KafkaError;
 use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
 use rdkafka::{Offset, TopicPartitionList};
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 
+pub use self::envelope::{event_schemas, EventEnvelope};
 use crate::kafka::{kafka_error, KafkaCluster, TopicSpec};
 use crate::{Error, Result};
-
-/// An event as the bus carries it.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct EventEnvelope {
-    /// Stable across replays: a digest of the event, so consumers can deduplicate.
-    pub event_id: String,
-    #[serde(rename = "type")]
-    pub event_type: String,
-    /// The log timestamp of the command that caused the event, as RFC 3339.
-    pub occurred_at: String,
-    /// The same instant as the logical timestamp (milliseconds since the epoch).
-    pub timestamp: u64,
-    pub aggregate_id: String,
-    pub correlation_id: String,
-    pub data: serde_json::Value,
-}
-
-impl EventEnvelope {
-    pub fn of(event: &Event) -> EventEnvelope {
-        let digest = Sha256::digest(serde_json::to_vec(event).expect("events serialise"));
-        let mut data = serde_json::to_value(&event.body).expect("events serialise");
-        if let Some(fields) = data.as_object_mut() {
-            fields.remove("type");
-        }
-        EventEnvelope {
-            event_id: format!("evt_{}", hex::encode(&digest[..16])),
-            event_type: event.body.name().to_string(),
-            occurred_at: humantime::format_rfc3339_millis(
-                UNIX_EPOCH + Duration::from_millis(event.ts),
-            )
-            .to_string(),
-            timestamp: event.ts,
-            aggregate_id: event.body.aggregate_id().to_string(),
-            correlation_id: event.body.correlation_id().to_string(),
-            data,
-        }
-    }
-}
-
-/// A JSON Schema (draft 2020-12) for each event type's envelope, by type name: the
-/// envelope's fields, and `data` as the dataflow's event of that type serialises.
-pub fn event_schemas() -> serde_json::Map<String, serde_json::Value> {
-    use serde_json::{json, Value};
-    let root = serde_json::to_value(schemars::schema_for!(EventBody)).expect("schemas serialise");
-    let defs = root.get("$defs").cloned().unwrap_or_else(|| json!({}));
-    let variants = root["oneOf"].as_array().cloned().unwrap_or_default();
-    // The variants come in declaration order, as `EventBody::NAMES` lists their names.
-    assert_eq!(
-        variants.len(),
-        EventBody::NAMES.len(),
-        "a name for every event type"
-    );
-    let mut schemas = serde_json::Map::new();
-    for (name, mut data) in EventBody::NAMES.iter().zip(variants) {
-        // `data` is the event without its serde tag: the envelope's `type` says it.
-        if let Some(properties) = data.get_mut("properties").and_then(Value::as_object_mut) {
-            properties.remove("type");
-        }
-        if let Some(required) = data.get_mut("required").and_then(Value::as_array_mut) {
-            required.retain(|field| field != "type");
-        }
-        data["additionalProperties"] = json!(false);
-        schemas.insert(
-            name.to_string(),
-            json!({
-                "$schema": "https://json-schema.org/draft/2020-12/schema",
-                "title": name,
-                "type": "object",
-                "required": ["event_id", "type", "occurred_at", "timestamp", "aggregate_id", "correlation_id", "data"],
-                "additionalProperties": false,
-                "properties": {
-                    "event_id": {"type": "string", "pattern": "^evt_[0-9a-f]{32}$", "description": "Stable across replays: a digest of the event."},
-                    "type": {"const": name},
-                    "occurred_at": {"type": "string", "format": "date-time", "description": "The log timestamp of the command that caused the event."},
-                    "timestamp": {"type": "integer", "minimum": 0, "description": "The same instant as the logical timestamp, in milliseconds since the epoch."},
-                    "aggregate_id": {"type": "string", "description": "The record key on the topic."},
-                    "correlation_id": {"type": "string", "description": "The order for everything its saga does, the reservation for a reservation's, else the aggregate."},
-                    "data": data,
-                },
-                "$defs": defs,
-            }),
-        );
-    }
-    schemas
-}
 
 #[derive(Debug, Serialize, Deserialize)]
 struct Progress {
@@ -365,9 +282,7 @@ fn transactional_producer(
 ) -> Result<ThreadedProducer<DefaultProducerContext>> {
     let transactional_id = cluster.topic(&format!("tidemark.sink.{name}"));
     let producer: ThreadedProducer<DefaultProducerContext> = cluster
-        .client_config(&[
-            ("enable.idempotence", "true"),
-            ("acks", "all"),
+        .idempotent_producer_config(&[
             ("transactional.id", &transactional_id),
             ("linger.ms", "1"),
             // A transaction left open by a crash holds back read_committed consumers
@@ -396,7 +311,7 @@ fn recent_event_ids(
     topics: &[String],
 ) -> Result<std::collections::HashSet<String>> {
     // Only asks where each partition ends; `read_to_end` reads.
-    let consumer: BaseConsumer = cluster.client_config(&[]).create().map_err(kafka_error)?;
+    let consumer = cluster.metadata_client()?;
     let metadata = consumer
         .fetch_metadata(None, Duration::from_secs(30))
         .map_err(kafka_error)?;

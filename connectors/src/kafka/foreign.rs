@@ -78,22 +78,18 @@ pub fn spawn_foreign_source(
         replication_factor,
         config: &[],
     }])?;
-    let group = cluster.topic("tidemark-foreign");
-    let consumer: BaseConsumer = cluster
-        .client_config(&[
-            ("group.id", &group),
-            ("enable.auto.commit", "false"),
+    let consumer: BaseConsumer = cluster.read_committed_consumer(
+        &cluster.topic("tidemark-foreign"),
+        &[
             ("auto.offset.reset", "earliest"),
-            ("isolation.level", "read_committed"),
             ("session.timeout.ms", "6000"),
             ("heartbeat.interval.ms", "1000"),
-        ])
-        .create()
-        .map_err(kafka_error)?;
+        ],
+    )?;
     let names: Vec<&str> = topics.iter().map(String::as_str).collect();
     consumer.subscribe(&names).map_err(kafka_error)?;
     let dead_letters: ThreadedProducer<DefaultProducerContext> = cluster
-        .client_config(&[("enable.idempotence", "true"), ("acks", "all")])
+        .idempotent_producer_config(&[])
         .create()
         .map_err(kafka_error)?;
     let dead_letter_topic = dead_letter_topic.to_string();

@@ -1,0 +1,13 @@
+//! Everything tidemark does with Kafka, one module per job: what every client shares
+//! (`cluster`), the command log reclocked through a bindings topic (`commands`), the
+//! event bus sink (`events`), and the source of other systems' events (`foreign`).
+
+mod cluster;
+mod commands;
+pub mod events;
+pub mod foreign;
+
+pub use cluster::{KafkaCluster, TopicSpec};
+pub use commands::{KafkaLog, KafkaLogOptions, KeyOf};
+
+pub(crate) use cluster::kafka_error;
