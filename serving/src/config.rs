@@ -134,7 +134,8 @@ impl Default for HttpConfig {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct KafkaConfig {
-    /// Prepended to every topic name (`tidemark.commands`, `order.created`, ...).
+    /// Prepended to every topic and consumer group tidemark names
+    /// (`tidemark.commands`, `order.created`, ...); foreign topics keep their names.
     pub topic_prefix: String,
     /// Partitions of the commands topic when tidemark creates it.
     pub partitions: i32,

@@ -22,7 +22,8 @@ use crate::{Error, Result};
 pub struct KafkaCluster {
     /// `host:port[,host:port]`.
     pub brokers: String,
-    /// Prepended to every topic tidemark reads or writes.
+    /// Prepended to every topic and consumer group tidemark names (other systems'
+    /// topics keep their names), so that deployments sharing a cluster stay apart.
     pub topic_prefix: String,
     /// librdkafka properties passed through unchanged (`security.protocol`, `sasl.*`,
     /// `ssl.*`, `client.id`, ...). Settings the guarantees rest on are checked.
@@ -115,6 +116,7 @@ impl KafkaCluster {
         Ok(())
     }
 
+    /// The name of one of tidemark's topics (or consumer groups) in this deployment.
     pub fn topic(&self, name: &str) -> String {
         format!("{}{name}", self.topic_prefix)
     }
@@ -132,9 +134,9 @@ impl KafkaCluster {
         config
     }
 
-    /// A consumer in `group` that reads only committed records and commits no offsets
-    /// by itself, with `settings` for what differs between consumers (they cannot undo
-    /// the read-committed settings).
+    /// A consumer in `group` (prefixed like a topic) that reads only committed records
+    /// and commits no offsets by itself, with `settings` for what differs between
+    /// consumers (they cannot undo the read-committed settings).
     pub fn read_committed_consumer<C>(
         &self,
         group: &str,
@@ -143,7 +145,7 @@ impl KafkaCluster {
     where
         C: ConsumerContext + Default,
     {
-        let mut config = self.client_config(&[("group.id", group)]);
+        let mut config = self.client_config(&[("group.id", &self.topic(group))]);
         for (key, value) in settings.iter().chain(READ_COMMITTED) {
             config.set(*key, *value);
         }

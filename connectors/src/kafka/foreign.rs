@@ -79,7 +79,7 @@ pub fn spawn_foreign_source(
         config: &[],
     }])?;
     let consumer: BaseConsumer = cluster.read_committed_consumer(
-        &cluster.topic("tidemark-foreign"),
+        "tidemark-foreign",
         &[
             ("auto.offset.reset", "earliest"),
             ("session.timeout.ms", "6000"),

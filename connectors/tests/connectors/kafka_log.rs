@@ -2,6 +2,7 @@
 
 use std::sync::{Arc, Mutex};
 
+use connectors::kafka::events::KafkaEventSink;
 use connectors::kafka::KafkaCluster;
 use connectors::log::{KafkaLog, KafkaLogOptions, Log, LogRecord, OnDurable};
 use connectors::testkit::LocalBroker;
@@ -305,4 +306,33 @@ fn records_another_writer_puts_between_this_processs_are_bound_once_each() {
         led,
         "replay rebuilds the same batches"
     );
+}
+
+#[test]
+fn every_topic_the_log_and_the_sink_create_carries_the_prefix() {
+    let broker = LocalBroker::start().expect("broker");
+    let mut cluster = broker.cluster();
+    cluster.topic_prefix = "shop.".into();
+    let (log, _) = started(cluster.clone());
+    assert_eq!(log.commands_topic(), "shop.tidemark.commands");
+    log.append(vec![b"a1".to_vec()]).wait().expect("append");
+    assert_eq!(replayed(&log, 0).len(), 1, "bound and read back");
+    log.close();
+    KafkaEventSink::open(cluster, "prefixed", 1, 1).expect("open the event sink");
+
+    let topics = broker.topics().expect("topics");
+    for topic in [
+        "shop.tidemark.commands",
+        "shop.tidemark.bindings",
+        "shop.tidemark.sink-progress",
+        "shop.order.created",
+    ] {
+        assert!(topics.iter().any(|t| t == topic), "{topic} in {topics:?}");
+    }
+    // The broker's own topics (`__consumer_offsets`, ...) are not tidemark's.
+    let unprefixed: Vec<&String> = topics
+        .iter()
+        .filter(|t| !t.starts_with("shop.") && !t.starts_with("__"))
+        .collect();
+    assert!(unprefixed.is_empty(), "unprefixed topics: {unprefixed:?}");
 }

@@ -76,6 +76,7 @@ pub(super) fn read_bindings(cluster: &KafkaCluster, topic: &str) -> Result<Vec<B
 /// Reads the commands topic from given offsets, one binding's records at a time.
 pub(super) struct Replay {
     consumer: BaseConsumer,
+    topic: String,
     buffers: HashMap<i32, VecDeque<Record>>,
 }
 
@@ -99,6 +100,7 @@ impl Replay {
         consumer.assign(&assignment).map_err(kafka_error)?;
         Ok(Replay {
             consumer,
+            topic: topic.to_string(),
             buffers: HashMap::new(),
         })
     }
@@ -152,7 +154,7 @@ impl Replay {
         }
         if records.len() as u64 != binding.count {
             return Err(Error::Corrupt {
-                segment: "tidemark.commands".into(),
+                segment: self.topic.clone(),
                 offset: binding.first_seq,
                 reason: format!(
                     "the binding at position {} names {} records, the topic holds {}",
