@@ -48,8 +48,11 @@ pub enum Error {
     Provider { message: String, retryable: bool },
     #[error("invalid configuration: {0}")]
     Config(String),
-    #[error("kafka: {0}")]
-    Kafka(String),
+    /// A Kafka client or the cluster failed; `retryable` says whether the same operation
+    /// can succeed later (an outage, a leader moving) or not until something changes
+    /// (configuration, authorisation, a record too large, a fenced producer).
+    #[error("kafka: {message}")]
+    Kafka { message: String, retryable: bool },
 }
 
 impl Error {
@@ -93,7 +96,10 @@ impl Error {
                 retryable: *retryable,
             },
             Error::Config(message) => Error::Config(message.clone()),
-            Error::Kafka(message) => Error::Kafka(message.clone()),
+            Error::Kafka { message, retryable } => Error::Kafka {
+                message: message.clone(),
+                retryable: *retryable,
+            },
         }
     }
 
@@ -106,7 +112,10 @@ impl Error {
                 ..
             } | Error::Io { .. }
                 | Error::NotWritten { .. }
-                | Error::Kafka(_)
+                | Error::Kafka {
+                    retryable: true,
+                    ..
+                }
         )
     }
 }

@@ -323,9 +323,10 @@ mod tests {
             source: std::io::ErrorKind::StorageFull.into(),
         }));
         assert!(matches!(handled(full, none), Handled::Retry(_)));
-        let away = Err(runtime::Error::Log(connectors::Error::Kafka(
-            "timed out".into(),
-        )));
+        let away = Err(runtime::Error::Log(connectors::Error::Kafka {
+            message: "timed out".into(),
+            retryable: true,
+        }));
         assert!(matches!(handled(away, none), Handled::Retry(_)));
         assert!(matches!(
             handled(refused(RejectionKind::NotFound), none),

@@ -15,6 +15,7 @@ use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{Offset, TopicPartitionList};
 
+use super::error::{kafka_error, retryable, retryable_code};
 use crate::{Error, Result};
 
 /// A Kafka cluster and how to talk to it.
@@ -196,9 +197,10 @@ impl KafkaCluster {
                 Ok(name) => created.push(name),
                 Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
                 Err((name, code)) => {
-                    return Err(Error::Kafka(format!(
-                        "could not create topic {name}: {code}"
-                    )))
+                    return Err(Error::Kafka {
+                        message: format!("could not create topic {name}: {code}"),
+                        retryable: retryable_code(code),
+                    })
                 }
             }
         }
@@ -244,9 +246,12 @@ impl KafkaCluster {
                 Some(Err(rdkafka::error::KafkaError::PartitionEOF(_))) => at_end += 1,
                 Some(Err(error)) => return Err(kafka_error(error)),
                 None if Instant::now() > deadline => {
-                    return Err(Error::Kafka(format!(
-                        "{partitions} partitions were not read to their ends within a minute"
-                    )))
+                    return Err(Error::Kafka {
+                        message: format!(
+                            "{partitions} partitions were not read to their ends within a minute"
+                        ),
+                        retryable: true,
+                    })
                 }
                 None => {}
             }
@@ -290,10 +295,13 @@ impl KafkaCluster {
             match consumer.fetch_metadata(None, Duration::from_millis(500)) {
                 Ok(_) => return Ok(()),
                 Err(error) if Instant::now() >= deadline => {
-                    return Err(Error::Kafka(format!(
-                        "no answer from {} within {timeout:?}: {error}",
-                        self.brokers
-                    )))
+                    return Err(Error::Kafka {
+                        message: format!(
+                            "no answer from {} within {timeout:?}: {error}",
+                            self.brokers
+                        ),
+                        retryable: retryable(&error),
+                    })
                 }
                 Err(_) => std::thread::sleep(Duration::from_millis(100)),
             }
@@ -307,10 +315,6 @@ pub struct TopicSpec<'a> {
     pub partitions: i32,
     pub replication_factor: i32,
     pub config: &'a [(&'a str, &'a str)],
-}
-
-pub(crate) fn kafka_error(error: rdkafka::error::KafkaError) -> Error {
-    Error::Kafka(error.to_string())
 }
 
 /// Runs a future to completion on a thread of its own, so that blocking code may call

@@ -4,10 +4,11 @@
 
 mod cluster;
 mod commands;
+mod error;
 pub mod events;
 pub mod foreign;
 
 pub use cluster::{KafkaCluster, TopicSpec};
 pub use commands::{KafkaLog, KafkaLogOptions, KeyOf};
 
-pub(crate) use cluster::kafka_error;
+pub(crate) use error::kafka_error;

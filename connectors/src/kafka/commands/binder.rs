@@ -208,7 +208,10 @@ impl Binder {
     /// Writes a binding and waits until the broker has it, retrying while the broker is
     /// unreachable.
     fn write(&self, binding: &Binding) -> Result<()> {
-        let payload = serde_json::to_vec(binding).map_err(|e| Error::Kafka(e.to_string()))?;
+        let payload = serde_json::to_vec(binding).map_err(|e| Error::Kafka {
+            message: format!("a binding does not serialise: {e}"),
+            retryable: false,
+        })?;
         let key = binding.first_seq.to_string();
         let mut backoff = Duration::from_millis(50);
         loop {
@@ -245,9 +248,10 @@ impl Binder {
                 return result;
             }
             if Instant::now() > deadline {
-                return Err(Error::Kafka(
-                    "no delivery report for a binding within 30 s".into(),
-                ));
+                return Err(Error::Kafka {
+                    message: "no delivery report for a binding within 30 s".into(),
+                    retryable: true,
+                });
             }
             self.sink.poll(Duration::from_millis(1));
         }

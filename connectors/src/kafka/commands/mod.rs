@@ -149,9 +149,11 @@ impl KafkaLog {
         }
         let partitions = match cluster.partitions_of(&commands_topic)? {
             0 => {
-                return Err(Error::Kafka(format!(
-                    "topic {commands_topic} has no partitions"
-                )))
+                return Err(Error::Kafka {
+                    message: format!("topic {commands_topic} has no partitions"),
+                    // Metadata can lag behind a topic just created.
+                    retryable: true,
+                });
             }
             count => count as i32,
         };

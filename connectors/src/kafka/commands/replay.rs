@@ -64,9 +64,12 @@ pub(super) fn read_bindings(cluster: &KafkaCluster, topic: &str) -> Result<Vec<B
             }
             Some(Err(error)) => return Err(kafka_error(error)),
             None if Instant::now() > deadline => {
-                return Err(Error::Kafka(format!(
-                    "the bindings topic {topic} did not deliver its records up to offset {high}"
-                )))
+                return Err(Error::Kafka {
+                    message: format!(
+                        "the bindings topic {topic} did not deliver its records up to offset {high}"
+                    ),
+                    retryable: true,
+                })
             }
             None => {}
         }
@@ -142,11 +145,14 @@ impl Replay {
                     }
                     None if Instant::now() > deadline => {
                         self.put_back(records);
-                        return Err(Error::Kafka(format!(
-                            "partition {partition} did not deliver offsets {start}..{end} of \
-                             the binding at position {}",
-                            binding.first_seq
-                        )));
+                        return Err(Error::Kafka {
+                            message: format!(
+                                "partition {partition} did not deliver offsets {start}..{end} \
+                                 of the binding at position {}",
+                                binding.first_seq
+                            ),
+                            retryable: true,
+                        });
                     }
                     None => {}
                 }

@@ -246,9 +246,10 @@ impl From<KafkaError> for TransactionError {
             _ => false,
         };
         if fenced {
-            TransactionError::Fatal(Error::Kafka(format!(
-                "another process writes this event sink now: {error}"
-            )))
+            TransactionError::Fatal(Error::Kafka {
+                message: format!("another process writes this event sink now: {error}"),
+                retryable: false,
+            })
         } else if fatal {
             TransactionError::Restart(kafka_error(error))
         } else {
@@ -353,8 +354,10 @@ fn read_progress(cluster: &KafkaCluster, topic: &str, name: &str) -> Result<Time
     let mut committed = 0;
     cluster.read_to_end(&assignment, |key, payload| {
         if key == Some(name.as_bytes()) {
-            let progress: Progress = serde_json::from_slice(payload)
-                .map_err(|e| Error::Kafka(format!("unreadable sink progress in {topic}: {e}")))?;
+            let progress: Progress = serde_json::from_slice(payload).map_err(|e| Error::Kafka {
+                message: format!("unreadable sink progress in {topic}: {e}"),
+                retryable: false,
+            })?;
             committed = progress.frontier;
         }
         Ok(())
