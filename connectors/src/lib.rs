@@ -3,13 +3,14 @@
 //! `log` holds the `Log` trait with its embedded segment-log backend (the default);
 //! `kafka` everything done with Kafka (the command log's Kafka backend, the event bus
 //! sink, the source of other systems' events, what their clients share); `effects`
-//! holds payment and carrier providers with sandbox implementations; `testkit` a
-//! local Kafka broker for tests.
+//! holds payment and carrier providers with sandbox implementations; `testkit` (with
+//! the `testkit` feature) a local Kafka broker for tests.
 //! Must not: hold domain rules. Those live in `dataflows`.
 
 pub mod effects;
 pub mod kafka;
 pub mod log;
+#[cfg(feature = "testkit")]
 pub mod testkit;
 
 #[derive(Debug, thiserror::Error)]

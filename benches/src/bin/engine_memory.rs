@@ -2,7 +2,7 @@
 //! orders through the engine in batches, runs each saga to `shipped`, and reports the
 //! growth of this process's resident set per order.
 //!
-//! cargo run --release --bin engine-memory -- --orders 100000
+//! cargo run --release -p tidemark-benches --bin engine-memory -- --orders 100000
 
 use std::time::{Duration, Instant};
 

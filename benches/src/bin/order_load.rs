@@ -6,7 +6,7 @@
 //! card (which also runs the saga: charge, then dispatch). Products are picked with Zipf
 //! popularity (s = 1). Prints Markdown tables for BENCHMARKS.md.
 //!
-//! cargo build --release --bin tidemark --bin order-load
+//! cargo build --release --workspace --bin tidemark --bin order-load
 //! target/release/order-load --rates 1000,2000,4000 --seconds 10
 
 use std::collections::HashMap;
