@@ -11,7 +11,7 @@ use serde_json::Value;
 use super::error::{ApiError, ApiResult, FieldError};
 use super::extract::{Command, Path, QueryPairs};
 use super::validate::{self, Validator, MAX_PRICE_CENTS, MAX_QUANTITY};
-use super::{admit, json, new_id, run_fresh, Admission, App};
+use super::{admit, json, new_id, read_page, run_fresh, Admission, App};
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -173,38 +173,41 @@ pub async fn update(
 /// Products whose name or sku contains `q` (case-insensitive), ordered by id.
 pub async fn search(State(app): State<App>, query: QueryPairs) -> ApiResult<Json<Value>> {
     let needle = query.get("q").unwrap_or("").to_lowercase();
-    list_matching(&app, &query, |name, sku| {
+    list_matching(&app, &query, move |name, sku| {
         needle.is_empty()
             || name.to_lowercase().contains(&needle)
             || sku.to_lowercase().contains(&needle)
     })
+    .await
 }
 
 pub async fn list(State(app): State<App>, query: QueryPairs) -> ApiResult<Json<Value>> {
-    list_matching(&app, &query, |_, _| true)
+    list_matching(&app, &query, |_, _| true).await
 }
 
-fn list_matching(
+async fn list_matching(
     app: &App,
     query: &QueryPairs,
-    matches: impl Fn(&str, &str) -> bool,
+    matches: impl Fn(&str, &str) -> bool + Send + 'static,
 ) -> ApiResult<Json<Value>> {
     let limit = query.limit()?;
-    let after = query.get("cursor").unwrap_or("");
-    let snapshot = app.views.read();
-    let found: Vec<&dataflows::views::ProductRow> = snapshot
-        .products
-        .after(after)
-        .filter(|p| matches(&p.name, &p.sku))
-        .take(limit + 1)
-        .collect();
-    let next = (found.len() > limit).then(|| found[limit - 1].product_id.to_string());
-    let items = found
-        .into_iter()
-        .take(limit)
-        .map(|row| json::product(&snapshot, row))
-        .collect();
-    Ok(Json(json::page(items, next)))
+    let after = query.get("cursor").unwrap_or("").to_string();
+    read_page(app, move |snapshot| {
+        let found: Vec<&dataflows::views::ProductRow> = snapshot
+            .products
+            .after(&after)
+            .filter(|p| matches(&p.name, &p.sku))
+            .take(limit + 1)
+            .collect();
+        let next = (found.len() > limit).then(|| found[limit - 1].product_id.to_string());
+        let items = found
+            .into_iter()
+            .take(limit)
+            .map(|row| json::product(snapshot, row))
+            .collect();
+        Ok(Json(json::page(items, next)))
+    })
+    .await
 }
 
 #[derive(Deserialize)]

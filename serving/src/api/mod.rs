@@ -74,7 +74,6 @@ pub fn app(state: App) -> Router {
         .layer(CatchPanicLayer::custom(|_panic| {
             ApiError::internal("a handler panicked").into_response()
         }))
-        .layer(middleware::from_fn(problem_errors))
         .layer(middleware::from_fn(request_id))
         .with_state(state)
 }
@@ -83,8 +82,7 @@ pub fn app(state: App) -> Router {
 /// extractor of the framework wrote as plain text (or with no body) is rewritten, its
 /// text as the detail and its headers (`Allow`, `Retry-After`, ...) kept. JSON bodies
 /// (problem documents, the readiness report) pass as they are.
-async fn problem_errors(request: Request, next: Next) -> Response {
-    let response = next.run(request).await;
+async fn as_problem(response: Response) -> Response {
     let status = response.status();
     let plain = response
         .headers()
@@ -143,7 +141,9 @@ async fn require_ready(State(app): State<App>, request: Request, next: Next) -> 
 static REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 static CORRELATION_ID: HeaderName = HeaderName::from_static("x-correlation-id");
 
-/// Every response carries `X-Request-Id`: the caller's `X-Correlation-Id` when sent.
+/// Every response carries `X-Request-Id` (the caller's `X-Correlation-Id` when sent),
+/// and every error is a problem document (`as_problem`). One layer for both: each
+/// layer is a boxed future more per request.
 async fn request_id(request: Request, next: Next) -> Response {
     let id = request
         .headers()
@@ -158,9 +158,23 @@ async fn request_id(request: Request, next: Next) -> Response {
             HeaderValue::from_str(&uuid::Uuid::now_v7().to_string())
                 .expect("a uuid is a valid header")
         });
-    let mut response = next.run(request).await;
+    let mut response = as_problem(next.run(request).await).await;
     response.headers_mut().insert(REQUEST_ID.clone(), id);
     response
+}
+
+/// Reads a page from the newest snapshot on a blocking thread. A page of a long list
+/// takes milliseconds of CPU to render; on an async worker it would hold up every
+/// request queued behind it, commands included. The snapshot is an owned `Arc`, so the
+/// read needs no lock wherever it runs.
+pub(crate) async fn read_page<T: Send + 'static>(
+    app: &App,
+    read: impl FnOnce(&queries::Snapshot) -> ApiResult<T> + Send + 'static,
+) -> ApiResult<T> {
+    let snapshot = app.views.read();
+    tokio::task::spawn_blocking(move || read(&snapshot))
+        .await
+        .map_err(ApiError::internal)?
 }
 
 /// An id for a new resource. With an `Idempotency-Key` the id is derived from it, so a

@@ -13,7 +13,7 @@ use serde_json::Value;
 use super::error::{ApiError, ApiResult};
 use super::extract::{Command, Path, QueryPairs};
 use super::validate::{self, Validator};
-use super::{admit, json, new_id, run_fresh, Admission, App};
+use super::{admit, json, new_id, read_page, run_fresh, Admission, App};
 
 /// Hashes on the bounded pool; when it is full the client is asked to retry.
 async fn hash_password(app: &App, password: String) -> ApiResult<String> {
@@ -181,21 +181,23 @@ pub async fn delete(State(app): State<App>, Path(id): Path<String>) -> ApiResult
 pub async fn search(State(app): State<App>, query: QueryPairs) -> ApiResult<Json<Value>> {
     let limit = query.limit()?;
     let needle = query.get("q").unwrap_or("").to_lowercase();
-    let after = query.get("cursor").unwrap_or("");
-    let snapshot = app.views.read();
-    let found: Vec<_> = snapshot
-        .users
-        .after(after)
-        .filter(|u| {
-            needle.is_empty()
-                || u.email.to_lowercase().contains(&needle)
-                || u.name.to_lowercase().contains(&needle)
-        })
-        .take(limit + 1)
-        .collect();
-    let next = (found.len() > limit).then(|| found[limit - 1].user_id.to_string());
-    Ok(Json(json::page(
-        found.into_iter().take(limit).map(json::user).collect(),
-        next,
-    )))
+    let after = query.get("cursor").unwrap_or("").to_string();
+    read_page(&app, move |snapshot| {
+        let found: Vec<_> = snapshot
+            .users
+            .after(&after)
+            .filter(|u| {
+                needle.is_empty()
+                    || u.email.to_lowercase().contains(&needle)
+                    || u.name.to_lowercase().contains(&needle)
+            })
+            .take(limit + 1)
+            .collect();
+        let next = (found.len() > limit).then(|| found[limit - 1].user_id.to_string());
+        Ok(Json(json::page(
+            found.into_iter().take(limit).map(json::user).collect(),
+            next,
+        )))
+    })
+    .await
 }

@@ -15,7 +15,7 @@ use serde_json::Value;
 
 use crate::api::error::{ApiError, ApiResult, FieldError};
 use crate::api::extract::{Command, Path, QueryPairs};
-use crate::api::{admit, json, new_id, run_fresh, Admission, App};
+use crate::api::{admit, json, new_id, read_page, run_fresh, Admission, App};
 
 pub mod carts;
 
@@ -312,22 +312,24 @@ pub async fn list_for_user(
     query: QueryPairs,
 ) -> ApiResult<Json<Value>> {
     let limit = query.limit()?;
-    let snapshot = app.views.read();
-    if !snapshot.users.contains_key(&user_id) && !snapshot.has_orders(&user_id) {
-        return Err(ApiError::not_found("user", &user_id));
-    }
     let cursor = query.get("cursor").map(parse_order_cursor).transpose()?;
-    let mut page: Vec<_> = snapshot
-        .orders_of(&user_id, cursor.as_ref())
-        .take(limit + 1)
-        .collect();
-    let next = (page.len() > limit).then(|| {
-        let (last, _) = &page[limit - 1];
-        format!("{}:{}", last.created_at, last.order_id)
-    });
-    page.truncate(limit);
-    let items = page.into_iter().map(|(_, row)| json::order(row)).collect();
-    Ok(Json(json::page(items, next)))
+    read_page(&app, move |snapshot| {
+        if !snapshot.users.contains_key(&user_id) && !snapshot.has_orders(&user_id) {
+            return Err(ApiError::not_found("user", &user_id));
+        }
+        let mut page: Vec<_> = snapshot
+            .orders_of(&user_id, cursor.as_ref())
+            .take(limit + 1)
+            .collect();
+        let next = (page.len() > limit).then(|| {
+            let (last, _) = &page[limit - 1];
+            format!("{}:{}", last.created_at, last.order_id)
+        });
+        page.truncate(limit);
+        let items = page.into_iter().map(|(_, row)| json::order(row)).collect();
+        Ok(Json(json::page(items, next)))
+    })
+    .await
 }
 
 /// A cursor of `list_for_user`: `created_at:order_id` of the last order of a page.
