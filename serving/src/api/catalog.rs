@@ -171,7 +171,7 @@ pub async fn update(
 }
 
 /// Products whose name or sku contains `q` (case-insensitive), ordered by id.
-pub async fn search(State(app): State<App>, query: QueryPairs) -> ApiResult<Json<Value>> {
+pub async fn search(State(app): State<App>, query: QueryPairs) -> ApiResult<json::Rendered> {
     let needle = query.get("q").unwrap_or("").to_lowercase();
     list_matching(&app, &query, move |name, sku| {
         needle.is_empty()
@@ -181,7 +181,7 @@ pub async fn search(State(app): State<App>, query: QueryPairs) -> ApiResult<Json
     .await
 }
 
-pub async fn list(State(app): State<App>, query: QueryPairs) -> ApiResult<Json<Value>> {
+pub async fn list(State(app): State<App>, query: QueryPairs) -> ApiResult<json::Rendered> {
     list_matching(&app, &query, |_, _| true).await
 }
 
@@ -189,7 +189,7 @@ async fn list_matching(
     app: &App,
     query: &QueryPairs,
     matches: impl Fn(&str, &str) -> bool + Send + 'static,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<json::Rendered> {
     let limit = query.limit()?;
     let after = query.get("cursor").unwrap_or("").to_string();
     read_page(app, move |snapshot| {
@@ -203,9 +203,13 @@ async fn list_matching(
         let items = found
             .into_iter()
             .take(limit)
-            .map(|row| json::product(snapshot, row))
+            .map(|row| json::ProductView::of(snapshot, row))
             .collect();
-        Ok(Json(json::page(items, next)))
+        Ok(json::Page {
+            items,
+            next_cursor: next,
+        }
+        .render())
     })
     .await
 }

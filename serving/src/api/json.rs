@@ -1,13 +1,60 @@
 //! View rows as the JSON the HTTP contract promises.
 
-use dataflows::model::{Line, PricedLine, Ts};
+use dataflows::model::{CancelReason, Line, OrderStatus, PricedLine, Str, Ts};
 use dataflows::views::*;
 use queries::Snapshot;
+use serde::ser::{SerializeSeq, Serializer};
+use serde::Serialize;
 use serde_json::{json, Value};
 
 pub fn rfc3339(ms: Ts) -> String {
-    humantime::format_rfc3339_millis(std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms))
-        .to_string()
+    Rfc3339(ms).to_string()
+}
+
+/// A log time as RFC 3339 UTC with milliseconds, written straight into the output.
+#[derive(Clone, Copy)]
+pub struct Rfc3339(pub Ts);
+
+impl std::fmt::Display for Rfc3339 {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let at = std::time::UNIX_EPOCH + std::time::Duration::from_millis(self.0);
+        humantime::format_rfc3339_millis(at).fmt(f)
+    }
+}
+
+impl Serialize for Rfc3339 {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
+
+/// A page of a list, rendered without building a JSON tree first: a page of 100
+/// orders is the largest answer the API gives, and lists are read the most.
+#[derive(Serialize)]
+pub struct Page<T> {
+    pub items: Vec<T>,
+    pub next_cursor: Option<String>,
+}
+
+impl<T: Serialize> Page<T> {
+    /// The page as the bytes of its JSON answer.
+    pub fn render(&self) -> Rendered {
+        Rendered(serde_json::to_vec(self).unwrap_or_default())
+    }
+}
+
+/// A JSON answer already serialised (where the views it borrows from are gone by the
+/// time the answer is sent).
+pub struct Rendered(Vec<u8>);
+
+impl axum::response::IntoResponse for Rendered {
+    fn into_response(self) -> axum::response::Response {
+        (
+            [(axum::http::header::CONTENT_TYPE, "application/json")],
+            self.0,
+        )
+            .into_response()
+    }
 }
 
 pub fn stock(snapshot: &Snapshot, product_id: &str) -> Value {
@@ -15,30 +62,78 @@ pub fn stock(snapshot: &Snapshot, product_id: &str) -> Value {
     json!({"product_id": product_id, "on_hand": level.on_hand, "reserved": level.reserved, "available": level.available()})
 }
 
+#[derive(Serialize)]
+struct Stock {
+    on_hand: i64,
+    reserved: i64,
+    available: i64,
+}
+
+/// A product with its stock, as the HTTP contract promises it.
+#[derive(Serialize)]
+pub struct ProductView<'a> {
+    id: &'a str,
+    sku: &'a str,
+    name: &'a str,
+    price_cents: i64,
+    currency: &'a str,
+    reorder_point: i64,
+    warehouse_id: Option<&'a str>,
+    stock: Stock,
+    created_at: Rfc3339,
+    updated_at: Rfc3339,
+}
+
+impl<'a> ProductView<'a> {
+    pub fn of(snapshot: &Snapshot, row: &'a ProductRow) -> ProductView<'a> {
+        let level = snapshot.stock_of(&row.product_id);
+        ProductView {
+            id: &row.product_id,
+            sku: &row.sku,
+            name: &row.name,
+            price_cents: row.price_cents,
+            currency: &row.currency,
+            reorder_point: row.reorder_point,
+            warehouse_id: row.warehouse_id.as_deref(),
+            stock: Stock {
+                on_hand: level.on_hand,
+                reserved: level.reserved,
+                available: level.available(),
+            },
+            created_at: Rfc3339(row.created_at),
+            updated_at: Rfc3339(row.updated_at),
+        }
+    }
+}
+
 pub fn product(snapshot: &Snapshot, row: &ProductRow) -> Value {
-    let level = snapshot.stock_of(&row.product_id);
-    json!({
-        "id": row.product_id,
-        "sku": row.sku,
-        "name": row.name,
-        "price_cents": row.price_cents,
-        "currency": row.currency,
-        "reorder_point": row.reorder_point,
-        "warehouse_id": row.warehouse_id,
-        "stock": {"on_hand": level.on_hand, "reserved": level.reserved, "available": level.available()},
-        "created_at": rfc3339(row.created_at),
-        "updated_at": rfc3339(row.updated_at),
-    })
+    serde_json::to_value(ProductView::of(snapshot, row)).unwrap_or(Value::Null)
+}
+
+/// A user as the HTTP contract promises it: never the password hash.
+#[derive(Serialize)]
+pub struct UserView<'a> {
+    id: &'a str,
+    email: &'a str,
+    name: &'a str,
+    created_at: Rfc3339,
+    updated_at: Rfc3339,
+}
+
+impl<'a> UserView<'a> {
+    pub fn of(row: &'a UserRow) -> UserView<'a> {
+        UserView {
+            id: &row.user_id,
+            email: &row.email,
+            name: &row.name,
+            created_at: Rfc3339(row.created_at),
+            updated_at: Rfc3339(row.updated_at),
+        }
+    }
 }
 
 pub fn user(row: &UserRow) -> Value {
-    json!({
-        "id": row.user_id,
-        "email": row.email,
-        "name": row.name,
-        "created_at": rfc3339(row.created_at),
-        "updated_at": rfc3339(row.updated_at),
-    })
+    serde_json::to_value(UserView::of(row)).unwrap_or(Value::Null)
 }
 
 /// A cart with its lines at today's prices. A product's currency can change after it was
@@ -79,53 +174,124 @@ pub fn cart(snapshot: &Snapshot, row: &CartRow) -> Value {
 
 /// The lines of an order or a reservation: priced once stock is held, as asked before.
 fn lines(items: &[Line], held: &[PricedLine]) -> Vec<Value> {
-    if held.is_empty() {
-        return items
-            .iter()
-            .map(|line| json!({"product_id": line.product_id, "quantity": line.quantity}))
-            .collect();
-    }
-    held.iter()
-        .map(|line| {
-            json!({
-                "product_id": line.product_id,
-                "quantity": line.quantity,
-                "unit_price_cents": line.unit_price_cents,
-                "line_total_cents": line.unit_price_cents.saturating_mul(line.quantity),
-            })
+    serde_json::to_value(Lines { items, held })
+        .ok()
+        .and_then(|value| match value {
+            Value::Array(lines) => Some(lines),
+            _ => None,
         })
-        .collect()
+        .unwrap_or_default()
+}
+
+struct Lines<'a> {
+    items: &'a [Line],
+    held: &'a [PricedLine],
+}
+
+#[derive(Serialize)]
+struct AskedLine<'a> {
+    product_id: &'a str,
+    quantity: i64,
+}
+
+#[derive(Serialize)]
+struct HeldLine<'a> {
+    product_id: &'a str,
+    quantity: i64,
+    unit_price_cents: i64,
+    line_total_cents: i64,
+}
+
+impl Serialize for Lines<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        if self.held.is_empty() {
+            let mut seq = serializer.serialize_seq(Some(self.items.len()))?;
+            for line in self.items {
+                seq.serialize_element(&AskedLine {
+                    product_id: &line.product_id,
+                    quantity: line.quantity,
+                })?;
+            }
+            return seq.end();
+        }
+        let mut seq = serializer.serialize_seq(Some(self.held.len()))?;
+        for line in self.held {
+            seq.serialize_element(&HeldLine {
+                product_id: &line.product_id,
+                quantity: line.quantity,
+                unit_price_cents: line.unit_price_cents,
+                line_total_cents: line.unit_price_cents.saturating_mul(line.quantity),
+            })?;
+        }
+        seq.end()
+    }
+}
+
+#[derive(Serialize)]
+struct Change {
+    status: OrderStatus,
+    at: Rfc3339,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reason: Option<CancelReason>,
+}
+
+struct History<'a>(&'a [StatusChange]);
+
+impl Serialize for History<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_seq(self.0.iter().map(|change| Change {
+            status: change.status,
+            at: Rfc3339(change.at),
+            reason: change.reason,
+        }))
+    }
+}
+
+/// An order as the HTTP contract promises it.
+#[derive(Serialize)]
+pub struct OrderView<'a> {
+    id: &'a str,
+    user_id: &'a str,
+    status: OrderStatus,
+    cancel_reason: Option<CancelReason>,
+    items: Lines<'a>,
+    total_cents: i64,
+    currency: Option<&'a str>,
+    payment_id: Option<Str>,
+    shipment_id: Option<Str>,
+    cart_id: Option<&'a str>,
+    shipping_address: Option<&'a str>,
+    created_at: Rfc3339,
+    updated_at: Rfc3339,
+    status_history: History<'a>,
+}
+
+impl<'a> OrderView<'a> {
+    pub fn of(row: &'a OrderRow) -> OrderView<'a> {
+        OrderView {
+            id: &row.order_id,
+            user_id: &row.user_id,
+            status: row.status,
+            cancel_reason: row.cancel_reason,
+            items: Lines {
+                items: &row.items,
+                held: &row.lines,
+            },
+            total_cents: row.total_cents,
+            currency: (!row.currency.is_empty()).then_some(&*row.currency),
+            payment_id: row.payment_id(),
+            shipment_id: row.shipment_id(),
+            cart_id: row.cart_id.as_deref(),
+            shipping_address: row.shipping_address.as_deref(),
+            created_at: Rfc3339(row.created_at),
+            updated_at: Rfc3339(row.updated_at),
+            status_history: History(&row.history),
+        }
+    }
 }
 
 pub fn order(row: &OrderRow) -> Value {
-    let items = lines(&row.items, &row.lines);
-    let history: Vec<Value> = row
-        .history
-        .iter()
-        .map(|change| {
-            let mut entry = json!({"status": change.status, "at": rfc3339(change.at)});
-            if let Some(reason) = change.reason {
-                entry["reason"] = json!(reason);
-            }
-            entry
-        })
-        .collect();
-    json!({
-        "id": row.order_id,
-        "user_id": row.user_id,
-        "status": row.status,
-        "cancel_reason": row.cancel_reason,
-        "items": items,
-        "total_cents": row.total_cents,
-        "currency": if row.currency.is_empty() { Value::Null } else { json!(row.currency) },
-        "payment_id": row.payment_id(),
-        "shipment_id": row.shipment_id(),
-        "cart_id": row.cart_id,
-        "shipping_address": row.shipping_address,
-        "created_at": rfc3339(row.created_at),
-        "updated_at": rfc3339(row.updated_at),
-        "status_history": history,
-    })
+    serde_json::to_value(OrderView::of(row)).unwrap_or(Value::Null)
 }
 
 pub fn refund(payment: &PaymentRow, row: &RefundRow) -> Value {
@@ -165,9 +331,6 @@ pub fn shipment(row: &ShipmentRow) -> Value {
 }
 
 /// A page of a list: `{items, next_cursor}`.
-pub fn page(items: Vec<Value>, next_cursor: Option<String>) -> Value {
-    json!({"items": items, "next_cursor": next_cursor})
-}
 
 pub fn reservation(row: &ReservationRow) -> Value {
     let items = lines(&row.items, &row.lines);

@@ -178,7 +178,7 @@ pub async fn delete(State(app): State<App>, Path(id): Path<String>) -> ApiResult
 }
 
 /// Users whose email or name contains `q` (case-insensitive), ordered by id.
-pub async fn search(State(app): State<App>, query: QueryPairs) -> ApiResult<Json<Value>> {
+pub async fn search(State(app): State<App>, query: QueryPairs) -> ApiResult<json::Rendered> {
     let limit = query.limit()?;
     let needle = query.get("q").unwrap_or("").to_lowercase();
     let after = query.get("cursor").unwrap_or("").to_string();
@@ -194,10 +194,15 @@ pub async fn search(State(app): State<App>, query: QueryPairs) -> ApiResult<Json
             .take(limit + 1)
             .collect();
         let next = (found.len() > limit).then(|| found[limit - 1].user_id.to_string());
-        Ok(Json(json::page(
-            found.into_iter().take(limit).map(json::user).collect(),
-            next,
-        )))
+        Ok(json::Page {
+            items: found
+                .into_iter()
+                .take(limit)
+                .map(json::UserView::of)
+                .collect(),
+            next_cursor: next,
+        }
+        .render())
     })
     .await
 }

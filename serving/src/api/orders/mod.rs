@@ -310,7 +310,7 @@ pub async fn list_for_user(
     State(app): State<App>,
     Path(user_id): Path<String>,
     query: QueryPairs,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<json::Rendered> {
     let limit = query.limit()?;
     let cursor = query.get("cursor").map(parse_order_cursor).transpose()?;
     read_page(&app, move |snapshot| {
@@ -326,8 +326,15 @@ pub async fn list_for_user(
             format!("{}:{}", last.created_at, last.order_id)
         });
         page.truncate(limit);
-        let items = page.into_iter().map(|(_, row)| json::order(row)).collect();
-        Ok(Json(json::page(items, next)))
+        let items = page
+            .into_iter()
+            .map(|(_, row)| json::OrderView::of(row))
+            .collect();
+        Ok(json::Page {
+            items,
+            next_cursor: next,
+        }
+        .render())
     })
     .await
 }
