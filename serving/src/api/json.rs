@@ -330,8 +330,6 @@ pub fn shipment(row: &ShipmentRow) -> Value {
     })
 }
 
-/// A page of a list: `{items, next_cursor}`.
-
 pub fn reservation(row: &ReservationRow) -> Value {
     let items = lines(&row.items, &row.lines);
     json!({
