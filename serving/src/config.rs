@@ -117,6 +117,8 @@ pub struct HttpConfig {
     pub password_hashes: usize,
     /// Sign-ups that may wait for a hashing slot; beyond, 503 with `Retry-After`.
     pub password_hash_queue: usize,
+    /// Pages of lists rendered at once; more wait their turn.
+    pub page_readers: usize,
 }
 
 impl Default for HttpConfig {
@@ -127,6 +129,7 @@ impl Default for HttpConfig {
             max_connections: 4096,
             password_hashes: std::thread::available_parallelism().map_or(2, usize::from),
             password_hash_queue: 64,
+            page_readers: 1,
         }
     }
 }
@@ -356,6 +359,7 @@ impl HttpConfig {
             max_connections,
             password_hashes,
             password_hash_queue: _,
+            page_readers,
         } = self;
         if *header_read_timeout_ms == 0 || *body_read_timeout_ms == 0 {
             return Err(
@@ -365,6 +369,11 @@ impl HttpConfig {
         if !(1..=1_000_000).contains(max_connections) {
             return Err(format!(
                 "http.max_connections must be between 1 and 1000000, not {max_connections}"
+            ));
+        }
+        if !(1..=64).contains(page_readers) {
+            return Err(format!(
+                "http.page_readers must be between 1 and 64, not {page_readers}"
             ));
         }
         if !(1..=256).contains(password_hashes) {

@@ -56,6 +56,8 @@ pub struct Tidemark {
     pub carrier: Arc<dyn Carrier>,
     /// Where password hashes are computed, a bounded number at a time.
     pub password_hashing: HashingPool,
+    /// Turns to render a page of a list (`api::read_page`).
+    pub page_readers: Arc<tokio::sync::Semaphore>,
     /// Effect results that could not be appended after every attempt (they are
     /// retried at the next start); shown by `/health/ready`.
     pub effects_unrecorded: std::sync::atomic::AtomicUsize,
@@ -127,8 +129,10 @@ impl Tidemark {
         let engine = Engine::start(config.workers, views.clone())?;
         let password_hashing =
             HashingPool::new(config.http.password_hashes, config.http.password_hash_queue);
+        let page_readers = Arc::new(tokio::sync::Semaphore::new(config.http.page_readers));
         Ok(Arc::new(Tidemark {
             password_hashing,
+            page_readers,
             effects_unrecorded: std::sync::atomic::AtomicUsize::new(0),
             config,
             log,

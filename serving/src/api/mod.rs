@@ -165,16 +165,28 @@ async fn request_id(request: Request, next: Next) -> Response {
 
 /// Reads a page from the newest snapshot on a blocking thread. A page of a long list
 /// takes milliseconds of CPU to render; on an async worker it would hold up every
-/// request queued behind it, commands included. The snapshot is an owned `Arc`, so the
-/// read needs no lock wherever it runs.
+/// request queued behind it, commands included. At most `http.page_readers` pages
+/// render at once, so that scans queue behind each other rather than crowd the
+/// dataflow's worker off the cores. The snapshot is an owned `Arc`, so the read needs
+/// no lock wherever it runs.
 pub(crate) async fn read_page<T: Send + 'static>(
     app: &App,
     read: impl FnOnce(&queries::Snapshot) -> ApiResult<T> + Send + 'static,
 ) -> ApiResult<T> {
-    let snapshot = app.views.read();
-    tokio::task::spawn_blocking(move || read(&snapshot))
+    let turn = app
+        .page_readers
+        .clone()
+        .acquire_owned()
         .await
-        .map_err(ApiError::internal)?
+        .map_err(ApiError::internal)?;
+    let snapshot = app.views.read();
+    tokio::task::spawn_blocking(move || {
+        let page = read(&snapshot);
+        drop(turn);
+        page
+    })
+    .await
+    .map_err(ApiError::internal)?
 }
 
 /// An id for a new resource. With an `Idempotency-Key` the id is derived from it, so a
