@@ -31,7 +31,8 @@ pub fn client_may_cancel_for(reason: CancelReason) -> bool {
 pub enum LineProblem {
     /// No lines, or more than `MAX_LINES_PER_ORDER` (after merging).
     Count,
-    /// The line at this index (of the merged lines) asks for no units or too many.
+    /// The line at this position of the lines given asks for no units or too many, or
+    /// is the first line of a product whose lines add up to too many.
     Quantity(usize),
 }
 
@@ -51,9 +52,11 @@ impl LineProblem {
 /// `MAX_LINES_PER_ORDER` lines.
 pub fn order_lines(lines: impl IntoIterator<Item = Line>) -> Result<Vec<Line>, LineProblem> {
     let mut merged: Vec<Line> = Vec::new();
-    for line in lines {
+    // Where each merged line was first named among the lines given.
+    let mut first_named: Vec<usize> = Vec::new();
+    for (position, line) in lines.into_iter().enumerate() {
         if !(1..=MAX_QUANTITY).contains(&line.quantity) {
-            return Err(LineProblem::Quantity(merged.len()));
+            return Err(LineProblem::Quantity(position));
         }
         match merged
             .iter_mut()
@@ -63,10 +66,13 @@ pub fn order_lines(lines: impl IntoIterator<Item = Line>) -> Result<Vec<Line>, L
                 let held = &mut merged[index];
                 held.quantity = held.quantity.saturating_add(line.quantity);
                 if held.quantity > MAX_QUANTITY {
-                    return Err(LineProblem::Quantity(index));
+                    return Err(LineProblem::Quantity(first_named[index]));
                 }
             }
-            None => merged.push(line),
+            None => {
+                merged.push(line);
+                first_named.push(position);
+            }
         }
         if merged.len() > MAX_LINES_PER_ORDER {
             return Err(LineProblem::Count);
@@ -96,6 +102,15 @@ mod tests {
         assert_eq!(
             order_lines([line("a", MAX_QUANTITY), line("a", 1)]),
             Err(LineProblem::Quantity(0))
+        );
+        // Positions are those of the lines given, not of the merged ones.
+        assert_eq!(
+            order_lines([line("b", 1), line("a", MAX_QUANTITY), line("a", 1)]),
+            Err(LineProblem::Quantity(1))
+        );
+        assert_eq!(
+            order_lines([line("a", 1), line("a", 1), line("b", 0)]),
+            Err(LineProblem::Quantity(2))
         );
     }
 

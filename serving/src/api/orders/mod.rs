@@ -175,7 +175,6 @@ fn validate_order(app: &App, body: PlaceOrder) -> ApiResult<DomainOrder> {
         ));
     }
     let mut resolved = Vec::with_capacity(lines.len());
-    let mut first_index: Vec<(Str, usize)> = Vec::new();
     let mut currency: Option<&str> = None;
     for (index, line) in lines.iter().enumerate() {
         if !(1..=MAX_QUANTITY).contains(&line.quantity) {
@@ -198,9 +197,6 @@ fn validate_order(app: &App, body: PlaceOrder) -> ApiResult<DomainOrder> {
             )),
             _ => currency = Some(&product.currency),
         }
-        if !first_index.iter().any(|(id, _)| *id == product.product_id) {
-            first_index.push((product.product_id.clone(), index));
-        }
         // The order's lines share the product row's id rather than copy the request's.
         resolved.push(Line {
             product_id: product.product_id.clone(),
@@ -213,10 +209,10 @@ fn validate_order(app: &App, body: PlaceOrder) -> ApiResult<DomainOrder> {
             errors.push(FieldError::new("items", problem.message()));
             Vec::new()
         }
-        // A line's own quantity error is reported above, by its index.
+        // A line's own quantity error is reported above; with every line resolved and
+        // in bounds, positions in `resolved` are those of the request.
         Err(LineProblem::Quantity(_)) if !errors.is_empty() => Vec::new(),
-        Err(problem @ LineProblem::Quantity(merged)) => {
-            let index = first_index.get(merged).map_or(0, |(_, index)| *index);
+        Err(problem @ LineProblem::Quantity(index)) => {
             errors.push(FieldError::new(
                 format!("items[{index}].quantity"),
                 problem.message(),
