@@ -231,38 +231,46 @@ impl Snapshot {
     fn insert(&mut self, row: &Row) {
         match row {
             Row::Product(product) => {
-                if let Some(old) = self.products.replace(&product.product_id, product) {
-                    if old.sku != product.sku {
-                        remove_if_points_to(&mut self.products_by_sku, &old.sku, &old.product_id);
+                let old = self.products.replace(&product.product_id, product);
+                let old_sku = old.as_ref().map(|old| &old.sku);
+                if old_sku != Some(&product.sku) {
+                    if let Some(old_sku) = old_sku {
+                        remove_if_points_to(
+                            &mut self.products_by_sku,
+                            old_sku,
+                            &product.product_id,
+                        );
                     }
+                    self.products_by_sku
+                        .insert(product.sku.clone(), product.product_id.clone());
                 }
-                self.products_by_sku
-                    .insert(product.sku.clone(), product.product_id.clone());
             }
             Row::Stock(stock) => self.set_stock(stock, stock.quantity),
             Row::User(user) => {
-                if let Some(old) = self.users.replace(&user.user_id, user) {
-                    if old.email != user.email {
-                        let key = email_key(&old.email);
-                        remove_if_points_to(&mut self.users_by_email, &key, &old.user_id);
+                let old = self.users.replace(&user.user_id, user);
+                let old_email = old.as_ref().map(|old| &old.email);
+                if old_email != Some(&user.email) {
+                    if let Some(old_email) = old_email {
+                        let key = email_key(old_email);
+                        remove_if_points_to(&mut self.users_by_email, &key, &user.user_id);
                     }
+                    self.users_by_email
+                        .insert(email_key(&user.email), user.user_id.clone());
                 }
-                self.users_by_email
-                    .insert(email_key(&user.email), user.user_id.clone());
             }
             Row::Cart(cart) => {
                 self.carts.replace(&cart.cart_id, cart);
             }
             Row::Order(order) => {
                 let old = self.orders.replace(&order.order_id, order);
-                if let Some(old) = &old {
-                    if (&old.user_id, old.created_at) != (&order.user_id, order.created_at) {
+                // Its place in the user's list moves only if the owner or the time does.
+                let moved = old.as_deref().is_none_or(|old| {
+                    old.user_id != order.user_id || old.created_at != order.created_at
+                });
+                if moved {
+                    if let Some(old) = &old {
                         self.orders_by_user.remove(&order_index_key(old));
                     }
-                }
-                if old.is_none_or(|old| {
-                    (&old.user_id, old.created_at) != (&order.user_id, order.created_at)
-                }) {
                     self.orders_by_user.insert(order_index_key(order));
                 }
             }
@@ -273,7 +281,7 @@ impl Snapshot {
                 self.shipments.replace(&shipment.shipment_id, shipment);
             }
             Row::Effect(effect) => {
-                self.effects.replace(&Str::from(effect.effect_id()), effect);
+                self.effects.replace(effect.effect_id(), effect);
             }
             Row::Idempotency(record) => {
                 if let Some(old) = self.idempotency.replace(&record.key, record) {

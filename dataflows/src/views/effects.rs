@@ -29,7 +29,7 @@ pub enum EffectRow {
 }
 
 impl EffectRow {
-    pub fn effect_id(&self) -> &str {
+    pub fn effect_id(&self) -> &Str {
         match self {
             EffectRow::Charge { payment_id, .. } => payment_id,
             EffectRow::Refund { refund_id, .. } => refund_id,
