@@ -175,8 +175,7 @@ impl Snapshot {
     /// order, as one batch; with the id of its last row, to continue from.
     pub fn batch(&self, view: View, after: &str, max_rows: usize) -> (RecordBatch, Option<Str>) {
         match view {
-            View::Products => build(view, &self.products, after, max_rows, |rows| {
-                let mut columns = Columns::new(rows.len());
+            View::Products => build(view, &self.products, after, max_rows, |rows, columns| {
                 for row in rows {
                     let level = self.stock_of(&row.product_id);
                     columns.text(0, &row.product_id);
@@ -192,26 +191,28 @@ impl Snapshot {
                     columns.time(10, row.created_at);
                     columns.time(11, row.updated_at);
                 }
-                columns
             }),
-            View::Users => build(view, &self.users, after, max_rows, |rows: &[&UserRow]| {
-                let mut columns = Columns::new(rows.len());
-                for row in rows {
-                    columns.text(0, &row.user_id);
-                    columns.text(1, &row.email);
-                    columns.text(2, &row.name);
-                    columns.time(3, row.created_at);
-                    columns.time(4, row.updated_at);
-                }
-                columns
-            }),
+            View::Users => build(
+                view,
+                &self.users,
+                after,
+                max_rows,
+                |rows: &[&UserRow], columns| {
+                    for row in rows {
+                        columns.text(0, &row.user_id);
+                        columns.text(1, &row.email);
+                        columns.text(2, &row.name);
+                        columns.time(3, row.created_at);
+                        columns.time(4, row.updated_at);
+                    }
+                },
+            ),
             View::Orders => build(
                 view,
                 &self.orders,
                 after,
                 max_rows,
-                |rows: &[&OrderRow]| {
-                    let mut columns = Columns::new(rows.len());
+                |rows: &[&OrderRow], columns| {
                     for row in rows {
                         let (lines, units) = if row.lines.is_empty() {
                             (row.items.len(), row.items.iter().map(|l| l.quantity).sum())
@@ -242,7 +243,6 @@ impl Snapshot {
                         columns.time(11, row.created_at);
                         columns.time(12, row.updated_at);
                     }
-                    columns
                 },
             ),
             View::Payments => build(
@@ -250,8 +250,7 @@ impl Snapshot {
                 &self.payments,
                 after,
                 max_rows,
-                |rows: &[&PaymentRow]| {
-                    let mut columns = Columns::new(rows.len());
+                |rows: &[&PaymentRow], columns| {
                     for row in rows {
                         columns.text(0, &row.payment_id);
                         columns.text(1, &row.order_id);
@@ -268,7 +267,6 @@ impl Snapshot {
                         columns.time(12, row.created_at);
                         columns.time(13, row.updated_at);
                     }
-                    columns
                 },
             ),
             View::Shipments => build(
@@ -276,8 +274,7 @@ impl Snapshot {
                 &self.shipments,
                 after,
                 max_rows,
-                |rows: &[&ShipmentRow]| {
-                    let mut columns = Columns::new(rows.len());
+                |rows: &[&ShipmentRow], columns| {
                     for row in rows {
                         columns.text(0, &row.shipment_id);
                         columns.text(1, &row.order_id);
@@ -287,26 +284,27 @@ impl Snapshot {
                         columns.time(5, row.created_at);
                         columns.time(6, row.updated_at);
                     }
-                    columns
                 },
             ),
         }
     }
 }
 
-/// Takes the next rows of one view and lets `fill` turn them into columns.
+/// Takes the next rows of one view and lets `fill` append them to its columns.
 fn build<T: HasId>(
     view: View,
     rows: &Rows<T>,
     after: &str,
     max_rows: usize,
-    fill: impl FnOnce(&[&T]) -> Columns,
+    fill: impl FnOnce(&[&T], &mut Columns),
 ) -> (RecordBatch, Option<Str>) {
     let page: Vec<&T> = rows.after(after).take(max_rows).collect();
     let last = page.last().map(|row| row.id().clone());
     let schema = view.schema();
-    let columns = fill(&page).finish(&schema);
-    let batch = RecordBatch::try_new(schema, columns).expect("columns match the view's schema");
+    let mut columns = Columns::for_schema(&schema, page.len());
+    fill(&page, &mut columns);
+    let batch =
+        RecordBatch::try_new(schema, columns.finish()).expect("columns match the view's schema");
     (batch, last)
 }
 
@@ -341,10 +339,9 @@ impl HasId for ShipmentRow {
     }
 }
 
-/// Column builders by position, created lazily to match the schema's types.
+/// One builder per column of a view's schema, appended to by position.
 struct Columns {
-    capacity: usize,
-    builders: Vec<Option<Builder>>,
+    builders: Vec<Builder>,
 }
 
 enum Builder {
@@ -355,19 +352,22 @@ enum Builder {
 }
 
 impl Columns {
-    fn new(capacity: usize) -> Columns {
-        Columns {
-            capacity,
-            builders: Vec::new(),
-        }
-    }
-
-    fn slot(&mut self, index: usize, make: impl FnOnce(usize) -> Builder) -> &mut Builder {
-        if self.builders.len() <= index {
-            self.builders.resize_with(index + 1, || None);
-        }
-        let capacity = self.capacity;
-        self.builders[index].get_or_insert_with(|| make(capacity))
+    fn for_schema(schema: &Schema, rows: usize) -> Columns {
+        let builders = schema
+            .fields()
+            .iter()
+            .map(|field| match field.data_type() {
+                DataType::Utf8 => Builder::Text(StringBuilder::with_capacity(rows, rows * 16)),
+                DataType::Int64 => Builder::Int(Int64Builder::with_capacity(rows)),
+                DataType::Boolean => Builder::Bool(BooleanBuilder::with_capacity(rows)),
+                DataType::Timestamp(TimeUnit::Millisecond, zone) => Builder::Time(
+                    TimestampMillisecondBuilder::with_capacity(rows)
+                        .with_timezone_opt(zone.clone()),
+                ),
+                other => unreachable!("no view has a column of type {other}"),
+            })
+            .collect();
+        Columns { builders }
     }
 
     fn text(&mut self, index: usize, value: &str) {
@@ -375,50 +375,44 @@ impl Columns {
     }
 
     fn maybe_text(&mut self, index: usize, value: Option<&str>) {
-        if let Builder::Text(builder) = self.slot(index, |n| {
-            Builder::Text(StringBuilder::with_capacity(n, n * 16))
-        }) {
-            builder.append_option(value);
+        match &mut self.builders[index] {
+            Builder::Text(builder) => builder.append_option(value),
+            _ => unreachable!("column {index} is not text"),
         }
     }
 
     fn int(&mut self, index: usize, value: i64) {
-        if let Builder::Int(builder) =
-            self.slot(index, |n| Builder::Int(Int64Builder::with_capacity(n)))
-        {
-            builder.append_value(value);
+        match &mut self.builders[index] {
+            Builder::Int(builder) => builder.append_value(value),
+            _ => unreachable!("column {index} is not an integer"),
         }
     }
 
     fn bool(&mut self, index: usize, value: bool) {
-        if let Builder::Bool(builder) =
-            self.slot(index, |n| Builder::Bool(BooleanBuilder::with_capacity(n)))
-        {
-            builder.append_value(value);
+        match &mut self.builders[index] {
+            Builder::Bool(builder) => builder.append_value(value),
+            _ => unreachable!("column {index} is not a boolean"),
         }
     }
 
     fn time(&mut self, index: usize, value: Ts) {
-        if let Builder::Time(builder) = self.slot(index, |n| {
-            Builder::Time(TimestampMillisecondBuilder::with_capacity(n).with_timezone("UTC"))
-        }) {
-            builder.append_value(i64::try_from(value).unwrap_or(i64::MAX));
+        match &mut self.builders[index] {
+            Builder::Time(builder) => {
+                builder.append_value(i64::try_from(value).unwrap_or(i64::MAX))
+            }
+            _ => unreachable!("column {index} is not a time"),
         }
     }
 
-    /// The arrays, in schema order; an empty batch gets empty arrays of each type.
-    fn finish(self, schema: &Schema) -> Vec<ArrayRef> {
-        let mut builders = self.builders;
-        builders.resize_with(schema.fields().len(), || None);
-        builders
+    /// The arrays, in schema order.
+    fn finish(self) -> Vec<ArrayRef> {
+        self.builders
             .into_iter()
-            .zip(schema.fields())
-            .map(|(builder, field)| match builder {
-                Some(Builder::Text(mut b)) => Arc::new(b.finish()) as ArrayRef,
-                Some(Builder::Int(mut b)) => Arc::new(b.finish()) as ArrayRef,
-                Some(Builder::Bool(mut b)) => Arc::new(b.finish()) as ArrayRef,
-                Some(Builder::Time(mut b)) => Arc::new(b.finish()) as ArrayRef,
-                None => arrow_array::new_empty_array(field.data_type()),
+            .map(|builder| match builder {
+                Builder::Text(mut b) => Arc::new(b.finish()) as ArrayRef,
+                Builder::Int(mut b) => Arc::new(b.finish()) as ArrayRef,
+                Builder::Bool(mut b) => Arc::new(b.finish()) as ArrayRef,
+                Builder::Time(mut b) => Arc::new(b.finish()) as ArrayRef,
             })
             .collect()
     }
