@@ -173,16 +173,6 @@ pub fn cart(snapshot: &Snapshot, row: &CartRow) -> Value {
 }
 
 /// The lines of an order or a reservation: priced once stock is held, as asked before.
-fn lines(items: &[Line], held: &[PricedLine]) -> Vec<Value> {
-    serde_json::to_value(Lines { items, held })
-        .ok()
-        .and_then(|value| match value {
-            Value::Array(lines) => Some(lines),
-            _ => None,
-        })
-        .unwrap_or_default()
-}
-
 struct Lines<'a> {
     items: &'a [Line],
     held: &'a [PricedLine],
@@ -331,7 +321,10 @@ pub fn shipment(row: &ShipmentRow) -> Value {
 }
 
 pub fn reservation(row: &ReservationRow) -> Value {
-    let items = lines(&row.items, &row.lines);
+    let items = Lines {
+        items: &row.items,
+        held: &row.lines,
+    };
     json!({
         "id": row.reservation_id,
         "status": row.status,
