@@ -106,14 +106,19 @@ impl<'scope> ShoppingCarts<'scope> for Stream<'scope, Time, Vec<CartIn>> {
                                 ));
                                 continue;
                             }
-                            let other_currency = cart.iter().find_map(|(held, (_, held_currency))| {
-                                (*held != product_id
-                                    && !held_currency.is_empty()
-                                    && !currency.is_empty()
-                                    && *held_currency != currency)
-                                    .then(|| held_currency.clone())
-                            });
-                            if let Some(held_currency) = other_currency.filter(|_| quantity > 0) {
+                            // Only putting a product in can mix currencies; an empty
+                            // currency comes from commands logged before carts checked it.
+                            let other_currency = (quantity > 0 && !currency.is_empty())
+                                .then(|| {
+                                    cart.iter().find(|(held, (_, held_currency))| {
+                                        **held != product_id
+                                            && !held_currency.is_empty()
+                                            && *held_currency != currency
+                                    })
+                                })
+                                .flatten()
+                                .map(|(_, (_, held_currency))| held_currency.clone());
+                            if let Some(held_currency) = other_currency {
                                 out.push(reject(
                                     RejectionKind::Invalid {
                                         field: "product_id".into(),
