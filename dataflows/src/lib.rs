@@ -8,6 +8,7 @@
 pub mod catalog;
 pub mod dataflow;
 pub mod engine;
+pub mod events;
 pub mod fulfillment;
 pub mod idempotency;
 pub mod model;

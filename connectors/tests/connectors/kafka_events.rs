@@ -3,6 +3,7 @@
 use connectors::kafka::events::{EventEnvelope, KafkaEventSink};
 use connectors::kafka::KafkaCluster;
 use connectors::testkit::LocalBroker;
+use dataflows::events::{OrderCompleted, UserDeleted};
 use dataflows::model::{Event, EventBody};
 
 fn event(seq: u64, ts: u64, body: EventBody) -> Event {
@@ -16,16 +17,16 @@ fn event(seq: u64, ts: u64, body: EventBody) -> Event {
 }
 
 fn completed(order: &str, ts: u64) -> (u64, Event) {
-    let body = EventBody::OrderCompleted {
+    let body = EventBody::OrderCompleted(OrderCompleted {
         order_id: order.into(),
-    };
+    });
     (ts * 2, event(ts, ts, body))
 }
 
 fn deleted(user: &str, ts: u64) -> (u64, Event) {
-    let body = EventBody::UserDeleted {
+    let body = EventBody::UserDeleted(UserDeleted {
         user_id: user.into(),
-    };
+    });
     (ts * 2, event(ts, ts, body))
 }
 

@@ -6,6 +6,7 @@
 //! (`StockReservations`); `views.rs` the product, stock and reservation rows.
 //! The limits here bound what the catalog takes, for HTTP clients and the log alike.
 
+pub mod events;
 pub mod reservations;
 mod stock;
 pub mod views;

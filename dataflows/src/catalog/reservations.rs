@@ -11,6 +11,9 @@ use serde::{Deserialize, Serialize};
 use timely::dataflow::Stream;
 
 use crate::catalog::{AwaitedLines, CatalogOp, StockReply};
+use crate::events::{
+    ReservationHeld, ReservationRejected, ReservationReleased, ReservationRequested,
+};
 use crate::model::*;
 use crate::orders::OrderOut;
 use crate::shared::input::Input;
@@ -115,7 +118,7 @@ fn reserve(
             "a reservation needs lines with positive quantities",
         );
     }
-    emit.event(EventBody::ReservationRequested {
+    emit.event(ReservationRequested {
         reservation_id: reservation_id.clone(),
         items: items.clone(),
     });
@@ -154,7 +157,7 @@ fn release(
     } else if reservation.holding {
         reservation.holding = false;
         release_all(emit, &reservation_id, std::mem::take(&mut reservation.held));
-        emit.event(EventBody::ReservationReleased { reservation_id });
+        emit.event(ReservationReleased { reservation_id });
     } else {
         emit.conflict(
             "reservation_not_held",
@@ -179,19 +182,19 @@ fn answer(
     match (refused, reservation.release_requested) {
         (Some(reason), _) => {
             release_all(emit, &reservation_id, granted);
-            emit.event(EventBody::ReservationRejected {
+            emit.event(ReservationRejected {
                 reservation_id,
                 reason,
             });
         }
         (None, true) => {
             release_all(emit, &reservation_id, granted);
-            emit.event(EventBody::ReservationReleased { reservation_id });
+            emit.event(ReservationReleased { reservation_id });
         }
         (None, false) => {
             reservation.holding = true;
             reservation.held = granted.clone();
-            emit.event(EventBody::ReservationHeld {
+            emit.event(ReservationHeld {
                 reservation_id,
                 lines: granted,
             });

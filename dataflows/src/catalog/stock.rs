@@ -14,6 +14,10 @@ use std::collections::HashMap;
 use serde::{Deserialize, Serialize};
 use timely::dataflow::Stream;
 
+use crate::events::{
+    InventoryDeducted, InventoryReleased, InventoryReserved, LowStock, ProductCreated,
+    ProductUpdated, StockAdjusted,
+};
 use crate::model::*;
 use crate::shared::input::{outcome_variants, Input};
 use crate::shared::ordered::{key_hash, Emitter, KeyedOrdered, UniqueClaims};
@@ -386,7 +390,7 @@ fn low_stock_check(
 ) {
     let after = product.available();
     if before > product.reorder_point && after <= product.reorder_point {
-        emit.event(EventBody::LowStock {
+        emit.event(LowStock {
             product_id: product_id.clone(),
             available: after,
             reorder_point: product.reorder_point,
@@ -447,7 +451,7 @@ fn decide(products: &mut HashMap<Str, Product>, request: CatalogIn, out: &mut Ve
                 );
                 return;
             }
-            emit.event(EventBody::ProductCreated {
+            emit.event(ProductCreated {
                 product_id: product_id.clone(),
                 sku: sku.clone(),
                 name: name.clone(),
@@ -466,7 +470,7 @@ fn decide(products: &mut HashMap<Str, Product>, request: CatalogIn, out: &mut Ve
                 reserved: 0,
             };
             if initial_stock != 0 {
-                emit.event(EventBody::StockAdjusted {
+                emit.event(StockAdjusted {
                     product_id: product_id.clone(),
                     delta: initial_stock,
                     reason: "initial_stock".into(),
@@ -522,7 +526,7 @@ fn decide(products: &mut HashMap<Str, Product>, request: CatalogIn, out: &mut Ve
             if let Some(reorder_point) = reorder_point {
                 product.reorder_point = reorder_point;
             }
-            emit.event(EventBody::ProductUpdated {
+            emit.event(ProductUpdated {
                 product_id,
                 sku: product.sku.clone(),
                 name: product.name.clone(),
@@ -574,7 +578,7 @@ fn decide(products: &mut HashMap<Str, Product>, request: CatalogIn, out: &mut Ve
                 return;
             }
             product.on_hand = on_hand;
-            emit.event(EventBody::StockAdjusted {
+            emit.event(StockAdjusted {
                 product_id: product_id.clone(),
                 delta,
                 reason,
@@ -598,7 +602,7 @@ fn decide(products: &mut HashMap<Str, Product>, request: CatalogIn, out: &mut Ve
                 Some(product) => {
                     let before = product.available();
                     product.reserved += quantity;
-                    emit.event(EventBody::InventoryReserved {
+                    emit.event(InventoryReserved {
                         product_id: product_id.clone(),
                         order_id: order_id.clone(),
                         quantity,
@@ -633,7 +637,7 @@ fn decide(products: &mut HashMap<Str, Product>, request: CatalogIn, out: &mut Ve
                 // even if a release were ever replayed twice, or written by another tool.
                 let quantity = quantity.clamp(0, product.reserved);
                 product.reserved -= quantity;
-                emit.event(EventBody::InventoryReleased {
+                emit.event(InventoryReleased {
                     product_id,
                     order_id,
                     quantity,
@@ -649,7 +653,7 @@ fn decide(products: &mut HashMap<Str, Product>, request: CatalogIn, out: &mut Ve
                 let quantity = quantity.clamp(0, product.reserved);
                 product.reserved -= quantity;
                 product.on_hand -= quantity;
-                emit.event(EventBody::InventoryDeducted {
+                emit.event(InventoryDeducted {
                     product_id,
                     order_id,
                     quantity,

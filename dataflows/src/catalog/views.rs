@@ -2,6 +2,10 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::events::{
+    ProductCreated, ProductUpdated, ReservationHeld, ReservationRejected, ReservationReleased,
+    ReservationRequested,
+};
 use crate::model::*;
 
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -53,7 +57,7 @@ pub struct ReservationRow {
 
 pub(crate) fn step_product(row: &mut Option<ProductRow>, event: &Event) {
     match &event.body {
-        EventBody::ProductCreated {
+        EventBody::ProductCreated(ProductCreated {
             product_id,
             sku,
             name,
@@ -61,7 +65,7 @@ pub(crate) fn step_product(row: &mut Option<ProductRow>, event: &Event) {
             currency,
             reorder_point,
             warehouse_id,
-        } => {
+        }) => {
             *row = Some(ProductRow {
                 product_id: product_id.clone(),
                 sku: sku.clone(),
@@ -74,14 +78,14 @@ pub(crate) fn step_product(row: &mut Option<ProductRow>, event: &Event) {
                 updated_at: event.ts,
             })
         }
-        EventBody::ProductUpdated {
+        EventBody::ProductUpdated(ProductUpdated {
             sku,
             name,
             price_cents,
             currency,
             reorder_point,
             ..
-        } => {
+        }) => {
             if let Some(row) = row.as_mut() {
                 row.sku = sku.clone();
                 row.name = name.clone();
@@ -96,10 +100,10 @@ pub(crate) fn step_product(row: &mut Option<ProductRow>, event: &Event) {
 }
 
 pub(crate) fn step_reservation(row: &mut Option<ReservationRow>, event: &Event) {
-    if let EventBody::ReservationRequested {
+    if let EventBody::ReservationRequested(ReservationRequested {
         reservation_id,
         items,
-    } = &event.body
+    }) = &event.body
     {
         *row = Some(ReservationRow {
             reservation_id: reservation_id.clone(),
@@ -115,15 +119,17 @@ pub(crate) fn step_reservation(row: &mut Option<ReservationRow>, event: &Event) 
     let Some(row) = row.as_mut() else { return };
     row.updated_at = event.ts;
     match &event.body {
-        EventBody::ReservationHeld { lines, .. } => {
+        EventBody::ReservationHeld(ReservationHeld { lines, .. }) => {
             row.status = ReservationStatus::Held;
             row.lines = lines.clone();
         }
-        EventBody::ReservationRejected { reason, .. } => {
+        EventBody::ReservationRejected(ReservationRejected { reason, .. }) => {
             row.status = ReservationStatus::Rejected;
             row.reason = Some(*reason);
         }
-        EventBody::ReservationReleased { .. } => row.status = ReservationStatus::Released,
+        EventBody::ReservationReleased(ReservationReleased { .. }) => {
+            row.status = ReservationStatus::Released
+        }
         _ => {}
     }
 }

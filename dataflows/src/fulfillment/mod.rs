@@ -2,4 +2,5 @@
 //! carrier's answers (dispatched, delivered) come back as commands. Its rows are in
 //! `views.rs`.
 
+pub mod events;
 pub mod views;

@@ -2,6 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::events::{ShipmentCancelled, ShipmentCreated, ShipmentDelivered, ShipmentDispatched};
 use crate::model::*;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -37,11 +38,11 @@ pub struct ShipmentRow {
 }
 
 pub(crate) fn step_shipment(row: &mut Option<ShipmentRow>, event: &Event) {
-    if let EventBody::ShipmentCreated {
+    if let EventBody::ShipmentCreated(ShipmentCreated {
         shipment_id,
         order_id,
         address,
-    } = &event.body
+    }) = &event.body
     {
         *row = Some(ShipmentRow {
             shipment_id: shipment_id.clone(),
@@ -58,17 +59,21 @@ pub(crate) fn step_shipment(row: &mut Option<ShipmentRow>, event: &Event) {
     let Some(row) = row.as_mut() else { return };
     row.updated_at = event.ts;
     match &event.body {
-        EventBody::ShipmentDispatched {
+        EventBody::ShipmentDispatched(ShipmentDispatched {
             carrier,
             tracking_number,
             ..
-        } => {
+        }) => {
             row.status = ShipmentStatus::Dispatched;
             row.carrier = Some(carrier.clone());
             row.tracking_number = Some(tracking_number.clone());
         }
-        EventBody::ShipmentDelivered { .. } => row.status = ShipmentStatus::Delivered,
-        EventBody::ShipmentCancelled { .. } => row.status = ShipmentStatus::Cancelled,
+        EventBody::ShipmentDelivered(ShipmentDelivered { .. }) => {
+            row.status = ShipmentStatus::Delivered
+        }
+        EventBody::ShipmentCancelled(ShipmentCancelled { .. }) => {
+            row.status = ShipmentStatus::Cancelled
+        }
         _ => {}
     }
 }

@@ -9,6 +9,7 @@ use std::collections::{BTreeMap, HashMap};
 use timely::dataflow::Stream;
 
 use crate::catalog::MAX_QUANTITY;
+use crate::events::{CartCreated, CartUpdated};
 use crate::model::*;
 use crate::shared::input::Input;
 use crate::shared::ordered::{key_hash, KeyedOrdered};
@@ -82,7 +83,7 @@ impl<'scope> ShoppingCarts<'scope> for Stream<'scope, Time, Vec<CartIn>> {
                                 continue;
                             }
                             carts.insert(cart_id.clone(), BTreeMap::new());
-                            out.push(event(EventBody::CartCreated { cart_id, user_id }));
+                            out.push(event(CartCreated { cart_id, user_id }.into()));
                         }
                         Command::SetCartItem {
                             cart_id,
@@ -150,11 +151,11 @@ impl<'scope> ShoppingCarts<'scope> for Stream<'scope, Time, Vec<CartIn>> {
                             } else {
                                 cart.insert(product_id.clone(), (quantity, currency));
                             }
-                            out.push(event(EventBody::CartUpdated {
+                            out.push(event(CartUpdated {
                                 cart_id,
                                 product_id,
                                 quantity,
-                            }));
+                            }.into()));
                         }
                         _ => {}
                     }

@@ -6,6 +6,7 @@
 //! The rules here say what an order may be and what a client may ask of it.
 
 pub mod carts;
+pub mod events;
 mod saga;
 pub mod views;
 

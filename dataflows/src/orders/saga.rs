@@ -16,6 +16,11 @@ use serde::{Deserialize, Serialize};
 use timely::dataflow::Stream;
 
 use crate::catalog::{AwaitedLines, CatalogIn, CatalogOp, StockReply};
+use crate::events::{
+    FraudDetected, OrderCancelled, OrderCompleted, OrderConfirmed, OrderCreated, OrderReserved,
+    OrderShipped, PaymentCompleted, PaymentFailed, PaymentInitiated, RefundFailed, RefundProcessed,
+    RefundRequested, ShipmentCancelled, ShipmentCreated, ShipmentDelivered, ShipmentDispatched,
+};
 use crate::model::*;
 use crate::payments::MAX_REFUNDS_PER_PAYMENT;
 use crate::shared::input::{outcome_variants, Input};
@@ -252,13 +257,13 @@ impl Saga<'_> {
                 }
                 order.shipment = ShipmentState::Dispatched;
                 order.status = OrderStatus::Shipped;
-                self.emit.event(EventBody::ShipmentDispatched {
+                self.emit.event(ShipmentDispatched {
                     shipment_id: shipment_id.clone(),
                     order_id: order_id.clone(),
                     carrier,
                     tracking_number,
                 });
-                self.emit.event(EventBody::OrderShipped {
+                self.emit.event(OrderShipped {
                     order_id,
                     shipment_id,
                 });
@@ -329,14 +334,14 @@ impl Saga<'_> {
                 refund.2 = Some(succeeded);
                 let amount_cents = refund.1;
                 if succeeded {
-                    self.emit.event(EventBody::RefundProcessed {
+                    self.emit.event(RefundProcessed {
                         refund_id,
                         payment_id,
                         order_id,
                         amount_cents,
                     });
                 } else {
-                    self.emit.event(EventBody::RefundFailed {
+                    self.emit.event(RefundFailed {
                         refund_id,
                         payment_id,
                         order_id,
@@ -374,7 +379,7 @@ impl Saga<'_> {
                 )
             }
         };
-        self.emit.event(EventBody::OrderCreated {
+        self.emit.event(OrderCreated {
             order_id: order_id.clone(),
             user_id,
             items: items.clone(),
@@ -455,7 +460,7 @@ impl Saga<'_> {
             .fold(0, i64::saturating_add);
         order.currency = currency.clone();
         order.status = OrderStatus::Reserved;
-        self.emit.event(EventBody::OrderReserved {
+        self.emit.event(OrderReserved {
             order_id: order_id.clone(),
             lines: granted,
             total_cents: order.total_cents,
@@ -472,7 +477,7 @@ impl Saga<'_> {
             return;
         };
         order.payment = PaymentState::Pending;
-        self.emit.event(EventBody::PaymentInitiated {
+        self.emit.event(PaymentInitiated {
             payment_id: payment_id_for(order_id),
             order_id: order_id.clone(),
             amount_cents: order.total_cents,
@@ -499,7 +504,7 @@ impl Saga<'_> {
             PaymentOutcome::Approved { charge_id } => {
                 order.payment = PaymentState::Captured;
                 order.captured_cents = order.total_cents;
-                self.emit.event(EventBody::PaymentCompleted {
+                self.emit.event(PaymentCompleted {
                     payment_id: payment_id.clone(),
                     order_id: order_id.clone(),
                     charge_id,
@@ -507,11 +512,11 @@ impl Saga<'_> {
                 if order.status == OrderStatus::Reserved {
                     order.status = OrderStatus::Confirmed;
                     order.shipment = ShipmentState::Requested;
-                    self.emit.event(EventBody::OrderConfirmed {
+                    self.emit.event(OrderConfirmed {
                         order_id: order_id.clone(),
                         payment_id,
                     });
-                    self.emit.event(EventBody::ShipmentCreated {
+                    self.emit.event(ShipmentCreated {
                         shipment_id: shipment_id_for(&order_id),
                         order_id,
                         address: order.shipping_address.take(),
@@ -524,7 +529,7 @@ impl Saga<'_> {
             }
             PaymentOutcome::Declined { decline_code } => {
                 order.payment = PaymentState::Failed;
-                self.emit.event(EventBody::PaymentFailed {
+                self.emit.event(PaymentFailed {
                     payment_id,
                     order_id: order_id.clone(),
                     decline_code,
@@ -535,11 +540,11 @@ impl Saga<'_> {
             }
             PaymentOutcome::Fraud { decline_code } => {
                 order.payment = PaymentState::Failed;
-                self.emit.event(EventBody::FraudDetected {
+                self.emit.event(FraudDetected {
                     payment_id: payment_id.clone(),
                     order_id: order_id.clone(),
                 });
-                self.emit.event(EventBody::PaymentFailed {
+                self.emit.event(PaymentFailed {
                     payment_id,
                     order_id: order_id.clone(),
                     decline_code,
@@ -591,13 +596,13 @@ impl Saga<'_> {
         }
         if order.shipment == ShipmentState::Requested {
             order.shipment = ShipmentState::Cancelled;
-            self.emit.event(EventBody::ShipmentCancelled {
+            self.emit.event(ShipmentCancelled {
                 shipment_id: shipment_id_for(order_id),
                 order_id: order_id.clone(),
             });
         }
         order.status = OrderStatus::Cancelled;
-        self.emit.event(EventBody::OrderCancelled {
+        self.emit.event(OrderCancelled {
             order_id: order_id.clone(),
             reason,
         });
@@ -617,7 +622,7 @@ impl Saga<'_> {
         let payment_id = payment_id_for(order_id);
         let refund_id = refund_id_for(&payment_id, order.refunds.len() + 1);
         push_boxed(&mut order.refunds, (refund_id.clone(), amount_cents, None));
-        self.emit.event(EventBody::RefundRequested {
+        self.emit.event(RefundRequested {
             refund_id,
             payment_id,
             order_id: order_id.clone(),
@@ -643,11 +648,11 @@ impl Saga<'_> {
         }
         order.shipment = ShipmentState::Delivered;
         order.status = OrderStatus::Completed;
-        self.emit.event(EventBody::ShipmentDelivered {
+        self.emit.event(ShipmentDelivered {
             shipment_id,
             order_id: order_id.clone(),
         });
-        self.emit.event(EventBody::OrderCompleted {
+        self.emit.event(OrderCompleted {
             order_id: order_id.clone(),
         });
     }
@@ -663,13 +668,13 @@ impl Saga<'_> {
                 let shipment_id = shipment_id_for(order_id);
                 order.shipment = ShipmentState::Dispatched;
                 order.status = OrderStatus::Shipped;
-                self.emit.event(EventBody::ShipmentDispatched {
+                self.emit.event(ShipmentDispatched {
                     shipment_id: shipment_id.clone(),
                     order_id: order_id.clone(),
                     carrier: "manual".into(),
                     tracking_number: Str::default(),
                 });
-                self.emit.event(EventBody::OrderShipped {
+                self.emit.event(OrderShipped {
                     order_id: order_id.clone(),
                     shipment_id,
                 });

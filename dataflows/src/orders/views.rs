@@ -2,6 +2,10 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::events::{
+    CartCreated, CartUpdated, OrderCancelled, OrderCompleted, OrderConfirmed, OrderCreated,
+    OrderReserved, OrderShipped, PaymentInitiated, ShipmentCreated,
+};
 use crate::model::*;
 
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -54,7 +58,7 @@ impl OrderRow {
 
 pub(crate) fn step_cart(row: &mut Option<CartRow>, event: &Event) {
     match &event.body {
-        EventBody::CartCreated { cart_id, user_id } => {
+        EventBody::CartCreated(CartCreated { cart_id, user_id }) => {
             *row = Some(CartRow {
                 cart_id: cart_id.clone(),
                 user_id: user_id.clone(),
@@ -63,11 +67,11 @@ pub(crate) fn step_cart(row: &mut Option<CartRow>, event: &Event) {
                 updated_at: event.ts,
             })
         }
-        EventBody::CartUpdated {
+        EventBody::CartUpdated(CartUpdated {
             product_id,
             quantity,
             ..
-        } => {
+        }) => {
             if let Some(row) = row.as_mut() {
                 row.items.retain(|line| line.product_id != *product_id);
                 if *quantity > 0 {
@@ -84,13 +88,13 @@ pub(crate) fn step_cart(row: &mut Option<CartRow>, event: &Event) {
 }
 
 pub(crate) fn step_order(row: &mut Option<OrderRow>, event: &Event) {
-    if let EventBody::OrderCreated {
+    if let EventBody::OrderCreated(OrderCreated {
         order_id,
         user_id,
         items,
         cart_id,
         shipping_address,
-    } = &event.body
+    }) = &event.body
     {
         *row = Some(OrderRow {
             order_id: order_id.clone(),
@@ -130,12 +134,12 @@ pub(crate) fn step_order(row: &mut Option<OrderRow>, event: &Event) {
     };
     row.updated_at = event.ts;
     match &event.body {
-        EventBody::OrderReserved {
+        EventBody::OrderReserved(OrderReserved {
             lines,
             total_cents,
             currency,
             ..
-        } => {
+        }) => {
             row.lines = lines.as_slice().into();
             // The priced lines say all the requested ones did; keep one copy.
             row.items = Box::default();
@@ -143,12 +147,16 @@ pub(crate) fn step_order(row: &mut Option<OrderRow>, event: &Event) {
             row.currency = currency.clone();
             status(row, OrderStatus::Reserved, None);
         }
-        EventBody::PaymentInitiated { .. } => row.has_payment = true,
-        EventBody::OrderConfirmed { .. } => status(row, OrderStatus::Confirmed, None),
-        EventBody::ShipmentCreated { .. } => row.has_shipment = true,
-        EventBody::OrderShipped { .. } => status(row, OrderStatus::Shipped, None),
-        EventBody::OrderCompleted { .. } => status(row, OrderStatus::Completed, None),
-        EventBody::OrderCancelled { reason, .. } => {
+        EventBody::PaymentInitiated(PaymentInitiated { .. }) => row.has_payment = true,
+        EventBody::OrderConfirmed(OrderConfirmed { .. }) => {
+            status(row, OrderStatus::Confirmed, None)
+        }
+        EventBody::ShipmentCreated(ShipmentCreated { .. }) => row.has_shipment = true,
+        EventBody::OrderShipped(OrderShipped { .. }) => status(row, OrderStatus::Shipped, None),
+        EventBody::OrderCompleted(OrderCompleted { .. }) => {
+            status(row, OrderStatus::Completed, None)
+        }
+        EventBody::OrderCancelled(OrderCancelled { reason, .. }) => {
             status(row, OrderStatus::Cancelled, Some(*reason))
         }
         _ => {}

@@ -2,6 +2,7 @@
 //! The payment's state machine runs inside the order saga (`orders::saga`), since a
 //! payment belongs to exactly one order; its rows are in `views.rs`.
 
+pub mod events;
 pub mod views;
 
 use crate::model::{Command, PaymentOutcome};

@@ -2,6 +2,10 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::events::{
+    FraudDetected, PaymentCompleted, PaymentFailed, PaymentInitiated, RefundFailed,
+    RefundProcessed, RefundRequested,
+};
 use crate::model::*;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -65,13 +69,13 @@ pub struct PaymentRow {
 }
 
 pub(crate) fn step_payment(row: &mut Option<PaymentRow>, event: &Event) {
-    if let EventBody::PaymentInitiated {
+    if let EventBody::PaymentInitiated(PaymentInitiated {
         payment_id,
         order_id,
         amount_cents,
         currency,
         card,
-    } = &event.body
+    }) = &event.body
     {
         *row = Some(PaymentRow {
             payment_id: payment_id.clone(),
@@ -95,22 +99,22 @@ pub(crate) fn step_payment(row: &mut Option<PaymentRow>, event: &Event) {
     let Some(row) = row.as_mut() else { return };
     row.updated_at = event.ts;
     match &event.body {
-        EventBody::PaymentCompleted { charge_id, .. } => {
+        EventBody::PaymentCompleted(PaymentCompleted { charge_id, .. }) => {
             row.status = PaymentStatus::Succeeded;
             row.captured_cents = row.amount_cents;
             row.charge_id = Some(charge_id.clone());
         }
-        EventBody::PaymentFailed { decline_code, .. } => {
+        EventBody::PaymentFailed(PaymentFailed { decline_code, .. }) => {
             row.status = PaymentStatus::Failed;
             row.decline_code = Some(decline_code.clone());
         }
-        EventBody::FraudDetected { .. } => row.fraud = true,
-        EventBody::RefundRequested {
+        EventBody::FraudDetected(FraudDetected { .. }) => row.fraud = true,
+        EventBody::RefundRequested(RefundRequested {
             refund_id,
             amount_cents,
             reason,
             ..
-        } => push_boxed(
+        }) => push_boxed(
             &mut row.refunds,
             RefundRow {
                 refund_id: refund_id.clone(),
@@ -120,11 +124,11 @@ pub(crate) fn step_payment(row: &mut Option<PaymentRow>, event: &Event) {
                 reason: reason.clone(),
             },
         ),
-        EventBody::RefundProcessed {
+        EventBody::RefundProcessed(RefundProcessed {
             refund_id,
             amount_cents,
             ..
-        } => {
+        }) => {
             if let Some(refund) = row
                 .refunds
                 .iter_mut()
@@ -139,7 +143,7 @@ pub(crate) fn step_payment(row: &mut Option<PaymentRow>, event: &Event) {
                 PaymentStatus::PartiallyRefunded
             };
         }
-        EventBody::RefundFailed { refund_id, .. } => {
+        EventBody::RefundFailed(RefundFailed { refund_id, .. }) => {
             if let Some(refund) = row
                 .refunds
                 .iter_mut()

@@ -106,13 +106,13 @@ impl<'a, O: From<Event> + From<Rejection>> Emitter<'a, O> {
         }
     }
 
-    pub fn event(&mut self, body: EventBody) {
+    pub fn event(&mut self, body: impl Into<EventBody>) {
         self.out.push(O::from(Event {
             seq: self.seq,
             phase: self.phase,
             sub: self.sub,
             ts: self.ts,
-            body,
+            body: body.into(),
         }));
         self.sub += 1;
     }

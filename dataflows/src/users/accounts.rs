@@ -13,6 +13,7 @@ use std::collections::HashMap;
 use serde::{Deserialize, Serialize};
 use timely::dataflow::Stream;
 
+use crate::events::{UserCreated, UserDeleted, UserUpdated};
 use crate::model::*;
 use crate::shared::input::{outcome_variants, Input};
 use crate::shared::ordered::{key_hash, KeyedOrdered, UniqueClaims};
@@ -237,12 +238,15 @@ fn decide(users: &mut HashMap<Str, User>, input: UserIn, out: &mut Vec<UserOut>)
                 ));
                 return;
             }
-            out.push(event(EventBody::UserCreated {
-                user_id: user_id.clone(),
-                email: email.clone(),
-                name: name.clone(),
-                password_hash: password_hash.clone(),
-            }));
+            out.push(event(
+                UserCreated {
+                    user_id: user_id.clone(),
+                    email: email.clone(),
+                    name: name.clone(),
+                    password_hash: password_hash.clone(),
+                }
+                .into(),
+            ));
             users.insert(
                 user_id,
                 User {
@@ -280,12 +284,15 @@ fn decide(users: &mut HashMap<Str, User>, input: UserIn, out: &mut Vec<UserOut>)
             if let Some(password_hash) = password_hash {
                 user.password_hash = password_hash;
             }
-            out.push(event(EventBody::UserUpdated {
-                user_id,
-                email: user.email.clone(),
-                name: user.name.clone(),
-                password_hash: user.password_hash.clone(),
-            }));
+            out.push(event(
+                UserUpdated {
+                    user_id,
+                    email: user.email.clone(),
+                    name: user.name.clone(),
+                    password_hash: user.password_hash.clone(),
+                }
+                .into(),
+            ));
         }
         Command::DeleteUser { user_id } => {
             let Some(user) = users.remove(&user_id) else {
@@ -296,7 +303,7 @@ fn decide(users: &mut HashMap<Str, User>, input: UserIn, out: &mut Vec<UserOut>)
                 return;
             };
             out.push(release(&user.email, &user_id));
-            out.push(event(EventBody::UserDeleted { user_id }));
+            out.push(event(UserDeleted { user_id }.into()));
         }
         _ => {}
     }

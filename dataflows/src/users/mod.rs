@@ -5,6 +5,7 @@
 //! rows.
 
 mod accounts;
+pub mod events;
 pub mod views;
 
 pub use accounts::*;

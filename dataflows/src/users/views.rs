@@ -2,6 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::events::{UserCreated, UserDeleted, UserUpdated};
 use crate::model::*;
 
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -16,12 +17,12 @@ pub struct UserRow {
 
 pub(crate) fn step_user(row: &mut Option<UserRow>, event: &Event) {
     match &event.body {
-        EventBody::UserCreated {
+        EventBody::UserCreated(UserCreated {
             user_id,
             email,
             name,
             password_hash,
-        } => {
+        }) => {
             *row = Some(UserRow {
                 user_id: user_id.clone(),
                 email: email.clone(),
@@ -31,12 +32,12 @@ pub(crate) fn step_user(row: &mut Option<UserRow>, event: &Event) {
                 updated_at: event.ts,
             })
         }
-        EventBody::UserUpdated {
+        EventBody::UserUpdated(UserUpdated {
             email,
             name,
             password_hash,
             ..
-        } => {
+        }) => {
             if let Some(row) = row.as_mut() {
                 row.email = email.clone();
                 row.name = name.clone();
@@ -44,7 +45,7 @@ pub(crate) fn step_user(row: &mut Option<UserRow>, event: &Event) {
                 row.updated_at = event.ts;
             }
         }
-        EventBody::UserDeleted { .. } => *row = None,
+        EventBody::UserDeleted(UserDeleted { .. }) => *row = None,
         _ => {}
     }
 }

@@ -3,6 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::events::{PaymentInitiated, RefundRequested, ShipmentCreated};
 use crate::model::*;
 
 /// A call to the outside world the saga is waiting for.
@@ -56,36 +57,36 @@ impl IdempotencyRow {
 
 pub(crate) fn step_effect(row: &mut Option<EffectRow>, event: &Event) {
     *row = match &event.body {
-        EventBody::PaymentInitiated {
+        EventBody::PaymentInitiated(PaymentInitiated {
             payment_id,
             order_id,
             amount_cents,
             currency,
             card,
-        } => Some(EffectRow::Charge {
+        }) => Some(EffectRow::Charge {
             payment_id: payment_id.clone(),
             order_id: order_id.clone(),
             amount_cents: *amount_cents,
             currency: currency.clone(),
             card: card.clone(),
         }),
-        EventBody::RefundRequested {
+        EventBody::RefundRequested(RefundRequested {
             refund_id,
             payment_id,
             order_id,
             amount_cents,
             ..
-        } => Some(EffectRow::Refund {
+        }) => Some(EffectRow::Refund {
             refund_id: refund_id.clone(),
             payment_id: payment_id.clone(),
             order_id: order_id.clone(),
             amount_cents: *amount_cents,
         }),
-        EventBody::ShipmentCreated {
+        EventBody::ShipmentCreated(ShipmentCreated {
             shipment_id,
             order_id,
             address,
-        } => Some(EffectRow::Ship {
+        }) => Some(EffectRow::Ship {
             shipment_id: shipment_id.clone(),
             order_id: order_id.clone(),
             address: address.clone(),

@@ -21,6 +21,7 @@ pub use effects::*;
 pub use operator::{read_models, WithTimes};
 
 use crate::catalog::views::{step_product, step_reservation};
+use crate::events::*;
 use crate::fulfillment::views::step_shipment;
 use crate::model::*;
 use crate::orders::views::{step_cart, step_order};
@@ -187,33 +188,28 @@ impl Row {
 
 /// The view keys an event contributes to.
 pub fn view_keys(body: &EventBody) -> Vec<ViewKey> {
-    use EventBody::*;
+    use EventBody as E;
     let mut keys = Vec::with_capacity(3);
     match body {
-        ProductCreated { product_id, .. } | ProductUpdated { product_id, .. } => {
+        E::ProductCreated(ProductCreated { product_id, .. })
+        | E::ProductUpdated(ProductUpdated { product_id, .. }) => {
             keys.push(ViewKey::Product(product_id.clone()))
         }
-        UserCreated { user_id, .. } | UserUpdated { user_id, .. } | UserDeleted { user_id } => {
-            keys.push(ViewKey::User(user_id.clone()))
-        }
-        CartCreated { cart_id, .. } | CartUpdated { cart_id, .. } => {
-            keys.push(ViewKey::Cart(cart_id.clone()))
-        }
-        ReservationRequested { reservation_id, .. }
-        | ReservationHeld { reservation_id, .. }
-        | ReservationRejected { reservation_id, .. }
-        | ReservationReleased { reservation_id } => {
+        E::UserCreated(UserCreated { user_id, .. })
+        | E::UserUpdated(UserUpdated { user_id, .. })
+        | E::UserDeleted(UserDeleted { user_id }) => keys.push(ViewKey::User(user_id.clone())),
+        E::CartCreated(CartCreated { cart_id, .. })
+        | E::CartUpdated(CartUpdated { cart_id, .. }) => keys.push(ViewKey::Cart(cart_id.clone())),
+        E::ReservationRequested(ReservationRequested { reservation_id, .. })
+        | E::ReservationHeld(ReservationHeld { reservation_id, .. })
+        | E::ReservationRejected(ReservationRejected { reservation_id, .. })
+        | E::ReservationReleased(ReservationReleased { reservation_id }) => {
             keys.push(ViewKey::Reservation(reservation_id.clone()))
         }
         _ => {}
     }
     if let Some(order_id) = body.order_id() {
-        if !matches!(
-            body,
-            InventoryReserved { .. } | InventoryReleased { .. } | InventoryDeducted { .. }
-        ) {
-            keys.push(ViewKey::Order(order_id.clone()));
-        }
+        keys.push(ViewKey::Order(order_id.clone()));
     }
     if let Some(payment_id) = body.payment_id() {
         keys.push(ViewKey::Payment(payment_id.clone()));
@@ -222,21 +218,21 @@ pub fn view_keys(body: &EventBody) -> Vec<ViewKey> {
         keys.push(ViewKey::Shipment(shipment_id.clone()));
     }
     match body {
-        PaymentInitiated { payment_id: id, .. }
-        | PaymentCompleted { payment_id: id, .. }
-        | PaymentFailed { payment_id: id, .. } => keys.push(ViewKey::Effect(id.clone())),
-        RefundRequested { refund_id: id, .. }
-        | RefundProcessed { refund_id: id, .. }
-        | RefundFailed { refund_id: id, .. } => keys.push(ViewKey::Effect(id.clone())),
-        ShipmentCreated {
+        E::PaymentInitiated(PaymentInitiated { payment_id: id, .. })
+        | E::PaymentCompleted(PaymentCompleted { payment_id: id, .. })
+        | E::PaymentFailed(PaymentFailed { payment_id: id, .. })
+        | E::RefundRequested(RefundRequested { refund_id: id, .. })
+        | E::RefundProcessed(RefundProcessed { refund_id: id, .. })
+        | E::RefundFailed(RefundFailed { refund_id: id, .. })
+        | E::ShipmentCreated(ShipmentCreated {
             shipment_id: id, ..
-        }
-        | ShipmentDispatched {
+        })
+        | E::ShipmentDispatched(ShipmentDispatched {
             shipment_id: id, ..
-        }
-        | ShipmentCancelled {
+        })
+        | E::ShipmentCancelled(ShipmentCancelled {
             shipment_id: id, ..
-        } => keys.push(ViewKey::Effect(id.clone())),
+        }) => keys.push(ViewKey::Effect(id.clone())),
         _ => {}
     }
     keys
@@ -244,31 +240,17 @@ pub fn view_keys(body: &EventBody) -> Vec<ViewKey> {
 
 /// Stock deltas of an event: `(product, measure, delta)`.
 pub fn stock_deltas(body: &EventBody) -> Vec<(Str, StockMeasure, i64)> {
-    use EventBody::*;
+    use EventBody as E;
     match body {
-        StockAdjusted {
-            product_id, delta, ..
-        } => vec![(product_id.clone(), StockMeasure::OnHand, *delta)],
-        InventoryReserved {
-            product_id,
-            quantity,
-            ..
-        } => vec![(product_id.clone(), StockMeasure::Reserved, *quantity)],
-        InventoryReleased {
-            product_id,
-            quantity,
-            ..
-        } => vec![(product_id.clone(), StockMeasure::Reserved, -*quantity)],
-        InventoryDeducted {
-            product_id,
-            quantity,
-            ..
-        } => {
-            vec![
-                (product_id.clone(), StockMeasure::Reserved, -*quantity),
-                (product_id.clone(), StockMeasure::OnHand, -*quantity),
-            ]
+        E::StockAdjusted(e) => vec![(e.product_id.clone(), StockMeasure::OnHand, e.delta)],
+        E::InventoryReserved(e) => vec![(e.product_id.clone(), StockMeasure::Reserved, e.quantity)],
+        E::InventoryReleased(e) => {
+            vec![(e.product_id.clone(), StockMeasure::Reserved, -e.quantity)]
         }
+        E::InventoryDeducted(e) => vec![
+            (e.product_id.clone(), StockMeasure::Reserved, -e.quantity),
+            (e.product_id.clone(), StockMeasure::OnHand, -e.quantity),
+        ],
         _ => Vec::new(),
     }
 }

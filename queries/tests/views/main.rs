@@ -5,6 +5,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
 
+use dataflows::events::OrderCreated;
 use dataflows::model::*;
 use dataflows::oracle::recompute;
 use dataflows::views::Row;
@@ -487,9 +488,9 @@ fn check_invariants(h: &Harness) {
         .recorded_events()
         .into_iter()
         .filter_map(|event| match event.body {
-            EventBody::OrderCreated {
+            EventBody::OrderCreated(OrderCreated {
                 order_id, items, ..
-            } => Some((order_id, items.len())),
+            }) => Some((order_id, items.len())),
             _ => None,
         })
         .collect();

@@ -48,29 +48,22 @@ impl EventEnvelope {
 /// A JSON Schema (draft 2020-12) for each event type's envelope, by type name: the
 /// envelope's fields, and `data` as the dataflow's event of that type serialises.
 pub fn event_schemas() -> serde_json::Map<String, serde_json::Value> {
-    use serde_json::{json, Value};
-    let root = serde_json::to_value(schemars::schema_for!(EventBody)).expect("schemas serialise");
-    let defs = root.get("$defs").cloned().unwrap_or_else(|| json!({}));
-    let variants = root["oneOf"].as_array().cloned().unwrap_or_default();
-    // The variants come in declaration order, as `EventBody::NAMES` lists their names.
-    assert_eq!(
-        variants.len(),
-        EventBody::NAMES.len(),
-        "a name for every event type"
-    );
+    use serde_json::json;
     let mut schemas = serde_json::Map::new();
-    for (name, mut data) in EventBody::NAMES.iter().zip(variants) {
-        // `data` is the event without its serde tag: the envelope's `type` says it.
-        if let Some(properties) = data.get_mut("properties").and_then(Value::as_object_mut) {
-            properties.remove("type");
-        }
-        if let Some(required) = data.get_mut("required").and_then(Value::as_array_mut) {
-            required.retain(|field| field != "type");
-        }
+    for (name, schema) in EventBody::schemas() {
+        // `data` is the event's record; its definitions move up beside the envelope's.
+        let mut data = serde_json::to_value(schema).expect("schemas serialise");
+        let defs = data
+            .as_object_mut()
+            .and_then(|record| {
+                record.remove("$schema");
+                record.remove("title");
+                record.remove("$defs")
+            })
+            .unwrap_or_else(|| json!({}));
+        let defs_empty = defs.as_object().is_none_or(|defs| defs.is_empty());
         data["additionalProperties"] = json!(false);
-        schemas.insert(
-            name.to_string(),
-            json!({
+        let mut envelope = json!({
                 "$schema": "https://json-schema.org/draft/2020-12/schema",
                 "title": name,
                 "type": "object",
@@ -86,8 +79,13 @@ pub fn event_schemas() -> serde_json::Map<String, serde_json::Value> {
                     "data": data,
                 },
                 "$defs": defs,
-            }),
-        );
+        });
+        if defs_empty {
+            envelope
+                .as_object_mut()
+                .map(|envelope| envelope.remove("$defs"));
+        }
+        schemas.insert(name.to_string(), envelope);
     }
     schemas
 }
