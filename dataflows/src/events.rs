@@ -26,6 +26,22 @@ pub struct Event {
     pub body: EventBody,
 }
 
+/// Declares event records: plain data with the derives every event needs (ordering for
+/// determinism, serde for the wire, a JSON Schema for the bus's consumers).
+macro_rules! records {
+    ($($(#[$doc:meta])* pub struct $record:ident { $($field:tt)* })*) => {
+        $(
+            $(#[$doc])*
+            #[derive(
+                Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash,
+                serde::Serialize, serde::Deserialize, schemars::JsonSchema,
+            )]
+            pub struct $record { $($field)* }
+        )*
+    };
+}
+pub(crate) use records;
+
 /// Declares `EventBody` from `Record = "bus.name"` pairs: the union, its names, its
 /// JSON Schemas, and `From` each record.
 macro_rules! catalogue {

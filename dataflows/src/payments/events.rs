@@ -1,81 +1,60 @@
 //! The payments context's part of the event catalogue: charges and refunds (`payment.*`, `fraud.*`, `refund.*`).
 //! `crate::events::EventBody` names each of these on the event bus.
 
-use schemars::JsonSchema;
-use serde::{Deserialize, Serialize};
-
+use crate::events::records;
 use crate::model::{CardToken, Str};
 
-/// The saga asked the provider to charge an order's total.
-#[derive(
-    Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema,
-)]
-pub struct PaymentInitiated {
-    pub payment_id: Str,
-    pub order_id: Str,
-    pub amount_cents: i64,
-    pub currency: Str,
-    pub card: CardToken,
-}
+records! {
+    /// The saga asked the provider to charge an order's total.
+    pub struct PaymentInitiated {
+        pub payment_id: Str,
+        pub order_id: Str,
+        pub amount_cents: i64,
+        pub currency: Str,
+        pub card: CardToken,
+    }
 
-/// The provider charged the card.
-#[derive(
-    Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema,
-)]
-pub struct PaymentCompleted {
-    pub payment_id: Str,
-    pub order_id: Str,
-    pub charge_id: Str,
-}
+    /// The provider charged the card.
+    pub struct PaymentCompleted {
+        pub payment_id: Str,
+        pub order_id: Str,
+        pub charge_id: Str,
+    }
 
-/// The provider declined the charge.
-#[derive(
-    Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema,
-)]
-pub struct PaymentFailed {
-    pub payment_id: Str,
-    pub order_id: Str,
-    pub decline_code: Str,
-}
+    /// The provider declined the charge.
+    pub struct PaymentFailed {
+        pub payment_id: Str,
+        pub order_id: Str,
+        pub decline_code: Str,
+    }
 
-/// The provider refused the charge as fraudulent.
-#[derive(
-    Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema,
-)]
-pub struct FraudDetected {
-    pub payment_id: Str,
-    pub order_id: Str,
-}
+    /// The provider refused the charge as fraudulent.
+    pub struct FraudDetected {
+        pub payment_id: Str,
+        pub order_id: Str,
+    }
 
-/// A refund of part or all of a charge was asked for.
-#[derive(
-    Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema,
-)]
-pub struct RefundRequested {
-    pub refund_id: Str,
-    pub payment_id: Str,
-    pub order_id: Str,
-    pub amount_cents: i64,
-    pub reason: Str,
-}
+    /// A refund of part or all of a charge was asked for.
+    pub struct RefundRequested {
+        pub refund_id: Str,
+        pub payment_id: Str,
+        pub order_id: Str,
+        pub amount_cents: i64,
+        pub reason: Str,
+    }
 
-/// The provider paid a refund back.
-#[derive(
-    Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema,
-)]
-pub struct RefundProcessed {
-    pub refund_id: Str,
-    pub payment_id: Str,
-    pub order_id: Str,
-    pub amount_cents: i64,
-}
+    /// The provider paid a refund back.
+    pub struct RefundProcessed {
+        pub refund_id: Str,
+        pub payment_id: Str,
+        pub order_id: Str,
+        pub amount_cents: i64,
+    }
 
-/// The provider refused a refund.
-#[derive(
-    Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema,
-)]
-pub struct RefundFailed {
-    pub refund_id: Str,
-    pub payment_id: Str,
-    pub order_id: Str,
+    /// The provider refused a refund.
+    pub struct RefundFailed {
+        pub refund_id: Str,
+        pub payment_id: Str,
+        pub order_id: Str,
+    }
 }
