@@ -113,12 +113,7 @@ async fn only_the_domain_cancels_for_fraud_or_a_declined_payment() {
     let t = TestApp::new().await;
     let product = t.product("CANCEL", 100, 5).await;
     let user = t.user("cancel@example.com").await;
-    let order = t
-        .post(
-            "/api/v1/orders",
-            json!({"user_id": user, "items": [{"product_id": product, "quantity": 1}]}),
-        )
-        .await;
+    let order = t.order(&user, &product, 1).await;
     let id = order.body["id"].as_str().unwrap();
     let path = format!("/api/v1/orders/{id}/cancel");
     for reason in [

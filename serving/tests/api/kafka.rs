@@ -416,12 +416,7 @@ async fn the_embedded_log_can_publish_events_to_kafka() {
     assert_eq!(t.app.config.log, "embedded");
     let product = t.product("EMB-EVT", 100, 3).await;
     let user = t.user("embedded-events@example.com").await;
-    let placed = t
-        .post(
-            "/api/v1/orders",
-            json!({"user_id": user, "items": [{"product_id": product, "quantity": 1}]}),
-        )
-        .await;
+    let placed = t.order(&user, &product, 1).await;
     let order = placed.body["id"].as_str().unwrap().to_string();
     assert_each_once(&broker.cluster(), "order.created", &[order]).await;
     assert_each_once(&broker.cluster(), "product.created", &[product]).await;

@@ -146,12 +146,7 @@ async fn cancel_releases_stock_and_refunds_a_captured_payment() {
     let product = t.product("CUP", 700, 4).await;
     let user = t.user("di@example.com").await;
     // Without a payment method the order waits, reserved, for a payment.
-    let placed = t
-        .post(
-            "/api/v1/orders",
-            json!({"user_id": user, "items": [{"product_id": product, "quantity": 4}]}),
-        )
-        .await;
+    let placed = t.order(&user, &product, 4).await;
     let order = placed.body["id"].as_str().unwrap().to_string();
     assert_eq!(placed.body["status"], "reserved");
     let cancelled = t
@@ -168,12 +163,7 @@ async fn cancel_releases_stock_and_refunds_a_captured_payment() {
 
     // Paid, then cancelled before dispatch is only possible with a manual status flow;
     // here the payment arrives through POST /payments and the refund through the API.
-    let placed = t
-        .post(
-            "/api/v1/orders",
-            json!({"user_id": user, "items": [{"product_id": product, "quantity": 1}]}),
-        )
-        .await;
+    let placed = t.order(&user, &product, 1).await;
     let order = placed.body["id"].as_str().unwrap().to_string();
     let paid = t
         .post(

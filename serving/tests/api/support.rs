@@ -159,6 +159,16 @@ impl TestApp {
         reply.body["id"].as_str().expect("id").to_string()
     }
 
+    /// Places an order of one line, without a payment method (it waits, reserved).
+    pub async fn order(&self, user_id: &str, product_id: &str, quantity: i64) -> Reply {
+        let items = json!([{"product_id": product_id, "quantity": quantity}]);
+        self.post(
+            "/api/v1/orders",
+            json!({"user_id": user_id, "items": items}),
+        )
+        .await
+    }
+
     pub async fn stock(&self, product_id: &str) -> Value {
         self.get(&format!("/api/v1/products/{product_id}"))
             .await
