@@ -10,13 +10,14 @@ use timely::dataflow::operators::{Concat, Concatenate, ConnectLoop, Feedback};
 use timely::dataflow::{Scope, Stream};
 
 use crate::catalog::reservations::{self, ReservationOp, StockReservations};
-use crate::catalog::{self, CatalogOut, ClaimSku, ReserveStock, SkuIn, StockReply};
+use crate::catalog::{self, CatalogOut, ReserveStock, SkuIn, StockReply};
 use crate::idempotency::{Admissions, AdmitOnce};
 use crate::model::*;
 use crate::orders::carts::{self, ShoppingCarts};
 use crate::orders::{self, OrderFulfillment, OrderOp, OrderOut};
+use crate::shared::claims::ClaimUnique;
 use crate::shared::input::Outcome;
-use crate::users::{self, ClaimEmail, EmailIn, UserAccounts, UserOut};
+use crate::users::{self, EmailIn, UserAccounts, UserOut};
 use crate::views::{read_models, Row};
 
 /// A command as it enters the dataflow: its log position, its batch timestamp, itself.
@@ -60,7 +61,7 @@ pub fn build<'scope>(
         .clone()
         .flat_map(|(seq, ts, command)| catalog::route_claim(seq, ts, command))
         .concat(sku_releases)
-        .claim_sku();
+        .claim_unique("ClaimSku", catalog::SKU_TAKEN);
     let catalog_in = scope.concatenate([
         passed
             .clone()
@@ -93,7 +94,7 @@ pub fn build<'scope>(
         .clone()
         .flat_map(|(seq, ts, command)| users::route_claim(seq, ts, &command))
         .concat(releases)
-        .claim_email();
+        .claim_unique("ClaimEmail", users::EMAIL_TAKEN);
     let user_out = passed
         .clone()
         .flat_map(|(seq, ts, command)| users::route(seq, ts, command))

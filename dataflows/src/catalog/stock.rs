@@ -19,8 +19,9 @@ use crate::events::{
     ProductUpdated, StockAdjusted,
 };
 use crate::model::*;
+use crate::shared::claims::{Claim, Taken};
 use crate::shared::input::{outcome_variants, Input};
-use crate::shared::ordered::{key_hash, Emitter, KeyedOrdered, UniqueClaims};
+use crate::shared::ordered::{key_hash, Emitter, KeyedOrdered};
 
 /// A request to the product aggregate, ordered by the command that caused it.
 pub type CatalogIn = Input<CatalogOp>;
@@ -83,84 +84,15 @@ impl CatalogOp {
     }
 }
 
-/// A request to `ClaimSku`: skus are unique across products.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
-pub struct SkuIn {
-    pub seq: Seq,
-    pub phase: u8,
-    pub ts: Ts,
-    pub sku: Str,
-    pub op: SkuOp,
-}
+/// A claim on a sku, which must be unique across products; a won claim goes on to the
+/// product aggregate.
+pub type SkuIn = Input<Claim<CatalogOp>>;
 
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
-pub enum SkuOp {
-    /// Claim the sku for this product, then hand the request to the product aggregate.
-    Claim { product_id: Str, then: CatalogOp },
-    /// The product no longer holds the sku.
-    Release { product_id: Str },
-}
-
-pub trait ClaimSku<'scope> {
-    /// Keyed by sku: claims in log order, refusing a sku another product holds
-    /// (`sku_taken`); accepted requests go on to `ReserveStock`. Invariant: at any settled
-    /// time a sku belongs to at most one product.
-    fn claim_sku(
-        self,
-    ) -> (
-        Stream<'scope, Time, Vec<CatalogIn>>,
-        Stream<'scope, Time, Vec<Rejection>>,
-    );
-}
-
-impl<'scope> ClaimSku<'scope> for Stream<'scope, Time, Vec<SkuIn>> {
-    fn claim_sku(
-        self,
-    ) -> (
-        Stream<'scope, Time, Vec<CatalogIn>>,
-        Stream<'scope, Time, Vec<Rejection>>,
-    ) {
-        use timely::dataflow::operators::vec::Map;
-        let mut owners = UniqueClaims::default();
-        let decided = self.keyed_ordered(
-            "ClaimSku",
-            |input: &SkuIn| key_hash(&input.sku),
-            move |_time, inputs, out: &mut Vec<Result<CatalogIn, Rejection>>| {
-                for input in inputs {
-                    match input.op {
-                        SkuOp::Release { product_id } => owners.release(&input.sku, &product_id),
-                        SkuOp::Claim { product_id, then } => {
-                            let detail =
-                                format!("a product with sku {:?} already exists", input.sku);
-                            if owners.claim(input.sku, product_id) {
-                                out.push(Ok(CatalogIn {
-                                    seq: input.seq,
-                                    phase: input.phase,
-                                    sub: 0,
-                                    ts: input.ts,
-                                    op: then,
-                                }));
-                            } else {
-                                let kind = RejectionKind::Conflict {
-                                    code: "sku_taken".into(),
-                                };
-                                out.push(Err(Rejection {
-                                    seq: input.seq,
-                                    ts: input.ts,
-                                    kind,
-                                    detail: detail.into(),
-                                }));
-                            }
-                        }
-                    }
-                }
-            },
-        );
-        let accepted = decided.clone().flat_map(|result| result.ok());
-        let refused = decided.flat_map(|result| result.err());
-        (accepted, refused)
-    }
-}
+/// How `ClaimSku` refuses a sku another product holds.
+pub const SKU_TAKEN: Taken = Taken {
+    code: "sku_taken",
+    detail: |sku| format!("a product with sku {sku:?} already exists"),
+};
 
 /// The product aggregate's answer to one reserve request.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
@@ -299,16 +231,15 @@ pub fn route_claim(seq: Seq, ts: Ts, command: Command) -> Option<SkuIn> {
     let sku = claimed_sku(&command)?.clone();
     let op = catalog_op(command)?;
     let product_id = op.product_id().clone();
-    Some(SkuIn {
+    Some(Input::command(
         seq,
-        phase: 0,
         ts,
-        sku,
-        op: SkuOp::Claim {
-            product_id,
+        Claim::Take {
+            value: sku,
+            owner: product_id,
             then: op,
         },
-    })
+    ))
 }
 
 /// The input of the product aggregate for a command that claims no sku.
@@ -370,13 +301,14 @@ impl From<Rejection> for CatalogOut {
 
 /// Gives a sku back to `ClaimSku` one round later (through the feedback edge).
 fn release_sku(emit: &mut Emitter<'_, CatalogOut>, sku: &Str, product_id: &Str) {
-    emit.out.push(CatalogOut::ReleaseSku(SkuIn {
+    emit.out.push(CatalogOut::ReleaseSku(Input {
         seq: emit.seq,
         phase: 1,
+        sub: 0,
         ts: emit.ts,
-        sku: sku.clone(),
-        op: SkuOp::Release {
-            product_id: product_id.clone(),
+        op: Claim::Release {
+            value: sku.clone(),
+            owner: product_id.clone(),
         },
     }));
 }

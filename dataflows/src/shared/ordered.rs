@@ -130,26 +130,3 @@ impl<'a, O: From<Event> + From<Rejection>> Emitter<'a, O> {
         self.reject(RejectionKind::Conflict { code: code.into() }, detail);
     }
 }
-
-/// Who holds each unique value (an e-mail address, a sku): claims are decided in log
-/// order, and a value held by one owner is refused to every other.
-#[derive(Default)]
-pub struct UniqueClaims(std::collections::HashMap<Str, Str>);
-
-impl UniqueClaims {
-    /// Gives `value` to `owner` unless another owner holds it; says whether it did.
-    pub fn claim(&mut self, value: Str, owner: Str) -> bool {
-        if self.0.get(&value).is_some_and(|held| *held != owner) {
-            return false;
-        }
-        self.0.insert(value, owner);
-        true
-    }
-
-    /// Frees `value` if `owner` still holds it.
-    pub fn release(&mut self, value: &str, owner: &str) {
-        if self.0.get(value).is_some_and(|held| **held == *owner) {
-            self.0.remove(value);
-        }
-    }
-}

@@ -15,25 +15,19 @@ use timely::dataflow::Stream;
 
 use crate::events::{UserCreated, UserDeleted, UserUpdated};
 use crate::model::*;
+use crate::shared::claims::{Claim, Taken};
 use crate::shared::input::{outcome_variants, Input};
-use crate::shared::ordered::{key_hash, KeyedOrdered, UniqueClaims};
+use crate::shared::ordered::{key_hash, KeyedOrdered};
 
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
-pub struct EmailIn {
-    pub seq: Seq,
-    pub phase: u8,
-    pub ts: Ts,
-    pub email: Str,
-    pub op: EmailOp,
-}
+/// A claim on an address (its `email_key`), which must be unique across users; a won
+/// claim goes on to the user aggregate.
+pub type EmailIn = Input<Claim<Command>>;
 
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
-pub enum EmailOp {
-    /// Claim the address for this user, then forward the command.
-    Claim { user_id: Str, then: Command },
-    /// The user no longer holds the address.
-    Release { user_id: Str },
-}
+/// How `ClaimEmail` refuses an address another user holds.
+pub const EMAIL_TAKEN: Taken = Taken {
+    code: "email_taken",
+    detail: |_| "a user with this email already exists".into(),
+};
 
 pub type UserIn = Input<Command>;
 
@@ -55,16 +49,15 @@ pub fn route_claim(seq: Seq, ts: Ts, command: &Command) -> Option<EmailIn> {
             user_id,
             email: Some(email),
             ..
-        } => Some(EmailIn {
+        } => Some(Input::command(
             seq,
-            phase: 0,
             ts,
-            email: email_key(email),
-            op: EmailOp::Claim {
-                user_id: user_id.clone(),
+            Claim::Take {
+                value: email_key(email),
+                owner: user_id.clone(),
                 then: command.clone(),
             },
-        }),
+        )),
         _ => None,
     }
 }
@@ -104,55 +97,6 @@ mod tests {
             assert_eq!(email_key(same), key, "{same}");
         }
         assert_ne!(email_key("strase@example.com"), key);
-    }
-}
-
-pub trait ClaimEmail<'scope> {
-    fn claim_email(
-        self,
-    ) -> (
-        Stream<'scope, Time, Vec<UserIn>>,
-        Stream<'scope, Time, Vec<Rejection>>,
-    );
-}
-
-impl<'scope> ClaimEmail<'scope> for Stream<'scope, Time, Vec<EmailIn>> {
-    fn claim_email(
-        self,
-    ) -> (
-        Stream<'scope, Time, Vec<UserIn>>,
-        Stream<'scope, Time, Vec<Rejection>>,
-    ) {
-        use timely::dataflow::operators::vec::Map;
-        let mut owners = UniqueClaims::default();
-        let decided = self.keyed_ordered(
-            "ClaimEmail",
-            |input: &EmailIn| key_hash(&input.email),
-            move |_time, inputs, out: &mut Vec<Result<UserIn, Rejection>>| {
-                for input in inputs {
-                    match input.op {
-                        EmailOp::Release { user_id } => owners.release(&input.email, &user_id),
-                        EmailOp::Claim { user_id, then } => {
-                            if owners.claim(input.email, user_id) {
-                                out.push(Ok(Input::command(input.seq, input.ts, then)));
-                            } else {
-                                out.push(Err(Rejection {
-                                    seq: input.seq,
-                                    ts: input.ts,
-                                    kind: RejectionKind::Conflict {
-                                        code: "email_taken".into(),
-                                    },
-                                    detail: "a user with this email already exists".into(),
-                                }));
-                            }
-                        }
-                    }
-                }
-            },
-        );
-        let accepted = decided.clone().flat_map(|result| result.ok());
-        let rejected = decided.flat_map(|result| result.err());
-        (accepted, rejected)
     }
 }
 
@@ -211,13 +155,14 @@ fn decide(users: &mut HashMap<Str, User>, input: UserIn, out: &mut Vec<UserOut>)
         })
     };
     let release = |email: &str, user_id: &Str| {
-        UserOut::Release(EmailIn {
+        UserOut::Release(Input {
             seq,
             phase: 1,
+            sub: 0,
             ts,
-            email: email_key(email),
-            op: EmailOp::Release {
-                user_id: user_id.clone(),
+            op: Claim::Release {
+                value: email_key(email),
+                owner: user_id.clone(),
             },
         })
     };
