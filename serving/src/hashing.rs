@@ -29,7 +29,9 @@ impl HashingPool {
     }
 
     /// Runs `work` on a blocking thread once a slot is free, or refuses at once when
-    /// `capacity` requests are already running or waiting.
+    /// `capacity` requests are already running or waiting. A panic in `work` is a bug,
+    /// not a full pool: it goes on unwinding in the caller (whose request then gets the
+    /// panic handler's answer), instead of telling the client to retry.
     pub async fn run<T: Send + 'static>(
         &self,
         work: impl FnOnce() -> T + Send + 'static,
@@ -46,7 +48,10 @@ impl HashingPool {
             result
         })
         .await
-        .map_err(|_| Busy)
+        .map_err(|failed| match failed.try_into_panic() {
+            Ok(panic) => std::panic::resume_unwind(panic),
+            Err(_) => Busy,
+        })
     }
 }
 
@@ -84,6 +89,19 @@ mod tests {
         release.send(()).unwrap();
         assert_eq!(running.await.unwrap(), Ok(true));
         assert_eq!(queued.await.unwrap(), Ok(true));
+        assert_eq!(pool.run(|| 7).await, Ok(7));
+        assert_eq!(pool.admitted.load(Ordering::Acquire), 0);
+    }
+
+    #[tokio::test]
+    async fn a_panic_in_the_work_is_not_reported_as_a_full_pool() {
+        let pool = Arc::new(HashingPool::new(1, 0));
+        let panicked = {
+            let pool = pool.clone();
+            tokio::spawn(async move { pool.run(|| -> bool { panic!("bug") }).await })
+        };
+        assert!(panicked.await.unwrap_err().is_panic());
+        // The slot and the count came back.
         assert_eq!(pool.run(|| 7).await, Ok(7));
         assert_eq!(pool.admitted.load(Ordering::Acquire), 0);
     }
