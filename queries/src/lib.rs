@@ -25,3 +25,6 @@ pub enum Error {
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[cfg(feature = "testkit")]
+pub mod testkit;

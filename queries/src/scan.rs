@@ -1,51 +1,99 @@
 //! Views as Arrow record batches, read through one snapshot: every batch of a scan is at
 //! the same frontier however long the scan takes, and a scan copies only the batch it is
-//! building. SQL tables (DataFusion) read the live views through `ViewScan`.
+//! building, and only the columns asked for. SQL tables (DataFusion) read the live views
+//! through `ViewScan`.
 //!
 //! ```ignore
 //! let scan = ViewScan::new(store.read(), View::Orders, 8192);
 //! for batch in scan { /* RecordBatch of up to 8192 orders, in id order */ }
 //! ```
+//!
+//! Some tables are the lists held inside a row (an order's items, a payment's refunds):
+//! they are scanned by their parent, in the parent's id order, so a batch holds the
+//! children of up to `batch_rows` parents.
 
 use std::sync::Arc;
 
 use arrow_array::builder::{
     BooleanBuilder, Int64Builder, StringBuilder, TimestampMillisecondBuilder,
 };
-use arrow_array::{ArrayRef, RecordBatch};
+use arrow_array::{ArrayRef, RecordBatch, RecordBatchOptions};
 use arrow_schema::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use dataflows::catalog::views::ReservationRow;
 use dataflows::model::{payment_id_for, shipment_id_for, Str, Ts};
+use dataflows::orders::views::CartRow;
 use dataflows::views::{OrderRow, PaymentRow, ProductRow, ShipmentRow, UserRow};
 
 use crate::snapshot::{Rows, Snapshot};
 
-/// The views a scan reads.
+/// The views a scan reads, each a table for SQL.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum View {
     Products,
+    Stock,
     Users,
+    Carts,
+    CartItems,
     Orders,
+    OrderItems,
+    OrderStatusHistory,
     Payments,
+    Refunds,
     Shipments,
+    Reservations,
 }
 
 impl View {
-    pub const ALL: [View; 5] = [
+    pub const ALL: [View; 12] = [
         View::Products,
+        View::Stock,
         View::Users,
+        View::Carts,
+        View::CartItems,
         View::Orders,
+        View::OrderItems,
+        View::OrderStatusHistory,
         View::Payments,
+        View::Refunds,
         View::Shipments,
+        View::Reservations,
     ];
 
     /// The view's name as a table.
     pub fn name(self) -> &'static str {
         match self {
             View::Products => "products",
+            View::Stock => "stock",
             View::Users => "users",
+            View::Carts => "carts",
+            View::CartItems => "cart_items",
             View::Orders => "orders",
+            View::OrderItems => "order_items",
+            View::OrderStatusHistory => "order_status_history",
             View::Payments => "payments",
+            View::Refunds => "refunds",
             View::Shipments => "shipments",
+            View::Reservations => "reservations",
+        }
+    }
+
+    /// What a row of the table is.
+    pub fn description(self) -> &'static str {
+        match self {
+            View::Products => "A product of the catalogue, with its stock.",
+            View::Stock => {
+                "A product's stock: on hand, held by orders and reservations, and available."
+            }
+            View::Users => "An account (never its password hash).",
+            View::Carts => "A shopping cart.",
+            View::CartItems => "A product in a cart.",
+            View::Orders => "An order and where its saga stands.",
+            View::OrderItems => "A line of an order, priced once its stock is held.",
+            View::OrderStatusHistory => "A status an order went through, in order.",
+            View::Payments => "An order's payment.",
+            View::Refunds => "A refund of a payment.",
+            View::Shipments => "An order's shipment.",
+            View::Reservations => "Stock held through the inventory API.",
         }
     }
 
@@ -53,6 +101,8 @@ impl View {
         let text = |name: &str| Field::new(name, DataType::Utf8, false);
         let maybe_text = |name: &str| Field::new(name, DataType::Utf8, true);
         let int = |name: &str| Field::new(name, DataType::Int64, false);
+        let maybe_int = |name: &str| Field::new(name, DataType::Int64, true);
+        let flag = |name: &str| Field::new(name, DataType::Boolean, false);
         let time = |name: &str| {
             Field::new(
                 name,
@@ -75,6 +125,15 @@ impl View {
                 time("created_at"),
                 time("updated_at"),
             ],
+            View::Stock => vec![
+                text("product_id"),
+                text("sku"),
+                int("on_hand"),
+                int("reserved"),
+                int("available"),
+                int("reorder_point"),
+                flag("low_stock"),
+            ],
             // Never the password hash.
             View::Users => vec![
                 text("id"),
@@ -83,6 +142,15 @@ impl View {
                 time("created_at"),
                 time("updated_at"),
             ],
+            View::Carts => vec![
+                text("id"),
+                text("user_id"),
+                int("lines"),
+                int("units"),
+                time("created_at"),
+                time("updated_at"),
+            ],
+            View::CartItems => vec![text("cart_id"), text("product_id"), int("quantity")],
             View::Orders => vec![
                 text("id"),
                 text("user_id"),
@@ -91,12 +159,30 @@ impl View {
                 int("lines"),
                 int("units"),
                 int("total_cents"),
-                text("currency"),
+                // None until the order is priced (an order refused before then has none).
+                maybe_text("currency"),
                 maybe_text("payment_id"),
                 maybe_text("shipment_id"),
                 maybe_text("cart_id"),
+                maybe_text("shipping_address"),
                 time("created_at"),
                 time("updated_at"),
+            ],
+            View::OrderItems => vec![
+                text("order_id"),
+                int("line"),
+                text("product_id"),
+                int("quantity"),
+                maybe_int("unit_price_cents"),
+                maybe_text("currency"),
+                maybe_int("line_total_cents"),
+            ],
+            View::OrderStatusHistory => vec![
+                text("order_id"),
+                int("position"),
+                text("status"),
+                maybe_text("reason"),
+                time("at"),
             ],
             View::Payments => vec![
                 text("id"),
@@ -110,9 +196,18 @@ impl View {
                 text("card_brand"),
                 text("card_last4"),
                 maybe_text("decline_code"),
-                Field::new("fraud_suspected", DataType::Boolean, false),
+                flag("fraud_suspected"),
                 time("created_at"),
                 time("updated_at"),
+            ],
+            View::Refunds => vec![
+                text("id"),
+                text("payment_id"),
+                text("order_id"),
+                int("amount_cents"),
+                text("currency"),
+                text("status"),
+                text("reason"),
             ],
             View::Shipments => vec![
                 text("id"),
@@ -120,6 +215,16 @@ impl View {
                 text("status"),
                 maybe_text("carrier"),
                 maybe_text("tracking_number"),
+                maybe_text("address"),
+                time("created_at"),
+                time("updated_at"),
+            ],
+            View::Reservations => vec![
+                text("id"),
+                text("status"),
+                maybe_text("reason"),
+                int("lines"),
+                int("units"),
                 time("created_at"),
                 time("updated_at"),
             ],
@@ -133,6 +238,8 @@ pub struct ViewScan {
     snapshot: Arc<Snapshot>,
     view: View,
     batch_rows: usize,
+    /// The view's columns to build, by position; `None` for all.
+    projection: Option<Arc<[usize]>>,
     /// The id of the last row handed out; `None` before the first batch.
     after: Option<Str>,
     done: bool,
@@ -144,9 +251,21 @@ impl ViewScan {
             snapshot,
             view,
             batch_rows: batch_rows.max(1),
+            projection: None,
             after: None,
             done: false,
         }
+    }
+
+    /// Builds only these columns of the view (positions in its schema), in this order.
+    pub fn with_projection(mut self, columns: impl Into<Arc<[usize]>>) -> ViewScan {
+        self.projection = Some(columns.into());
+        self
+    }
+
+    /// The schema of the batches this scan yields.
+    pub fn schema(&self) -> SchemaRef {
+        project(&self.view.schema(), self.projection.as_deref())
     }
 
     /// The frontier every batch of this scan is at.
@@ -159,153 +278,266 @@ impl Iterator for ViewScan {
     type Item = RecordBatch;
 
     fn next(&mut self) -> Option<RecordBatch> {
-        if self.done {
-            return None;
+        // A run of parents without children gives an empty batch: go on past it.
+        while !self.done {
+            let after = self.after.as_deref().unwrap_or("");
+            let part = self.snapshot.batch(
+                self.view,
+                after,
+                self.batch_rows,
+                self.projection.as_deref(),
+            );
+            self.done = part.last.is_none() || part.parents < self.batch_rows;
+            self.after = part.last;
+            if part.batch.num_rows() > 0 {
+                return Some(part.batch);
+            }
         }
-        let after = self.after.as_deref().unwrap_or("");
-        let (batch, last) = self.snapshot.batch(self.view, after, self.batch_rows);
-        self.done = last.is_none() || batch.num_rows() < self.batch_rows;
-        self.after = last;
-        (batch.num_rows() > 0).then_some(batch)
+        None
     }
+}
+
+/// A batch of a view, and where the next one starts.
+pub struct Part {
+    pub batch: RecordBatch,
+    /// The id of the last row (or parent) it holds.
+    pub last: Option<Str>,
+    /// How many rows (or parents) it covers.
+    pub parents: usize,
 }
 
 impl Snapshot {
-    /// Up to `max_rows` rows of `view` whose ids sort after `after` (all, for ""), in id
-    /// order, as one batch; with the id of its last row, to continue from.
-    pub fn batch(&self, view: View, after: &str, max_rows: usize) -> (RecordBatch, Option<Str>) {
+    /// The rows of `view` whose ids sort after `after` (all, for ""), in id order, for up
+    /// to `max_rows` rows (for a table of lists, `max_rows` parents), as one batch of the
+    /// `projection`'s columns (all for `None`).
+    pub fn batch(
+        &self,
+        view: View,
+        after: &str,
+        max_rows: usize,
+        projection: Option<&[usize]>,
+    ) -> Part {
+        let scan = Scan {
+            view,
+            after,
+            max_rows,
+            projection,
+        };
         match view {
-            View::Products => build(view, &self.products, after, max_rows, |rows, columns| {
-                for row in rows {
-                    let level = self.stock_of(&row.product_id);
-                    columns.text(0, &row.product_id);
-                    columns.text(1, &row.sku);
-                    columns.text(2, &row.name);
-                    columns.int(3, row.price_cents);
-                    columns.text(4, &row.currency);
-                    columns.int(5, row.reorder_point);
-                    columns.maybe_text(6, row.warehouse_id.as_deref());
-                    columns.int(7, level.on_hand);
-                    columns.int(8, level.reserved);
-                    columns.int(9, level.available());
-                    columns.time(10, row.created_at);
-                    columns.time(11, row.updated_at);
+            View::Products => scan.build(&self.products, |row: &ProductRow, c| {
+                let level = self.stock_of(&row.product_id);
+                c.text(&row.product_id);
+                c.text(&row.sku);
+                c.text(&row.name);
+                c.int(row.price_cents);
+                c.text(&row.currency);
+                c.int(row.reorder_point);
+                c.maybe_text(row.warehouse_id.as_deref());
+                c.int(level.on_hand);
+                c.int(level.reserved);
+                c.int(level.available());
+                c.time(row.created_at);
+                c.time(row.updated_at);
+                c.end_row();
+            }),
+            View::Stock => scan.build(&self.products, |row: &ProductRow, c| {
+                let level = self.stock_of(&row.product_id);
+                c.text(&row.product_id);
+                c.text(&row.sku);
+                c.int(level.on_hand);
+                c.int(level.reserved);
+                c.int(level.available());
+                c.int(row.reorder_point);
+                c.bool(level.available() <= row.reorder_point);
+                c.end_row();
+            }),
+            View::Users => scan.build(&self.users, |row: &UserRow, c| {
+                c.text(&row.user_id);
+                c.text(&row.email);
+                c.text(&row.name);
+                c.time(row.created_at);
+                c.time(row.updated_at);
+                c.end_row();
+            }),
+            View::Carts => scan.build(&self.carts, |row: &CartRow, c| {
+                c.text(&row.cart_id);
+                c.text(&row.user_id);
+                c.int(row.items.len() as i64);
+                c.int(row.items.iter().map(|line| line.quantity).sum());
+                c.time(row.created_at);
+                c.time(row.updated_at);
+                c.end_row();
+            }),
+            View::CartItems => scan.build(&self.carts, |row: &CartRow, c| {
+                for line in &row.items {
+                    c.text(&row.cart_id);
+                    c.text(&line.product_id);
+                    c.int(line.quantity);
+                    c.end_row();
                 }
             }),
-            View::Users => build(
-                view,
-                &self.users,
-                after,
-                max_rows,
-                |rows: &[&UserRow], columns| {
-                    for row in rows {
-                        columns.text(0, &row.user_id);
-                        columns.text(1, &row.email);
-                        columns.text(2, &row.name);
-                        columns.time(3, row.created_at);
-                        columns.time(4, row.updated_at);
+            View::Orders => scan.build(&self.orders, |row: &OrderRow, c| {
+                let (lines, units) = if row.lines.is_empty() {
+                    (row.items.len(), row.items.iter().map(|l| l.quantity).sum())
+                } else {
+                    (row.lines.len(), row.lines.iter().map(|l| l.quantity).sum())
+                };
+                c.text(&row.order_id);
+                c.text(&row.user_id);
+                c.text(row.status.as_str());
+                c.maybe_text(row.cancel_reason.map(|r| r.as_str()));
+                c.int(lines as i64);
+                c.int(units);
+                c.int(row.total_cents);
+                c.maybe_text(Some(&*row.currency).filter(|currency| !currency.is_empty()));
+                c.maybe_text(
+                    row.has_payment
+                        .then(|| payment_id_for(&row.order_id))
+                        .as_deref(),
+                );
+                c.maybe_text(
+                    row.has_shipment
+                        .then(|| shipment_id_for(&row.order_id))
+                        .as_deref(),
+                );
+                c.maybe_text(row.cart_id.as_deref());
+                c.maybe_text(row.shipping_address.as_deref());
+                c.time(row.created_at);
+                c.time(row.updated_at);
+                c.end_row();
+            }),
+            View::OrderItems => scan.build(&self.orders, |row: &OrderRow, c| {
+                // Priced lines once stock is held; until then the lines as ordered.
+                if row.lines.is_empty() {
+                    for (position, line) in row.items.iter().enumerate() {
+                        c.text(&row.order_id);
+                        c.int(position as i64);
+                        c.text(&line.product_id);
+                        c.int(line.quantity);
+                        c.maybe_int(None);
+                        c.maybe_text(None);
+                        c.maybe_int(None);
+                        c.end_row();
                     }
-                },
-            ),
-            View::Orders => build(
-                view,
-                &self.orders,
-                after,
-                max_rows,
-                |rows: &[&OrderRow], columns| {
-                    for row in rows {
-                        let (lines, units) = if row.lines.is_empty() {
-                            (row.items.len(), row.items.iter().map(|l| l.quantity).sum())
-                        } else {
-                            (row.lines.len(), row.lines.iter().map(|l| l.quantity).sum())
-                        };
-                        columns.text(0, &row.order_id);
-                        columns.text(1, &row.user_id);
-                        columns.text(2, row.status.as_str());
-                        columns.maybe_text(3, row.cancel_reason.map(|r| r.as_str()));
-                        columns.int(4, lines as i64);
-                        columns.int(5, units);
-                        columns.int(6, row.total_cents);
-                        columns.text(7, &row.currency);
-                        columns.maybe_text(
-                            8,
-                            row.has_payment
-                                .then(|| payment_id_for(&row.order_id))
-                                .as_deref(),
-                        );
-                        columns.maybe_text(
-                            9,
-                            row.has_shipment
-                                .then(|| shipment_id_for(&row.order_id))
-                                .as_deref(),
-                        );
-                        columns.maybe_text(10, row.cart_id.as_deref());
-                        columns.time(11, row.created_at);
-                        columns.time(12, row.updated_at);
+                } else {
+                    for (position, line) in row.lines.iter().enumerate() {
+                        c.text(&row.order_id);
+                        c.int(position as i64);
+                        c.text(&line.product_id);
+                        c.int(line.quantity);
+                        c.maybe_int(Some(line.unit_price_cents));
+                        c.maybe_text(Some(&line.currency));
+                        c.maybe_int(Some(line.unit_price_cents * line.quantity));
+                        c.end_row();
                     }
-                },
-            ),
-            View::Payments => build(
-                view,
-                &self.payments,
-                after,
-                max_rows,
-                |rows: &[&PaymentRow], columns| {
-                    for row in rows {
-                        columns.text(0, &row.payment_id);
-                        columns.text(1, &row.order_id);
-                        columns.text(2, row.status.as_str());
-                        columns.int(3, row.amount_cents);
-                        columns.text(4, &row.currency);
-                        columns.int(5, row.captured_cents);
-                        columns.int(6, row.refunded_cents);
-                        columns.int(7, row.refunds.len() as i64);
-                        columns.text(8, &row.card_brand);
-                        columns.text(9, &row.card_last4);
-                        columns.maybe_text(10, row.decline_code.as_deref());
-                        columns.bool(11, row.fraud);
-                        columns.time(12, row.created_at);
-                        columns.time(13, row.updated_at);
-                    }
-                },
-            ),
-            View::Shipments => build(
-                view,
-                &self.shipments,
-                after,
-                max_rows,
-                |rows: &[&ShipmentRow], columns| {
-                    for row in rows {
-                        columns.text(0, &row.shipment_id);
-                        columns.text(1, &row.order_id);
-                        columns.text(2, row.status.as_str());
-                        columns.maybe_text(3, row.carrier.as_deref());
-                        columns.maybe_text(4, row.tracking_number.as_deref());
-                        columns.time(5, row.created_at);
-                        columns.time(6, row.updated_at);
-                    }
-                },
-            ),
+                }
+            }),
+            View::OrderStatusHistory => scan.build(&self.orders, |row: &OrderRow, c| {
+                for (position, change) in row.history.iter().enumerate() {
+                    c.text(&row.order_id);
+                    c.int(position as i64);
+                    c.text(change.status.as_str());
+                    c.maybe_text(change.reason.map(|r| r.as_str()));
+                    c.time(change.at);
+                    c.end_row();
+                }
+            }),
+            View::Payments => scan.build(&self.payments, |row: &PaymentRow, c| {
+                c.text(&row.payment_id);
+                c.text(&row.order_id);
+                c.text(row.status.as_str());
+                c.int(row.amount_cents);
+                c.text(&row.currency);
+                c.int(row.captured_cents);
+                c.int(row.refunded_cents);
+                c.int(row.refunds.len() as i64);
+                c.text(&row.card_brand);
+                c.text(&row.card_last4);
+                c.maybe_text(row.decline_code.as_deref());
+                c.bool(row.fraud);
+                c.time(row.created_at);
+                c.time(row.updated_at);
+                c.end_row();
+            }),
+            View::Refunds => scan.build(&self.payments, |row: &PaymentRow, c| {
+                for refund in &row.refunds {
+                    c.text(&refund.refund_id);
+                    c.text(&row.payment_id);
+                    c.text(&row.order_id);
+                    c.int(refund.amount_cents);
+                    c.text(&row.currency);
+                    c.text(refund.status.as_str());
+                    c.text(&refund.reason);
+                    c.end_row();
+                }
+            }),
+            View::Shipments => scan.build(&self.shipments, |row: &ShipmentRow, c| {
+                c.text(&row.shipment_id);
+                c.text(&row.order_id);
+                c.text(row.status.as_str());
+                c.maybe_text(row.carrier.as_deref());
+                c.maybe_text(row.tracking_number.as_deref());
+                c.maybe_text(row.address.as_deref());
+                c.time(row.created_at);
+                c.time(row.updated_at);
+                c.end_row();
+            }),
+            View::Reservations => scan.build(&self.reservations, |row: &ReservationRow, c| {
+                let (lines, units) = if row.lines.is_empty() {
+                    (row.items.len(), row.items.iter().map(|l| l.quantity).sum())
+                } else {
+                    (row.lines.len(), row.lines.iter().map(|l| l.quantity).sum())
+                };
+                c.text(&row.reservation_id);
+                c.text(row.status.as_str());
+                c.maybe_text(row.reason.map(|r| r.as_str()));
+                c.int(lines as i64);
+                c.int(units);
+                c.time(row.created_at);
+                c.time(row.updated_at);
+                c.end_row();
+            }),
         }
     }
 }
 
-/// Takes the next rows of one view and lets `fill` append them to its columns.
-fn build<T: HasId>(
+/// One batch being read: which view, from where, how much, which columns.
+struct Scan<'a> {
     view: View,
-    rows: &Rows<T>,
-    after: &str,
+    after: &'a str,
     max_rows: usize,
-    fill: impl FnOnce(&[&T], &mut Columns),
-) -> (RecordBatch, Option<Str>) {
-    let page: Vec<&T> = rows.after(after).take(max_rows).collect();
-    let last = page.last().map(|row| row.id().clone());
-    let schema = view.schema();
-    let mut columns = Columns::for_schema(&schema, page.len());
-    fill(&page, &mut columns);
-    let batch =
-        RecordBatch::try_new(schema, columns.finish()).expect("columns match the view's schema");
-    (batch, last)
+    projection: Option<&'a [usize]>,
+}
+
+impl Scan<'_> {
+    /// Takes the next rows of one table and lets `fill` append each one's output rows.
+    fn build<T: HasId>(self, rows: &Rows<T>, mut fill: impl FnMut(&T, &mut Columns)) -> Part {
+        let schema = self.view.schema();
+        let mut columns = Columns::for_schema(&schema, self.projection, self.max_rows);
+        let mut last = None;
+        let mut parents = 0;
+        for row in rows.after(self.after).take(self.max_rows) {
+            fill(row, &mut columns);
+            last = Some(row.id());
+            parents += 1;
+        }
+        let projected = project(&schema, self.projection);
+        let options = RecordBatchOptions::new().with_row_count(Some(columns.rows));
+        let batch = RecordBatch::try_new_with_options(projected, columns.finish(), &options)
+            .expect("columns match the view's schema");
+        Part {
+            batch,
+            last: last.cloned(),
+            parents,
+        }
+    }
+}
+
+fn project(schema: &SchemaRef, projection: Option<&[usize]>) -> SchemaRef {
+    match projection {
+        Some(columns) => Arc::new(schema.project(columns).expect("columns of the view")),
+        None => schema.clone(),
+    }
 }
 
 /// A row's id, the key a scan continues from.
@@ -313,35 +545,36 @@ trait HasId {
     fn id(&self) -> &Str;
 }
 
-impl HasId for ProductRow {
-    fn id(&self) -> &Str {
-        &self.product_id
-    }
-}
-impl HasId for UserRow {
-    fn id(&self) -> &Str {
-        &self.user_id
-    }
-}
-impl HasId for OrderRow {
-    fn id(&self) -> &Str {
-        &self.order_id
-    }
-}
-impl HasId for PaymentRow {
-    fn id(&self) -> &Str {
-        &self.payment_id
-    }
-}
-impl HasId for ShipmentRow {
-    fn id(&self) -> &Str {
-        &self.shipment_id
-    }
+macro_rules! has_id {
+    ($($row:ty => $id:ident),* $(,)?) => {
+        $(impl HasId for $row {
+            fn id(&self) -> &Str {
+                &self.$id
+            }
+        })*
+    };
 }
 
-/// One builder per column of a view's schema, appended to by position.
+has_id! {
+    ProductRow => product_id,
+    UserRow => user_id,
+    CartRow => cart_id,
+    OrderRow => order_id,
+    PaymentRow => payment_id,
+    ShipmentRow => shipment_id,
+    ReservationRow => reservation_id,
+}
+
+/// A builder per column of a view's schema, filled a row at a time in schema order;
+/// columns outside the projection are skipped.
 struct Columns {
-    builders: Vec<Builder>,
+    /// By position in the view's schema; `None` when not projected.
+    builders: Vec<Option<Builder>>,
+    /// The output order: positions in the view's schema.
+    order: Vec<usize>,
+    /// The column the next value is for.
+    next: usize,
+    rows: usize,
 }
 
 enum Builder {
@@ -352,67 +585,101 @@ enum Builder {
 }
 
 impl Columns {
-    fn for_schema(schema: &Schema, rows: usize) -> Columns {
+    fn for_schema(schema: &Schema, projection: Option<&[usize]>, rows: usize) -> Columns {
+        let order: Vec<usize> = match projection {
+            Some(columns) => columns.to_vec(),
+            None => (0..schema.fields().len()).collect(),
+        };
         let builders = schema
             .fields()
             .iter()
-            .map(|field| match field.data_type() {
-                DataType::Utf8 => Builder::Text(StringBuilder::with_capacity(rows, rows * 16)),
-                DataType::Int64 => Builder::Int(Int64Builder::with_capacity(rows)),
-                DataType::Boolean => Builder::Bool(BooleanBuilder::with_capacity(rows)),
-                DataType::Timestamp(TimeUnit::Millisecond, zone) => Builder::Time(
-                    TimestampMillisecondBuilder::with_capacity(rows)
-                        .with_timezone_opt(zone.clone()),
-                ),
-                other => unreachable!("no view has a column of type {other}"),
+            .enumerate()
+            .map(|(index, field)| {
+                order.contains(&index).then(|| match field.data_type() {
+                    DataType::Utf8 => Builder::Text(StringBuilder::with_capacity(rows, rows * 16)),
+                    DataType::Int64 => Builder::Int(Int64Builder::with_capacity(rows)),
+                    DataType::Boolean => Builder::Bool(BooleanBuilder::with_capacity(rows)),
+                    DataType::Timestamp(TimeUnit::Millisecond, zone) => Builder::Time(
+                        TimestampMillisecondBuilder::with_capacity(rows)
+                            .with_timezone_opt(zone.clone()),
+                    ),
+                    other => unreachable!("no view has a column of type {other}"),
+                })
             })
             .collect();
-        Columns { builders }
-    }
-
-    fn text(&mut self, index: usize, value: &str) {
-        self.maybe_text(index, Some(value));
-    }
-
-    fn maybe_text(&mut self, index: usize, value: Option<&str>) {
-        match &mut self.builders[index] {
-            Builder::Text(builder) => builder.append_option(value),
-            _ => unreachable!("column {index} is not text"),
+        Columns {
+            builders,
+            order,
+            next: 0,
+            rows: 0,
         }
     }
 
-    fn int(&mut self, index: usize, value: i64) {
-        match &mut self.builders[index] {
-            Builder::Int(builder) => builder.append_value(value),
-            _ => unreachable!("column {index} is not an integer"),
+    /// The builder of the next column, if it is projected; moves on either way.
+    fn column(&mut self) -> Option<&mut Builder> {
+        let index = self.next;
+        self.next += 1;
+        self.builders[index].as_mut()
+    }
+
+    fn end_row(&mut self) {
+        debug_assert_eq!(self.next, self.builders.len(), "a value for every column");
+        self.next = 0;
+        self.rows += 1;
+    }
+
+    fn text(&mut self, value: &str) {
+        self.maybe_text(Some(value));
+    }
+
+    fn maybe_text(&mut self, value: Option<&str>) {
+        match self.column() {
+            Some(Builder::Text(builder)) => builder.append_option(value),
+            Some(_) => unreachable!("the column is not text"),
+            None => {}
         }
     }
 
-    fn bool(&mut self, index: usize, value: bool) {
-        match &mut self.builders[index] {
-            Builder::Bool(builder) => builder.append_value(value),
-            _ => unreachable!("column {index} is not a boolean"),
+    fn int(&mut self, value: i64) {
+        self.maybe_int(Some(value));
+    }
+
+    fn maybe_int(&mut self, value: Option<i64>) {
+        match self.column() {
+            Some(Builder::Int(builder)) => builder.append_option(value),
+            Some(_) => unreachable!("the column is not an integer"),
+            None => {}
         }
     }
 
-    fn time(&mut self, index: usize, value: Ts) {
-        match &mut self.builders[index] {
-            Builder::Time(builder) => {
+    fn bool(&mut self, value: bool) {
+        match self.column() {
+            Some(Builder::Bool(builder)) => builder.append_value(value),
+            Some(_) => unreachable!("the column is not a boolean"),
+            None => {}
+        }
+    }
+
+    fn time(&mut self, value: Ts) {
+        match self.column() {
+            Some(Builder::Time(builder)) => {
                 builder.append_value(i64::try_from(value).unwrap_or(i64::MAX))
             }
-            _ => unreachable!("column {index} is not a time"),
+            Some(_) => unreachable!("the column is not a time"),
+            None => {}
         }
     }
 
-    /// The arrays, in schema order.
-    fn finish(self) -> Vec<ArrayRef> {
-        self.builders
-            .into_iter()
-            .map(|builder| match builder {
-                Builder::Text(mut b) => Arc::new(b.finish()) as ArrayRef,
-                Builder::Int(mut b) => Arc::new(b.finish()) as ArrayRef,
-                Builder::Bool(mut b) => Arc::new(b.finish()) as ArrayRef,
-                Builder::Time(mut b) => Arc::new(b.finish()) as ArrayRef,
+    /// The arrays, in projection order.
+    fn finish(mut self) -> Vec<ArrayRef> {
+        self.order
+            .iter()
+            .map(|&index| match self.builders[index].as_mut() {
+                Some(Builder::Text(b)) => Arc::new(b.finish()) as ArrayRef,
+                Some(Builder::Int(b)) => Arc::new(b.finish()) as ArrayRef,
+                Some(Builder::Bool(b)) => Arc::new(b.finish()) as ArrayRef,
+                Some(Builder::Time(b)) => Arc::new(b.finish()) as ArrayRef,
+                None => unreachable!("projected columns have builders"),
             })
             .collect()
     }

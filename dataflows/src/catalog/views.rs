@@ -43,6 +43,17 @@ pub enum ReservationStatus {
     Released,
 }
 
+impl ReservationStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ReservationStatus::Pending => "pending",
+            ReservationStatus::Held => "held",
+            ReservationStatus::Rejected => "rejected",
+            ReservationStatus::Released => "released",
+        }
+    }
+}
+
 /// Stock held through the inventory API.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct ReservationRow {

@@ -2,86 +2,14 @@
 //! invariants, on 1 and on 4 workers.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::Arc;
-use std::time::Duration;
 
 use dataflows::events::OrderCreated;
 use dataflows::model::*;
 use dataflows::oracle::recompute;
 use dataflows::views::Row;
-use dataflows::{Batch, Engine};
 use proptest::prelude::*;
-use queries::{OrderCursor, View, ViewScan, ViewStore};
-
-struct Harness {
-    store: Arc<ViewStore>,
-    engine: Engine,
-    seq: Seq,
-    ts: Ts,
-}
-
-impl Harness {
-    fn new(workers: usize) -> Harness {
-        let store = ViewStore::recording(workers);
-        let engine = Engine::start(workers, store.clone()).expect("engine starts");
-        Harness {
-            store,
-            engine,
-            seq: 0,
-            ts: 1_700_000_000_000,
-        }
-    }
-
-    /// Appends one batch and waits until its effects are published.
-    fn batch(&mut self, commands: Vec<Command>) -> Vec<Seq> {
-        self.append(1, commands.into_iter().map(Envelope::new).collect())
-    }
-
-    /// Appends commands carrying idempotency keys, `jump_ms` after the previous batch.
-    fn keyed_batch(&mut self, jump_ms: Ts, commands: Vec<(&str, Command)>) -> Vec<Seq> {
-        let envelopes = commands
-            .into_iter()
-            .map(|(key, command)| {
-                let fingerprint = format!("{command:?}");
-                Envelope {
-                    idempotency: Some(IdempotencyKey {
-                        key: key.into(),
-                        fingerprint: fingerprint.into(),
-                    }),
-                    command,
-                }
-            })
-            .collect();
-        self.append(jump_ms, envelopes)
-    }
-
-    /// One log batch, `jump_ms` after the previous one; waits for its effects.
-    fn append(&mut self, jump_ms: Ts, envelopes: Vec<Envelope>) -> Vec<Seq> {
-        self.ts += jump_ms;
-        let first = self.seq + 1;
-        let records: Vec<(Seq, Envelope)> = envelopes
-            .into_iter()
-            .map(|envelope| {
-                self.seq += 1;
-                (self.seq, envelope)
-            })
-            .collect();
-        self.engine
-            .feed(Batch {
-                ts: self.ts,
-                records,
-            })
-            .expect("feed");
-        self.store
-            .wait_for_blocking(settled_frontier(self.ts), Duration::from_secs(30))
-            .expect("views catch up");
-        (first..=self.seq).collect()
-    }
-
-    fn rows(&self) -> BTreeSet<Row> {
-        self.store.read().rows()
-    }
-}
+use queries::testkit::Harness;
+use queries::{OrderCursor, View, ViewScan};
 
 fn product(id: &str, stock: i64) -> Command {
     Command::CreateProduct {
@@ -657,15 +585,38 @@ fn scans_read_one_frontier_as_arrow_batches() {
             .map(|b| b.num_rows())
             .sum();
         let snapshot = h.store.read();
+        let orders = || snapshot.orders.after("");
         let expected = match view {
-            View::Products => snapshot.products.len(),
+            View::Products | View::Stock => snapshot.products.len(),
             View::Users => snapshot.users.len(),
+            View::Carts => snapshot.carts.len(),
+            View::CartItems => snapshot.carts.after("").map(|c| c.items.len()).sum(),
             View::Orders => snapshot.orders.len(),
+            View::OrderItems => orders()
+                .map(|o| {
+                    if o.lines.is_empty() {
+                        o.items.len()
+                    } else {
+                        o.lines.len()
+                    }
+                })
+                .sum(),
+            View::OrderStatusHistory => orders().map(|o| o.history.len()).sum(),
             View::Payments => snapshot.payments.len(),
+            View::Refunds => snapshot.payments.after("").map(|p| p.refunds.len()).sum(),
             View::Shipments => snapshot.shipments.len(),
+            View::Reservations => snapshot.reservations.len(),
         };
         assert_eq!(rows, expected, "{}", view.name());
     }
+    // A projection builds only its columns, in its order.
+    let projected: Vec<_> = ViewScan::new(h.store.read(), View::Orders, 4)
+        .with_projection(vec![2, 0])
+        .collect();
+    assert_eq!(projected[0].schema().field(0).name(), "status");
+    assert_eq!(projected[0].num_columns(), 2);
+    let projected_ids: usize = projected.iter().map(|b| b.num_rows()).sum();
+    assert_eq!(projected_ids, h.store.read().orders.len());
     let products = ViewScan::new(h.store.read(), View::Products, 100)
         .next()
         .unwrap();
