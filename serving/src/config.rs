@@ -99,6 +99,8 @@ pub struct Config {
     pub kafka: KafkaConfig,
     /// Limits of the HTTP server.
     pub http: HttpConfig,
+    /// Limits and threads of SQL queries.
+    pub sql: sql::SqlConfig,
 }
 
 /// What one client can hold of the server: time, connections, hashing.
@@ -189,6 +191,7 @@ impl Default for Config {
             events: "auto".into(),
             kafka: KafkaConfig::default(),
             http: HttpConfig::default(),
+            sql: sql::SqlConfig::default(),
         }
     }
 }
@@ -241,6 +244,7 @@ impl Config {
             events: _,
             kafka,
             http,
+            sql,
         } = self;
         if data_dir.as_os_str().is_empty() {
             return Err("data_dir must not be empty".into());
@@ -257,6 +261,7 @@ impl Config {
             return Err("command_timeout_ms must be positive".into());
         }
         http.validate()?;
+        sql.validate()?;
         let kafka_clusters: Vec<KafkaCluster> = [
             match self.log_backend()? {
                 LogBackend::Kafka(cluster) => Some(cluster),

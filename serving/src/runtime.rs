@@ -58,6 +58,8 @@ pub struct Tidemark {
     pub password_hashing: HashingPool,
     /// Turns to render a page of a list (`api::read_page`).
     pub page_readers: Arc<tokio::sync::Semaphore>,
+    /// Runs SQL over the views, on threads of its own.
+    pub sql: sql::SqlEngine,
     /// Effect results that could not be appended after every attempt (they are
     /// retried at the next start); shown by `/health/ready`.
     pub effects_unrecorded: std::sync::atomic::AtomicUsize,
@@ -130,7 +132,10 @@ impl Tidemark {
         let password_hashing =
             HashingPool::new(config.http.password_hashes, config.http.password_hash_queue);
         let page_readers = Arc::new(tokio::sync::Semaphore::new(config.http.page_readers));
+        let sql = sql::SqlEngine::new(config.sql.clone())
+            .map_err(|e| connectors::Error::io("sql threads", e))?;
         Ok(Arc::new(Tidemark {
+            sql,
             password_hashing,
             page_readers,
             effects_unrecorded: std::sync::atomic::AtomicUsize::new(0),

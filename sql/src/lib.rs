@@ -1,1 +1,18 @@
-//! SQL over the live views and history (DataFusion). Not built yet: the views it will read live in `queries`.
+//! SQL over the live views (DataFusion): every view is a table, every query reads one
+//! snapshot, and only queries run.
+//!
+//! `SqlEngine::run` takes the snapshot a request may see (every command acknowledged
+//! before it arrived is in it), plans the SQL against tables over that snapshot
+//! (`tables.rs`), refuses anything that would write, and runs it within the engine's
+//! limits on threads of its own (`engine.rs`). `params.rs` turns JSON parameters into
+//! SQL values; `output.rs` writes an answer as JSON, CSV, Arrow IPC or Parquet.
+
+mod engine;
+pub mod output;
+pub mod params;
+mod tables;
+
+/// The Arrow and Parquet this crate answers in, for readers of its answers.
+pub use datafusion::{arrow, parquet};
+pub use engine::{Answer, Params, QueryError, SqlConfig, SqlEngine};
+pub use tables::LiveTable;

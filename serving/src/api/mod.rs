@@ -9,6 +9,7 @@ mod health;
 pub mod json;
 mod orders;
 mod payments;
+mod sql;
 mod users;
 pub(crate) mod validate;
 
@@ -60,6 +61,7 @@ pub fn app(state: App) -> Router {
         .route("/payments/{id}/refund", post(payments::refund))
         .route("/shipments/{id}", get(fulfillment::get))
         .route("/shipments/{id}/deliver", post(fulfillment::deliver))
+        .route("/sql", post(sql::query))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_ready))
         // Static: served before start-up has caught up too.
         .route("/events/schemas", get(events::schemas))

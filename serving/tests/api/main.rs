@@ -8,4 +8,5 @@ mod hardening;
 mod kafka;
 mod orders;
 mod replay;
+mod sql;
 mod support;

@@ -21,6 +21,8 @@ pub struct Reply {
     pub body: Value,
     pub content_type: String,
     pub request_id: Option<String>,
+    /// The body as it came, for answers that are not JSON.
+    pub raw: Vec<u8>,
 }
 
 impl TestApp {
@@ -127,6 +129,7 @@ impl TestApp {
             body,
             content_type,
             request_id,
+            raw: bytes.to_vec(),
         }
     }
 

@@ -1,0 +1,220 @@
+//! `POST /api/v1/sql` as a client uses it: read-your-writes, the four answer formats,
+//! and a problem for every query it will not run.
+
+use axum::http::StatusCode;
+use serde_json::json;
+use serving::config::Config;
+
+use crate::support::{Reply, TestApp};
+
+async fn query(t: &TestApp, body: serde_json::Value, accept: Option<&str>) -> Reply {
+    let headers: Vec<(&str, &str)> = accept.map(|a| ("accept", a)).into_iter().collect();
+    t.send("POST", "/api/v1/sql", Some(&body.to_string()), &headers)
+        .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_query_sees_every_acknowledged_command() {
+    let t = TestApp::new().await;
+    let product = t.product("SQL-1", 1500, 10).await;
+    let user = t.user("sql@example.com").await;
+    for quantity in 1..=3 {
+        let placed = t.order(&user, &product, quantity).await;
+        assert_eq!(placed.status, StatusCode::CREATED);
+        // Straight after the acknowledgement, SQL sees the order.
+        let answer = query(
+            &t,
+            json!({"sql": "SELECT count(*) AS orders, sum(units) AS units FROM orders"}),
+            None,
+        )
+        .await;
+        assert_eq!(answer.status, StatusCode::OK, "{:?}", answer.body);
+        assert_eq!(answer.content_type, "application/json");
+        assert_eq!(
+            answer.body["rows"],
+            json!([{"orders": quantity, "units": quantity * (quantity + 1) / 2}])
+        );
+    }
+    let answer = query(
+        &t,
+        json!({"sql": "SELECT o.id, p.sku, i.quantity, i.line_total_cents, o.created_at \
+                       FROM orders o JOIN order_items i ON i.order_id = o.id \
+                       JOIN products p ON p.id = i.product_id ORDER BY i.quantity"}),
+        None,
+    )
+    .await;
+    assert_eq!(
+        answer.body["columns"],
+        json!([
+            {"name": "id", "type": "text"},
+            {"name": "sku", "type": "text"},
+            {"name": "quantity", "type": "bigint"},
+            {"name": "line_total_cents", "type": "bigint"},
+            {"name": "created_at", "type": "timestamp with time zone"},
+        ])
+    );
+    assert_eq!(answer.body["row_count"], 3);
+    assert_eq!(answer.body["truncated"], false);
+    assert!(answer.body["frontier"].as_u64().unwrap() > 0);
+    let first = &answer.body["rows"][0];
+    assert_eq!(first["sku"], "SQL-1");
+    assert_eq!(first["line_total_cents"], 1500);
+    assert!(
+        first["created_at"].as_str().unwrap().ends_with('Z'),
+        "{first}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn answers_come_as_csv_arrow_or_parquet_when_asked() {
+    let t = TestApp::new().await;
+    t.product("FMT-1", 100, 1).await;
+    t.product("FMT-2", 250, 1).await;
+    let sql = json!({"sql": "SELECT sku, price_cents FROM products ORDER BY sku"});
+
+    let csv = query(&t, sql.clone(), Some("text/csv")).await;
+    assert_eq!(csv.status, StatusCode::OK);
+    assert_eq!(csv.content_type, "text/csv; charset=utf-8");
+    assert_eq!(
+        String::from_utf8(csv.raw).unwrap(),
+        "sku,price_cents\nFMT-1,100\nFMT-2,250\n"
+    );
+
+    let arrow = query(&t, sql.clone(), Some("application/vnd.apache.arrow.stream")).await;
+    assert_eq!(arrow.content_type, "application/vnd.apache.arrow.stream");
+    let reader =
+        sql::arrow::ipc::reader::StreamReader::try_new(std::io::Cursor::new(arrow.raw), None)
+            .unwrap();
+    let rows: usize = reader.map(|batch| batch.unwrap().num_rows()).sum();
+    assert_eq!(rows, 2);
+
+    let parquet = query(&t, sql.clone(), Some("application/vnd.apache.parquet")).await;
+    assert_eq!(parquet.content_type, "application/vnd.apache.parquet");
+    let reader = sql::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(
+        bytes::Bytes::from(parquet.raw),
+    )
+    .unwrap()
+    .build()
+    .unwrap();
+    let rows: usize = reader.map(|batch| batch.unwrap().num_rows()).sum();
+    assert_eq!(rows, 2);
+
+    let refused = query(&t, sql, Some("image/png")).await;
+    assert_eq!(refused.status, StatusCode::NOT_ACCEPTABLE);
+    assert_eq!(refused.content_type, "application/problem+json");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queries_only_and_clear_problems() {
+    let t = TestApp::new().await;
+    let cases = [
+        (
+            json!({"sql": "DROP TABLE orders"}),
+            StatusCode::FORBIDDEN,
+            "read_only",
+        ),
+        (
+            json!({"sql": "INSERT INTO products (id) VALUES ('x')"}),
+            StatusCode::FORBIDDEN,
+            "read_only",
+        ),
+        (
+            json!({"sql": "SELEC 1"}),
+            StatusCode::BAD_REQUEST,
+            "invalid_sql",
+        ),
+        (
+            json!({"sql": "SELECT nope FROM orders"}),
+            StatusCode::BAD_REQUEST,
+            "invalid_sql",
+        ),
+        (
+            json!({"sql": "  "}),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "validation_failed",
+        ),
+        (
+            json!({}),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "validation_failed",
+        ),
+        (
+            json!({"sql": 7}),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "validation_failed",
+        ),
+        (
+            json!({"sql": "SELECT $a", "params": {"a": [1]}}),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "validation_failed",
+        ),
+        (
+            json!({"sql": "SELECT 1", "extra": true}),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "validation_failed",
+        ),
+        (
+            json!({"sql": "x".repeat(70_000)}),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "validation_failed",
+        ),
+    ];
+    for (body, status, code) in cases {
+        let answer = query(&t, body.clone(), None).await;
+        assert_eq!(answer.status, status, "{body}: {:?}", answer.body);
+        assert_eq!(answer.content_type, "application/problem+json");
+        assert_eq!(answer.body["code"], code, "{body}");
+        assert!(answer.request_id.is_some());
+    }
+    let bad = query(&t, json!({"sql": "SELECT nope FROM orders"}), None).await;
+    assert!(
+        bad.body["detail"].as_str().unwrap().contains("nope"),
+        "DataFusion's message: {:?}",
+        bad.body
+    );
+    let malformed = t.send("POST", "/api/v1/sql", Some("{\"sql\": "), &[]).await;
+    assert_eq!(malformed.status, StatusCode::BAD_REQUEST);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn parameters_and_the_row_cap() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = Config {
+        data_dir: dir.path().to_path_buf(),
+        ..Config::default()
+    };
+    config.sql.max_json_rows = 5;
+    let t = TestApp::open_config(dir, config).await;
+    t.product("CAP-1", 100, 1).await;
+    t.product("CAP-2", 900, 1).await;
+    let named = query(
+        &t,
+        json!({"sql": "SELECT sku FROM products WHERE price_cents > $min", "params": {"min": 500}}),
+        None,
+    )
+    .await;
+    assert_eq!(named.body["rows"], json!([{"sku": "CAP-2"}]));
+    let positional = query(
+        &t,
+        json!({"sql": "SELECT sku FROM products WHERE sku = $1", "params": ["CAP-1"]}),
+        None,
+    )
+    .await;
+    assert_eq!(positional.body["rows"], json!([{"sku": "CAP-1"}]));
+    let capped = query(
+        &t,
+        json!({"sql": "SELECT value FROM generate_series(1, 100) ORDER BY value"}),
+        None,
+    )
+    .await;
+    assert_eq!(capped.body["row_count"], 5);
+    assert_eq!(capped.body["truncated"], true);
+    // Exports are not capped.
+    let csv = query(
+        &t,
+        json!({"sql": "SELECT value FROM generate_series(1, 100)"}),
+        Some("text/csv"),
+    )
+    .await;
+    assert_eq!(String::from_utf8(csv.raw).unwrap().lines().count(), 101);
+}

@@ -1,0 +1,181 @@
+//! An answer in the format a client asked for: JSON (the default), CSV, Arrow IPC
+//! stream, or Parquet.
+
+use std::sync::Arc;
+
+use datafusion::arrow::csv::WriterBuilder as CsvWriterBuilder;
+use datafusion::arrow::datatypes::{DataType, TimeUnit};
+use datafusion::arrow::error::ArrowError;
+use datafusion::arrow::ipc::writer::StreamWriter;
+use datafusion::arrow::json::writer::{JsonArray, WriterBuilder as JsonWriterBuilder};
+use datafusion::parquet::arrow::ArrowWriter;
+use datafusion::parquet::basic::{Compression, ZstdLevel};
+use datafusion::parquet::errors::ParquetError;
+use datafusion::parquet::file::properties::WriterProperties;
+use serde_json::{json, Value};
+
+use crate::Answer;
+
+/// The formats an answer can be written in, by media type.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Format {
+    Json,
+    Csv,
+    ArrowStream,
+    Parquet,
+}
+
+impl Format {
+    pub const ALL: [Format; 4] = [
+        Format::Json,
+        Format::Csv,
+        Format::ArrowStream,
+        Format::Parquet,
+    ];
+
+    pub fn media_type(self) -> &'static str {
+        match self {
+            Format::Json => "application/json",
+            Format::Csv => "text/csv; charset=utf-8",
+            Format::ArrowStream => "application/vnd.apache.arrow.stream",
+            Format::Parquet => "application/vnd.apache.parquet",
+        }
+    }
+
+    /// The format of a media type (its essence, without parameters).
+    pub fn of_media_type(essence: &str) -> Option<Format> {
+        match essence {
+            "application/json" => Some(Format::Json),
+            "text/csv" => Some(Format::Csv),
+            "application/vnd.apache.arrow.stream" => Some(Format::ArrowStream),
+            "application/vnd.apache.parquet" => Some(Format::Parquet),
+            _ => None,
+        }
+    }
+
+    /// The format of a short name (`json`, `csv`, `arrow`, `parquet`), as report requests
+    /// name them.
+    pub fn of_name(name: &str) -> Option<Format> {
+        match name {
+            "json" => Some(Format::Json),
+            "csv" => Some(Format::Csv),
+            "arrow" => Some(Format::ArrowStream),
+            "parquet" => Some(Format::Parquet),
+            _ => None,
+        }
+    }
+
+    pub fn write(self, answer: &Answer) -> Result<Vec<u8>, ArrowError> {
+        match self {
+            Format::Json => json_document(answer),
+            Format::Csv => csv(answer),
+            Format::ArrowStream => arrow_stream(answer),
+            Format::Parquet => parquet(answer).map_err(|error| match error {
+                ParquetError::ArrowError(message) => ArrowError::ExternalError(message.into()),
+                other => ArrowError::ExternalError(Box::new(other)),
+            }),
+        }
+    }
+}
+
+/// `{"columns": [{"name", "type"}], "rows": [{column: value}], "row_count", "frontier",
+/// "truncated"}`. Rows are objects in column order; nulls are written out.
+pub fn json_document(answer: &Answer) -> Result<Vec<u8>, ArrowError> {
+    let columns: Vec<Value> = answer
+        .schema
+        .fields()
+        .iter()
+        .map(|field| json!({"name": field.name(), "type": sql_type(field.data_type())}))
+        .collect();
+    let mut rows = Vec::new();
+    let mut writer = JsonWriterBuilder::new()
+        .with_explicit_nulls(true)
+        .build::<_, JsonArray>(&mut rows);
+    for batch in &answer.batches {
+        writer.write(batch)?;
+    }
+    writer.finish()?;
+    drop(writer);
+    // The rows are already JSON: splice them in rather than parse them again.
+    let head = json!({
+        "columns": columns,
+        "row_count": answer.rows(),
+        "frontier": answer.frontier,
+        "truncated": answer.truncated,
+    })
+    .to_string();
+    let mut out = Vec::with_capacity(head.len() + rows.len() + 16);
+    out.extend_from_slice(&head.as_bytes()[..head.len() - 1]);
+    out.extend_from_slice(b",\"rows\":");
+    out.extend_from_slice(&rows);
+    out.push(b'}');
+    Ok(out)
+}
+
+fn csv(answer: &Answer) -> Result<Vec<u8>, ArrowError> {
+    let mut out = Vec::new();
+    let mut writer = CsvWriterBuilder::new().with_header(true).build(&mut out);
+    if answer.batches.is_empty() {
+        // Still a header, so that an empty answer names its columns.
+        let empty = datafusion::arrow::record_batch::RecordBatch::new_empty(answer.schema.clone());
+        writer.write(&empty)?;
+    }
+    for batch in &answer.batches {
+        writer.write(batch)?;
+    }
+    drop(writer);
+    Ok(out)
+}
+
+fn arrow_stream(answer: &Answer) -> Result<Vec<u8>, ArrowError> {
+    let mut out = Vec::new();
+    let mut writer = StreamWriter::try_new(&mut out, &answer.schema)?;
+    for batch in &answer.batches {
+        writer.write(batch)?;
+    }
+    writer.finish()?;
+    drop(writer);
+    Ok(out)
+}
+
+fn parquet(answer: &Answer) -> Result<Vec<u8>, ParquetError> {
+    let properties = WriterProperties::builder()
+        .set_compression(Compression::ZSTD(ZstdLevel::default()))
+        .build();
+    let mut out = Vec::new();
+    let mut writer = ArrowWriter::try_new(&mut out, Arc::clone(&answer.schema), Some(properties))?;
+    for batch in &answer.batches {
+        writer.write(batch)?;
+    }
+    writer.close()?;
+    Ok(out)
+}
+
+/// A column's type as SQL names it.
+pub fn sql_type(data_type: &DataType) -> String {
+    match data_type {
+        DataType::Boolean => "boolean".into(),
+        DataType::Int8 | DataType::Int16 | DataType::UInt8 => "smallint".into(),
+        DataType::Int32 | DataType::UInt16 => "integer".into(),
+        DataType::Int64 | DataType::UInt32 | DataType::UInt64 => "bigint".into(),
+        DataType::Float16 | DataType::Float32 => "real".into(),
+        DataType::Float64 => "double precision".into(),
+        DataType::Decimal128(precision, scale) | DataType::Decimal256(precision, scale) => {
+            format!("numeric({precision},{scale})")
+        }
+        DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View => "text".into(),
+        DataType::Date32 | DataType::Date64 => "date".into(),
+        DataType::Timestamp(_, Some(_)) => "timestamp with time zone".into(),
+        DataType::Timestamp(_, None) => "timestamp".into(),
+        DataType::Time32(_) | DataType::Time64(_) => "time".into(),
+        DataType::Interval(_) => "interval".into(),
+        DataType::Duration(TimeUnit::Second | TimeUnit::Millisecond) | DataType::Duration(_) => {
+            "interval".into()
+        }
+        DataType::Null => "null".into(),
+        DataType::List(item) | DataType::LargeList(item) => {
+            format!("{}[]", sql_type(item.data_type()))
+        }
+        other => other.to_string(),
+    }
+}
