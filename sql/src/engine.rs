@@ -9,7 +9,9 @@ use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::common::ParamValues;
 use datafusion::error::DataFusionError;
-use datafusion::execution::memory_pool::{GreedyMemoryPool, TrackConsumersPool};
+use datafusion::execution::memory_pool::{
+    GreedyMemoryPool, MemoryConsumer, MemoryReservation, TrackConsumersPool,
+};
 use datafusion::execution::runtime_env::{RuntimeEnv, RuntimeEnvBuilder};
 use datafusion::execution::SessionStateBuilder;
 use datafusion::logical_expr::LogicalPlan;
@@ -26,8 +28,9 @@ use crate::tables::LiveTable;
 pub struct SqlConfig {
     /// Longest a query may run, planning included (milliseconds).
     pub timeout_ms: u64,
-    /// Memory a query may hold at once (MiB): its sorts, joins and aggregations, and the
-    /// rows of its answer. Beyond it the query fails with a clear error.
+    /// Memory SQL may hold at once (MiB), all running queries together: their sorts,
+    /// joins and aggregations, and the rows of their answers until they are sent. A
+    /// query that needs more than is left fails with a clear error.
     pub memory_limit_mb: usize,
     /// Most rows a JSON answer carries; the rest are cut off and `truncated` says so.
     pub max_json_rows: usize,
@@ -95,7 +98,7 @@ pub enum QueryError {
     /// A parameter has no SQL value.
     #[error("{0}")]
     Parameter(String),
-    /// The query needs more memory than `sql.memory_limit`.
+    /// The query needs more memory than `sql.memory_limit_mb` leaves it.
     #[error("{0}")]
     TooLarge(String),
     /// The query ran past `sql.timeout`.
@@ -107,7 +110,8 @@ impl From<DataFusionError> for QueryError {
     fn from(error: DataFusionError) -> Self {
         match error.find_root() {
             DataFusionError::ResourcesExhausted(message) => QueryError::TooLarge(format!(
-                "the query needs more memory than the server gives one query: {message}"
+                "the query needs more memory than SQL may hold at once (sql.memory_limit_mb); \
+                 add a LIMIT, aggregate, or export it as a report: {message}"
             )),
             _ => QueryError::Invalid(error.strip_backtrace()),
         }
@@ -123,6 +127,8 @@ pub struct Answer {
     pub frontier: u64,
     /// Whether rows were left out to keep within the row cap asked for.
     pub truncated: bool,
+    /// The answer's rows, counted in the memory pool until the answer is dropped.
+    held: MemoryReservation,
 }
 
 impl Answer {
@@ -202,7 +208,7 @@ impl SqlEngine {
     ) -> Result<Answer, QueryError> {
         let session = self.session(&snapshot);
         let frontier = snapshot.frontier;
-        let limit = self.config.memory_limit();
+        let held = MemoryConsumer::new("sql answer").register(&self.memory.memory_pool);
         let timeout = self.config.timeout();
         let query = async move {
             let plan = session.state().create_logical_plan(&sql).await?;
@@ -220,8 +226,9 @@ impl SqlEngine {
                 batches: Vec::new(),
                 frontier,
                 truncated: false,
+                held,
             };
-            let (mut rows, mut bytes) = (0usize, 0usize);
+            let mut rows = 0usize;
             while let Some(batch) = stream.next().await {
                 let mut batch = batch?;
                 if let Some(max) = max_rows {
@@ -231,13 +238,8 @@ impl SqlEngine {
                     }
                 }
                 rows += batch.num_rows();
-                bytes += batch.get_array_memory_size();
-                if bytes > limit {
-                    return Err(QueryError::TooLarge(format!(
-                        "the answer is larger than the {limit} bytes the server gives one \
-                         query; add a LIMIT, aggregate, or export it as a report"
-                    )));
-                }
+                // The same pool as the operators': a large answer fails as they do.
+                answer.held.try_grow(batch.get_array_memory_size())?;
                 answer.batches.push(batch);
                 if answer.truncated {
                     break;

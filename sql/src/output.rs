@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use datafusion::arrow::csv::WriterBuilder as CsvWriterBuilder;
-use datafusion::arrow::datatypes::{DataType, TimeUnit};
+use datafusion::arrow::datatypes::DataType;
 use datafusion::arrow::error::ArrowError;
 use datafusion::arrow::ipc::writer::StreamWriter;
 use datafusion::arrow::json::writer::{JsonArray, WriterBuilder as JsonWriterBuilder};
@@ -49,18 +49,6 @@ impl Format {
             "text/csv" => Some(Format::Csv),
             "application/vnd.apache.arrow.stream" => Some(Format::ArrowStream),
             "application/vnd.apache.parquet" => Some(Format::Parquet),
-            _ => None,
-        }
-    }
-
-    /// The format of a short name (`json`, `csv`, `arrow`, `parquet`), as report requests
-    /// name them.
-    pub fn of_name(name: &str) -> Option<Format> {
-        match name {
-            "json" => Some(Format::Json),
-            "csv" => Some(Format::Csv),
-            "arrow" => Some(Format::ArrowStream),
-            "parquet" => Some(Format::Parquet),
             _ => None,
         }
     }
@@ -168,10 +156,7 @@ pub fn sql_type(data_type: &DataType) -> String {
         DataType::Timestamp(_, Some(_)) => "timestamp with time zone".into(),
         DataType::Timestamp(_, None) => "timestamp".into(),
         DataType::Time32(_) | DataType::Time64(_) => "time".into(),
-        DataType::Interval(_) => "interval".into(),
-        DataType::Duration(TimeUnit::Second | TimeUnit::Millisecond) | DataType::Duration(_) => {
-            "interval".into()
-        }
+        DataType::Interval(_) | DataType::Duration(_) => "interval".into(),
         DataType::Null => "null".into(),
         DataType::List(item) | DataType::LargeList(item) => {
             format!("{}[]", sql_type(item.data_type()))
