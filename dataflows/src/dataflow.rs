@@ -9,6 +9,7 @@ use timely::dataflow::operators::vec::Map;
 use timely::dataflow::operators::{Concat, Concatenate, ConnectLoop, Feedback};
 use timely::dataflow::{Scope, Stream};
 
+use crate::analytics;
 use crate::catalog::reservations::{self, ReservationOp, StockReservations};
 use crate::catalog::{self, CatalogOut, ReserveStock, SkuIn, StockReply};
 use crate::idempotency::{Admissions, AdmitOnce};
@@ -130,7 +131,9 @@ pub fn build<'scope>(
     ]);
 
     let idempotency = admitted.rows();
-    let rows = read_models(events.clone()).concat(idempotency);
+    let views = read_models(events.clone());
+    let metrics = analytics::metrics(events.clone(), rejections.clone(), views.clone());
+    let rows = views.concat(idempotency).concat(metrics);
     Outputs {
         events,
         rejections,

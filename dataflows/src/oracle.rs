@@ -4,11 +4,12 @@
 use crate::model::Str;
 use std::collections::{BTreeMap, BTreeSet};
 
-use crate::model::Event;
+use crate::model::{Event, Rejection};
 use crate::views::{fold, stock_deltas, view_keys, Row, StockRow, ViewKey};
 
-/// Every view row implied by `events`, computed without any incremental state.
-pub fn recompute(events: &[Event]) -> BTreeSet<Row> {
+/// Every view row implied by `events` and `rejections`, computed without any
+/// incremental state; metrics by their own specification (`analytics::spec`).
+pub fn recompute(events: &[Event], rejections: &[Rejection]) -> BTreeSet<Row> {
     let mut by_key: BTreeMap<ViewKey, Vec<&Event>> = BTreeMap::new();
     let mut stock: BTreeMap<(Str, crate::views::StockMeasure), i64> = BTreeMap::new();
     for event in events {
@@ -36,5 +37,10 @@ pub fn recompute(events: &[Event]) -> BTreeSet<Row> {
             })));
         }
     }
+    rows.extend(
+        crate::analytics::spec::recompute(events, rejections)
+            .into_iter()
+            .map(|row| Row::Metric(std::sync::Arc::new(row))),
+    );
     rows
 }

@@ -15,10 +15,12 @@
 use std::sync::Arc;
 
 use arrow_array::builder::{
-    BooleanBuilder, Int64Builder, StringBuilder, TimestampMillisecondBuilder,
+    BooleanBuilder, Date32Builder, Float64Builder, Int64Builder, StringBuilder,
+    TimestampMillisecondBuilder,
 };
 use arrow_array::{ArrayRef, RecordBatch, RecordBatchOptions};
 use arrow_schema::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use dataflows::analytics::{Dim, KeyType, Metric, MetricRow};
 use dataflows::catalog::views::ReservationRow;
 use dataflows::model::{payment_id_for, shipment_id_for, Str, Ts};
 use dataflows::orders::views::CartRow;
@@ -41,10 +43,14 @@ pub enum View {
     Refunds,
     Shipments,
     Reservations,
+    /// A metric view (`analytics`): its key columns, its integer measures, then the
+    /// measures derived from them.
+    Metric(Metric),
 }
 
 impl View {
-    pub const ALL: [View; 12] = [
+    /// The tables of the domain's views; `all` adds the metric views.
+    pub const DOMAIN: [View; 12] = [
         View::Products,
         View::Stock,
         View::Users,
@@ -58,6 +64,13 @@ impl View {
         View::Shipments,
         View::Reservations,
     ];
+
+    /// Every view: the domain's, then the metrics'.
+    pub fn all() -> impl Iterator<Item = View> {
+        View::DOMAIN
+            .into_iter()
+            .chain(Metric::ALL.into_iter().map(View::Metric))
+    }
 
     /// The view's name as a table.
     pub fn name(self) -> &'static str {
@@ -74,6 +87,7 @@ impl View {
             View::Refunds => "refunds",
             View::Shipments => "shipments",
             View::Reservations => "reservations",
+            View::Metric(metric) => metric.name(),
         }
     }
 
@@ -94,6 +108,7 @@ impl View {
             View::Refunds => "A refund of a payment.",
             View::Shipments => "An order's shipment.",
             View::Reservations => "Stock held through the inventory API.",
+            View::Metric(metric) => metric.table().description,
         }
     }
 
@@ -111,6 +126,21 @@ impl View {
             )
         };
         let fields = match self {
+            View::Metric(metric) => {
+                let table = metric.table();
+                let keys = table.keys.iter().map(|(name, kind)| match kind {
+                    KeyType::Minute => time(name),
+                    KeyType::Day => Field::new(*name, DataType::Date32, false),
+                    KeyType::Text => text(name),
+                    KeyType::Int => int(name),
+                });
+                let measures = table.measures.iter().map(|name| int(name));
+                let derived = table
+                    .derived
+                    .iter()
+                    .map(|derived| Field::new(derived.name, DataType::Float64, true));
+                keys.chain(measures).chain(derived).collect()
+            }
             View::Products => vec![
                 text("id"),
                 text("sku"),
@@ -482,6 +512,23 @@ impl Snapshot {
                 c.time(row.updated_at);
                 c.end_row();
             }),
+            View::Metric(metric) => scan.build(self.metric(metric), |row: &MetricRow, c| {
+                for dim in &row.key {
+                    match dim {
+                        Dim::Minute(minute) => c.time(*minute),
+                        Dim::Day(day) => c.day(*day),
+                        Dim::Text(text) => c.text(text),
+                        Dim::Int(value) => c.int(*value),
+                    }
+                }
+                for measure in &row.measures {
+                    c.int(*measure);
+                }
+                for (_, value) in row.derived() {
+                    c.maybe_float(value);
+                }
+                c.end_row();
+            }),
             View::Reservations => scan.build(&self.reservations, |row: &ReservationRow, c| {
                 let (lines, units) = if row.lines.is_empty() {
                     (row.items.len(), row.items.iter().map(|l| l.quantity).sum())
@@ -563,6 +610,7 @@ has_id! {
     PaymentRow => payment_id,
     ShipmentRow => shipment_id,
     ReservationRow => reservation_id,
+    MetricRow => id,
 }
 
 /// A builder per column of a view's schema, filled a row at a time in schema order;
@@ -582,6 +630,8 @@ enum Builder {
     Int(Int64Builder),
     Bool(BooleanBuilder),
     Time(TimestampMillisecondBuilder),
+    Day(Date32Builder),
+    Float(Float64Builder),
 }
 
 impl Columns {
@@ -603,6 +653,8 @@ impl Columns {
                         TimestampMillisecondBuilder::with_capacity(rows)
                             .with_timezone_opt(zone.clone()),
                     ),
+                    DataType::Date32 => Builder::Day(Date32Builder::with_capacity(rows)),
+                    DataType::Float64 => Builder::Float(Float64Builder::with_capacity(rows)),
                     other => unreachable!("no view has a column of type {other}"),
                 })
             })
@@ -670,6 +722,25 @@ impl Columns {
         }
     }
 
+    /// A day, as days since the Unix epoch.
+    fn day(&mut self, value: i64) {
+        match self.column() {
+            Some(Builder::Day(builder)) => {
+                builder.append_value(i32::try_from(value).unwrap_or(i32::MAX))
+            }
+            Some(_) => unreachable!("the column is not a date"),
+            None => {}
+        }
+    }
+
+    fn maybe_float(&mut self, value: Option<f64>) {
+        match self.column() {
+            Some(Builder::Float(builder)) => builder.append_option(value),
+            Some(_) => unreachable!("the column is not a float"),
+            None => {}
+        }
+    }
+
     /// The arrays, in projection order.
     fn finish(mut self) -> Vec<ArrayRef> {
         self.order
@@ -679,6 +750,8 @@ impl Columns {
                 Some(Builder::Int(b)) => Arc::new(b.finish()) as ArrayRef,
                 Some(Builder::Bool(b)) => Arc::new(b.finish()) as ArrayRef,
                 Some(Builder::Time(b)) => Arc::new(b.finish()) as ArrayRef,
+                Some(Builder::Day(b)) => Arc::new(b.finish()) as ArrayRef,
+                Some(Builder::Float(b)) => Arc::new(b.finish()) as ArrayRef,
                 None => unreachable!("projected columns have builders"),
             })
             .collect()

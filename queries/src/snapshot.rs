@@ -142,6 +142,8 @@ pub struct Snapshot {
     pub effects: Rows<EffectRow>,
     pub idempotency: Rows<IdempotencyRow>,
     pub reservations: Rows<ReservationRow>,
+    /// The metric views, by `Metric::index`.
+    metrics: [Rows<MetricRow>; Metric::COUNT],
     rejections: OrdMap<Seq, Arc<Rejection>>,
     rejection_order: Vector<(Ts, Seq)>,
     /// Commands that first used an idempotency key: their refusals are kept as long as
@@ -150,6 +152,11 @@ pub struct Snapshot {
 }
 
 impl Snapshot {
+    /// The rows of one metric view, in key order.
+    pub fn metric(&self, metric: Metric) -> &Rows<MetricRow> {
+        &self.metrics[metric.index()]
+    }
+
     pub fn stock_of(&self, product_id: &str) -> StockLevel {
         self.stock.get(product_id).copied().unwrap_or_default()
     }
@@ -295,6 +302,9 @@ impl Snapshot {
                 self.reservations
                     .replace(&reservation.reservation_id, reservation);
             }
+            Row::Metric(row) => {
+                self.metrics[row.metric.index()].replace(&row.id, row);
+            }
         }
     }
 
@@ -341,6 +351,9 @@ impl Snapshot {
             Row::Reservation(reservation) => {
                 self.reservations
                     .retract(&reservation.reservation_id, reservation);
+            }
+            Row::Metric(row) => {
+                self.metrics[row.metric.index()].retract(&row.id, row);
             }
         }
     }
@@ -406,6 +419,9 @@ impl Snapshot {
                 .cloned()
                 .map(Row::Reservation),
         );
+        for metric in &self.metrics {
+            rows.extend(metric.shared_rows().cloned().map(Row::Metric));
+        }
         rows
     }
 }

@@ -15,6 +15,12 @@ use crate::snapshot::Snapshot;
 use crate::{Error, Result};
 
 #[derive(Default)]
+struct Recorded {
+    events: Vec<Event>,
+    rejections: Vec<Rejection>,
+}
+
+#[derive(Default)]
 struct Pending {
     /// The next snapshot, built beside the published one; shares every node it has not
     /// changed since.
@@ -40,8 +46,8 @@ pub struct ViewStore {
     frontier_tx: watch::Sender<Time>,
     /// For blocking waits (tests, executors on plain threads).
     published: (Mutex<Time>, Condvar),
-    /// Every event, in publication order, when asked for (tests, replays).
-    recorded: Option<Mutex<Vec<Event>>>,
+    /// Every event and refusal, in publication order, when asked for (tests, replays).
+    recorded: Option<Mutex<Recorded>>,
     /// Lossless event subscribers (sinks): unbounded, so a slow sink costs memory, never
     /// events.
     feeds: Mutex<Vec<std::sync::mpsc::Sender<EventFeed>>>,
@@ -67,7 +73,7 @@ impl ViewStore {
             published_snapshot: ArcSwap::from_pointee(Snapshot::default()),
             frontier_tx,
             published: (Mutex::new(0), Condvar::new()),
-            recorded: record.then(|| Mutex::new(Vec::new())),
+            recorded: record.then(|| Mutex::new(Recorded::default())),
             feeds: Mutex::new(Vec::new()),
         })
     }
@@ -101,7 +107,15 @@ impl ViewStore {
     pub fn recorded_events(&self) -> Vec<Event> {
         self.recorded
             .as_ref()
-            .map(|events| events.lock().clone())
+            .map(|recorded| recorded.lock().events.clone())
+            .unwrap_or_default()
+    }
+
+    /// Every refusal published, when the store records.
+    pub fn recorded_rejections(&self) -> Vec<Rejection> {
+        self.recorded
+            .as_ref()
+            .map(|recorded| recorded.lock().rejections.clone())
             .unwrap_or_default()
     }
 
@@ -160,6 +174,12 @@ impl ViewStore {
             next.apply_time(updates);
         }
         for (_, rejections) in rejections {
+            if let Some(recorded) = &self.recorded {
+                recorded
+                    .lock()
+                    .rejections
+                    .extend(rejections.iter().cloned());
+            }
             for rejection in rejections {
                 next.record_rejection(rejection);
             }
@@ -171,7 +191,7 @@ impl ViewStore {
         for (time, mut events) in events {
             events.sort();
             if let Some(recorded) = &self.recorded {
-                recorded.lock().extend(events.iter().cloned());
+                recorded.lock().events.extend(events.iter().cloned());
             }
             if !feeds.is_empty() {
                 feed.extend(events.into_iter().map(|event| (time, event)));

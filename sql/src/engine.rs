@@ -185,7 +185,7 @@ impl SqlEngine {
             .with_default_features()
             .build();
         let session = SessionContext::new_with_state(state);
-        for view in View::ALL {
+        for view in View::all() {
             session
                 .register_table(
                     view.name(),

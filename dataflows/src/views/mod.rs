@@ -12,6 +12,7 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
+pub use crate::analytics::views::{Metric, MetricRow};
 pub use crate::catalog::views::*;
 pub use crate::fulfillment::views::*;
 pub use crate::orders::views::*;
@@ -56,15 +57,29 @@ pub enum ViewKind {
     Effect,
     Idempotency,
     Reservation,
+    Metric(Metric),
 }
 
 impl ViewKind {
     /// How many kinds there are, for tables with one slot per kind.
-    pub const COUNT: usize = 11;
+    pub const COUNT: usize = 11 + Metric::COUNT;
 
     /// A dense index below `COUNT`.
     pub fn index(self) -> usize {
-        self as usize
+        match self {
+            ViewKind::Product => 0,
+            ViewKind::OnHand => 1,
+            ViewKind::Reserved => 2,
+            ViewKind::User => 3,
+            ViewKind::Cart => 4,
+            ViewKind::Order => 5,
+            ViewKind::Payment => 6,
+            ViewKind::Shipment => 7,
+            ViewKind::Effect => 8,
+            ViewKind::Idempotency => 9,
+            ViewKind::Reservation => 10,
+            ViewKind::Metric(metric) => 11 + metric.index(),
+        }
     }
 }
 
@@ -82,6 +97,7 @@ pub enum Row {
     Effect(Arc<EffectRow>),
     Idempotency(Arc<IdempotencyRow>),
     Reservation(Arc<ReservationRow>),
+    Metric(Arc<MetricRow>),
 }
 
 /// A row in a set keyed by its id: the id inside the row is the key, so a view holds no
@@ -163,7 +179,7 @@ macro_rules! row_kind {
 }
 
 row_kind!(Product => ProductRow, User => UserRow, Cart => CartRow, Order => OrderRow, Payment => PaymentRow,
-    Shipment => ShipmentRow, Effect => EffectRow, Idempotency => IdempotencyRow, Reservation => ReservationRow);
+    Shipment => ShipmentRow, Effect => EffectRow, Idempotency => IdempotencyRow, Reservation => ReservationRow, Metric => MetricRow);
 
 impl Row {
     /// The key a row is stored under: its view and its id there.
@@ -182,6 +198,7 @@ impl Row {
             Row::Effect(row) => (ViewKind::Effect, row.effect_id()),
             Row::Idempotency(row) => (ViewKind::Idempotency, &row.key),
             Row::Reservation(row) => (ViewKind::Reservation, &row.reservation_id),
+            Row::Metric(row) => (ViewKind::Metric(row.metric), &row.id),
         }
     }
 }

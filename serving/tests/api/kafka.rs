@@ -486,15 +486,30 @@ async fn a_second_process_on_the_same_topics_publishes_identical_views() {
     wait_for_status(&leader, &a, "shipped").await;
     wait_for_status(&leader, &b, "cancelled").await;
     settle(&leader).await;
-    // The follower has applied everything the leader has.
-    let frontier = leader.app.views.frontier();
-    follower
-        .app
-        .views
-        .wait_for(frontier, std::time::Duration::from_secs(30))
-        .await
-        .expect("the follower catches up");
-    assert_eq!(view_bytes(&follower), view_bytes(&leader));
+    // At the same frontier, the follower holds exactly the leader's views (the leader
+    // may still be appending providers' answers; compare where both have been).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let leader_views = leader.app.views.read();
+        follower
+            .app
+            .views
+            .wait_for(leader_views.frontier, std::time::Duration::from_secs(30))
+            .await
+            .expect("the follower catches up");
+        let follower_views = follower.app.views.read();
+        if follower_views.frontier == leader_views.frontier {
+            assert_eq!(
+                serde_json::to_vec(&follower_views.rows()).unwrap(),
+                serde_json::to_vec(&leader_views.rows()).unwrap()
+            );
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the two never met at one frontier"
+        );
+    }
     assert_eq!(
         follower.get(&format!("/api/v1/orders/{a}")).await.body["status"],
         "shipped"
