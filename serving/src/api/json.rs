@@ -1,5 +1,6 @@
 //! View rows as the JSON the HTTP contract promises.
 
+use dataflows::analytics::days_until_stockout;
 use dataflows::model::{CancelReason, Line, OrderStatus, PricedLine, Str, Ts};
 use dataflows::views::*;
 use queries::Snapshot;
@@ -67,6 +68,30 @@ struct Stock {
     on_hand: i64,
     reserved: i64,
     available: i64,
+    /// Units in paid orders over the last 7 days of log time.
+    units_sold_7d: i64,
+    /// Days until `available` runs out at that pace; `null` when nothing sold.
+    days_until_stockout: Option<f64>,
+}
+
+impl Stock {
+    fn of(snapshot: &Snapshot, product_id: &str) -> Stock {
+        let level = snapshot.stock_of(product_id);
+        let units_sold_7d = snapshot
+            .metric(Metric::StockForecast)
+            .get(product_id)
+            .and_then(|forecast| forecast.measure("units_sold_7d"))
+            .unwrap_or(0);
+        let days = days_until_stockout(level.available(), units_sold_7d);
+        Stock {
+            on_hand: level.on_hand,
+            reserved: level.reserved,
+            available: level.available(),
+            units_sold_7d,
+            // Tenths of a day are as precise as a forecast from a week of sales gets.
+            days_until_stockout: days.map(|days| (days * 10.0).round() / 10.0),
+        }
+    }
 }
 
 /// A product with its stock, as the HTTP contract promises it.
@@ -86,7 +111,6 @@ pub struct ProductView<'a> {
 
 impl<'a> ProductView<'a> {
     pub fn of(snapshot: &Snapshot, row: &'a ProductRow) -> ProductView<'a> {
-        let level = snapshot.stock_of(&row.product_id);
         ProductView {
             id: &row.product_id,
             sku: &row.sku,
@@ -95,11 +119,7 @@ impl<'a> ProductView<'a> {
             currency: &row.currency,
             reorder_point: row.reorder_point,
             warehouse_id: row.warehouse_id.as_deref(),
-            stock: Stock {
-                on_hand: level.on_hand,
-                reserved: level.reserved,
-                available: level.available(),
-            },
+            stock: Stock::of(snapshot, &row.product_id),
             created_at: Rfc3339(row.created_at),
             updated_at: Rfc3339(row.updated_at),
         }

@@ -5,7 +5,7 @@ use axum::http::StatusCode;
 use serde_json::json;
 use serving::config::Config;
 
-use crate::support::{Reply, TestApp};
+use crate::support::{card, Reply, TestApp};
 
 async fn query(t: &TestApp, body: serde_json::Value, accept: Option<&str>) -> Reply {
     let headers: Vec<(&str, &str)> = accept.map(|a| ("accept", a)).into_iter().collect();
@@ -217,4 +217,62 @@ async fn parameters_and_the_row_cap() {
     )
     .await;
     assert_eq!(String::from_utf8(csv.raw).unwrap().lines().count(), 101);
+}
+
+/// Business metrics as the dataflow keeps them: read through SQL at the frontier of the
+/// orders they count, and on the product itself.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn live_metrics_count_the_orders_just_acknowledged() {
+    let t = TestApp::new().await;
+    let product = t.product("KPI-1", 2000, 20).await;
+    let user = t.user("kpi@example.com").await;
+    for (number, quantity) in [
+        ("4242424242424242", 3),
+        ("4000000000000002", 1),
+        ("4242424242424242", 4),
+    ] {
+        let placed = t
+            .post(
+                "/api/v1/orders",
+                json!({"user_id": user, "items": [{"product_id": product, "quantity": quantity}],
+                       "payment_method": card(number)}),
+            )
+            .await;
+        assert_eq!(placed.status, StatusCode::CREATED, "{:?}", placed.body);
+        let order = placed.body["id"].as_str().unwrap();
+        t.get(&format!("/api/v1/orders/{order}?wait=settled")).await;
+    }
+    let answer = query(
+        &t,
+        json!({"sql": "SELECT currency, orders, revenue_cents, average_order_cents FROM sales_daily"}),
+        None,
+    )
+    .await;
+    assert_eq!(
+        answer.body["rows"],
+        json!([{"currency": "USD", "orders": 2, "revenue_cents": 14000, "average_order_cents": 7000.0}])
+    );
+    let answer = query(
+        &t,
+        json!({"sql": "SELECT sum(orders) AS orders, sum(payments_failed) AS failed FROM orders_per_minute"}),
+        None,
+    )
+    .await;
+    assert_eq!(answer.body["rows"], json!([{"orders": 3, "failed": 1}]));
+    let answer = query(
+        &t,
+        json!({"sql": "SELECT attempts, succeeded, declined, success_rate FROM payment_success"}),
+        None,
+    )
+    .await;
+    let rate = 2.0 / 3.0;
+    assert_eq!(
+        answer.body["rows"],
+        json!([{"attempts": 3, "succeeded": 2, "declined": 1, "success_rate": rate}])
+    );
+    // 7 units sold this week, 13 available: 13 days at one a day.
+    let stock = t.stock(&product).await;
+    assert_eq!(stock["units_sold_7d"], 7, "{stock}");
+    assert_eq!(stock["available"], 13);
+    assert_eq!(stock["days_until_stockout"], 13.0);
 }
