@@ -132,8 +132,10 @@ pub fn build<'scope>(
 
     let idempotency = admitted.rows();
     let views = read_models(events.clone());
-    let metrics = analytics::metrics(events.clone(), rejections.clone(), views.clone());
+    let (metrics, anomalies) =
+        analytics::metrics(events.clone(), rejections.clone(), views.clone());
     let rows = views.concat(idempotency).concat(metrics);
+    let events = events.concat(anomalies);
     Outputs {
         events,
         rejections,

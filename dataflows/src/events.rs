@@ -6,6 +6,7 @@
 
 use serde::{Deserialize, Serialize};
 
+pub use crate::analytics::events::*;
 pub use crate::catalog::events::*;
 pub use crate::fulfillment::events::*;
 pub use crate::orders::events::*;
@@ -112,6 +113,7 @@ catalogue! {
     ReservationHeld = "reservation.held",
     ReservationRejected = "reservation.rejected",
     ReservationReleased = "reservation.released",
+    AnomalyDetected = "analytics.anomaly",
 }
 
 impl EventBody {
@@ -187,6 +189,7 @@ impl EventBody {
             E::ReservationHeld(e) => &e.reservation_id,
             E::ReservationRejected(e) => &e.reservation_id,
             E::ReservationReleased(e) => &e.reservation_id,
+            E::AnomalyDetected(e) => &e.series,
             other => other.order_id().map_or("", |id| id),
         }
     }

@@ -5,15 +5,18 @@
 //! over several sums at once (`Sums`), `reduce`, and joins against named, shared
 //! arrangements; `clock.rs` turns log time into the windows "the last 24 hours" and "the
 //! last 7 days" as data, so that windows move as the log does and replay the same.
-//! `spec.rs` computes every metric again from the event list, as plain Rust: the
+//! `anomaly.rs` flags minutes of a series outside a robust band as `analytics.anomaly`
+//! events. `spec.rs` computes every metric again from the event list, as plain Rust: the
 //! specification the dataflow is tested against.
 
+pub mod anomaly;
 mod clock;
+pub mod events;
 mod operators;
 pub mod spec;
 pub mod views;
 
-pub use operators::metrics;
+pub use operators::{anomaly_row, metrics};
 pub use views::*;
 
 use differential_dataflow::difference::{Abelian, IsZero, Monoid, Multiply, Semigroup};

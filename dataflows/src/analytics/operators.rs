@@ -18,6 +18,7 @@ use crate::model::*;
 use crate::shared::ordered::key_hash;
 use crate::views::{stock_deltas, OrderRow, PaymentStatus, Row, StockMeasure, WithTimes};
 
+use super::anomaly::anomalies;
 use super::clock::{clock, Tick};
 use super::views::*;
 use super::Sums;
@@ -28,12 +29,22 @@ type Rows<'scope> = VecCollection<'scope, Time, Row, isize>;
 /// the final round ranks the buckets' leaders only.
 const TOP_BUCKETS: u64 = 16;
 
-/// Every metric view over the events, the refusals and the read models' rows.
+/// Every metric view over the events, the refusals and the read models' rows, and the
+/// anomaly events of the per-minute series.
 pub fn metrics<'scope>(
     events: Stream<'scope, Time, Vec<Event>>,
     rejections: Stream<'scope, Time, Vec<Rejection>>,
     views: Rows<'scope>,
-) -> Rows<'scope> {
+) -> (Rows<'scope>, Stream<'scope, Time, Vec<Event>>) {
+    let anomalies = anomalies(events.clone(), rejections.clone());
+    let anomaly_rows = anomalies
+        .clone()
+        .with_times()
+        .as_collection()
+        .flat_map(|event: Event| match event.body {
+            EventBody::AnomalyDetected(anomaly) => Some(anomaly_row(&anomaly)),
+            _ => None,
+        });
     let ticks = clock(
         events
             .clone()
@@ -345,7 +356,7 @@ pub fn metrics<'scope>(
         })
         .map(|(_, row)| row);
 
-    per_minute
+    let rows = per_minute
         .concatenate([
             sales_daily,
             product_sales_daily,
@@ -356,10 +367,24 @@ pub fn metrics<'scope>(
             low_stock,
             stock_forecast,
             inventory,
+            anomaly_rows,
         ])
         // Joins may say "+row" and "-row" at one time; readers get each time's net change.
         .consolidate()
-        .map(|row| Row::Metric(Arc::new(row)))
+        .map(|row| Row::Metric(Arc::new(row)));
+    (rows, anomalies)
+}
+
+/// The `anomalies` row of an anomaly event.
+pub fn anomaly_row(anomaly: &AnomalyDetected) -> MetricRow {
+    MetricRow::new(
+        Metric::Anomalies,
+        vec![
+            Dim::Minute(anomaly.minute),
+            Dim::Text(anomaly.series.clone()),
+        ],
+        vec![anomaly.value, anomaly.median, anomaly.lower, anomaly.upper],
+    )
 }
 
 /// A row of `metric` whose measures are the first sums.

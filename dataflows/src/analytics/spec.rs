@@ -259,6 +259,69 @@ pub fn recompute(events: &[Event], rejections: &[Rejection]) -> BTreeSet<MetricR
         let measures = vec![shipped, end - first + 1, level_days];
         rows.insert(MetricRow::new(Metric::InventoryTurnover, key, measures));
     }
+
+    rows.extend(anomalies(events, rejections, now));
+    rows
+}
+
+/// Minutes of the per-minute series outside their band, judged once over: the value
+/// against the lower median `m` of the 30 minutes before (zero where nothing happened),
+/// flagged when further than `max(4 * MAD, 3 * isqrt(m) + 3)` from it. A minute is only
+/// judged with a full history behind it, counted from the first minute of the log.
+fn anomalies(events: &[Event], rejections: &[Rejection], now: Ts) -> Vec<MetricRow> {
+    const HISTORY: Ts = 30;
+    let series_names = ["orders", "payments_failed", "fraud_flags", "rejections"];
+    let first = events
+        .iter()
+        .map(|event| event.ts)
+        .chain(rejections.iter().map(|rejection| rejection.ts))
+        .min()
+        .map(minute_of)
+        .unwrap_or(now);
+    let mut counts: BTreeMap<(usize, Ts), i64> = BTreeMap::new();
+    for event in events {
+        let series = match event.body {
+            EventBody::OrderCreated(_) => 0,
+            EventBody::PaymentFailed(_) => 1,
+            EventBody::FraudDetected(_) => 2,
+            _ => continue,
+        };
+        *counts.entry((series, minute_of(event.ts))).or_default() += 1;
+    }
+    for rejection in rejections {
+        *counts.entry((3, minute_of(rejection.ts))).or_default() += 1;
+    }
+    // A minute with nothing in it or in the 30 before it is zero against zeros: only
+    // the minutes up to 30 after one with counts can be out of band.
+    let mut candidates = BTreeSet::new();
+    for (_, minute) in counts.keys() {
+        candidates.extend((0..=HISTORY).map(|later| minute + later * MINUTE_MS));
+    }
+    let lower_median = |mut values: Vec<i64>| {
+        values.sort();
+        values[(values.len() - 1) / 2]
+    };
+    let mut rows = Vec::new();
+    for minute in candidates {
+        if minute >= now || minute < first + HISTORY * MINUTE_MS {
+            continue;
+        }
+        for (series, name) in series_names.iter().enumerate() {
+            let count = |m: Ts| counts.get(&(series, m)).copied().unwrap_or(0);
+            let history: Vec<i64> = (1..=HISTORY)
+                .map(|back| count(minute - back * MINUTE_MS))
+                .collect();
+            let middle = lower_median(history.clone());
+            let mad = lower_median(history.iter().map(|v| (v - middle).abs()).collect());
+            let width = (4 * mad).max(3 * middle.isqrt() + 3);
+            let value = count(minute);
+            if (value - middle).abs() > width {
+                let key = vec![Dim::Minute(minute), Dim::Text((*name).into())];
+                let measures = vec![value, middle, middle - width, middle + width];
+                rows.push(MetricRow::new(Metric::Anomalies, key, measures));
+            }
+        }
+    }
     rows
 }
 

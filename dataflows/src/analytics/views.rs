@@ -23,6 +23,7 @@ pub enum Metric {
     LowStock,
     InventoryDaily,
     InventoryTurnover,
+    Anomalies,
 }
 
 /// What a key column holds.
@@ -69,7 +70,7 @@ fn ratio(numerator: i64, denominator: i64) -> Option<f64> {
 use KeyType::*;
 
 impl Metric {
-    pub const ALL: [Metric; 11] = [
+    pub const ALL: [Metric; 12] = [
         Metric::OrdersPerMinute,
         Metric::SalesDaily,
         Metric::ProductSalesDaily,
@@ -81,6 +82,7 @@ impl Metric {
         Metric::LowStock,
         Metric::InventoryDaily,
         Metric::InventoryTurnover,
+        Metric::Anomalies,
     ];
     pub const COUNT: usize = Self::ALL.len();
 
@@ -236,6 +238,16 @@ impl Metric {
                         compute: |m| (m[2] != 0).then(|| m[0] as f64 * m[1] as f64 / m[2] as f64),
                     },
                 ],
+            },
+            Metric::Anomalies => &Table {
+                name: "anomalies",
+                description: "Minutes a per-minute series (orders, payments_failed, fraud_flags, \
+                    rejections) left its band: the median of the 30 minutes before it, plus or \
+                    minus four median absolute deviations (at least 3 + 3 x sqrt(median)). \
+                    Each is also an `analytics.anomaly` event.",
+                keys: &[("minute", Minute), ("series", Text)],
+                measures: &["value", "median", "lower", "upper"],
+                derived: &[],
             },
         }
     }

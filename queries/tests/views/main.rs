@@ -373,16 +373,30 @@ fn idempotency_keys_hold_for_a_day_of_log_time() {
 
 const PRODUCTS: [&str; 3] = ["p0", "p1", "p2"];
 
+/// A new order of one to three lines, with a card or without.
+fn arb_order() -> impl Strategy<Value = Command> {
+    let product = prop::sample::select(PRODUCTS.to_vec());
+    let order_id = (0u8..12).prop_map(|n| format!("o{n}"));
+    (
+        order_id,
+        prop::collection::vec((product, 1i64..4), 1..3),
+        any::<bool>(),
+    )
+        .prop_map(|(id, lines, card)| {
+            let mut merged: BTreeMap<&str, i64> = BTreeMap::new();
+            for (p, q) in lines {
+                *merged.entry(p).or_default() += q;
+            }
+            let lines: Vec<(&str, i64)> = merged.into_iter().collect();
+            order(&id, &lines, card)
+        })
+}
+
 fn arb_command() -> impl Strategy<Value = Command> {
     let product = prop::sample::select(PRODUCTS.to_vec());
     let order_id = (0u8..12).prop_map(|n| format!("o{n}"));
     prop_oneof![
-        4 => (order_id.clone(), prop::collection::vec((product.clone(), 1i64..4), 1..3), any::<bool>()).prop_map(|(id, lines, card)| {
-            let mut merged: BTreeMap<&str, i64> = BTreeMap::new();
-            for (p, q) in lines { *merged.entry(p).or_default() += q; }
-            let lines: Vec<(&str, i64)> = merged.into_iter().collect();
-            order(&id, &lines, card)
-        }),
+        4 => arb_order(),
         1 => (product.clone(), -3i64..6).prop_map(|(p, delta)| Command::AdjustStock { product_id: p.into(), delta, reason: "count".into() }),
         2 => order_id.clone().prop_map(|id| Command::CancelOrder { order_id: id.into(), reason: CancelReason::CustomerRequest }),
         2 => (order_id.clone(), 0u8..3).prop_map(|(id, outcome)| Command::PaymentResult {
@@ -427,7 +441,12 @@ fn arb_batches() -> impl Strategy<Value = Vec<(Ts, Vec<Command>)>> {
         1 => Just(3 * 3_600_000),
         1 => Just(2 * 86_400_000),
     ];
-    prop::collection::vec((jump, prop::collection::vec(arb_command(), 1..6)), 1..10)
+    // Now and then a rush of orders, so that quiet series see bursts (anomalies).
+    let batch = prop_oneof![
+        5 => prop::collection::vec(arb_command(), 1..6),
+        1 => prop::collection::vec(arb_order(), 4..9),
+    ];
+    prop::collection::vec((jump, batch), 1..10)
 }
 
 /// Stock invariants: nothing negative, and reserved stock is exactly what live orders hold.

@@ -2,6 +2,7 @@
 //! windows of log time move on as the days pass.
 
 use dataflows::analytics::{day_of, minute_of, Dim, Metric};
+use dataflows::events::Event;
 use dataflows::model::*;
 use queries::testkit::Harness;
 
@@ -211,4 +212,50 @@ fn windows_move_with_log_time() {
         table(&h, Metric::StockForecast),
         ["p0: 1 1 0", "p1: 3 1 0", "p2: 1 1 0"]
     );
+}
+
+/// Forty quiet minutes of two orders each, then a burst: the burst's minute is judged
+/// once the log is past it, becomes an `analytics.anomaly` event and an `anomalies` row,
+/// and the same on one worker and on four.
+#[test]
+fn a_burst_of_orders_is_an_anomaly() {
+    let mut runs = Vec::new();
+    for workers in [1, 4] {
+        let mut h = Harness::new(workers);
+        h.batch(vec![product("p0", 100_000)]);
+        let mut next = 0;
+        let mut orders = |h: &mut Harness, jump: Ts, count: usize| {
+            let batch = (0..count)
+                .map(|_| {
+                    next += 1;
+                    Envelope::new(order(&format!("o{next}"), &[("p0", 1)], false))
+                })
+                .collect();
+            h.append(jump, batch);
+        };
+        for _ in 0..40 {
+            orders(&mut h, 60_000, 2);
+        }
+        assert!(
+            table(&h, Metric::Anomalies).is_empty(),
+            "steady is not news"
+        );
+        orders(&mut h, 60_000, 20);
+        assert!(
+            table(&h, Metric::Anomalies).is_empty(),
+            "a minute is judged once it is over"
+        );
+        orders(&mut h, 60_000, 1);
+        // value, median, lower, upper: 2 +- (3 * isqrt(2) + 3).
+        assert_eq!(table(&h, Metric::Anomalies), ["m41 orders: 20 2 -4 8"]);
+        let anomalies: Vec<Event> = h
+            .store
+            .recorded_events()
+            .into_iter()
+            .filter(|event| event.body.name() == "analytics.anomaly")
+            .collect();
+        assert_eq!(anomalies.len(), 1, "{anomalies:?}");
+        runs.push(anomalies);
+    }
+    assert_eq!(runs[0], runs[1], "the same event on 1 and 4 workers");
 }

@@ -271,7 +271,7 @@ async fn live_metrics_count_the_orders_just_acknowledged() {
         json!([{"attempts": 3, "succeeded": 2, "declined": 1, "success_rate": rate}])
     );
     // 7 units sold this week, 13 available: 13 days at one a day.
-    let stock = t.stock(&product).await;
+    let stock = t.product_stock(&product).await;
     assert_eq!(stock["units_sold_7d"], 7, "{stock}");
     assert_eq!(stock["available"], 13);
     assert_eq!(stock["days_until_stockout"], 13.0);

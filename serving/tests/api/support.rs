@@ -175,7 +175,14 @@ impl TestApp {
         .await
     }
 
+    /// A product's stock levels: `{on_hand, reserved, available}` (without its forecast).
     pub async fn stock(&self, product_id: &str) -> Value {
+        let stock = self.product_stock(product_id).await;
+        json!({"on_hand": stock["on_hand"], "reserved": stock["reserved"], "available": stock["available"]})
+    }
+
+    /// A product's whole `stock` object, its forecast included.
+    pub async fn product_stock(&self, product_id: &str) -> Value {
         self.get(&format!("/api/v1/products/{product_id}"))
             .await
             .body["stock"]
