@@ -8,10 +8,12 @@
 //!
 //! Must not: decide anything. Domain rules live in `dataflows`.
 
+mod kpis;
 mod scan;
 mod snapshot;
 mod store;
 
+pub use kpis::{Average, Kpis, OrderRate, SuccessRate, Turnover};
 pub use scan::{View, ViewScan};
 pub use snapshot::{OrderCursor, Rows, Snapshot, StockLevel};
 pub use store::{EventFeed, ViewStore};

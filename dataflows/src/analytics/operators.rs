@@ -100,7 +100,7 @@ pub fn metrics<'scope>(
         .clone()
         .explode(|event| minute_signals(&event))
         .concat(refused.explode(|rejection: Rejection| {
-            Some((minute_of(rejection.ts), Sums::of(&[0, 0, 0, 0, 1])))
+            Some((minute_of(rejection.ts), Sums::of(&[0, 0, 0, 0, 0, 1])))
         }))
         .count()
         .map(|(minute, sums)| (Tick::Minute(minute), sums))
@@ -110,6 +110,23 @@ pub fn metrics<'scope>(
                 unreachable!("joined with minutes")
             };
             metric(Metric::OrdersPerMinute, vec![Dim::Minute(minute)], sums)
+        });
+
+    let sales_per_minute = paid
+        .clone()
+        .explode(|(order, at): (Arc<OrderRow>, Ts)| {
+            let key = (Tick::Minute(minute_of(at)), order.currency.clone());
+            Some((key, Sums::of(&[1, order.total_cents])))
+        })
+        .count()
+        .map(|((tick, currency), sums)| (tick, (currency, sums)))
+        .semijoin(ticks.clone())
+        .map(|(tick, (currency, sums))| {
+            let Tick::Minute(minute) = tick else {
+                unreachable!("joined with minutes")
+            };
+            let key = vec![Dim::Minute(minute), Dim::Text(currency)];
+            metric(Metric::SalesPerMinute, key, sums)
         });
 
     let refunds = events
@@ -358,6 +375,7 @@ pub fn metrics<'scope>(
 
     let rows = per_minute
         .concatenate([
+            sales_per_minute,
             sales_daily,
             product_sales_daily,
             top_products,
@@ -403,7 +421,7 @@ fn paid_at(order: &OrderRow) -> Option<Ts> {
 }
 
 /// What an event adds to the per-minute series: `orders`, `orders_last_5m` (the order's
-/// minute and the four after it), `payments_failed`, `fraud_flags`.
+/// minute and the four after it), `payments_succeeded`, `payments_failed`, `fraud_flags`.
 fn minute_signals(event: &Event) -> Vec<(Ts, Sums)> {
     let minute = minute_of(event.ts);
     match event.body {
@@ -412,8 +430,9 @@ fn minute_signals(event: &Event) -> Vec<(Ts, Sums)> {
             signals.extend((0..5).map(|later| (minute + later * MINUTE_MS, Sums::of(&[0, 1]))));
             signals
         }
-        EventBody::PaymentFailed(_) => vec![(minute, Sums::of(&[0, 0, 1]))],
-        EventBody::FraudDetected(_) => vec![(minute, Sums::of(&[0, 0, 0, 1]))],
+        EventBody::PaymentCompleted(_) => vec![(minute, Sums::of(&[0, 0, 1]))],
+        EventBody::PaymentFailed(_) => vec![(minute, Sums::of(&[0, 0, 0, 1]))],
+        EventBody::FraudDetected(_) => vec![(minute, Sums::of(&[0, 0, 0, 0, 1]))],
         _ => Vec::new(),
     }
 }

@@ -26,18 +26,19 @@ pub fn recompute(events: &[Event], rejections: &[Rejection]) -> BTreeSet<MetricR
 
     // Orders per minute, the last 24 hours.
     let oldest = now.saturating_sub((MINUTES_KEPT as Ts - 1) * MINUTE_MS);
-    let mut per_minute: BTreeMap<Ts, [i64; 5]> = BTreeMap::new();
+    let mut per_minute: BTreeMap<Ts, [i64; 6]> = BTreeMap::new();
     for event in events {
         let slot = match event.body {
             EventBody::OrderCreated(_) => 0,
-            EventBody::PaymentFailed(_) => 2,
-            EventBody::FraudDetected(_) => 3,
+            EventBody::PaymentCompleted(_) => 2,
+            EventBody::PaymentFailed(_) => 3,
+            EventBody::FraudDetected(_) => 4,
             _ => continue,
         };
         per_minute.entry(minute_of(event.ts)).or_default()[slot] += 1;
     }
     for rejection in rejections {
-        per_minute.entry(minute_of(rejection.ts)).or_default()[4] += 1;
+        per_minute.entry(minute_of(rejection.ts)).or_default()[5] += 1;
     }
     let order_minutes: Vec<Ts> = events
         .iter()
@@ -67,10 +68,19 @@ pub fn recompute(events: &[Event], rejections: &[Rejection]) -> BTreeSet<MetricR
     let mut sales: BTreeMap<(i64, Str), [i64; 5]> = BTreeMap::new();
     let mut product_days: BTreeMap<(i64, Str, Str), [i64; 2]> = BTreeMap::new();
     let mut units_by_product: BTreeMap<Str, i64> = BTreeMap::new();
-    for (order, day) in &facts.paid {
+    let mut sales_minutes: BTreeMap<(Ts, Str), [i64; 2]> = BTreeMap::new();
+    for (order, at) in &facts.paid {
         let Some(reserved) = facts.reserved.get(order) else {
             continue;
         };
+        let day = &day_of(*at);
+        if (oldest..=now).contains(&minute_of(*at)) {
+            let entry = sales_minutes
+                .entry((minute_of(*at), reserved.currency.clone()))
+                .or_default();
+            entry[0] += 1;
+            entry[1] += reserved.total_cents;
+        }
         let entry = sales.entry((*day, reserved.currency.clone())).or_default();
         entry[0] += 1;
         entry[1] += reserved.total_cents;
@@ -95,6 +105,10 @@ pub fn recompute(events: &[Event], rejections: &[Rejection]) -> BTreeSet<MetricR
             entry[3] += refund.amount_cents;
             entry[4] -= refund.amount_cents;
         }
+    }
+    for ((minute, currency), measures) in sales_minutes {
+        let key = vec![Dim::Minute(minute), Dim::Text(currency)];
+        push(&mut rows, Metric::SalesPerMinute, key, &measures);
     }
     for ((day, currency), measures) in sales {
         let key = vec![Dim::Day(day), Dim::Text(currency)];
@@ -337,8 +351,8 @@ fn push(rows: &mut BTreeSet<MetricRow>, metric: Metric, key: Vec<Dim>, measures:
 struct Facts {
     /// Orders priced: their lines, total and currency.
     reserved: BTreeMap<Str, OrderReserved>,
-    /// Orders paid, with the day they were.
-    paid: BTreeMap<Str, i64>,
+    /// Orders paid, with the log time they were.
+    paid: BTreeMap<Str, Ts>,
     payments: BTreeMap<Str, Payment>,
     reorder_points: BTreeMap<Str, i64>,
 }
@@ -361,7 +375,7 @@ impl Facts {
                     facts.reserved.insert(e.order_id.clone(), e.clone());
                 }
                 EventBody::OrderConfirmed(e) => {
-                    facts.paid.insert(e.order_id.clone(), day_of(event.ts));
+                    facts.paid.insert(e.order_id.clone(), event.ts);
                 }
                 EventBody::PaymentInitiated(e) => {
                     let payment = Payment {

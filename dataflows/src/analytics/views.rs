@@ -13,6 +13,7 @@ use crate::model::{Str, Ts};
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub enum Metric {
     OrdersPerMinute,
+    SalesPerMinute,
     SalesDaily,
     ProductSalesDaily,
     TopProducts,
@@ -70,8 +71,9 @@ fn ratio(numerator: i64, denominator: i64) -> Option<f64> {
 use KeyType::*;
 
 impl Metric {
-    pub const ALL: [Metric; 12] = [
+    pub const ALL: [Metric; 13] = [
         Metric::OrdersPerMinute,
+        Metric::SalesPerMinute,
         Metric::SalesDaily,
         Metric::ProductSalesDaily,
         Metric::TopProducts,
@@ -100,17 +102,29 @@ impl Metric {
             Metric::OrdersPerMinute => &Table {
                 name: "orders_per_minute",
                 description: "Orders placed per minute of log time (tumbling), over the 5 minutes \
-                    ending with it (sliding), and the minute's failed payments, fraud flags and \
-                    refused commands. The last 24 hours.",
+                    ending with it (sliding), and the minute's payments succeeded and failed, \
+                    fraud flags and refused commands. The last 24 hours.",
                 keys: &[("minute", Minute)],
                 measures: &[
                     "orders",
                     "orders_last_5m",
+                    "payments_succeeded",
                     "payments_failed",
                     "fraud_flags",
                     "rejections",
                 ],
                 derived: &[],
+            },
+            Metric::SalesPerMinute => &Table {
+                name: "sales_per_minute",
+                description: "Paid orders and their revenue per minute of payment and currency, \
+                    with the average order value. The last 24 hours.",
+                keys: &[("minute", Minute), ("currency", Text)],
+                measures: &["orders", "revenue_cents"],
+                derived: &[Derived {
+                    name: "average_order_cents",
+                    compute: |m| ratio(m[1], m[0]),
+                }],
             },
             Metric::SalesDaily => &Table {
                 name: "sales_daily",

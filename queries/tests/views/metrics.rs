@@ -101,14 +101,16 @@ fn a_first_day_of_trade_reads_as_expected() {
     for workers in [1, 4] {
         let h = first_day(workers);
         let t = |metric| table(&h, metric);
-        // orders, orders_last_5m, payments_failed, fraud_flags, rejections
-        assert_eq!(
-            t(Metric::OrdersPerMinute),
-            ["m0: 3 3 2 1 1"],
-            "{workers} workers"
-        );
+        // orders, orders_last_5m, payments succeeded and failed, fraud flags, rejections.
         // The sliding window carries the orders into the next minutes only once the log
         // reaches them.
+        assert_eq!(
+            t(Metric::OrdersPerMinute),
+            ["m0: 3 3 1 2 1 1"],
+            "{workers} workers"
+        );
+        // orders, revenue_cents
+        assert_eq!(t(Metric::SalesPerMinute), ["m0 USD: 1 2000"]);
         // orders, revenue_cents, refunds, refunded_cents, net_revenue_cents
         assert_eq!(t(Metric::SalesDaily), ["d0 USD: 1 2000 0 0 2000"]);
         assert_eq!(t(Metric::ProductSalesDaily), ["d0 p0 USD: 2 2000"]);
@@ -168,7 +170,7 @@ fn windows_move_with_log_time() {
     );
     assert_eq!(
         table(&h, Metric::OrdersPerMinute),
-        ["m0: 3 3 2 1 1", "m1: 0 3 0 0 0", "m2: 1 4 0 0 0"]
+        ["m0: 3 3 1 2 1 1", "m1: 0 3 0 0 0 0", "m2: 1 4 0 0 0 0"]
     );
     // A day and a refund later: yesterday's minutes are gone from the live view, the
     // refund counts on its own day, and turnover averages over both days.
@@ -198,6 +200,7 @@ fn windows_move_with_log_time() {
         succeeded: true,
     }]);
     assert_eq!(table(&h, Metric::OrdersPerMinute), Vec::<String>::new());
+    assert_eq!(table(&h, Metric::SalesPerMinute), Vec::<String>::new());
     assert_eq!(
         table(&h, Metric::SalesDaily),
         ["d0 USD: 1 2000 0 0 2000", "d1 USD: 0 0 1 500 -500"]
@@ -258,4 +261,22 @@ fn a_burst_of_orders_is_an_anomaly() {
         runs.push(anomalies);
     }
     assert_eq!(runs[0], runs[1], "the same event on 1 and 4 workers");
+}
+
+/// The key figures of the first day, from the metric views of one snapshot.
+#[test]
+fn key_figures_of_the_first_day() {
+    let h = first_day(2);
+    let kpis = h.store.read().kpis();
+    assert_eq!(kpis.orders_per_minute.current_minute, 3);
+    assert_eq!(kpis.orders_per_minute.last_5m, 3.0 / 5.0);
+    assert_eq!(kpis.orders_per_minute.last_hour, 3.0 / 60.0);
+    let usd = &kpis.average_order_cents["USD"];
+    assert_eq!((usd.today, usd.last_hour), (Some(2000.0), Some(2000.0)));
+    // One of three charges succeeded today; in the last hour, one of three decided.
+    assert_eq!(kpis.payment_success_rate.today, Some(1.0 / 3.0));
+    assert_eq!(kpis.payment_success_rate.last_hour, Some(1.0 / 3.0));
+    // 2 units shipped over average stock of 1 (p0) and 4 (p1).
+    assert_eq!(kpis.inventory_turnover.overall, Some(2.0 / 5.0));
+    assert_eq!(kpis.inventory_turnover.products, 2);
 }

@@ -1,5 +1,6 @@
 //! The HTTP API: `app(state)` builds every route in one place.
 
+mod analytics;
 mod catalog;
 pub mod error;
 mod events;
@@ -62,6 +63,7 @@ pub fn app(state: App) -> Router {
         .route("/shipments/{id}", get(fulfillment::get))
         .route("/shipments/{id}/deliver", post(fulfillment::deliver))
         .route("/sql", post(sql::query))
+        .route("/kpis", get(analytics::kpis))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_ready))
         // Static: served before start-up has caught up too.
         .route("/events/schemas", get(events::schemas))

@@ -275,4 +275,19 @@ async fn live_metrics_count_the_orders_just_acknowledged() {
     assert_eq!(stock["units_sold_7d"], 7, "{stock}");
     assert_eq!(stock["available"], 13);
     assert_eq!(stock["days_until_stockout"], 13.0);
+
+    // The same figures at a glance. (The last hour, not today: a test may straddle
+    // midnight.)
+    let kpis = t.get("/api/v1/kpis").await;
+    assert_eq!(kpis.status, StatusCode::OK);
+    let kpis = kpis.body;
+    assert_eq!(kpis["orders_per_minute"]["last_hour"], 3.0 / 60.0, "{kpis}");
+    assert_eq!(kpis["average_order_cents"]["USD"]["last_hour"], 7000.0);
+    assert_eq!(kpis["payment_success_rate"]["last_hour"], rate);
+    assert_eq!(
+        kpis["inventory_turnover"],
+        json!({"overall": 0.0, "products": 1})
+    );
+    assert!(kpis["as_of"].as_str().unwrap().ends_with('Z'));
+    assert!(kpis["frontier"].as_u64().unwrap() > 0);
 }
