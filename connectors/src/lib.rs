@@ -8,6 +8,7 @@
 //! Must not: hold domain rules. Those live in `dataflows`.
 
 pub mod effects;
+pub mod history;
 pub mod kafka;
 pub mod log;
 #[cfg(feature = "testkit")]
@@ -54,6 +55,9 @@ pub enum Error {
     /// (configuration, authorisation, a record too large, a fenced producer).
     #[error("kafka: {message}")]
     Kafka { message: String, retryable: bool },
+    /// The event history on disk is not what it should be.
+    #[error("history: {0}")]
+    History(String),
 }
 
 impl Error {
@@ -101,6 +105,7 @@ impl Error {
                 message: message.clone(),
                 retryable: *retryable,
             },
+            Error::History(reason) => Error::History(reason.clone()),
         }
     }
 

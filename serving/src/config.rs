@@ -101,6 +101,34 @@ pub struct Config {
     pub http: HttpConfig,
     /// Limits and threads of SQL queries.
     pub sql: sql::SqlConfig,
+    /// The event history in Parquet.
+    pub history: HistoryConfig,
+}
+
+/// Where and how often events go to the Parquet history.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HistoryConfig {
+    /// Whether events are written to `<data_dir>/history` at all.
+    pub enabled: bool,
+    /// Longest an event waits before it is written (milliseconds).
+    pub flush_ms: u64,
+    /// Events that make a flush without waiting for `flush_ms`.
+    pub flush_rows: usize,
+    /// Files of one day that are merged into one.
+    pub compact_files: usize,
+}
+
+impl Default for HistoryConfig {
+    fn default() -> Self {
+        let writer = connectors::history::HistoryOptions::default();
+        HistoryConfig {
+            enabled: true,
+            flush_ms: 1000,
+            flush_rows: writer.flush_rows,
+            compact_files: writer.compact_files,
+        }
+    }
 }
 
 /// What one client can hold of the server: time, connections, hashing.
@@ -192,6 +220,7 @@ impl Default for Config {
             kafka: KafkaConfig::default(),
             http: HttpConfig::default(),
             sql: sql::SqlConfig::default(),
+            history: HistoryConfig::default(),
         }
     }
 }
@@ -245,6 +274,7 @@ impl Config {
             kafka,
             http,
             sql,
+            history,
         } = self;
         if data_dir.as_os_str().is_empty() {
             return Err("data_dir must not be empty".into());
@@ -262,6 +292,17 @@ impl Config {
         }
         http.validate()?;
         sql.validate()?;
+        if !(1..=3_600_000).contains(&history.flush_ms) {
+            return Err(format!(
+                "history.flush_ms must be between 1 and 3600000, not {}",
+                history.flush_ms
+            ));
+        }
+        if history.flush_rows == 0 || history.compact_files < 2 {
+            return Err(
+                "history.flush_rows must be positive and history.compact_files at least 2".into(),
+            );
+        }
         let kafka_clusters: Vec<KafkaCluster> = [
             match self.log_backend()? {
                 LogBackend::Kafka(cluster) => Some(cluster),

@@ -65,6 +65,8 @@ pub struct Tidemark {
     pub effects_unrecorded: std::sync::atomic::AtomicUsize,
     engine: Mutex<Option<Engine>>,
     event_sink: Mutex<Option<crate::sinks::EventSinkThread>>,
+    /// The thread writing the Parquet history, when it is on.
+    history: Mutex<Option<std::thread::JoinHandle<()>>>,
     ready: AtomicBool,
     /// Set by `shutdown`; background sources stop when they see it.
     stopping: Arc<AtomicBool>,
@@ -128,12 +130,33 @@ impl Tidemark {
             ),
             None => None,
         };
+        let history = if config.history.enabled {
+            let writer = connectors::history::HistoryWriter::open(
+                config.data_dir.join("history"),
+                connectors::history::HistoryOptions {
+                    flush_rows: config.history.flush_rows,
+                    compact_files: config.history.compact_files,
+                },
+            )?;
+            let thread = crate::sinks::spawn_history_sink(
+                writer,
+                views.event_feed(),
+                Duration::from_millis(config.history.flush_ms.max(1)),
+            )
+            .map_err(|e| connectors::Error::io("history thread", e))?;
+            Some(thread)
+        } else {
+            None
+        };
         let engine = Engine::start(config.workers, views.clone())?;
         let password_hashing =
             HashingPool::new(config.http.password_hashes, config.http.password_hash_queue);
         let page_readers = Arc::new(tokio::sync::Semaphore::new(config.http.page_readers));
-        let sql = sql::SqlEngine::new(config.sql.clone())
+        let mut sql = sql::SqlEngine::new(config.sql.clone())
             .map_err(|e| connectors::Error::io("sql threads", e))?;
+        if config.history.enabled {
+            sql = sql.with_history(config.data_dir.join("history"));
+        }
         Ok(Arc::new(Tidemark {
             sql,
             password_hashing,
@@ -146,6 +169,7 @@ impl Tidemark {
             carrier: Arc::new(SandboxCarrier),
             engine: Mutex::new(Some(engine)),
             event_sink: Mutex::new(event_sink),
+            history: Mutex::new(history),
             ready: AtomicBool::new(false),
             stopping: Arc::new(AtomicBool::new(false)),
         }))
@@ -301,6 +325,9 @@ impl Tidemark {
         self.views.close_feeds();
         if let Some(sink) = self.event_sink.lock().take() {
             sink.join();
+        }
+        if let Some(history) = self.history.lock().take() {
+            let _ = history.join();
         }
     }
 }

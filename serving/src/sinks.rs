@@ -70,3 +70,42 @@ impl EventSinkThread {
         let _ = self.thread.join();
     }
 }
+
+/// Writes every event of `feed` to the Parquet history: a flush at most every
+/// `flush_every`, sooner when `flush_rows` events wait, and a last one when the feed
+/// closes.
+pub fn spawn_history_sink(
+    mut history: connectors::history::HistoryWriter,
+    feed: Receiver<EventFeed>,
+    flush_every: std::time::Duration,
+) -> std::io::Result<JoinHandle<()>> {
+    std::thread::Builder::new()
+        .name("history".into())
+        .spawn(move || {
+            let mut waiting_since: Option<std::time::Instant> = None;
+            loop {
+                let timeout = waiting_since
+                    .map_or(flush_every, |since| flush_every.saturating_sub(since.elapsed()));
+                let closed = match feed.recv_timeout(timeout) {
+                    Ok(published) => {
+                        history.add(published.frontier, published.events);
+                        waiting_since.get_or_insert_with(std::time::Instant::now);
+                        false
+                    }
+                    Err(std::sync::mpsc::RecvTimeoutError::Timeout) => false,
+                    Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => true,
+                };
+                let due = waiting_since.is_some_and(|since| since.elapsed() >= flush_every);
+                if closed || due || history.should_flush() {
+                    if let Err(error) = history.flush() {
+                        tracing::error!(%error, "the history stops; the next start writes what it missed");
+                        return;
+                    }
+                    waiting_since = None;
+                }
+                if closed {
+                    return;
+                }
+            }
+        })
+}

@@ -142,6 +142,8 @@ pub type Params = Option<ParamValues>;
 
 pub struct SqlEngine {
     config: SqlConfig,
+    /// The Parquet history's directory, read as the `events` table.
+    history: Option<std::path::PathBuf>,
     memory: Arc<RuntimeEnv>,
     /// Queries run here; taken on drop to shut it down without blocking.
     threads: Option<tokio::runtime::Runtime>,
@@ -164,6 +166,7 @@ impl SqlEngine {
             .build()?;
         Ok(SqlEngine {
             config,
+            history: None,
             memory,
             threads: Some(threads),
         })
@@ -194,6 +197,18 @@ impl SqlEngine {
                 .expect("view names are distinct");
         }
         session
+            .register_table(
+                "events",
+                crate::history::events_table(self.history.as_deref()),
+            )
+            .expect("no view is called events");
+        session
+    }
+
+    /// Reads the Parquet history in `dir` as the `events` table.
+    pub fn with_history(mut self, dir: impl Into<std::path::PathBuf>) -> SqlEngine {
+        self.history = Some(dir.into());
+        self
     }
 
     /// Runs `sql` over `snapshot` on the engine's threads. At most `max_rows` rows are

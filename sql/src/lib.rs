@@ -5,9 +5,10 @@
 //! before it arrived is in it), plans the SQL against tables over that snapshot
 //! (`tables.rs`), refuses anything that would write, and runs it within the engine's
 //! limits on threads of its own (`engine.rs`). `params.rs` turns JSON parameters into
-//! SQL values; `output.rs` writes an answer as JSON, CSV, Arrow IPC or Parquet.
+//! SQL values; `history.rs` reads the Parquet history as `events`; `output.rs` writes an answer as JSON, CSV, Arrow IPC or Parquet.
 
 mod engine;
+mod history;
 pub mod output;
 pub mod params;
 mod tables;

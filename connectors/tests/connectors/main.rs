@@ -1,4 +1,5 @@
 mod event_schemas;
+mod history;
 mod kafka_events;
 mod kafka_log;
 mod log;

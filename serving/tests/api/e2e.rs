@@ -292,6 +292,42 @@ fn sigkill_during_load(extra: &[String], broker: Option<&LocalBroker>) {
             std::thread::sleep(Duration::from_millis(200));
         }
     }
+
+    // The Parquet history holds every order's order.created event exactly once, however
+    // the kill fell between the dataflow and a flush of the history.
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let orders = order_ids(&server, &user);
+        let sql = "SELECT aggregate_id, count(*) AS copies FROM events \
+                   WHERE type = 'order.created' GROUP BY aggregate_id ORDER BY aggregate_id";
+        let (status, answer) = server.request("POST", "/api/v1/sql", Some(json!({ "sql": sql })));
+        assert_eq!(status, 200, "{answer}");
+        let rows = answer["rows"].as_array().expect("rows");
+        assert!(
+            rows.iter().all(|row| row["copies"] == 1),
+            "an event is twice in the history"
+        );
+        let written: Vec<String> = rows
+            .iter()
+            .map(|row| row["aggregate_id"].as_str().unwrap().to_string())
+            .collect();
+        if written == orders {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "history missing events: {} orders, {} in the history",
+            orders.len(),
+            written.len()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let sql = "SELECT count(*) AS events, count(DISTINCT event_id) AS distinct_events FROM events";
+    let (_, answer) = server.request("POST", "/api/v1/sql", Some(json!({ "sql": sql })));
+    assert_eq!(
+        answer["rows"][0]["events"], answer["rows"][0]["distinct_events"],
+        "no event twice in the history: {answer}"
+    );
     server.kill();
 }
 

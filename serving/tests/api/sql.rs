@@ -291,3 +291,91 @@ async fn live_metrics_count_the_orders_just_acknowledged() {
     assert!(kpis["as_of"].as_str().unwrap().ends_with('Z'));
     assert!(kpis["frontier"].as_u64().unwrap() > 0);
 }
+
+/// Counts of each event in the history, by type (`SELECT type, count(*) FROM events`).
+async fn history_counts(t: &TestApp) -> serde_json::Value {
+    query(
+        t,
+        json!({"sql": "SELECT type, count(*) AS events, count(DISTINCT event_id) AS distinct_events \
+                       FROM events GROUP BY type ORDER BY type"}),
+        None,
+    )
+    .await
+    .body["rows"]
+        .clone()
+}
+
+/// Waits until the history holds `order.created` events for `orders` orders.
+async fn wait_for_history(t: &TestApp, orders: usize) -> serde_json::Value {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let counts = history_counts(t).await;
+        let created = counts
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|row| row["type"] == "order.created")
+            .map_or(0, |row| row["events"].as_u64().unwrap());
+        if created as usize >= orders {
+            return counts;
+        }
+        assert!(std::time::Instant::now() < deadline, "history: {counts}");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
+/// Every event goes to the Parquet history, which SQL reads as `events`; a restart
+/// replays the log and writes none of them twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_history_holds_every_event_once_across_restarts() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = Config {
+        data_dir: dir.path().to_path_buf(),
+        ..Config::default()
+    };
+    config.history.flush_ms = 10;
+    let t = TestApp::open_config(dir, config).await;
+    let product = t.product("HIST-1", 500, 10).await;
+    let user = t.user("history@example.com").await;
+    let placed = t
+        .post(
+            "/api/v1/orders",
+            json!({"user_id": user, "items": [{"product_id": product, "quantity": 2}],
+                   "payment_method": card("4242424242424242")}),
+        )
+        .await;
+    let order = placed.body["id"].as_str().unwrap().to_string();
+    t.get(&format!("/api/v1/orders/{order}?wait=settled")).await;
+    let before = wait_for_history(&t, 1).await;
+    for row in before.as_array().unwrap() {
+        assert_eq!(row["events"], row["distinct_events"], "{before}");
+    }
+    let answer = query(
+        &t,
+        json!({"sql": "SELECT type, aggregate_id, position, occurred_at, data FROM events \
+                       WHERE type = 'order.created'"}),
+        None,
+    )
+    .await;
+    let row = &answer.body["rows"][0];
+    assert_eq!(row["aggregate_id"], order.as_str());
+    assert!(row["occurred_at"].as_str().unwrap().ends_with('Z'));
+    let data: serde_json::Value = serde_json::from_str(row["data"].as_str().unwrap()).unwrap();
+    assert_eq!(data["order_id"], order.as_str());
+
+    // After a restart (the whole log replayed), the same events, once each; new ones
+    // follow.
+    let t = t.restart(1).await;
+    t.order(&user, &product, 1).await;
+    let after = wait_for_history(&t, 2).await;
+    for row in after.as_array().unwrap() {
+        assert_eq!(row["events"], row["distinct_events"], "{after}");
+    }
+    let created = after
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|row| row["type"] == "order.created")
+        .unwrap();
+    assert_eq!(created["events"], 2, "{after}");
+}
