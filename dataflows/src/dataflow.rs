@@ -34,6 +34,7 @@ pub struct Outputs<'scope> {
 pub fn build<'scope>(
     scope: Scope<'scope, Time>,
     commands: Stream<'scope, Time, Vec<Record>>,
+    features: crate::engine::Features,
 ) -> Outputs<'scope> {
     let admitted = commands.admit_once();
     let passed = admitted.passed();
@@ -132,10 +133,16 @@ pub fn build<'scope>(
 
     let idempotency = admitted.rows();
     let views = read_models(events.clone());
-    let (metrics, anomalies) =
-        analytics::metrics(events.clone(), rejections.clone(), views.clone());
-    let rows = views.concat(idempotency).concat(metrics);
-    let events = events.concat(anomalies);
+    let (rows, events) = if features.metrics {
+        let (metrics, anomalies) =
+            analytics::metrics(events.clone(), rejections.clone(), views.clone());
+        (
+            views.concat(idempotency).concat(metrics),
+            events.concat(anomalies),
+        )
+    } else {
+        (views.concat(idempotency), events)
+    };
     Outputs {
         events,
         rejections,

@@ -48,6 +48,20 @@ pub trait Sink: Send + Sync + 'static {
     }
 }
 
+/// The optional parts of the dataflow.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Features {
+    /// The metric views and anomaly events (`analytics`). Without them the metric tables
+    /// stay empty and the order path does less work per command.
+    pub metrics: bool,
+}
+
+impl Default for Features {
+    fn default() -> Self {
+        Features { metrics: true }
+    }
+}
+
 pub struct Engine {
     feed: Option<Sender<Batch>>,
     /// Set on shutdown: worker 0 closes the input even while feeders are still around.
@@ -57,7 +71,13 @@ pub struct Engine {
 }
 
 impl Engine {
+    /// Starts the whole dataflow, metrics included, on `workers` threads.
     pub fn start(workers: usize, sink: Arc<dyn Sink>) -> Result<Engine> {
+        Self::start_with(workers, sink, Features::default())
+    }
+
+    /// Starts the dataflow with the optional parts `features` asks for.
+    pub fn start_with(workers: usize, sink: Arc<dyn Sink>, features: Features) -> Result<Engine> {
         if workers == 0 {
             return Err(Error::Config("at least one worker is needed".into()));
         }
@@ -77,7 +97,7 @@ impl Engine {
             let sink_for_events = Arc::clone(&sink);
             let input = worker.dataflow::<Time, _, _>(|scope| {
                 let (input, commands) = scope.new_input::<Vec<Record>>();
-                let outputs = build(scope, commands);
+                let outputs = build(scope, commands, features);
                 let sink = Rc::clone(&buffers);
                 outputs
                     .rows

@@ -20,7 +20,7 @@ pub mod shared;
 pub mod users;
 pub mod views;
 
-pub use engine::{Batch, Engine, Feeder, Sink, WorkerReport};
+pub use engine::{Batch, Engine, Features, Feeder, Sink, WorkerReport};
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {

@@ -34,6 +34,8 @@ pub struct Cli {
 pub enum Command {
     /// Runs the server: replays the log, then serves the HTTP API.
     Serve(ServeArgs),
+    /// An SQL shell against a running server (`-e` runs one statement and exits).
+    Sql(crate::shell::SqlArgs),
 }
 
 /// Flags of `tidemark serve`. Every flag is optional so that it overrides the file and
@@ -103,6 +105,22 @@ pub struct Config {
     pub sql: sql::SqlConfig,
     /// The event history in Parquet.
     pub history: HistoryConfig,
+    /// The metric views.
+    pub analytics: AnalyticsConfig,
+}
+
+/// Whether the dataflow maintains the metric views (`orders_per_minute`, `sales_daily`,
+/// ..., `/api/v1/kpis`) and emits `analytics.anomaly` events.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AnalyticsConfig {
+    pub enabled: bool,
+}
+
+impl Default for AnalyticsConfig {
+    fn default() -> Self {
+        AnalyticsConfig { enabled: true }
+    }
 }
 
 /// Where and how often events go to the Parquet history.
@@ -221,6 +239,7 @@ impl Default for Config {
             http: HttpConfig::default(),
             sql: sql::SqlConfig::default(),
             history: HistoryConfig::default(),
+            analytics: AnalyticsConfig::default(),
         }
     }
 }
@@ -275,6 +294,7 @@ impl Config {
             http,
             sql,
             history,
+            analytics: _,
         } = self;
         if data_dir.as_os_str().is_empty() {
             return Err("data_dir must not be empty".into());

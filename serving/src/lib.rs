@@ -10,6 +10,7 @@ pub mod hashing;
 pub mod progress;
 pub mod runtime;
 pub mod server;
+pub mod shell;
 pub mod sinks;
 pub mod telemetry;
 

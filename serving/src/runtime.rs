@@ -148,7 +148,10 @@ impl Tidemark {
         } else {
             None
         };
-        let engine = Engine::start(config.workers, views.clone())?;
+        let features = dataflows::Features {
+            metrics: config.analytics.enabled,
+        };
+        let engine = Engine::start_with(config.workers, views.clone(), features)?;
         let password_hashing =
             HashingPool::new(config.http.password_hashes, config.http.password_hash_queue);
         let page_readers = Arc::new(tokio::sync::Semaphore::new(config.http.page_readers));

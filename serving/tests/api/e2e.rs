@@ -360,3 +360,77 @@ fn all_orders(server: &Server, user: &str) -> Vec<Value> {
     }
     orders
 }
+
+/// `tidemark sql` against the real server: one-shots in each format, a failing query,
+/// and a session read from stdin (a backslash command, a statement over two lines).
+#[test]
+fn the_sql_shell_runs_one_shots_and_sessions() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = Server::start(dir.path(), &[]);
+    let (status, _) = server.request("POST", "/api/v1/products", Some(json!({"sku": "SHELL-1", "name": "Shell", "price_cents": 700, "currency": "EUR", "initial_stock": 3})));
+    assert_eq!(status, 201);
+    let url = format!("http://{}", server.client.addr);
+    let shell = |args: &[&str], stdin: &str| {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_tidemark"))
+            .args(["sql", "--server", &url])
+            .args(args)
+            .env("HOME", dir.path())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("tidemark sql starts");
+        child
+            .stdin
+            .take()
+            .expect("stdin")
+            .write_all(stdin.as_bytes())
+            .expect("write stdin");
+        let output = child.wait_with_output().expect("tidemark sql ends");
+        (
+            output.status.success(),
+            String::from_utf8_lossy(&output.stdout).into_owned(),
+            String::from_utf8_lossy(&output.stderr).into_owned(),
+        )
+    };
+
+    let (ok, out, err) = shell(&["-e", "SELECT sku, price_cents FROM products"], "");
+    assert!(ok, "{err}");
+    assert!(out.contains("| sku     | price_cents |"), "{out}");
+    assert!(out.contains("| SHELL-1 | 700         |"), "{out}");
+    assert!(out.contains("(1 row)"), "{out}");
+
+    let (ok, out, _) = shell(
+        &["--format", "csv", "-e", "SELECT sku, available FROM stock"],
+        "",
+    );
+    assert!(ok);
+    assert_eq!(out, "sku,available\nSHELL-1,3\n");
+
+    let (ok, out, _) = shell(
+        &[
+            "--format",
+            "json",
+            "-e",
+            "SELECT count(*) AS n FROM products",
+        ],
+        "",
+    );
+    assert!(ok);
+    let answer: Value = serde_json::from_str(&out).expect("JSON");
+    assert_eq!(answer["rows"], json!([{"n": 1}]));
+
+    let (ok, _, err) = shell(&["-e", "SELEC nonsense"], "");
+    assert!(!ok, "a failing query exits non-zero");
+    assert!(err.starts_with("ERROR: "), "{err}");
+
+    let session = "\\d\nSELECT count(*)\n  AS products FROM products;\n\\timing on\n\\q\n";
+    let (ok, out, err) = shell(&[], session);
+    assert!(ok, "{err}");
+    assert!(
+        out.contains("| orders_per_minute "),
+        "\\d lists the tables: {out}"
+    );
+    assert!(out.contains("| products |"), "{out}");
+    assert!(out.contains("Timing is on."), "{out}");
+}
