@@ -379,3 +379,44 @@ async fn the_history_holds_every_event_once_across_restarts() {
         .unwrap();
     assert_eq!(created["events"], 2, "{after}");
 }
+
+/// Without the metric dataflow (`analytics.enabled = false`) orders run as before, and
+/// the metric tables are there but empty.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_can_be_turned_off() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = Config {
+        data_dir: dir.path().to_path_buf(),
+        ..Config::default()
+    };
+    config.analytics.enabled = false;
+    let t = TestApp::open_config(dir, config).await;
+    let product = t.product("OFF-1", 900, 5).await;
+    let user = t.user("off@example.com").await;
+    let placed = t
+        .post(
+            "/api/v1/orders",
+            json!({"user_id": user, "items": [{"product_id": product, "quantity": 2}],
+                   "payment_method": card("4242424242424242")}),
+        )
+        .await;
+    assert_eq!(placed.status, StatusCode::CREATED, "{:?}", placed.body);
+    let order = placed.body["id"].as_str().unwrap();
+    let settled = t.get(&format!("/api/v1/orders/{order}?wait=settled")).await;
+    assert_eq!(settled.body["status"], "confirmed");
+    let answer = query(
+        &t,
+        json!({"sql": "SELECT (SELECT count(*) FROM sales_daily) AS sales, \
+                              (SELECT count(*) FROM orders_per_minute) AS minutes, \
+                              (SELECT count(*) FROM orders) AS orders"}),
+        None,
+    )
+    .await;
+    assert_eq!(
+        answer.body["rows"],
+        json!([{"sales": 0, "minutes": 0, "orders": 1}])
+    );
+    let stock = t.product_stock(&product).await;
+    assert_eq!(stock["units_sold_7d"], 0);
+    assert_eq!(stock["days_until_stockout"], serde_json::Value::Null);
+}
