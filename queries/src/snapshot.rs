@@ -10,6 +10,7 @@ use std::collections::BTreeSet;
 use std::ops::Bound;
 use std::sync::Arc;
 
+use dataflows::analytics::{Dim, TOP_PRODUCTS};
 use dataflows::model::{Rejection, Seq, Str, Time, Ts};
 use dataflows::users::email_key;
 use dataflows::views::*;
@@ -144,6 +145,11 @@ pub struct Snapshot {
     pub reservations: Rows<ReservationRow>,
     /// The metric views, by `Metric::index`.
     metrics: [Rows<MetricRow>; Metric::COUNT],
+    /// Units in paid orders per product, summed over `product_sales_daily`, and the same
+    /// as a ranking (most units first, then by id): `top_products` is its first rows.
+    product_units: OrdMap<Str, i64>,
+    product_ranking: OrdSet<(std::cmp::Reverse<i64>, Str)>,
+    product_units_changed: bool,
     rejections: OrdMap<Seq, Arc<Rejection>>,
     rejection_order: Vector<(Ts, Seq)>,
     /// Commands that first used an idempotency key: their refusals are kept as long as
@@ -216,8 +222,18 @@ impl Snapshot {
     /// Applies the updates of one time. A key retracted and inserted at the same time is
     /// replaced in one step, and its index entries move only if their keys changed.
     pub(crate) fn apply_time(&mut self, mut updates: Vec<(Row, isize)>) {
-        // By key, retractions before insertions: the last insertion of a key is its row.
-        updates.sort_by(|(a, da), (b, db)| a.key().cmp(&b.key()).then(da.cmp(db)));
+        // By key, then by row: the diffs of one row add up, so a row said and unsaid at
+        // one time (as a join may) leaves no trace. What is left of a key is its old row
+        // retracted, its new row inserted, or both.
+        updates.sort_by(|(a, _), (b, _)| a.key().cmp(&b.key()).then_with(|| a.cmp(b)));
+        updates.dedup_by(|(row, diff), (kept, total)| {
+            let same = row == kept;
+            if same {
+                *total += *diff;
+            }
+            same
+        });
+        updates.retain(|(_, diff)| *diff != 0);
         let mut start = 0;
         while start < updates.len() {
             let key = updates[start].0.key();
@@ -233,6 +249,54 @@ impl Snapshot {
             }
             start = end;
         }
+        if self.product_units_changed {
+            self.rank_products();
+        }
+    }
+
+    /// `top_products` again from the ranking: ten rows, rebuilt when units changed.
+    fn rank_products(&mut self) {
+        self.product_units_changed = false;
+        let table = &mut self.metrics[Metric::TopProducts.index()];
+        let mut top = Rows::default();
+        for (rank, (units, product)) in self
+            .product_ranking
+            .iter()
+            .take_while(|(units, _)| units.0 > 0)
+            .take(TOP_PRODUCTS)
+            .enumerate()
+        {
+            let row = MetricRow::new(
+                Metric::TopProducts,
+                vec![Dim::Int(rank as i64 + 1), Dim::Text(product.clone())],
+                vec![units.0],
+            );
+            let row = match table.map.get(&row.id) {
+                Some(held) if **held == row => held.clone(),
+                _ => Arc::new(row),
+            };
+            top.replace(&row.id.clone(), &row);
+        }
+        *table = top;
+    }
+
+    /// A product's units in paid orders moved by `delta`: its place in the ranking too.
+    fn add_product_units(&mut self, product: &Str, delta: i64) {
+        if delta == 0 {
+            return;
+        }
+        let units = self.product_units.get(product).copied().unwrap_or(0);
+        self.product_ranking
+            .remove(&(std::cmp::Reverse(units), product.clone()));
+        let units = units + delta;
+        if units == 0 {
+            self.product_units.remove(product);
+        } else {
+            self.product_units.insert(product.clone(), units);
+            self.product_ranking
+                .insert((std::cmp::Reverse(units), product.clone()));
+        }
+        self.product_units_changed = true;
     }
 
     fn insert(&mut self, row: &Row) {
@@ -303,7 +367,12 @@ impl Snapshot {
                     .replace(&reservation.reservation_id, reservation);
             }
             Row::Metric(row) => {
-                self.metrics[row.metric.index()].replace(&row.id, row);
+                let old = self.metrics[row.metric.index()].replace(&row.id, row);
+                if row.metric == Metric::ProductSalesDaily {
+                    let units = |row: &MetricRow| row.measures[0];
+                    let delta = units(row) - old.as_deref().map_or(0, units);
+                    self.add_product_units(&product_of_sales_day(row), delta);
+                }
             }
         }
     }
@@ -353,7 +422,11 @@ impl Snapshot {
                     .retract(&reservation.reservation_id, reservation);
             }
             Row::Metric(row) => {
-                self.metrics[row.metric.index()].retract(&row.id, row);
+                if self.metrics[row.metric.index()].retract(&row.id, row)
+                    && row.metric == Metric::ProductSalesDaily
+                {
+                    self.add_product_units(&product_of_sales_day(row), -row.measures[0]);
+                }
             }
         }
     }
@@ -439,5 +512,94 @@ fn order_index_key(order: &OrderRow) -> (Str, Ts, Str) {
 fn remove_if_points_to(index: &mut OrdMap<Str, Str>, value: &str, id: &str) {
     if index.get(value).is_some_and(|held| **held == *id) {
         index.remove(value);
+    }
+}
+
+/// The product of a `product_sales_daily` row (its key is day, product, currency).
+fn product_of_sales_day(row: &MetricRow) -> Str {
+    match &row.key[1] {
+        Dim::Text(product) => product.clone(),
+        other => unreachable!("product_sales_daily keys a product, not {other:?}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sales(day: i64, product: &str, units: i64) -> Row {
+        Row::Metric(Arc::new(MetricRow::new(
+            Metric::ProductSalesDaily,
+            vec![
+                Dim::Day(day),
+                Dim::Text(product.into()),
+                Dim::Text("EUR".into()),
+            ],
+            vec![units, units * 100],
+        )))
+    }
+
+    fn top(snapshot: &Snapshot) -> Vec<(i64, String, i64)> {
+        snapshot
+            .metric(Metric::TopProducts)
+            .values()
+            .map(|row| match (&row.key[0], &row.key[1]) {
+                (Dim::Int(rank), Dim::Text(product)) => {
+                    (*rank, product.to_string(), row.measures[0])
+                }
+                other => panic!("unexpected key {other:?}"),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_row_said_and_unsaid_at_one_time_leaves_no_trace() {
+        let mut snapshot = Snapshot::default();
+        // A join may emit +row and -row at one time, in either order.
+        snapshot.apply_time(vec![(sales(1, "p1", 2), 1), (sales(1, "p1", 2), -1)]);
+        snapshot.apply_time(vec![(sales(1, "p2", 2), -1), (sales(1, "p2", 2), 1)]);
+        assert!(snapshot.metric(Metric::ProductSalesDaily).is_empty());
+        assert!(top(&snapshot).is_empty());
+        // A replaced row is the new one, whatever order the two updates come in.
+        snapshot.apply_time(vec![(sales(1, "p1", 2), 1)]);
+        snapshot.apply_time(vec![(sales(1, "p1", 5), 1), (sales(1, "p1", 2), -1)]);
+        let rows: Vec<_> = snapshot
+            .metric(Metric::ProductSalesDaily)
+            .values()
+            .collect();
+        assert_eq!(rows.len(), 1);
+        assert_eq!(rows[0].measures[0], 5);
+    }
+
+    #[test]
+    fn top_products_follow_the_units_of_every_day() {
+        let mut snapshot = Snapshot::default();
+        snapshot.apply_time(vec![
+            (sales(1, "a", 3), 1),
+            (sales(2, "a", 1), 1),
+            (sales(1, "b", 4), 1),
+            (sales(1, "c", 4), 1),
+        ]);
+        assert_eq!(
+            top(&snapshot),
+            [(1, "a".into(), 4), (2, "b".into(), 4), (3, "c".into(), 4)],
+            "most units first, ties by id"
+        );
+        // b sells more on day 2; a's day 1 is taken back (a cancelled payment).
+        snapshot.apply_time(vec![(sales(2, "b", 2), 1), (sales(1, "a", 3), -1)]);
+        assert_eq!(
+            top(&snapshot),
+            [(1, "b".into(), 6), (2, "c".into(), 4), (3, "a".into(), 1)]
+        );
+        // Only ten are ranked.
+        snapshot.apply_time(
+            (0..12)
+                .map(|n| (sales(3, &format!("z{n:02}"), 10 + n), 1))
+                .collect(),
+        );
+        let ranked = top(&snapshot);
+        assert_eq!(ranked.len(), TOP_PRODUCTS);
+        assert_eq!(ranked[0], (1, "z11".into(), 21));
+        assert_eq!(ranked[9], (10, "z02".into(), 12));
     }
 }

@@ -40,6 +40,9 @@ pub struct EventFeed {
 }
 
 pub struct ViewStore {
+    /// Workers' reports, for the publisher thread: applying rows and publishing
+    /// snapshots happens beside the dataflow, never on a worker's time.
+    reports: std::sync::mpsc::Sender<ToPublisher>,
     pending: Mutex<Pending>,
     /// The newest published snapshot. Readers take a reference and never wait.
     published_snapshot: ArcSwap<Snapshot>,
@@ -65,7 +68,9 @@ impl ViewStore {
 
     fn build(workers: usize, record: bool) -> Arc<ViewStore> {
         let (frontier_tx, _) = watch::channel(0);
-        Arc::new(ViewStore {
+        let (reports, received) = std::sync::mpsc::channel();
+        let store = Arc::new(ViewStore {
+            reports,
             pending: Mutex::new(Pending {
                 frontiers: vec![None; workers],
                 ..Default::default()
@@ -75,7 +80,13 @@ impl ViewStore {
             published: (Mutex::new(0), Condvar::new()),
             recorded: record.then(|| Mutex::new(Recorded::default())),
             feeds: Mutex::new(Vec::new()),
-        })
+        });
+        let publisher = Arc::downgrade(&store);
+        std::thread::Builder::new()
+            .name("publisher".into())
+            .spawn(move || publish_reports(&publisher, &received))
+            .expect("spawning the publisher thread");
+        store
     }
 
     /// The newest published snapshot: all views at one frontier. It never changes, and
@@ -99,9 +110,19 @@ impl ViewStore {
         rx
     }
 
-    /// Ends every feed: its receiver gets what was sent, then a disconnect.
+    /// Ends every feed once every report sent so far is published: its receiver gets
+    /// what the dataflow produced, then a disconnect.
     pub fn close_feeds(&self) {
+        self.flush();
         self.feeds.lock().clear();
+    }
+
+    /// Waits until every report sent before this call is applied and published.
+    pub fn flush(&self) {
+        let (done, published) = std::sync::mpsc::channel();
+        if self.reports.send(ToPublisher::Flush(done)).is_ok() {
+            let _ = published.recv();
+        }
     }
 
     pub fn recorded_events(&self) -> Vec<Event> {
@@ -225,19 +246,57 @@ impl Sink for ViewStore {
     }
 
     fn report(&self, report: WorkerReport) {
-        let mut pending = self.pending.lock();
+        // The store outlives its workers' reports; a send fails only once it is gone.
+        let _ = self.reports.send(ToPublisher::Report(report));
+    }
+}
+
+/// What the publisher thread is sent.
+enum ToPublisher {
+    Report(WorkerReport),
+    /// Answer once everything sent before is published.
+    Flush(std::sync::mpsc::Sender<()>),
+}
+
+/// The publisher thread: takes every report waiting, then publishes once. It holds the
+/// store only while it works, and ends when the store is dropped (its sender with it).
+fn publish_reports(
+    store: &std::sync::Weak<ViewStore>,
+    received: &std::sync::mpsc::Receiver<ToPublisher>,
+) {
+    while let Ok(first) = received.recv() {
+        let Some(store) = store.upgrade() else {
+            return;
+        };
+        let mut pending = store.pending.lock();
+        let mut flushed = Vec::new();
+        for message in std::iter::once(first).chain(received.try_iter().take(1024)) {
+            match message {
+                ToPublisher::Report(report) => pending.take(report),
+                ToPublisher::Flush(done) => flushed.push(done),
+            }
+        }
+        store.publish(&mut pending);
+        drop(pending);
+        for done in flushed {
+            let _ = done.send(());
+        }
+    }
+}
+
+impl Pending {
+    fn take(&mut self, report: WorkerReport) {
         for (row, time, diff) in report.rows {
-            pending.rows.entry(time).or_default().push((row, diff));
+            self.rows.entry(time).or_default().push((row, diff));
         }
         for (event, time) in report.events {
-            pending.events.entry(time).or_default().push(event);
+            self.events.entry(time).or_default().push(event);
         }
         for (rejection, time) in report.rejections {
-            pending.rejections.entry(time).or_default().push(rejection);
+            self.rejections.entry(time).or_default().push(rejection);
         }
-        if let Some(slot) = pending.frontiers.get_mut(report.worker) {
+        if let Some(slot) = self.frontiers.get_mut(report.worker) {
             *slot = Some(report.frontier);
         }
-        self.publish(&mut pending);
     }
 }

@@ -1,9 +1,9 @@
 //! Analytics: business metrics as differential views over the same events and rows as
 //! every other view, in windows of log time (never the wall clock).
 //!
-//! `views.rs` declares each metric's table; `operators.rs` maintains them with `count`
-//! over several sums at once (`Sums`), `reduce`, and joins against named, shared
-//! arrangements; `clock.rs` turns log time into the windows "the last 24 hours" and "the
+//! `views.rs` declares each metric's table; `operators.rs` maintains them with one
+//! `count_total` over several sums at once (`Sums`), `reduce`, and joins against named,
+//! shared arrangements; `clock.rs` turns log time into the windows "the last 24 hours" and "the
 //! last 7 days" as data, so that windows move as the log does and replay the same.
 //! `anomaly.rs` flags minutes of a series outside a robust band as `analytics.anomaly`
 //! events. `spec.rs` computes every metric again from the event list, as plain Rust: the
@@ -22,7 +22,7 @@ pub use views::*;
 use differential_dataflow::difference::{Abelian, IsZero, Monoid, Multiply, Semigroup};
 use serde::{Deserialize, Serialize};
 
-/// Several sums kept as one differential weight, so that one `count` maintains every
+/// Several sums kept as one differential weight, so that one `count_total` maintains every
 /// measure of a metric row: `(key, Sums([1, amount, 0, …]))` adds one and `amount`.
 #[derive(
     Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,

@@ -1,22 +1,32 @@
 //! The metric dataflow: every metric view, maintained incrementally.
 //!
-//! Most metrics are sums: each event or row contributes `Sums` to a key, and one `count`
-//! per metric accumulates them (a row's retraction takes its contribution back). Windows
-//! of recent log time are joins against the clock's ticks. Joins read named arrangements
-//! shared between metrics (`ProductsById`, `PaymentCurrency`).
+//! Most metrics are sums. Every event, refusal and read-model row says what it adds to
+//! which `Tally` (a metric's key), and one `count_total` keeps all of them: one arrangement
+//! and one operator however many metrics there are, so each time of the log costs the
+//! metrics a handful of operators, not dozens. A row's retraction takes back what it
+//! added. Windows of recent log time are one semijoin of the tallies against the clock's
+//! ticks. Stock joins the named `ProductsById` arrangement, refunds `PaymentCurrency`.
+//!
+//! `top_products` is not ranked here: the read model keeps `product_sales_daily` summed
+//! per product in an ordered index and reads the first ten (see `queries::Snapshot`).
 
 use std::sync::Arc;
 
 use differential_dataflow::collection::AsCollection;
+use differential_dataflow::operators::CountTotal;
 use differential_dataflow::VecCollection;
+use serde::{Deserialize, Serialize};
+use timely::dataflow::channels::pact::Pipeline;
+use timely::dataflow::operators::generic::Operator;
 use timely::dataflow::operators::vec::Map;
 use timely::dataflow::operators::Concat;
 use timely::dataflow::Stream;
 
 use crate::events::*;
 use crate::model::*;
-use crate::shared::ordered::key_hash;
-use crate::views::{stock_deltas, OrderRow, PaymentStatus, Row, StockMeasure, WithTimes};
+use crate::views::{
+    stock_deltas, OrderRow, PaymentRow, PaymentStatus, Row, StockMeasure, WithTimes,
+};
 
 use super::anomaly::anomalies;
 use super::clock::{clock, Tick};
@@ -25,9 +35,29 @@ use super::Sums;
 
 type Rows<'scope> = VecCollection<'scope, Time, Row, isize>;
 
-/// Buckets of the first round of the top products' ranking: each ranks its share, and
-/// the final round ranks the buckets' leaders only.
-const TOP_BUCKETS: u64 = 16;
+/// What one sum of the metrics is kept for: a metric and its key, or an input of a
+/// metric computed further on (stock, movements).
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+enum Tally {
+    /// `orders_per_minute`, by minute.
+    Minute(Ts),
+    /// `sales_per_minute`, by minute and currency.
+    SalesMinute(Ts, Str),
+    /// `sales_daily`, by day and currency.
+    SalesDay(i64, Str),
+    /// `product_sales_daily`, by day, product and currency.
+    ProductDay(i64, Str, Str),
+    /// `payment_success`, by day and card brand.
+    Payments(i64, Str),
+    /// `payment_declines`, by day and decline code.
+    Declines(i64, Str),
+    /// `conversion_funnel`, by day.
+    Funnel(i64),
+    /// A product's stock on hand, reserved, and whether it is listed.
+    Stock(Str),
+    /// A product's stock received, removed and shipped in a day.
+    Movements(Str, i64),
+}
 
 /// Every metric view over the events, the refusals and the read models' rows, and the
 /// anomaly events of the per-minute series.
@@ -36,6 +66,11 @@ pub fn metrics<'scope>(
     rejections: Stream<'scope, Time, Vec<Rejection>>,
     views: Rows<'scope>,
 ) -> (Rows<'scope>, Stream<'scope, Time, Vec<Event>>) {
+    // A log batch speaks at its command time and once more a round later (the saga's
+    // replies). The metrics take both at the later time, so each of their operators
+    // steps once per batch rather than twice; readers only see frontiers past both.
+    let (events, rejections) = (settle(events), settle(rejections));
+    let views = views.delay(|time| time | 1);
     let anomalies = anomalies(events.clone(), rejections.clone());
     let anomaly_rows = anomalies
         .clone()
@@ -54,29 +89,7 @@ pub fn metrics<'scope>(
     let refused = rejections.with_times().as_collection();
     let events = events.with_times().as_collection();
 
-    // Orders as paid: each order row that went through `confirmed`, with the time it did.
-    let paid = views.clone().flat_map(|row| match row {
-        Row::Order(order) => paid_at(&order).map(|at| (order, at)),
-        _ => None,
-    });
-    // Their lines: (day paid, product, currency) with units and revenue.
-    let product_days = paid
-        .clone()
-        .explode(|(order, at): (Arc<OrderRow>, Ts)| {
-            let day = day_of(at);
-            order
-                .lines
-                .iter()
-                .map(|line| {
-                    let key = (day, line.product_id.clone(), line.currency.clone());
-                    let revenue = line.quantity * line.unit_price_cents;
-                    (key, Sums::of(&[line.quantity, revenue]))
-                })
-                .collect::<Vec<_>>()
-        })
-        .count();
-
-    // Named arrangements more than one metric reads.
+    // Named arrangements: products with their reorder points, payments' currencies.
     let products_by_id = views
         .clone()
         .flat_map(|row| match row {
@@ -95,40 +108,6 @@ pub fn metrics<'scope>(
             _ => None,
         })
         .arrange_by_key_named("PaymentCurrency");
-
-    let per_minute = events
-        .clone()
-        .explode(|event| minute_signals(&event))
-        .concat(refused.explode(|rejection: Rejection| {
-            Some((minute_of(rejection.ts), Sums::of(&[0, 0, 0, 0, 0, 1])))
-        }))
-        .count()
-        .map(|(minute, sums)| (Tick::Minute(minute), sums))
-        .semijoin(ticks.clone())
-        .map(|(tick, sums)| {
-            let Tick::Minute(minute) = tick else {
-                unreachable!("joined with minutes")
-            };
-            metric(Metric::OrdersPerMinute, vec![Dim::Minute(minute)], sums)
-        });
-
-    let sales_per_minute = paid
-        .clone()
-        .explode(|(order, at): (Arc<OrderRow>, Ts)| {
-            let key = (Tick::Minute(minute_of(at)), order.currency.clone());
-            Some((key, Sums::of(&[1, order.total_cents])))
-        })
-        .count()
-        .map(|((tick, currency), sums)| (tick, (currency, sums)))
-        .semijoin(ticks.clone())
-        .map(|(tick, (currency, sums))| {
-            let Tick::Minute(minute) = tick else {
-                unreachable!("joined with minutes")
-            };
-            let key = vec![Dim::Minute(minute), Dim::Text(currency)];
-            metric(Metric::SalesPerMinute, key, sums)
-        });
-
     let refunds = events
         .clone()
         .flat_map(|event| match event.body {
@@ -141,165 +120,85 @@ pub fn metrics<'scope>(
         })
         .arrange_by_key_named("RefundsByPayment")
         .join_core(payment_currency, |_payment, &(day, amount), currency| {
-            Some((
-                (day, currency.clone()),
-                Sums::of(&[0, 0, 1, amount, -amount]),
-            ))
-        })
-        .explode(|(key, sums)| Some((key, sums)));
-    let sales_daily = paid
-        .clone()
-        .explode(|(order, at): (Arc<OrderRow>, Ts)| {
-            let total = order.total_cents;
-            Some((
-                (day_of(at), order.currency.clone()),
-                Sums::of(&[1, total, 0, 0, total]),
-            ))
-        })
-        .concat(refunds)
-        .count()
-        .map(|((day, currency), sums)| {
-            metric(
-                Metric::SalesDaily,
-                vec![Dim::Day(day), Dim::Text(currency)],
-                sums,
-            )
+            let sums = Sums::of(&[0, 0, 1, amount, -amount]);
+            Some((Tally::SalesDay(day, currency.clone()), sums))
         });
 
-    let product_sales_daily = product_days
-        .clone()
-        .map(|((day, product, currency), sums)| {
-            metric(
+    let tallies = events
+        .explode(|event| event_tallies(&event))
+        .concat(refused.explode(|rejection: Rejection| {
+            let rejected = Sums::of(&[0, 0, 0, 0, 0, 1]);
+            Some((Tally::Minute(minute_of(rejection.ts)), rejected))
+        }))
+        .concat(views.explode(|row| row_tallies(&row)))
+        .concat(refunds.explode(Some))
+        .count_total();
+
+    // Sums read as they are.
+    let sums = tallies.clone().flat_map(|(tally, sums)| {
+        let (metric, key) = match tally {
+            Tally::SalesDay(day, currency) => {
+                (Metric::SalesDaily, vec![Dim::Day(day), Dim::Text(currency)])
+            }
+            Tally::ProductDay(day, product, currency) => (
                 Metric::ProductSalesDaily,
                 vec![Dim::Day(day), Dim::Text(product), Dim::Text(currency)],
-                sums,
-            )
-        });
-
-    let top_products = product_days
-        .clone()
-        .explode(|((_, product, _), sums): ((i64, Str, Str), Sums)| {
-            Some((product, Sums::of(&[sums.0[0]])))
-        })
-        .count()
-        .filter(|(_, sums)| sums.0[0] > 0)
-        .map(|(product, sums)| {
-            let bucket = key_hash(&product) % TOP_BUCKETS;
-            // Most units first, then by id.
-            (bucket, (-sums.0[0], product))
-        })
-        .reduce_named("TopProductsByBucket", |_bucket, ranked, out| {
-            out.extend(
-                ranked
-                    .iter()
-                    .take(TOP_PRODUCTS)
-                    .map(|(entry, _)| ((*entry).clone(), 1)),
-            );
-        })
-        .map(|(_, entry)| ((), entry))
-        .reduce_named("TopProducts", |_, ranked, out| {
-            out.extend(
-                ranked
-                    .iter()
-                    .take(TOP_PRODUCTS)
-                    .enumerate()
-                    .map(|(rank, (entry, _))| ((rank as i64 + 1, (*entry).clone()), 1)),
-            );
-        })
-        .map(|((), (rank, (units, product)))| {
-            MetricRow::new(
-                Metric::TopProducts,
-                vec![Dim::Int(rank), Dim::Text(product)],
-                vec![-units],
-            )
-        });
-
-    let payments = views.clone().flat_map(|row| match row {
-        Row::Payment(payment) => Some(payment),
-        _ => None,
-    });
-    let payment_success = payments
-        .clone()
-        .explode(|payment| {
-            let outcome = match payment.status {
-                PaymentStatus::Pending => [0, 0, 0, 1],
-                PaymentStatus::Failed if payment.fraud => [0, 0, 1, 0],
-                PaymentStatus::Failed => [0, 1, 0, 0],
-                PaymentStatus::Succeeded
-                | PaymentStatus::PartiallyRefunded
-                | PaymentStatus::Refunded => [1, 0, 0, 0],
-            };
-            let key = (day_of(payment.created_at), payment.card_brand.clone());
-            Some((
-                key,
-                Sums::of(&[1, outcome[0], outcome[1], outcome[2], outcome[3]]),
-            ))
-        })
-        .count()
-        .map(|((day, brand), sums)| {
-            metric(
+            ),
+            Tally::Payments(day, brand) => (
                 Metric::PaymentSuccess,
                 vec![Dim::Day(day), Dim::Text(brand)],
-                sums,
-            )
-        });
-    let payment_declines = payments
-        .explode(|payment| {
-            let code = payment.decline_code.clone();
-            let failed = payment.status == PaymentStatus::Failed;
-            code.filter(|_| failed)
-                .map(|code| ((day_of(payment.created_at), code), Sums::of(&[1])))
-        })
-        .count()
-        .map(|((day, code), sums)| {
-            metric(
+            ),
+            Tally::Declines(day, code) => (
                 Metric::PaymentDeclines,
                 vec![Dim::Day(day), Dim::Text(code)],
-                sums,
-            )
-        });
+            ),
+            Tally::Funnel(day) => (Metric::ConversionFunnel, vec![Dim::Day(day)]),
+            _ => return None,
+        };
+        Some(metric_row(metric, key, sums))
+    });
 
-    let conversion_funnel = events
+    // Sums inside a window of log time: the minutes of the last 24 hours, the units of
+    // the last days' sales.
+    let windowed = tallies
         .clone()
-        .explode(|event| {
-            let step = match event.body {
-                EventBody::CartCreated(_) => 0,
-                EventBody::OrderCreated(_) => 1,
-                EventBody::OrderConfirmed(_) => 2,
-                EventBody::OrderCompleted(_) => 3,
+        .flat_map(|(tally, sums)| {
+            let tick = match &tally {
+                Tally::Minute(minute) | Tally::SalesMinute(minute, _) => Tick::Minute(*minute),
+                Tally::ProductDay(day, ..) => Tick::RecentDay(*day),
                 _ => return None,
             };
-            let mut sums = Sums::default();
-            sums.0[step] = 1;
-            Some((day_of(event.ts), sums))
+            Some((tick, (tally, sums)))
         })
-        .count()
-        .map(|(day, sums)| metric(Metric::ConversionFunnel, vec![Dim::Day(day)], sums));
+        .semijoin(ticks.clone())
+        .map(|(_, tallied)| tallied);
+    let per_minute = windowed.clone().flat_map(|(tally, sums)| match tally {
+        Tally::Minute(minute) => Some(metric_row(
+            Metric::OrdersPerMinute,
+            vec![Dim::Minute(minute)],
+            sums,
+        )),
+        Tally::SalesMinute(minute, currency) => Some(metric_row(
+            Metric::SalesPerMinute,
+            vec![Dim::Minute(minute), Dim::Text(currency)],
+            sums,
+        )),
+        _ => None,
+    });
+    let sold_recently = windowed.explode(|(tally, sums)| match tally {
+        Tally::ProductDay(_, product, _) => Some((product, Sums::of(&[0, 0, sums.0[0], 0]))),
+        _ => None,
+    });
 
-    // Stock available per product. Every product counts once more in the last sum, so
-    // a product without any movement still has a level.
-    let stocked = events
+    // Stock available per listed product, with its reorder point.
+    let stocked = tallies
         .clone()
-        .explode(|event| {
-            stock_deltas(&event.body)
-                .into_iter()
-                .map(|(product, measure, delta)| match measure {
-                    StockMeasure::OnHand => (product, Sums::of(&[delta, 0, 0])),
-                    StockMeasure::Reserved => (product, Sums::of(&[0, delta, 0])),
-                })
-                .collect::<Vec<_>>()
+        .flat_map(|(tally, sums)| match tally {
+            Tally::Stock(product) if sums.0[2] > 0 => {
+                Some((product, crate::catalog::available(sums.0[0], sums.0[1])))
+            }
+            _ => None,
         })
-        .concat(
-            views
-                .flat_map(|row| match row {
-                    Row::Product(product) => Some(product.product_id.clone()),
-                    _ => None,
-                })
-                .explode(|product| Some((product, Sums::of(&[0, 0, 1])))),
-        )
-        .count()
-        .filter(|(_, sums)| sums.0[2] > 0)
-        .map(|(product, sums)| (product, crate::catalog::available(sums.0[0], sums.0[1])))
         .arrange_by_key_named("AvailableById")
         .join_core(
             products_by_id.clone(),
@@ -317,16 +216,12 @@ pub fn metrics<'scope>(
                 vec![available, reorder_point],
             )
         });
-    let sold_recently = product_days
-        .map(|((day, product, _), sums)| (Tick::RecentDay(day), (product, sums.0[0])))
-        .semijoin(ticks.clone())
-        .explode(|(_, (product, units))| Some((product, Sums::of(&[0, 0, units, 0]))));
     let stock_forecast = stocked
         .explode(|(product, (available, reorder_point))| {
             Some((product, Sums::of(&[available, reorder_point, 0, 1])))
         })
         .concat(sold_recently)
-        .count()
+        .count_total()
         .filter(|(_, sums)| sums.0[3] > 0)
         .map(|(product, sums)| {
             MetricRow::new(
@@ -337,26 +232,10 @@ pub fn metrics<'scope>(
         });
 
     // Movements per product and day, and each product with today's date.
-    let movements = events
-        .explode(|event| {
-            let day = day_of(event.ts);
-            match event.body {
-                EventBody::StockAdjusted(StockAdjusted {
-                    product_id, delta, ..
-                }) => Some((
-                    (product_id, day),
-                    Sums::of(&[delta.max(0), (-delta).max(0), 0]),
-                )),
-                EventBody::InventoryDeducted(InventoryDeducted {
-                    product_id,
-                    quantity,
-                    ..
-                }) => Some(((product_id, day), Sums::of(&[0, 0, quantity]))),
-                _ => None,
-            }
-        })
-        .count()
-        .map(|((product, day), sums)| (product, Movement::Day(day, sums)));
+    let movements = tallies.flat_map(|(tally, sums)| match tally {
+        Tally::Movements(product, day) => Some((product, Movement::Day(day, sums))),
+        _ => None,
+    });
     let today = ticks
         .flat_map(|tick| match tick {
             Tick::Today(day) => Some(((), day)),
@@ -373,24 +252,155 @@ pub fn metrics<'scope>(
         })
         .map(|(_, row)| row);
 
-    let rows = per_minute
+    // A row may be said and unsaid at one time (a join's output, as both its inputs
+    // change): the read model adds up each time's diffs before it applies them.
+    let rows = sums
         .concatenate([
-            sales_per_minute,
-            sales_daily,
-            product_sales_daily,
-            top_products,
-            payment_success,
-            payment_declines,
-            conversion_funnel,
+            per_minute,
             low_stock,
             stock_forecast,
             inventory,
             anomaly_rows,
         ])
-        // Joins may say "+row" and "-row" at one time; readers get each time's net change.
-        .consolidate()
         .map(|row| Row::Metric(Arc::new(row)));
     (rows, anomalies)
+}
+
+/// `stream` with each batch's times moved to its later one (`time | 1`).
+fn settle<'scope, D: Clone + 'static>(
+    stream: Stream<'scope, Time, Vec<D>>,
+) -> Stream<'scope, Time, Vec<D>> {
+    stream.unary(Pipeline, "Settle", |_capability, _info| {
+        move |input, output| {
+            input.for_each(|capability, data| {
+                let Some(time) = capability.least().copied() else {
+                    return;
+                };
+                let later = capability.delayed(&(time | 1), output.output_index());
+                output.session(&later).give_container(data);
+            });
+        }
+    })
+}
+
+/// What an event adds to the tallies.
+fn event_tallies(event: &Event) -> Vec<(Tally, Sums)> {
+    let minute = minute_of(event.ts);
+    let day = day_of(event.ts);
+    let funnel = |step: usize| {
+        let mut sums = Sums::default();
+        sums.0[step] = 1;
+        (Tally::Funnel(day), sums)
+    };
+    let mut tallies = match &event.body {
+        // The order's minute, and the 5-minute windows ending in it and the four after.
+        EventBody::OrderCreated(_) => {
+            let mut tallies = vec![funnel(1), (Tally::Minute(minute), Sums::of(&[1, 0]))];
+            tallies.extend(
+                (0..5).map(|later| (Tally::Minute(minute + later * MINUTE_MS), Sums::of(&[0, 1]))),
+            );
+            tallies
+        }
+        EventBody::PaymentCompleted(_) => {
+            vec![(Tally::Minute(minute), Sums::of(&[0, 0, 1]))]
+        }
+        EventBody::PaymentFailed(_) => vec![(Tally::Minute(minute), Sums::of(&[0, 0, 0, 1]))],
+        EventBody::FraudDetected(_) => {
+            vec![(Tally::Minute(minute), Sums::of(&[0, 0, 0, 0, 1]))]
+        }
+        EventBody::CartCreated(_) => vec![funnel(0)],
+        EventBody::OrderConfirmed(_) => vec![funnel(2)],
+        EventBody::OrderCompleted(_) => vec![funnel(3)],
+        EventBody::StockAdjusted(StockAdjusted {
+            product_id, delta, ..
+        }) => {
+            let moved = Sums::of(&[(*delta).max(0), (-*delta).max(0), 0]);
+            vec![(Tally::Movements(product_id.clone(), day), moved)]
+        }
+        EventBody::InventoryDeducted(InventoryDeducted {
+            product_id,
+            quantity,
+            ..
+        }) => {
+            let shipped = Sums::of(&[0, 0, *quantity]);
+            vec![(Tally::Movements(product_id.clone(), day), shipped)]
+        }
+        _ => Vec::new(),
+    };
+    tallies.extend(
+        stock_deltas(&event.body)
+            .into_iter()
+            .map(|(product, measure, delta)| {
+                let sums = match measure {
+                    StockMeasure::OnHand => Sums::of(&[delta, 0, 0]),
+                    StockMeasure::Reserved => Sums::of(&[0, delta, 0]),
+                };
+                (Tally::Stock(product), sums)
+            }),
+    );
+    tallies
+}
+
+/// What a read model's row adds to the tallies: a listed product, a paid order, a
+/// payment.
+fn row_tallies(row: &Row) -> Vec<(Tally, Sums)> {
+    match row {
+        // Every product counts once, so a product without any movement has a level.
+        Row::Product(product) => {
+            vec![(
+                Tally::Stock(product.product_id.clone()),
+                Sums::of(&[0, 0, 1]),
+            )]
+        }
+        Row::Order(order) => paid_order_tallies(order),
+        Row::Payment(payment) => payment_tallies(payment),
+        _ => Vec::new(),
+    }
+}
+
+/// A paid order's revenue in its minute and day of payment, and its lines' units and
+/// revenue per product.
+fn paid_order_tallies(order: &OrderRow) -> Vec<(Tally, Sums)> {
+    let Some(at) = paid_at(order) else {
+        return Vec::new();
+    };
+    let (day, currency, total) = (day_of(at), &order.currency, order.total_cents);
+    let mut tallies = vec![
+        (
+            Tally::SalesMinute(minute_of(at), currency.clone()),
+            Sums::of(&[1, total]),
+        ),
+        (
+            Tally::SalesDay(day, currency.clone()),
+            Sums::of(&[1, total, 0, 0, total]),
+        ),
+    ];
+    tallies.extend(order.lines.iter().map(|line| {
+        let key = Tally::ProductDay(day, line.product_id.clone(), line.currency.clone());
+        let revenue = line.quantity * line.unit_price_cents;
+        (key, Sums::of(&[line.quantity, revenue]))
+    }));
+    tallies
+}
+
+/// A payment in its day's outcomes, and its decline if it failed with a code.
+fn payment_tallies(payment: &PaymentRow) -> Vec<(Tally, Sums)> {
+    let day = day_of(payment.created_at);
+    let outcome = match payment.status {
+        PaymentStatus::Pending => 4,
+        PaymentStatus::Failed if payment.fraud => 3,
+        PaymentStatus::Failed => 2,
+        PaymentStatus::Succeeded | PaymentStatus::PartiallyRefunded | PaymentStatus::Refunded => 1,
+    };
+    let mut sums = Sums::of(&[1]);
+    sums.0[outcome] = 1;
+    let mut tallies = vec![(Tally::Payments(day, payment.card_brand.clone()), sums)];
+    if payment.status == PaymentStatus::Failed {
+        if let Some(code) = &payment.decline_code {
+            tallies.push((Tally::Declines(day, code.clone()), Sums::of(&[1])));
+        }
+    }
+    tallies
 }
 
 /// The `anomalies` row of an anomaly event.
@@ -406,7 +416,7 @@ pub fn anomaly_row(anomaly: &AnomalyDetected) -> MetricRow {
 }
 
 /// A row of `metric` whose measures are the first sums.
-fn metric(metric: Metric, key: Vec<Dim>, sums: Sums) -> MetricRow {
+fn metric_row(metric: Metric, key: Vec<Dim>, sums: Sums) -> MetricRow {
     let measures = sums.first(metric.table().measures.len());
     MetricRow::new(metric, key, measures)
 }
@@ -418,23 +428,6 @@ fn paid_at(order: &OrderRow) -> Option<Ts> {
         .iter()
         .find(|change| change.status == OrderStatus::Confirmed)
         .map(|change| change.at)
-}
-
-/// What an event adds to the per-minute series: `orders`, `orders_last_5m` (the order's
-/// minute and the four after it), `payments_succeeded`, `payments_failed`, `fraud_flags`.
-fn minute_signals(event: &Event) -> Vec<(Ts, Sums)> {
-    let minute = minute_of(event.ts);
-    match event.body {
-        EventBody::OrderCreated(_) => {
-            let mut signals = vec![(minute, Sums::of(&[1, 0]))];
-            signals.extend((0..5).map(|later| (minute + later * MINUTE_MS, Sums::of(&[0, 1]))));
-            signals
-        }
-        EventBody::PaymentCompleted(_) => vec![(minute, Sums::of(&[0, 0, 1]))],
-        EventBody::PaymentFailed(_) => vec![(minute, Sums::of(&[0, 0, 0, 1]))],
-        EventBody::FraudDetected(_) => vec![(minute, Sums::of(&[0, 0, 0, 0, 1]))],
-        _ => Vec::new(),
-    }
 }
 
 /// What the inventory of one product is made of: its movements per day, and today.

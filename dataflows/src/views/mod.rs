@@ -1,7 +1,7 @@
 //! Read models: differential collections over the event collection.
 //!
 //! Every view row is a fold of the events of one key (`fold`), maintained by one
-//! `reduce` keyed by `ViewKey`; stock levels are sums of deltas, maintained by `count`.
+//! `reduce` keyed by `ViewKey`; stock levels are sums of deltas, maintained by `count_total`.
 //! `fold` is also the specification: `oracle::recompute` applies it from scratch, and
 //! tests check that the incremental views equal it after every batch.
 

@@ -3,6 +3,7 @@
 use std::sync::Arc;
 
 use differential_dataflow::collection::AsCollection;
+use differential_dataflow::operators::CountTotal;
 use differential_dataflow::VecCollection;
 use timely::dataflow::channels::pact::Pipeline;
 use timely::dataflow::operators::generic::Operator;
@@ -75,7 +76,7 @@ pub fn read_models<'scope>(
                 .into_iter()
                 .map(|(product_id, measure, delta)| ((product_id, measure), delta as isize))
         })
-        .count()
+        .count_total()
         .map(|((product_id, measure), quantity)| {
             Row::Stock(Arc::new(StockRow {
                 product_id,
