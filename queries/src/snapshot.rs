@@ -149,7 +149,6 @@ pub struct Snapshot {
     /// as a ranking (most units first, then by id): `top_products` is its first rows.
     product_units: OrdMap<Str, i64>,
     product_ranking: OrdSet<(std::cmp::Reverse<i64>, Str)>,
-    product_units_changed: bool,
     rejections: OrdMap<Seq, Arc<Rejection>>,
     rejection_order: Vector<(Ts, Seq)>,
     /// Commands that first used an idempotency key: their refusals are kept as long as
@@ -234,6 +233,9 @@ impl Snapshot {
             same
         });
         updates.retain(|(_, diff)| *diff != 0);
+        let units_moved = updates.iter().any(|(row, _)| {
+            matches!(row, Row::Metric(metric) if metric.metric == Metric::ProductSalesDaily)
+        });
         let mut start = 0;
         while start < updates.len() {
             let key = updates[start].0.key();
@@ -249,14 +251,13 @@ impl Snapshot {
             }
             start = end;
         }
-        if self.product_units_changed {
+        if units_moved {
             self.rank_products();
         }
     }
 
     /// `top_products` again from the ranking: ten rows, rebuilt when units changed.
     fn rank_products(&mut self) {
-        self.product_units_changed = false;
         let table = &mut self.metrics[Metric::TopProducts.index()];
         let mut top = Rows::default();
         for (rank, (units, product)) in self
@@ -275,7 +276,7 @@ impl Snapshot {
                 Some(held) if **held == row => held.clone(),
                 _ => Arc::new(row),
             };
-            top.replace(&row.id.clone(), &row);
+            top.map.insert(row.id.clone(), row);
         }
         *table = top;
     }
@@ -296,7 +297,6 @@ impl Snapshot {
             self.product_ranking
                 .insert((std::cmp::Reverse(units), product.clone()));
         }
-        self.product_units_changed = true;
     }
 
     fn insert(&mut self, row: &Row) {

@@ -45,12 +45,14 @@ pub enum Format {
 }
 
 impl Format {
+    /// What to ask the server for: tables are drawn from Arrow.
     fn accept(self) -> &'static str {
-        match self {
-            Format::Table => "application/vnd.apache.arrow.stream",
-            Format::Csv => "text/csv",
-            Format::Json => "application/json",
-        }
+        let answer = match self {
+            Format::Table => sql::output::Format::ArrowStream,
+            Format::Csv => sql::output::Format::Csv,
+            Format::Json => sql::output::Format::Json,
+        };
+        answer.media_type()
     }
 }
 

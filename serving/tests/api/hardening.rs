@@ -9,7 +9,7 @@ use serde_json::{json, Value};
 use serving::config::{Config, HttpConfig};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::support::{all_at_once, card, Reply, TestApp};
+use crate::support::{all_at_once, Reply, TestApp};
 
 fn assert_problem(reply: &Reply, status: StatusCode, code: &str) {
     assert_eq!(reply.status, status, "{:?}", reply.body);
@@ -26,12 +26,7 @@ fn assert_problem(reply: &Reply, status: StatusCode, code: &str) {
 async fn paid_order(t: &TestApp, cents: i64) -> String {
     let product = t.product(&format!("PAID-{cents}"), cents, 10).await;
     let user = t.user(&format!("paid{cents}@example.com")).await;
-    let order = t
-        .post(
-            "/api/v1/orders",
-            json!({"user_id": user, "items": [{"product_id": product, "quantity": 1}], "payment_method": card("4242424242424242")}),
-        )
-        .await;
+    let order = t.paid_order(&user, &product, 1, "4242424242424242").await;
     assert_eq!(order.status, StatusCode::CREATED, "{:?}", order.body);
     let id = order.body["id"].as_str().unwrap();
     let settled = t.get(&format!("/api/v1/orders/{id}?wait=settled")).await;

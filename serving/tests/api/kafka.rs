@@ -273,13 +273,7 @@ async fn foreign_events_become_commands_and_bad_ones_go_to_the_dead_letter_topic
     let t = kafka_app(&broker).await;
     let product = t.product("FOREIGN", 700, 4).await;
     let user = t.user("foreign@example.com").await;
-    let placed = t
-        .post(
-            "/api/v1/orders",
-            json!({"user_id": user, "items": [{"product_id": product, "quantity": 1}],
-                   "payment_method": card("4242424242424242")}),
-        )
-        .await;
+    let placed = t.paid_order(&user, &product, 1, "4242424242424242").await;
     let order = placed.body["id"].as_str().unwrap().to_string();
     let shipment = wait_for_status(&t, &order, "shipped").await["shipment_id"]
         .as_str()

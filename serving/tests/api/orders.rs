@@ -196,7 +196,7 @@ async fn a_shipped_order_cannot_be_cancelled() {
     let t = TestApp::new().await;
     let product = t.product("PEN", 100, 2).await;
     let user = t.user("ed@example.com").await;
-    let placed = t.post("/api/v1/orders", json!({"user_id": user, "items": [{"product_id": product, "quantity": 1}], "payment_method": card("4242424242424242")})).await;
+    let placed = t.paid_order(&user, &product, 1, "4242424242424242").await;
     let order = placed.body["id"].as_str().unwrap().to_string();
     wait_for_status(&t, &order, "shipped").await;
     let refused = t

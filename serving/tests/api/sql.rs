@@ -3,9 +3,8 @@
 
 use axum::http::StatusCode;
 use serde_json::json;
-use serving::config::Config;
 
-use crate::support::{card, Reply, TestApp};
+use crate::support::{Reply, TestApp};
 
 async fn query(t: &TestApp, body: serde_json::Value, accept: Option<&str>) -> Reply {
     let headers: Vec<(&str, &str)> = accept.map(|a| ("accept", a)).into_iter().collect();
@@ -178,13 +177,7 @@ async fn queries_only_and_clear_problems() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn parameters_and_the_row_cap() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut config = Config {
-        data_dir: dir.path().to_path_buf(),
-        ..Config::default()
-    };
-    config.sql.max_json_rows = 5;
-    let t = TestApp::open_config(dir, config).await;
+    let t = TestApp::configured(|config| config.sql.max_json_rows = 5).await;
     t.product("CAP-1", 100, 1).await;
     t.product("CAP-2", 900, 1).await;
     let named = query(
@@ -231,13 +224,7 @@ async fn live_metrics_count_the_orders_just_acknowledged() {
         ("4000000000000002", 1),
         ("4242424242424242", 4),
     ] {
-        let placed = t
-            .post(
-                "/api/v1/orders",
-                json!({"user_id": user, "items": [{"product_id": product, "quantity": quantity}],
-                       "payment_method": card(number)}),
-            )
-            .await;
+        let placed = t.paid_order(&user, &product, quantity, number).await;
         assert_eq!(placed.status, StatusCode::CREATED, "{:?}", placed.body);
         let order = placed.body["id"].as_str().unwrap();
         t.get(&format!("/api/v1/orders/{order}?wait=settled")).await;
@@ -328,22 +315,10 @@ async fn wait_for_history(t: &TestApp, orders: usize) -> serde_json::Value {
 /// replays the log and writes none of them twice.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_history_holds_every_event_once_across_restarts() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut config = Config {
-        data_dir: dir.path().to_path_buf(),
-        ..Config::default()
-    };
-    config.history.flush_ms = 10;
-    let t = TestApp::open_config(dir, config).await;
+    let t = TestApp::configured(|config| config.history.flush_ms = 10).await;
     let product = t.product("HIST-1", 500, 10).await;
     let user = t.user("history@example.com").await;
-    let placed = t
-        .post(
-            "/api/v1/orders",
-            json!({"user_id": user, "items": [{"product_id": product, "quantity": 2}],
-                   "payment_method": card("4242424242424242")}),
-        )
-        .await;
+    let placed = t.paid_order(&user, &product, 2, "4242424242424242").await;
     let order = placed.body["id"].as_str().unwrap().to_string();
     t.get(&format!("/api/v1/orders/{order}?wait=settled")).await;
     let before = wait_for_history(&t, 1).await;
@@ -384,22 +359,10 @@ async fn the_history_holds_every_event_once_across_restarts() {
 /// the metric tables are there but empty.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_can_be_turned_off() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut config = Config {
-        data_dir: dir.path().to_path_buf(),
-        ..Config::default()
-    };
-    config.analytics.enabled = false;
-    let t = TestApp::open_config(dir, config).await;
+    let t = TestApp::configured(|config| config.analytics.enabled = false).await;
     let product = t.product("OFF-1", 900, 5).await;
     let user = t.user("off@example.com").await;
-    let placed = t
-        .post(
-            "/api/v1/orders",
-            json!({"user_id": user, "items": [{"product_id": product, "quantity": 2}],
-                   "payment_method": card("4242424242424242")}),
-        )
-        .await;
+    let placed = t.paid_order(&user, &product, 2, "4242424242424242").await;
     assert_eq!(placed.status, StatusCode::CREATED, "{:?}", placed.body);
     let order = placed.body["id"].as_str().unwrap();
     let settled = t.get(&format!("/api/v1/orders/{order}?wait=settled")).await;

@@ -44,6 +44,17 @@ impl TestApp {
         Self::open_config(dir, config).await
     }
 
+    /// An instance on a fresh data directory, with the defaults as `configure` leaves them.
+    pub async fn configured(configure: impl FnOnce(&mut Config)) -> TestApp {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut config = Config {
+            data_dir: dir.path().to_path_buf(),
+            ..Config::default()
+        };
+        configure(&mut config);
+        Self::open_config(dir, config).await
+    }
+
     /// An instance with `config`, whose data directory is `dir`.
     pub async fn open_config(dir: tempfile::TempDir, config: Config) -> TestApp {
         log_to_test_output();
@@ -171,6 +182,22 @@ impl TestApp {
         self.post(
             "/api/v1/orders",
             json!({"user_id": user_id, "items": items}),
+        )
+        .await
+    }
+
+    /// An order paid with the test card `number`.
+    pub async fn paid_order(
+        &self,
+        user_id: &str,
+        product_id: &str,
+        quantity: i64,
+        number: &str,
+    ) -> Reply {
+        let items = json!([{"product_id": product_id, "quantity": quantity}]);
+        self.post(
+            "/api/v1/orders",
+            json!({"user_id": user_id, "items": items, "payment_method": card(number)}),
         )
         .await
     }
