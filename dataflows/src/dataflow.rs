@@ -16,6 +16,7 @@ use crate::idempotency::{Admissions, AdmitOnce};
 use crate::model::*;
 use crate::orders::carts::{self, ShoppingCarts};
 use crate::orders::{self, OrderFulfillment, OrderOp, OrderOut};
+use crate::reporting::{self, Reports};
 use crate::shared::claims::ClaimUnique;
 use crate::shared::input::Outcome;
 use crate::users::{self, EmailIn, UserAccounts, UserOut};
@@ -111,8 +112,12 @@ pub fn build<'scope>(
         .connect_loop(release_loop);
 
     let cart_out = passed
+        .clone()
         .flat_map(|(seq, ts, command)| carts::route(seq, ts, command))
         .shopping_carts();
+    let report_out = passed
+        .flat_map(|(seq, ts, command)| reporting::route(seq, ts, command))
+        .reports();
 
     // One operator each gathers every aggregate's events and refusals.
     let events = scope.concatenate([
@@ -120,6 +125,7 @@ pub fn build<'scope>(
         events_of(&catalog_out),
         events_of(&user_out),
         events_of(&cart_out),
+        events_of(&report_out),
     ]);
     let rejections = scope.concatenate([
         rejections_of(&admitted),
@@ -129,6 +135,7 @@ pub fn build<'scope>(
         rejections_of(&user_out),
         email_rejections,
         rejections_of(&cart_out),
+        rejections_of(&report_out),
     ]);
 
     let idempotency = admitted.rows();

@@ -11,6 +11,7 @@ pub use crate::catalog::events::*;
 pub use crate::fulfillment::events::*;
 pub use crate::orders::events::*;
 pub use crate::payments::events::*;
+pub use crate::reporting::events::*;
 pub use crate::users::events::*;
 
 use crate::model::{Seq, Str, Ts};
@@ -114,6 +115,11 @@ catalogue! {
     ReservationRejected = "reservation.rejected",
     ReservationReleased = "reservation.released",
     AnomalyDetected = "analytics.anomaly",
+    ReportRequested = "report.requested",
+    ReportCompleted = "report.completed",
+    ReportFailed = "report.failed",
+    ReportScheduled = "report.scheduled",
+    ReportScheduleDeleted = "report.schedule_deleted",
 }
 
 impl EventBody {
@@ -190,6 +196,11 @@ impl EventBody {
             E::ReservationRejected(e) => &e.reservation_id,
             E::ReservationReleased(e) => &e.reservation_id,
             E::AnomalyDetected(e) => &e.series,
+            E::ReportRequested(e) => &e.report_id,
+            E::ReportCompleted(e) => &e.report_id,
+            E::ReportFailed(e) => &e.report_id,
+            E::ReportScheduled(e) => &e.schedule_id,
+            E::ReportScheduleDeleted(e) => &e.schedule_id,
             other => other.order_id().map_or("", |id| id),
         }
     }

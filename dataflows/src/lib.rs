@@ -1,7 +1,7 @@
 //! tidemark's domain and its dataflows: commands in, events and live views out.
 //!
 //! Pure and deterministic: no clocks, no I/O, no randomness. One folder per bounded
-//! context (`catalog`, `orders`, `payments`, `fulfillment`, `users`, `analytics`), each with its
+//! context (`catalog`, `orders`, `payments`, `fulfillment`, `users`, `analytics`, `reporting`), each with its
 //! aggregates, read models and rules; `views` holds what every read model shares,
 //! `shared` the operator machinery. Start reading at `dataflow.rs` (the wiring).
 
@@ -16,6 +16,7 @@ pub mod model;
 pub mod oracle;
 pub mod orders;
 pub mod payments;
+pub mod reporting;
 pub mod shared;
 pub mod users;
 pub mod views;

@@ -189,6 +189,10 @@ impl Command {
             | ShipmentDelivered { order_id, .. }
             | RequestRefund { order_id, .. }
             | RefundResult { order_id, .. } => order_id,
+            RequestReport { report_id, .. } | ReportResult { report_id, .. } => report_id,
+            ScheduleReport { schedule_id, .. } | DeleteReportSchedule { schedule_id } => {
+                schedule_id
+            }
         }
     }
 }
@@ -321,6 +325,80 @@ pub enum Command {
         payment_id: Str,
         order_id: Str,
         succeeded: bool,
+    },
+    /// A report to run once: its SQL with the template's parameters bound, and where it
+    /// came from (a template, a schedule's slot, or ad-hoc SQL).
+    RequestReport {
+        report_id: Str,
+        request: ReportRequest,
+    },
+    /// What running a report gave: recorded by the report executor.
+    ReportResult {
+        report_id: Str,
+        outcome: ReportOutcome,
+    },
+    /// A template run on a cron schedule.
+    ScheduleReport {
+        schedule_id: Str,
+        template: Str,
+        /// The parameters as a JSON object.
+        params: Str,
+        /// Six fields, seconds first (`0 0 6 * * *`: every day at 06:00 UTC).
+        cron: Str,
+        format: ReportFormat,
+    },
+    DeleteReportSchedule {
+        schedule_id: Str,
+    },
+}
+
+/// What a report runs and how it is written.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct ReportRequest {
+    /// The template's id; `None` for ad-hoc SQL.
+    pub template: Option<Str>,
+    pub sql: Str,
+    /// The parameters as a JSON object, bound to the SQL's `$name`s.
+    pub params: Str,
+    pub format: ReportFormat,
+    /// The schedule and the slot (Unix milliseconds) this run is for.
+    pub schedule_id: Option<Str>,
+    pub slot: Option<Ts>,
+}
+
+/// The file a report is written as.
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum ReportFormat {
+    Csv,
+    Json,
+    Parquet,
+}
+
+impl ReportFormat {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ReportFormat::Csv => "csv",
+            ReportFormat::Json => "json",
+            ReportFormat::Parquet => "parquet",
+        }
+    }
+}
+
+/// How a report run ended.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(tag = "result", rename_all = "snake_case")]
+pub enum ReportOutcome {
+    Completed {
+        rows: u64,
+        bytes: u64,
+        /// The frontier of the views the report read.
+        frontier: Time,
+    },
+    Failed {
+        error: Str,
     },
 }
 

@@ -143,6 +143,10 @@ pub struct Snapshot {
     pub effects: Rows<EffectRow>,
     pub idempotency: Rows<IdempotencyRow>,
     pub reservations: Rows<ReservationRow>,
+    pub reports: Rows<ReportRow>,
+    /// Reports waiting for the report executor, oldest first: `(requested_at, id)`.
+    reports_queued: OrdSet<(Ts, Str)>,
+    pub report_schedules: Rows<ReportScheduleRow>,
     /// The metric views, by `Metric::index`.
     metrics: [Rows<MetricRow>; Metric::COUNT],
     /// Units in paid orders per product, summed over `product_sales_daily`, and the same
@@ -160,6 +164,13 @@ impl Snapshot {
     /// The rows of one metric view, in key order.
     pub fn metric(&self, metric: Metric) -> &Rows<MetricRow> {
         &self.metrics[metric.index()]
+    }
+
+    /// Reports waiting for the report executor, oldest first.
+    pub fn queued_reports(&self) -> impl Iterator<Item = &ReportRow> {
+        self.reports_queued
+            .iter()
+            .filter_map(|(_, id)| self.reports.get(id))
     }
 
     pub fn stock_of(&self, product_id: &str) -> StockLevel {
@@ -366,6 +377,19 @@ impl Snapshot {
                 self.reservations
                     .replace(&reservation.reservation_id, reservation);
             }
+            Row::Report(report) => {
+                let queued = (report.requested_at, report.report_id.clone());
+                if report.status == ReportStatus::Queued {
+                    self.reports_queued.insert(queued);
+                } else {
+                    self.reports_queued.remove(&queued);
+                }
+                self.reports.replace(&report.report_id, report);
+            }
+            Row::ReportSchedule(schedule) => {
+                self.report_schedules
+                    .replace(&schedule.schedule_id, schedule);
+            }
             Row::Metric(row) => {
                 let old = self.metrics[row.metric.index()].replace(&row.id, row);
                 if row.metric == Metric::ProductSalesDaily {
@@ -420,6 +444,16 @@ impl Snapshot {
             Row::Reservation(reservation) => {
                 self.reservations
                     .retract(&reservation.reservation_id, reservation);
+            }
+            Row::Report(report) => {
+                if self.reports.retract(&report.report_id, report) {
+                    self.reports_queued
+                        .remove(&(report.requested_at, report.report_id.clone()));
+                }
+            }
+            Row::ReportSchedule(schedule) => {
+                self.report_schedules
+                    .retract(&schedule.schedule_id, schedule);
             }
             Row::Metric(row) => {
                 if self.metrics[row.metric.index()].retract(&row.id, row)
@@ -491,6 +525,13 @@ impl Snapshot {
                 .shared_rows()
                 .cloned()
                 .map(Row::Reservation),
+        );
+        rows.extend(self.reports.shared_rows().cloned().map(Row::Report));
+        rows.extend(
+            self.report_schedules
+                .shared_rows()
+                .cloned()
+                .map(Row::ReportSchedule),
         );
         for metric in &self.metrics {
             rows.extend(metric.shared_rows().cloned().map(Row::Metric));

@@ -54,6 +54,10 @@ pub struct ServeArgs {
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub listen: Option<SocketAddr>,
+    /// Address of the PostgreSQL wire protocol (psql, BI tools), or `off`.
+    #[arg(long, value_name = "ADDR|off")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pg_listen: Option<String>,
     /// The command log: `embedded` (a segment log in the data directory) or
     /// `kafka://host:port[,host:port]`.
     #[arg(long, value_name = "embedded|kafka://HOST:PORT")]
@@ -87,6 +91,8 @@ pub enum LogFormat {
 pub struct Config {
     pub data_dir: PathBuf,
     pub listen: SocketAddr,
+    /// Address of the PostgreSQL wire protocol, or `off`.
+    pub pg_listen: String,
     pub workers: usize,
     pub log_format: LogFormat,
     /// Bytes after which the embedded log starts a new segment.
@@ -229,6 +235,7 @@ impl Default for Config {
         Config {
             data_dir: PathBuf::from("./tidemark-data"),
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            pg_listen: "127.0.0.1:6875".into(),
             workers: 1,
             log_format: LogFormat::Auto,
             segment_bytes: 64 << 20,
@@ -284,6 +291,7 @@ impl Config {
         let Config {
             data_dir,
             listen: _,
+            pg_listen: _,
             workers,
             log_format: _,
             segment_bytes,
@@ -312,6 +320,7 @@ impl Config {
         }
         http.validate()?;
         sql.validate()?;
+        self.pg_listen()?;
         if !(1..=3_600_000).contains(&history.flush_ms) {
             return Err(format!(
                 "history.flush_ms must be between 1 and 3600000, not {}",
@@ -369,6 +378,16 @@ impl Config {
             }
         }
         Ok(())
+    }
+
+    /// Where the PostgreSQL wire protocol listens, if anywhere.
+    pub fn pg_listen(&self) -> Result<Option<SocketAddr>, String> {
+        match self.pg_listen.as_str() {
+            "off" => Ok(None),
+            address => address.parse().map(Some).map_err(|_| {
+                format!("pg_listen must be an address (127.0.0.1:6875) or `off`, not {address:?}")
+            }),
+        }
     }
 
     /// Which command log the configuration names.

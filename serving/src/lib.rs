@@ -8,6 +8,7 @@ pub mod executors;
 pub mod foreign;
 pub mod hashing;
 pub mod progress;
+pub mod reports;
 pub mod runtime;
 pub mod server;
 pub mod shell;

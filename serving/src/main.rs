@@ -5,7 +5,7 @@ use clap::Parser;
 use serving::config::{Cli, Command, Config, ServeArgs};
 use serving::progress::{LogProgress, TerminalProgress};
 use serving::runtime::Progress;
-use serving::{api, executors, foreign, server, telemetry, Tidemark};
+use serving::{api, executors, foreign, reports, server, telemetry, Tidemark};
 
 /// mimalloc: glibc malloc and free were the largest single cost on the HTTP threads, and
 /// with mimalloc the order path sustains about 10% more (BENCHMARKS.md). Its resident
@@ -54,7 +54,29 @@ async fn run(config: Config) -> Result<(), Box<dyn std::error::Error>> {
     let listen = config.listen;
     let app = Tidemark::open(config)?;
     let listener = tokio::net::TcpListener::bind(listen).await?;
-    tracing::info!(listen = %listener.local_addr()?, workers = app.config.workers, data_dir = %app.config.data_dir.display(), "tidemark is listening");
+    let (stop_pg, pg_stopped) = tokio::sync::oneshot::channel::<()>();
+    let pg_listen = match app.config.pg_listen()? {
+        Some(address) => {
+            let pg = tokio::net::TcpListener::bind(address).await?;
+            let bound = pg.local_addr()?.to_string();
+            let ready = {
+                let app = app.clone();
+                Arc::new(move || app.is_ready())
+            };
+            tokio::spawn(sql::pg::serve(
+                pg,
+                app.sql.clone(),
+                app.views.clone(),
+                ready,
+                async {
+                    let _ = pg_stopped.await;
+                },
+            ));
+            bound
+        }
+        None => "off".into(),
+    };
+    tracing::info!(listen = %listener.local_addr()?, %pg_listen, workers = app.config.workers, data_dir = %app.config.data_dir.display(), "tidemark is listening");
     let recovering = app.clone();
     tokio::spawn(async move {
         let recovered = tokio::task::spawn_blocking({
@@ -77,6 +99,7 @@ async fn run(config: Config) -> Result<(), Box<dyn std::error::Error>> {
                     return;
                 }
                 executors::spawn(recovering.clone());
+                reports::spawn(recovering.clone());
                 let config = &recovering.config;
                 if let Ok(Some(cluster)) = config.foreign_cluster() {
                     if !config.kafka.foreign_topics.is_empty() {
@@ -108,6 +131,7 @@ async fn run(config: Config) -> Result<(), Box<dyn std::error::Error>> {
     )
     .await?;
     tracing::info!("shutting down");
+    drop(stop_pg);
     app.shutdown();
     Ok(())
 }

@@ -59,10 +59,12 @@ pub struct Tidemark {
     /// Turns to render a page of a list (`api::read_page`).
     pub page_readers: Arc<tokio::sync::Semaphore>,
     /// Runs SQL over the views, on threads of its own.
-    pub sql: sql::SqlEngine,
+    pub sql: Arc<sql::SqlEngine>,
     /// Effect results that could not be appended after every attempt (they are
     /// retried at the next start); shown by `/health/ready`.
     pub effects_unrecorded: std::sync::atomic::AtomicUsize,
+    /// Reports the report executor is running now (the views say `queued`).
+    pub reports_running: Mutex<std::collections::HashSet<String>>,
     engine: Mutex<Option<Engine>>,
     event_sink: Mutex<Option<crate::sinks::EventSinkThread>>,
     /// The thread writing the Parquet history, when it is on.
@@ -161,10 +163,11 @@ impl Tidemark {
             sql = sql.with_history(config.data_dir.join("history"));
         }
         Ok(Arc::new(Tidemark {
-            sql,
+            sql: Arc::new(sql),
             password_hashing,
             page_readers,
             effects_unrecorded: std::sync::atomic::AtomicUsize::new(0),
+            reports_running: Mutex::default(),
             config,
             log,
             views,

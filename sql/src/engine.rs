@@ -20,7 +20,7 @@ use futures::StreamExt;
 use queries::{Snapshot, View};
 use serde::{Deserialize, Serialize};
 
-use crate::tables::LiveTable;
+use crate::tables::{LiveTable, Pinned};
 
 /// Limits and threads of the SQL engine (`[sql]` in the configuration).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -178,6 +178,13 @@ impl SqlEngine {
 
     /// A session whose tables are the views of `snapshot`.
     pub fn session(&self, snapshot: &Arc<Snapshot>) -> SessionContext {
+        let session = self.context();
+        pin(&session, snapshot.clone());
+        session
+    }
+
+    /// A session with the views and the history as tables, and no snapshot pinned yet.
+    pub(crate) fn context(&self) -> SessionContext {
         let config = SessionConfig::new()
             .with_information_schema(true)
             .with_batch_size(self.config.batch_rows)
@@ -190,10 +197,7 @@ impl SqlEngine {
         let session = SessionContext::new_with_state(state);
         for view in View::all() {
             session
-                .register_table(
-                    view.name(),
-                    Arc::new(LiveTable::new(snapshot.clone(), view)),
-                )
+                .register_table(view.name(), Arc::new(LiveTable::new(view)))
                 .expect("view names are distinct");
         }
         session
@@ -205,10 +209,40 @@ impl SqlEngine {
         session
     }
 
+    /// Runs `task` on the engine's threads (a PostgreSQL connection's queries).
+    pub(crate) fn spawn<F>(&self, task: F) -> tokio::task::JoinHandle<F::Output>
+    where
+        F: std::future::Future + Send + 'static,
+        F::Output: Send + 'static,
+    {
+        self.threads
+            .as_ref()
+            .expect("running until dropped")
+            .spawn(task)
+    }
+
     /// Reads the Parquet history in `dir` as the `events` table.
     pub fn with_history(mut self, dir: impl Into<std::path::PathBuf>) -> SqlEngine {
         self.history = Some(dir.into());
         self
+    }
+
+    /// Plans `sql` without running it, on the engine's threads: the error it would
+    /// fail with before reading anything (bad SQL, an unknown table, a write).
+    pub async fn check(&self, snapshot: Arc<Snapshot>, sql: String) -> Result<(), QueryError> {
+        let session = self.session(&snapshot);
+        let timeout = self.config.timeout();
+        let plan = async move {
+            let plan = session.state().create_logical_plan(&sql).await?;
+            refuse_writes(&plan)
+        };
+        match AbortOnDrop(self.spawn(tokio::time::timeout(timeout, plan))).await {
+            Ok(Ok(checked)) => checked,
+            Ok(Err(_elapsed)) => Err(QueryError::Timeout(timeout)),
+            Err(_) => Err(QueryError::Invalid(
+                "the query could not be planned (the planner failed on it)".into(),
+            )),
+        }
     }
 
     /// Runs `sql` over `snapshot` on the engine's threads. At most `max_rows` rows are
@@ -281,6 +315,15 @@ impl Drop for SqlEngine {
             threads.shutdown_background();
         }
     }
+}
+
+/// Makes every live table of `session` read `snapshot` from its next scan on.
+pub(crate) fn pin(session: &SessionContext, snapshot: Arc<Snapshot>) {
+    session
+        .state_ref()
+        .write()
+        .config_mut()
+        .set_extension(Arc::new(Pinned(snapshot)));
 }
 
 /// Only queries (and `EXPLAIN` of one) are run: anything that would create, change or

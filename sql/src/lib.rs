@@ -11,6 +11,8 @@ mod engine;
 mod history;
 pub mod output;
 pub mod params;
+pub mod pg;
+pub mod reports;
 mod tables;
 
 /// The Arrow and Parquet this crate answers in, for readers of its answers.

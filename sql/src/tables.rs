@@ -1,6 +1,10 @@
 //! The live views as DataFusion tables, every one read from the same snapshot: a query
 //! sees one frontier from its first batch to its last, and holding the snapshot blocks
 //! neither publication nor any command.
+//!
+//! The tables do not hold a snapshot: a scan reads the one pinned in its session's
+//! configuration ([`Pinned`]). An HTTP query's session is made with its snapshot pinned;
+//! a PostgreSQL connection keeps one session and pins a new snapshot per statement.
 
 use std::fmt;
 use std::sync::Arc;
@@ -9,29 +13,38 @@ use async_trait::async_trait;
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::catalog::{Session, TableProvider};
 use datafusion::datasource::TableType;
-use datafusion::error::Result;
+use datafusion::error::{DataFusionError, Result};
 use datafusion::execution::TaskContext;
 use datafusion::logical_expr::Expr;
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::streaming::{PartitionStream, StreamingTableExec};
 use datafusion::physical_plan::{ExecutionPlan, SendableRecordBatchStream};
+use datafusion::prelude::SessionConfig;
 use queries::{Snapshot, View, ViewScan};
 
-/// One view of one snapshot, as a table.
+/// The snapshot every live table of a session is read at.
+#[derive(Debug)]
+pub struct Pinned(pub Arc<Snapshot>);
+
+impl Pinned {
+    /// The snapshot pinned in `config`.
+    pub fn of(config: &SessionConfig) -> Result<Arc<Snapshot>> {
+        config
+            .get_extension::<Pinned>()
+            .map(|pinned| pinned.0.clone())
+            .ok_or_else(|| DataFusionError::Internal("no snapshot is pinned".into()))
+    }
+}
+
+/// One view, as a table.
+#[derive(Debug)]
 pub struct LiveTable {
-    snapshot: Arc<Snapshot>,
     view: View,
 }
 
 impl LiveTable {
-    pub fn new(snapshot: Arc<Snapshot>, view: View) -> LiveTable {
-        LiveTable { snapshot, view }
-    }
-}
-
-impl fmt::Debug for LiveTable {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} at {}", self.view.name(), self.snapshot.frontier)
+    pub fn new(view: View) -> LiveTable {
+        LiveTable { view }
     }
 }
 
@@ -41,8 +54,9 @@ impl TableProvider for LiveTable {
         self.view.schema()
     }
 
+    /// A base table, as the views are to SQL clients (psql's `\dt` lists base tables).
     fn table_type(&self) -> TableType {
-        TableType::View
+        TableType::Base
     }
 
     async fn scan(
@@ -59,7 +73,7 @@ impl TableProvider for LiveTable {
             None => (0..self.view.schema().fields().len()).collect(),
         };
         let partition = ViewPartition {
-            snapshot: self.snapshot.clone(),
+            snapshot: Pinned::of(state.config())?,
             view: self.view,
             schema: Arc::new(self.view.schema().project(&columns)?),
             columns,

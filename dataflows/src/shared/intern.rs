@@ -121,7 +121,11 @@ impl Interner {
             | ReleaseReservation { .. }
             | SetOrderStatus { .. }
             | ShipmentDelivered { .. }
-            | RefundResult { .. } => {}
+            | RefundResult { .. }
+            | RequestReport { .. }
+            | ReportResult { .. }
+            | ScheduleReport { .. }
+            | DeleteReportSchedule { .. } => {}
         }
     }
 }

@@ -17,6 +17,7 @@ pub use crate::catalog::views::*;
 pub use crate::fulfillment::views::*;
 pub use crate::orders::views::*;
 pub use crate::payments::views::*;
+pub use crate::reporting::views::*;
 pub use crate::users::views::*;
 pub use effects::*;
 pub use operator::{read_models, WithTimes};
@@ -27,6 +28,7 @@ use crate::fulfillment::views::step_shipment;
 use crate::model::*;
 use crate::orders::views::{step_cart, step_order};
 use crate::payments::views::step_payment;
+use crate::reporting::views::{step_report, step_report_schedule};
 use crate::users::views::step_user;
 use effects::step_effect;
 
@@ -40,6 +42,8 @@ pub enum ViewKey {
     Shipment(Str),
     Effect(Str),
     Reservation(Str),
+    Report(Str),
+    ReportSchedule(Str),
 }
 
 /// Which view a row belongs to. Stock has two: units on hand and units reserved, each a
@@ -57,12 +61,14 @@ pub enum ViewKind {
     Effect,
     Idempotency,
     Reservation,
+    Report,
+    ReportSchedule,
     Metric(Metric),
 }
 
 impl ViewKind {
     /// How many kinds there are, for tables with one slot per kind.
-    pub const COUNT: usize = 11 + Metric::COUNT;
+    pub const COUNT: usize = 13 + Metric::COUNT;
 
     /// A dense index below `COUNT`.
     pub fn index(self) -> usize {
@@ -78,7 +84,9 @@ impl ViewKind {
             ViewKind::Effect => 8,
             ViewKind::Idempotency => 9,
             ViewKind::Reservation => 10,
-            ViewKind::Metric(metric) => 11 + metric.index(),
+            ViewKind::Report => 11,
+            ViewKind::ReportSchedule => 12,
+            ViewKind::Metric(metric) => 13 + metric.index(),
         }
     }
 }
@@ -97,6 +105,8 @@ pub enum Row {
     Effect(Arc<EffectRow>),
     Idempotency(Arc<IdempotencyRow>),
     Reservation(Arc<ReservationRow>),
+    Report(Arc<ReportRow>),
+    ReportSchedule(Arc<ReportScheduleRow>),
     Metric(Arc<MetricRow>),
 }
 
@@ -143,6 +153,8 @@ impl ViewKey {
             ViewKey::Shipment(_) => ViewKind::Shipment,
             ViewKey::Effect(_) => ViewKind::Effect,
             ViewKey::Reservation(_) => ViewKind::Reservation,
+            ViewKey::Report(_) => ViewKind::Report,
+            ViewKey::ReportSchedule(_) => ViewKind::ReportSchedule,
         }
     }
 
@@ -155,7 +167,9 @@ impl ViewKey {
             | ViewKey::Payment(id)
             | ViewKey::Shipment(id)
             | ViewKey::Effect(id)
-            | ViewKey::Reservation(id) => id,
+            | ViewKey::Reservation(id)
+            | ViewKey::Report(id)
+            | ViewKey::ReportSchedule(id) => id,
         }
     }
 }
@@ -179,7 +193,8 @@ macro_rules! row_kind {
 }
 
 row_kind!(Product => ProductRow, User => UserRow, Cart => CartRow, Order => OrderRow, Payment => PaymentRow,
-    Shipment => ShipmentRow, Effect => EffectRow, Idempotency => IdempotencyRow, Reservation => ReservationRow, Metric => MetricRow);
+    Shipment => ShipmentRow, Effect => EffectRow, Idempotency => IdempotencyRow, Reservation => ReservationRow, Report => ReportRow,
+    ReportSchedule => ReportScheduleRow, Metric => MetricRow);
 
 impl Row {
     /// The key a row is stored under: its view and its id there.
@@ -198,6 +213,8 @@ impl Row {
             Row::Effect(row) => (ViewKind::Effect, row.effect_id()),
             Row::Idempotency(row) => (ViewKind::Idempotency, &row.key),
             Row::Reservation(row) => (ViewKind::Reservation, &row.reservation_id),
+            Row::Report(row) => (ViewKind::Report, &row.report_id),
+            Row::ReportSchedule(row) => (ViewKind::ReportSchedule, &row.schedule_id),
             Row::Metric(row) => (ViewKind::Metric(row.metric), &row.id),
         }
     }
@@ -222,6 +239,15 @@ pub fn view_keys(body: &EventBody) -> Vec<ViewKey> {
         | E::ReservationRejected(ReservationRejected { reservation_id, .. })
         | E::ReservationReleased(ReservationReleased { reservation_id }) => {
             keys.push(ViewKey::Reservation(reservation_id.clone()))
+        }
+        E::ReportRequested(ReportRequested { report_id, .. })
+        | E::ReportCompleted(ReportCompleted { report_id, .. })
+        | E::ReportFailed(ReportFailed { report_id, .. }) => {
+            keys.push(ViewKey::Report(report_id.clone()))
+        }
+        E::ReportScheduled(ReportScheduled { schedule_id, .. })
+        | E::ReportScheduleDeleted(ReportScheduleDeleted { schedule_id }) => {
+            keys.push(ViewKey::ReportSchedule(schedule_id.clone()))
         }
         _ => {}
     }
@@ -304,5 +330,7 @@ pub fn step(key: &ViewKey, row: &mut Option<Row>, event: &Event) {
         ViewKey::Shipment(_) => typed!(Shipment, step_shipment),
         ViewKey::Effect(_) => typed!(Effect, step_effect),
         ViewKey::Reservation(_) => typed!(Reservation, step_reservation),
+        ViewKey::Report(_) => typed!(Report, step_report),
+        ViewKey::ReportSchedule(_) => typed!(ReportSchedule, step_report_schedule),
     }
 }

@@ -10,6 +10,7 @@ mod health;
 pub mod json;
 mod orders;
 mod payments;
+mod reports;
 mod sql;
 mod users;
 pub(crate) mod validate;
@@ -64,6 +65,17 @@ pub fn app(state: App) -> Router {
         .route("/shipments/{id}/deliver", post(fulfillment::deliver))
         .route("/sql", post(sql::query))
         .route("/kpis", get(analytics::kpis))
+        .route("/reports", get(reports::list))
+        .route("/reports/templates", get(reports::templates))
+        .route("/reports/generate", post(reports::generate))
+        .route("/reports/schedule", post(reports::schedule))
+        .route("/reports/schedules", get(reports::schedules))
+        .route(
+            "/reports/schedules/{id}",
+            get(reports::get_schedule).delete(reports::delete_schedule),
+        )
+        .route("/reports/{id}", get(reports::get))
+        .route("/reports/{id}/download", get(reports::download))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_ready))
         // Static: served before start-up has caught up too.
         .route("/events/schemas", get(events::schemas))

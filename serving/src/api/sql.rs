@@ -23,7 +23,7 @@ pub struct SqlRequest {
 }
 
 /// The longest SQL text taken, in bytes.
-const MAX_SQL_BYTES: usize = 64 * 1024;
+pub(crate) const MAX_SQL_BYTES: usize = 64 * 1024;
 
 pub async fn query(
     State(app): State<App>,
@@ -78,7 +78,7 @@ pub async fn query(
 }
 
 /// The problem a query's failure is to the client.
-fn problem(error: QueryError) -> ApiError {
+pub(crate) fn problem(error: QueryError) -> ApiError {
     let detail = error.to_string();
     match error {
         QueryError::Invalid(_) => ApiError::bad_request("invalid_sql", detail),

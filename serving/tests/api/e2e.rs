@@ -16,6 +16,8 @@ use serde_json::{json, Value};
 struct Server {
     child: Child,
     client: Client,
+    /// The PostgreSQL wire protocol's address.
+    pg: std::net::SocketAddr,
 }
 
 #[derive(Clone)]
@@ -29,6 +31,8 @@ impl Server {
             .args([
                 "serve",
                 "--listen",
+                "127.0.0.1:0",
+                "--pg-listen",
                 "127.0.0.1:0",
                 "--log-format",
                 "json",
@@ -46,14 +50,21 @@ impl Server {
         let stderr = child.stderr.take().expect("stderr");
         let mut lines = BufReader::new(stderr).lines();
         let mut seen = Vec::new();
-        let addr = loop {
+        let (addr, pg) = loop {
             let Some(Ok(line)) = lines.next() else {
                 panic!("tidemark exited before listening: {seen:#?}")
             };
             seen.push(line.clone());
             let entry: Value = serde_json::from_str(&line).unwrap_or(Value::Null);
             if entry["message"] == "tidemark is listening" {
-                break entry["listen"].as_str().expect("listen").to_string();
+                break (
+                    entry["listen"].as_str().expect("listen").to_string(),
+                    entry["pg_listen"]
+                        .as_str()
+                        .expect("pg_listen")
+                        .parse()
+                        .expect("pg address"),
+                );
             }
         };
         // Keep draining the logs so the server never blocks on a full pipe.
@@ -61,6 +72,7 @@ impl Server {
         let server = Server {
             child,
             client: Client { addr },
+            pg,
         };
         for _ in 0..600 {
             if let Ok((200, _)) = server.client.try_request("GET", "/health/ready", None) {
@@ -433,4 +445,171 @@ fn the_sql_shell_runs_one_shots_and_sessions() {
     );
     assert!(out.contains("| products |"), "{out}");
     assert!(out.contains("Timing is on."), "{out}");
+}
+
+/// The real `psql` against the PostgreSQL port: queries, `\dt` and `\d`, a refused write,
+/// read-your-writes across the two protocols, and a BI tool's catalog query.
+#[test]
+fn psql_reads_the_live_views() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = Server::start(dir.path(), &[]);
+    let (status, product) = server.request("POST", "/api/v1/products", Some(json!({"sku": "PG-1", "name": "Wire", "price_cents": 1250, "currency": "EUR", "initial_stock": 10})));
+    assert_eq!(status, 201);
+    let product = product["id"].as_str().unwrap().to_string();
+    let (_, user) = server.request(
+        "POST",
+        "/api/v1/users",
+        Some(json!({"email": "pg@example.com", "password": "password123", "name": "Pg"})),
+    );
+    let user = user["id"].as_str().unwrap().to_string();
+    let order = || {
+        let (status, order) = server.request(
+            "POST",
+            "/api/v1/orders",
+            Some(json!({"user_id": user, "items": [{"product_id": product, "quantity": 2}]})),
+        );
+        assert_eq!(status, 201, "{order}");
+    };
+    order();
+
+    let psql = |command: &str| {
+        let output = Command::new("psql")
+            .args(["-X", "--no-password", "-v", "ON_ERROR_STOP=1", "-h"])
+            .arg(server.pg.ip().to_string())
+            .arg("-p")
+            .arg(server.pg.port().to_string())
+            .args([
+                "-U", "analyst", "-d", "tidemark", "-A", "-F", ",", "-c", command,
+            ])
+            .env("PGCONNECT_TIMEOUT", "30")
+            .output()
+            .expect("psql runs (scripts/setup.sh installs postgresql-client)");
+        (
+            output.status.success(),
+            String::from_utf8_lossy(&output.stdout).into_owned(),
+            String::from_utf8_lossy(&output.stderr).into_owned(),
+        )
+    };
+
+    let (ok, out, err) = psql("SELECT status, total_cents FROM orders");
+    assert!(ok, "{err}");
+    assert_eq!(out, "status,total_cents\nreserved,2500\n(1 row)\n");
+
+    // Every command acknowledged before a statement arrives is in what it reads.
+    order();
+    let (ok, out, err) = psql("SELECT count(*) AS orders, sum(total_cents) AS cents FROM orders");
+    assert!(ok, "{err}");
+    assert_eq!(out, "orders,cents\n2,5000\n(1 row)\n");
+    let (ok, out, err) = psql("SELECT available, reserved FROM stock");
+    assert!(ok, "{err}");
+    assert_eq!(out, "available,reserved\n6,4\n(1 row)\n");
+
+    let (ok, out, err) = psql("\\dt");
+    assert!(ok, "{err}");
+    for table in [
+        "orders",
+        "order_items",
+        "products",
+        "stock",
+        "events",
+        "top_products",
+    ] {
+        assert!(
+            out.lines()
+                .any(|line| line.split(',').nth(1) == Some(table)),
+            "\\dt lists {table}: {out}"
+        );
+    }
+    let (ok, out, err) = psql("\\d orders");
+    assert!(ok, "{err}");
+    for column in ["id", "user_id", "status", "total_cents"] {
+        assert!(
+            out.lines()
+                .any(|line| line.starts_with(&format!("{column},"))),
+            "\\d orders lists {column}: {out}"
+        );
+    }
+
+    // What a BI tool asks when it connects.
+    let (ok, out, err) = psql(
+        "SELECT table_name FROM information_schema.tables \
+         WHERE table_schema = 'public' AND table_name = 'payments'",
+    );
+    assert!(ok, "{err}");
+    assert_eq!(out, "table_name\npayments\n(1 row)\n");
+
+    for write in [
+        "INSERT INTO orders (id) VALUES ('x')",
+        "DELETE FROM stock",
+        "CREATE TABLE t (a INT)",
+        "COPY orders TO '/tmp/orders.csv'",
+    ] {
+        let (ok, _, err) = psql(write);
+        assert!(!ok, "{write} is refused");
+        assert!(err.contains("read-only"), "{write}: {err}");
+    }
+    let (ok, _, err) = psql("SELEC 1");
+    assert!(!ok);
+    assert!(err.contains("ERROR"), "{err}");
+
+    // Refused statements leave the stock as it was.
+    let (ok, out, err) = psql("SELECT available FROM stock");
+    assert!(ok, "{err}");
+    assert_eq!(out, "available\n6\n(1 row)\n");
+
+    // A driver's prepared statement (the extended protocol): parameters bind, and each
+    // execution reads the views as they are when it runs, not when it was prepared.
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let (client, connection) = tokio_postgres::connect(
+            &format!(
+                "host={} port={} user=bi dbname=tidemark",
+                server.pg.ip(),
+                server.pg.port()
+            ),
+            tokio_postgres::NoTls,
+        )
+        .await
+        .expect("a driver connects");
+        tokio::spawn(connection);
+        let statement = client
+            .prepare("SELECT count(*) AS n FROM orders WHERE total_cents >= $1 AND status = $2")
+            .await
+            .expect("prepares");
+        let count = |rows: Vec<tokio_postgres::Row>| rows[0].get::<_, i64>("n");
+        let rows = client
+            .query(&statement, &[&2500i64, &"reserved"])
+            .await
+            .unwrap();
+        assert_eq!(count(rows), 2);
+        let rows = client
+            .query(&statement, &[&2501i64, &"reserved"])
+            .await
+            .unwrap();
+        assert_eq!(count(rows), 0);
+        order();
+        let rows = client
+            .query(&statement, &[&2500i64, &"reserved"])
+            .await
+            .unwrap();
+        assert_eq!(
+            count(rows),
+            3,
+            "an execution sees the order placed after prepare"
+        );
+        let refused = client.query("DELETE FROM orders", &[]).await.unwrap_err();
+        assert_eq!(
+            refused.code(),
+            Some(&tokio_postgres::error::SqlState::READ_ONLY_SQL_TRANSACTION)
+        );
+        let rows = client.query("SELECT 1 AS one", &[]).await.unwrap();
+        assert_eq!(
+            rows[0].get::<_, i64>("one"),
+            1,
+            "the connection is still usable"
+        );
+    });
 }

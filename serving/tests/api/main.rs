@@ -8,5 +8,6 @@ mod hardening;
 mod kafka;
 mod orders;
 mod replay;
+mod reports;
 mod sql;
 mod support;

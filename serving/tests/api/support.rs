@@ -7,7 +7,7 @@ use http_body_util::BodyExt;
 use serde_json::{json, Value};
 use serving::config::Config;
 use serving::runtime::Quiet;
-use serving::{api, executors, Tidemark};
+use serving::{api, executors, reports, Tidemark};
 use tower::ServiceExt;
 
 pub struct TestApp {
@@ -67,6 +67,7 @@ impl TestApp {
         // As the binary: a follower's leader calls the providers.
         if !app.config.kafka.follow {
             executors::spawn(app.clone());
+            reports::spawn(app.clone());
         }
         let router = api::app(app.clone());
         TestApp { app, router, dir }

@@ -4,6 +4,7 @@
 mod fixture;
 mod limits;
 mod slt;
+mod templates;
 
 /// `docs/api.md` names every table a query can read, with each of its columns.
 #[test]

@@ -1,0 +1,48 @@
+//! The reporting context's part of the event catalogue (`report.*`).
+//! `crate::events::EventBody` names each of these on the event bus.
+
+use crate::events::records;
+use crate::model::{ReportFormat, Str, Time, Ts};
+
+records! {
+    /// A report was asked for; the report executor runs it.
+    pub struct ReportRequested {
+        pub report_id: Str,
+        pub template: Option<Str>,
+        pub sql: Str,
+        /// The parameters as a JSON object.
+        pub params: Str,
+        pub format: ReportFormat,
+        pub schedule_id: Option<Str>,
+        pub slot: Option<Ts>,
+    }
+
+    /// A report ran and its file is ready to download.
+    pub struct ReportCompleted {
+        pub report_id: Str,
+        pub rows: u64,
+        pub bytes: u64,
+        /// The frontier of the views it read.
+        pub frontier: Time,
+    }
+
+    /// A report could not run (bad SQL, a parameter, a limit).
+    pub struct ReportFailed {
+        pub report_id: Str,
+        pub error: Str,
+    }
+
+    /// A template is run on a cron schedule from now on.
+    pub struct ReportScheduled {
+        pub schedule_id: Str,
+        pub template: Str,
+        pub params: Str,
+        pub cron: Str,
+        pub format: ReportFormat,
+    }
+
+    /// A schedule was deleted: it asks for no more runs.
+    pub struct ReportScheduleDeleted {
+        pub schedule_id: Str,
+    }
+}

@@ -1,0 +1,422 @@
+//! The PostgreSQL wire protocol (`--pg-listen`): psql, BI tools and drivers run the same
+//! read-only SQL as `POST /api/v1/sql`, over the same tables, within the same limits.
+//!
+//! The protocol, the `pg_catalog` tables and functions clients ask for, and the encoding
+//! of Arrow values as PostgreSQL's are `datafusion-postgres`'s. What is tidemark's:
+//! - each connection keeps one DataFusion session, and every statement pins the snapshot
+//!   published when it arrived, so a statement sees every command acknowledged before it
+//!   and one frontier from its first row to its last (an extended-protocol statement
+//!   pins at Execute, not at Parse);
+//! - only queries run: a statement that would create, change or write anything is
+//!   refused with SQLSTATE 25006 before it is planned;
+//! - a statement stops after `sql.timeout_ms` (SQLSTATE 57014), its operators draw on the
+//!   engine's memory pool, and connections run on the engine's threads.
+
+use std::fmt::Debug;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use datafusion::common::ParamValues;
+use datafusion::logical_expr::LogicalPlan;
+use datafusion::prelude::SessionContext;
+use datafusion::sql::sqlparser::ast::Statement;
+use datafusion_postgres::datafusion_pg_catalog::pg_catalog::context::EmptyContextProvider;
+use datafusion_postgres::datafusion_pg_catalog::setup_pg_catalog;
+use datafusion_postgres::hooks::cursor::CursorStatementHook;
+use datafusion_postgres::hooks::set_show::SetShowHook;
+use datafusion_postgres::hooks::transactions::TransactionStatementHook;
+use datafusion_postgres::hooks::HookClient;
+use datafusion_postgres::pgwire::api::auth::noop::NoopStartupHandler;
+use datafusion_postgres::pgwire::api::auth::StartupHandler;
+use datafusion_postgres::pgwire::api::cancel::{CancelHandler, DefaultCancelHandler};
+use datafusion_postgres::pgwire::api::portal::Portal;
+use datafusion_postgres::pgwire::api::query::{ExtendedQueryHandler, SimpleQueryHandler};
+use datafusion_postgres::pgwire::api::results::{Response, SendableRowStream};
+use datafusion_postgres::pgwire::api::store::PortalStore;
+use datafusion_postgres::pgwire::api::{
+    ClientInfo, ClientPortalStore, ConnectionManager, PgWireServerHandlers,
+};
+use datafusion_postgres::pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
+use datafusion_postgres::pgwire::messages::PgWireBackendMessage;
+use datafusion_postgres::{DfSessionService, Parser, QueryHook};
+use futures::StreamExt;
+use queries::ViewStore;
+use tokio::net::TcpListener;
+use tokio::time::Instant;
+
+use crate::engine::pin;
+use crate::SqlEngine;
+
+/// Whether the views are whole (start-up has replayed the log); until then statements
+/// are refused with SQLSTATE 57P03, as PostgreSQL refuses clients while it starts.
+pub type Ready = Arc<dyn Fn() -> bool + Send + Sync>;
+
+/// Accepts PostgreSQL connections on `listener` until `shutdown` resolves. Connections
+/// already open keep running until their clients leave or the engine is dropped.
+pub async fn serve(
+    listener: TcpListener,
+    engine: Arc<SqlEngine>,
+    views: Arc<ViewStore>,
+    ready: Ready,
+    shutdown: impl std::future::Future<Output = ()>,
+) {
+    let connections = Arc::new(ConnectionManager::new());
+    tokio::pin!(shutdown);
+    loop {
+        let socket = tokio::select! {
+            () = &mut shutdown => return,
+            accepted = listener.accept() => match accepted {
+                Ok((socket, _)) => socket,
+                Err(error) => {
+                    // Out of descriptors, or a connection reset before accept: the
+                    // listener itself is fine; pause so that a persistent error does
+                    // not spin.
+                    tracing::warn!(%error, "could not accept a PostgreSQL connection");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let _ = socket.set_nodelay(true);
+        let connection = match Connection::open(&engine, &views, &ready, &connections) {
+            Ok(connection) => connection,
+            Err(error) => {
+                tracing::error!(%error, "could not open a PostgreSQL session");
+                continue;
+            }
+        };
+        engine.spawn(async move {
+            if let Err(error) =
+                datafusion_postgres::pgwire::tokio::process_socket(socket, None, connection).await
+            {
+                tracing::debug!(%error, "PostgreSQL connection ended");
+            }
+        });
+    }
+}
+
+/// The handlers of one client connection.
+struct Connection {
+    session: Arc<PgSession>,
+    startup: Arc<Startup>,
+    cancel: Arc<DefaultCancelHandler>,
+}
+
+impl Connection {
+    fn open(
+        engine: &SqlEngine,
+        views: &Arc<ViewStore>,
+        ready: &Ready,
+        connections: &Arc<ConnectionManager>,
+    ) -> Result<Connection, datafusion::error::DataFusionError> {
+        let context = engine.context();
+        setup_pg_catalog(&context, "datafusion", EmptyContextProvider).map_err(|error| *error)?;
+        let context = Arc::new(context);
+        let hooks: Vec<Arc<dyn QueryHook>> = vec![
+            Arc::new(ReadOnly),
+            Arc::new(CursorStatementHook),
+            Arc::new(SetShowHook),
+            Arc::new(TransactionStatementHook),
+        ];
+        Ok(Connection {
+            session: Arc::new(PgSession {
+                inner: DfSessionService::new_with_hooks(context.clone(), hooks),
+                context,
+                views: views.clone(),
+                ready: ready.clone(),
+                timeout: engine.config().timeout(),
+            }),
+            startup: Arc::new(Startup {
+                connections: connections.clone(),
+            }),
+            cancel: Arc::new(DefaultCancelHandler::new(connections.clone())),
+        })
+    }
+}
+
+impl PgWireServerHandlers for Connection {
+    fn simple_query_handler(&self) -> Arc<impl SimpleQueryHandler> {
+        self.session.clone()
+    }
+
+    fn extended_query_handler(&self) -> Arc<impl ExtendedQueryHandler> {
+        self.session.clone()
+    }
+
+    fn startup_handler(&self) -> Arc<impl StartupHandler> {
+        self.startup.clone()
+    }
+
+    fn cancel_handler(&self) -> Arc<impl CancelHandler> {
+        self.cancel.clone()
+    }
+}
+
+/// No authentication on the SQL port yet, as on the HTTP API; the connection is
+/// registered so that a client can cancel its running statement.
+struct Startup {
+    connections: Arc<ConnectionManager>,
+}
+
+impl NoopStartupHandler for Startup {
+    fn connection_manager(&self) -> Option<Arc<ConnectionManager>> {
+        Some(self.connections.clone())
+    }
+}
+
+/// One connection's session: `datafusion-postgres`'s, with a fresh snapshot pinned and a
+/// deadline set for every statement.
+struct PgSession {
+    inner: DfSessionService,
+    context: Arc<SessionContext>,
+    views: Arc<ViewStore>,
+    ready: Ready,
+    timeout: Duration,
+}
+
+impl PgSession {
+    /// Pins the snapshot published now (every command acknowledged so far is in it) and
+    /// returns when the statement must have finished.
+    fn begin(&self) -> PgWireResult<Instant> {
+        if !(self.ready)() {
+            return Err(PgWireError::UserError(Box::new(ErrorInfo::new(
+                "ERROR".into(),
+                "57P03".into(),
+                "the database system is starting up: tidemark is replaying its log".into(),
+            ))));
+        }
+        pin(&self.context, self.views.read());
+        Ok(Instant::now() + self.timeout)
+    }
+
+    fn timed_out(&self) -> PgWireError {
+        PgWireError::UserError(Box::new(ErrorInfo::new(
+            "ERROR".into(),
+            "57014".into(),
+            format!(
+                "canceling statement due to statement timeout: it ran longer than \
+                 sql.timeout_ms ({} ms)",
+                self.timeout.as_millis()
+            ),
+        )))
+    }
+
+    /// `response` with its rows cut off by an error at `deadline`: the rows are computed
+    /// as they are sent, so the deadline must hold while they stream.
+    fn until(&self, deadline: Instant, response: Response) -> Response {
+        let Response::Query(mut query) = response else {
+            return response;
+        };
+        let timed_out = self.timed_out();
+        let rows = std::mem::replace(&mut query.data_rows, Box::pin(futures::stream::empty()));
+        let rows: SendableRowStream = Box::pin(futures::stream::unfold(
+            Some((rows, timed_out)),
+            move |state| async move {
+                let (mut rows, timed_out) = state?;
+                match tokio::time::timeout_at(deadline, rows.next()).await {
+                    Ok(Some(row)) => Some((row, Some((rows, timed_out)))),
+                    Ok(None) => None,
+                    Err(_) => Some((Err(timed_out), None)),
+                }
+            },
+        ));
+        query.data_rows = rows;
+        Response::Query(query)
+    }
+}
+
+#[async_trait]
+impl SimpleQueryHandler for PgSession {
+    async fn do_query<C>(&self, client: &mut C, query: &str) -> PgWireResult<Vec<Response>>
+    where
+        C: ClientInfo
+            + ClientPortalStore
+            + futures::Sink<PgWireBackendMessage>
+            + Unpin
+            + Send
+            + Sync,
+        C::PortalStore: PortalStore,
+        C::Error: Debug,
+        PgWireError: From<<C as futures::Sink<PgWireBackendMessage>>::Error>,
+    {
+        let deadline = self.begin()?;
+        let responses = tokio::time::timeout_at(
+            deadline,
+            SimpleQueryHandler::do_query(&self.inner, client, query),
+        )
+        .await
+        .map_err(|_| self.timed_out())??;
+        Ok(responses
+            .into_iter()
+            .map(|response| self.until(deadline, response))
+            .collect())
+    }
+}
+
+#[async_trait]
+impl ExtendedQueryHandler for PgSession {
+    type Statement = <DfSessionService as ExtendedQueryHandler>::Statement;
+    type QueryParser = Parser;
+
+    fn query_parser(&self) -> Arc<Parser> {
+        self.inner.query_parser()
+    }
+
+    async fn do_query<C>(
+        &self,
+        client: &mut C,
+        portal: &Portal<Self::Statement>,
+        max_rows: usize,
+    ) -> PgWireResult<Response>
+    where
+        C: ClientInfo
+            + ClientPortalStore
+            + futures::Sink<PgWireBackendMessage>
+            + Unpin
+            + Send
+            + Sync,
+        C::PortalStore: PortalStore<Statement = Self::Statement>,
+        C::Error: Debug,
+        PgWireError: From<<C as futures::Sink<PgWireBackendMessage>>::Error>,
+    {
+        // The statement was planned at Parse; its tables read the snapshot pinned when
+        // it runs.
+        let deadline = self.begin()?;
+        let response = tokio::time::timeout_at(
+            deadline,
+            ExtendedQueryHandler::do_query(&self.inner, client, portal, max_rows),
+        )
+        .await
+        .map_err(|_| self.timed_out())??;
+        Ok(self.until(deadline, response))
+    }
+}
+
+/// Refuses, before planning, every statement that is not a query, an `EXPLAIN` of one,
+/// or session bookkeeping (`SET`, `SHOW`, transactions, cursors, prepared statements).
+struct ReadOnly;
+
+impl ReadOnly {
+    /// The error a statement that is not read-only is refused with.
+    fn refusal(statement: &Statement) -> Option<PgWireError> {
+        if reads_only(statement) {
+            return None;
+        }
+        Some(PgWireError::UserError(Box::new(ErrorInfo::new(
+            "ERROR".into(),
+            "25006".into(),
+            "cannot execute this statement: SQL here is read-only (queries, EXPLAIN, SET and \
+             SHOW); the views change only through the API"
+                .into(),
+        ))))
+    }
+}
+
+fn reads_only(statement: &Statement) -> bool {
+    match statement {
+        Statement::Explain { statement, .. } | Statement::Prepare { statement, .. } => {
+            reads_only(statement)
+        }
+        Statement::Query(_)
+        | Statement::ExplainTable { .. }
+        | Statement::Set(_)
+        | Statement::Reset(_)
+        | Statement::ShowVariable { .. }
+        | Statement::ShowVariables { .. }
+        | Statement::ShowTables { .. }
+        | Statement::ShowColumns { .. }
+        | Statement::ShowFunctions { .. }
+        | Statement::ShowSchemas { .. }
+        | Statement::ShowCreate { .. }
+        | Statement::StartTransaction { .. }
+        | Statement::Commit { .. }
+        | Statement::Rollback { .. }
+        | Statement::Declare { .. }
+        | Statement::Fetch { .. }
+        | Statement::Close { .. }
+        | Statement::Discard { .. }
+        | Statement::Deallocate { .. }
+        | Statement::Execute { .. } => true,
+        _ => false,
+    }
+}
+
+#[async_trait]
+impl QueryHook for ReadOnly {
+    async fn handle_simple_query(
+        &self,
+        statement: &Statement,
+        _session: &SessionContext,
+        _client: &mut dyn HookClient,
+    ) -> Option<PgWireResult<Response>> {
+        ReadOnly::refusal(statement).map(Err)
+    }
+
+    async fn handle_extended_parse_query(
+        &self,
+        statement: &Statement,
+        _session: &SessionContext,
+        _client: &(dyn ClientInfo + Send + Sync),
+    ) -> Option<PgWireResult<LogicalPlan>> {
+        ReadOnly::refusal(statement).map(Err)
+    }
+
+    async fn handle_extended_query(
+        &self,
+        _statement: &Statement,
+        _plan: &LogicalPlan,
+        _params: &ParamValues,
+        _session: &SessionContext,
+        _client: &mut dyn HookClient,
+    ) -> Option<PgWireResult<Response>> {
+        None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use datafusion_postgres::datafusion_pg_catalog::sql::PostgresCompatibilityParser;
+
+    use super::reads_only;
+
+    fn statement(sql: &str) -> datafusion::sql::sqlparser::ast::Statement {
+        PostgresCompatibilityParser::new()
+            .parse(sql)
+            .expect("parses")
+            .remove(0)
+    }
+
+    #[test]
+    fn queries_and_session_statements_read_only() {
+        for sql in [
+            "SELECT 1",
+            "EXPLAIN SELECT * FROM orders",
+            "SET application_name = 'psql'",
+            "SHOW search_path",
+            "BEGIN",
+            "COMMIT",
+            "PREPARE top AS SELECT * FROM top_products",
+        ] {
+            assert!(reads_only(&statement(sql)), "{sql} is refused");
+        }
+    }
+
+    #[test]
+    fn writes_are_refused() {
+        for sql in [
+            "INSERT INTO orders VALUES (1)",
+            "UPDATE stock SET available = 0",
+            "DELETE FROM users",
+            "CREATE TABLE t (a INT)",
+            "CREATE VIEW v AS SELECT 1",
+            "DROP TABLE orders",
+            "COPY orders TO '/tmp/orders.csv'",
+            "TRUNCATE orders",
+            "EXPLAIN INSERT INTO orders VALUES (1)",
+            "PREPARE wipe AS DELETE FROM users",
+        ] {
+            assert!(!reads_only(&statement(sql)), "{sql} is run");
+        }
+    }
+}
