@@ -38,6 +38,8 @@ pub struct SqlConfig {
     pub threads: usize,
     /// Rows per batch a scan produces.
     pub batch_rows: usize,
+    /// PostgreSQL clients connected at once; one more is refused (SQLSTATE 53300).
+    pub max_connections: usize,
 }
 
 impl Default for SqlConfig {
@@ -48,6 +50,7 @@ impl Default for SqlConfig {
             max_json_rows: 10_000,
             threads: 1,
             batch_rows: 8192,
+            max_connections: 64,
         }
     }
 }
@@ -68,6 +71,10 @@ impl SqlConfig {
             (
                 (1..=1 << 20).contains(&self.batch_rows),
                 "sql.batch_rows must be between 1 and 1048576",
+            ),
+            (
+                (1..=10_000).contains(&self.max_connections),
+                "sql.max_connections must be between 1 and 10000",
             ),
         ];
         match checks.iter().find(|(ok, _)| !ok) {

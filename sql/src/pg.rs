@@ -62,6 +62,7 @@ pub async fn serve(
     shutdown: impl std::future::Future<Output = ()>,
 ) {
     let connections = Arc::new(ConnectionManager::new());
+    let slots = Arc::new(tokio::sync::Semaphore::new(engine.config().max_connections));
     tokio::pin!(shutdown);
     loop {
         let socket = tokio::select! {
@@ -79,7 +80,9 @@ pub async fn serve(
             },
         };
         let _ = socket.set_nodelay(true);
-        let connection = match Connection::open(&engine, &views, &ready, &connections) {
+        // Past the bound the client is still answered, with PostgreSQL's error.
+        let slot = slots.clone().try_acquire_owned().ok();
+        let connection = match Connection::open(&engine, &views, &ready, &connections, slot) {
             Ok(connection) => connection,
             Err(error) => {
                 tracing::error!(%error, "could not open a PostgreSQL session");
@@ -99,8 +102,10 @@ pub async fn serve(
 /// The handlers of one client connection.
 struct Connection {
     session: Arc<PgSession>,
-    startup: Arc<Startup>,
+    startup: Arc<Gate>,
     cancel: Arc<DefaultCancelHandler>,
+    /// Its place among `sql.max_connections`; `None` when there was none left.
+    _slot: Option<tokio::sync::OwnedSemaphorePermit>,
 }
 
 impl Connection {
@@ -109,6 +114,7 @@ impl Connection {
         views: &Arc<ViewStore>,
         ready: &Ready,
         connections: &Arc<ConnectionManager>,
+        slot: Option<tokio::sync::OwnedSemaphorePermit>,
     ) -> Result<Connection, datafusion::error::DataFusionError> {
         let context = engine.context();
         setup_pg_catalog(&context, "datafusion", EmptyContextProvider).map_err(|error| *error)?;
@@ -127,10 +133,15 @@ impl Connection {
                 ready: ready.clone(),
                 timeout: engine.config().timeout(),
             }),
-            startup: Arc::new(Startup {
-                connections: connections.clone(),
+            startup: Arc::new(Gate {
+                admitted: slot.is_some(),
+                max_connections: engine.config().max_connections,
+                startup: Startup {
+                    connections: connections.clone(),
+                },
             }),
             cancel: Arc::new(DefaultCancelHandler::new(connections.clone())),
+            _slot: slot,
         })
     }
 }
@@ -162,6 +173,39 @@ struct Startup {
 impl NoopStartupHandler for Startup {
     fn connection_manager(&self) -> Option<Arc<ConnectionManager>> {
         Some(self.connections.clone())
+    }
+}
+
+/// Lets a connection start if it has a slot; otherwise refuses it as PostgreSQL does.
+struct Gate {
+    admitted: bool,
+    max_connections: usize,
+    startup: Startup,
+}
+
+#[async_trait]
+impl StartupHandler for Gate {
+    async fn on_startup<C>(
+        &self,
+        client: &mut C,
+        message: datafusion_postgres::pgwire::messages::PgWireFrontendMessage,
+    ) -> PgWireResult<()>
+    where
+        C: ClientInfo + futures::Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::Error: Debug,
+        PgWireError: From<<C as futures::Sink<PgWireBackendMessage>>::Error>,
+    {
+        if !self.admitted {
+            return Err(PgWireError::UserError(Box::new(ErrorInfo::new(
+                "FATAL".into(),
+                "53300".into(),
+                format!(
+                    "sorry, too many clients already: {} are connected (sql.max_connections)",
+                    self.max_connections
+                ),
+            ))));
+        }
+        self.startup.on_startup(client, message).await
     }
 }
 

@@ -27,6 +27,10 @@ struct Client {
 
 impl Server {
     fn start(data_dir: &std::path::Path, extra: &[String]) -> Server {
+        Server::start_with(data_dir, extra, &[])
+    }
+
+    fn start_with(data_dir: &std::path::Path, extra: &[String], env: &[(&str, &str)]) -> Server {
         let mut child = Command::new(env!("CARGO_BIN_EXE_tidemark"))
             .args([
                 "serve",
@@ -43,6 +47,7 @@ impl Server {
             .arg(data_dir)
             .args(extra)
             .env("TIDEMARK_LOG", "info")
+            .envs(env.iter().copied())
             .stderr(Stdio::piped())
             .stdout(Stdio::null())
             .spawn()
@@ -612,4 +617,58 @@ fn psql_reads_the_live_views() {
             "the connection is still usable"
         );
     });
+}
+
+/// Past `sql.max_connections` a PostgreSQL client is refused as PostgreSQL refuses it,
+/// and a slot that frees up takes the next client.
+#[test]
+fn postgres_clients_beyond_the_bound_are_refused() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = Server::start_with(dir.path(), &[], &[("TIDEMARK_SQL__MAX_CONNECTIONS", "1")]);
+    let psql = || {
+        Command::new("psql")
+            .args(["-X", "--no-password", "-h"])
+            .arg(server.pg.ip().to_string())
+            .arg("-p")
+            .arg(server.pg.port().to_string())
+            .args([
+                "-U", "analyst", "-d", "tidemark", "-A", "-t", "-c", "SELECT 1",
+            ])
+            .output()
+            .expect("psql runs")
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let config = format!(
+        "host={} port={} user=bi dbname=tidemark",
+        server.pg.ip(),
+        server.pg.port()
+    );
+    let (held, connection) = runtime
+        .block_on(tokio_postgres::connect(&config, tokio_postgres::NoTls))
+        .expect("the first client connects");
+    let connection = runtime.spawn(connection);
+    let refused = psql();
+    assert!(!refused.status.success());
+    let message = String::from_utf8_lossy(&refused.stderr);
+    assert!(message.contains("too many clients"), "{message}");
+    drop(held);
+    runtime.block_on(connection).unwrap().unwrap();
+    // The server frees the slot once it sees the connection close.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let admitted = loop {
+        let attempt = psql();
+        if attempt.status.success() || std::time::Instant::now() > deadline {
+            break attempt;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(
+        admitted.status.success(),
+        "{}",
+        String::from_utf8_lossy(&admitted.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&admitted.stdout), "1\n");
 }
