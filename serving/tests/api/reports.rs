@@ -359,3 +359,46 @@ async fn a_slot_is_asked_for_once_and_a_report_gets_one_result() {
         "completed"
     );
 }
+
+/// A report asked for before a crash, and never run, runs after the restart: the
+/// request is a command in the log, and the views show it queued again.
+#[tokio::test]
+async fn a_report_asked_for_before_a_restart_runs_after_it() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = serving::config::Config {
+        data_dir: dir.path().to_path_buf(),
+        ..Default::default()
+    };
+    // A server without its executors: the request is taken, and nothing runs it.
+    let first = serving::Tidemark::open(config.clone()).expect("open");
+    let recovering = first.clone();
+    tokio::task::spawn_blocking(move || recovering.recover(&mut serving::runtime::Quiet))
+        .await
+        .unwrap()
+        .unwrap();
+    let request = ReportRequest {
+        template: Some("low_stock".into()),
+        sql: sql::reports::template("low_stock").unwrap().sql.into(),
+        params: "{}".into(),
+        format: ReportFormat::Json,
+        schedule_id: None,
+        slot: None,
+    };
+    let asked = first
+        .submit(Envelope::new(Command::RequestReport {
+            report_id: "rpt_before_crash".into(),
+            request,
+        }))
+        .await
+        .unwrap();
+    assert!(asked.rejection.is_none());
+    assert!(first.views.read().queued_reports().next().is_some());
+    first.shutdown();
+    drop(first);
+
+    let app = TestApp::open_config(dir, config).await;
+    let report = finished(&app, "/api/v1/reports/rpt_before_crash").await;
+    assert_eq!(report["status"], "completed", "{report}");
+    let download = app.get("/api/v1/reports/rpt_before_crash/download").await;
+    assert_eq!(download.body["row_count"], 0);
+}
