@@ -22,6 +22,10 @@
 //! whose range another file's range covers. Readers list the history with
 //! `committed_files`, which leaves out covered files; the writer deletes replaced files
 //! only `RETIRE_AFTER` later, so that a query that listed them can still read them.
+//!
+//! The same layout can live in an object store (`HistoryLocation::ObjectStore`, an
+//! `s3://bucket/prefix`), where a put is atomic and so needs no temporary name: the
+//! history outgrows one disk, and any reader of the bucket can read it.
 
 use std::collections::BTreeMap;
 use std::fs::File;
@@ -34,6 +38,9 @@ use arrow_array::builder::{
 use arrow_array::{ArrayRef, RecordBatch};
 use arrow_schema::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use dataflows::model::{Event, Time};
+use object_store::aws::{AmazonS3Builder, AmazonS3ConfigKey};
+use object_store::path::Path as ObjectPath;
+use object_store::{ObjectStore, ObjectStoreExt};
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use parquet::arrow::ArrowWriter;
 use parquet::basic::{Compression, ZstdLevel};
@@ -88,16 +95,288 @@ pub fn schema() -> SchemaRef {
     ]))
 }
 
-/// A history file's name and the dataflow times it holds, `[from, to)`.
+/// A history file's name (relative to the history's root) and the dataflow times it
+/// holds, `[from, to)`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 struct Part {
-    path: PathBuf,
+    name: String,
     from: Time,
     to: Time,
 }
 
+/// Where the history is kept: a directory, or an object store under a prefix. Names
+/// inside it are relative (`_committed`, `date=2026-11-30/events-....parquet`).
+#[derive(Clone)]
+pub enum HistoryLocation {
+    Directory(PathBuf),
+    ObjectStore {
+        /// `s3://bucket/prefix`, without a trailing `/`.
+        url: String,
+        store: Arc<dyn ObjectStore>,
+        prefix: ObjectPath,
+    },
+}
+
+impl std::fmt::Debug for HistoryLocation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            HistoryLocation::Directory(dir) => write!(f, "{}", dir.display()),
+            HistoryLocation::ObjectStore { url, .. } => write!(f, "{url}"),
+        }
+    }
+}
+
+impl From<PathBuf> for HistoryLocation {
+    fn from(dir: PathBuf) -> Self {
+        HistoryLocation::Directory(dir)
+    }
+}
+
+impl From<&Path> for HistoryLocation {
+    fn from(dir: &Path) -> Self {
+        HistoryLocation::Directory(dir.to_path_buf())
+    }
+}
+
+impl HistoryLocation {
+    /// `s3://bucket/prefix`, with object_store's S3 settings (`aws_endpoint`,
+    /// `aws_region`, `aws_access_key_id`, `aws_allow_http`, ...) over the `AWS_*`
+    /// environment.
+    pub fn object_store(url: &str, options: &BTreeMap<String, String>) -> Result<Self> {
+        let bad = |why: String| Error::Config(format!("history.url {url:?}: {why}"));
+        let rest = url
+            .strip_prefix("s3://")
+            .ok_or_else(|| bad("only s3://bucket/prefix object stores are supported".into()))?;
+        let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+        if bucket.is_empty() {
+            return Err(bad("name a bucket: s3://bucket/prefix".into()));
+        }
+        let mut builder = AmazonS3Builder::from_env().with_url(format!("s3://{bucket}"));
+        for (key, value) in options {
+            let key = key
+                .parse::<AmazonS3ConfigKey>()
+                .map_err(|_| bad(format!("history.options has an unknown S3 setting {key:?}")))?;
+            builder = builder.with_config(key, value);
+        }
+        let store = builder.build().map_err(|e| bad(e.to_string()))?;
+        let prefix = ObjectPath::from(prefix.trim_matches('/'));
+        Ok(HistoryLocation::ObjectStore {
+            url: format!("s3://{bucket}/{prefix}")
+                .trim_end_matches('/')
+                .to_string(),
+            store: Arc::new(store),
+            prefix,
+        })
+    }
+
+    /// The object store to register with a reader, under its root URL (`s3://bucket`).
+    pub fn store(&self) -> Option<(String, Arc<dyn ObjectStore>)> {
+        match self {
+            HistoryLocation::Directory(_) => None,
+            HistoryLocation::ObjectStore { url, store, .. } => {
+                let root = url.splitn(4, '/').take(3).collect::<Vec<_>>().join("/");
+                Some((root, store.clone()))
+            }
+        }
+    }
+
+    /// The path or URL a reader opens the file `name` by.
+    pub fn file_url(&self, name: &str) -> String {
+        match self {
+            HistoryLocation::Directory(dir) => dir.join(name).to_string_lossy().into_owned(),
+            HistoryLocation::ObjectStore { url, .. } => format!("{url}/{name}"),
+        }
+    }
+
+    fn object(prefix: &ObjectPath, name: &str) -> ObjectPath {
+        name.split('/')
+            .fold(prefix.clone(), |path, part| path.join(part))
+    }
+
+    fn store_error(&self, name: &str, error: object_store::Error) -> Error {
+        Error::History(format!("{self:?}/{name}: {error}"))
+    }
+
+    /// The text of `name`, or `None` when there is none.
+    async fn read_text(&self, name: &str) -> Result<Option<String>> {
+        match self {
+            HistoryLocation::Directory(dir) => match std::fs::read_to_string(dir.join(name)) {
+                Ok(text) => Ok(Some(text)),
+                Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(None),
+                Err(error) => Err(Error::io(dir.join(name), error)),
+            },
+            HistoryLocation::ObjectStore { store, prefix, .. } => {
+                match store.get(&Self::object(prefix, name)).await {
+                    Ok(got) => {
+                        let bytes = got.bytes().await.map_err(|e| self.store_error(name, e))?;
+                        Ok(Some(String::from_utf8_lossy(&bytes).into_owned()))
+                    }
+                    Err(object_store::Error::NotFound { .. }) => Ok(None),
+                    Err(error) => Err(self.store_error(name, error)),
+                }
+            }
+        }
+    }
+
+    /// Writes `name` whole or not at all. A directory gets a temporary file, synced and
+    /// renamed, and the directories synced; an object store's put is atomic.
+    async fn write(&self, name: &str, body: Vec<u8>) -> Result<()> {
+        match self {
+            HistoryLocation::Directory(dir) => {
+                let path = dir.join(name);
+                let parent = path.parent().expect("a file is in a directory");
+                std::fs::create_dir_all(parent).map_err(|e| Error::io(parent, e))?;
+                let aside = PathBuf::from(format!("{}.tmp", path.display()));
+                let mut file = File::create(&aside).map_err(|e| Error::io(&aside, e))?;
+                std::io::Write::write_all(&mut file, &body).map_err(|e| Error::io(&aside, e))?;
+                file.sync_all().map_err(|e| Error::io(&aside, e))?;
+                std::fs::rename(&aside, &path).map_err(|e| Error::io(&path, e))?;
+                sync_dir(parent)?;
+                if parent != dir.as_path() {
+                    sync_dir(dir)?;
+                }
+                Ok(())
+            }
+            HistoryLocation::ObjectStore { store, prefix, .. } => store
+                .put(&Self::object(prefix, name), body.into())
+                .await
+                .map(|_| ())
+                .map_err(|e| self.store_error(name, e)),
+        }
+    }
+
+    async fn read(&self, name: &str) -> Result<bytes::Bytes> {
+        match self {
+            HistoryLocation::Directory(dir) => std::fs::read(dir.join(name))
+                .map(bytes::Bytes::from)
+                .map_err(|e| Error::io(dir.join(name), e)),
+            HistoryLocation::ObjectStore { store, prefix, .. } => {
+                let got = store
+                    .get(&Self::object(prefix, name))
+                    .await
+                    .map_err(|e| self.store_error(name, e))?;
+                got.bytes().await.map_err(|e| self.store_error(name, e))
+            }
+        }
+    }
+
+    async fn remove(&self, name: &str) -> Result<()> {
+        match self {
+            HistoryLocation::Directory(dir) => match std::fs::remove_file(dir.join(name)) {
+                Err(error) if error.kind() != std::io::ErrorKind::NotFound => {
+                    Err(Error::io(dir.join(name), error))
+                }
+                _ => Ok(()),
+            },
+            HistoryLocation::ObjectStore { store, prefix, .. } => {
+                match store.delete(&Self::object(prefix, name)).await {
+                    Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+                    Err(error) => Err(self.store_error(name, error)),
+                }
+            }
+        }
+    }
+
+    /// The days (`date=YYYY-MM-DD`), in date order.
+    async fn days(&self) -> Result<Vec<String>> {
+        let mut days: Vec<String> = match self {
+            HistoryLocation::Directory(dir) => {
+                let entries = match std::fs::read_dir(dir) {
+                    Ok(entries) => entries,
+                    Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
+                        return Ok(Vec::new())
+                    }
+                    Err(error) => return Err(Error::io(dir, error)),
+                };
+                let mut days = Vec::new();
+                for entry in entries {
+                    let path = entry.map_err(|e| Error::io(dir, e))?.path();
+                    if path.is_dir() {
+                        days.extend(path.file_name().and_then(|n| n.to_str()).map(String::from));
+                    }
+                }
+                days
+            }
+            HistoryLocation::ObjectStore { store, prefix, .. } => store
+                .list_with_delimiter(Some(prefix))
+                .await
+                .map_err(|e| self.store_error("", e))?
+                .common_prefixes
+                .iter()
+                .filter_map(|day| day.filename().map(String::from))
+                .collect(),
+        };
+        days.retain(|day| day.starts_with("date="));
+        days.sort();
+        Ok(days)
+    }
+
+    /// The names of the files of `day`.
+    async fn files(&self, day: &str) -> Result<Vec<String>> {
+        let names: Vec<String> = match self {
+            HistoryLocation::Directory(dir) => {
+                let path = dir.join(day);
+                std::fs::read_dir(&path)
+                    .map_err(|e| Error::io(&path, e))?
+                    .filter_map(|entry| entry.ok())
+                    .filter_map(|entry| entry.file_name().to_str().map(String::from))
+                    .collect()
+            }
+            HistoryLocation::ObjectStore { store, prefix, .. } => store
+                .list_with_delimiter(Some(&Self::object(prefix, day)))
+                .await
+                .map_err(|e| self.store_error(day, e))?
+                .objects
+                .iter()
+                .filter_map(|object| object.location.filename().map(String::from))
+                .collect(),
+        };
+        Ok(names
+            .into_iter()
+            .map(|name| format!("{day}/{name}"))
+            .collect())
+    }
+
+    /// The frontier the history is committed to; `None` when there is no history.
+    async fn committed(&self) -> Result<Option<Time>> {
+        match self.read_text(COMMITTED).await? {
+            None => Ok(None),
+            Some(text) => text.trim().parse().map(Some).map_err(|_| {
+                Error::History(format!(
+                    "{self:?}/{COMMITTED} holds {text:?}, not a frontier"
+                ))
+            }),
+        }
+    }
+
+    /// The committed files of a day that no other file covers.
+    async fn live_parts(&self, day: &str, committed: Time) -> Result<Vec<Part>> {
+        let parts: Vec<Part> = self
+            .files(day)
+            .await?
+            .iter()
+            .filter_map(|name| parse_part(name))
+            .filter(|part| part.to <= committed)
+            .collect();
+        Ok(parts
+            .iter()
+            .filter(|part| !covered(part, &parts))
+            .cloned()
+            .collect())
+    }
+}
+
+/// Whether another of `parts` holds every time `part` does.
+fn covered(part: &Part, parts: &[Part]) -> bool {
+    parts
+        .iter()
+        .any(|other| other != part && other.from <= part.from && part.to <= other.to)
+}
+
 pub struct HistoryWriter {
-    dir: PathBuf,
+    location: HistoryLocation,
+    /// Runs the object store's calls (the writer's own thread blocks on them).
+    runtime: tokio::runtime::Runtime,
     options: HistoryOptions,
     /// Every event at a time before this is in a committed file.
     committed: Time,
@@ -106,54 +385,71 @@ pub struct HistoryWriter {
     pending: Vec<(Time, Event)>,
     pending_frontier: Time,
     /// Files a merge replaced, deleted once no query can still be reading them.
-    retired: Vec<(PathBuf, std::time::Instant)>,
+    retired: Vec<(String, std::time::Instant)>,
 }
 
 impl HistoryWriter {
-    /// Opens (or creates) the history in `dir`, deleting what an interrupted flush or
-    /// merge left behind.
-    pub fn open(dir: impl Into<PathBuf>, options: HistoryOptions) -> Result<HistoryWriter> {
-        let dir = dir.into();
-        std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
-        let committed = match std::fs::read_to_string(dir.join(COMMITTED)) {
-            Ok(text) => text.trim().parse().map_err(|_| {
-                Error::History(format!(
-                    "{} holds {text:?}, not a frontier",
-                    dir.join(COMMITTED).display()
-                ))
-            })?,
-            Err(error) if error.kind() == std::io::ErrorKind::NotFound => 0,
-            Err(error) => return Err(Error::io(dir.join(COMMITTED), error)),
-        };
-        let writer = HistoryWriter {
-            dir,
+    /// Opens (or creates) the history at `location`, deleting what an interrupted flush
+    /// or merge left behind.
+    pub fn open(
+        location: impl Into<HistoryLocation>,
+        options: HistoryOptions,
+    ) -> Result<HistoryWriter> {
+        let location = location.into();
+        if let HistoryLocation::Directory(dir) = &location {
+            std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+        }
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| Error::io("the history's runtime", e))?;
+        let mut writer = HistoryWriter {
+            location,
+            runtime,
             options,
-            committed,
+            committed: 0,
             pending: Vec::new(),
-            pending_frontier: committed,
+            pending_frontier: 0,
             retired: Vec::new(),
         };
-        for day in day_dirs(&writer.dir)? {
-            let mut parts = Vec::new();
-            for entry in std::fs::read_dir(&day).map_err(|e| Error::io(&day, e))? {
-                let path = entry.map_err(|e| Error::io(&day, e))?.path();
-                match parse_part(&path) {
-                    Some(part) if part.to <= committed => parts.push(part),
-                    // Past the committed frontier, or a temporary file: a crash's leftovers.
-                    _ => remove(&path)?,
+        let location = writer.location.clone();
+        writer.committed = writer.block_on(async move {
+            let committed = location.committed().await?.unwrap_or(0);
+            for day in location.days().await? {
+                let mut parts = Vec::new();
+                for name in location.files(&day).await? {
+                    match parse_part(&name) {
+                        Some(part) if part.to <= committed => parts.push(part),
+                        // Past the committed frontier, or a temporary file: a crash's leftovers.
+                        _ => location.remove(&name).await?,
+                    }
+                }
+                // A merge that stopped before deleting its inputs.
+                for part in &parts {
+                    if covered(part, &parts) {
+                        location.remove(&part.name).await?;
+                    }
                 }
             }
-            // A merge that stopped before deleting its inputs.
-            for part in &parts {
-                let covered = parts
-                    .iter()
-                    .any(|other| other != part && other.from <= part.from && part.to <= other.to);
-                if covered {
-                    remove(&part.path)?;
-                }
-            }
-        }
+            Ok::<_, Error>(committed)
+        })?;
+        writer.pending_frontier = writer.committed;
         Ok(writer)
+    }
+
+    /// Runs `work` on the writer's runtime; from inside another runtime (a server
+    /// opening its history), on a thread of its own.
+    fn block_on<T: Send>(&self, work: impl std::future::Future<Output = T> + Send) -> T {
+        if tokio::runtime::Handle::try_current().is_ok() {
+            std::thread::scope(|scope| {
+                scope
+                    .spawn(|| self.runtime.block_on(work))
+                    .join()
+                    .expect("the history's I/O does not panic")
+            })
+        } else {
+            self.runtime.block_on(work)
+        }
     }
 
     /// The frontier below which every event is in the history.
@@ -190,126 +486,101 @@ impl HistoryWriter {
         for entry in &self.pending {
             by_day.entry(date_of(entry.1.ts)).or_default().push(entry);
         }
-        let mut written = Vec::new();
+        let mut files = Vec::new();
         for (date, events) in &by_day {
-            let day = self.dir.join(format!("date={date}"));
-            std::fs::create_dir_all(&day).map_err(|e| Error::io(&day, e))?;
-            let path = day.join(part_name(from, to));
-            write_file(&path, &[batch(events.iter().copied())?])?;
-            written.push(path);
+            let name = format!("date={date}/{}", part_name(from, to));
+            files.push((name, encode(&[batch(events.iter().copied())?])?));
         }
-        sync_dir(&self.dir)?;
-        // The commit point: until `_committed` moves, the files above are leftovers.
-        let committed = self.dir.join(COMMITTED);
-        let aside = self.dir.join(format!("{COMMITTED}.tmp"));
-        std::fs::write(&aside, to.to_string()).map_err(|e| Error::io(&aside, e))?;
-        File::open(&aside)
-            .and_then(|file| file.sync_all())
-            .map_err(|e| Error::io(&aside, e))?;
-        std::fs::rename(&aside, &committed).map_err(|e| Error::io(&committed, e))?;
-        sync_dir(&self.dir)?;
+        let location = self.location.clone();
+        let written: Vec<String> = files.iter().map(|(name, _)| name.clone()).collect();
+        self.block_on(async move {
+            for (name, body) in files {
+                location.write(&name, body).await?;
+            }
+            // The commit point: until `_committed` moves, the files above are leftovers.
+            location.write(COMMITTED, to.to_string().into_bytes()).await
+        })?;
         self.committed = to;
         self.pending.clear();
-        for path in written {
-            if let Some(day) = path.parent() {
-                self.compact_day(day)?;
-            }
+        let days: std::collections::BTreeSet<&str> = written
+            .iter()
+            .filter_map(|name| name.split_once('/').map(|(day, _)| day))
+            .collect();
+        for day in days {
+            self.compact_day(day)?;
         }
         let now = std::time::Instant::now();
         let (due, kept): (Vec<_>, Vec<_>) = std::mem::take(&mut self.retired)
             .into_iter()
             .partition(|(_, at)| now.duration_since(*at) >= RETIRE_AFTER);
         self.retired = kept;
-        for (path, _) in due {
-            remove(&path)?;
-        }
-        Ok(())
+        let location = self.location.clone();
+        self.block_on(async move {
+            for (name, _) in due {
+                location.remove(&name).await?;
+            }
+            Ok(())
+        })
     }
 
     /// Merges a day's files into one once it has `compact_files` of them.
-    fn compact_day(&mut self, day: &Path) -> Result<()> {
-        let mut parts = live_parts(day, self.committed)?;
-        if parts.len() < self.options.compact_files.max(2) {
+    fn compact_day(&mut self, day: &str) -> Result<()> {
+        let location = self.location.clone();
+        let (committed, compact_files) = (self.committed, self.options.compact_files.max(2));
+        let merged =
+            self.block_on(async move {
+                let mut parts = location.live_parts(day, committed).await?;
+                if parts.len() < compact_files {
+                    return Ok(None);
+                }
+                parts.sort_by_key(|part| part.from);
+                let mut batches = Vec::new();
+                for part in &parts {
+                    let bytes = location.read(&part.name).await?;
+                    let reader = ParquetRecordBatchReaderBuilder::try_new(bytes)
+                        .and_then(|builder| builder.with_batch_size(ROW_GROUP_ROWS).build())
+                        .map_err(|e| Error::History(format!("{location:?}/{}: {e}", part.name)))?;
+                    for batch in reader {
+                        batches.push(batch.map_err(|e| {
+                            Error::History(format!("{location:?}/{}: {e}", part.name))
+                        })?);
+                    }
+                }
+                let from = parts.iter().map(|part| part.from).min().unwrap_or(0);
+                let to = parts.iter().map(|part| part.to).max().unwrap_or(0);
+                location
+                    .write(&format!("{day}/{}", part_name(from, to)), encode(&batches)?)
+                    .await?;
+                Ok::<_, Error>(Some((parts, from, to)))
+            })?;
+        let Some((parts, from, to)) = merged else {
             return Ok(());
-        }
-        parts.sort_by_key(|part| part.from);
-        let mut batches = Vec::new();
-        for part in &parts {
-            let file = File::open(&part.path).map_err(|e| Error::io(&part.path, e))?;
-            let reader = ParquetRecordBatchReaderBuilder::try_new(file)
-                .and_then(|builder| builder.with_batch_size(ROW_GROUP_ROWS).build())
-                .map_err(|e| Error::History(format!("{}: {e}", part.path.display())))?;
-            for batch in reader {
-                batches.push(
-                    batch.map_err(|e| Error::History(format!("{}: {e}", part.path.display())))?,
-                );
-            }
-        }
-        let from = parts.iter().map(|part| part.from).min().unwrap_or(0);
-        let to = parts.iter().map(|part| part.to).max().unwrap_or(0);
-        write_file(&day.join(part_name(from, to)), &batches)?;
-        sync_dir(day)?;
+        };
         let now = std::time::Instant::now();
         for part in parts
             .iter()
             .filter(|part| (part.from, part.to) != (from, to))
         {
-            self.retired.push((part.path.clone(), now));
+            self.retired.push((part.name.clone(), now));
         }
         Ok(())
     }
 }
 
-/// The committed files of a day that no other file covers.
-fn live_parts(day: &Path, committed: Time) -> Result<Vec<Part>> {
-    let parts: Vec<Part> = std::fs::read_dir(day)
-        .map_err(|e| Error::io(day, e))?
-        .filter_map(|entry| entry.ok().and_then(|entry| parse_part(&entry.path())))
-        .filter(|part| part.to <= committed)
-        .collect();
-    Ok(parts
-        .iter()
-        .filter(|part| {
-            !parts
-                .iter()
-                .any(|other| other != *part && other.from <= part.from && part.to <= other.to)
-        })
-        .cloned()
-        .collect())
-}
-
-/// Every file of the committed history, each event in exactly one of them: what a
-/// reader of the history (the `events` table) reads. Empty when there is no history.
-pub fn committed_files(dir: &Path) -> Result<Vec<PathBuf>> {
-    let committed: Time = match std::fs::read_to_string(dir.join(COMMITTED)) {
-        Ok(text) => text.trim().parse().unwrap_or(0),
-        Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(error) => return Err(Error::io(dir.join(COMMITTED), error)),
+/// Every file of the committed history, each event in exactly one of them, as the
+/// paths or URLs a reader opens (`HistoryLocation::file_url`): what the `events` table
+/// reads. Empty when there is no history.
+pub async fn committed_files(location: &HistoryLocation) -> Result<Vec<String>> {
+    let Some(committed) = location.committed().await? else {
+        return Ok(Vec::new());
     };
     let mut files = Vec::new();
-    for day in day_dirs(dir)? {
-        let mut parts = live_parts(&day, committed)?;
+    for day in location.days().await? {
+        let mut parts = location.live_parts(&day, committed).await?;
         parts.sort_by_key(|part| part.from);
-        files.extend(parts.into_iter().map(|part| part.path));
+        files.extend(parts.into_iter().map(|part| location.file_url(&part.name)));
     }
     Ok(files)
-}
-
-/// Each day's directory (`date=YYYY-MM-DD`), in date order.
-fn day_dirs(dir: &Path) -> Result<Vec<PathBuf>> {
-    let mut days = Vec::new();
-    for entry in std::fs::read_dir(dir).map_err(|e| Error::io(dir, e))? {
-        let path = entry.map_err(|e| Error::io(dir, e))?.path();
-        let is_day = path
-            .file_name()
-            .and_then(|name| name.to_str())
-            .is_some_and(|name| name.starts_with("date="));
-        if is_day && path.is_dir() {
-            days.push(path);
-        }
-    }
-    days.sort();
-    Ok(days)
 }
 
 /// `events-<from>-<to>.parquet`, fixed width so that names sort as ranges do.
@@ -317,12 +588,12 @@ fn part_name(from: Time, to: Time) -> String {
     format!("events-{from:020}-{to:020}.parquet")
 }
 
-fn parse_part(path: &Path) -> Option<Part> {
-    let name = path.file_name()?.to_str()?;
-    let range = name.strip_prefix("events-")?.strip_suffix(".parquet")?;
+fn parse_part(name: &str) -> Option<Part> {
+    let file = name.rsplit('/').next()?;
+    let range = file.strip_prefix("events-")?.strip_suffix(".parquet")?;
     let (from, to) = range.split_once('-')?;
     Some(Part {
-        path: path.to_path_buf(),
+        name: name.to_string(),
         from: from.parse().ok()?,
         to: to.parse().ok()?,
     })
@@ -377,10 +648,8 @@ fn batch<'a>(events: impl Iterator<Item = &'a (Time, Event)>) -> Result<RecordBa
         .map_err(|e| Error::History(format!("history batch: {e}")))
 }
 
-/// Writes `batches` to `path` through a temporary file, synced before the rename.
-fn write_file(path: &Path, batches: &[RecordBatch]) -> Result<()> {
-    let aside = path.with_extension("parquet.tmp");
-    let file = File::create(&aside).map_err(|e| Error::io(&aside, e))?;
+/// `batches` as a Parquet file (zstd, row groups of `ROW_GROUP_ROWS`).
+fn encode(batches: &[RecordBatch]) -> Result<Vec<u8>> {
     let properties = WriterProperties::builder()
         .set_compression(Compression::ZSTD(
             ZstdLevel::try_new(3).expect("a valid level"),
@@ -388,22 +657,13 @@ fn write_file(path: &Path, batches: &[RecordBatch]) -> Result<()> {
         .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
         .build();
     let parquet_error =
-        |e: parquet::errors::ParquetError| Error::io(&aside, std::io::Error::other(e));
+        |e: parquet::errors::ParquetError| Error::History(format!("history file: {e}"));
     let mut writer =
-        ArrowWriter::try_new(file, schema(), Some(properties)).map_err(parquet_error)?;
+        ArrowWriter::try_new(Vec::new(), schema(), Some(properties)).map_err(parquet_error)?;
     for batch in batches {
         writer.write(batch).map_err(parquet_error)?;
     }
-    let file = writer.into_inner().map_err(parquet_error)?;
-    file.sync_all().map_err(|e| Error::io(&aside, e))?;
-    std::fs::rename(&aside, path).map_err(|e| Error::io(path, e))
-}
-
-fn remove(path: &Path) -> Result<()> {
-    match std::fs::remove_file(path) {
-        Err(error) if error.kind() != std::io::ErrorKind::NotFound => Err(Error::io(path, error)),
-        _ => Ok(()),
-    }
+    writer.into_inner().map_err(parquet_error)
 }
 
 fn sync_dir(dir: &Path) -> Result<()> {

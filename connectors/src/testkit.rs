@@ -22,7 +22,7 @@ pub struct LocalBroker {
     child: Option<Child>,
     binary: PathBuf,
     port: u16,
-    store: Option<ObjectStore>,
+    store: Option<S3Server>,
 }
 
 impl LocalBroker {
@@ -37,10 +37,10 @@ impl LocalBroker {
     /// `pip install "moto[server]"`; `scripts/setup.sh` does it) that outlives the broker:
     /// [`LocalBroker::restart`] keeps every committed record.
     pub fn start_durable() -> Result<LocalBroker> {
-        Self::start_with(Some(ObjectStore::start()?))
+        Self::start_with(Some(S3Server::start()?))
     }
 
-    fn start_with(store: Option<ObjectStore>) -> Result<LocalBroker> {
+    fn start_with(store: Option<S3Server>) -> Result<LocalBroker> {
         let mut broker = LocalBroker {
             child: None,
             binary: broker_binary()?,
@@ -125,10 +125,7 @@ impl LocalBroker {
         match &self.store {
             None => command.args(["--storage-engine", "memory://tansu/"]),
             Some(store) => command
-                .args([
-                    "--storage-engine",
-                    &format!("s3://{}/", ObjectStore::BUCKET),
-                ])
+                .args(["--storage-engine", &format!("s3://{}/", S3Server::BUCKET)])
                 .env("AWS_ENDPOINT", store.endpoint())
                 .env("AWS_ALLOW_HTTP", "true")
                 .env("AWS_ACCESS_KEY_ID", "tidemark")
@@ -148,16 +145,20 @@ impl Drop for LocalBroker {
 }
 
 /// An S3-compatible object store on a free loopback port (moto's server, in memory) with
-/// one bucket, where a durable [`LocalBroker`] keeps its topics.
-struct ObjectStore {
+/// one bucket: where a durable [`LocalBroker`] keeps its topics, and where tests keep an
+/// event history. Stopped when dropped.
+pub struct S3Server {
     child: Child,
     port: u16,
 }
 
-impl ObjectStore {
-    const BUCKET: &'static str = "tansu";
+impl S3Server {
+    /// The bucket the server is started with.
+    pub const BUCKET: &'static str = "tansu";
 
-    fn start() -> Result<ObjectStore> {
+    /// Starts the server (`pip install "moto[server]"`; `scripts/setup.sh` does it) and
+    /// creates its bucket.
+    pub fn start() -> Result<S3Server> {
         let port = free_port()?;
         let child = Command::new("python3")
             .args([
@@ -173,7 +174,7 @@ impl ObjectStore {
             .stderr(Stdio::null())
             .spawn()
             .map_err(|e| Error::io("python3 -m moto.server", e))?;
-        let mut store = ObjectStore { child, port };
+        let mut store = S3Server { child, port };
         let deadline = Instant::now() + Duration::from_secs(30);
         // The bucket is created with a plain HTTP PUT once the server answers.
         loop {
@@ -195,7 +196,23 @@ impl ObjectStore {
         }
     }
 
-    fn endpoint(&self) -> String {
+    /// The settings a client of this server needs (object_store's S3 keys), for
+    /// `history.options`.
+    pub fn client_options(&self) -> std::collections::BTreeMap<String, String> {
+        [
+            ("aws_endpoint", self.endpoint()),
+            ("aws_allow_http", "true".into()),
+            ("aws_access_key_id", "tidemark".into()),
+            ("aws_secret_access_key", "tidemark".into()),
+            ("aws_region", "us-east-1".into()),
+        ]
+        .into_iter()
+        .map(|(key, value)| (key.to_string(), value))
+        .collect()
+    }
+
+    /// `http://127.0.0.1:<port>`.
+    pub fn endpoint(&self) -> String {
         format!("http://127.0.0.1:{}", self.port)
     }
 
@@ -227,7 +244,7 @@ impl ObjectStore {
     }
 }
 
-impl Drop for ObjectStore {
+impl Drop for S3Server {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();

@@ -133,8 +133,14 @@ impl Default for AnalyticsConfig {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct HistoryConfig {
-    /// Whether events are written to `<data_dir>/history` at all.
+    /// Whether events are written to the history at all.
     pub enabled: bool,
+    /// Where: empty for `<data_dir>/history`, or `s3://bucket/prefix`.
+    pub url: String,
+    /// The object store's settings (object_store's S3 keys: `aws_endpoint`,
+    /// `aws_region`, `aws_access_key_id`, `aws_secret_access_key`, `aws_allow_http`,
+    /// ...), over the `AWS_*` environment.
+    pub options: std::collections::BTreeMap<String, String>,
     /// Longest an event waits before it is written (milliseconds).
     pub flush_ms: u64,
     /// Events that make a flush without waiting for `flush_ms`.
@@ -148,6 +154,8 @@ impl Default for HistoryConfig {
         let writer = connectors::history::HistoryOptions::default();
         HistoryConfig {
             enabled: true,
+            url: String::new(),
+            options: Default::default(),
             flush_ms: 1000,
             flush_rows: writer.flush_rows,
             compact_files: writer.compact_files,
@@ -327,6 +335,12 @@ impl Config {
                 history.flush_ms
             ));
         }
+        if !history.url.is_empty() && !history.url.starts_with("s3://") {
+            return Err(format!(
+                "history.url must be empty (the data directory) or s3://bucket/prefix, not {:?}",
+                history.url
+            ));
+        }
         if history.flush_rows == 0 || history.compact_files < 2 {
             return Err(
                 "history.flush_rows must be positive and history.compact_files at least 2".into(),
@@ -378,6 +392,20 @@ impl Config {
             }
         }
         Ok(())
+    }
+
+    /// Where the event history is kept, when it is on.
+    pub fn history_location(
+        &self,
+    ) -> Result<Option<connectors::history::HistoryLocation>, connectors::Error> {
+        if !self.history.enabled {
+            return Ok(None);
+        }
+        if self.history.url.is_empty() {
+            return Ok(Some(self.data_dir.join("history").into()));
+        }
+        connectors::history::HistoryLocation::object_store(&self.history.url, &self.history.options)
+            .map(Some)
     }
 
     /// Where the PostgreSQL wire protocol listens, if anywhere.

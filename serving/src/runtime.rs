@@ -132,9 +132,10 @@ impl Tidemark {
             ),
             None => None,
         };
-        let history = if config.history.enabled {
+        let history_location = config.history_location()?;
+        let history = if let Some(location) = history_location.clone() {
             let writer = connectors::history::HistoryWriter::open(
-                config.data_dir.join("history"),
+                location,
                 connectors::history::HistoryOptions {
                     flush_rows: config.history.flush_rows,
                     compact_files: config.history.compact_files,
@@ -159,8 +160,8 @@ impl Tidemark {
         let page_readers = Arc::new(tokio::sync::Semaphore::new(config.http.page_readers));
         let mut sql = sql::SqlEngine::new(config.sql.clone())
             .map_err(|e| connectors::Error::io("sql threads", e))?;
-        if config.history.enabled {
-            sql = sql.with_history(config.data_dir.join("history"));
+        if let Some(location) = history_location {
+            sql = sql.with_history(location);
         }
         Ok(Arc::new(Tidemark {
             sql: Arc::new(sql),

@@ -20,7 +20,10 @@ use futures::StreamExt;
 use queries::{Snapshot, View};
 use serde::{Deserialize, Serialize};
 
+use crate::history::HistoryTable;
 use crate::tables::{LiveTable, Pinned};
+use connectors::history::HistoryLocation;
+use datafusion::execution::object_store::ObjectStoreUrl;
 
 /// Limits and threads of the SQL engine (`[sql]` in the configuration).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -149,8 +152,8 @@ pub type Params = Option<ParamValues>;
 
 pub struct SqlEngine {
     config: SqlConfig,
-    /// The Parquet history's directory, read as the `events` table.
-    history: Option<std::path::PathBuf>,
+    /// The Parquet history, read as the `events` table.
+    history: Option<HistoryLocation>,
     memory: Arc<RuntimeEnv>,
     /// Queries run here; taken on drop to shut it down without blocking.
     threads: Option<tokio::runtime::Runtime>,
@@ -169,7 +172,9 @@ impl SqlEngine {
         let threads = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(config.threads.max(1))
             .thread_name("sql")
-            .enable_time()
+            // Time for timeouts; I/O for the history in an object store and for
+            // PostgreSQL connections.
+            .enable_all()
             .build()?;
         Ok(SqlEngine {
             config,
@@ -208,10 +213,7 @@ impl SqlEngine {
                 .expect("view names are distinct");
         }
         session
-            .register_table(
-                "events",
-                crate::history::events_table(self.history.as_deref()),
-            )
+            .register_table("events", Arc::new(HistoryTable::new(self.history.clone())))
             .expect("no view is called events");
         session
     }
@@ -228,9 +230,19 @@ impl SqlEngine {
             .spawn(task)
     }
 
-    /// Reads the Parquet history in `dir` as the `events` table.
-    pub fn with_history(mut self, dir: impl Into<std::path::PathBuf>) -> SqlEngine {
-        self.history = Some(dir.into());
+    /// Reads the Parquet history at `location` as the `events` table.
+    pub fn with_history(mut self, location: HistoryLocation) -> SqlEngine {
+        if let Some((root, store)) = location.store() {
+            match ObjectStoreUrl::parse(&root) {
+                Ok(url) => {
+                    self.memory.register_object_store(url.as_ref(), store);
+                }
+                Err(error) => {
+                    tracing::error!(%error, %root, "the history's store cannot be registered")
+                }
+            }
+        }
+        self.history = Some(location);
         self
     }
 

@@ -1,44 +1,93 @@
 //! The `events` table: every event in the Parquet history, as committed when the query
-//! starts (the history lags the live views by at most `history.flush_ms`).
+//! is planned (the history lags the live views by at most `history.flush_ms`). The
+//! history is listed when a query scans it, so that a query that does not read
+//! `events` costs no listing of a directory or a bucket.
 
 use std::sync::Arc;
 
-use datafusion::catalog::TableProvider;
+use async_trait::async_trait;
+use connectors::history::HistoryLocation;
+use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::catalog::{Session, TableProvider};
 use datafusion::datasource::file_format::parquet::ParquetFormat;
 use datafusion::datasource::listing::{
     ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl,
 };
-use datafusion::datasource::MemTable;
+use datafusion::datasource::{MemTable, TableType};
+use datafusion::error::{DataFusionError, Result};
+use datafusion::logical_expr::{Expr, TableProviderFilterPushDown};
+use datafusion::physical_plan::ExecutionPlan;
 
-/// The history's committed files as one table; an empty table when there are none (or
-/// no history at all), so that `events` always exists.
-pub fn events_table(dir: Option<&std::path::Path>) -> Arc<dyn TableProvider> {
-    let schema = connectors::history::schema();
-    let files = match dir.map(connectors::history::committed_files) {
-        Some(Ok(files)) => files,
-        Some(Err(error)) => {
-            tracing::warn!(%error, "the history cannot be listed; events reads as empty");
-            Vec::new()
+/// The history at `location` (none: an empty table), so that `events` always exists.
+#[derive(Debug)]
+pub struct HistoryTable {
+    location: Option<HistoryLocation>,
+    schema: SchemaRef,
+}
+
+impl HistoryTable {
+    pub fn new(location: Option<HistoryLocation>) -> HistoryTable {
+        HistoryTable {
+            location,
+            schema: connectors::history::schema(),
         }
-        None => Vec::new(),
-    };
-    let urls: Vec<ListingTableUrl> = files
-        .iter()
-        .filter_map(|file| ListingTableUrl::parse(file.to_string_lossy()).ok())
-        .collect();
-    if urls.is_empty() {
-        return Arc::new(MemTable::try_new(schema, vec![vec![]]).expect("an empty table"));
     }
-    let options =
-        ListingOptions::new(Arc::new(ParquetFormat::default())).with_file_extension(".parquet");
-    let config = ListingTableConfig::new_with_multi_paths(urls)
-        .with_listing_options(options)
-        .with_schema(schema.clone());
-    match ListingTable::try_new(config) {
-        Ok(table) => Arc::new(table),
-        Err(error) => {
-            tracing::warn!(%error, "the history cannot be read; events reads as empty");
-            Arc::new(MemTable::try_new(schema, vec![vec![]]).expect("an empty table"))
+
+    /// The committed files as one table, listed now.
+    async fn committed(&self) -> Result<Arc<dyn TableProvider>> {
+        let files = match &self.location {
+            None => Vec::new(),
+            Some(location) => connectors::history::committed_files(location)
+                .await
+                .map_err(|error| DataFusionError::External(Box::new(error)))?,
+        };
+        let urls = files
+            .iter()
+            .map(ListingTableUrl::parse)
+            .collect::<Result<Vec<_>>>()?;
+        if urls.is_empty() {
+            return Ok(Arc::new(MemTable::try_new(
+                self.schema.clone(),
+                vec![vec![]],
+            )?));
         }
+        let options =
+            ListingOptions::new(Arc::new(ParquetFormat::default())).with_file_extension(".parquet");
+        let config = ListingTableConfig::new_with_multi_paths(urls)
+            .with_listing_options(options)
+            .with_schema(self.schema.clone());
+        Ok(Arc::new(ListingTable::try_new(config)?))
+    }
+}
+
+#[async_trait]
+impl TableProvider for HistoryTable {
+    fn schema(&self) -> SchemaRef {
+        self.schema.clone()
+    }
+
+    fn table_type(&self) -> TableType {
+        TableType::Base
+    }
+
+    fn supports_filters_pushdown(
+        &self,
+        filters: &[&Expr],
+    ) -> Result<Vec<TableProviderFilterPushDown>> {
+        // The Parquet scan prunes row groups by the filters, and the plan filters again.
+        Ok(vec![TableProviderFilterPushDown::Inexact; filters.len()])
+    }
+
+    async fn scan(
+        &self,
+        state: &dyn Session,
+        projection: Option<&Vec<usize>>,
+        filters: &[Expr],
+        limit: Option<usize>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        self.committed()
+            .await?
+            .scan(state, projection, filters, limit)
+            .await
     }
 }

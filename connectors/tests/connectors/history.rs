@@ -4,9 +4,12 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use arrow_array::{Int32Array, Int64Array, StringArray};
-use connectors::history::{HistoryOptions, HistoryWriter};
+use connectors::history::{HistoryLocation, HistoryOptions, HistoryWriter};
+use connectors::testkit::S3Server;
 use dataflows::events::{OrderCompleted, StockAdjusted};
 use dataflows::model::{Event, Time};
+use object_store::path::Path as ObjectPath;
+use object_store::ObjectStoreExt;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 
 const DAY_MS: u64 = 86_400_000;
@@ -162,7 +165,7 @@ fn small_files_of_a_day_are_merged() {
     }
     // Readers see each event once, in the merged file; the merged files stay a while
     // for queries that listed them before.
-    let listed = connectors::history::committed_files(dir.path()).unwrap();
+    let listed = block_on(connectors::history::committed_files(&dir.path().into())).unwrap();
     assert_eq!(listed.len(), 1, "{listed:?}");
     // A merge that stopped before deleting its inputs: the covered file goes at open.
     let day = dir.path().join("date=2023-11-14");
@@ -181,4 +184,101 @@ fn small_files_of_a_day_are_merged() {
     let (rows, files, total) = read(dir.path());
     assert_eq!((rows.len(), total), (5, 5), "no event twice");
     assert_eq!(files, 1);
+}
+
+fn block_on<T>(work: impl std::future::Future<Output = T>) -> T {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(work)
+}
+
+/// The history in an S3 bucket (moto's server): a flush's file that landed without its
+/// commit is gone at the next open, every event is in it once after the replay, and a
+/// day's small files are merged.
+#[test]
+fn the_history_in_an_object_store_holds_every_event_once() {
+    let s3 = S3Server::start().expect("moto's S3 server (scripts/setup.sh installs it)");
+    let url = format!("s3://{}/shop/history", S3Server::BUCKET);
+    let location = HistoryLocation::object_store(&url, &s3.client_options()).unwrap();
+    let (root, store) = location.store().expect("an object store");
+    assert_eq!(root, format!("s3://{}", S3Server::BUCKET));
+    let object = |url: &str| ObjectPath::from(url.strip_prefix(&format!("{root}/")).unwrap());
+    let read_all = || {
+        let files = block_on(connectors::history::committed_files(&location)).unwrap();
+        let mut rows = BTreeMap::new();
+        let mut total = 0;
+        for file in &files {
+            let bytes =
+                block_on(async { store.get(&object(file)).await.unwrap().bytes().await }).unwrap();
+            for batch in ParquetRecordBatchReaderBuilder::try_new(bytes)
+                .unwrap()
+                .build()
+                .unwrap()
+            {
+                let batch = batch.unwrap();
+                let time = batch.column_by_name("time").unwrap();
+                let time = time.as_any().downcast_ref::<Int64Array>().unwrap();
+                let sub = batch.column_by_name("sub").unwrap();
+                let sub = sub.as_any().downcast_ref::<Int32Array>().unwrap();
+                for row in 0..batch.num_rows() {
+                    total += 1;
+                    rows.insert((time.value(row), sub.value(row)), file.clone());
+                }
+            }
+        }
+        (rows, files, total)
+    };
+
+    let all = events(12);
+    let options = HistoryOptions {
+        compact_files: 3,
+        ..HistoryOptions::default()
+    };
+    let mut history = HistoryWriter::open(location.clone(), options.clone()).unwrap();
+    history.add(13, all.iter().filter(|(time, _)| *time < 13).cloned());
+    history.flush().unwrap();
+    let (rows, files, _) = read_all();
+    assert_eq!((rows.len(), files.len()), (6, 1), "{files:?}");
+    assert!(
+        files[0].starts_with(&format!("{url}/date=2023-11-15/events-")),
+        "{files:?}"
+    );
+
+    // The next flush's file lands, and the process dies before `_committed` moves.
+    let stray =
+        format!("{url}/date=2023-11-16/events-00000000000000000013-00000000000000000025.parquet");
+    block_on(store.put(&object(&stray), b"not parquet".to_vec().into())).unwrap();
+    let mut history = HistoryWriter::open(location.clone(), options.clone()).unwrap();
+    assert_eq!(history.committed(), 13);
+    assert!(
+        block_on(store.head(&object(&stray))).is_err(),
+        "the uncommitted file is gone"
+    );
+    history.add(25, all.clone());
+    assert_eq!(history.pending(), 6);
+    history.flush().unwrap();
+    let (rows, _, total) = read_all();
+    assert_eq!((rows.len(), total), (12, 12), "every event exactly once");
+
+    // Single events on the last day: its files are merged once there are three.
+    for i in 13..=14u64 {
+        history.add(
+            2 * i + 1,
+            [event(
+                2 * i,
+                1_700_000_000_000 + DAY_MS + DAY_MS / 2 + i,
+                i as u16,
+            )],
+        );
+        history.flush().unwrap();
+    }
+    let (rows, files, total) = read_all();
+    assert_eq!((rows.len(), total), (14, 14));
+    assert_eq!(
+        files.len(),
+        2,
+        "the second day is one merged file: {files:?}"
+    );
 }

@@ -316,6 +316,30 @@ async fn wait_for_history(t: &TestApp, orders: usize) -> serde_json::Value {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_history_holds_every_event_once_across_restarts() {
     let t = TestApp::configured(|config| config.history.flush_ms = 10).await;
+    history_once_across_restarts(t).await;
+}
+
+/// The same with the history in an S3 bucket (`history.url`), moto's server standing in.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_history_in_an_object_store_holds_every_event_once_across_restarts() {
+    let s3 = connectors::testkit::S3Server::start().expect("moto's S3 server");
+    let t = TestApp::configured(|config| {
+        config.history.flush_ms = 10;
+        config.history.url = format!(
+            "s3://{}/tidemark/history",
+            connectors::testkit::S3Server::BUCKET
+        );
+        config.history.options = s3.client_options();
+    })
+    .await;
+    assert!(
+        !t.dir.path().join("history").exists(),
+        "nothing of the history is in the data directory"
+    );
+    history_once_across_restarts(t).await;
+}
+
+async fn history_once_across_restarts(t: TestApp) {
     let product = t.product("HIST-1", 500, 10).await;
     let user = t.user("history@example.com").await;
     let placed = t.paid_order(&user, &product, 2, "4242424242424242").await;
