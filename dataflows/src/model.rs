@@ -353,9 +353,11 @@ pub enum Command {
 }
 
 /// What a report runs and how it is written.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(
+    Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema,
+)]
 pub struct ReportRequest {
-    /// The template's id; `None` for ad-hoc SQL.
+    /// The template's id; null for ad-hoc SQL.
     pub template: Option<Str>,
     pub sql: Str,
     /// The parameters as a JSON object, bound to the SQL's `$name`s.

@@ -2,19 +2,14 @@
 //! `crate::events::EventBody` names each of these on the event bus.
 
 use crate::events::records;
-use crate::model::{ReportFormat, Str, Time, Ts};
+use crate::model::{ReportFormat, ReportRequest, Str, Time};
 
 records! {
     /// A report was asked for; the report executor runs it.
     pub struct ReportRequested {
         pub report_id: Str,
-        pub template: Option<Str>,
-        pub sql: Str,
-        /// The parameters as a JSON object.
-        pub params: Str,
-        pub format: ReportFormat,
-        pub schedule_id: Option<Str>,
-        pub slot: Option<Ts>,
+        #[serde(flatten)]
+        pub request: ReportRequest,
     }
 
     /// A report ran and its file is ready to download.

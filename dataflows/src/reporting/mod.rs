@@ -93,26 +93,7 @@ impl<'scope> Reports<'scope> for Stream<'scope, Time, Vec<ReportIn>> {
                                 continue;
                             }
                             reports.insert(report_id.clone(), false);
-                            let ReportRequest {
-                                template,
-                                sql,
-                                params,
-                                format,
-                                schedule_id,
-                                slot,
-                            } = request;
-                            out.push(event(
-                                ReportRequested {
-                                    report_id,
-                                    template,
-                                    sql,
-                                    params,
-                                    format,
-                                    schedule_id,
-                                    slot,
-                                }
-                                .into(),
-                            ));
+                            out.push(event(ReportRequested { report_id, request }.into()));
                         }
                         Command::ReportResult { report_id, outcome } => {
                             match reports.get_mut(&report_id) {

@@ -51,25 +51,10 @@ pub struct ReportScheduleRow {
 
 pub(crate) fn step_report(row: &mut Option<ReportRow>, event: &Event) {
     match &event.body {
-        EventBody::ReportRequested(ReportRequested {
-            report_id,
-            template,
-            sql,
-            params,
-            format,
-            schedule_id,
-            slot,
-        }) => {
+        EventBody::ReportRequested(ReportRequested { report_id, request }) => {
             *row = Some(ReportRow {
                 report_id: report_id.clone(),
-                request: ReportRequest {
-                    template: template.clone(),
-                    sql: sql.clone(),
-                    params: params.clone(),
-                    format: *format,
-                    schedule_id: schedule_id.clone(),
-                    slot: *slot,
-                },
+                request: request.clone(),
                 status: ReportStatus::Queued,
                 rows: None,
                 bytes: None,
