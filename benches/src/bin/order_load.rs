@@ -82,6 +82,10 @@ struct Args {
     /// Orders to place, closed loop, for the memory-per-order measurement (0 skips it).
     #[arg(long, default_value_t = 50_000)]
     memory_orders: usize,
+    /// Measure the freshness of the orders-per-minute metric during each rate: how
+    /// long after an order's acknowledgement the metric counts it, read over SQL.
+    #[arg(long)]
+    freshness: bool,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
@@ -103,6 +107,48 @@ struct Results {
     latency: HashMap<Kind, Histogram<u64>>,
     errors: HashMap<Kind, u64>,
     completed_orders: u64,
+    /// When the last order was acknowledged.
+    last_order_at: Option<Instant>,
+    /// Acknowledgement to visibility in `orders_per_minute` (µs), when measured.
+    freshness: Option<Histogram<u64>>,
+}
+
+/// The orders `orders_per_minute` counts (the last 24 hours of log time: every order
+/// of a run).
+async fn orders_counted(connection: &mut Connection) -> u64 {
+    let body = json!({"sql": "SELECT CAST(coalesce(sum(orders), 0) AS BIGINT) AS n FROM orders_per_minute"});
+    let (status, answer) = connection
+        .call(&request("POST", "/api/v1/sql", Some(&body)))
+        .await
+        .expect("the metric query");
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&answer));
+    let answer: Value = serde_json::from_slice(&answer).expect("JSON");
+    answer["rows"][0]["n"].as_u64().expect("a count")
+}
+
+/// Every 20 ms until `stop`: takes the newest acknowledged order and reads the metric
+/// until it counts that many orders; records the time from that acknowledgement.
+async fn probe_freshness(
+    addr: String,
+    results: Arc<std::sync::Mutex<Results>>,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+) -> Histogram<u64> {
+    let mut histogram = Histogram::new_with_bounds(1, 60_000_000, 3).expect("histogram");
+    let mut connection = Connection::open(&addr).await;
+    // Orders of earlier runs, acknowledged before this one started.
+    let before = orders_counted(&mut connection).await;
+    let mut tick = tokio::time::interval(Duration::from_millis(20));
+    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+        tick.tick().await;
+        let (acknowledged, at) = {
+            let results = results.lock().unwrap();
+            (results.completed_orders, results.last_order_at)
+        };
+        let Some(at) = at else { continue };
+        while orders_counted(&mut connection).await < before + acknowledged {}
+        let _ = histogram.record(at.elapsed().as_micros().max(1) as u64);
+    }
+    histogram
 }
 
 /// Small deterministic generator (xorshift64*), so runs are repeatable.
@@ -366,15 +412,23 @@ fn order_body(catalog: &Catalog, zipf: &Zipf, rng: &mut Rng) -> Value {
 }
 
 /// Offers `rate` orders per second (and the mix around them) for `seconds`.
-async fn run_rate(
-    addr: &str,
-    catalog: &Catalog,
-    rate: u64,
+/// How one rate is run, besides the rate.
+struct Run<'a> {
     seconds: u64,
     connections: usize,
     reads_only: bool,
-    scan: Option<&Scan>,
-) -> (Results, Duration) {
+    scan: Option<&'a Scan>,
+    freshness: bool,
+}
+
+async fn run_rate(addr: &str, catalog: &Catalog, rate: u64, run: Run<'_>) -> (Results, Duration) {
+    let Run {
+        seconds,
+        connections,
+        reads_only,
+        scan,
+        freshness,
+    } = run;
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let scanners: Vec<_> = scan
         .map(|scan| {
@@ -395,6 +449,13 @@ async fn run_rate(
     let (tx, rx) = mpsc::unbounded_channel::<Job>();
     let rx = Arc::new(Mutex::new(rx));
     let results = Arc::new(std::sync::Mutex::new(Results::default()));
+    let probe = freshness.then(|| {
+        tokio::spawn(probe_freshness(
+            addr.to_string(),
+            results.clone(),
+            stop.clone(),
+        ))
+    });
     let mut workers = Vec::new();
     for _ in 0..connections {
         let rx = rx.clone();
@@ -418,6 +479,7 @@ async fn run_rate(
                             let _ = histogram.record(latency.as_micros().max(1) as u64);
                             if job.kind == Kind::PlaceOrder {
                                 results.completed_orders += 1;
+                                results.last_order_at = Some(Instant::now());
                             }
                         }
                         _ => *results.errors.entry(job.kind).or_default() += 1,
@@ -483,6 +545,10 @@ async fn run_rate(
     }
     let elapsed = start.elapsed();
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let freshness = match probe {
+        Some(probe) => Some(probe.await.expect("the freshness probe")),
+        None => None,
+    };
     let mut results = Arc::try_unwrap(results)
         .ok()
         .expect("workers done")
@@ -497,6 +563,7 @@ async fn run_rate(
         pages.add(latency).expect("histogram");
         *results.errors.entry(Kind::ScanPage).or_default() += errors;
     }
+    results.freshness = freshness;
     (results, elapsed)
 }
 
@@ -668,7 +735,22 @@ fn main() {
                 None => &[None],
             };
             for &run_scan in runs {
-                let (results, elapsed) = run_rate(&server.addr, &catalog, rate, args.seconds, args.connections, args.reads_only, run_scan).await;
+                let (results, elapsed) = run_rate(&server.addr, &catalog, rate, Run {
+                    seconds: args.seconds,
+                    connections: args.connections,
+                    reads_only: args.reads_only,
+                    scan: run_scan,
+                    freshness: args.freshness,
+                }).await;
+                if let Some(freshness) = &results.freshness {
+                    eprintln!(
+                        "freshness of orders_per_minute at {rate} orders/s: {} samples, acknowledgement to counted p50 {} ms, p99 {} ms, max {} ms",
+                        freshness.len(),
+                        ms(freshness.value_at_quantile(0.5)),
+                        ms(freshness.value_at_quantile(0.99)),
+                        ms(freshness.max())
+                    );
+                }
                 orders_held += results.completed_orders;
                 let orders = results.latency.get(&Kind::PlaceOrder);
                 let p = |kind: Kind, q: f64| results.latency.get(&kind).map(|h| ms(h.value_at_quantile(q))).unwrap_or_else(|| "-".into());
