@@ -20,7 +20,7 @@ use async_trait::async_trait;
 use datafusion::common::ParamValues;
 use datafusion::logical_expr::LogicalPlan;
 use datafusion::prelude::SessionContext;
-use datafusion::sql::sqlparser::ast::Statement;
+use datafusion::sql::sqlparser::ast::{Set, Statement};
 use datafusion_postgres::datafusion_pg_catalog::pg_catalog::context::EmptyContextProvider;
 use datafusion_postgres::datafusion_pg_catalog::setup_pg_catalog;
 use datafusion_postgres::hooks::cursor::CursorStatementHook;
@@ -350,8 +350,10 @@ impl ReadOnly {
         Some(PgWireError::UserError(Box::new(ErrorInfo::new(
             "ERROR".into(),
             "25006".into(),
-            "cannot execute this statement: SQL here is read-only (queries, EXPLAIN, SET and \
-             SHOW); the views change only through the API"
+            "cannot execute this statement: SQL here is read-only (queries, EXPLAIN, SHOW, and \
+             SET of session settings); the views change only through the API, and \
+             DataFusion's settings (datafusion.*) are the server's, under [sql] in its \
+             configuration"
                 .into(),
         ))))
     }
@@ -362,9 +364,9 @@ fn reads_only(statement: &Statement) -> bool {
         Statement::Explain { statement, .. } | Statement::Prepare { statement, .. } => {
             reads_only(statement)
         }
+        Statement::Set(set) => !sets_engine_option(set),
         Statement::Query(_)
         | Statement::ExplainTable { .. }
-        | Statement::Set(_)
         | Statement::Reset(_)
         | Statement::ShowVariable { .. }
         | Statement::ShowVariables { .. }
@@ -384,6 +386,15 @@ fn reads_only(statement: &Statement) -> bool {
         | Statement::Execute { .. } => true,
         _ => false,
     }
+}
+
+/// Whether `set` changes one of DataFusion's own settings. The session hook hands any
+/// `SET` it does not know to DataFusion, and `datafusion.runtime.memory_limit` there
+/// would give the connection a memory pool of its own, outside `sql.memory_limit_mb`;
+/// the others (threads, batch sizes) are the server's to choose too.
+fn sets_engine_option(set: &Set) -> bool {
+    matches!(set, Set::SingleAssignment { variable, .. }
+        if variable.to_string().to_ascii_lowercase().starts_with("datafusion."))
 }
 
 #[async_trait]
@@ -437,6 +448,8 @@ mod tests {
             "SELECT 1",
             "EXPLAIN SELECT * FROM orders",
             "SET application_name = 'psql'",
+            "SET TIME ZONE 'UTC'",
+            "SET extra_float_digits = 3",
             "SHOW search_path",
             "BEGIN",
             "COMMIT",
@@ -459,6 +472,8 @@ mod tests {
             "TRUNCATE orders",
             "EXPLAIN INSERT INTO orders VALUES (1)",
             "PREPARE wipe AS DELETE FROM users",
+            "SET datafusion.runtime.memory_limit = '100G'",
+            "SET DataFusion.Execution.Batch_Size = 1",
         ] {
             assert!(!reads_only(&statement(sql)), "{sql} is run");
         }

@@ -548,6 +548,7 @@ fn psql_reads_the_live_views() {
         "DELETE FROM stock",
         "CREATE TABLE t (a INT)",
         "COPY orders TO '/tmp/orders.csv'",
+        "SET datafusion.runtime.memory_limit = '100G'",
     ] {
         let (ok, _, err) = psql(write);
         assert!(!ok, "{write} is refused");
