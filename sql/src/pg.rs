@@ -196,14 +196,14 @@ impl StartupHandler for Gate {
         PgWireError: From<<C as futures::Sink<PgWireBackendMessage>>::Error>,
     {
         if !self.admitted {
-            return Err(PgWireError::UserError(Box::new(ErrorInfo::new(
-                "FATAL".into(),
-                "53300".into(),
+            return Err(pg_error(
+                "FATAL",
+                "53300",
                 format!(
                     "sorry, too many clients already: {} are connected (sql.max_connections)",
                     self.max_connections
                 ),
-            ))));
+            ));
         }
         self.startup.on_startup(client, message).await
     }
@@ -224,26 +224,26 @@ impl PgSession {
     /// returns when the statement must have finished.
     fn begin(&self) -> PgWireResult<Instant> {
         if !(self.ready)() {
-            return Err(PgWireError::UserError(Box::new(ErrorInfo::new(
-                "ERROR".into(),
-                "57P03".into(),
-                "the database system is starting up: tidemark is replaying its log".into(),
-            ))));
+            return Err(pg_error(
+                "ERROR",
+                "57P03",
+                "the database system is starting up: tidemark is replaying its log",
+            ));
         }
         pin(&self.context, self.views.read());
         Ok(Instant::now() + self.timeout)
     }
 
     fn timed_out(&self) -> PgWireError {
-        PgWireError::UserError(Box::new(ErrorInfo::new(
-            "ERROR".into(),
-            "57014".into(),
+        pg_error(
+            "ERROR",
+            "57014",
             format!(
                 "canceling statement due to statement timeout: it ran longer than \
                  sql.timeout_ms ({} ms)",
                 self.timeout.as_millis()
             ),
-        )))
+        )
     }
 
     /// `response` with its rows cut off by an error at `deadline`: the rows are computed
@@ -347,16 +347,24 @@ impl ReadOnly {
         if reads_only(statement) {
             return None;
         }
-        Some(PgWireError::UserError(Box::new(ErrorInfo::new(
-            "ERROR".into(),
-            "25006".into(),
+        Some(pg_error(
+            "ERROR",
+            "25006",
             "cannot execute this statement: SQL here is read-only (queries, EXPLAIN, SHOW, and \
              SET of session settings); the views change only through the API, and \
              DataFusion's settings (datafusion.*) are the server's, under [sql] in its \
-             configuration"
-                .into(),
-        ))))
+             configuration",
+        ))
     }
+}
+
+/// An error as PostgreSQL sends it: severity, SQLSTATE and message.
+fn pg_error(severity: &str, code: &str, message: impl Into<String>) -> PgWireError {
+    PgWireError::UserError(Box::new(ErrorInfo::new(
+        severity.into(),
+        code.into(),
+        message.into(),
+    )))
 }
 
 fn reads_only(statement: &Statement) -> bool {
