@@ -28,7 +28,6 @@
 //! history outgrows one disk, and any reader of the bucket can read it.
 
 use std::collections::BTreeMap;
-use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -46,6 +45,7 @@ use parquet::arrow::ArrowWriter;
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::properties::WriterProperties;
 
+use crate::files;
 use crate::kafka::events::EventEnvelope;
 use crate::{Error, Result};
 
@@ -224,16 +224,10 @@ impl HistoryLocation {
         match self {
             HistoryLocation::Directory(dir) => {
                 let path = dir.join(name);
-                let parent = path.parent().expect("a file is in a directory");
-                std::fs::create_dir_all(parent).map_err(|e| Error::io(parent, e))?;
-                let aside = PathBuf::from(format!("{}.tmp", path.display()));
-                let mut file = File::create(&aside).map_err(|e| Error::io(&aside, e))?;
-                std::io::Write::write_all(&mut file, &body).map_err(|e| Error::io(&aside, e))?;
-                file.sync_all().map_err(|e| Error::io(&aside, e))?;
-                std::fs::rename(&aside, &path).map_err(|e| Error::io(&path, e))?;
-                sync_dir(parent)?;
-                if parent != dir.as_path() {
-                    sync_dir(dir)?;
+                files::write_atomically(&path, &body).map_err(|e| Error::io(&path, e))?;
+                // A day's directory may be new: its entry in the root must last too.
+                if path.parent() != Some(dir.as_path()) {
+                    files::sync_dir(dir).map_err(|e| Error::io(dir, e))?;
                 }
                 Ok(())
             }
@@ -664,10 +658,4 @@ fn encode(batches: &[RecordBatch]) -> Result<Vec<u8>> {
         writer.write(batch).map_err(parquet_error)?;
     }
     writer.into_inner().map_err(parquet_error)
-}
-
-fn sync_dir(dir: &Path) -> Result<()> {
-    File::open(dir)
-        .and_then(|dir| dir.sync_all())
-        .map_err(|e| Error::io(dir, e))
 }

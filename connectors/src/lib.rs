@@ -8,6 +8,7 @@
 //! Must not: hold domain rules. Those live in `dataflows`.
 
 pub mod effects;
+pub mod files;
 pub mod history;
 pub mod kafka;
 pub mod log;

@@ -2,8 +2,8 @@
 //! executor is.
 //!
 //! The executor runs each report the views show `queued` over the newest snapshot,
-//! writes its file under `<data_dir>/reports` (to a temporary name, synced, then
-//! renamed), and appends its result. A report whose result never reached the log (a
+//! writes its file under `<data_dir>/reports` (`connectors::files::write_atomically`),
+//! and appends its result. A report whose result never reached the log (a
 //! crash) is still queued after the restart and runs again, writing the same file name;
 //! the dataflow takes one result per report.
 //!
@@ -14,7 +14,7 @@
 //! down are caught up once, with the latest of them.
 
 use std::collections::{HashMap, HashSet};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -173,7 +173,7 @@ async fn produce(app: &Tidemark, report: &ReportRow) -> Result<ReportOutcome, St
                 format.media_type()
             )
         })?;
-        write_atomically(&path, &body)
+        connectors::files::write_atomically(&path, &body)
             .map_err(|error| format!("could not write {}: {error}", path.display()))?;
         Ok(body.len() as u64)
     })
@@ -184,20 +184,6 @@ async fn produce(app: &Tidemark, report: &ReportRow) -> Result<ReportOutcome, St
         bytes,
         frontier,
     })
-}
-
-/// Writes `body` to `path` whole or not at all: a temporary file, synced, renamed, and
-/// the directory synced.
-fn write_atomically(path: &Path, body: &[u8]) -> std::io::Result<()> {
-    use std::io::Write;
-    let dir = path.parent().expect("a report file is in a directory");
-    std::fs::create_dir_all(dir)?;
-    let temporary = path.with_extension("partial");
-    let mut file = std::fs::File::create(&temporary)?;
-    file.write_all(body)?;
-    file.sync_all()?;
-    std::fs::rename(&temporary, path)?;
-    std::fs::File::open(dir)?.sync_all()
 }
 
 async fn schedule(app: Arc<Tidemark>) {
