@@ -144,9 +144,12 @@ impl HistoryLocation {
     /// environment.
     pub fn object_store(url: &str, options: &BTreeMap<String, String>) -> Result<Self> {
         let bad = |why: String| Error::Config(format!("history.url {url:?}: {why}"));
-        let rest = url
-            .strip_prefix("s3://")
-            .ok_or_else(|| bad("only s3://bucket/prefix object stores are supported".into()))?;
+        let rest = url.strip_prefix("s3://").ok_or_else(|| {
+            bad(
+                "empty (the data directory) or s3://bucket/prefix, the object stores supported"
+                    .into(),
+            )
+        })?;
         let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
         if bucket.is_empty() {
             return Err(bad("name a bucket: s3://bucket/prefix".into()));

@@ -335,12 +335,8 @@ impl Config {
                 history.flush_ms
             ));
         }
-        if !history.url.is_empty() && !history.url.starts_with("s3://") {
-            return Err(format!(
-                "history.url must be empty (the data directory) or s3://bucket/prefix, not {:?}",
-                history.url
-            ));
-        }
+        // The history's URL and store settings, checked as start-up will use them.
+        self.history_location().map_err(reason)?;
         if history.flush_rows == 0 || history.compact_files < 2 {
             return Err(
                 "history.flush_rows must be positive and history.compact_files at least 2".into(),

@@ -77,3 +77,23 @@ fn a_bad_log_or_unsafe_kafka_setting_is_refused_with_the_reason() {
     let error = load("[kafka]\nretention = 3\n", None).unwrap_err();
     assert!(error.contains("retention"), "{error}");
 }
+
+#[test]
+fn a_bad_history_location_is_refused_with_the_reason() {
+    let error = load("[history]\nurl = \"ftp://host/history\"\n", None).unwrap_err();
+    assert!(error.contains("s3://bucket/prefix"), "{error}");
+    let error = load("[history]\nurl = \"s3://\"\n", None).unwrap_err();
+    assert!(error.contains("name a bucket"), "{error}");
+    let error = load(
+        "[history]\nurl = \"s3://bucket/history\"\n[history.options]\ncolour = \"red\"\n",
+        None,
+    )
+    .unwrap_err();
+    assert!(error.contains("unknown S3 setting \"colour\""), "{error}");
+    let config = load(
+        "[history]\nurl = \"s3://bucket/history\"\n[history.options]\naws_region = \"eu-west-1\"\n",
+        None,
+    )
+    .unwrap();
+    assert_eq!(config.history.url, "s3://bucket/history");
+}
