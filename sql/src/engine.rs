@@ -206,7 +206,9 @@ impl SqlEngine {
             .with_runtime_env(self.memory.clone())
             .with_default_features()
             .build();
-        let session = SessionContext::new_with_state(state);
+        let mut session = SessionContext::new_with_state(state);
+        datafusion_functions_json::register_all(&mut session)
+            .expect("the JSON functions register once, into a fresh session");
         for view in View::all() {
             session
                 .register_table(view.name(), Arc::new(LiveTable::new(view)))

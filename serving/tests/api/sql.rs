@@ -361,6 +361,23 @@ async fn history_once_across_restarts(t: TestApp) {
     assert!(row["occurred_at"].as_str().unwrap().ends_with('Z'));
     let data: serde_json::Value = serde_json::from_str(row["data"].as_str().unwrap()).unwrap();
     assert_eq!(data["order_id"], order.as_str());
+    // The JSON functions read `data`: a field, a nested one, a typed number.
+    let answer = query(
+        &t,
+        json!({"sql": "SELECT i.data->>'order_id' AS order_id, \
+                              i.data->'card'->>'brand' AS brand, \
+                              json_get_int(i.data, 'amount_cents') AS amount_cents, \
+                              CAST(r.data->>'total_cents' AS BIGINT) AS total_cents \
+                       FROM events i JOIN events r ON r.aggregate_id = (i.data->>'order_id') \
+                       WHERE i.type = 'payment.initiated' AND r.type = 'order.reserved'"}),
+        None,
+    )
+    .await;
+    let row = &answer.body["rows"][0];
+    assert_eq!(row["order_id"], order.as_str(), "{}", answer.body);
+    assert_eq!(row["brand"], "visa", "{}", answer.body);
+    assert_eq!(row["amount_cents"], 1000, "{}", answer.body);
+    assert_eq!(row["total_cents"], 1000, "{}", answer.body);
 
     // After a restart (the whole log replayed), the same events, once each; new ones
     // follow.
