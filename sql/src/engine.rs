@@ -197,10 +197,16 @@ impl SqlEngine {
 
     /// A session with the views and the history as tables, and no snapshot pinned yet.
     pub(crate) fn context(&self) -> SessionContext {
-        let config = SessionConfig::new()
+        let mut config = SessionConfig::new()
             .with_information_schema(true)
             .with_batch_size(self.config.batch_rows)
             .with_target_partitions(self.config.threads.max(1));
+        // Late materialisation in the history's Parquet: a filter on `type` is applied
+        // as the file is decoded, so the rows it drops never have their `data` (most of
+        // the bytes) decoded at all.
+        let parquet = &mut config.options_mut().execution.parquet;
+        parquet.pushdown_filters = true;
+        parquet.reorder_filters = true;
         let state = SessionStateBuilder::new()
             .with_config(config)
             .with_runtime_env(self.memory.clone())
