@@ -82,6 +82,10 @@ struct Args {
     /// Orders to place, closed loop, for the memory-per-order measurement (0 skips it).
     #[arg(long, default_value_t = 50_000)]
     memory_orders: usize,
+    /// Clients of the closed loop, each placing its orders one after another. More
+    /// clients put more commands in each log batch.
+    #[arg(long, default_value_t = 32)]
+    closed_loop_clients: usize,
     /// Measure the freshness of the orders-per-minute metric during each rate: how
     /// long after an order's acknowledgement the metric counts it, read over SQL.
     #[arg(long)]
@@ -778,7 +782,7 @@ fn main() {
             // Let the saga of the rate runs finish, then measure the growth per order.
             tokio::time::sleep(Duration::from_secs(2)).await;
             let before = server.rss_bytes();
-            let elapsed = place_closed_loop(&server.addr, &catalog, args.memory_orders, args.connections.min(32)).await;
+            let elapsed = place_closed_loop(&server.addr, &catalog, args.memory_orders, args.closed_loop_clients).await;
             tokio::time::sleep(Duration::from_secs(2)).await;
             let after = server.rss_bytes();
             println!();
