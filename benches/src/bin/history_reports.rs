@@ -46,10 +46,22 @@ struct Args {
 
 /// The reports: name and SQL, the same text for both engines.
 const REPORTS: [(&str, &str); 4] = [
-    ("daily revenue", include_str!("../../history_reports/daily_revenue.sql")),
-    ("top 10 products", include_str!("../../history_reports/top_products.sql")),
-    ("payment success by method", include_str!("../../history_reports/payment_success.sql")),
-    ("inventory turnover", include_str!("../../history_reports/inventory_turnover.sql")),
+    (
+        "daily revenue",
+        include_str!("../../history_reports/daily_revenue.sql"),
+    ),
+    (
+        "top 10 products",
+        include_str!("../../history_reports/top_products.sql"),
+    ),
+    (
+        "payment success by method",
+        include_str!("../../history_reports/payment_success.sql"),
+    ),
+    (
+        "inventory turnover",
+        include_str!("../../history_reports/inventory_turnover.sql"),
+    ),
 ];
 
 const PRODUCTS: u64 = 10_000;
@@ -78,8 +90,25 @@ impl Rng {
     }
 }
 
-/// Events of one order's life, as the saga emits them, at log time `ts`.
-fn order_events(n: u64, ts: Ts, rng: &mut Rng) -> Vec<EventBody> {
+/// One stock event of `kind` (`inventory_reserved`, `_released`, `_deducted`) per line
+/// of an order: the three records have the same fields.
+fn stock_events(kind: &str, order_id: &Str, lines: &[PricedLine]) -> Vec<EventBody> {
+    lines
+        .iter()
+        .map(|line| {
+            let record = serde_json::json!({
+                "type": kind,
+                "product_id": line.product_id,
+                "order_id": order_id,
+                "quantity": line.quantity,
+            });
+            serde_json::from_value(record).expect("a stock event's record")
+        })
+        .collect()
+}
+
+/// Events of one order's life, as the saga emits them.
+fn order_events(n: u64, rng: &mut Rng) -> Vec<EventBody> {
     let order_id: Str = format!("o-{n}").into();
     let payment_id: Str = format!("pay-{n}").into();
     let currency: Str = CURRENCIES[rng.below(3) as usize].into();
@@ -92,7 +121,6 @@ fn order_events(n: u64, ts: Ts, rng: &mut Rng) -> Vec<EventBody> {
         })
         .collect();
     let total_cents = lines.iter().map(|l| l.quantity * l.unit_price_cents).sum();
-    let held = |line: &PricedLine| (line.product_id.clone(), order_id.clone(), line.quantity);
     let mut events = vec![EventBody::OrderCreated(OrderCreated {
         order_id: order_id.clone(),
         user_id: format!("u-{}", rng.below(100_000)).into(),
@@ -106,13 +134,7 @@ fn order_events(n: u64, ts: Ts, rng: &mut Rng) -> Vec<EventBody> {
         cart_id: None,
         shipping_address: Some("1 Main Street".into()),
     })];
-    events.extend(lines.iter().map(held).map(|(product_id, order_id, quantity)| {
-        EventBody::InventoryReserved(InventoryReserved {
-            product_id,
-            order_id,
-            quantity,
-        })
-    }));
+    events.extend(stock_events("inventory_reserved", &order_id, &lines));
     events.push(EventBody::OrderReserved(OrderReserved {
         order_id: order_id.clone(),
         lines: lines.clone(),
@@ -148,13 +170,7 @@ fn order_events(n: u64, ts: Ts, rng: &mut Rng) -> Vec<EventBody> {
                 [rng.below(3) as usize]
                 .into(),
         }));
-        events.extend(lines.iter().map(held).map(|(product_id, order_id, quantity)| {
-            EventBody::InventoryReleased(InventoryReleased {
-                product_id,
-                order_id,
-                quantity,
-            })
-        }));
+        events.extend(stock_events("inventory_released", &order_id, &lines));
         events.push(EventBody::OrderCancelled(OrderCancelled {
             order_id,
             reason: if outcome < 2 {
@@ -183,13 +199,7 @@ fn order_events(n: u64, ts: Ts, rng: &mut Rng) -> Vec<EventBody> {
         }));
     }
     if rng.below(100) < 80 {
-        events.extend(lines.iter().map(held).map(|(product_id, order_id, quantity)| {
-            EventBody::InventoryDeducted(InventoryDeducted {
-                product_id,
-                order_id,
-                quantity,
-            })
-        }));
+        events.extend(stock_events("inventory_deducted", &order_id, &lines));
         events.push(EventBody::OrderShipped(OrderShipped {
             order_id: order_id.clone(),
             shipment_id: format!("sh-{n}").into(),
@@ -198,16 +208,16 @@ fn order_events(n: u64, ts: Ts, rng: &mut Rng) -> Vec<EventBody> {
             events.push(EventBody::OrderCompleted(OrderCompleted { order_id }));
         }
     }
-    let _ = ts;
     events
 }
 
-/// Writes about `count` events over `DAYS` days into the history at `dir`.
+/// Writes about `count` events from `START_MS` on into the history at `dir`.
 fn generate(dir: &Path, count: usize) {
     let started = Instant::now();
     let mut writer = HistoryWriter::open(dir, HistoryOptions::default()).expect("open history");
     let mut rng = Rng(0x5EED_CAFE_F00D_D00D);
-    // About 11 events per order.
+    // Orders spaced for `DAYS` days at 11 events each; the outcome mix gives about 10,
+    // so the history runs a few days longer (34 days for 10 million events).
     let orders = (count as u64 / 11).max(1);
     let step = DAYS * 86_400_000 / orders;
     let (mut seq, mut written) = (0u64, 0usize);
@@ -237,7 +247,7 @@ fn generate(dir: &Path, count: usize) {
     let mut n = 0;
     while written + pending.len() < count {
         let ts = START_MS + 1 + n * step;
-        for body in order_events(n, ts, &mut rng) {
+        for body in order_events(n, &mut rng) {
             push(ts, body, &mut pending);
         }
         // Restocks now and then.
@@ -331,7 +341,10 @@ fn main() {
             None,
         ))
         .expect("count");
-    let events = count.batches[0].column(0).as_primitive::<Int64Type>().value(0);
+    let events = count.batches[0]
+        .column(0)
+        .as_primitive::<Int64Type>()
+        .value(0);
 
     let duckdb = Command::new("python3")
         .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/duckdb_reports.py"))
@@ -388,7 +401,9 @@ fn main() {
             ours / theirs
         );
         if !agree {
-            eprintln!("{name}: tidemark {rows} rows {sums:?}, DuckDB {duck_rows} rows {duck_sums:?}");
+            eprintln!(
+                "{name}: tidemark {rows} rows {sums:?}, DuckDB {duck_rows} rows {duck_sums:?}"
+            );
         }
     }
 }

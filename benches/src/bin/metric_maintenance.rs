@@ -137,18 +137,10 @@ fn incremental(held: usize, frontiers: usize, batch: usize) -> Run {
                     let (Dim::Day(day), Dim::Text(currency)) = (&row.key[0], &row.key[1]) else {
                         return;
                     };
-                    let entry = sink
-                        .borrow_mut()
-                        .entry((*day, currency.to_string()))
-                        .or_default()
-                        .clone();
-                    let (orders, revenue) = (row.measures[0], row.measures[1]);
-                    let updated = (
-                        entry.0 + orders * *diff as i64,
-                        entry.1 + revenue * *diff as i64,
-                    );
-                    sink.borrow_mut()
-                        .insert((*day, currency.to_string()), updated);
+                    let mut sales = sink.borrow_mut();
+                    let entry = sales.entry((*day, currency.to_string())).or_default();
+                    entry.0 += row.measures[0] * *diff as i64;
+                    entry.1 += row.measures[1] * *diff as i64;
                 })
                 .probe_with(&probe);
             (events_in, rejections_in, rows_in)
@@ -156,8 +148,7 @@ fn incremental(held: usize, frontiers: usize, batch: usize) -> Run {
         // One frontier: the orders `range` paid at the next command time, and the
         // dataflow stepped until the metric is current there.
         let mut time: Time = 0;
-        let mut frontier = |range: std::ops::Range<usize>,
-                            worker: &mut timely::worker::Worker| {
+        let mut frontier = |range: std::ops::Range<usize>, worker: &mut timely::worker::Worker| {
             for n in range {
                 rows.insert(Row::Order(Arc::new(order(n).1)));
             }
@@ -282,8 +273,7 @@ fn main() {
     println!("|---|---|---|---|---|");
     for &held in &args.held {
         let dataflow = incremental(held, args.frontiers, args.batch);
-        let datafusion =
-            runtime.block_on(recompute(held, args.frontiers, args.batch, threads));
+        let datafusion = runtime.block_on(recompute(held, args.frontiers, args.batch, threads));
         let agree = dataflow.sales == datafusion.sales;
         println!(
             "| {held} | {:.0} | {:.0} | {:.1}x | {agree} |",
