@@ -20,6 +20,7 @@ use std::process::Command;
 use std::sync::Arc;
 use std::time::Instant;
 
+use benches::{Rng, Zipf};
 use clap::Parser;
 use connectors::history::{HistoryOptions, HistoryWriter};
 use dataflows::events::*;
@@ -71,23 +72,9 @@ const DAYS: u64 = 30;
 /// 2026-11-01T00:00:00Z.
 const START_MS: Ts = 1_793_491_200_000;
 
-/// Deterministic xorshift.
-struct Rng(u64);
-
-impl Rng {
-    fn below(&mut self, bound: u64) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0 % bound
-    }
-
-    /// A product by a power law: a few are popular, most are not.
-    fn product(&mut self) -> Str {
-        let u = (self.below(1 << 30) as f64 + 0.5) / (1u64 << 30) as f64;
-        let rank = (PRODUCTS as f64).powf(u) as u64;
-        format!("p-{:05}", rank.min(PRODUCTS) - 1).into()
-    }
+/// A product by popularity (Zipf): a few sell often, most rarely.
+fn product(zipf: &Zipf, rng: &mut Rng) -> Str {
+    format!("p-{:05}", zipf.sample(rng)).into()
 }
 
 /// One stock event of `kind` (`inventory_reserved`, `_released`, `_deducted`) per line
@@ -108,13 +95,13 @@ fn stock_events(kind: &str, order_id: &Str, lines: &[PricedLine]) -> Vec<EventBo
 }
 
 /// Events of one order's life, as the saga emits them.
-fn order_events(n: u64, rng: &mut Rng) -> Vec<EventBody> {
+fn order_events(n: u64, zipf: &Zipf, rng: &mut Rng) -> Vec<EventBody> {
     let order_id: Str = format!("o-{n}").into();
     let payment_id: Str = format!("pay-{n}").into();
-    let currency: Str = CURRENCIES[rng.below(3) as usize].into();
+    let currency: Str = CURRENCIES[rng.below(CURRENCIES.len())].into();
     let lines: Vec<PricedLine> = (0..1 + rng.below(3))
         .map(|_| PricedLine {
-            product_id: rng.product(),
+            product_id: product(zipf, rng),
             quantity: 1 + rng.below(3) as i64,
             unit_price_cents: 199 + rng.below(20_000) as i64,
             currency: currency.clone(),
@@ -141,7 +128,7 @@ fn order_events(n: u64, rng: &mut Rng) -> Vec<EventBody> {
         total_cents,
         currency: currency.clone(),
     }));
-    let brand = BRANDS[rng.below(4) as usize];
+    let brand = BRANDS[rng.below(BRANDS.len())];
     events.push(EventBody::PaymentInitiated(PaymentInitiated {
         payment_id: payment_id.clone(),
         order_id: order_id.clone(),
@@ -166,8 +153,7 @@ fn order_events(n: u64, rng: &mut Rng) -> Vec<EventBody> {
         events.push(EventBody::PaymentFailed(PaymentFailed {
             payment_id,
             order_id: order_id.clone(),
-            decline_code: ["card_declined", "insufficient_funds", "expired_card"]
-                [rng.below(3) as usize]
+            decline_code: ["card_declined", "insufficient_funds", "expired_card"][rng.below(3)]
                 .into(),
         }));
         events.extend(stock_events("inventory_released", &order_id, &lines));
@@ -216,6 +202,7 @@ fn generate(dir: &Path, count: usize) {
     let started = Instant::now();
     let mut writer = HistoryWriter::open(dir, HistoryOptions::default()).expect("open history");
     let mut rng = Rng(0x5EED_CAFE_F00D_D00D);
+    let zipf = Zipf::new(PRODUCTS as usize);
     // Orders spaced for `DAYS` days at 11 events each; the outcome mix gives about 10,
     // so the history runs a few days longer (34 days for 10 million events).
     let orders = (count as u64 / 11).max(1);
@@ -247,13 +234,13 @@ fn generate(dir: &Path, count: usize) {
     let mut n = 0;
     while written + pending.len() < count {
         let ts = START_MS + 1 + n * step;
-        for body in order_events(n, &mut rng) {
+        for body in order_events(n, &zipf, &mut rng) {
             push(ts, body, &mut pending);
         }
         // Restocks now and then.
         if n % 200 == 0 {
             let body = EventBody::StockAdjusted(StockAdjusted {
-                product_id: rng.product(),
+                product_id: product(&zipf, &mut rng),
                 delta: 200 + rng.below(800) as i64,
                 reason: "restock".into(),
             });

@@ -22,6 +22,7 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use benches::Rng;
 use clap::Parser;
 use dataflows::analytics::{self, Dim, Metric};
 use dataflows::model::*;
@@ -63,19 +64,14 @@ const CURRENCIES: [&str; 3] = ["EUR", "USD", "GBP"];
 /// The `n`th paid order: deterministic, one or two lines.
 fn order(n: usize) -> (Ts, OrderRow) {
     let at = START_MS + n as Ts * MS_PER_ORDER;
-    let mut state = (n as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ 0xD1B5_4A32_D192_ED03;
-    let mut next = move |bound: u64| {
-        state ^= state << 13;
-        state ^= state >> 7;
-        state ^= state << 17;
-        state % bound
-    };
-    let currency: Str = CURRENCIES[next(CURRENCIES.len() as u64) as usize].into();
-    let lines: Vec<PricedLine> = (0..1 + next(2))
+    // Each order from its own seed, so that both sides build the `n`th order alike.
+    let mut rng = Rng((n as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1);
+    let currency: Str = CURRENCIES[rng.below(CURRENCIES.len())].into();
+    let lines: Vec<PricedLine> = (0..1 + rng.below(2))
         .map(|_| PricedLine {
-            product_id: format!("p-{}", next(10_000)).into(),
-            quantity: 1 + next(3) as i64,
-            unit_price_cents: 100 + next(20_000) as i64,
+            product_id: format!("p-{}", rng.below(10_000)).into(),
+            quantity: 1 + rng.below(3) as i64,
+            unit_price_cents: 100 + rng.below(20_000) as i64,
             currency: currency.clone(),
         })
         .collect();

@@ -15,6 +15,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use benches::{Rng, Zipf};
 use clap::Parser;
 use connectors::testkit::LocalBroker;
 use hdrhistogram::Histogram;
@@ -156,47 +157,6 @@ async fn probe_freshness(
 }
 
 /// Small deterministic generator (xorshift64*), so runs are repeatable.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-    fn unit(&mut self) -> f64 {
-        (self.next() >> 11) as f64 / (1u64 << 53) as f64
-    }
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
-}
-
-/// Zipf(s = 1) over `n` items by inverse CDF.
-struct Zipf {
-    cdf: Vec<f64>,
-}
-
-impl Zipf {
-    fn new(n: usize) -> Zipf {
-        let mut cdf = Vec::with_capacity(n);
-        let mut total = 0.0;
-        for rank in 1..=n {
-            total += 1.0 / rank as f64;
-            cdf.push(total);
-        }
-        for value in &mut cdf {
-            *value /= total;
-        }
-        Zipf { cdf }
-    }
-    fn sample(&self, rng: &mut Rng) -> usize {
-        let u = rng.unit();
-        self.cdf.partition_point(|p| *p < u).min(self.cdf.len() - 1)
-    }
-}
-
 struct Server {
     child: Child,
     addr: String,
