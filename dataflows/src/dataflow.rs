@@ -139,16 +139,14 @@ pub fn build<'scope>(
     ]);
 
     let idempotency = admitted.rows();
-    let views = read_models(events.clone());
-    let (rows, events) = if features.metrics {
-        let (metrics, anomalies) =
-            analytics::metrics(events.clone(), rejections.clone(), views.clone());
-        (
-            views.concat(idempotency).concat(metrics),
-            events.concat(anomalies),
-        )
+    let rows = read_models(events.clone()).concat(idempotency);
+    // The metric views are a dataflow of their own (see `engine`); the anomalies are
+    // events, so they are decided here, in log order, like every other event.
+    let events = if features.metrics {
+        let anomalies = analytics::anomaly::anomalies(events.clone(), rejections.clone());
+        events.concat(anomalies)
     } else {
-        (views.concat(idempotency), events)
+        events
     };
     Outputs {
         events,

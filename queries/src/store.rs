@@ -1,6 +1,6 @@
 //! `ViewStore`: collects worker reports and publishes consistent snapshots.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -29,6 +29,11 @@ struct Pending {
     rows: BTreeMap<Time, Vec<(Row, isize)>>,
     events: BTreeMap<Time, Vec<Event>>,
     rejections: BTreeMap<Time, Vec<Rejection>>,
+    metric_frontiers: Vec<Option<Option<Time>>>,
+    metric_rows: BTreeMap<Time, Vec<(Row, isize)>>,
+    /// The read models as they were at each frontier the metrics may still reach, oldest
+    /// first: `(f, state)` holds every update before `f` and none up to the next entry's.
+    states: VecDeque<(Time, Snapshot)>,
 }
 
 /// Events published together, with their dataflow times, in publication order: every
@@ -49,6 +54,10 @@ pub struct ViewStore {
     frontier_tx: watch::Sender<Time>,
     /// For blocking waits (tests, executors on plain threads).
     published: (Mutex<Time>, Condvar),
+    /// The newest snapshot with every view at the metrics' frontier.
+    consistent_snapshot: ArcSwap<Snapshot>,
+    metrics_tx: watch::Sender<Time>,
+    metrics_published: (Mutex<Time>, Condvar),
     /// Every event and refusal, in publication order, when asked for (tests, replays).
     recorded: Option<Mutex<Recorded>>,
     /// Lossless event subscribers (sinks): unbounded, so a slow sink costs memory, never
@@ -68,16 +77,22 @@ impl ViewStore {
 
     fn build(workers: usize, record: bool) -> Arc<ViewStore> {
         let (frontier_tx, _) = watch::channel(0);
+        let (metrics_tx, _) = watch::channel(0);
         let (reports, received) = std::sync::mpsc::channel();
         let store = Arc::new(ViewStore {
             reports,
             pending: Mutex::new(Pending {
                 frontiers: vec![None; workers],
+                metric_frontiers: vec![None; workers],
+                states: VecDeque::from([(0, Snapshot::default())]),
                 ..Default::default()
             }),
             published_snapshot: ArcSwap::from_pointee(Snapshot::default()),
             frontier_tx,
             published: (Mutex::new(0), Condvar::new()),
+            consistent_snapshot: ArcSwap::from_pointee(Snapshot::default()),
+            metrics_tx,
+            metrics_published: (Mutex::new(0), Condvar::new()),
             recorded: record.then(|| Mutex::new(Recorded::default())),
             feeds: Mutex::new(Vec::new()),
         });
@@ -97,6 +112,38 @@ impl ViewStore {
 
     pub fn frontier(&self) -> Time {
         *self.frontier_tx.borrow()
+    }
+
+    /// The newest snapshot in which every view, the metric views included, is at one
+    /// frontier: the metrics' (`Snapshot::metrics_frontier`), a little behind `read()`'s.
+    /// For readers that join metrics with other views (SQL).
+    pub fn read_consistent(&self) -> Arc<Snapshot> {
+        self.consistent_snapshot.load_full()
+    }
+
+    /// For readers of the metric views: waits until they have caught up with every
+    /// command published so far (so a reader sees what it was told happened), then the
+    /// consistent snapshot.
+    pub async fn read_settled(&self, timeout: Duration) -> Result<Arc<Snapshot>> {
+        // The published snapshot's frontier, not `frontier()`: a reader may have seen
+        // that snapshot a moment before the frontier's watchers hear of it.
+        self.wait_for_metrics(self.read().frontier, timeout).await?;
+        Ok(self.read_consistent())
+    }
+
+    /// How far the metric views have got.
+    pub fn metrics_frontier(&self) -> Time {
+        *self.metrics_tx.borrow()
+    }
+
+    /// Waits until the metric views are at least at `frontier`.
+    pub async fn wait_for_metrics(&self, frontier: Time, timeout: Duration) -> Result<()> {
+        wait_until(&self.metrics_tx, frontier, timeout).await
+    }
+
+    /// Blocking form of `wait_for_metrics`, for plain threads.
+    pub fn wait_for_metrics_blocking(&self, frontier: Time, timeout: Duration) -> Result<()> {
+        wait_blocking(&self.metrics_published, frontier, timeout)
     }
 
     pub fn subscribe_frontier(&self) -> watch::Receiver<Time> {
@@ -142,71 +189,87 @@ impl ViewStore {
 
     /// Waits until the published frontier is at least `frontier`.
     pub async fn wait_for(&self, frontier: Time, timeout: Duration) -> Result<()> {
-        let mut rx = self.frontier_tx.subscribe();
-        let waited = tokio::time::timeout(timeout, rx.wait_for(|published| *published >= frontier))
-            .await
-            .map(|result| result.is_ok());
-        match waited {
-            Ok(true) => Ok(()),
-            Ok(false) => Err(Error::Stopped),
-            Err(_) => Err(Error::Timeout {
-                wanted: frontier,
-                current: self.frontier(),
-            }),
-        }
+        wait_until(&self.frontier_tx, frontier, timeout).await
     }
 
     /// Blocking form of `wait_for`, for plain threads.
     pub fn wait_for_blocking(&self, frontier: Time, timeout: Duration) -> Result<()> {
-        let (lock, condvar) = &self.published;
-        let deadline = std::time::Instant::now() + timeout;
-        let mut published = lock.lock();
-        while *published < frontier {
-            if condvar.wait_until(&mut published, deadline).timed_out() {
-                return Err(Error::Timeout {
-                    wanted: frontier,
-                    current: *published,
-                });
-            }
-        }
-        Ok(())
+        wait_blocking(&self.published, frontier, timeout)
     }
 
     fn publish(&self, pending: &mut Pending) {
-        // Frontier of all workers; a stopped worker (None) no longer holds anyone back.
-        let mut global: Option<Time> = None;
-        for frontier in &pending.frontiers {
-            match frontier {
-                None => return,
-                Some(Some(time)) => global = Some(global.map_or(*time, |g: Time| g.min(*time))),
-                Some(None) => {}
-            }
-        }
-        let upto = global.unwrap_or(Time::MAX) & !1;
-        let current = self.frontier();
-        if upto <= current {
+        let (Some(upto), Some(metrics_upto)) =
+            (least(&pending.frontiers), least(&pending.metric_frontiers))
+        else {
+            return;
+        };
+        let metrics_upto = metrics_upto.min(upto);
+        let (current, metrics_current) = (self.frontier(), self.metrics_frontier());
+        if upto <= current && metrics_upto <= metrics_current {
             return;
         }
-        let rows = split_before(&mut pending.rows, upto);
-        let events = split_before(&mut pending.events, upto);
-        let rejections = split_before(&mut pending.rejections, upto);
+        if upto > current {
+            self.apply_views(pending, upto);
+        }
+        let metric_rows = split_before(&mut pending.metric_rows, metrics_upto);
         let next = &mut pending.next;
-        for (_, updates) in rows {
+        for (_, updates) in metric_rows {
             next.apply_time(updates);
         }
-        for (_, rejections) in rejections {
-            if let Some(recorded) = &self.recorded {
-                recorded
-                    .lock()
-                    .rejections
-                    .extend(rejections.iter().cloned());
+        next.frontier = next.frontier.max(upto);
+        next.metrics_frontier = next.metrics_frontier.max(metrics_upto);
+        self.published_snapshot.store(Arc::new(next.clone()));
+        if metrics_upto > metrics_current {
+            // The read models as they were at the metrics' frontier, with the metrics.
+            while pending.states.len() > 1 && pending.states[1].0 <= metrics_upto {
+                pending.states.pop_front();
             }
-            for rejection in rejections {
+            let consistent = match pending.states.front() {
+                Some((_, state)) if metrics_upto < next.frontier => {
+                    let mut consistent = state.clone().with_metrics_of(next);
+                    consistent.frontier = metrics_upto;
+                    consistent
+                }
+                _ => next.clone(),
+            };
+            self.consistent_snapshot.store(Arc::new(consistent));
+        }
+        if upto > current {
+            self.frontier_tx.send_replace(upto);
+            let (lock, condvar) = &self.published;
+            *lock.lock() = upto;
+            condvar.notify_all();
+        }
+        if metrics_upto > metrics_current {
+            self.metrics_tx.send_replace(metrics_upto);
+            let (lock, condvar) = &self.metrics_published;
+            *lock.lock() = metrics_upto;
+            condvar.notify_all();
+        }
+    }
+
+    /// Applies the read models' updates before `upto`, a time at a time, keeping the
+    /// state after each for the metrics to catch up with; hands on the events.
+    fn apply_views(&self, pending: &mut Pending, upto: Time) {
+        let mut rows = split_before(&mut pending.rows, upto);
+        let mut rejections = split_before(&mut pending.rejections, upto);
+        let events = split_before(&mut pending.events, upto);
+        let times: std::collections::BTreeSet<Time> =
+            rows.keys().chain(rejections.keys()).copied().collect();
+        let next = &mut pending.next;
+        for time in times {
+            if let Some(updates) = rows.remove(&time) {
+                next.apply_time(updates);
+            }
+            for rejection in rejections.remove(&time).unwrap_or_default() {
+                if let Some(recorded) = &self.recorded {
+                    recorded.lock().rejections.push(rejection.clone());
+                }
                 next.record_rejection(rejection);
             }
+            next.frontier = time + 1;
+            pending.states.push_back((time + 1, next.clone()));
         }
-        next.frontier = upto;
-        self.published_snapshot.store(Arc::new(next.clone()));
         let mut feed = Vec::new();
         let mut feeds = self.feeds.lock();
         for (time, mut events) in events {
@@ -227,12 +290,59 @@ impl ViewStore {
                 .is_ok()
             });
         }
-        drop(feeds);
-        self.frontier_tx.send_replace(upto);
-        let (lock, condvar) = &self.published;
-        *lock.lock() = upto;
-        condvar.notify_all();
     }
+}
+
+/// The least frontier of all workers, even (a command round), once every worker has
+/// reported; a stopped worker (`None`) no longer holds anyone back.
+fn least(frontiers: &[Option<Option<Time>>]) -> Option<Time> {
+    let mut global: Option<Time> = None;
+    for frontier in frontiers {
+        match frontier {
+            None => return None,
+            Some(Some(time)) => global = Some(global.map_or(*time, |g: Time| g.min(*time))),
+            Some(None) => {}
+        }
+    }
+    Some(global.unwrap_or(Time::MAX) & !1)
+}
+
+async fn wait_until(
+    published: &watch::Sender<Time>,
+    frontier: Time,
+    timeout: Duration,
+) -> Result<()> {
+    let mut rx = published.subscribe();
+    let waited = tokio::time::timeout(timeout, rx.wait_for(|published| *published >= frontier))
+        .await
+        .map(|result| result.is_ok());
+    match waited {
+        Ok(true) => Ok(()),
+        Ok(false) => Err(Error::Stopped),
+        Err(_) => Err(Error::Timeout {
+            wanted: frontier,
+            current: *published.borrow(),
+        }),
+    }
+}
+
+fn wait_blocking(
+    published: &(Mutex<Time>, Condvar),
+    frontier: Time,
+    timeout: Duration,
+) -> Result<()> {
+    let (lock, condvar) = published;
+    let deadline = std::time::Instant::now() + timeout;
+    let mut current = lock.lock();
+    while *current < frontier {
+        if condvar.wait_until(&mut current, deadline).timed_out() {
+            return Err(Error::Timeout {
+                wanted: frontier,
+                current: *current,
+            });
+        }
+    }
+    Ok(())
 }
 
 fn split_before<V>(map: &mut BTreeMap<Time, V>, upto: Time) -> BTreeMap<Time, V> {
@@ -295,8 +405,14 @@ impl Pending {
         for (rejection, time) in report.rejections {
             self.rejections.entry(time).or_default().push(rejection);
         }
+        for (row, time, diff) in report.metric_rows {
+            self.metric_rows.entry(time).or_default().push((row, diff));
+        }
         if let Some(slot) = self.frontiers.get_mut(report.worker) {
             *slot = Some(report.frontier);
+        }
+        if let Some(slot) = self.metric_frontiers.get_mut(report.worker) {
+            *slot = Some(report.metrics_frontier);
         }
     }
 }

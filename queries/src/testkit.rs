@@ -54,7 +54,8 @@ impl Harness {
         self.append(jump_ms, envelopes)
     }
 
-    /// One log batch, `jump_ms` after the previous one; waits for its effects.
+    /// One log batch, `jump_ms` after the previous one; waits for its effects, on the
+    /// metric views too.
     pub fn append(&mut self, jump_ms: Ts, envelopes: Vec<Envelope>) -> Vec<Seq> {
         self.ts += jump_ms;
         let first = self.seq + 1;
@@ -74,10 +75,14 @@ impl Harness {
         self.store
             .wait_for_blocking(settled_frontier(self.ts), Duration::from_secs(30))
             .expect("views catch up");
+        self.store
+            .wait_for_metrics_blocking(settled_frontier(self.ts), Duration::from_secs(30))
+            .expect("metric views catch up");
         (first..=self.seq).collect()
     }
 
+    /// Every row of every view, the metric views included, at one frontier.
     pub fn rows(&self) -> BTreeSet<Row> {
-        self.store.read().rows()
+        self.store.read_consistent().rows()
     }
 }

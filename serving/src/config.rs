@@ -121,11 +121,18 @@ pub struct Config {
 #[serde(deny_unknown_fields, default)]
 pub struct AnalyticsConfig {
     pub enabled: bool,
+    /// The longest the metric views wait (milliseconds) before taking in what the order
+    /// path has settled since their last step: under load they step once per interval
+    /// over many orders, and lag the order path by about this much.
+    pub step_ms: u64,
 }
 
 impl Default for AnalyticsConfig {
     fn default() -> Self {
-        AnalyticsConfig { enabled: true }
+        AnalyticsConfig {
+            enabled: true,
+            step_ms: 10,
+        }
     }
 }
 
@@ -310,7 +317,7 @@ impl Config {
             http,
             sql,
             history,
-            analytics: _,
+            analytics,
         } = self;
         if data_dir.as_os_str().is_empty() {
             return Err("data_dir must not be empty".into());
@@ -321,6 +328,12 @@ impl Config {
         if *segment_bytes < 4096 {
             return Err(format!(
                 "segment_bytes must be at least 4096, not {segment_bytes}"
+            ));
+        }
+        if analytics.step_ms == 0 || analytics.step_ms > 60_000 {
+            return Err(format!(
+                "analytics.step_ms must be between 1 and 60000, not {}",
+                analytics.step_ms
             ));
         }
         if *command_timeout_ms == 0 {

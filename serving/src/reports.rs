@@ -153,14 +153,14 @@ async fn produce(app: &Tidemark, report: &ReportRow) -> Result<ReportOutcome, St
     let params: serde_json::Value = serde_json::from_str(&report.request.params)
         .map_err(|error| format!("the report's parameters are not JSON: {error}"))?;
     let params = sql::params::from_json(&params).map_err(|error| error.to_string())?;
+    let snapshot = app
+        .views
+        .read_settled(Duration::from_millis(app.config.command_timeout_ms))
+        .await
+        .map_err(|error| error.to_string())?;
     let answer = app
         .sql
-        .run(
-            app.views.read(),
-            report.request.sql.to_string(),
-            params,
-            None,
-        )
+        .run(snapshot, report.request.sql.to_string(), params, None)
         .await
         .map_err(|error| error.to_string())?;
     let (rows, frontier) = (answer.rows() as u64, answer.frontier);

@@ -153,6 +153,7 @@ impl Tidemark {
         };
         let features = dataflows::Features {
             metrics: config.analytics.enabled,
+            metrics_every: Duration::from_millis(config.analytics.step_ms),
         };
         let engine = Engine::start_with(config.workers, views.clone(), features)?;
         let password_hashing =

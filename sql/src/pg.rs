@@ -222,7 +222,7 @@ struct PgSession {
 impl PgSession {
     /// Pins the snapshot published now (every command acknowledged so far is in it) and
     /// returns when the statement must have finished.
-    fn begin(&self) -> PgWireResult<Instant> {
+    async fn begin(&self) -> PgWireResult<Instant> {
         if !(self.ready)() {
             return Err(pg_error(
                 "ERROR",
@@ -230,7 +230,14 @@ impl PgSession {
                 "the database system is starting up: tidemark is replaying its log",
             ));
         }
-        pin(&self.context, self.views.read());
+        // Every command acknowledged so far is in the snapshot: the metric views are
+        // waited for, then every view is read at their frontier.
+        let snapshot = self
+            .views
+            .read_settled(self.timeout)
+            .await
+            .map_err(|_| self.timed_out())?;
+        pin(&self.context, snapshot);
         Ok(Instant::now() + self.timeout)
     }
 
@@ -284,7 +291,7 @@ impl SimpleQueryHandler for PgSession {
         C::Error: Debug,
         PgWireError: From<<C as futures::Sink<PgWireBackendMessage>>::Error>,
     {
-        let deadline = self.begin()?;
+        let deadline = self.begin().await?;
         let responses = tokio::time::timeout_at(
             deadline,
             SimpleQueryHandler::do_query(&self.inner, client, query),
@@ -326,7 +333,7 @@ impl ExtendedQueryHandler for PgSession {
     {
         // The statement was planned at Parse; its tables read the snapshot pinned when
         // it runs.
-        let deadline = self.begin()?;
+        let deadline = self.begin().await?;
         let response = tokio::time::timeout_at(
             deadline,
             ExtendedQueryHandler::do_query(&self.inner, client, portal, max_rows),

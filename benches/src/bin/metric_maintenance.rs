@@ -122,7 +122,7 @@ fn incremental(held: usize, frontiers: usize, batch: usize) -> Run {
             let (events_in, events) = scope.new_input::<Vec<Event>>();
             let (rejections_in, rejections) = scope.new_input::<Vec<Rejection>>();
             let (rows_in, rows) = scope.new_collection::<Row, isize>();
-            let (metrics, _anomalies) = analytics::metrics(events, rejections, rows);
+            let metrics = analytics::metrics(events, rejections, rows);
             let sink = Rc::clone(&sales);
             metrics
                 .inspect(move |(row, _time, diff)| {

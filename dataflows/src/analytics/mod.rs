@@ -16,7 +16,7 @@ mod operators;
 pub mod spec;
 pub mod views;
 
-pub use operators::{anomaly_row, metrics};
+pub use operators::{anomaly_row, metrics, reads_row};
 pub use views::*;
 
 use differential_dataflow::difference::{Abelian, IsZero, Monoid, Multiply, Semigroup};

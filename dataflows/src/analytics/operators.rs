@@ -28,7 +28,6 @@ use crate::views::{
     stock_deltas, OrderRow, PaymentRow, PaymentStatus, Row, StockMeasure, WithTimes,
 };
 
-use super::anomaly::anomalies;
 use super::clock::{clock, Tick};
 use super::views::*;
 use super::Sums;
@@ -59,27 +58,32 @@ enum Tally {
     Movements(Str, i64),
 }
 
-/// Every metric view over the events, the refusals and the read models' rows, and the
-/// anomaly events of the per-minute series.
+/// Whether the metrics read `row` (the rest of the read models' rows need not reach them).
+pub fn reads_row(row: &Row) -> bool {
+    matches!(row, Row::Product(_) | Row::Order(_) | Row::Payment(_))
+}
+
+/// Every metric view over the events (the anomaly events among them), the refusals and
+/// the read models' rows.
 pub fn metrics<'scope>(
     events: Stream<'scope, Time, Vec<Event>>,
     rejections: Stream<'scope, Time, Vec<Rejection>>,
     views: Rows<'scope>,
-) -> (Rows<'scope>, Stream<'scope, Time, Vec<Event>>) {
+) -> Rows<'scope> {
     // A log batch speaks at its command time and once more a round later (the saga's
     // replies). The metrics take both at the later time, so each of their operators
-    // steps once per batch rather than twice; readers only see frontiers past both.
+    // steps once per batch rather than twice. (The engine feeds them at odd times, one
+    // per step of theirs, which this leaves as they are.)
     let (events, rejections) = (settle(events), settle(rejections));
     let views = views.delay(|time| time | 1);
-    let anomalies = anomalies(events.clone(), rejections.clone());
-    let anomaly_rows = anomalies
+    let anomaly_rows = events
         .clone()
-        .with_times()
-        .as_collection()
         .flat_map(|event: Event| match event.body {
             EventBody::AnomalyDetected(anomaly) => Some(anomaly_row(&anomaly)),
             _ => None,
-        });
+        })
+        .with_times()
+        .as_collection();
     let ticks = clock(
         events
             .clone()
@@ -254,16 +258,14 @@ pub fn metrics<'scope>(
 
     // A row may be said and unsaid at one time (a join's output, as both its inputs
     // change): the read model adds up each time's diffs before it applies them.
-    let rows = sums
-        .concatenate([
-            per_minute,
-            low_stock,
-            stock_forecast,
-            inventory,
-            anomaly_rows,
-        ])
-        .map(|row| Row::Metric(Arc::new(row)));
-    (rows, anomalies)
+    sums.concatenate([
+        per_minute,
+        low_stock,
+        stock_forecast,
+        inventory,
+        anomaly_rows,
+    ])
+    .map(|row| Row::Metric(Arc::new(row)))
 }
 
 /// `stream` with each batch's times moved to its later one (`time | 1`).

@@ -45,8 +45,15 @@ pub async fn query(
         )]));
     }
     let params = ::sql::params::from_json(&params).map_err(problem)?;
-    // Every command acknowledged before this request is in the published snapshot.
-    let snapshot = app.views.read();
+    // Every command acknowledged before this request is in the snapshot: the metric
+    // views are waited for, then every view is read at their frontier.
+    let snapshot = app
+        .views
+        .read_settled(std::time::Duration::from_millis(
+            app.sql.config().timeout_ms,
+        ))
+        .await
+        .map_err(crate::runtime::Error::from)?;
     let max_rows = (format == Format::Json).then_some(app.sql.config().max_json_rows);
     let answer = app
         .sql

@@ -75,7 +75,7 @@ async fn orders_run_end_to_end_on_kafka_and_survive_a_restart() {
     assert_eq!(first.status, StatusCode::CREATED, "{:?}", first.body);
     assert_eq!(first.body["id"], again.body["id"]);
     settle(&t).await;
-    let before = view_bytes(&t);
+    let before = view_bytes(&t).await;
     let orders = [
         paid.clone(),
         declined.clone(),
@@ -87,7 +87,7 @@ async fn orders_run_end_to_end_on_kafka_and_survive_a_restart() {
     let t = t.restart(1).await;
     settle(&t).await;
     assert_eq!(
-        view_bytes(&t),
+        view_bytes(&t).await,
         before,
         "replay from Kafka rebuilds identical views"
     );
@@ -193,10 +193,14 @@ async fn a_killed_and_restarted_broker_loses_no_command() {
     )
     .await;
     settle(&t).await;
-    let before = view_bytes(&t);
+    let before = view_bytes(&t).await;
     let t = t.restart(1).await;
     settle(&t).await;
-    assert_eq!(view_bytes(&t), before, "replay from the restarted broker");
+    assert_eq!(
+        view_bytes(&t).await,
+        before,
+        "replay from the restarted broker"
+    );
 }
 
 /// Takes the broker away with `interrupt` while tidemark runs and brings it back with
@@ -483,15 +487,22 @@ async fn a_second_process_on_the_same_topics_publishes_identical_views() {
     // At the same frontier, the follower holds exactly the leader's views (the leader
     // may still be appending providers' answers; compare where both have been).
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    // Both read whole: every view, the metric views included, at one frontier.
+    let whole = std::time::Duration::from_secs(30);
     loop {
-        let leader_views = leader.app.views.read();
+        let leader_views = leader.app.views.read_settled(whole).await.expect("metrics");
         follower
             .app
             .views
-            .wait_for(leader_views.frontier, std::time::Duration::from_secs(30))
+            .wait_for(leader_views.frontier, whole)
             .await
             .expect("the follower catches up");
-        let follower_views = follower.app.views.read();
+        let follower_views = follower
+            .app
+            .views
+            .read_settled(whole)
+            .await
+            .expect("metrics");
         if follower_views.frontier == leader_views.frontier {
             assert_eq!(
                 serde_json::to_vec(&follower_views.rows()).unwrap(),
@@ -548,7 +559,10 @@ fn engine_replay_bytes(cluster: connectors::kafka::KafkaCluster) -> Vec<u8> {
     views
         .wait_for_blocking(settled_frontier(last), std::time::Duration::from_secs(30))
         .expect("caught up");
-    let bytes = serde_json::to_vec(&views.read().rows()).expect("rows serialise");
+    views
+        .wait_for_metrics_blocking(settled_frontier(last), std::time::Duration::from_secs(30))
+        .expect("metrics caught up");
+    let bytes = serde_json::to_vec(&views.read_consistent().rows()).expect("rows serialise");
     engine.shutdown();
     bytes
 }

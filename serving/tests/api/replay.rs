@@ -16,8 +16,15 @@ pub async fn settle(t: &TestApp) {
     }
 }
 
-pub fn view_bytes(t: &TestApp) -> Vec<u8> {
-    serde_json::to_vec(&t.app.views.read().rows()).expect("rows serialise")
+/// Every view's rows, the metric views included, once these have caught up.
+pub async fn view_bytes(t: &TestApp) -> Vec<u8> {
+    let snapshot = t
+        .app
+        .views
+        .read_settled(Duration::from_secs(30))
+        .await
+        .expect("the metric views catch up");
+    serde_json::to_vec(&snapshot.rows()).expect("rows serialise")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -55,18 +62,18 @@ async fn replay_rebuilds_identical_views() {
     )
     .await;
     settle(&t).await;
-    let before = view_bytes(&t);
+    let before = view_bytes(&t).await;
     assert!(before.len() > 1000);
 
     let t = t.restart(4).await;
     assert_eq!(
-        view_bytes(&t),
+        view_bytes(&t).await,
         before,
         "4 workers replaying the log build the same views"
     );
     let t = t.restart(1).await;
     assert_eq!(
-        view_bytes(&t),
+        view_bytes(&t).await,
         before,
         "1 worker replaying the log builds the same views"
     );
