@@ -5,14 +5,15 @@
 //! hands its outputs to a `Sink`. A report carries the worker's frontiers; a consumer that
 //! takes the minimum over all workers knows that every update before it has arrived.
 //!
-//! There are two dataflows. The order path (`dataflow::build`) decides commands and keeps
-//! the read models; a command is answered once its frontier passes. The metric views
-//! (`analytics`) are a second dataflow on the same workers, fed with the first one's
-//! events, refusals and rows. It has a frontier of its own, which follows the first one
-//! in steps of at most `Features::metrics_every` of wall-clock time: everything the first
-//! dataflow settled since the last step enters the metrics at one time, so under load the
-//! metrics step once per interval over many orders instead of once per log batch, and
-//! the order path never waits for them. Which frontiers the metrics stop at depends on
+//! There are two timely computations. The order path (`dataflow::build`) decides commands
+//! and keeps the read models; a command is answered once its frontier passes. The metric
+//! views (`analytics`) run beside it on threads of their own, as many as the order path
+//! has: each order-path worker hands its events, refusals and rows to its metrics worker.
+//! The metrics have a frontier of their own, which follows the order path's in steps of
+//! at most `Features::metrics_every` of wall-clock time: everything the order path settled
+//! since the last step enters the metrics at one time, so under load they step once per
+//! interval over many orders instead of once per log batch, on the other core, and the
+//! order path never waits for them. Which frontiers the metrics stop at depends on
 //! timing; what they hold at each is the same on every run: the metrics of every event
 //! before it.
 
@@ -43,25 +44,36 @@ pub struct Batch {
     pub records: Vec<(Seq, Envelope)>,
 }
 
-/// What one worker produced since its last report, and how far it has got.
+/// What one order-path worker produced since its last report, and how far it has got.
 #[derive(Debug, Default)]
 pub struct WorkerReport {
     pub worker: usize,
-    /// The order path's frontier; `None` once it has shut down.
+    /// `None` once the order path has shut down.
     pub frontier: Option<Time>,
     pub rows: Vec<(Row, Time, isize)>,
     pub events: Vec<(Event, Time)>,
     pub rejections: Vec<(Rejection, Time)>,
-    /// The metric dataflow's frontier, never past `frontier`; `None` once it has shut
-    /// down. Without metrics, the same as `frontier`.
-    pub metrics_frontier: Option<Time>,
+    /// A frontier the metrics will stop at: the store keeps the views as they were
+    /// there until the metrics get there too.
+    pub metrics_bound: Option<Time>,
+}
+
+/// What one metrics worker produced since its last report, and how far it has got.
+#[derive(Debug, Default)]
+pub struct MetricsReport {
+    pub worker: usize,
+    /// Never past the order path's; `None` once the metrics have shut down. Without
+    /// metrics, the order path's own.
+    pub frontier: Option<Time>,
     /// Rows of the metric views (`Row::Metric`).
-    pub metric_rows: Vec<(Row, Time, isize)>,
+    pub rows: Vec<(Row, Time, isize)>,
 }
 
 /// Receives worker reports; called on worker threads, so it must be quick.
 pub trait Sink: Send + Sync + 'static {
     fn report(&self, report: WorkerReport);
+
+    fn report_metrics(&self, report: MetricsReport);
 
     /// Whether reports should carry the events (copying them costs; views do not need them).
     fn wants_events(&self) -> bool {
@@ -95,6 +107,14 @@ pub struct Engine {
     closing: Arc<AtomicBool>,
     worker0: Thread,
     runner: Option<JoinHandle<()>>,
+    metrics_runner: Option<JoinHandle<()>>,
+}
+
+/// What an order-path worker hands its metrics worker: what it produced before `bound`,
+/// a frontier of its own; `None` once it has ended, with everything left.
+struct ToMetrics {
+    feed: MetricFeed,
+    bound: Option<Time>,
 }
 
 impl Engine {
@@ -108,6 +128,13 @@ impl Engine {
         if workers == 0 {
             return Err(Error::Config("at least one worker is needed".into()));
         }
+        let (to_metrics, metrics_runner) = if features.metrics {
+            let (channels, runner) = start_metrics(workers, Arc::clone(&sink))?;
+            (Some(channels), Some(runner))
+        } else {
+            (None, None)
+        };
+        let to_metrics = Arc::new(to_metrics);
         let (feed, receiver) = mpsc::channel::<Batch>();
         let receiver = Arc::new(Mutex::new(Some(receiver)));
         let (thread_tx, thread_rx) = mpsc::channel::<Thread>();
@@ -176,30 +203,10 @@ impl Engine {
                     .probe_with(&probe);
                 input
             });
-            let metrics_probe = ProbeHandle::new();
-            let mut metrics = features.metrics.then(|| {
-                worker.dataflow::<Time, _, _>(|scope| {
-                    let (events_in, events) = scope.new_input::<Vec<Event>>();
-                    let (rejections_in, rejections) = scope.new_input::<Vec<Rejection>>();
-                    let (rows_in, rows) = scope.new_input::<Vec<(Row, Time, isize)>>();
-                    let sink = Rc::clone(&buffers);
-                    analytics::metrics(events, rejections, rows.as_collection())
-                        .inner
-                        .inspect(move |(row, time, diff)| {
-                            sink.borrow_mut()
-                                .metric_rows
-                                .push((row.clone(), *time, *diff))
-                        })
-                        .probe_with(&metrics_probe);
-                    MetricInputs {
-                        events: events_in,
-                        rejections: rejections_in,
-                        rows: rows_in,
-                        stepped: None,
-                        bounds: VecDeque::new(),
-                        reached: 0,
-                    }
-                })
+            // This worker's metrics worker: a channel to it, and its thread to wake.
+            let metrics = (*to_metrics).as_ref().map(|(senders, threads)| {
+                let sender = senders[index].lock().ok().and_then(|mut slot| slot.take());
+                (sender, threads[index].clone())
             });
             let (mut input, mut receiver): (_, Option<Receiver<Batch>>) = if index == 0 {
                 let _ = thread_tx.lock().map(|tx| tx.send(std::thread::current()));
@@ -210,9 +217,9 @@ impl Engine {
                 drop(input);
                 (None, None)
             };
-            let mut reported: Option<(Option<Time>, Option<Time>)> = None;
+            let mut reported: Option<Option<Time>> = None;
+            let mut cut = Cut::default();
             let mut park = None;
-            let mut reached = Some(0);
             loop {
                 if let Some(rx) = receiver.as_ref() {
                     loop {
@@ -246,31 +253,45 @@ impl Engine {
                 worker.step_or_park(park);
                 let frontier = probe.with_frontier(|frontier| frontier.first().copied());
                 park = None;
-                if let Some(inputs) = metrics.as_mut() {
-                    match inputs.step(&mut fed.borrow_mut(), frontier, features.metrics_every) {
-                        Step::Wait(left) => park = Some(left),
-                        Step::Idle => {}
-                        Step::Closed => metrics = None,
+                // Every `metrics_every` at most, what this worker settled goes to its
+                // metrics worker, up to a frontier the store keeps the views' state at.
+                let mut bound = None;
+                if let Some((sender, thread)) = &metrics {
+                    match cut.due(frontier, features.metrics_every) {
+                        Due::Now(next) => {
+                            let feed = match next {
+                                Some(next) => fed.borrow_mut().split_before(next),
+                                None => std::mem::take(&mut *fed.borrow_mut()),
+                            };
+                            if let Some(sender) = sender {
+                                // A metrics worker that has stopped wants nothing more.
+                                let _ = sender.send(ToMetrics { feed, bound: next });
+                                thread.unpark();
+                            }
+                            bound = next;
+                        }
+                        Due::In(wait) => park = Some(wait),
+                        Due::Never => {}
                     }
                 }
-                let dataflow = metrics_probe.with_frontier(|frontier| frontier.first().copied());
-                let metrics_frontier = match metrics.as_mut() {
-                    Some(inputs) => {
-                        reached = inputs.frontier(dataflow);
-                        reached
-                    }
-                    // Closed: at the last bound reached until the dataflow is done.
-                    None if features.metrics => dataflow.and(reached),
-                    None => frontier,
-                };
                 let mut report = buffers.borrow_mut();
                 let has_data = !report.rows.is_empty()
                     || !report.events.is_empty()
-                    || !report.rejections.is_empty()
-                    || !report.metric_rows.is_empty();
-                if has_data || reported != Some((frontier, metrics_frontier)) {
+                    || !report.rejections.is_empty();
+                if has_data || bound.is_some() || reported != Some(frontier) {
+                    match &metrics {
+                        Some(_) => {}
+                        None if reported != Some(frontier) => {
+                            sink.report_metrics(MetricsReport {
+                                worker: index,
+                                frontier,
+                                rows: Vec::new(),
+                            });
+                        }
+                        None => {}
+                    }
                     report.frontier = frontier;
-                    report.metrics_frontier = metrics_frontier;
+                    report.metrics_bound = bound;
                     let out = std::mem::replace(
                         &mut *report,
                         WorkerReport {
@@ -280,9 +301,9 @@ impl Engine {
                     );
                     drop(report);
                     sink.report(out);
-                    reported = Some((frontier, metrics_frontier));
+                    reported = Some(frontier);
                 }
-                if frontier.is_none() && metrics_frontier.is_none() {
+                if frontier.is_none() {
                     break;
                 }
             }
@@ -300,6 +321,7 @@ impl Engine {
             closing,
             worker0,
             runner: Some(runner),
+            metrics_runner,
         })
     }
 
@@ -331,6 +353,10 @@ impl Engine {
         if let Some(runner) = self.runner.take() {
             let _ = runner.join();
         }
+        // The order path's workers have said their last; the metrics finish after them.
+        if let Some(runner) = self.metrics_runner.take() {
+            let _ = runner.join();
+        }
     }
 }
 
@@ -356,12 +382,184 @@ impl Feeder {
     }
 }
 
-/// What the order path produced on this worker that the metrics have not taken yet.
+/// When an order-path worker hands its metrics worker what it settled.
 #[derive(Default)]
+struct Cut {
+    /// The last bound handed over, and when.
+    last: Time,
+    at: Option<Instant>,
+    /// The order path has ended and everything went.
+    done: bool,
+}
+
+/// Whether a cut is due.
+enum Due {
+    /// Now, up to this bound (`None`: everything, the order path has ended).
+    Now(Option<Time>),
+    In(Duration),
+    Never,
+}
+
+impl Cut {
+    fn due(&mut self, frontier: Option<Time>, every: Duration) -> Due {
+        let Some(frontier) = frontier else {
+            if std::mem::replace(&mut self.done, true) {
+                return Due::Never;
+            }
+            return Due::Now(None);
+        };
+        // Even times are command rounds: a bound there cuts no log batch in two.
+        let bound = frontier & !1;
+        if bound <= self.last {
+            return Due::Never;
+        }
+        if let Some(since) = self.at.map(|at| at.elapsed()) {
+            if since < every {
+                return Due::In(every - since);
+            }
+        }
+        self.last = bound;
+        self.at = Some(Instant::now());
+        Due::Now(Some(bound))
+    }
+}
+
+/// One sender per order-path worker, and the metrics workers' threads to wake.
+type MetricChannels = (Vec<Mutex<Option<Sender<ToMetrics>>>>, Vec<Thread>);
+
+/// Starts the metric dataflow on `workers` threads of its own.
+fn start_metrics(workers: usize, sink: Arc<dyn Sink>) -> Result<(MetricChannels, JoinHandle<()>)> {
+    let (senders, receivers): (Vec<_>, Vec<_>) = (0..workers)
+        .map(|_| {
+            let (tx, rx) = mpsc::channel::<ToMetrics>();
+            (Mutex::new(Some(tx)), Mutex::new(Some(rx)))
+        })
+        .unzip();
+    let (thread_tx, thread_rx) = mpsc::channel::<(usize, Thread)>();
+    let thread_tx = Mutex::new(thread_tx);
+    let guards = timely::execute(timely::Config::process(workers), move |worker| {
+        let index = worker.index();
+        lower_priority();
+        let mut receiver = receivers[index]
+            .lock()
+            .ok()
+            .and_then(|mut slot| slot.take());
+        let _ = thread_tx
+            .lock()
+            .map(|tx| tx.send((index, std::thread::current())));
+        let rows = Rc::new(RefCell::new(Vec::new()));
+        let probe = ProbeHandle::new();
+        let mut inputs = Some(worker.dataflow::<Time, _, _>(|scope| {
+            let (events_in, events) = scope.new_input::<Vec<Event>>();
+            let (rejections_in, rejections) = scope.new_input::<Vec<Rejection>>();
+            let (rows_in, views) = scope.new_input::<Vec<(Row, Time, isize)>>();
+            let sink = Rc::clone(&rows);
+            analytics::metrics(events, rejections, views.as_collection())
+                .inner
+                .inspect(move |(row, time, diff)| {
+                    sink.borrow_mut().push((row.clone(), *time, *diff))
+                })
+                .probe_with(&probe);
+            MetricInputs {
+                events: events_in,
+                rejections: rejections_in,
+                rows: rows_in,
+                bounds: VecDeque::new(),
+                reached: 0,
+            }
+        }));
+        let mut reached = Some(0);
+        let mut reported: Option<Option<Time>> = None;
+        loop {
+            if let Some(rx) = receiver.as_ref() {
+                loop {
+                    match rx.try_recv() {
+                        Ok(ToMetrics { feed, bound }) => {
+                            if let Some(handles) = inputs.as_mut() {
+                                handles.take(feed, bound);
+                            }
+                            if bound.is_none() {
+                                inputs = None;
+                            }
+                        }
+                        Err(TryRecvError::Empty) => break,
+                        Err(TryRecvError::Disconnected) => {
+                            inputs = None;
+                            receiver = None;
+                            break;
+                        }
+                    }
+                }
+            }
+            worker.step_or_park(None);
+            let dataflow = probe.with_frontier(|frontier| frontier.first().copied());
+            let frontier = match inputs.as_mut() {
+                Some(handles) => {
+                    reached = handles.frontier(dataflow);
+                    reached
+                }
+                // Closed: at the last bound reached until the dataflow is done.
+                None => dataflow.and(reached),
+            };
+            let rows = std::mem::take(&mut *rows.borrow_mut());
+            if !rows.is_empty() || reported != Some(frontier) {
+                sink.report_metrics(MetricsReport {
+                    worker: index,
+                    frontier,
+                    rows,
+                });
+                reported = Some(frontier);
+            }
+            if frontier.is_none() {
+                break;
+            }
+        }
+    })
+    .map_err(Error::Timely)?;
+    let mut threads: Vec<Option<Thread>> = vec![None; workers];
+    for _ in 0..workers {
+        let (index, thread) = thread_rx
+            .recv()
+            .map_err(|_| Error::Timely("a metrics worker did not start".into()))?;
+        threads[index] = Some(thread);
+    }
+    let threads = threads.into_iter().flatten().collect();
+    let runner = std::thread::Builder::new()
+        .name("metrics-join".into())
+        .spawn(move || drop(guards.join()))
+        .map_err(|error| Error::Timely(error.to_string()))?;
+    Ok(((senders, threads), runner))
+}
+
+/// Lowers the calling thread's priority: the metrics are background work, so on a busy
+/// machine the order path's threads, which commands wait for, go first. (On Linux a
+/// thread has a niceness of its own.) What the metrics have not taken yet waits on the
+/// order path's side and goes in the next, larger step: a lag, bounded by the load.
+fn lower_priority() {
+    #[cfg(target_os = "linux")]
+    // SAFETY: `setpriority` only reads its arguments; `0` names the calling thread.
+    unsafe {
+        libc::setpriority(libc::PRIO_PROCESS, 0, 10);
+    }
+}
+
+/// What the order path produced on one worker that the metrics have not taken yet.
+#[derive(Debug, Default)]
 struct MetricFeed {
     events: Vec<(Event, Time)>,
     rejections: Vec<(Rejection, Time)>,
     rows: Vec<(Row, Time, isize)>,
+}
+
+impl MetricFeed {
+    /// What is held from before `bound`; the rest stays.
+    fn split_before(&mut self, bound: Time) -> MetricFeed {
+        MetricFeed {
+            events: take_before(&mut self.events, bound, |(_, time)| *time),
+            rejections: take_before(&mut self.rejections, bound, |(_, time)| *time),
+            rows: take_before(&mut self.rows, bound, |(_, time, _)| *time),
+        }
+    }
 }
 
 /// The metric dataflow's inputs on one worker, all three at one time.
@@ -369,55 +567,35 @@ struct MetricInputs {
     events: InputHandle<Time, CapacityContainerBuilder<Vec<Event>>>,
     rejections: InputHandle<Time, CapacityContainerBuilder<Vec<Rejection>>>,
     rows: InputHandle<Time, CapacityContainerBuilder<Vec<(Row, Time, isize)>>>,
-    /// When the inputs last moved on.
-    stepped: Option<Instant>,
     /// Where the inputs moved to, oldest first, until the metrics get there.
     bounds: VecDeque<Time>,
     /// The newest bound the metrics have reached.
     reached: Time,
 }
 
-/// What the metrics' inputs did.
-enum Step {
-    /// Nothing to take, or taken.
-    Idle,
-    /// Behind, and due to take in this long.
-    Wait(Duration),
-    /// The order path has ended and everything is taken: the inputs are to be dropped.
-    Closed,
-}
-
 impl MetricInputs {
-    /// Moves the metrics up to the order path's `frontier`, at most once per `every`:
-    /// everything before it enters at the one time just before it.
-    fn step(&mut self, feed: &mut MetricFeed, frontier: Option<Time>, every: Duration) -> Step {
+    /// Takes what the order path settled before `bound`, all at the one time just before
+    /// it, and moves the inputs to `bound`; with no bound (the order path has ended),
+    /// takes everything left at once.
+    fn take(&mut self, mut feed: MetricFeed, bound: Option<Time>) {
         let current = *self.events.time();
-        let Some(frontier) = frontier else {
-            // The order path is over: the rest enters at once, then the inputs close.
-            let last = (feed.events.iter().map(|(_, time)| *time))
-                .chain(feed.rejections.iter().map(|(_, time)| *time))
-                .chain(feed.rows.iter().map(|(_, time, _)| *time))
-                .fold(current, Time::max);
-            self.send(feed, Time::MAX, last);
-            return Step::Closed;
-        };
-        // Even times are command rounds: a bound there cuts no log batch in two.
-        let bound = frontier & !1;
-        if bound <= current {
-            return Step::Idle;
-        }
-        if let Some(since) = self.stepped.map(|at| at.elapsed()) {
-            if since < every {
-                return Step::Wait(every - since);
+        match bound {
+            Some(bound) if bound > current => {
+                self.send(&mut feed, bound, bound - 1);
+                self.events.advance_to(bound);
+                self.rejections.advance_to(bound);
+                self.rows.advance_to(bound);
+                self.bounds.push_back(bound);
+            }
+            Some(_) => {}
+            None => {
+                let last = (feed.events.iter().map(|(_, time)| *time))
+                    .chain(feed.rejections.iter().map(|(_, time)| *time))
+                    .chain(feed.rows.iter().map(|(_, time, _)| *time))
+                    .fold(current, Time::max);
+                self.send(&mut feed, Time::MAX, last);
             }
         }
-        self.send(feed, bound, bound - 1);
-        self.events.advance_to(bound);
-        self.rejections.advance_to(bound);
-        self.rows.advance_to(bound);
-        self.bounds.push_back(bound);
-        self.stepped = Some(Instant::now());
-        Step::Idle
     }
 
     /// The metrics' frontier, given their dataflow's: only the bounds the inputs moved

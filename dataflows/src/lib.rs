@@ -21,7 +21,7 @@ pub mod shared;
 pub mod users;
 pub mod views;
 
-pub use engine::{Batch, Engine, Features, Feeder, Sink, WorkerReport};
+pub use engine::{Batch, Engine, Features, Feeder, MetricsReport, Sink, WorkerReport};
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
-use dataflows::engine::{Sink, WorkerReport};
+use dataflows::engine::{MetricsReport, Sink, WorkerReport};
 use dataflows::model::{Event, Rejection, Time};
 use dataflows::views::Row;
 use parking_lot::{Condvar, Mutex};
@@ -31,8 +31,11 @@ struct Pending {
     rejections: BTreeMap<Time, Vec<Rejection>>,
     metric_frontiers: Vec<Option<Option<Time>>>,
     metric_rows: BTreeMap<Time, Vec<(Row, isize)>>,
-    /// The read models as they were at each frontier the metrics may still reach, oldest
-    /// first: `(f, state)` holds every update before `f` and none up to the next entry's.
+    /// Frontiers the metrics will stop at (`WorkerReport::metrics_bound`), not yet passed
+    /// by the read models.
+    bounds: std::collections::BTreeSet<Time>,
+    /// The read models as they were at each such frontier the metrics may still reach,
+    /// oldest first: `(f, state)` holds every update before `f` and none after.
     states: VecDeque<(Time, Snapshot)>,
 }
 
@@ -209,43 +212,46 @@ impl ViewStore {
             return;
         }
         if upto > current {
+            // The read models first: commands wait for them, not for the metrics.
             self.apply_views(pending, upto);
-        }
-        let metric_rows = split_before(&mut pending.metric_rows, metrics_upto);
-        let next = &mut pending.next;
-        for (_, updates) in metric_rows {
-            next.apply_time(updates);
-        }
-        next.frontier = next.frontier.max(upto);
-        next.metrics_frontier = next.metrics_frontier.max(metrics_upto);
-        self.published_snapshot.store(Arc::new(next.clone()));
-        if metrics_upto > metrics_current {
-            // The read models as they were at the metrics' frontier, with the metrics.
-            while pending.states.len() > 1 && pending.states[1].0 <= metrics_upto {
-                pending.states.pop_front();
-            }
-            let consistent = match pending.states.front() {
-                Some((_, state)) if metrics_upto < next.frontier => {
-                    let mut consistent = state.clone().with_metrics_of(next);
-                    consistent.frontier = metrics_upto;
-                    consistent
-                }
-                _ => next.clone(),
-            };
-            self.consistent_snapshot.store(Arc::new(consistent));
-        }
-        if upto > current {
+            pending.next.frontier = upto;
+            self.published_snapshot
+                .store(Arc::new(pending.next.clone()));
             self.frontier_tx.send_replace(upto);
             let (lock, condvar) = &self.published;
             *lock.lock() = upto;
             condvar.notify_all();
         }
-        if metrics_upto > metrics_current {
-            self.metrics_tx.send_replace(metrics_upto);
-            let (lock, condvar) = &self.metrics_published;
-            *lock.lock() = metrics_upto;
-            condvar.notify_all();
+        if metrics_upto <= metrics_current {
+            return;
         }
+        let metric_rows = split_before(&mut pending.metric_rows, metrics_upto);
+        let changed = !metric_rows.is_empty();
+        let next = &mut pending.next;
+        for (_, updates) in metric_rows {
+            next.apply_time(updates);
+        }
+        next.metrics_frontier = metrics_upto;
+        if changed {
+            self.published_snapshot.store(Arc::new(next.clone()));
+        }
+        // The read models as they were at the metrics' frontier, with the metrics.
+        while pending.states.len() > 1 && pending.states[1].0 <= metrics_upto {
+            pending.states.pop_front();
+        }
+        let consistent = match pending.states.front() {
+            Some((_, state)) if metrics_upto < next.frontier => {
+                let mut consistent = state.clone().with_metrics_of(next);
+                consistent.frontier = metrics_upto;
+                consistent
+            }
+            _ => next.clone(),
+        };
+        self.consistent_snapshot.store(Arc::new(consistent));
+        self.metrics_tx.send_replace(metrics_upto);
+        let (lock, condvar) = &self.metrics_published;
+        *lock.lock() = metrics_upto;
+        condvar.notify_all();
     }
 
     /// Applies the read models' updates before `upto`, a time at a time, keeping the
@@ -258,6 +264,17 @@ impl ViewStore {
             rows.keys().chain(rejections.keys()).copied().collect();
         let next = &mut pending.next;
         for time in times {
+            // The state at each bound before this time is the state now.
+            while let Some(bound) = pending
+                .bounds
+                .first()
+                .copied()
+                .filter(|bound| *bound <= time)
+            {
+                pending.bounds.pop_first();
+                next.frontier = bound;
+                pending.states.push_back((bound, next.clone()));
+            }
             if let Some(updates) = rows.remove(&time) {
                 next.apply_time(updates);
             }
@@ -267,8 +284,16 @@ impl ViewStore {
                 }
                 next.record_rejection(rejection);
             }
-            next.frontier = time + 1;
-            pending.states.push_back((time + 1, next.clone()));
+        }
+        while let Some(bound) = pending
+            .bounds
+            .first()
+            .copied()
+            .filter(|bound| *bound <= upto)
+        {
+            pending.bounds.pop_first();
+            next.frontier = bound;
+            pending.states.push_back((bound, next.clone()));
         }
         let mut feed = Vec::new();
         let mut feeds = self.feeds.lock();
@@ -359,11 +384,16 @@ impl Sink for ViewStore {
         // The store outlives its workers' reports; a send fails only once it is gone.
         let _ = self.reports.send(ToPublisher::Report(report));
     }
+
+    fn report_metrics(&self, report: MetricsReport) {
+        let _ = self.reports.send(ToPublisher::Metrics(report));
+    }
 }
 
 /// What the publisher thread is sent.
 enum ToPublisher {
     Report(WorkerReport),
+    Metrics(MetricsReport),
     /// Answer once everything sent before is published.
     Flush(std::sync::mpsc::Sender<()>),
 }
@@ -383,6 +413,7 @@ fn publish_reports(
         for message in std::iter::once(first).chain(received.try_iter().take(1024)) {
             match message {
                 ToPublisher::Report(report) => pending.take(report),
+                ToPublisher::Metrics(report) => pending.take_metrics(report),
                 ToPublisher::Flush(done) => flushed.push(done),
             }
         }
@@ -405,14 +436,25 @@ impl Pending {
         for (rejection, time) in report.rejections {
             self.rejections.entry(time).or_default().push(rejection);
         }
-        for (row, time, diff) in report.metric_rows {
-            self.metric_rows.entry(time).or_default().push((row, diff));
-        }
         if let Some(slot) = self.frontiers.get_mut(report.worker) {
             *slot = Some(report.frontier);
         }
+        if let Some(bound) = report.metrics_bound {
+            if bound == self.next.frontier {
+                // Already there: nothing is applied past a worker's own frontier.
+                self.states.push_back((bound, self.next.clone()));
+            } else {
+                self.bounds.insert(bound);
+            }
+        }
+    }
+
+    fn take_metrics(&mut self, report: MetricsReport) {
+        for (row, time, diff) in report.rows {
+            self.metric_rows.entry(time).or_default().push((row, diff));
+        }
         if let Some(slot) = self.metric_frontiers.get_mut(report.worker) {
-            *slot = Some(report.metrics_frontier);
+            *slot = Some(report.frontier);
         }
     }
 }

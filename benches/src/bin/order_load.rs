@@ -134,14 +134,12 @@ async fn orders_counted(connection: &mut Connection) -> u64 {
 /// Every 20 ms until `stop`: takes the newest acknowledged order and reads the metric
 /// until it counts that many orders; records the time from that acknowledgement.
 async fn probe_freshness(
-    addr: String,
+    mut connection: Connection,
+    before: u64,
     results: Arc<std::sync::Mutex<Results>>,
     stop: Arc<std::sync::atomic::AtomicBool>,
 ) -> Histogram<u64> {
     let mut histogram = Histogram::new_with_bounds(1, 60_000_000, 3).expect("histogram");
-    let mut connection = Connection::open(&addr).await;
-    // Orders of earlier runs, acknowledged before this one started.
-    let before = orders_counted(&mut connection).await;
     let mut tick = tokio::time::interval(Duration::from_millis(20));
     while !stop.load(std::sync::atomic::Ordering::Relaxed) {
         tick.tick().await;
@@ -413,13 +411,20 @@ async fn run_rate(addr: &str, catalog: &Catalog, rate: u64, run: Run<'_>) -> (Re
     let (tx, rx) = mpsc::unbounded_channel::<Job>();
     let rx = Arc::new(Mutex::new(rx));
     let results = Arc::new(std::sync::Mutex::new(Results::default()));
-    let probe = freshness.then(|| {
-        tokio::spawn(probe_freshness(
-            addr.to_string(),
+    let probe = if freshness {
+        // Orders of earlier runs, counted before this one places any: the probe's own
+        // first reading would count the first orders of this run twice.
+        let mut connection = Connection::open(addr).await;
+        let before = orders_counted(&mut connection).await;
+        Some(tokio::spawn(probe_freshness(
+            connection,
+            before,
             results.clone(),
             stop.clone(),
-        ))
-    });
+        )))
+    } else {
+        None
+    };
     let mut workers = Vec::new();
     for _ in 0..connections {
         let rx = rx.clone();

@@ -97,3 +97,14 @@ fn a_bad_history_location_is_refused_with_the_reason() {
     .unwrap();
     assert_eq!(config.history.url, "s3://bucket/history");
 }
+
+#[test]
+fn a_metrics_step_out_of_range_is_refused_with_the_reason() {
+    let error = load("[analytics]\nstep_ms = 0\n", None).unwrap_err();
+    assert!(
+        error.contains("analytics.step_ms must be between 1 and 60000"),
+        "{error}"
+    );
+    let config = load("[analytics]\nstep_ms = 250\n", None).unwrap();
+    assert_eq!(config.analytics.step_ms, 250);
+}
