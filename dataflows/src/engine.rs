@@ -562,11 +562,14 @@ impl MetricFeed {
     }
 }
 
+/// An input of `D`s.
+type Inputs<D> = InputHandle<Time, CapacityContainerBuilder<Vec<D>>>;
+
 /// The metric dataflow's inputs on one worker, all three at one time.
 struct MetricInputs {
-    events: InputHandle<Time, CapacityContainerBuilder<Vec<Event>>>,
-    rejections: InputHandle<Time, CapacityContainerBuilder<Vec<Rejection>>>,
-    rows: InputHandle<Time, CapacityContainerBuilder<Vec<(Row, Time, isize)>>>,
+    events: Inputs<Event>,
+    rejections: Inputs<Rejection>,
+    rows: Inputs<(Row, Time, isize)>,
     /// Where the inputs moved to, oldest first, until the metrics get there.
     bounds: VecDeque<Time>,
     /// The newest bound the metrics have reached.

@@ -583,6 +583,58 @@ proptest! {
     }
 }
 
+/// While the metrics lag the read models, a consistent snapshot still holds every view,
+/// metric or not, exactly as recomputed from the events before its frontier.
+#[test]
+fn a_consistent_snapshot_is_one_frontier_while_the_metrics_lag() {
+    // A step of 30 ms: the metrics stop at whichever frontiers timing gives; an hour:
+    // after their first step they stay behind for the whole test.
+    for (workers, every_ms) in [(1, 30), (2, 30), (1, 3_600_000)] {
+        let features = dataflows::Features {
+            metrics: true,
+            metrics_every: std::time::Duration::from_millis(every_ms),
+        };
+        let mut h = Harness::with_features(workers, features);
+        h.append_views_only(
+            1,
+            vec![
+                Envelope::new(product("a", 9)),
+                Envelope::new(product("b", 2)),
+            ],
+        );
+        for n in 0..12 {
+            let lines: &[(&str, i64)] = match n % 3 {
+                0 => &[("a", 2)],
+                1 => &[("a", 1), ("b", 1)],
+                _ => &[("b", 3)],
+            };
+            let jump = if n == 6 { 61_000 } else { 1 };
+            let placed = order(&format!("o{n}"), lines, n % 4 != 3);
+            h.append_views_only(jump, vec![Envelope::new(placed)]);
+            let snapshot = h.store.read_consistent();
+            let before = |ts: Ts| settled_frontier(ts) <= snapshot.frontier;
+            let events: Vec<Event> = (h.store.recorded_events().into_iter())
+                .filter(|event| before(event.ts))
+                .collect();
+            let rejections: Vec<Rejection> = (h.store.recorded_rejections().into_iter())
+                .filter(|rejection| before(rejection.ts))
+                .collect();
+            assert_eq!(
+                snapshot.rows(),
+                recompute(&events, &rejections),
+                "{workers} workers, step {every_ms} ms, frontier {}",
+                snapshot.frontier
+            );
+            if every_ms == 3_600_000 {
+                assert!(
+                    snapshot.frontier < h.store.read().frontier,
+                    "the metrics lag"
+                );
+            }
+        }
+    }
+}
+
 /// A scan reads the snapshot it started from, batch by batch, in id order, while newer
 /// frontiers are published beside it.
 #[test]
