@@ -264,17 +264,8 @@ impl ViewStore {
             rows.keys().chain(rejections.keys()).copied().collect();
         let next = &mut pending.next;
         for time in times {
-            // The state at each bound before this time is the state now.
-            while let Some(bound) = pending
-                .bounds
-                .first()
-                .copied()
-                .filter(|bound| *bound <= time)
-            {
-                pending.bounds.pop_first();
-                next.frontier = bound;
-                pending.states.push_back((bound, next.clone()));
-            }
+            // The state at each bound up to this time is the state now.
+            keep_states(&mut pending.bounds, &mut pending.states, next, time);
             if let Some(updates) = rows.remove(&time) {
                 next.apply_time(updates);
             }
@@ -285,16 +276,7 @@ impl ViewStore {
                 next.record_rejection(rejection);
             }
         }
-        while let Some(bound) = pending
-            .bounds
-            .first()
-            .copied()
-            .filter(|bound| *bound <= upto)
-        {
-            pending.bounds.pop_first();
-            next.frontier = bound;
-            pending.states.push_back((bound, next.clone()));
-        }
+        keep_states(&mut pending.bounds, &mut pending.states, next, upto);
         let mut feed = Vec::new();
         let mut feeds = self.feeds.lock();
         for (time, mut events) in events {
@@ -315,6 +297,21 @@ impl ViewStore {
                 .is_ok()
             });
         }
+    }
+}
+
+/// Keeps `next` as the state at every bound up to `upto`: nothing at or past them is
+/// applied yet.
+fn keep_states(
+    bounds: &mut std::collections::BTreeSet<Time>,
+    states: &mut VecDeque<(Time, Snapshot)>,
+    next: &mut Snapshot,
+    upto: Time,
+) {
+    while let Some(bound) = bounds.first().copied().filter(|bound| *bound <= upto) {
+        bounds.pop_first();
+        next.frontier = bound;
+        states.push_back((bound, next.clone()));
     }
 }
 
