@@ -54,7 +54,8 @@ pub struct WorkerReport {
     pub events: Vec<(Event, Time)>,
     pub rejections: Vec<(Rejection, Time)>,
     /// A frontier the metrics will stop at: the store keeps the views as they were
-    /// there until the metrics get there too.
+    /// there until the metrics get there too. The metrics' frontier counts only at
+    /// these; without metrics, every frontier of the order path is one.
     pub metrics_bound: Option<Time>,
 }
 
@@ -279,16 +280,15 @@ impl Engine {
                     || !report.events.is_empty()
                     || !report.rejections.is_empty();
                 if has_data || bound.is_some() || reported != Some(frontier) {
-                    match &metrics {
-                        Some(_) => {}
-                        None if reported != Some(frontier) => {
-                            sink.report_metrics(MetricsReport {
-                                worker: index,
-                                frontier,
-                                rows: Vec::new(),
-                            });
-                        }
-                        None => {}
+                    if metrics.is_none() && reported != Some(frontier) {
+                        // No metrics: they are wherever the order path is, and every
+                        // frontier of it is a bound.
+                        bound = frontier.map(|frontier| frontier & !1);
+                        sink.report_metrics(MetricsReport {
+                            worker: index,
+                            frontier,
+                            rows: Vec::new(),
+                        });
                     }
                     report.frontier = frontier;
                     report.metrics_bound = bound;

@@ -31,7 +31,7 @@ struct Pending {
     rejections: BTreeMap<Time, Vec<Rejection>>,
     metric_frontiers: Vec<Option<Option<Time>>>,
     metric_rows: BTreeMap<Time, Vec<(Row, isize)>>,
-    /// Frontiers the metrics will stop at (`WorkerReport::metrics_bound`), not yet passed
+    /// Frontiers the metrics will stop at (`WorkerReport::metrics_bound`), not yet reached
     /// by the read models.
     bounds: std::collections::BTreeSet<Time>,
     /// The read models as they were at each such frontier the metrics may still reach,
@@ -201,17 +201,12 @@ impl ViewStore {
     }
 
     fn publish(&self, pending: &mut Pending) {
-        let (Some(upto), Some(metrics_upto)) =
+        let (Some(upto), Some(metrics_reached)) =
             (least(&pending.frontiers), least(&pending.metric_frontiers))
         else {
             return;
         };
-        let metrics_upto = metrics_upto.min(upto);
-        let (current, metrics_current) = (self.frontier(), self.metrics_frontier());
-        if upto <= current && metrics_upto <= metrics_current {
-            return;
-        }
-        if upto > current {
+        if upto > self.frontier() {
             // The read models first: commands wait for them, not for the metrics.
             self.apply_views(pending, upto);
             pending.next.frontier = upto;
@@ -222,9 +217,20 @@ impl ViewStore {
             *lock.lock() = upto;
             condvar.notify_all();
         }
-        if metrics_upto <= metrics_current {
-            return;
+        // The metrics count only at the bounds the read models' state was kept at: their
+        // report may come before the order path's that names the bound.
+        let reached = metrics_reached.min(upto);
+        while pending.states.len() > 1 && pending.states[1].0 <= reached {
+            pending.states.pop_front();
         }
+        let Some((metrics_upto, state)) = pending
+            .states
+            .front()
+            .filter(|(bound, _)| *bound <= reached && *bound > self.metrics_frontier())
+        else {
+            return;
+        };
+        let metrics_upto = *metrics_upto;
         let metric_rows = split_before(&mut pending.metric_rows, metrics_upto);
         let changed = !metric_rows.is_empty();
         let next = &mut pending.next;
@@ -236,16 +242,12 @@ impl ViewStore {
             self.published_snapshot.store(Arc::new(next.clone()));
         }
         // The read models as they were at the metrics' frontier, with the metrics.
-        while pending.states.len() > 1 && pending.states[1].0 <= metrics_upto {
-            pending.states.pop_front();
-        }
-        let consistent = match pending.states.front() {
-            Some((_, state)) if metrics_upto < next.frontier => {
-                let mut consistent = state.clone().with_metrics_of(next);
-                consistent.frontier = metrics_upto;
-                consistent
-            }
-            _ => next.clone(),
+        let consistent = if metrics_upto == next.frontier {
+            next.clone()
+        } else {
+            let mut consistent = state.clone().with_metrics_of(next);
+            consistent.frontier = metrics_upto;
+            consistent
         };
         self.consistent_snapshot.store(Arc::new(consistent));
         self.metrics_tx.send_replace(metrics_upto);
@@ -453,5 +455,77 @@ impl Pending {
         if let Some(slot) = self.metric_frontiers.get_mut(report.worker) {
             *slot = Some(report.frontier);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use dataflows::analytics::{Dim, Metric, MetricRow};
+
+    /// A row of `payment_declines`, for the day `n`.
+    fn metric_row(n: i64) -> Row {
+        let key = vec![Dim::Day(n), Dim::Text("card_declined".into())];
+        Row::Metric(Arc::new(MetricRow::new(
+            Metric::PaymentDeclines,
+            key,
+            vec![1],
+        )))
+    }
+
+    /// A read model's row: an idempotency key first used at `n`.
+    fn view_row(n: u64) -> Row {
+        Row::Idempotency(Arc::new(dataflows::views::IdempotencyRow {
+            key: format!("k{n}").into(),
+            fingerprint: "f".into(),
+            first_seq: n,
+            ts: n,
+        }))
+    }
+
+    /// A metrics report may come before the order path's that names its bound: until
+    /// then the metrics stay at the bound before, with the read models as they were there.
+    #[test]
+    fn the_metrics_count_only_at_bounds_the_store_has_heard_of() {
+        let store = ViewStore::new(1);
+        store.report(WorkerReport {
+            frontier: Some(10),
+            rows: vec![(view_row(1), 5, 1)],
+            metrics_bound: Some(10),
+            ..Default::default()
+        });
+        store.report_metrics(MetricsReport {
+            worker: 0,
+            frontier: Some(10),
+            rows: vec![(metric_row(1), 9, 1)],
+        });
+        // The order path moves on without a bound, then the metrics report their next.
+        store.report(WorkerReport {
+            frontier: Some(14),
+            rows: vec![(view_row(2), 12, 1)],
+            ..Default::default()
+        });
+        store.report_metrics(MetricsReport {
+            worker: 0,
+            frontier: Some(20),
+            rows: vec![(metric_row(2), 19, 1)],
+        });
+        store.flush();
+        let consistent = store.read_consistent();
+        assert_eq!((consistent.frontier, store.metrics_frontier()), (10, 10));
+        assert_eq!(consistent.idempotency.len(), 1);
+        assert_eq!(consistent.metric(Metric::PaymentDeclines).len(), 1);
+
+        store.report(WorkerReport {
+            frontier: Some(20),
+            rows: vec![(view_row(3), 15, 1)],
+            metrics_bound: Some(20),
+            ..Default::default()
+        });
+        store.flush();
+        let consistent = store.read_consistent();
+        assert_eq!((consistent.frontier, store.metrics_frontier()), (20, 20));
+        assert_eq!(consistent.idempotency.len(), 3);
+        assert_eq!(consistent.metric(Metric::PaymentDeclines).len(), 2);
     }
 }
