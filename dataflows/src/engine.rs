@@ -580,11 +580,11 @@ impl MetricInputs {
     /// Takes what the order path settled before `bound`, all at the one time just before
     /// it, and moves the inputs to `bound`; with no bound (the order path has ended),
     /// takes everything left at once.
-    fn take(&mut self, mut feed: MetricFeed, bound: Option<Time>) {
+    fn take(&mut self, feed: MetricFeed, bound: Option<Time>) {
         let current = *self.events.time();
         match bound {
             Some(bound) if bound > current => {
-                self.send(&mut feed, bound, bound - 1);
+                self.send(feed, bound - 1);
                 self.events.advance_to(bound);
                 self.rejections.advance_to(bound);
                 self.rows.advance_to(bound);
@@ -596,7 +596,7 @@ impl MetricInputs {
                     .chain(feed.rejections.iter().map(|(_, time)| *time))
                     .chain(feed.rows.iter().map(|(_, time, _)| *time))
                     .fold(current, Time::max);
-                self.send(&mut feed, Time::MAX, last);
+                self.send(feed, last);
             }
         }
     }
@@ -613,18 +613,18 @@ impl MetricInputs {
         Some(self.reached)
     }
 
-    /// Sends what `feed` holds from before `bound`, all at time `at`.
-    fn send(&mut self, feed: &mut MetricFeed, bound: Time, at: Time) {
+    /// Sends all of `feed` (the order-path worker cut it at the bound), at time `at`.
+    fn send(&mut self, feed: MetricFeed, at: Time) {
         self.events.advance_to(at);
         self.rejections.advance_to(at);
         self.rows.advance_to(at);
-        for (event, _) in take_before(&mut feed.events, bound, |(_, time)| *time) {
+        for (event, _) in feed.events {
             self.events.send(event);
         }
-        for (rejection, _) in take_before(&mut feed.rejections, bound, |(_, time)| *time) {
+        for (rejection, _) in feed.rejections {
             self.rejections.send(rejection);
         }
-        for (row, _, diff) in take_before(&mut feed.rows, bound, |(_, time, _)| *time) {
+        for (row, _, diff) in feed.rows {
             self.rows.send((row, at, diff));
         }
     }

@@ -128,11 +128,8 @@ pub struct OrderCursor {
 #[derive(Clone, Debug, Default)]
 pub struct Snapshot {
     /// Every update at a time before this is applied, and none after; the metric views
-    /// excepted.
+    /// excepted, which are at `ViewStore::metrics_frontier` (never past this).
     pub frontier: Time,
-    /// The metric views hold every update before this, and none after. Never past
-    /// `frontier`: the metrics follow the order path (see `dataflows::engine`).
-    pub metrics_frontier: Time,
     pub products: Rows<ProductRow>,
     products_by_sku: OrdMap<Str, Str>,
     stock: OrdMap<Str, StockLevel>,
@@ -165,12 +162,11 @@ pub struct Snapshot {
 }
 
 impl Snapshot {
-    /// This snapshot with the metric views of `other` (and their frontier).
+    /// This snapshot with the metric views of `other`.
     pub(crate) fn with_metrics_of(mut self, other: &Snapshot) -> Snapshot {
         self.metrics.clone_from(&other.metrics);
         self.product_units.clone_from(&other.product_units);
         self.product_ranking.clone_from(&other.product_ranking);
-        self.metrics_frontier = other.metrics_frontier;
         self
     }
 

@@ -118,7 +118,7 @@ impl ViewStore {
     }
 
     /// The newest snapshot in which every view, the metric views included, is at one
-    /// frontier: the metrics' (`Snapshot::metrics_frontier`), a little behind `read()`'s.
+    /// frontier: the metrics' (`metrics_frontier()`), a little behind `read()`'s.
     /// For readers that join metrics with other views (SQL).
     pub fn read_consistent(&self) -> Arc<Snapshot> {
         self.consistent_snapshot.load_full()
@@ -237,7 +237,6 @@ impl ViewStore {
         for (_, updates) in metric_rows {
             next.apply_time(updates);
         }
-        next.metrics_frontier = metrics_upto;
         if changed {
             self.published_snapshot.store(Arc::new(next.clone()));
         }
