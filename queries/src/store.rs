@@ -22,21 +22,26 @@ struct Recorded {
 
 #[derive(Default)]
 struct Pending {
-    /// The next snapshot, built beside the published one; shares every node it has not
-    /// changed since.
+    /// The next snapshot of the read models, built beside the published one; shares
+    /// every node it has not changed since.
     next: Snapshot,
     frontiers: Vec<Option<Option<Time>>>,
     rows: BTreeMap<Time, Vec<(Row, isize)>>,
     events: BTreeMap<Time, Vec<Event>>,
     rejections: BTreeMap<Time, Vec<Rejection>>,
-    metric_frontiers: Vec<Option<Option<Time>>>,
-    metric_rows: BTreeMap<Time, Vec<(Row, isize)>>,
     /// Frontiers the metrics will stop at (`WorkerReport::metrics_bound`), not yet reached
     /// by the read models.
     bounds: std::collections::BTreeSet<Time>,
-    /// The read models as they were at each such frontier the metrics may still reach,
-    /// oldest first: `(f, state)` holds every update before `f` and none after.
-    states: VecDeque<(Time, Snapshot)>,
+    /// The read models' state at bounds reached since the last publication, for `states`.
+    kept: Vec<(Time, Snapshot)>,
+}
+
+/// The metric views' side, owned by their publisher thread.
+struct MetricsPending {
+    frontiers: Vec<Option<Option<Time>>>,
+    rows: BTreeMap<Time, Vec<(Row, isize)>>,
+    /// The metric views (only they are ever applied here).
+    views: Snapshot,
 }
 
 /// Events published together, with their dataflow times, in publication order: every
@@ -52,6 +57,16 @@ pub struct ViewStore {
     /// snapshots happens beside the dataflow, never on a worker's time.
     reports: std::sync::mpsc::Sender<ToPublisher>,
     pending: Mutex<Pending>,
+    /// The metrics' reports, for a publisher thread of their own: applying them never
+    /// delays the read models, which commands wait for.
+    metric_reports: std::sync::mpsc::Sender<ToMetricsPublisher>,
+    /// The read models as they were at each bound the metrics may still reach, oldest
+    /// first: `(f, state)` holds every update before `f` and none after. The read
+    /// models' publisher adds to the back, the metrics' takes from the front.
+    states: Mutex<VecDeque<(Time, Snapshot)>>,
+    /// The newest metric views, for `read()`'s snapshots. Whoever stores one of those
+    /// holds this lock, so neither publisher undoes the other's.
+    metric_views: Mutex<Snapshot>,
     /// The newest published snapshot. Readers take a reference and never wait.
     published_snapshot: ArcSwap<Snapshot>,
     frontier_tx: watch::Sender<Time>,
@@ -82,14 +97,16 @@ impl ViewStore {
         let (frontier_tx, _) = watch::channel(0);
         let (metrics_tx, _) = watch::channel(0);
         let (reports, received) = std::sync::mpsc::channel();
+        let (metric_reports, metrics_received) = std::sync::mpsc::channel();
         let store = Arc::new(ViewStore {
             reports,
             pending: Mutex::new(Pending {
                 frontiers: vec![None; workers],
-                metric_frontiers: vec![None; workers],
-                states: VecDeque::from([(0, Snapshot::default())]),
                 ..Default::default()
             }),
+            metric_reports,
+            states: Mutex::new(VecDeque::from([(0, Snapshot::default())])),
+            metric_views: Mutex::new(Snapshot::default()),
             published_snapshot: ArcSwap::from_pointee(Snapshot::default()),
             frontier_tx,
             published: (Mutex::new(0), Condvar::new()),
@@ -104,6 +121,16 @@ impl ViewStore {
             .name("publisher".into())
             .spawn(move || publish_reports(&publisher, &received))
             .expect("spawning the publisher thread");
+        let publisher = Arc::downgrade(&store);
+        let metrics = MetricsPending {
+            frontiers: vec![None; workers],
+            rows: BTreeMap::new(),
+            views: Snapshot::default(),
+        };
+        std::thread::Builder::new()
+            .name("metrics-publisher".into())
+            .spawn(move || publish_metric_reports(&publisher, &metrics_received, metrics))
+            .expect("spawning the metrics' publisher thread");
         store
     }
 
@@ -169,8 +196,17 @@ impl ViewStore {
 
     /// Waits until every report sent before this call is applied and published.
     pub fn flush(&self) {
+        // The read models first: they hand the metrics their bounds.
         let (done, published) = std::sync::mpsc::channel();
         if self.reports.send(ToPublisher::Flush(done)).is_ok() {
+            let _ = published.recv();
+        }
+        let (done, published) = std::sync::mpsc::channel();
+        if self
+            .metric_reports
+            .send(ToMetricsPublisher::Flush(done))
+            .is_ok()
+        {
             let _ = published.recv();
         }
     }
@@ -200,58 +236,77 @@ impl ViewStore {
         wait_blocking(&self.published, frontier, timeout)
     }
 
+    /// Publishes the read models at the least frontier every worker has reported.
     fn publish(&self, pending: &mut Pending) {
-        let (Some(upto), Some(metrics_reached)) =
-            (least(&pending.frontiers), least(&pending.metric_frontiers))
-        else {
+        let Some(upto) = least(&pending.frontiers) else {
             return;
         };
         if upto > self.frontier() {
-            // The read models first: commands wait for them, not for the metrics.
             self.apply_views(pending, upto);
             pending.next.frontier = upto;
-            self.published_snapshot
-                .store(Arc::new(pending.next.clone()));
+            self.publish_read_models(&pending.next);
             self.frontier_tx.send_replace(upto);
             let (lock, condvar) = &self.published;
             *lock.lock() = upto;
             condvar.notify_all();
         }
-        // The metrics count only at the bounds the read models' state was kept at: their
-        // report may come before the order path's that names the bound.
-        let reached = metrics_reached.min(upto);
-        while pending.states.len() > 1 && pending.states[1].0 <= reached {
-            pending.states.pop_front();
+        if !pending.kept.is_empty() {
+            self.states.lock().extend(pending.kept.drain(..));
+            // The metrics may be waiting for one of these bounds.
+            let _ = self.metric_reports.send(ToMetricsPublisher::Bounds);
         }
-        let Some((metrics_upto, state)) = pending
-            .states
-            .front()
-            .filter(|(bound, _)| *bound <= reached && *bound > self.metrics_frontier())
-        else {
+    }
+
+    /// `read()`'s snapshot: these read models, with the newest metric views.
+    fn publish_read_models(&self, next: &Snapshot) {
+        let views = self.metric_views.lock();
+        let snapshot = next.clone().with_metrics_of(&views);
+        self.published_snapshot.store(Arc::new(snapshot));
+    }
+
+    /// `read()`'s snapshot: the newest read models, with these metric views.
+    fn publish_metric_views(&self, metrics: &Snapshot) {
+        let mut views = self.metric_views.lock();
+        views.clone_from(metrics);
+        let read_models = Snapshot::clone(&self.published_snapshot.load());
+        let snapshot = read_models.with_metrics_of(&views);
+        self.published_snapshot.store(Arc::new(snapshot));
+    }
+
+    /// Applies the metric views' updates up to the newest bound they have reached whose
+    /// read models' state is kept, and publishes the consistent snapshot there.
+    fn publish_metrics(&self, pending: &mut MetricsPending) {
+        let Some(reached) = least(&pending.frontiers) else {
             return;
         };
-        let metrics_upto = *metrics_upto;
-        let metric_rows = split_before(&mut pending.metric_rows, metrics_upto);
-        let changed = !metric_rows.is_empty();
-        let next = &mut pending.next;
-        for (_, updates) in metric_rows {
-            next.apply_time(updates);
+        // The metrics count only at the bounds the read models' state was kept at: their
+        // report may come before the order path's that names the bound.
+        let (upto, state) = {
+            let mut states = self.states.lock();
+            while states.len() > 1 && states[1].0 <= reached {
+                states.pop_front();
+            }
+            match states.front() {
+                Some((bound, state)) if *bound <= reached && *bound > self.metrics_frontier() => {
+                    (*bound, state.clone())
+                }
+                _ => return,
+            }
+        };
+        let rows = split_before(&mut pending.rows, upto);
+        let changed = !rows.is_empty();
+        for (_, updates) in rows {
+            pending.views.apply_time(updates);
         }
         if changed {
-            self.published_snapshot.store(Arc::new(next.clone()));
+            self.publish_metric_views(&pending.views);
         }
-        // The read models as they were at the metrics' frontier, with the metrics.
-        let consistent = if metrics_upto == next.frontier {
-            next.clone()
-        } else {
-            let mut consistent = state.clone().with_metrics_of(next);
-            consistent.frontier = metrics_upto;
-            consistent
-        };
+        let mut consistent = state.with_metrics_of(&pending.views);
+        consistent.frontier = upto;
         self.consistent_snapshot.store(Arc::new(consistent));
-        self.metrics_tx.send_replace(metrics_upto);
+        self.metrics_tx.send_replace(upto);
         let (lock, condvar) = &self.metrics_published;
-        *lock.lock() = metrics_upto;
+        *lock.lock() = upto;
         condvar.notify_all();
     }
 
@@ -266,7 +321,7 @@ impl ViewStore {
         let next = &mut pending.next;
         for time in times {
             // The state at each bound up to this time is the state now.
-            keep_states(&mut pending.bounds, &mut pending.states, next, time);
+            keep_states(&mut pending.bounds, &mut pending.kept, next, time);
             if let Some(updates) = rows.remove(&time) {
                 next.apply_time(updates);
             }
@@ -277,7 +332,7 @@ impl ViewStore {
                 next.record_rejection(rejection);
             }
         }
-        keep_states(&mut pending.bounds, &mut pending.states, next, upto);
+        keep_states(&mut pending.bounds, &mut pending.kept, next, upto);
         let mut feed = Vec::new();
         let mut feeds = self.feeds.lock();
         for (time, mut events) in events {
@@ -305,14 +360,14 @@ impl ViewStore {
 /// applied yet.
 fn keep_states(
     bounds: &mut std::collections::BTreeSet<Time>,
-    states: &mut VecDeque<(Time, Snapshot)>,
+    states: &mut Vec<(Time, Snapshot)>,
     next: &mut Snapshot,
     upto: Time,
 ) {
     while let Some(bound) = bounds.first().copied().filter(|bound| *bound <= upto) {
         bounds.pop_first();
         next.frontier = bound;
-        states.push_back((bound, next.clone()));
+        states.push((bound, next.clone()));
     }
 }
 
@@ -384,14 +439,22 @@ impl Sink for ViewStore {
     }
 
     fn report_metrics(&self, report: MetricsReport) {
-        let _ = self.reports.send(ToPublisher::Metrics(report));
+        let _ = self.metric_reports.send(ToMetricsPublisher::Report(report));
     }
 }
 
-/// What the publisher thread is sent.
+/// What the read models' publisher thread is sent.
 enum ToPublisher {
     Report(WorkerReport),
-    Metrics(MetricsReport),
+    /// Answer once everything sent before is published.
+    Flush(std::sync::mpsc::Sender<()>),
+}
+
+/// What the metrics' publisher thread is sent.
+enum ToMetricsPublisher {
+    Report(MetricsReport),
+    /// The read models kept their state at more bounds.
+    Bounds,
     /// Answer once everything sent before is published.
     Flush(std::sync::mpsc::Sender<()>),
 }
@@ -411,12 +474,36 @@ fn publish_reports(
         for message in std::iter::once(first).chain(received.try_iter().take(1024)) {
             match message {
                 ToPublisher::Report(report) => pending.take(report),
-                ToPublisher::Metrics(report) => pending.take_metrics(report),
                 ToPublisher::Flush(done) => flushed.push(done),
             }
         }
         store.publish(&mut pending);
         drop(pending);
+        for done in flushed {
+            let _ = done.send(());
+        }
+    }
+}
+
+/// The metrics' publisher thread, like `publish_reports`.
+fn publish_metric_reports(
+    store: &std::sync::Weak<ViewStore>,
+    received: &std::sync::mpsc::Receiver<ToMetricsPublisher>,
+    mut pending: MetricsPending,
+) {
+    while let Ok(first) = received.recv() {
+        let Some(store) = store.upgrade() else {
+            return;
+        };
+        let mut flushed = Vec::new();
+        for message in std::iter::once(first).chain(received.try_iter().take(1024)) {
+            match message {
+                ToMetricsPublisher::Report(report) => pending.take(report),
+                ToMetricsPublisher::Bounds => {}
+                ToMetricsPublisher::Flush(done) => flushed.push(done),
+            }
+        }
+        store.publish_metrics(&mut pending);
         for done in flushed {
             let _ = done.send(());
         }
@@ -440,18 +527,20 @@ impl Pending {
         if let Some(bound) = report.metrics_bound {
             if bound == self.next.frontier {
                 // Already there: nothing is applied past a worker's own frontier.
-                self.states.push_back((bound, self.next.clone()));
+                self.kept.push((bound, self.next.clone()));
             } else {
                 self.bounds.insert(bound);
             }
         }
     }
+}
 
-    fn take_metrics(&mut self, report: MetricsReport) {
+impl MetricsPending {
+    fn take(&mut self, report: MetricsReport) {
         for (row, time, diff) in report.rows {
-            self.metric_rows.entry(time).or_default().push((row, diff));
+            self.rows.entry(time).or_default().push((row, diff));
         }
-        if let Some(slot) = self.metric_frontiers.get_mut(report.worker) {
+        if let Some(slot) = self.frontiers.get_mut(report.worker) {
             *slot = Some(report.frontier);
         }
     }
