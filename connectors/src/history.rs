@@ -53,6 +53,13 @@ use crate::{Error, Result};
 const COMMITTED: &str = "_committed";
 /// Rows per row group: large enough to scan fast, small enough to skip by statistics.
 const ROW_GROUP_ROWS: usize = 64 * 1024;
+/// Files this large are never merged again: merging is for the many small files of
+/// frequent flushes, and a query reads a few of these as fast as one.
+const FINAL_BYTES: u64 = 1 << 30;
+/// zstd levels: fast for the files every flush writes, tighter for the merged files
+/// that stay.
+const FLUSH_LEVEL: i32 = 1;
+const MERGE_LEVEL: i32 = 3;
 /// How long files replaced by a merge stay readable: longer than any query runs.
 const RETIRE_AFTER: std::time::Duration = std::time::Duration::from_secs(120);
 
@@ -60,8 +67,12 @@ const RETIRE_AFTER: std::time::Duration = std::time::Duration::from_secs(120);
 pub struct HistoryOptions {
     /// Flush once this many events wait.
     pub flush_rows: usize,
-    /// Merge a day's files once it has this many.
+    /// Merge a day's files once it has this many of about one size.
     pub compact_files: usize,
+    /// The size of the smallest files: a file is of tier `t` when it is smaller than
+    /// `tier_bytes * compact_files^t`, and merges take the newest files of the lowest
+    /// tiers, so an event is rewritten about once per tier, not at every merge.
+    pub tier_bytes: u64,
 }
 
 impl Default for HistoryOptions {
@@ -69,6 +80,7 @@ impl Default for HistoryOptions {
         HistoryOptions {
             flush_rows: 256 * 1024,
             compact_files: 16,
+            tier_bytes: 1 << 20,
         }
     }
 }
@@ -102,6 +114,8 @@ struct Part {
     name: String,
     from: Time,
     to: Time,
+    /// Bytes.
+    size: u64,
 }
 
 /// Where the history is kept: a directory, or an object store under a prefix. Names
@@ -308,15 +322,18 @@ impl HistoryLocation {
         Ok(days)
     }
 
-    /// The names of the files of `day`.
-    async fn files(&self, day: &str) -> Result<Vec<String>> {
-        let names: Vec<String> = match self {
+    /// The names of the files of `day`, with their sizes in bytes.
+    async fn files(&self, day: &str) -> Result<Vec<(String, u64)>> {
+        let names: Vec<(String, u64)> = match self {
             HistoryLocation::Directory(dir) => {
                 let path = dir.join(day);
                 std::fs::read_dir(&path)
                     .map_err(|e| Error::io(&path, e))?
                     .filter_map(|entry| entry.ok())
-                    .filter_map(|entry| entry.file_name().to_str().map(String::from))
+                    .filter_map(|entry| {
+                        let size = entry.metadata().map_or(0, |meta| meta.len());
+                        Some((entry.file_name().to_str()?.to_string(), size))
+                    })
                     .collect()
             }
             HistoryLocation::ObjectStore { store, prefix, .. } => store
@@ -325,12 +342,12 @@ impl HistoryLocation {
                 .map_err(|e| self.store_error(day, e))?
                 .objects
                 .iter()
-                .filter_map(|object| object.location.filename().map(String::from))
+                .filter_map(|object| Some((object.location.filename()?.to_string(), object.size)))
                 .collect(),
         };
         Ok(names
             .into_iter()
-            .map(|name| format!("{day}/{name}"))
+            .map(|(name, size)| (format!("{day}/{name}"), size))
             .collect())
     }
 
@@ -352,7 +369,7 @@ impl HistoryLocation {
             .files(day)
             .await?
             .iter()
-            .filter_map(|name| parse_part(name))
+            .filter_map(|(name, size)| parse_part(name, *size))
             .filter(|part| part.to <= committed)
             .collect();
         Ok(parts
@@ -414,8 +431,8 @@ impl HistoryWriter {
             let committed = location.committed().await?.unwrap_or(0);
             for day in location.days().await? {
                 let mut parts = Vec::new();
-                for name in location.files(&day).await? {
-                    match parse_part(&name) {
+                for (name, size) in location.files(&day).await? {
+                    match parse_part(&name, size) {
                         Some(part) if part.to <= committed => parts.push(part),
                         // Past the committed frontier, or a temporary file: a crash's leftovers.
                         _ => location.remove(&name).await?,
@@ -486,7 +503,10 @@ impl HistoryWriter {
         let mut files = Vec::new();
         for (date, events) in &by_day {
             let name = format!("date={date}/{}", part_name(from, to));
-            files.push((name, encode(&[batch(events.iter().copied())?])?));
+            files.push((
+                name,
+                encode(&[batch(events.iter().copied())?], FLUSH_LEVEL)?,
+            ));
         }
         let location = self.location.clone();
         let written: Vec<String> = files.iter().map(|(name, _)| name.clone()).collect();
@@ -520,17 +540,19 @@ impl HistoryWriter {
         })
     }
 
-    /// Merges a day's files into one once it has `compact_files` of them.
+    /// Merges the newest files of a day into one once `compact_files` of them are of the
+    /// lowest tiers (`HistoryOptions::tier_bytes`).
     fn compact_day(&mut self, day: &str) -> Result<()> {
         let location = self.location.clone();
-        let (committed, compact_files) = (self.committed, self.options.compact_files.max(2));
+        let (committed, options) = (self.committed, self.options.clone());
         let merged =
             self.block_on(async move {
                 let mut parts = location.live_parts(day, committed).await?;
-                if parts.len() < compact_files {
-                    return Ok(None);
-                }
                 parts.sort_by_key(|part| part.from);
+                let Some(newest) = mergeable(&parts, &options) else {
+                    return Ok(None);
+                };
+                let parts = parts.split_off(parts.len() - newest);
                 let mut batches = Vec::new();
                 for part in &parts {
                     let bytes = location.read(&part.name).await?;
@@ -546,7 +568,10 @@ impl HistoryWriter {
                 let from = parts.iter().map(|part| part.from).min().unwrap_or(0);
                 let to = parts.iter().map(|part| part.to).max().unwrap_or(0);
                 location
-                    .write(&format!("{day}/{}", part_name(from, to)), encode(&batches)?)
+                    .write(
+                        &format!("{day}/{}", part_name(from, to)),
+                        encode(&batches, MERGE_LEVEL)?,
+                    )
                     .await?;
                 Ok::<_, Error>(Some((parts, from, to)))
             })?;
@@ -585,7 +610,7 @@ fn part_name(from: Time, to: Time) -> String {
     format!("events-{from:020}-{to:020}.parquet")
 }
 
-fn parse_part(name: &str) -> Option<Part> {
+fn parse_part(name: &str, size: u64) -> Option<Part> {
     let file = name.rsplit('/').next()?;
     let range = file.strip_prefix("events-")?.strip_suffix(".parquet")?;
     let (from, to) = range.split_once('-')?;
@@ -593,6 +618,7 @@ fn parse_part(name: &str) -> Option<Part> {
         name: name.to_string(),
         from: from.parse().ok()?,
         to: to.parse().ok()?,
+        size,
     })
 }
 
@@ -645,11 +671,40 @@ fn batch<'a>(events: impl Iterator<Item = &'a (Time, Event)>) -> Result<RecordBa
         .map_err(|e| Error::History(format!("history batch: {e}")))
 }
 
-/// `batches` as a Parquet file (zstd, row groups of `ROW_GROUP_ROWS`).
-fn encode(batches: &[RecordBatch]) -> Result<Vec<u8>> {
+/// How many of the newest `parts` (in time order) to merge, if any: the longest run of
+/// newest files of tiers up to `t`, for the lowest `t` of which that run has
+/// `compact_files` files. Only a run of newest files is merged, so the merged file
+/// covers no file it did not take.
+fn mergeable(parts: &[Part], options: &HistoryOptions) -> Option<usize> {
+    let fanout = options.compact_files.max(2) as u64;
+    let tier = |part: &Part| {
+        let mut tier = 0;
+        let mut limit = options.tier_bytes.max(1);
+        while part.size >= limit {
+            tier += 1;
+            limit = limit.saturating_mul(fanout);
+        }
+        tier
+    };
+    let tiers: Vec<u32> = parts
+        .iter()
+        .rev()
+        .take_while(|part| part.size < FINAL_BYTES)
+        .map(tier)
+        .collect();
+    let highest = tiers.iter().copied().max()?;
+    (0..=highest).find_map(|limit| {
+        let run = &tiers[..tiers.iter().take_while(|tier| **tier <= limit).count()];
+        let of_limit = run.iter().filter(|tier| **tier == limit).count();
+        (of_limit >= options.compact_files.max(2)).then_some(run.len())
+    })
+}
+
+/// `batches` as a Parquet file (zstd at `level`, row groups of `ROW_GROUP_ROWS`).
+fn encode(batches: &[RecordBatch], level: i32) -> Result<Vec<u8>> {
     let properties = WriterProperties::builder()
         .set_compression(Compression::ZSTD(
-            ZstdLevel::try_new(3).expect("a valid level"),
+            ZstdLevel::try_new(level).expect("a valid level"),
         ))
         .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
         .build();

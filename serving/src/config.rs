@@ -152,7 +152,7 @@ pub struct HistoryConfig {
     pub flush_ms: u64,
     /// Events that make a flush without waiting for `flush_ms`.
     pub flush_rows: usize,
-    /// Files of one day that are merged into one.
+    /// Files of one day, of about one size, that are merged into one.
     pub compact_files: usize,
 }
 

@@ -139,6 +139,7 @@ impl Tidemark {
                 connectors::history::HistoryOptions {
                     flush_rows: config.history.flush_rows,
                     compact_files: config.history.compact_files,
+                    ..Default::default()
                 },
             )?;
             let thread = crate::sinks::spawn_history_sink(

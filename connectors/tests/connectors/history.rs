@@ -186,6 +186,45 @@ fn small_files_of_a_day_are_merged() {
     assert_eq!(files, 1);
 }
 
+/// Merges take the newest small files, never a large file again with each of them: an
+/// event is rewritten about once per tier, not at every merge of its day.
+#[test]
+fn merges_leave_large_files_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let options = HistoryOptions {
+        compact_files: 3,
+        tier_bytes: 8 * 1024,
+        ..HistoryOptions::default()
+    };
+    let mut history = HistoryWriter::open(dir.path(), options).unwrap();
+    let ts = |i: u64| 1_700_000_000_000 + i;
+    // One large flush, then one-event flushes, all on one day.
+    history.add(2001, (1..=1000u64).map(|i| event(2 * i, ts(i), i as u16)));
+    history.flush().unwrap();
+    let listed = |dir: &Path| block_on(connectors::history::committed_files(&dir.into())).unwrap();
+    let large = listed(dir.path());
+    assert_eq!(large.len(), 1);
+    let large_size = std::fs::metadata(&large[0]).unwrap().len();
+    assert!(
+        large_size >= 8 * 1024 * 3,
+        "the large file is of a higher tier: {large_size}"
+    );
+    for i in 1001..=1007u64 {
+        history.add(2 * i + 1, [event(2 * i, ts(i), i as u16)]);
+        history.flush().unwrap();
+    }
+    // Seven small flushes, merged whenever three small files wait (a small merged file
+    // counts as small): one small file beside the large one, untouched throughout.
+    let files = listed(dir.path());
+    assert_eq!(files.len(), 2, "{files:?}");
+    assert_eq!(files[0], large[0], "the large file is not merged again");
+    // Reopened, the writer deletes the merged files that queries could still read.
+    drop(history);
+    HistoryWriter::open(dir.path(), HistoryOptions::default()).unwrap();
+    let (rows, _, total) = read(dir.path());
+    assert_eq!((rows.len(), total), (1007, 1007), "each event once");
+}
+
 fn block_on<T>(work: impl std::future::Future<Output = T>) -> T {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
