@@ -46,13 +46,14 @@ use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::properties::WriterProperties;
 
 use crate::files;
-use crate::kafka::events::EventEnvelope;
+use crate::kafka::events::{event_data, event_id as envelope_id};
 use crate::{Error, Result};
 
 /// The file that commits flushes: the frontier below which every event is written.
 const COMMITTED: &str = "_committed";
 /// Rows per row group: large enough to scan fast, small enough to skip by statistics.
 const ROW_GROUP_ROWS: usize = 64 * 1024;
+const DAY_MS: u64 = 86_400_000;
 /// Files this large are never merged again: merging is for the many small files of
 /// frequent flushes, and a query reads a few of these as fast as one.
 const FINAL_BYTES: u64 = 1 << 30;
@@ -496,13 +497,13 @@ impl HistoryWriter {
             return Ok(());
         }
         let (from, to) = (self.committed, self.pending_frontier);
-        let mut by_day: BTreeMap<String, Vec<&(Time, Event)>> = BTreeMap::new();
+        let mut by_day: BTreeMap<u64, Vec<&(Time, Event)>> = BTreeMap::new();
         for entry in &self.pending {
-            by_day.entry(date_of(entry.1.ts)).or_default().push(entry);
+            by_day.entry(entry.1.ts / DAY_MS).or_default().push(entry);
         }
         let mut files = Vec::new();
-        for (date, events) in &by_day {
-            let name = format!("date={date}/{}", part_name(from, to));
+        for (day, events) in &by_day {
+            let name = format!("date={}/{}", date_of(day * DAY_MS), part_name(from, to));
             files.push((
                 name,
                 encode(&[batch(events.iter().copied())?], FLUSH_LEVEL)?,
@@ -643,17 +644,16 @@ fn batch<'a>(events: impl Iterator<Item = &'a (Time, Event)>) -> Result<RecordBa
     let mut correlation_id = StringBuilder::new();
     let mut data = StringBuilder::new();
     for (at, event) in events {
-        let envelope = EventEnvelope::of(event);
-        event_id.append_value(&envelope.event_id);
-        kind.append_value(&envelope.event_type);
+        event_id.append_value(envelope_id(event));
+        kind.append_value(event.body.name());
         occurred_at.append_value(event.ts as i64);
         position.append_value(event.seq as i64);
         phase.append_value(i32::from(event.phase));
         sub.append_value(i32::from(event.sub));
         time.append_value(*at as i64);
-        aggregate_id.append_value(&envelope.aggregate_id);
-        correlation_id.append_value(&envelope.correlation_id);
-        data.append_value(envelope.data.to_string());
+        aggregate_id.append_value(event.body.aggregate_id());
+        correlation_id.append_value(event.body.correlation_id());
+        data.append_value(event_data(event).to_string());
     }
     let columns: Vec<ArrayRef> = vec![
         Arc::new(event_id.finish()),

@@ -25,13 +25,8 @@ pub struct EventEnvelope {
 
 impl EventEnvelope {
     pub fn of(event: &Event) -> EventEnvelope {
-        let digest = Sha256::digest(serde_json::to_vec(event).expect("events serialise"));
-        let mut data = serde_json::to_value(&event.body).expect("events serialise");
-        if let Some(fields) = data.as_object_mut() {
-            fields.remove("type");
-        }
         EventEnvelope {
-            event_id: format!("evt_{}", hex::encode(&digest[..16])),
+            event_id: event_id(event),
             event_type: event.body.name().to_string(),
             occurred_at: humantime::format_rfc3339_millis(
                 UNIX_EPOCH + Duration::from_millis(event.ts),
@@ -40,9 +35,24 @@ impl EventEnvelope {
             timestamp: event.ts,
             aggregate_id: event.body.aggregate_id().to_string(),
             correlation_id: event.body.correlation_id().to_string(),
-            data,
+            data: event_data(event),
         }
     }
+}
+
+/// The envelope's `event_id`: a digest of the event, the same on every replay.
+pub fn event_id(event: &Event) -> String {
+    let digest = Sha256::digest(serde_json::to_vec(event).expect("events serialise"));
+    format!("evt_{}", hex::encode(&digest[..16]))
+}
+
+/// The envelope's `data`: the event's record, without its type.
+pub fn event_data(event: &Event) -> serde_json::Value {
+    let mut data = serde_json::to_value(&event.body).expect("events serialise");
+    if let Some(fields) = data.as_object_mut() {
+        fields.remove("type");
+    }
+    data
 }
 
 /// A JSON Schema (draft 2020-12) for each event type's envelope, by type name: the
