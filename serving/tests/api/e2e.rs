@@ -452,7 +452,7 @@ fn the_sql_shell_runs_one_shots_and_sessions() {
     assert!(out.contains("Timing is on."), "{out}");
 }
 
-/// The real `psql` against the PostgreSQL port: queries, `\dt` and `\d`, a refused write,
+/// The real `psql` against the PostgreSQL port: queries, `\dt`, `\d` and `\d+`, a refused write,
 /// read-your-writes across the two protocols, and a BI tool's catalog query.
 #[test]
 fn psql_reads_the_live_views() {
@@ -534,6 +534,18 @@ fn psql_reads_the_live_views() {
             "\\d orders lists {column}: {out}"
         );
     }
+
+    // `\d+`: the tables with their sizes (none: views have no storage) and descriptions.
+    let (ok, out, err) = psql("\\d+");
+    assert!(ok, "{err}");
+    assert!(
+        out.lines()
+            .any(|line| line.starts_with("public,orders,table,")),
+        "\\d+ lists orders: {out}"
+    );
+    let (ok, out, err) = psql("SELECT pg_size_pretty(1000000000) AS size");
+    assert!(ok, "{err}");
+    assert_eq!(out, "size\n954 MB\n(1 row)\n");
 
     // What a BI tool asks when it connects.
     let (ok, out, err) = psql(
