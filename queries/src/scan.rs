@@ -118,13 +118,14 @@ impl View {
         let int = |name: &str| Field::new(name, DataType::Int64, false);
         let maybe_int = |name: &str| Field::new(name, DataType::Int64, true);
         let flag = |name: &str| Field::new(name, DataType::Boolean, false);
-        let time = |name: &str| {
+        let maybe_time = |name: &str| {
             Field::new(
                 name,
                 DataType::Timestamp(TimeUnit::Millisecond, Some("UTC".into())),
-                false,
+                true,
             )
         };
+        let time = |name: &str| maybe_time(name).with_nullable(false);
         let fields = match self {
             View::Metric(metric) => {
                 let table = metric.table();
@@ -238,6 +239,7 @@ impl View {
                 text("currency"),
                 text("status"),
                 text("reason"),
+                maybe_time("settled_at"),
             ],
             View::Shipments => vec![
                 text("id"),
@@ -498,6 +500,7 @@ impl Snapshot {
                     c.text(&row.currency);
                     c.text(refund.status.as_str());
                     c.text(&refund.reason);
+                    c.maybe_time(refund.settled_at);
                     c.end_row();
                 }
             }),
@@ -713,9 +716,13 @@ impl Columns {
     }
 
     fn time(&mut self, value: Ts) {
+        self.maybe_time(Some(value));
+    }
+
+    fn maybe_time(&mut self, value: Option<Ts>) {
         match self.column() {
             Some(Builder::Time(builder)) => {
-                builder.append_value(i64::try_from(value).unwrap_or(i64::MAX))
+                builder.append_option(value.map(|value| i64::try_from(value).unwrap_or(i64::MAX)))
             }
             Some(_) => unreachable!("the column is not a time"),
             None => {}

@@ -3,29 +3,33 @@
 //! Most metrics are sums. Every event, refusal and read-model row says what it adds to
 //! which `Tally` (a metric's key), and one `count_total` keeps all of them: one arrangement
 //! and one operator however many metrics there are, so each time of the log costs the
-//! metrics a handful of operators, not dozens. A row's retraction takes back what it
-//! added. Windows of recent log time are one semijoin of the tallies against the clock's
-//! ticks. Stock joins the named `ProductsById` arrangement, refunds `PaymentCurrency`.
+//! metrics a handful of operators, not dozens. One operator reads every input once and
+//! sums each time's tallies before they are exchanged (`read`). A row's retraction takes
+//! back what it added. Windows of recent log time are one semijoin of the tallies against
+//! the clock's ticks. Stock joins the named `ProductsById` arrangement.
 //!
 //! `top_products` is not ranked here: the read model keeps `product_sales_daily` summed
 //! per product in an ordered index and reads the first ten (see `queries::Snapshot`).
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use differential_dataflow::collection::AsCollection;
+use differential_dataflow::difference::{IsZero, Multiply, Semigroup};
 use differential_dataflow::operators::CountTotal;
 use differential_dataflow::VecCollection;
 use serde::{Deserialize, Serialize};
 use timely::dataflow::channels::pact::Pipeline;
 use timely::dataflow::operators::generic::Operator;
 use timely::dataflow::operators::vec::Map;
+use timely::dataflow::operators::Capability;
 use timely::dataflow::operators::Concat;
 use timely::dataflow::Stream;
 
 use crate::events::*;
 use crate::model::*;
 use crate::views::{
-    stock_deltas, OrderRow, PaymentRow, PaymentStatus, Row, StockMeasure, WithTimes,
+    stock_deltas, OrderRow, PaymentRow, PaymentStatus, RefundStatus, Row, StockMeasure,
 };
 
 use super::clock::{clock, Tick};
@@ -70,72 +74,45 @@ pub fn metrics<'scope>(
     rejections: Stream<'scope, Time, Vec<Rejection>>,
     views: Rows<'scope>,
 ) -> Rows<'scope> {
-    // A log batch speaks at its command time and once more a round later (the saga's
-    // replies). The metrics take both at the later time, so each of their operators
-    // steps once per batch rather than twice. (The engine feeds them at odd times, one
-    // per step of theirs, which this leaves as they are.)
-    let (events, rejections) = (settle(events), settle(rejections));
-    let views = views.delay(|time| time | 1);
-    let anomaly_rows = events
-        .clone()
-        .flat_map(|event: Event| match event.body {
-            EventBody::AnomalyDetected(anomaly) => Some(anomaly_row(&anomaly)),
-            _ => None,
-        })
-        .with_times()
-        .as_collection();
-    let ticks = clock(
+    let facts = read(
         events
-            .clone()
-            .map(|event| event.ts)
-            .concat(rejections.clone().map(|rejection| rejection.ts)),
+            .map(Input::Event)
+            .concat(rejections.map(Input::Rejection))
+            .concat(
+                views
+                    .inner
+                    .map(|(row, time, diff)| Input::Row(row, time, diff)),
+            ),
     );
-    let refused = rejections.with_times().as_collection();
-    let events = events.with_times().as_collection();
-
-    // Named arrangements: products with their reorder points, payments' currencies.
-    let products_by_id = views
+    let anomaly_rows = facts
         .clone()
-        .flat_map(|row| match row {
-            Row::Product(product) => Some((product.product_id.clone(), product.reorder_point)),
+        .flat_map(|(fact, time)| match fact {
+            Fact::Anomaly(row) => Some((row, time, 1)),
             _ => None,
         })
+        .as_collection();
+    let ticks = clock(facts.clone().flat_map(|(fact, _)| match fact {
+        Fact::Newest(ts) => Some(ts),
+        _ => None,
+    }));
+    // Named arrangement: products with their reorder points.
+    let products_by_id = facts
+        .clone()
+        .flat_map(|(fact, time)| match fact {
+            Fact::Product(product, reorder_point, diff) => {
+                Some(((product, reorder_point), time, diff))
+            }
+            _ => None,
+        })
+        .as_collection()
         .arrange_by_key_named("ProductsById");
-    let payment_currency = events
-        .clone()
-        .flat_map(|event| match event.body {
-            EventBody::PaymentInitiated(PaymentInitiated {
-                payment_id,
-                currency,
-                ..
-            }) => Some((payment_id, currency)),
-            _ => None,
-        })
-        .arrange_by_key_named("PaymentCurrency");
-    let refunds = events
-        .clone()
-        .flat_map(|event| match event.body {
-            EventBody::RefundProcessed(RefundProcessed {
-                payment_id,
-                amount_cents,
-                ..
-            }) => Some((payment_id, (day_of(event.ts), amount_cents))),
-            _ => None,
-        })
-        .arrange_by_key_named("RefundsByPayment")
-        .join_core(payment_currency, |_payment, &(day, amount), currency| {
-            let sums = Sums::of(&[0, 0, 1, amount, -amount]);
-            Some((Tally::SalesDay(day, currency.clone()), sums))
-        });
 
-    let tallies = events
-        .explode(|event| event_tallies(&event))
-        .concat(refused.explode(|rejection: Rejection| {
-            let rejected = Sums::of(&[0, 0, 0, 0, 0, 1]);
-            Some((Tally::Minute(minute_of(rejection.ts)), rejected))
-        }))
-        .concat(views.explode(|row| row_tallies(&row)))
-        .concat(refunds.explode(Some))
+    let tallies = facts
+        .flat_map(|(fact, time)| match fact {
+            Fact::Tally(tally, sums) => Some((tally, time, sums)),
+            _ => None,
+        })
+        .as_collection()
         .count_total();
 
     // Sums read as they are.
@@ -268,21 +245,128 @@ pub fn metrics<'scope>(
     .map(|row| Row::Metric(Arc::new(row)))
 }
 
-/// `stream` with each batch's times moved to its later one (`time | 1`).
-fn settle<'scope, D: Clone + 'static>(
-    stream: Stream<'scope, Time, Vec<D>>,
-) -> Stream<'scope, Time, Vec<D>> {
-    stream.unary(Pipeline, "Settle", |_capability, _info| {
-        move |input, output| {
+/// One input of the metrics: an event, a refusal, or a change of a read model's row.
+enum Input {
+    Event(Event),
+    Rejection(Rejection),
+    Row(Row, Time, isize),
+}
+
+/// What the metrics take from their inputs.
+#[derive(Clone, Debug)]
+enum Fact {
+    /// What one time's inputs on this worker add to a tally, summed.
+    Tally(Tally, Sums),
+    /// The newest log time among one time's events and refusals on this worker: what the
+    /// clock reads.
+    Newest(Ts),
+    /// A listed product and its reorder point, with its row's diff.
+    Product(Str, i64, isize),
+    /// An anomaly event's row.
+    Anomaly(MetricRow),
+}
+
+/// Reads every input once, into facts. What a time's inputs add to each tally is summed
+/// here, on the worker that read them, before it crosses to the worker that keeps the
+/// tally: `count_total` then takes one update per tally, time and worker instead of one
+/// per event and row, which is most of what the metrics would cost.
+///
+/// A log batch speaks at its command time and once more a round later (the saga's
+/// replies). The metrics take both at the later time (`time | 1`), so that each of their
+/// operators steps once per batch. (The engine feeds them at odd times already.)
+fn read<'scope>(
+    inputs: Stream<'scope, Time, Vec<Input>>,
+) -> Stream<'scope, Time, Vec<(Fact, Time)>> {
+    inputs.unary_frontier(Pipeline, "ReadFacts", |_capability, _info| {
+        let mut pending: BTreeMap<Time, Pending> = BTreeMap::new();
+        move |(input, frontier), output| {
             input.for_each(|capability, data| {
-                let Some(time) = capability.least().copied() else {
+                let Some(&stamp) = capability.least() else {
                     return;
                 };
-                let later = capability.delayed(&(time | 1), output.output_index());
-                output.session(&later).give_container(data);
+                for input in data.drain(..) {
+                    let at = match &input {
+                        Input::Row(_, time, _) => *time,
+                        _ => stamp,
+                    } | 1;
+                    pending
+                        .entry(at)
+                        .or_insert_with(|| Pending {
+                            capability: capability.delayed(&at, output.output_index()),
+                            tallies: BTreeMap::new(),
+                            newest: None,
+                            facts: Vec::new(),
+                        })
+                        .take(input);
+                }
             });
+            while let Some(entry) = pending.first_entry() {
+                if frontier.frontier().less_equal(entry.key()) {
+                    break;
+                }
+                let (time, read) = entry.remove_entry();
+                let capability = read.capability.clone();
+                output
+                    .session(&capability)
+                    .give_iterator(read.into_facts().map(|fact| (fact, time)));
+            }
         }
     })
+}
+
+/// What one time's inputs said, until the time is complete.
+struct Pending {
+    capability: Capability<Time>,
+    tallies: BTreeMap<Tally, Sums>,
+    newest: Option<Ts>,
+    facts: Vec<Fact>,
+}
+
+impl Pending {
+    fn take(&mut self, input: Input) {
+        match input {
+            Input::Event(event) => {
+                self.stamp(event.ts);
+                if let EventBody::AnomalyDetected(anomaly) = &event.body {
+                    self.facts.push(Fact::Anomaly(anomaly_row(anomaly)));
+                }
+                for (tally, sums) in event_tallies(&event) {
+                    self.add(tally, sums);
+                }
+            }
+            Input::Rejection(rejection) => {
+                self.stamp(rejection.ts);
+                let rejected = Sums::of(&[0, 0, 0, 0, 0, 1]);
+                self.add(Tally::Minute(minute_of(rejection.ts)), rejected);
+            }
+            Input::Row(row, _, diff) => {
+                if let Row::Product(product) = &row {
+                    let (id, reorder_point) = (product.product_id.clone(), product.reorder_point);
+                    self.facts.push(Fact::Product(id, reorder_point, diff));
+                }
+                for (tally, sums) in row_tallies(&row) {
+                    self.add(tally, sums.multiply(&diff));
+                }
+            }
+        }
+    }
+
+    fn stamp(&mut self, ts: Ts) {
+        self.newest = self.newest.max(Some(ts));
+    }
+
+    fn add(&mut self, tally: Tally, sums: Sums) {
+        self.tallies.entry(tally).or_default().plus_equals(&sums);
+    }
+
+    fn into_facts(self) -> impl Iterator<Item = Fact> {
+        let tallies = (self.tallies.into_iter())
+            .filter(|(_, sums)| !sums.is_zero())
+            .map(|(tally, sums)| Fact::Tally(tally, sums));
+        (self.newest.map(Fact::Newest).into_iter())
+            .chain(tallies)
+            .chain(self.facts)
+    }
 }
 
 /// What an event adds to the tallies.
@@ -385,7 +469,8 @@ fn paid_order_tallies(order: &OrderRow) -> Vec<(Tally, Sums)> {
     tallies
 }
 
-/// A payment in its day's outcomes, and its decline if it failed with a code.
+/// A payment in its day's outcomes, its decline if it failed with a code, and its
+/// refunds.
 fn payment_tallies(payment: &PaymentRow) -> Vec<(Tally, Sums)> {
     let day = day_of(payment.created_at);
     let outcome = match payment.status {
@@ -402,6 +487,18 @@ fn payment_tallies(payment: &PaymentRow) -> Vec<(Tally, Sums)> {
             tallies.push((Tally::Declines(day, code.clone()), Sums::of(&[1])));
         }
     }
+    // Refunds paid back, on the day they were, in the payment's currency.
+    tallies.extend(payment.refunds.iter().filter_map(|refund| {
+        let at = refund
+            .settled_at
+            .filter(|_| refund.status == RefundStatus::Succeeded)?;
+        let amount = refund.amount_cents;
+        let refunded = Sums::of(&[0, 0, 1, amount, -amount]);
+        Some((
+            Tally::SalesDay(day_of(at), payment.currency.clone()),
+            refunded,
+        ))
+    }));
     tallies
 }
 

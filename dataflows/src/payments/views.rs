@@ -57,6 +57,8 @@ pub struct RefundRow {
     pub amount_cents: i64,
     pub status: RefundStatus,
     pub reason: Str,
+    /// When the provider paid it back or refused it.
+    pub settled_at: Option<Ts>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -132,6 +134,7 @@ pub(crate) fn step_payment(row: &mut Option<PaymentRow>, event: &Event) {
                 amount_cents: *amount_cents,
                 status: RefundStatus::Pending,
                 reason: reason.clone(),
+                settled_at: None,
             },
         ),
         EventBody::RefundProcessed(RefundProcessed {
@@ -145,6 +148,7 @@ pub(crate) fn step_payment(row: &mut Option<PaymentRow>, event: &Event) {
                 .find(|refund| refund.refund_id == *refund_id)
             {
                 refund.status = RefundStatus::Succeeded;
+                refund.settled_at = Some(event.ts);
             }
             row.refunded_cents += amount_cents;
             row.status = if row.refunded_cents >= row.captured_cents {
@@ -160,6 +164,7 @@ pub(crate) fn step_payment(row: &mut Option<PaymentRow>, event: &Event) {
                 .find(|refund| refund.refund_id == *refund_id)
             {
                 refund.status = RefundStatus::Failed;
+                refund.settled_at = Some(event.ts);
             }
         }
         _ => {}

@@ -426,8 +426,13 @@ fn arb_command() -> impl Strategy<Value = Command> {
             product_id: p.into(), sku: None, name: None, price_cents: Some(700 + reorder_point),
             currency: Some(if euro { "EUR" } else { "USD" }.into()), reorder_point: Some(reorder_point),
         }),
-        1 => order_id.prop_map(|id| Command::RequestRefund {
+        1 => order_id.clone().prop_map(|id| Command::RequestRefund {
             payment_id: payment_id_for(&id), order_id: id.into(), amount_cents: Some(500), reason: "r".into()
+        }),
+        // The provider's answer to one of the order's first refunds.
+        2 => (order_id, 1usize..3, any::<bool>()).prop_map(|(id, n, succeeded)| {
+            let payment_id = payment_id_for(&id);
+            Command::RefundResult { refund_id: refund_id_for(&payment_id, n), payment_id, order_id: id.into(), succeeded }
         }),
     ]
 }

@@ -305,7 +305,7 @@ pub fn order(row: &OrderRow) -> Value {
 }
 
 pub fn refund(payment: &PaymentRow, row: &RefundRow) -> Value {
-    json!({"id": row.refund_id, "payment_id": payment.payment_id, "amount_cents": row.amount_cents, "currency": payment.currency, "status": row.status, "reason": row.reason})
+    json!({"id": row.refund_id, "payment_id": payment.payment_id, "amount_cents": row.amount_cents, "currency": payment.currency, "status": row.status, "reason": row.reason, "settled_at": row.settled_at.map(rfc3339)})
 }
 
 pub fn payment(row: &PaymentRow) -> Value {
