@@ -278,7 +278,7 @@ fn read<'scope>(
     inputs: Stream<'scope, Time, Vec<Input>>,
 ) -> Stream<'scope, Time, Vec<(Fact, Time)>> {
     inputs.unary_frontier(Pipeline, "ReadFacts", |_capability, _info| {
-        let mut pending: BTreeMap<Time, Pending> = BTreeMap::new();
+        let mut pending: BTreeMap<Time, (Capability<Time>, Pending)> = BTreeMap::new();
         move |(input, frontier), output| {
             input.for_each(|capability, data| {
                 let Some(&stamp) = capability.least() else {
@@ -289,23 +289,18 @@ fn read<'scope>(
                         Input::Row(_, time, _) => *time,
                         _ => stamp,
                     } | 1;
-                    pending
-                        .entry(at)
-                        .or_insert_with(|| Pending {
-                            capability: capability.delayed(&at, output.output_index()),
-                            tallies: BTreeMap::new(),
-                            newest: None,
-                            facts: Vec::new(),
-                        })
-                        .take(input);
+                    let (_, read) = pending.entry(at).or_insert_with(|| {
+                        let held = capability.delayed(&at, output.output_index());
+                        (held, Pending::default())
+                    });
+                    read.take(input);
                 }
             });
             while let Some(entry) = pending.first_entry() {
                 if frontier.frontier().less_equal(entry.key()) {
                     break;
                 }
-                let (time, read) = entry.remove_entry();
-                let capability = read.capability.clone();
+                let (time, (capability, read)) = entry.remove_entry();
                 output
                     .session(&capability)
                     .give_iterator(read.into_facts().map(|fact| (fact, time)));
@@ -315,8 +310,8 @@ fn read<'scope>(
 }
 
 /// What one time's inputs said, until the time is complete.
+#[derive(Default)]
 struct Pending {
-    capability: Capability<Time>,
     tallies: BTreeMap<Tally, Sums>,
     newest: Option<Ts>,
     facts: Vec<Fact>,
