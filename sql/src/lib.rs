@@ -12,6 +12,7 @@ mod history;
 pub mod output;
 pub mod params;
 pub mod pg;
+mod pg_compat;
 mod pg_functions;
 pub mod reports;
 mod tables;

@@ -293,6 +293,8 @@ impl SimpleQueryHandler for PgSession {
         PgWireError: From<<C as futures::Sink<PgWireBackendMessage>>::Error>,
     {
         let deadline = self.begin().await?;
+        let rewritten = crate::pg_compat::rewrite(query);
+        let query = rewritten.as_deref().unwrap_or(query);
         let responses = tokio::time::timeout_at(
             deadline,
             SimpleQueryHandler::do_query(&self.inner, client, query),

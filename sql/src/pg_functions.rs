@@ -4,7 +4,8 @@
 //! relations with a size on disk: `pg_table_size` is NULL for every table (PostgreSQL's
 //! answer for an object it has no storage for), so psql shows no size rather than a
 //! made-up one. `pg_size_pretty` is PostgreSQL's own formatting, for any query that
-//! calls it; `obj_description` is NULL, as for an object without a comment.
+//! calls it; `obj_description` and `col_description` are NULL, as for an object without a
+//! comment.
 
 use std::sync::Arc;
 
@@ -35,6 +36,21 @@ pub fn register(context: &SessionContext) {
                     TypeSignature::Exact(vec![DataType::Int32, DataType::Utf8]),
                     TypeSignature::Exact(vec![DataType::Int64, DataType::Utf8]),
                 ],
+                Volatility::Stable,
+            ),
+            returns: DataType::Utf8,
+            body: no_description,
+        },
+        CatalogFunction {
+            name: "col_description",
+            signature: Signature::one_of(
+                [DataType::Int32, DataType::Int64]
+                    .into_iter()
+                    .flat_map(|table| {
+                        [DataType::Int16, DataType::Int32, DataType::Int64]
+                            .map(|column| TypeSignature::Exact(vec![table.clone(), column]))
+                    })
+                    .collect(),
                 Volatility::Stable,
             ),
             returns: DataType::Utf8,
@@ -100,7 +116,8 @@ fn no_size(args: ScalarFunctionArgs) -> Result<ColumnarValue> {
     Ok(ColumnarValue::Array(Arc::new(nulls) as ArrayRef))
 }
 
-/// `obj_description(oid [, catalog])`: NULL, no object has a comment.
+/// `obj_description(oid [, catalog])` and `col_description(table, column)`: NULL, no
+/// object has a comment.
 fn no_description(args: ScalarFunctionArgs) -> Result<ColumnarValue> {
     let nulls = StringArray::new_null(args.number_rows);
     Ok(ColumnarValue::Array(Arc::new(nulls) as ArrayRef))

@@ -543,6 +543,14 @@ fn psql_reads_the_live_views() {
             .any(|line| line.starts_with("public,orders,table,")),
         "\\d+ lists orders: {out}"
     );
+    // `\d+ NAME`: the columns with their storage and descriptions (none).
+    let (ok, out, err) = psql("\\d+ orders");
+    assert!(ok, "{err}");
+    assert!(
+        out.lines()
+            .any(|line| line.starts_with("total_cents,bigint,,not null,,plain,")),
+        "\\d+ orders lists total_cents: {out}"
+    );
     let (ok, out, err) = psql("SELECT pg_size_pretty(1000000000) AS size");
     assert!(ok, "{err}");
     assert_eq!(out, "size\n954 MB\n(1 row)\n");
