@@ -6,7 +6,8 @@
 //! unless `--dir` already holds them; then runs each report of `benches/history_reports/`
 //! `--runs` times on tidemark's `SqlEngine` (the `events` table) and on DuckDB
 //! (`read_parquet` over the same files, through `benches/duckdb_reports.py`), with the
-//! same number of threads, and prints the median times side by side. Both engines run
+//! same number of threads, the engines taking turns round by round, and prints the
+//! median times side by side. Both engines run
 //! the same SQL text; the answers are compared by row count and column sums.
 //!
 //! ```sh
@@ -15,8 +16,9 @@
 //! target/release/history-reports --events 10000000 --dir /tmp/tidemark-history-10m
 //! ```
 
+use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -43,6 +45,9 @@ struct Args {
     /// Runs per query; the median is reported.
     #[arg(long, default_value_t = 5)]
     runs: usize,
+    /// Only the reports whose names contain this (to profile one of them).
+    #[arg(long, default_value = "")]
+    only: String,
 }
 
 /// The reports: name and SQL, the same text for both engines.
@@ -298,6 +303,10 @@ fn digest(answer: &sql::Answer) -> (usize, Vec<f64>) {
     (answer.rows(), sums)
 }
 
+/// The server's allocator: these engines run here as they run in `tidemark serve`.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() {
     let args = Args::parse();
     if !args.dir.join("_committed").exists() {
@@ -333,24 +342,15 @@ fn main() {
         .as_primitive::<Int64Type>()
         .value(0);
 
-    let duckdb = Command::new("python3")
-        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/duckdb_reports.py"))
-        .arg(&args.dir)
-        .arg(args.threads.to_string())
-        .arg(args.runs.to_string())
-        .args(REPORTS.iter().map(|(_, sql)| *sql))
-        .output()
-        .expect("python3 runs");
-    if !duckdb.status.success() {
-        eprintln!("{}", String::from_utf8_lossy(&duckdb.stderr));
-        eprintln!("DuckDB failed; is it installed? python3 -m pip install duckdb");
-        std::process::exit(1);
-    }
-    let duckdb: Vec<serde_json::Value> =
-        serde_json::from_slice(&duckdb.stdout).expect("the DuckDB script answers JSON");
+    let reports: Vec<(&str, &str)> = REPORTS
+        .into_iter()
+        .filter(|(name, _)| name.contains(args.only.as_str()))
+        .collect();
+    let mut duckdb = DuckDb::start(&args.dir, args.threads, &reports);
 
     println!(
-        "{events} events in the history at {}; {} threads each; median of {} runs",
+        "{events} events in the history at {}; {} threads each; median of {} runs, the \
+         engines taking turns",
         args.dir.display(),
         args.threads,
         args.runs
@@ -358,18 +358,29 @@ fn main() {
     println!();
     println!("| report | tidemark ms | DuckDB ms | tidemark / DuckDB | rows | answers agree |");
     println!("|---|---|---|---|---|---|");
-    for ((name, text), duck) in REPORTS.iter().zip(&duckdb) {
-        let mut times = Vec::new();
-        let mut answer = None;
-        for _ in 0..args.runs {
+    // Rounds alternate between the engines, so that a slow moment of the machine falls
+    // on both rather than on whichever ran then.
+    let mut ours = vec![Vec::new(); reports.len()];
+    let mut theirs = vec![Vec::new(); reports.len()];
+    let mut answers = vec![None; reports.len()];
+    let mut duck_answers = vec![serde_json::Value::Null; reports.len()];
+    for _ in 0..args.runs {
+        for (index, duck) in duckdb.round().into_iter().enumerate() {
+            theirs[index].push(duck["ms"].as_f64().unwrap_or(f64::NAN));
+            duck_answers[index] = duck;
+        }
+        for (index, (name, text)) in reports.iter().enumerate() {
             let started = Instant::now();
             let result = runtime
                 .block_on(engine.run(snapshot.clone(), text.to_string(), None, None))
                 .unwrap_or_else(|error| panic!("{name}: {error}"));
-            times.push(started.elapsed().as_secs_f64() * 1000.0);
-            answer = Some(result);
+            ours[index].push(started.elapsed().as_secs_f64() * 1000.0);
+            answers[index] = Some(digest(&result));
         }
-        let (rows, sums) = digest(&answer.expect("at least one run"));
+    }
+    for (index, (name, _)) in reports.iter().enumerate() {
+        let (rows, sums) = answers[index].take().expect("at least one run");
+        let duck = &duck_answers[index];
         let duck_rows = duck["rows"].as_u64().unwrap_or(0) as usize;
         let duck_sums: Vec<f64> = duck["sums"]
             .as_array()
@@ -381,8 +392,8 @@ fn main() {
                 .iter()
                 .zip(&duck_sums)
                 .all(|(a, b)| (a - b).abs() <= 1e-6 * a.abs().max(b.abs()).max(1.0));
-        let ours = median(times);
-        let theirs = duck["median_ms"].as_f64().unwrap_or(f64::NAN);
+        let ours = median(std::mem::take(&mut ours[index]));
+        let theirs = median(std::mem::take(&mut theirs[index]));
         println!(
             "| {name} | {ours:.0} | {theirs:.0} | {:.2}x | {rows} | {agree} |",
             ours / theirs
@@ -392,5 +403,52 @@ fn main() {
                 "{name}: tidemark {rows} rows {sums:?}, DuckDB {duck_rows} rows {duck_sums:?}"
             );
         }
+    }
+}
+
+/// DuckDB in a Python process of its own (`benches/duckdb_reports.py`), running every
+/// report once per round asked for.
+struct DuckDb {
+    child: std::process::Child,
+    answers: std::io::Lines<std::io::BufReader<std::process::ChildStdout>>,
+}
+
+impl DuckDb {
+    fn start(dir: &Path, threads: usize, reports: &[(&str, &str)]) -> DuckDb {
+        let mut child = Command::new("python3")
+            .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/duckdb_reports.py"))
+            .arg(dir)
+            .arg(threads.to_string())
+            .args(reports.iter().map(|(_, sql)| *sql))
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("python3 runs");
+        let answers = BufReader::new(child.stdout.take().expect("piped")).lines();
+        DuckDb { child, answers }
+    }
+
+    /// Runs every report once: per report, its time, row count and column sums.
+    fn round(&mut self) -> Vec<serde_json::Value> {
+        let asked = self
+            .child
+            .stdin
+            .as_mut()
+            .map(|stdin| writeln!(stdin, "run").and_then(|()| stdin.flush()));
+        let line = match (asked, self.answers.next()) {
+            (Some(Ok(())), Some(Ok(line))) => line,
+            _ => {
+                eprintln!("DuckDB failed (its error is above); is it installed? python3 -m pip install duckdb");
+                std::process::exit(1);
+            }
+        };
+        serde_json::from_str(&line).expect("the DuckDB script answers JSON")
+    }
+}
+
+impl Drop for DuckDb {
+    fn drop(&mut self) {
+        drop(self.child.stdin.take());
+        let _ = self.child.wait();
     }
 }

@@ -250,6 +250,10 @@ async fn recompute(held: usize, frontiers: usize, batch: usize, threads: usize) 
     }
 }
 
+/// The server's allocator: these engines run here as they run in `tidemark serve`.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() {
     let args = Args::parse();
     let threads = args
