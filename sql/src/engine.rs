@@ -215,6 +215,8 @@ impl SqlEngine {
         let mut session = SessionContext::new_with_state(state);
         datafusion_functions_json::register_all(&mut session)
             .expect("the JSON functions register once, into a fresh session");
+        // The catalog functions psql's `\d+` calls, so both doors speak the same SQL.
+        crate::pg_functions::register(&session);
         for view in View::all() {
             session
                 .register_table(view.name(), Arc::new(LiveTable::new(view)))

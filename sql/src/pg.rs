@@ -118,7 +118,6 @@ impl Connection {
     ) -> Result<Connection, datafusion::error::DataFusionError> {
         let context = engine.context();
         setup_pg_catalog(&context, "datafusion", EmptyContextProvider).map_err(|error| *error)?;
-        crate::pg_functions::register(&context);
         let context = Arc::new(context);
         let hooks: Vec<Arc<dyn QueryHook>> = vec![
             Arc::new(ReadOnly),
