@@ -2,6 +2,7 @@
 //! The only composition root: it wires the log, the dataflows and the views together
 //! and holds no business rules of its own.
 
+pub mod allocator;
 pub mod api;
 pub mod config;
 pub mod executors;

@@ -7,8 +7,9 @@
 //! `--runs` times on tidemark's `SqlEngine` (the `events` table) and on DuckDB
 //! (`read_parquet` over the same files, through `benches/duckdb_reports.py`), with the
 //! same number of threads, the engines taking turns round by round, and prints the
-//! median times side by side. Both engines run
-//! the same SQL text; the answers are compared by row count and column sums.
+//! median times side by side. Both engines run the same SQL text; the answers are
+//! compared by row count and column sums. Freed memory is kept for reuse as in
+//! `tidemark serve` (`MIMALLOC_PURGE_DELAY=1000` measures mimalloc's default instead).
 //!
 //! ```sh
 //! cargo build --release --workspace --bin history-reports
@@ -303,11 +304,13 @@ fn digest(answer: &sql::Answer) -> (usize, Vec<f64>) {
     (answer.rows(), sums)
 }
 
-/// The server's allocator: these engines run here as they run in `tidemark serve`.
+/// The server's allocator, set as `tidemark serve` sets it (`keep_freed_memory`): these
+/// engines run here as they run there.
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() {
+    serving::allocator::keep_freed_memory();
     let args = Args::parse();
     if !args.dir.join("_committed").exists() {
         generate(&args.dir, args.events);

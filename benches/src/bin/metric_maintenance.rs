@@ -250,11 +250,13 @@ async fn recompute(held: usize, frontiers: usize, batch: usize, threads: usize) 
     }
 }
 
-/// The server's allocator: these engines run here as they run in `tidemark serve`.
+/// The server's allocator, set as `tidemark serve` sets it (`keep_freed_memory`): these
+/// engines run here as they run there.
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() {
+    serving::allocator::keep_freed_memory();
     let args = Args::parse();
     let threads = args
         .threads
