@@ -44,15 +44,19 @@ use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use parquet::arrow::ArrowWriter;
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::properties::WriterProperties;
+use parquet::schema::types::ColumnPath;
 
 use crate::files;
-use crate::kafka::events::{event_data, event_id as envelope_id};
+use crate::kafka::events::event_id_and_data;
 use crate::{Error, Result};
 
 /// The file that commits flushes: the frontier below which every event is written.
 const COMMITTED: &str = "_committed";
 /// Rows per row group: large enough to scan fast, small enough to skip by statistics.
 const ROW_GROUP_ROWS: usize = 64 * 1024;
+/// Rows per batch built or decoded: small enough that a batch's buffers are reused
+/// from one to the next rather than fresh pages each.
+const BATCH_ROWS: usize = 8 * 1024;
 const DAY_MS: u64 = 86_400_000;
 /// Files this large are never merged again: merging is for the many small files of
 /// frequent flushes, and a query reads a few of these as fast as one.
@@ -506,7 +510,12 @@ impl HistoryWriter {
             let name = format!("date={}/{}", date_of(day * DAY_MS), part_name(from, to));
             files.push((
                 name,
-                encode(&[batch(events.iter().copied())?], FLUSH_LEVEL)?,
+                encode(
+                    events
+                        .chunks(BATCH_ROWS)
+                        .map(|chunk| batch(chunk.iter().copied())),
+                    FLUSH_LEVEL,
+                )?,
             ));
         }
         let location = self.location.clone();
@@ -554,25 +563,23 @@ impl HistoryWriter {
                     return Ok(None);
                 };
                 let parts = parts.split_off(parts.len() - newest);
+                // Decoded a batch at a time as the merged file is written.
                 let mut batches = Vec::new();
                 for part in &parts {
                     let bytes = location.read(&part.name).await?;
+                    let file = format!("{location:?}/{}", part.name);
                     let reader = ParquetRecordBatchReaderBuilder::try_new(bytes)
-                        .and_then(|builder| builder.with_batch_size(ROW_GROUP_ROWS).build())
-                        .map_err(|e| Error::History(format!("{location:?}/{}: {e}", part.name)))?;
-                    for batch in reader {
-                        batches.push(batch.map_err(|e| {
-                            Error::History(format!("{location:?}/{}: {e}", part.name))
-                        })?);
-                    }
+                        .and_then(|builder| builder.with_batch_size(BATCH_ROWS).build())
+                        .map_err(|e| Error::History(format!("{file}: {e}")))?;
+                    batches.push(reader.map(move |batch| {
+                        batch.map_err(|e| Error::History(format!("{file}: {e}")))
+                    }));
                 }
                 let from = parts.iter().map(|part| part.from).min().unwrap_or(0);
                 let to = parts.iter().map(|part| part.to).max().unwrap_or(0);
+                let merged = encode(batches.into_iter().flatten(), MERGE_LEVEL)?;
                 location
-                    .write(
-                        &format!("{day}/{}", part_name(from, to)),
-                        encode(&batches, MERGE_LEVEL)?,
-                    )
+                    .write(&format!("{day}/{}", part_name(from, to)), merged)
                     .await?;
                 Ok::<_, Error>(Some((parts, from, to)))
             })?;
@@ -632,19 +639,22 @@ pub fn date_of(ts: u64) -> String {
 }
 
 /// The events as one batch of the history's columns.
-fn batch<'a>(events: impl Iterator<Item = &'a (Time, Event)>) -> Result<RecordBatch> {
-    let mut event_id = StringBuilder::new();
-    let mut kind = StringBuilder::new();
-    let mut occurred_at = TimestampMillisecondBuilder::new().with_timezone("UTC");
-    let mut position = Int64Builder::new();
-    let mut phase = Int32Builder::new();
-    let mut sub = Int32Builder::new();
-    let mut time = Int64Builder::new();
-    let mut aggregate_id = StringBuilder::new();
-    let mut correlation_id = StringBuilder::new();
-    let mut data = StringBuilder::new();
+fn batch<'a>(events: impl ExactSizeIterator<Item = &'a (Time, Event)>) -> Result<RecordBatch> {
+    let rows = events.len();
+    let text = |bytes_per_row: usize| StringBuilder::with_capacity(rows, rows * bytes_per_row);
+    let mut event_id = text(36);
+    let mut kind = text(16);
+    let mut occurred_at = TimestampMillisecondBuilder::with_capacity(rows).with_timezone("UTC");
+    let mut position = Int64Builder::with_capacity(rows);
+    let mut phase = Int32Builder::with_capacity(rows);
+    let mut sub = Int32Builder::with_capacity(rows);
+    let mut time = Int64Builder::with_capacity(rows);
+    let mut aggregate_id = text(24);
+    let mut correlation_id = text(24);
+    let mut data = text(160);
+    let (mut scratch, mut json) = (Vec::with_capacity(512), Vec::with_capacity(512));
     for (at, event) in events {
-        event_id.append_value(envelope_id(event));
+        event_id.append_value(event_id_and_data(event, &mut scratch, &mut json));
         kind.append_value(event.body.name());
         occurred_at.append_value(event.ts as i64);
         position.append_value(event.seq as i64);
@@ -653,7 +663,10 @@ fn batch<'a>(events: impl Iterator<Item = &'a (Time, Event)>) -> Result<RecordBa
         time.append_value(*at as i64);
         aggregate_id.append_value(event.body.aggregate_id());
         correlation_id.append_value(event.body.correlation_id());
-        data.append_value(event_data(event).to_string());
+        data.append_value(
+            std::str::from_utf8(&json)
+                .map_err(|e| Error::History(format!("history event data: {e}")))?,
+        );
     }
     let columns: Vec<ArrayRef> = vec![
         Arc::new(event_id.finish()),
@@ -700,20 +713,24 @@ fn mergeable(parts: &[Part], options: &HistoryOptions) -> Option<usize> {
     })
 }
 
-/// `batches` as a Parquet file (zstd at `level`, row groups of `ROW_GROUP_ROWS`).
-fn encode(batches: &[RecordBatch], level: i32) -> Result<Vec<u8>> {
+/// `batches` as a Parquet file (zstd at `level`, row groups of `ROW_GROUP_ROWS`), each
+/// batch dropped once written.
+fn encode(batches: impl IntoIterator<Item = Result<RecordBatch>>, level: i32) -> Result<Vec<u8>> {
     let properties = WriterProperties::builder()
         .set_compression(Compression::ZSTD(
             ZstdLevel::try_new(level).expect("a valid level"),
         ))
         .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
+        // Every event's id and data differ: a dictionary would only be built to be dropped.
+        .set_column_dictionary_enabled(ColumnPath::from("event_id"), false)
+        .set_column_dictionary_enabled(ColumnPath::from("data"), false)
         .build();
     let parquet_error =
         |e: parquet::errors::ParquetError| Error::History(format!("history file: {e}"));
     let mut writer =
         ArrowWriter::try_new(Vec::new(), schema(), Some(properties)).map_err(parquet_error)?;
     for batch in batches {
-        writer.write(batch).map_err(parquet_error)?;
+        writer.write(&batch?).map_err(parquet_error)?;
     }
     writer.into_inner().map_err(parquet_error)
 }

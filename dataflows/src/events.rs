@@ -66,6 +66,14 @@ macro_rules! catalogue {
                 }
             }
 
+            /// Serialises the event's record alone, without its `type` tag (the bus
+            /// envelope's `data`): its fields in declaration order.
+            pub fn serialize_record<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+                match self {
+                    $(EventBody::$record(record) => record.serialize(serializer),)*
+                }
+            }
+
             /// Each event's name with the JSON Schema of its record, in catalogue order.
             pub fn schemas() -> Vec<(&'static str, schemars::Schema)> {
                 vec![$(($name, schemars::schema_for!($record)),)*]

@@ -3,8 +3,10 @@
 
 use std::path::PathBuf;
 
-use connectors::kafka::events::{event_schemas, EventEnvelope};
-use dataflows::events::{OrderCancelled, OrderCreated, UserDeleted};
+use connectors::kafka::events::{
+    event_data, event_id, event_id_and_data, event_schemas, EventEnvelope,
+};
+use dataflows::events::{OrderCancelled, OrderCreated, StockAdjusted, UserDeleted};
 use dataflows::model::{CancelReason, Event, EventBody, Line};
 use serde_json::Value;
 
@@ -91,4 +93,67 @@ fn envelopes_fit_their_schemas() {
     assert_fits(EventBody::UserDeleted(UserDeleted {
         user_id: "usr_1".into(),
     }));
+}
+
+/// `event_id_and_data` (one serialisation, the data cut out of it) gives what
+/// `event_id` and `event_data` give, for records with and without optional fields,
+/// enums, lists and text that JSON escapes.
+#[test]
+fn ids_and_data_from_one_serialisation_match_the_envelope() {
+    let awkward = "a \"quoted\" \\ back\nslash, body\":{\"type\":\"x\", ünïcödé ✓";
+    let bodies = [
+        EventBody::OrderCreated(OrderCreated {
+            order_id: awkward.into(),
+            user_id: "usr_1".into(),
+            items: vec![
+                Line {
+                    product_id: "prd_1".into(),
+                    quantity: 2,
+                },
+                Line {
+                    product_id: awkward.into(),
+                    quantity: i64::MIN,
+                },
+            ],
+            shipping_address: None,
+            cart_id: None,
+        }),
+        EventBody::OrderCancelled(OrderCancelled {
+            order_id: "ord_}}".into(),
+            reason: CancelReason::PaymentDeclined,
+        }),
+        EventBody::UserDeleted(UserDeleted {
+            user_id: String::new().into(),
+        }),
+        EventBody::StockAdjusted(StockAdjusted {
+            product_id: "prd_1".into(),
+            delta: -7,
+            reason: awkward.into(),
+        }),
+    ];
+    let (mut scratch, mut data) = (Vec::new(), Vec::new());
+    for (n, body) in bodies.into_iter().enumerate() {
+        let event = Event {
+            seq: u64::MAX - n as u64,
+            phase: n as u8,
+            sub: u16::MAX,
+            ts: 1_795_000_000_000,
+            body,
+        };
+        let id = event_id_and_data(&event, &mut scratch, &mut data);
+        assert_eq!(id, event_id(&event));
+        let parsed: Value = serde_json::from_slice(&data).unwrap();
+        assert_eq!(
+            parsed,
+            event_data(&event),
+            "{}",
+            String::from_utf8_lossy(&data)
+        );
+        let mut alone = Vec::new();
+        event
+            .body
+            .serialize_record(&mut serde_json::Serializer::new(&mut alone))
+            .unwrap();
+        assert_eq!(data, alone, "the record's own serialisation, byte for byte");
+    }
 }

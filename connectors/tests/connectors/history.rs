@@ -3,8 +3,9 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use arrow_array::{Int32Array, Int64Array, StringArray};
+use arrow_array::{Array, Int32Array, Int64Array, StringArray};
 use connectors::history::{HistoryLocation, HistoryOptions, HistoryWriter};
+use connectors::kafka::events::EventEnvelope;
 use connectors::testkit::S3Server;
 use dataflows::events::{OrderCompleted, StockAdjusted};
 use dataflows::model::{Event, Time};
@@ -112,6 +113,54 @@ fn events_land_in_one_file_per_day_and_flush() {
         )
     );
     assert_eq!(rows[&(4, 2)].1, "order.completed");
+}
+
+/// Each row carries what the bus's envelope of its event carries: the same `event_id`,
+/// and `data` the same JSON object (the record's fields, without the `type` tag).
+#[test]
+fn rows_carry_the_bus_envelopes_id_and_data() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut history = HistoryWriter::open(dir.path(), HistoryOptions::default()).unwrap();
+    let all = events(6);
+    history.add(13, all.clone());
+    history.flush().unwrap();
+    let envelopes: BTreeMap<String, EventEnvelope> = all
+        .iter()
+        .map(|(_, event)| EventEnvelope::of(event))
+        .map(|envelope| (envelope.event_id.clone(), envelope))
+        .collect();
+    let mut seen = 0;
+    for day in std::fs::read_dir(dir.path()).unwrap() {
+        let day = day.unwrap().path();
+        if !day.is_dir() {
+            continue;
+        }
+        for file in std::fs::read_dir(&day).unwrap() {
+            let file = std::fs::File::open(file.unwrap().path()).unwrap();
+            let reader = ParquetRecordBatchReaderBuilder::try_new(file)
+                .unwrap()
+                .build()
+                .unwrap();
+            for batch in reader {
+                let batch = batch.unwrap();
+                let text = |name: &str| {
+                    let column = batch.column_by_name(name).unwrap();
+                    let column = column.as_any().downcast_ref::<StringArray>().unwrap();
+                    (0..column.len())
+                        .map(|row| column.value(row).to_string())
+                        .collect::<Vec<_>>()
+                };
+                for (id, data) in text("event_id").into_iter().zip(text("data")) {
+                    let envelope = &envelopes[&id];
+                    let data: serde_json::Value = serde_json::from_str(&data).unwrap();
+                    assert_eq!(data, envelope.data, "{id}");
+                    assert!(data.get("type").is_none(), "{data}");
+                    seen += 1;
+                }
+            }
+        }
+    }
+    assert_eq!(seen, all.len());
 }
 
 /// A crash after files were written but before the commit, and the replay after it:

@@ -42,8 +42,53 @@ impl EventEnvelope {
 
 /// The envelope's `event_id`: a digest of the event, the same on every replay.
 pub fn event_id(event: &Event) -> String {
-    let digest = Sha256::digest(serde_json::to_vec(event).expect("events serialise"));
+    id_of(&serde_json::to_vec(event).expect("events serialise"))
+}
+
+/// The id of an event serialised as `json`.
+fn id_of(json: &[u8]) -> String {
+    let digest = Sha256::digest(json);
     format!("evt_{}", hex::encode(&digest[..16]))
+}
+
+/// The envelope's `event_id`, and its `data` as JSON text written into `data` (the
+/// record's fields in declaration order), from one serialisation of the event into
+/// `scratch`: the bytes the id digests are `{"seq":..,"phase":..,"sub":..,"ts":..,
+/// "body":{"type":"<tag>",<fields>}}`, so the data is `{<fields>}`, cut out of them.
+/// For writers of many events (the history): both buffers are reused.
+pub fn event_id_and_data(event: &Event, scratch: &mut Vec<u8>, data: &mut Vec<u8>) -> String {
+    scratch.clear();
+    serde_json::to_writer(&mut *scratch, event).expect("events serialise");
+    data.clear();
+    match record_fields(scratch) {
+        Some(fields) => {
+            data.push(b'{');
+            data.extend_from_slice(fields);
+            data.push(b'}');
+        }
+        // Not the shape above: serialise the record on its own instead.
+        None => event
+            .body
+            .serialize_record(&mut serde_json::Serializer::new(&mut *data))
+            .expect("events serialise"),
+    }
+    id_of(scratch)
+}
+
+/// `<fields>` of an event serialised as `{"seq":..,"ts":..,"body":{"type":"<tag>",<fields>}}`
+/// (empty for a record without fields). The fields before `body` are numbers and the tag
+/// a plain name, so the first `"body":{"type":"` is the body's and the next `"` ends
+/// the tag.
+fn record_fields(json: &[u8]) -> Option<&[u8]> {
+    const BODY: &[u8] = br#""body":{"type":""#;
+    let start = json.windows(BODY.len()).position(|w| w == BODY)? + BODY.len();
+    let tag_end = start + json[start..].iter().position(|&b| b == b'"')?;
+    let rest = json.get(tag_end + 1..)?;
+    match rest {
+        [b'}', b'}'] => Some(&[]),
+        [b',', fields @ .., b'}', b'}'] => Some(fields),
+        _ => None,
+    }
 }
 
 /// The envelope's `data`: the event's record, without its type.

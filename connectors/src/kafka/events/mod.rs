@@ -20,7 +20,7 @@ use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedPr
 use rdkafka::{Offset, TopicPartitionList};
 use serde::{Deserialize, Serialize};
 
-pub use self::envelope::{event_data, event_id, event_schemas, EventEnvelope};
+pub use self::envelope::{event_data, event_id, event_id_and_data, event_schemas, EventEnvelope};
 use crate::kafka::{kafka_error, KafkaCluster, TopicSpec};
 use crate::{Error, Result};
 
