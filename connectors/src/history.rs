@@ -34,6 +34,7 @@ use std::sync::Arc;
 use arrow_array::builder::{
     Int32Builder, Int64Builder, StringBuilder, TimestampMillisecondBuilder,
 };
+use arrow_array::cast::AsArray;
 use arrow_array::{ArrayRef, RecordBatch};
 use arrow_schema::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use dataflows::model::{Event, Time};
@@ -43,13 +44,18 @@ use object_store::{ObjectStore, ObjectStoreExt};
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use parquet::arrow::ArrowWriter;
 use parquet::basic::{Compression, ZstdLevel};
+use parquet::file::metadata::{FileMetaData, KeyValue};
 use parquet::file::properties::WriterProperties;
+use parquet::file::reader::{FileReader, SerializedFileReader};
 use parquet::schema::types::ColumnPath;
 
 use crate::files;
 use crate::kafka::events::event_id_and_data;
 use crate::{Error, Result};
 
+/// The footer entry in which each file records its number of events of each type (a
+/// JSON object), for estimates of what a filter on `type` keeps.
+pub const TYPE_COUNTS: &str = "tidemark.type_counts";
 /// The file that commits flushes: the frontier below which every event is written.
 const COMMITTED: &str = "_committed";
 /// Rows per row group: large enough to scan fast, small enough to skip by statistics.
@@ -601,6 +607,13 @@ impl HistoryWriter {
 /// paths or URLs a reader opens (`HistoryLocation::file_url`): what the `events` table
 /// reads. Empty when there is no history.
 pub async fn committed_files(location: &HistoryLocation) -> Result<Vec<String>> {
+    let names = committed_names(location).await?;
+    Ok(names.iter().map(|name| location.file_url(name)).collect())
+}
+
+/// The files of `committed_files` by their names relative to the history's root
+/// (`date=2026-11-30/events-....parquet`).
+pub async fn committed_names(location: &HistoryLocation) -> Result<Vec<String>> {
     let Some(committed) = location.committed().await? else {
         return Ok(Vec::new());
     };
@@ -608,7 +621,7 @@ pub async fn committed_files(location: &HistoryLocation) -> Result<Vec<String>> 
     for day in location.days().await? {
         let mut parts = location.live_parts(&day, committed).await?;
         parts.sort_by_key(|part| part.from);
-        files.extend(parts.into_iter().map(|part| location.file_url(&part.name)));
+        files.extend(parts.into_iter().map(|part| part.name));
     }
     Ok(files)
 }
@@ -729,8 +742,53 @@ fn encode(batches: impl IntoIterator<Item = Result<RecordBatch>>, level: i32) ->
         |e: parquet::errors::ParquetError| Error::History(format!("history file: {e}"));
     let mut writer =
         ArrowWriter::try_new(Vec::new(), schema(), Some(properties)).map_err(parquet_error)?;
+    let mut counts: BTreeMap<String, u64> = BTreeMap::new();
     for batch in batches {
-        writer.write(&batch?).map_err(parquet_error)?;
+        let batch = batch?;
+        if let Some(kinds) = batch
+            .column_by_name("type")
+            .and_then(|c| c.as_string_opt::<i32>())
+        {
+            for kind in kinds.iter().flatten() {
+                match counts.get_mut(kind) {
+                    Some(count) => *count += 1,
+                    None => drop(counts.insert(kind.to_string(), 1)),
+                }
+            }
+        }
+        writer.write(&batch).map_err(parquet_error)?;
     }
+    let counts =
+        serde_json::to_string(&counts).map_err(|e| Error::History(format!("history file: {e}")))?;
+    writer.append_key_value_metadata(KeyValue::new(TYPE_COUNTS.to_string(), counts));
     writer.into_inner().map_err(parquet_error)
+}
+
+/// How many events of each type a history file holds, from its footer (the writer
+/// records them); `None` for a file written before it did.
+pub fn type_counts(metadata: &FileMetaData) -> Option<BTreeMap<String, u64>> {
+    let value = metadata
+        .key_value_metadata()?
+        .iter()
+        .find(|entry| entry.key == TYPE_COUNTS)?
+        .value
+        .as_deref()?;
+    serde_json::from_str(value).ok()
+}
+
+/// `type_counts` of the history file `name` (as `committed_files` lists it, relative to
+/// the history's root). Reads only the footer, of files in a directory; `None` for an
+/// object store, whose footers would cost a request each.
+pub fn file_type_counts(
+    location: &HistoryLocation,
+    name: &str,
+) -> Result<Option<BTreeMap<String, u64>>> {
+    let HistoryLocation::Directory(dir) = location else {
+        return Ok(None);
+    };
+    let file = std::fs::File::open(dir.join(name))
+        .map_err(|e| Error::History(format!("{}: {e}", dir.join(name).display())))?;
+    let reader = SerializedFileReader::new(file)
+        .map_err(|e| Error::History(format!("{}: {e}", dir.join(name).display())))?;
+    Ok(type_counts(reader.metadata().file_metadata()))
 }

@@ -216,6 +216,16 @@ fn small_files_of_a_day_are_merged() {
     // for queries that listed them before.
     let listed = block_on(connectors::history::committed_files(&dir.path().into())).unwrap();
     assert_eq!(listed.len(), 1, "{listed:?}");
+    // The merged file counts its events by type, as each flushed file did.
+    let names = block_on(connectors::history::committed_names(&dir.path().into())).unwrap();
+    let counts = connectors::history::file_type_counts(&dir.path().into(), &names[0])
+        .unwrap()
+        .expect("the counts in the footer");
+    let expected = BTreeMap::from([
+        ("inventory.adjusted".to_string(), 3),
+        ("order.completed".to_string(), 2),
+    ]);
+    assert_eq!(counts, expected);
     // A merge that stopped before deleting its inputs: the covered file goes at open.
     let day = dir.path().join("date=2023-11-14");
     let merged = std::fs::read_dir(&day)

@@ -2,6 +2,7 @@
 //! the engine's limits.
 
 mod fixture;
+mod history;
 mod limits;
 mod slt;
 mod templates;
