@@ -74,7 +74,7 @@ impl HistoryTable {
                 let names = connectors::history::committed_names(location)
                     .await
                     .map_err(external)?;
-                self.counts.learn(location, &names).map_err(external)?;
+                self.counts.learn(location, &names);
                 names
                     .iter()
                     .map(|name| ListingTableUrl::parse(location.file_url(name)))
@@ -141,8 +141,10 @@ pub struct TypeCounts {
 type Counts = BTreeMap<String, u64>;
 
 impl TypeCounts {
-    /// Reads the counts of the files of `names` not yet known, and forgets the rest.
-    fn learn(&self, location: &HistoryLocation, names: &[String]) -> connectors::Result<()> {
+    /// Reads the counts of the files of `names` not yet known, and forgets the rest. A
+    /// footer that cannot be read only leaves its file without counts: they are
+    /// estimates, and the scan itself reports what is wrong with the file.
+    fn learn(&self, location: &HistoryLocation, names: &[String]) {
         let unknown: Vec<String> = {
             let files = self.files.lock().unwrap_or_else(|e| e.into_inner());
             names
@@ -153,14 +155,15 @@ impl TypeCounts {
         };
         let mut read = Vec::with_capacity(unknown.len());
         for name in unknown {
-            let counts = connectors::history::file_type_counts(location, &name)?;
+            let counts = connectors::history::file_type_counts(location, &name)
+                .ok()
+                .flatten();
             read.push((name, counts.map(Arc::new)));
         }
         let listed: HashSet<&String> = names.iter().collect();
         let mut files = self.files.lock().unwrap_or_else(|e| e.into_inner());
         files.retain(|name, _| listed.contains(name));
         files.extend(read);
-        Ok(())
     }
 
     /// The events of the types `kinds` in the files `names`, if every file's counts are
