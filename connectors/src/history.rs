@@ -742,25 +742,31 @@ fn encode(batches: impl IntoIterator<Item = Result<RecordBatch>>, level: i32) ->
         |e: parquet::errors::ParquetError| Error::History(format!("history file: {e}"));
     let mut writer =
         ArrowWriter::try_new(Vec::new(), schema(), Some(properties)).map_err(parquet_error)?;
-    let mut counts: BTreeMap<String, u64> = BTreeMap::new();
+    // `None` once a batch could not be counted: then the file records no counts.
+    let mut counts: Option<BTreeMap<String, u64>> = Some(BTreeMap::new());
     for batch in batches {
         let batch = batch?;
-        if let Some(kinds) = batch
+        let kinds = batch
             .column_by_name("type")
-            .and_then(|c| c.as_string_opt::<i32>())
-        {
-            for kind in kinds.iter().flatten() {
-                match counts.get_mut(kind) {
-                    Some(count) => *count += 1,
-                    None => drop(counts.insert(kind.to_string(), 1)),
+            .and_then(|c| c.as_string_opt::<i32>());
+        match (kinds, counts.as_mut()) {
+            (Some(kinds), Some(counts)) => {
+                for kind in kinds.iter().flatten() {
+                    match counts.get_mut(kind) {
+                        Some(count) => *count += 1,
+                        None => drop(counts.insert(kind.to_string(), 1)),
+                    }
                 }
             }
+            _ => counts = None,
         }
         writer.write(&batch).map_err(parquet_error)?;
     }
-    let counts =
-        serde_json::to_string(&counts).map_err(|e| Error::History(format!("history file: {e}")))?;
-    writer.append_key_value_metadata(KeyValue::new(TYPE_COUNTS.to_string(), counts));
+    if let Some(counts) = counts {
+        let counts = serde_json::to_string(&counts)
+            .map_err(|e| Error::History(format!("history file: {e}")))?;
+        writer.append_key_value_metadata(KeyValue::new(TYPE_COUNTS.to_string(), counts));
+    }
     writer.into_inner().map_err(parquet_error)
 }
 

@@ -28,7 +28,6 @@ use datafusion::physical_plan::filter::FilterExec;
 use datafusion::physical_plan::operator_statistics::{
     ExtendedStatistics, StatisticsProvider, StatisticsResult,
 };
-use datafusion::physical_plan::projection::ProjectionExec;
 use datafusion::physical_plan::repartition::RepartitionExec;
 use datafusion::physical_plan::ExecutionPlan;
 
@@ -142,7 +141,7 @@ type Counts = BTreeMap<String, u64>;
 
 impl TypeCounts {
     /// Reads the counts of the files of `names` not yet known, and forgets the rest. A
-    /// footer that cannot be read only leaves its file without counts: they are
+    /// footer that cannot be read only leaves its file without counts for now: they are
     /// estimates, and the scan itself reports what is wrong with the file.
     fn learn(&self, location: &HistoryLocation, names: &[String]) {
         let unknown: Vec<String> = {
@@ -155,10 +154,10 @@ impl TypeCounts {
         };
         let mut read = Vec::with_capacity(unknown.len());
         for name in unknown {
-            let counts = connectors::history::file_type_counts(location, &name)
-                .ok()
-                .flatten();
-            read.push((name, counts.map(Arc::new)));
+            // Tried again at the next scan.
+            if let Ok(counts) = connectors::history::file_type_counts(location, &name) {
+                read.push((name, counts.map(Arc::new)));
+            }
         }
         let listed: HashSet<&String> = names.iter().collect();
         let mut files = self.files.lock().unwrap_or_else(|e| e.into_inner());
@@ -249,16 +248,14 @@ impl StatisticsProvider for HistoryStatistics {
     }
 }
 
-/// The scan of the history under `plan` through nodes that keep its rows as they are
-/// (projections, repartitions).
+/// The scan of the history under `plan` through repartitions, which keep its rows and
+/// columns as they are (not through projections: one could name another column `type`).
 fn scan_below(plan: &dyn ExecutionPlan) -> Option<&DataSourceExec> {
     if let Some(scan) = plan.downcast_ref::<DataSourceExec>() {
         return Some(scan);
     }
     match plan.children()[..] {
-        [child] if plan.is::<ProjectionExec>() || plan.is::<RepartitionExec>() => {
-            scan_below(child.as_ref())
-        }
+        [child] if plan.is::<RepartitionExec>() => scan_below(child.as_ref()),
         _ => None,
     }
 }

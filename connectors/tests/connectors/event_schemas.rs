@@ -6,8 +6,10 @@ use std::path::PathBuf;
 use connectors::kafka::events::{
     event_data, event_id, event_id_and_data, event_schemas, EventEnvelope,
 };
-use dataflows::events::{OrderCancelled, OrderCreated, StockAdjusted, UserDeleted};
-use dataflows::model::{CancelReason, Event, EventBody, Line};
+use dataflows::events::{
+    OrderCancelled, OrderCreated, ReportRequested, StockAdjusted, UserDeleted,
+};
+use dataflows::model::{CancelReason, Event, EventBody, Line, ReportFormat, ReportRequest};
 use serde_json::Value;
 
 fn docs() -> PathBuf {
@@ -116,7 +118,19 @@ fn ids_and_data_from_one_serialisation_match_the_envelope() {
                 },
             ],
             shipping_address: None,
-            cart_id: None,
+            cart_id: Some("crt_\"1\"".into()),
+        }),
+        // Flattened: the tagged body holds the request's fields beside the id.
+        EventBody::ReportRequested(ReportRequested {
+            report_id: "rep_1".into(),
+            request: ReportRequest {
+                template: Some("daily_sales".into()),
+                sql: awkward.into(),
+                params: "{\"day\": \"2026-11-30\"}".into(),
+                format: ReportFormat::Csv,
+                schedule_id: Some("sch_1".into()),
+                slot: Some(1_795_000_000_000),
+            },
         }),
         EventBody::OrderCancelled(OrderCancelled {
             order_id: "ord_}}".into(),

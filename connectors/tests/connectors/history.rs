@@ -115,6 +115,34 @@ fn events_land_in_one_file_per_day_and_flush() {
     assert_eq!(rows[&(4, 2)].1, "order.completed");
 }
 
+/// A flush of more events than one batch holds writes each once, and each file counts
+/// them by type in its footer.
+#[test]
+fn a_large_flush_writes_every_event_once_and_counts_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut history = HistoryWriter::open(dir.path(), HistoryOptions::default()).unwrap();
+    let all = events(20_000);
+    history.add(40_001, all.clone());
+    history.flush().unwrap();
+    let (rows, _, total) = read(dir.path());
+    assert_eq!((rows.len(), total), (20_000, 20_000));
+    let location = dir.path().into();
+    let mut counted: BTreeMap<String, u64> = BTreeMap::new();
+    for name in block_on(connectors::history::committed_names(&location)).unwrap() {
+        let counts = connectors::history::file_type_counts(&location, &name)
+            .unwrap()
+            .expect("the counts in the footer");
+        for (kind, count) in counts {
+            *counted.entry(kind).or_default() += count;
+        }
+    }
+    let expected = BTreeMap::from([
+        ("inventory.adjusted".to_string(), 10_000),
+        ("order.completed".to_string(), 10_000),
+    ]);
+    assert_eq!(counted, expected);
+}
+
 /// Each row carries what the bus's envelope of its event carries: the same `event_id`,
 /// and `data` the same JSON object (the record's fields, without the `type` tag).
 #[test]
