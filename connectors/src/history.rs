@@ -772,7 +772,7 @@ fn encode(batches: impl IntoIterator<Item = Result<RecordBatch>>, level: i32) ->
 
 /// How many events of each type a history file holds, from its footer (the writer
 /// records them); `None` for a file written before it did.
-pub fn type_counts(metadata: &FileMetaData) -> Option<BTreeMap<String, u64>> {
+fn type_counts(metadata: &FileMetaData) -> Option<BTreeMap<String, u64>> {
     let value = metadata
         .key_value_metadata()?
         .iter()
@@ -792,9 +792,9 @@ pub fn file_type_counts(
     let HistoryLocation::Directory(dir) = location else {
         return Ok(None);
     };
-    let file = std::fs::File::open(dir.join(name))
-        .map_err(|e| Error::History(format!("{}: {e}", dir.join(name).display())))?;
-    let reader = SerializedFileReader::new(file)
-        .map_err(|e| Error::History(format!("{}: {e}", dir.join(name).display())))?;
+    let path = dir.join(name);
+    let failed = |e: &dyn std::fmt::Display| Error::History(format!("{}: {e}", path.display()));
+    let file = std::fs::File::open(&path).map_err(|e| failed(&e))?;
+    let reader = SerializedFileReader::new(file).map_err(|e| failed(&e))?;
     Ok(type_counts(reader.metadata().file_metadata()))
 }

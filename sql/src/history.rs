@@ -208,26 +208,23 @@ impl StatisticsProvider for HistoryStatistics {
         _child_stats: &[ExtendedStatistics],
     ) -> Result<StatisticsResult> {
         // A filter above a scan of the history, or the scan with the filter pushed in.
-        let (predicate, scan) = if let Some(filter) = plan.downcast_ref::<FilterExec>() {
+        let (filter, scan) = if let Some(filter) = plan.downcast_ref::<FilterExec>() {
             (
                 Some(filter.predicate().clone()),
                 scan_below(filter.input().as_ref()),
             )
-        } else if let Some(scan) = plan.downcast_ref::<DataSourceExec>() {
-            let predicate = scan
-                .downcast_to_file_source::<ParquetSource>()
-                .and_then(|(_, parquet)| parquet.filter());
-            (predicate, Some(scan))
         } else {
-            (None, None)
+            (None, plan.downcast_ref::<DataSourceExec>())
         };
-        let (Some(predicate), Some(scan)) = (predicate, scan) else {
+        let Some((config, parquet)) =
+            scan.and_then(|scan| scan.downcast_to_file_source::<ParquetSource>())
+        else {
             return Ok(StatisticsResult::Delegate);
         };
-        let Some(kinds) = types_kept(&predicate) else {
-            return Ok(StatisticsResult::Delegate);
-        };
-        let Some((config, _)) = scan.downcast_to_file_source::<ParquetSource>() else {
+        let Some(kinds) = filter
+            .or_else(|| parquet.filter())
+            .and_then(|predicate| types_kept(&predicate))
+        else {
             return Ok(StatisticsResult::Delegate);
         };
         let names = config

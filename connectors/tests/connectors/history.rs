@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use arrow_array::{Array, Int32Array, Int64Array, StringArray};
+use arrow_array::{Array, Int32Array, Int64Array, RecordBatch, StringArray};
 use connectors::history::{HistoryLocation, HistoryOptions, HistoryWriter};
 use connectors::kafka::events::EventEnvelope;
 use connectors::testkit::S3Server;
@@ -52,10 +52,10 @@ fn events(n: u64) -> Vec<(Time, Event)> {
 /// Each row of the history by (time, sub): its day directory and type.
 type Rows = BTreeMap<(Time, i32), (String, String)>;
 
-/// Every row of every history file, the number of files and the number of rows.
-fn read(dir: &Path) -> (Rows, usize, usize) {
-    let mut rows = BTreeMap::new();
-    let (mut files, mut total) = (0, 0);
+/// Every batch of every history file under `dir`, with its day directory's name, and
+/// the number of files.
+fn batches(dir: &Path) -> (Vec<(String, RecordBatch)>, usize) {
+    let (mut batches, mut files) = (Vec::new(), 0);
     for day in std::fs::read_dir(dir).unwrap() {
         let day = day.unwrap().path();
         if !day.is_dir() {
@@ -71,26 +71,48 @@ fn read(dir: &Path) -> (Rows, usize, usize) {
                     .unwrap()
                     .build()
                     .unwrap();
-            for batch in reader {
-                let batch = batch.unwrap();
-                let column = |name: &str| batch.column_by_name(name).unwrap().clone();
-                let time = column("time");
-                let time = time.as_any().downcast_ref::<Int64Array>().unwrap();
-                let sub = column("sub");
-                let sub = sub.as_any().downcast_ref::<Int32Array>().unwrap();
-                let kind = column("type");
-                let kind = kind.as_any().downcast_ref::<StringArray>().unwrap();
-                for row in 0..batch.num_rows() {
-                    total += 1;
-                    rows.insert(
-                        (time.value(row) as Time, sub.value(row)),
-                        (date.clone(), kind.value(row).to_string()),
-                    );
-                }
-            }
+            batches.extend(reader.map(|batch| (date.clone(), batch.unwrap())));
+        }
+    }
+    (batches, files)
+}
+
+/// Every row of every history file, the number of files and the number of rows.
+fn read(dir: &Path) -> (Rows, usize, usize) {
+    let mut rows = BTreeMap::new();
+    let mut total = 0;
+    let (batches, files) = batches(dir);
+    for (date, batch) in batches {
+        let column = |name: &str| batch.column_by_name(name).unwrap().clone();
+        let time = column("time");
+        let time = time.as_any().downcast_ref::<Int64Array>().unwrap();
+        let sub = column("sub");
+        let sub = sub.as_any().downcast_ref::<Int32Array>().unwrap();
+        let kind = column("type");
+        let kind = kind.as_any().downcast_ref::<StringArray>().unwrap();
+        for row in 0..batch.num_rows() {
+            total += 1;
+            rows.insert(
+                (time.value(row) as Time, sub.value(row)),
+                (date.clone(), kind.value(row).to_string()),
+            );
         }
     }
     (rows, files, total)
+}
+
+/// The events by type that the committed files' footers count, summed.
+fn footer_counts(location: &HistoryLocation) -> BTreeMap<String, u64> {
+    let mut counted = BTreeMap::new();
+    for name in block_on(connectors::history::committed_names(location)).unwrap() {
+        let counts = connectors::history::file_type_counts(location, &name)
+            .unwrap()
+            .expect("the counts in the footer");
+        for (kind, count) in counts {
+            *counted.entry(kind).or_default() += count;
+        }
+    }
+    counted
 }
 
 #[test]
@@ -126,16 +148,7 @@ fn a_large_flush_writes_every_event_once_and_counts_them() {
     history.flush().unwrap();
     let (rows, _, total) = read(dir.path());
     assert_eq!((rows.len(), total), (20_000, 20_000));
-    let location = dir.path().into();
-    let mut counted: BTreeMap<String, u64> = BTreeMap::new();
-    for name in block_on(connectors::history::committed_names(&location)).unwrap() {
-        let counts = connectors::history::file_type_counts(&location, &name)
-            .unwrap()
-            .expect("the counts in the footer");
-        for (kind, count) in counts {
-            *counted.entry(kind).or_default() += count;
-        }
-    }
+    let counted = footer_counts(&dir.path().into());
     let expected = BTreeMap::from([
         ("inventory.adjusted".to_string(), 10_000),
         ("order.completed".to_string(), 10_000),
@@ -158,34 +171,20 @@ fn rows_carry_the_bus_envelopes_id_and_data() {
         .map(|envelope| (envelope.event_id.clone(), envelope))
         .collect();
     let mut seen = 0;
-    for day in std::fs::read_dir(dir.path()).unwrap() {
-        let day = day.unwrap().path();
-        if !day.is_dir() {
-            continue;
-        }
-        for file in std::fs::read_dir(&day).unwrap() {
-            let file = std::fs::File::open(file.unwrap().path()).unwrap();
-            let reader = ParquetRecordBatchReaderBuilder::try_new(file)
-                .unwrap()
-                .build()
-                .unwrap();
-            for batch in reader {
-                let batch = batch.unwrap();
-                let text = |name: &str| {
-                    let column = batch.column_by_name(name).unwrap();
-                    let column = column.as_any().downcast_ref::<StringArray>().unwrap();
-                    (0..column.len())
-                        .map(|row| column.value(row).to_string())
-                        .collect::<Vec<_>>()
-                };
-                for (id, data) in text("event_id").into_iter().zip(text("data")) {
-                    let envelope = &envelopes[&id];
-                    let data: serde_json::Value = serde_json::from_str(&data).unwrap();
-                    assert_eq!(data, envelope.data, "{id}");
-                    assert!(data.get("type").is_none(), "{data}");
-                    seen += 1;
-                }
-            }
+    for (_, batch) in batches(dir.path()).0 {
+        let text = |name: &str| {
+            let column = batch.column_by_name(name).unwrap();
+            let column = column.as_any().downcast_ref::<StringArray>().unwrap();
+            (0..column.len())
+                .map(|row| column.value(row).to_string())
+                .collect::<Vec<_>>()
+        };
+        for (id, data) in text("event_id").into_iter().zip(text("data")) {
+            let envelope = &envelopes[&id];
+            let data: serde_json::Value = serde_json::from_str(&data).unwrap();
+            assert_eq!(data, envelope.data, "{id}");
+            assert!(data.get("type").is_none(), "{data}");
+            seen += 1;
         }
     }
     assert_eq!(seen, all.len());
@@ -244,11 +243,8 @@ fn small_files_of_a_day_are_merged() {
     // for queries that listed them before.
     let listed = block_on(connectors::history::committed_files(&dir.path().into())).unwrap();
     assert_eq!(listed.len(), 1, "{listed:?}");
-    // The merged file counts its events by type, as each flushed file did.
-    let names = block_on(connectors::history::committed_names(&dir.path().into())).unwrap();
-    let counts = connectors::history::file_type_counts(&dir.path().into(), &names[0])
-        .unwrap()
-        .expect("the counts in the footer");
+    // The merged file (the only one listed) counts its events by type.
+    let counts = footer_counts(&dir.path().into());
     let expected = BTreeMap::from([
         ("inventory.adjusted".to_string(), 3),
         ("order.completed".to_string(), 2),
