@@ -17,11 +17,13 @@
 //! skips the events before the committed frontier and writes the rest: every event is in
 //! the history exactly once.
 //!
-//! Small files are merged per day (`compact_day`): the merged file is renamed into place
-//! before the files it replaces are deleted, and opening the directory deletes any file
-//! whose range another file's range covers. Readers list the history with
-//! `committed_files`, which leaves out covered files; the writer deletes replaced files
-//! only `RETIRE_AFTER` later, so that a query that listed them can still read them.
+//! Small files are merged per day (`compact_day`, `merge`): the row groups of flushes
+//! under load are copied into the merged file as they are encoded, small ones written
+//! anew. The merged file is renamed into place before the files it replaces are deleted,
+//! and opening the directory deletes any file whose range another file's range covers.
+//! Readers list the history with `committed_files`, which leaves out covered files; the
+//! writer deletes replaced files only `RETIRE_AFTER` later, so that a query that listed
+//! them can still read them.
 //!
 //! The same layout can live in an object store (`HistoryLocation::ObjectStore`, an
 //! `s3://bucket/prefix`), where a put is atomic and so needs no temporary name: the
@@ -41,12 +43,17 @@ use dataflows::model::{Event, Time};
 use object_store::aws::{AmazonS3Builder, AmazonS3ConfigKey};
 use object_store::path::Path as ObjectPath;
 use object_store::{ObjectStore, ObjectStoreExt};
-use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
-use parquet::arrow::ArrowWriter;
+use parquet::arrow::arrow_reader::{
+    ArrowReaderMetadata, ArrowReaderOptions, ParquetRecordBatchReaderBuilder,
+};
+use parquet::arrow::arrow_writer::{compute_leaves, ArrowColumnWriter};
+use parquet::arrow::{ArrowWriter, ProjectionMask};
 use parquet::basic::{Compression, ZstdLevel};
-use parquet::file::metadata::{FileMetaData, KeyValue};
+use parquet::column::writer::ColumnCloseResult;
+use parquet::file::metadata::{FileMetaData, KeyValue, PageIndexPolicy};
 use parquet::file::properties::WriterProperties;
 use parquet::file::reader::{FileReader, SerializedFileReader};
+use parquet::file::writer::SerializedFileWriter;
 use parquet::schema::types::ColumnPath;
 
 use crate::files;
@@ -84,6 +91,9 @@ pub struct HistoryOptions {
     /// `tier_bytes * compact_files^t`, and merges take the newest files of the lowest
     /// tiers, so an event is rewritten about once per tier, not at every merge.
     pub tier_bytes: u64,
+    /// Row groups of at least this many rows are copied into a merge as they are
+    /// encoded; smaller ones are decoded and written anew, together (`merge`).
+    pub copy_rows: usize,
 }
 
 impl Default for HistoryOptions {
@@ -92,6 +102,8 @@ impl Default for HistoryOptions {
             flush_rows: 256 * 1024,
             compact_files: 16,
             tier_bytes: 1 << 20,
+            // A flush of about a second at a few thousand events a second.
+            copy_rows: ROW_GROUP_ROWS / 4,
         }
     }
 }
@@ -561,34 +573,26 @@ impl HistoryWriter {
     fn compact_day(&mut self, day: &str) -> Result<()> {
         let location = self.location.clone();
         let (committed, options) = (self.committed, self.options.clone());
-        let merged =
-            self.block_on(async move {
-                let mut parts = location.live_parts(day, committed).await?;
-                parts.sort_by_key(|part| part.from);
-                let Some(newest) = mergeable(&parts, &options) else {
-                    return Ok(None);
-                };
-                let parts = parts.split_off(parts.len() - newest);
-                // Decoded a batch at a time as the merged file is written.
-                let mut batches = Vec::new();
-                for part in &parts {
-                    let bytes = location.read(&part.name).await?;
-                    let file = format!("{location:?}/{}", part.name);
-                    let reader = ParquetRecordBatchReaderBuilder::try_new(bytes)
-                        .and_then(|builder| builder.with_batch_size(BATCH_ROWS).build())
-                        .map_err(|e| Error::History(format!("{file}: {e}")))?;
-                    batches.push(reader.map(move |batch| {
-                        batch.map_err(|e| Error::History(format!("{file}: {e}")))
-                    }));
-                }
-                let from = parts.iter().map(|part| part.from).min().unwrap_or(0);
-                let to = parts.iter().map(|part| part.to).max().unwrap_or(0);
-                let merged = encode(batches.into_iter().flatten(), MERGE_LEVEL)?;
-                location
-                    .write(&format!("{day}/{}", part_name(from, to)), merged)
-                    .await?;
-                Ok::<_, Error>(Some((parts, from, to)))
-            })?;
+        let merged = self.block_on(async move {
+            let mut parts = location.live_parts(day, committed).await?;
+            parts.sort_by_key(|part| part.from);
+            let Some(newest) = mergeable(&parts, &options) else {
+                return Ok(None);
+            };
+            let parts = parts.split_off(parts.len() - newest);
+            let mut inputs = Vec::with_capacity(parts.len());
+            for part in &parts {
+                let bytes = location.read(&part.name).await?;
+                inputs.push((format!("{location:?}/{}", part.name), bytes));
+            }
+            let from = parts.iter().map(|part| part.from).min().unwrap_or(0);
+            let to = parts.iter().map(|part| part.to).max().unwrap_or(0);
+            let merged = merge(&inputs, options.copy_rows)?;
+            location
+                .write(&format!("{day}/{}", part_name(from, to)), merged)
+                .await?;
+            Ok::<_, Error>(Some((parts, from, to)))
+        })?;
         let Some((parts, from, to)) = merged else {
             return Ok(());
         };
@@ -726,10 +730,10 @@ fn mergeable(parts: &[Part], options: &HistoryOptions) -> Option<usize> {
     })
 }
 
-/// `batches` as a Parquet file (zstd at `level`, row groups of `ROW_GROUP_ROWS`), each
-/// batch dropped once written.
-fn encode(batches: impl IntoIterator<Item = Result<RecordBatch>>, level: i32) -> Result<Vec<u8>> {
-    let properties = WriterProperties::builder()
+/// How the history's files are written: zstd at `level`, row groups of up to
+/// `ROW_GROUP_ROWS`.
+fn properties(level: i32) -> WriterProperties {
+    WriterProperties::builder()
         .set_compression(Compression::ZSTD(
             ZstdLevel::try_new(level).expect("a valid level"),
         ))
@@ -737,19 +741,28 @@ fn encode(batches: impl IntoIterator<Item = Result<RecordBatch>>, level: i32) ->
         // Every event's id and data differ: a dictionary would only be built to be dropped.
         .set_column_dictionary_enabled(ColumnPath::from("event_id"), false)
         .set_column_dictionary_enabled(ColumnPath::from("data"), false)
-        .build();
-    let parquet_error =
-        |e: parquet::errors::ParquetError| Error::History(format!("history file: {e}"));
-    let mut writer =
-        ArrowWriter::try_new(Vec::new(), schema(), Some(properties)).map_err(parquet_error)?;
-    // `None` once a batch could not be counted: then the file records no counts.
-    let mut counts: Option<BTreeMap<String, u64>> = Some(BTreeMap::new());
-    for batch in batches {
-        let batch = batch?;
+        .build()
+}
+
+fn parquet_error(e: parquet::errors::ParquetError) -> Error {
+    Error::History(format!("history file: {e}"))
+}
+
+/// The events of each type a file holds, counted as its rows are written; `None` once
+/// some rows could not be counted (then the file records no counts).
+struct TypeCounter(Option<BTreeMap<String, u64>>);
+
+impl TypeCounter {
+    fn new() -> TypeCounter {
+        TypeCounter(Some(BTreeMap::new()))
+    }
+
+    /// Counts the rows of `batch` (which may hold only the `type` column).
+    fn count(&mut self, batch: &RecordBatch) {
         let kinds = batch
             .column_by_name("type")
             .and_then(|c| c.as_string_opt::<i32>());
-        match (kinds, counts.as_mut()) {
+        match (kinds, self.0.as_mut()) {
             (Some(kinds), Some(counts)) => {
                 for kind in kinds.iter().flatten() {
                     match counts.get_mut(kind) {
@@ -758,16 +771,168 @@ fn encode(batches: impl IntoIterator<Item = Result<RecordBatch>>, level: i32) ->
                     }
                 }
             }
-            _ => counts = None,
+            _ => self.0 = None,
         }
-        writer.write(&batch).map_err(parquet_error)?;
     }
-    if let Some(counts) = counts {
+
+    /// The footer entry, if every row was counted.
+    fn footer(self) -> Result<Option<KeyValue>> {
+        let Some(counts) = self.0 else {
+            return Ok(None);
+        };
         let counts = serde_json::to_string(&counts)
             .map_err(|e| Error::History(format!("history file: {e}")))?;
-        writer.append_key_value_metadata(KeyValue::new(TYPE_COUNTS.to_string(), counts));
+        Ok(Some(KeyValue::new(TYPE_COUNTS.to_string(), counts)))
+    }
+}
+
+/// `batches` as a Parquet file (zstd at `level`, row groups of `ROW_GROUP_ROWS`), each
+/// batch dropped once written.
+fn encode(batches: impl IntoIterator<Item = Result<RecordBatch>>, level: i32) -> Result<Vec<u8>> {
+    let mut writer = ArrowWriter::try_new(Vec::new(), schema(), Some(properties(level)))
+        .map_err(parquet_error)?;
+    let mut counts = TypeCounter::new();
+    for batch in batches {
+        let batch = batch?;
+        counts.count(&batch);
+        writer.write(&batch).map_err(parquet_error)?;
+    }
+    if let Some(footer) = counts.footer()? {
+        writer.append_key_value_metadata(footer);
     }
     writer.into_inner().map_err(parquet_error)
+}
+
+/// The history files `inputs` (name, whole contents; in time order) as one file.
+///
+/// A row group of at least `copy_rows` rows goes into the merged file as it is: its
+/// encoded pages are copied, with their statistics and page index, and only its `type`
+/// column is decoded, to count the events. Smaller row groups (the files of flushes under
+/// a light load, the tail of an earlier merge) are decoded and written anew, together,
+/// in row groups of up to `ROW_GROUP_ROWS`, zstd at `MERGE_LEVEL`. Under a heavy load,
+/// when the history's CPU competes with the order path's, most of a merge is a copy.
+fn merge(inputs: &[(String, bytes::Bytes)], copy_rows: usize) -> Result<Vec<u8>> {
+    let schema = schema();
+    let writer = ArrowWriter::try_new(Vec::new(), schema.clone(), Some(properties(MERGE_LEVEL)))
+        .map_err(parquet_error)?;
+    let (mut file, columns) = writer.into_serialized_writer().map_err(parquet_error)?;
+    let mut counts = TypeCounter::new();
+    // The row group being written anew, and its rows so far.
+    let mut open: Option<(Vec<ArrowColumnWriter>, usize)> = None;
+    for (name, bytes) in inputs {
+        let failed = |e: parquet::errors::ParquetError| Error::History(format!("{name}: {e}"));
+        let metadata = ArrowReaderMetadata::load(
+            bytes,
+            ArrowReaderOptions::new().with_page_index_policy(PageIndexPolicy::Optional),
+        )
+        .map_err(failed)?;
+        let groups = metadata.metadata().row_groups();
+        let same_columns = metadata.parquet_schema() == file.schema_descr();
+        for (index, group) in groups.iter().enumerate() {
+            let rows = |mask: ProjectionMask| {
+                ParquetRecordBatchReaderBuilder::new_with_metadata(bytes.clone(), metadata.clone())
+                    .with_row_groups(vec![index])
+                    .with_projection(mask)
+                    .with_batch_size(BATCH_ROWS)
+                    .build()
+                    .map_err(failed)
+            };
+            if same_columns && group.num_rows() as usize >= copy_rows.max(1) {
+                // Row order is time order: what is being written anew goes first.
+                if let Some((writers, _)) = open.take() {
+                    close_row_group(&mut file, writers)?;
+                }
+                let mut copy = file.next_row_group().map_err(parquet_error)?;
+                for (column, chunk) in group.columns().iter().enumerate() {
+                    copy.append_column(
+                        bytes,
+                        ColumnCloseResult {
+                            bytes_written: chunk.compressed_size() as u64,
+                            rows_written: group.num_rows() as u64,
+                            metadata: chunk.clone(),
+                            bloom_filter: None,
+                            column_index: metadata
+                                .metadata()
+                                .column_index()
+                                .and_then(|groups| groups.get(index)?.get(column).cloned()),
+                            offset_index: metadata
+                                .metadata()
+                                .offset_index()
+                                .and_then(|groups| groups.get(index)?.get(column).cloned()),
+                        },
+                    )
+                    .map_err(failed)?;
+                }
+                copy.close().map_err(parquet_error)?;
+                let kinds = ProjectionMask::columns(metadata.parquet_schema(), ["type"]);
+                for batch in rows(kinds)? {
+                    counts.count(&batch.map_err(|e| Error::History(format!("{name}: {e}")))?);
+                }
+                continue;
+            }
+            for batch in rows(ProjectionMask::all())? {
+                let batch = batch.map_err(|e| Error::History(format!("{name}: {e}")))?;
+                if batch.schema().fields() != schema.fields() {
+                    return Err(Error::History(format!(
+                        "{name}: not the history's columns: {}",
+                        batch.schema()
+                    )));
+                }
+                counts.count(&batch);
+                let mut offset = 0;
+                while offset < batch.num_rows() {
+                    let (writers, written) = match &mut open {
+                        Some(open) => open,
+                        None => open.insert((
+                            columns
+                                .create_column_writers(file.flushed_row_groups().len())
+                                .map_err(parquet_error)?,
+                            0,
+                        )),
+                    };
+                    let take = (ROW_GROUP_ROWS - *written).min(batch.num_rows() - offset);
+                    let part = batch.slice(offset, take);
+                    for ((writer, field), array) in
+                        writers.iter_mut().zip(schema.fields()).zip(part.columns())
+                    {
+                        for leaf in compute_leaves(field, array).map_err(parquet_error)? {
+                            writer.write(&leaf).map_err(parquet_error)?;
+                        }
+                    }
+                    *written += take;
+                    offset += take;
+                    if *written >= ROW_GROUP_ROWS {
+                        if let Some((writers, _)) = open.take() {
+                            close_row_group(&mut file, writers)?;
+                        }
+                    }
+                }
+            }
+        }
+    }
+    if let Some((writers, _)) = open.take() {
+        close_row_group(&mut file, writers)?;
+    }
+    if let Some(footer) = counts.footer()? {
+        file.append_key_value_metadata(footer);
+    }
+    file.into_inner().map_err(parquet_error)
+}
+
+/// Ends the row group `writers` have been writing.
+fn close_row_group(
+    file: &mut SerializedFileWriter<Vec<u8>>,
+    writers: Vec<ArrowColumnWriter>,
+) -> Result<()> {
+    let mut group = file.next_row_group().map_err(parquet_error)?;
+    for writer in writers {
+        writer
+            .close()
+            .and_then(|chunk| chunk.append_to_row_group(&mut group))
+            .map_err(parquet_error)?;
+    }
+    group.close().map_err(parquet_error)?;
+    Ok(())
 }
 
 /// How many events of each type a history file holds, from its footer (the writer

@@ -3,7 +3,9 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use arrow_array::{Array, Int32Array, Int64Array, RecordBatch, StringArray};
+use arrow_array::{
+    Array, Int32Array, Int64Array, RecordBatch, StringArray, TimestampMillisecondArray,
+};
 use connectors::history::{HistoryLocation, HistoryOptions, HistoryWriter};
 use connectors::kafka::events::EventEnvelope;
 use connectors::testkit::S3Server;
@@ -11,7 +13,8 @@ use dataflows::events::{OrderCompleted, StockAdjusted};
 use dataflows::model::{Event, Time};
 use object_store::path::Path as ObjectPath;
 use object_store::ObjectStoreExt;
-use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use parquet::arrow::arrow_reader::{ArrowReaderOptions, ParquetRecordBatchReaderBuilder};
+use parquet::file::metadata::PageIndexPolicy;
 
 const DAY_MS: u64 = 86_400_000;
 
@@ -306,6 +309,109 @@ fn merges_leave_large_files_alone() {
     HistoryWriter::open(dir.path(), HistoryOptions::default()).unwrap();
     let (rows, _, total) = read(dir.path());
     assert_eq!((rows.len(), total), (1007, 1007), "each event once");
+}
+
+/// A merge copies the large row groups of its inputs as they are encoded and writes the
+/// small ones anew: the merged file holds the same rows, in time order, with the same
+/// values as a merge that writes everything anew, its counts, and a page index.
+#[test]
+fn merges_copy_large_row_groups_and_write_small_ones_anew() {
+    let merged = |copy_rows: usize| {
+        let dir = tempfile::tempdir().unwrap();
+        let options = HistoryOptions {
+            compact_files: 4,
+            copy_rows,
+            ..HistoryOptions::default()
+        };
+        let mut history = HistoryWriter::open(dir.path(), options).unwrap();
+        let ts = |i: u64| 1_700_000_000_000 + i;
+        // Four flushes on one day: large, small, large, small.
+        let mut next = 1u64;
+        for size in [150u64, 1, 120, 2] {
+            let flush: Vec<_> = (next..next + size)
+                .map(|i| event(2 * i, ts(i), i as u16))
+                .collect();
+            next += size;
+            history.add(2 * next, flush);
+            history.flush().unwrap();
+        }
+        let location: HistoryLocation = dir.path().into();
+        let names = block_on(connectors::history::committed_names(&location)).unwrap();
+        assert_eq!(names.len(), 1, "one merged file: {names:?}");
+        let counts = footer_counts(&location);
+        let bytes = bytes::Bytes::from(std::fs::read(dir.path().join(&names[0])).unwrap());
+        (bytes, counts)
+    };
+    let (copied, counts) = merged(100);
+    let (written, written_counts) = merged(usize::MAX);
+    let groups = |bytes: &bytes::Bytes| {
+        let builder = ParquetRecordBatchReaderBuilder::try_new_with_options(
+            bytes.clone(),
+            ArrowReaderOptions::new().with_page_index_policy(PageIndexPolicy::Required),
+        )
+        .expect("a page index");
+        builder
+            .metadata()
+            .row_groups()
+            .iter()
+            .map(|group| group.num_rows())
+            .collect::<Vec<_>>()
+    };
+    // The large flushes' row groups as they were; each small one written anew, between
+    // them, so that rows stay in time order.
+    assert_eq!(groups(&copied), [150, 1, 120, 2]);
+    assert_eq!(groups(&written), [273]);
+    let rows = |bytes: &bytes::Bytes| {
+        let mut rows = Vec::new();
+        for batch in ParquetRecordBatchReaderBuilder::try_new(bytes.clone())
+            .unwrap()
+            .build()
+            .unwrap()
+        {
+            let batch = batch.unwrap();
+            for row in 0..batch.num_rows() {
+                let value = |name: &str| {
+                    let column = batch.column_by_name(name).unwrap();
+                    if let Some(text) = column.as_any().downcast_ref::<StringArray>() {
+                        text.value(row).to_string()
+                    } else if let Some(int) = column.as_any().downcast_ref::<Int64Array>() {
+                        int.value(row).to_string()
+                    } else if let Some(int) = column.as_any().downcast_ref::<Int32Array>() {
+                        int.value(row).to_string()
+                    } else {
+                        let at = column
+                            .as_any()
+                            .downcast_ref::<TimestampMillisecondArray>()
+                            .unwrap();
+                        at.value(row).to_string()
+                    }
+                };
+                let columns = connectors::history::schema();
+                rows.push(
+                    columns
+                        .fields()
+                        .iter()
+                        .map(|field| value(field.name()))
+                        .collect::<Vec<_>>(),
+                );
+            }
+        }
+        rows
+    };
+    let (copied_rows, written_rows) = (rows(&copied), rows(&written));
+    assert_eq!(copied_rows.len(), 273);
+    assert_eq!(copied_rows, written_rows);
+    let times: Vec<u64> = copied_rows
+        .iter()
+        .map(|row| row[6].parse().unwrap())
+        .collect();
+    assert!(times.is_sorted(), "rows in time order");
+    let expected = BTreeMap::from([
+        ("inventory.adjusted".to_string(), 137),
+        ("order.completed".to_string(), 136),
+    ]);
+    assert_eq!(counts, expected);
+    assert_eq!(written_counts, expected);
 }
 
 fn block_on<T>(work: impl std::future::Future<Output = T>) -> T {
