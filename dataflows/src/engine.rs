@@ -97,7 +97,7 @@ impl Default for Features {
     fn default() -> Self {
         Features {
             metrics: true,
-            metrics_every: Duration::from_millis(10),
+            metrics_every: Duration::from_millis(20),
         }
     }
 }
