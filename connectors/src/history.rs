@@ -821,6 +821,7 @@ fn merge(inputs: &[(String, bytes::Bytes)], copy_rows: usize) -> Result<Vec<u8>>
     let mut open: Option<(Vec<ArrowColumnWriter>, usize)> = None;
     for (name, bytes) in inputs {
         let failed = |e: parquet::errors::ParquetError| Error::History(format!("{name}: {e}"));
+        let unreadable = |e: arrow_schema::ArrowError| Error::History(format!("{name}: {e}"));
         let metadata = ArrowReaderMetadata::load(
             bytes,
             ArrowReaderOptions::new().with_page_index_policy(PageIndexPolicy::Optional),
@@ -839,9 +840,7 @@ fn merge(inputs: &[(String, bytes::Bytes)], copy_rows: usize) -> Result<Vec<u8>>
             };
             if same_columns && group.num_rows() as usize >= copy_rows.max(1) {
                 // Row order is time order: what is being written anew goes first.
-                if let Some((writers, _)) = open.take() {
-                    close_row_group(&mut file, writers)?;
-                }
+                close_row_group(&mut file, &mut open)?;
                 let mut copy = file.next_row_group().map_err(parquet_error)?;
                 for (column, chunk) in group.columns().iter().enumerate() {
                     copy.append_column(
@@ -866,12 +865,12 @@ fn merge(inputs: &[(String, bytes::Bytes)], copy_rows: usize) -> Result<Vec<u8>>
                 copy.close().map_err(parquet_error)?;
                 let kinds = ProjectionMask::columns(metadata.parquet_schema(), ["type"]);
                 for batch in rows(kinds)? {
-                    counts.count(&batch.map_err(|e| Error::History(format!("{name}: {e}")))?);
+                    counts.count(&batch.map_err(unreadable)?);
                 }
                 continue;
             }
             for batch in rows(ProjectionMask::all())? {
-                let batch = batch.map_err(|e| Error::History(format!("{name}: {e}")))?;
+                let batch = batch.map_err(unreadable)?;
                 if batch.schema().fields() != schema.fields() {
                     return Err(Error::History(format!(
                         "{name}: not the history's columns: {}",
@@ -902,28 +901,27 @@ fn merge(inputs: &[(String, bytes::Bytes)], copy_rows: usize) -> Result<Vec<u8>>
                     *written += take;
                     offset += take;
                     if *written >= ROW_GROUP_ROWS {
-                        if let Some((writers, _)) = open.take() {
-                            close_row_group(&mut file, writers)?;
-                        }
+                        close_row_group(&mut file, &mut open)?;
                     }
                 }
             }
         }
     }
-    if let Some((writers, _)) = open.take() {
-        close_row_group(&mut file, writers)?;
-    }
+    close_row_group(&mut file, &mut open)?;
     if let Some(footer) = counts.footer()? {
         file.append_key_value_metadata(footer);
     }
     file.into_inner().map_err(parquet_error)
 }
 
-/// Ends the row group `writers` have been writing.
+/// Ends the row group being written anew, if there is one.
 fn close_row_group(
     file: &mut SerializedFileWriter<Vec<u8>>,
-    writers: Vec<ArrowColumnWriter>,
+    open: &mut Option<(Vec<ArrowColumnWriter>, usize)>,
 ) -> Result<()> {
+    let Some((writers, _)) = open.take() else {
+        return Ok(());
+    };
     let mut group = file.next_row_group().map_err(parquet_error)?;
     for writer in writers {
         writer

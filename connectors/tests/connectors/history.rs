@@ -361,6 +361,7 @@ fn merges_copy_large_row_groups_and_write_small_ones_anew() {
     // them, so that rows stay in time order.
     assert_eq!(groups(&copied), [150, 1, 120, 2]);
     assert_eq!(groups(&written), [273]);
+    let columns = connectors::history::schema();
     let rows = |bytes: &bytes::Bytes| {
         let mut rows = Vec::new();
         for batch in ParquetRecordBatchReaderBuilder::try_new(bytes.clone())
@@ -386,7 +387,6 @@ fn merges_copy_large_row_groups_and_write_small_ones_anew() {
                         at.value(row).to_string()
                     }
                 };
-                let columns = connectors::history::schema();
                 rows.push(
                     columns
                         .fields()
