@@ -10,6 +10,7 @@ use timely::dataflow::operators::{Concat, Concatenate, ConnectLoop, Feedback};
 use timely::dataflow::{Scope, Stream};
 
 use crate::analytics;
+use crate::auth::{self, ApiKeys};
 use crate::catalog::reservations::{self, ReservationOp, StockReservations};
 use crate::catalog::{self, CatalogOut, ReserveStock, SkuIn, StockReply};
 use crate::idempotency::{Admissions, AdmitOnce};
@@ -116,8 +117,12 @@ pub fn build<'scope>(
         .flat_map(|(seq, ts, command)| carts::route(seq, ts, command))
         .shopping_carts();
     let report_out = passed
+        .clone()
         .flat_map(|(seq, ts, command)| reporting::route(seq, ts, command))
         .reports();
+    let key_out = passed
+        .flat_map(|(seq, ts, command)| auth::route(seq, ts, command))
+        .api_keys();
 
     // One operator each gathers every aggregate's events and refusals.
     let events = scope.concatenate([
@@ -126,6 +131,7 @@ pub fn build<'scope>(
         events_of(&user_out),
         events_of(&cart_out),
         events_of(&report_out),
+        events_of(&key_out),
     ]);
     let rejections = scope.concatenate([
         rejections_of(&admitted),
@@ -136,6 +142,7 @@ pub fn build<'scope>(
         email_rejections,
         rejections_of(&cart_out),
         rejections_of(&report_out),
+        rejections_of(&key_out),
     ]);
 
     let idempotency = admitted.rows();

@@ -7,6 +7,7 @@
 use serde::{Deserialize, Serialize};
 
 pub use crate::analytics::events::*;
+pub use crate::auth::events::*;
 pub use crate::catalog::events::*;
 pub use crate::fulfillment::events::*;
 pub use crate::orders::events::*;
@@ -128,6 +129,9 @@ catalogue! {
     ReportFailed = "report.failed",
     ReportScheduled = "report.scheduled",
     ReportScheduleDeleted = "report.schedule_deleted",
+    ApiKeyCreated = "api_key.created",
+    ApiKeyExpiryChanged = "api_key.expiry_changed",
+    ApiKeyRevoked = "api_key.revoked",
 }
 
 impl EventBody {

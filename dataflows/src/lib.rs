@@ -1,11 +1,13 @@
 //! tidemark's domain and its dataflows: commands in, events and live views out.
 //!
 //! Pure and deterministic: no clocks, no I/O, no randomness. One folder per bounded
-//! context (`catalog`, `orders`, `payments`, `fulfillment`, `users`, `analytics`, `reporting`), each with its
+//! context (`catalog`, `orders`, `payments`, `fulfillment`, `users`, `auth`,
+//! `analytics`, `reporting`), each with its
 //! aggregates, read models and rules; `views` holds what every read model shares,
 //! `shared` the operator machinery. Start reading at `dataflow.rs` (the wiring).
 
 pub mod analytics;
+pub mod auth;
 pub mod catalog;
 pub mod dataflow;
 pub mod engine;

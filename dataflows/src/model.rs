@@ -193,6 +193,9 @@ impl Command {
             ScheduleReport { schedule_id, .. } | DeleteReportSchedule { schedule_id } => {
                 schedule_id
             }
+            CreateApiKey { key_id, .. } | RotateApiKey { key_id, .. } | RevokeApiKey { key_id } => {
+                key_id
+            }
         }
     }
 }
@@ -349,6 +352,29 @@ pub enum Command {
     },
     DeleteReportSchedule {
         schedule_id: Str,
+    },
+    /// An API key, known from here on only by the digest of its secret.
+    CreateApiKey {
+        key_id: Str,
+        name: Str,
+        /// The user the key acts as; none for a service's key.
+        owner: Option<Str>,
+        scopes: Vec<Str>,
+        /// SHA-256 of the key, in hex.
+        key_hash: Str,
+        /// How long the key lives, from the command's log time (milliseconds).
+        lifetime_ms: Ts,
+    },
+    /// A new key in place of `key_id`, with its name, owner, scopes and lifetime; the
+    /// old key keeps working for `grace_ms` more (or until it expires, if sooner).
+    RotateApiKey {
+        key_id: Str,
+        new_key_id: Str,
+        new_key_hash: Str,
+        grace_ms: Ts,
+    },
+    RevokeApiKey {
+        key_id: Str,
     },
 }
 

@@ -148,6 +148,9 @@ pub struct Snapshot {
     /// Reports waiting for the report executor, oldest first: `(requested_at, id)`.
     reports_queued: OrdSet<(Ts, Str)>,
     pub report_schedules: Rows<ReportScheduleRow>,
+    pub api_keys: Rows<ApiKeyRow>,
+    /// Key ids by the digest of their key: what a request's key is looked up by.
+    api_keys_by_hash: OrdMap<Str, Str>,
     /// The metric views, by `Metric::index`.
     metrics: [Rows<MetricRow>; Metric::COUNT],
     /// Units in paid orders per product, summed over `product_sales_daily`, and the same
@@ -189,6 +192,13 @@ impl Snapshot {
     /// The refusal of the command at `seq`, if the dataflow refused it.
     pub fn rejection(&self, seq: Seq) -> Option<&Rejection> {
         self.rejections.get(&seq).map(|rejection| &**rejection)
+    }
+
+    /// The API key whose SHA-256 digest (hex) is `key_hash`, live or not.
+    pub fn api_key_by_hash(&self, key_hash: &str) -> Option<&ApiKeyRow> {
+        self.api_keys_by_hash
+            .get(key_hash)
+            .and_then(|id| self.api_keys.get(id))
     }
 
     pub fn user_by_email(&self, email: &str) -> Option<&UserRow> {
@@ -399,6 +409,12 @@ impl Snapshot {
                 self.report_schedules
                     .replace(&schedule.schedule_id, schedule);
             }
+            Row::ApiKey(key) => {
+                // A key's digest never changes.
+                self.api_keys_by_hash
+                    .insert(key.key_hash.clone(), key.key_id.clone());
+                self.api_keys.replace(&key.key_id, key);
+            }
             Row::Metric(row) => {
                 let old = self.metrics[row.metric.index()].replace(&row.id, row);
                 if row.metric == Metric::ProductSalesDaily {
@@ -463,6 +479,11 @@ impl Snapshot {
             Row::ReportSchedule(schedule) => {
                 self.report_schedules
                     .retract(&schedule.schedule_id, schedule);
+            }
+            Row::ApiKey(key) => {
+                if self.api_keys.retract(&key.key_id, key) {
+                    remove_if_points_to(&mut self.api_keys_by_hash, &key.key_hash, &key.key_id);
+                }
             }
             Row::Metric(row) => {
                 if self.metrics[row.metric.index()].retract(&row.id, row)
@@ -542,6 +563,7 @@ impl Snapshot {
                 .cloned()
                 .map(Row::ReportSchedule),
         );
+        rows.extend(self.api_keys.shared_rows().cloned().map(Row::ApiKey));
         for metric in &self.metrics {
             rows.extend(metric.shared_rows().cloned().map(Row::Metric));
         }

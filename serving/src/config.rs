@@ -113,6 +113,60 @@ pub struct Config {
     pub history: HistoryConfig,
     /// The metric views.
     pub analytics: AnalyticsConfig,
+    /// Credentials: API keys, access tokens, the bootstrap administrator.
+    pub auth: AuthConfig,
+}
+
+/// A secret from the configuration: never printed, in logs or in errors.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(secret: impl Into<String>) -> Secret {
+        Secret(secret.into())
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(..)")
+    }
+}
+
+/// Who may call what. Every `/api/v1` route but the public ones (catalog reads,
+/// sign-up, sign-in, event schemas) needs an API key or an access token.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthConfig {
+    /// `false` lets every caller act as an administrator: only for benchmarks or behind
+    /// a gateway that authenticates.
+    pub enabled: bool,
+    /// An administrator API key accepted as is (`TIDEMARK_BOOTSTRAP_ADMIN_KEY`), so a
+    /// fresh install can be administered; at least 16 characters.
+    pub bootstrap_admin_key: Option<Secret>,
+    /// The `iss` of access tokens.
+    pub issuer: String,
+    /// How long an access token is accepted (seconds).
+    pub access_token_ttl_s: u64,
+    /// How long an API key lives when its request does not say (days).
+    pub api_key_ttl_days: u64,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        AuthConfig {
+            enabled: true,
+            bootstrap_admin_key: None,
+            issuer: "tidemark".into(),
+            access_token_ttl_s: 900,
+            api_key_ttl_days: 90,
+        }
+    }
 }
 
 /// Whether the dataflow maintains the metric views (`orders_per_minute`, `sales_daily`,
@@ -264,6 +318,7 @@ impl Default for Config {
             sql: sql::SqlConfig::default(),
             history: HistoryConfig::default(),
             analytics: AnalyticsConfig::default(),
+            auth: AuthConfig::default(),
         }
     }
 }
@@ -281,18 +336,16 @@ impl Config {
         let config: Config = Figment::new()
             .merge(Serialized::defaults(Config::default()))
             .merge(Toml::file(&args.config))
-            // TIDEMARK_LOG is the log filter and TIDEMARK_BOOTSTRAP_ADMIN_KEY a secret;
-            // neither is a field of this struct. The command log is TIDEMARK_LOG_URL;
+            // TIDEMARK_LOG is the log filter, not a field of this struct. The command log
+            // is TIDEMARK_LOG_URL, TIDEMARK_BOOTSTRAP_ADMIN_KEY is auth.bootstrap_admin_key;
             // nested keys use `__` (TIDEMARK_KAFKA__PARTITIONS).
             .merge(
                 Env::prefixed("TIDEMARK_")
-                    .ignore(&["log", "bootstrap_admin_key"])
-                    .map(|key| {
-                        if key == "log_url" {
-                            "log".into()
-                        } else {
-                            key.as_str().replace("__", ".").into()
-                        }
+                    .ignore(&["log", "api_key"])
+                    .map(|key| match key.as_str().to_ascii_lowercase().as_str() {
+                        "log_url" => "log".into(),
+                        "bootstrap_admin_key" => "auth.bootstrap_admin_key".into(),
+                        other => other.replace("__", ".").into(),
                     }),
             )
             .merge(Serialized::defaults(args))
@@ -320,6 +373,7 @@ impl Config {
             sql,
             history,
             analytics,
+            auth,
         } = self;
         if data_dir.as_os_str().is_empty() {
             return Err("data_dir must not be empty".into());
@@ -343,6 +397,7 @@ impl Config {
         }
         http.validate()?;
         sql.validate()?;
+        auth.validate()?;
         self.pg_listen()?;
         if !(1..=3_600_000).contains(&history.flush_ms) {
             return Err(format!(
@@ -472,6 +527,35 @@ impl Config {
         cluster.topic_prefix = self.kafka.topic_prefix.clone();
         cluster.properties = self.kafka.properties.clone();
         Ok(cluster)
+    }
+}
+
+impl AuthConfig {
+    fn validate(&self) -> Result<(), String> {
+        if let Some(key) = &self.bootstrap_admin_key {
+            if key.expose().chars().count() < 16 || key.expose().len() > 512 {
+                return Err(
+                    "auth.bootstrap_admin_key (TIDEMARK_BOOTSTRAP_ADMIN_KEY) must be 16 to 512 characters"
+                        .into(),
+                );
+            }
+        }
+        if !(10..=86_400).contains(&self.access_token_ttl_s) {
+            return Err(format!(
+                "auth.access_token_ttl_s must be between 10 and 86400, not {}",
+                self.access_token_ttl_s
+            ));
+        }
+        if !(1..=3650).contains(&self.api_key_ttl_days) {
+            return Err(format!(
+                "auth.api_key_ttl_days must be between 1 and 3650, not {}",
+                self.api_key_ttl_days
+            ));
+        }
+        if self.issuer.is_empty() {
+            return Err("auth.issuer must not be empty".into());
+        }
+        Ok(())
     }
 }
 

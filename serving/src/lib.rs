@@ -4,6 +4,7 @@
 
 pub mod allocator;
 pub mod api;
+pub mod auth;
 pub mod config;
 pub mod executors;
 pub mod foreign;

@@ -64,11 +64,17 @@ async fn run(config: Config) -> Result<(), Box<dyn std::error::Error>> {
                 let app = app.clone();
                 Arc::new(move || app.is_ready())
             };
+            let login: sql::pg::Login = app.auth.enabled().then(|| {
+                let app = app.clone();
+                Arc::new(move |_user: &str, password: &str| app.auth.sql_login(&app, password))
+                    as Arc<dyn Fn(&str, &str) -> Result<(), String> + Send + Sync>
+            });
             tokio::spawn(sql::pg::serve(
                 pg,
                 app.sql.clone(),
                 app.views.clone(),
                 ready,
+                login,
                 async {
                     let _ = pg_stopped.await;
                 },
@@ -77,6 +83,9 @@ async fn run(config: Config) -> Result<(), Box<dyn std::error::Error>> {
         }
         None => "off".into(),
     };
+    if app.config.auth.enabled && app.config.auth.bootstrap_admin_key.is_none() {
+        tracing::warn!("no TIDEMARK_BOOTSTRAP_ADMIN_KEY: only API keys already issued can administer this instance");
+    }
     tracing::info!(listen = %listener.local_addr()?, %pg_listen, workers = app.config.workers, data_dir = %app.config.data_dir.display(), "tidemark is listening");
     let recovering = app.clone();
     tokio::spawn(async move {

@@ -56,6 +56,8 @@ pub struct Tidemark {
     pub carrier: Arc<dyn Carrier>,
     /// Where password hashes are computed, a bounded number at a time.
     pub password_hashing: HashingPool,
+    /// API keys, access tokens and the route rules.
+    pub auth: crate::auth::Authenticator,
     /// Turns to render a page of a list (`api::read_page`).
     pub page_readers: Arc<tokio::sync::Semaphore>,
     /// Runs SQL over the views, on threads of its own.
@@ -157,6 +159,8 @@ impl Tidemark {
             metrics_every: Duration::from_millis(config.analytics.step_ms),
         };
         let engine = Engine::start_with(config.workers, views.clone(), features)?;
+        let auth = crate::auth::Authenticator::open(&config.auth, &config.data_dir)
+            .map_err(|e| connectors::Error::io(config.data_dir.join("keys"), e))?;
         let password_hashing =
             HashingPool::new(config.http.password_hashes, config.http.password_hash_queue);
         let page_readers = Arc::new(tokio::sync::Semaphore::new(config.http.page_readers));
@@ -168,6 +172,7 @@ impl Tidemark {
         Ok(Arc::new(Tidemark {
             sql: Arc::new(sql),
             password_hashing,
+            auth,
             page_readers,
             effects_unrecorded: std::sync::atomic::AtomicUsize::new(0),
             reports_running: Mutex::default(),

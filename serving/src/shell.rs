@@ -35,6 +35,9 @@ pub struct SqlArgs {
     /// Prints how long each statement took.
     #[arg(long)]
     pub timing: bool,
+    /// An API key or access token with the `analytics:read` scope.
+    #[arg(long, env = "TIDEMARK_API_KEY", hide_env_values = true)]
+    pub api_key: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -73,6 +76,7 @@ struct Shell {
     url: String,
     format: Format,
     timing: bool,
+    credentials: Option<String>,
     runtime: tokio::runtime::Runtime,
 }
 
@@ -93,6 +97,7 @@ pub fn run(args: SqlArgs) -> ExitCode {
         url: format!("{}/api/v1/sql", args.server.trim_end_matches('/')),
         format: args.format,
         timing: args.timing,
+        credentials: args.api_key.map(|key| format!("Bearer {}", key.trim())),
         runtime,
     };
     match args.execute {
@@ -224,11 +229,15 @@ impl Shell {
 
     async fn post(&self, sql: &str) -> Result<(StatusCode, Bytes), String> {
         let body = serde_json::to_vec(&json!({ "sql": sql })).map_err(|e| e.to_string())?;
-        let request = Request::builder()
+        let mut request = Request::builder()
             .method(Method::POST)
             .uri(&self.url)
             .header(header::CONTENT_TYPE, "application/json")
-            .header(header::ACCEPT, self.format.accept())
+            .header(header::ACCEPT, self.format.accept());
+        if let Some(credentials) = &self.credentials {
+            request = request.header(header::AUTHORIZATION, credentials);
+        }
+        let request = request
             .body(Full::new(Bytes::from(body)))
             .map_err(|e| e.to_string())?;
         let response = self

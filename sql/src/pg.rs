@@ -35,12 +35,13 @@ use datafusion_postgres::pgwire::api::query::{ExtendedQueryHandler, SimpleQueryH
 use datafusion_postgres::pgwire::api::results::{Response, SendableRowStream};
 use datafusion_postgres::pgwire::api::store::PortalStore;
 use datafusion_postgres::pgwire::api::{
-    ClientInfo, ClientPortalStore, ConnectionManager, PgWireServerHandlers,
+    ClientInfo, ClientPortalStore, ConnectionManager, PgWireConnectionState, PgWireServerHandlers,
 };
 use datafusion_postgres::pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
-use datafusion_postgres::pgwire::messages::PgWireBackendMessage;
+use datafusion_postgres::pgwire::messages::startup::{Authentication, Startup as StartupMessage};
+use datafusion_postgres::pgwire::messages::{PgWireBackendMessage, PgWireFrontendMessage};
 use datafusion_postgres::{DfSessionService, Parser, QueryHook};
-use futures::StreamExt;
+use futures::{SinkExt, StreamExt};
 use queries::ViewStore;
 use tokio::net::TcpListener;
 use tokio::time::Instant;
@@ -52,6 +53,12 @@ use crate::SqlEngine;
 /// are refused with SQLSTATE 57P03, as PostgreSQL refuses clients while it starts.
 pub type Ready = Arc<dyn Fn() -> bool + Send + Sync>;
 
+/// Who may connect: `(user name, password)` is accepted or refused with the reason.
+/// The password is a credential of the HTTP API (an API key or an access token), asked
+/// for in clear text, as PostgreSQL's `password` method does (put TLS or a trusted
+/// network in front). `None` lets everyone in (authentication is off).
+pub type Login = Option<Arc<dyn Fn(&str, &str) -> Result<(), String> + Send + Sync>>;
+
 /// Accepts PostgreSQL connections on `listener` until `shutdown` resolves. Connections
 /// already open keep running until their clients leave or the engine is dropped.
 pub async fn serve(
@@ -59,6 +66,7 @@ pub async fn serve(
     engine: Arc<SqlEngine>,
     views: Arc<ViewStore>,
     ready: Ready,
+    login: Login,
     shutdown: impl std::future::Future<Output = ()>,
 ) {
     let connections = Arc::new(ConnectionManager::new());
@@ -82,7 +90,8 @@ pub async fn serve(
         let _ = socket.set_nodelay(true);
         // Past the bound the client is still answered, with PostgreSQL's error.
         let slot = slots.clone().try_acquire_owned().ok();
-        let connection = match Connection::open(&engine, &views, &ready, &connections, slot) {
+        let connection = match Connection::open(&engine, &views, &ready, &login, &connections, slot)
+        {
             Ok(connection) => connection,
             Err(error) => {
                 tracing::error!(%error, "could not open a PostgreSQL session");
@@ -113,6 +122,7 @@ impl Connection {
         engine: &SqlEngine,
         views: &Arc<ViewStore>,
         ready: &Ready,
+        login: &Login,
         connections: &Arc<ConnectionManager>,
         slot: Option<tokio::sync::OwnedSemaphorePermit>,
     ) -> Result<Connection, datafusion::error::DataFusionError> {
@@ -136,6 +146,8 @@ impl Connection {
             startup: Arc::new(Gate {
                 admitted: slot.is_some(),
                 max_connections: engine.config().max_connections,
+                login: login.clone(),
+                pending: std::sync::Mutex::new(None),
                 startup: Startup {
                     connections: connections.clone(),
                 },
@@ -164,8 +176,8 @@ impl PgWireServerHandlers for Connection {
     }
 }
 
-/// No authentication on the SQL port yet, as on the HTTP API; the connection is
-/// registered so that a client can cancel its running statement.
+/// What follows authentication: the connection is registered so that a client can
+/// cancel its running statement.
 struct Startup {
     connections: Arc<ConnectionManager>,
 }
@@ -176,10 +188,14 @@ impl NoopStartupHandler for Startup {
     }
 }
 
-/// Lets a connection start if it has a slot; otherwise refuses it as PostgreSQL does.
+/// Lets a connection start if it has a slot and its password is accepted; otherwise
+/// refuses it as PostgreSQL does.
 struct Gate {
     admitted: bool,
     max_connections: usize,
+    login: Login,
+    /// The client's startup message, kept while its password is asked for.
+    pending: std::sync::Mutex<Option<StartupMessage>>,
     startup: Startup,
 }
 
@@ -205,7 +221,43 @@ impl StartupHandler for Gate {
                 ),
             ));
         }
-        self.startup.on_startup(client, message).await
+        let Some(login) = &self.login else {
+            return self.startup.on_startup(client, message).await;
+        };
+        match message {
+            PgWireFrontendMessage::Startup(startup) => {
+                *self.pending.lock().expect("not poisoned") = Some(startup);
+                client.set_state(PgWireConnectionState::AuthenticationInProgress);
+                client
+                    .send(PgWireBackendMessage::Authentication(
+                        Authentication::CleartextPassword,
+                    ))
+                    .await?;
+                Ok(())
+            }
+            PgWireFrontendMessage::PasswordMessageFamily(password) => {
+                let password = password.into_password()?;
+                let Some(startup) = self.pending.lock().expect("not poisoned").take() else {
+                    return Err(pg_error(
+                        "FATAL",
+                        "08P01",
+                        "a password message before the startup message",
+                    ));
+                };
+                let user = startup.parameters.get("user").cloned().unwrap_or_default();
+                if let Err(reason) = login(&user, &password.password) {
+                    return Err(pg_error(
+                        "FATAL",
+                        "28P01",
+                        format!("password authentication failed for user \"{user}\": {reason}"),
+                    ));
+                }
+                self.startup
+                    .on_startup(client, PgWireFrontendMessage::Startup(startup))
+                    .await
+            }
+            other => self.startup.on_startup(client, other).await,
+        }
     }
 }
 

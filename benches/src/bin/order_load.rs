@@ -183,6 +183,7 @@ impl Server {
             .arg(&dir)
             .args(["--log", log])
             .env("TIDEMARK_LOG", "warn,tidemark=info")
+            .env("TIDEMARK_BOOTSTRAP_ADMIN_KEY", ADMIN_KEY)
             .env("TIDEMARK_KAFKA__PARTITIONS", kafka_partitions.to_string())
             .env("TIDEMARK_KAFKA__LINGER_MS", kafka_linger_ms.to_string())
             .stderr(Stdio::piped())
@@ -217,9 +218,12 @@ impl Drop for Server {
     }
 }
 
+/// The administrator key the benchmark's server is started with, and its requests carry.
+const ADMIN_KEY: &str = "bench-bootstrap-admin-key-0123456789";
+
 fn request(method: &str, path: &str, body: Option<&Value>) -> Vec<u8> {
     let body = body.map(Value::to_string).unwrap_or_default();
-    format!("{method} {path} HTTP/1.1\r\nHost: tidemark\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}", body.len()).into_bytes()
+    format!("{method} {path} HTTP/1.1\r\nHost: tidemark\r\nX-API-Key: {ADMIN_KEY}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}", body.len()).into_bytes()
 }
 
 /// One keep-alive HTTP/1.1 connection.

@@ -125,7 +125,10 @@ impl Interner {
             | RequestReport { .. }
             | ReportResult { .. }
             | ScheduleReport { .. }
-            | DeleteReportSchedule { .. } => {}
+            | DeleteReportSchedule { .. }
+            | CreateApiKey { .. }
+            | RotateApiKey { .. }
+            | RevokeApiKey { .. } => {}
         }
     }
 }

@@ -13,6 +13,7 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 
 pub use crate::analytics::views::{Metric, MetricRow};
+pub use crate::auth::views::*;
 pub use crate::catalog::views::*;
 pub use crate::fulfillment::views::*;
 pub use crate::orders::views::*;
@@ -22,6 +23,7 @@ pub use crate::users::views::*;
 pub use effects::*;
 pub use operator::{read_models, WithTimes};
 
+use crate::auth::views::step_api_key;
 use crate::catalog::views::{step_product, step_reservation};
 use crate::events::*;
 use crate::fulfillment::views::step_shipment;
@@ -44,6 +46,7 @@ pub enum ViewKey {
     Reservation(Str),
     Report(Str),
     ReportSchedule(Str),
+    ApiKey(Str),
 }
 
 /// Which view a row belongs to. Stock has two: units on hand and units reserved, each a
@@ -63,12 +66,13 @@ pub enum ViewKind {
     Reservation,
     Report,
     ReportSchedule,
+    ApiKey,
     Metric(Metric),
 }
 
 impl ViewKind {
     /// How many kinds there are, for tables with one slot per kind.
-    pub const COUNT: usize = 13 + Metric::COUNT;
+    pub const COUNT: usize = 14 + Metric::COUNT;
 
     /// A dense index below `COUNT`.
     pub fn index(self) -> usize {
@@ -86,7 +90,8 @@ impl ViewKind {
             ViewKind::Reservation => 10,
             ViewKind::Report => 11,
             ViewKind::ReportSchedule => 12,
-            ViewKind::Metric(metric) => 13 + metric.index(),
+            ViewKind::ApiKey => 13,
+            ViewKind::Metric(metric) => 14 + metric.index(),
         }
     }
 }
@@ -107,6 +112,7 @@ pub enum Row {
     Reservation(Arc<ReservationRow>),
     Report(Arc<ReportRow>),
     ReportSchedule(Arc<ReportScheduleRow>),
+    ApiKey(Arc<ApiKeyRow>),
     Metric(Arc<MetricRow>),
 }
 
@@ -155,6 +161,7 @@ impl ViewKey {
             ViewKey::Reservation(_) => ViewKind::Reservation,
             ViewKey::Report(_) => ViewKind::Report,
             ViewKey::ReportSchedule(_) => ViewKind::ReportSchedule,
+            ViewKey::ApiKey(_) => ViewKind::ApiKey,
         }
     }
 
@@ -169,7 +176,8 @@ impl ViewKey {
             | ViewKey::Effect(id)
             | ViewKey::Reservation(id)
             | ViewKey::Report(id)
-            | ViewKey::ReportSchedule(id) => id,
+            | ViewKey::ReportSchedule(id)
+            | ViewKey::ApiKey(id) => id,
         }
     }
 }
@@ -194,7 +202,7 @@ macro_rules! row_kind {
 
 row_kind!(Product => ProductRow, User => UserRow, Cart => CartRow, Order => OrderRow, Payment => PaymentRow,
     Shipment => ShipmentRow, Effect => EffectRow, Idempotency => IdempotencyRow, Reservation => ReservationRow, Report => ReportRow,
-    ReportSchedule => ReportScheduleRow, Metric => MetricRow);
+    ReportSchedule => ReportScheduleRow, ApiKey => ApiKeyRow, Metric => MetricRow);
 
 impl Row {
     /// The key a row is stored under: its view and its id there.
@@ -215,6 +223,7 @@ impl Row {
             Row::Reservation(row) => (ViewKind::Reservation, &row.reservation_id),
             Row::Report(row) => (ViewKind::Report, &row.report_id),
             Row::ReportSchedule(row) => (ViewKind::ReportSchedule, &row.schedule_id),
+            Row::ApiKey(row) => (ViewKind::ApiKey, &row.key_id),
             Row::Metric(row) => (ViewKind::Metric(row.metric), &row.id),
         }
     }
@@ -249,6 +258,9 @@ pub fn view_keys(body: &EventBody) -> Vec<ViewKey> {
         | E::ReportScheduleDeleted(ReportScheduleDeleted { schedule_id }) => {
             keys.push(ViewKey::ReportSchedule(schedule_id.clone()))
         }
+        E::ApiKeyCreated(ApiKeyCreated { key_id, .. })
+        | E::ApiKeyExpiryChanged(ApiKeyExpiryChanged { key_id, .. })
+        | E::ApiKeyRevoked(ApiKeyRevoked { key_id }) => keys.push(ViewKey::ApiKey(key_id.clone())),
         _ => {}
     }
     if let Some(order_id) = body.order_id() {
@@ -332,5 +344,6 @@ pub fn step(key: &ViewKey, row: &mut Option<Row>, event: &Event) {
         ViewKey::Reservation(_) => typed!(Reservation, step_reservation),
         ViewKey::Report(_) => typed!(Report, step_report),
         ViewKey::ReportSchedule(_) => typed!(ReportSchedule, step_report_schedule),
+        ViewKey::ApiKey(_) => typed!(ApiKey, step_api_key),
     }
 }

@@ -8,14 +8,21 @@ use serde_json::Value;
 
 use super::error::{ApiError, ApiResult};
 use super::extract::{Command, Path};
-use super::{admit, json, run_fresh, App};
+use super::{admit, json, order_owner, run_fresh, App};
+use crate::auth::Caller;
 
-pub async fn get(State(app): State<App>, Path(id): Path<String>) -> ApiResult<Json<Value>> {
+pub async fn get(
+    State(app): State<App>,
+    Caller(caller): Caller,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Value>> {
     let snapshot = app.views.read();
     let row = snapshot
         .shipments
         .get(&id)
         .ok_or_else(|| ApiError::not_found("shipment", &id))?;
+    let owner = order_owner(&snapshot, &row.order_id).unwrap_or_default();
+    caller.require_owner_or(&owner, "orders:read")?;
     Ok(Json(json::shipment(row)))
 }
 
@@ -26,6 +33,7 @@ pub struct Deliver {}
 /// The carrier reports delivery: the order completes and its stock leaves `on_hand`.
 pub async fn deliver(
     State(app): State<App>,
+    caller: Caller,
     Path(id): Path<String>,
     command: Command<Deliver>,
 ) -> ApiResult<Json<Value>> {
@@ -52,5 +60,5 @@ pub async fn deliver(
         },
     )
     .await?;
-    get(State(app), Path(id)).await
+    get(State(app), caller, Path(id)).await
 }

@@ -8,6 +8,7 @@ pub mod extract;
 mod fulfillment;
 mod health;
 pub mod json;
+mod keys;
 mod orders;
 mod payments;
 mod reports;
@@ -22,6 +23,7 @@ use axum::http::{HeaderName, HeaderValue, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
+use axum::Json;
 use axum::Router;
 use dataflows::model::{
     log_ts, Command as DomainCommand, Envelope, IdempotencyKey, RejectionKind, Seq,
@@ -45,6 +47,7 @@ pub fn app(state: App) -> Router {
         .route("/inventory/release", post(catalog::release))
         .route("/inventory/reservations/{id}", get(catalog::reservation))
         .route("/users", post(users::create))
+        .route("/users/authenticate", post(users::authenticate))
         .route("/users/search", get(users::search))
         .route(
             "/users/{id}",
@@ -76,6 +79,15 @@ pub fn app(state: App) -> Router {
         )
         .route("/reports/{id}", get(reports::get))
         .route("/reports/{id}/download", get(reports::download))
+        .route("/api-keys", post(keys::create).get(keys::list))
+        .route("/api-keys/{id}", get(keys::get).delete(keys::revoke))
+        .route("/api-keys/{id}/rotate", post(keys::rotate))
+        // Runs second: the caller and the route's rule (`auth::policy`).
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            crate::auth::authenticate,
+        ))
+        // Runs first: keys are in the views, so nothing is decided before replay ends.
         .route_layer(middleware::from_fn_with_state(state.clone(), require_ready))
         // Static: served before start-up has caught up too.
         .route("/events/schemas", get(events::schemas))
@@ -84,6 +96,7 @@ pub fn app(state: App) -> Router {
         .nest("/api/v1", api)
         .route("/health/live", get(health::live))
         .route("/health/ready", get(health::ready))
+        .route("/.well-known/jwks.json", get(jwks))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(extract::MAX_BODY_BYTES))
@@ -124,6 +137,11 @@ async fn as_problem(response: Response) -> Response {
         }
     }
     problem
+}
+
+/// The public keys access tokens are signed with (RFC 7517).
+async fn jwks(State(app): State<App>) -> Json<jsonwebtoken::jwk::JwkSet> {
+    Json(app.auth.tokens.jwks())
 }
 
 async fn not_found() -> ApiError {
@@ -203,6 +221,18 @@ pub(crate) async fn read_page<T: Send + 'static>(
     })
     .await
     .map_err(ApiError::internal)?
+}
+
+/// The user an order belongs to, if the order exists: the owner of its payment and
+/// its shipment too.
+pub(crate) fn order_owner(
+    snapshot: &queries::Snapshot,
+    order_id: &str,
+) -> Option<dataflows::model::Str> {
+    snapshot
+        .orders
+        .get(order_id)
+        .map(|order| order.user_id.clone())
 }
 
 /// An id for a new resource. With an `Idempotency-Key` the id is derived from it, so a

@@ -11,7 +11,8 @@ use super::error::{ApiError, ApiResult};
 use super::extract::{Command, Path};
 use super::orders::{card_token, PaymentMethod};
 use super::validate::Validator;
-use super::{admit, json, run_fresh, Admission, App};
+use super::{admit, json, order_owner, run_fresh, Admission, App};
+use crate::auth::Caller;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -23,16 +24,21 @@ pub struct CreatePayment {
 /// Pays a reserved order that was placed without a payment method.
 pub async fn create(
     State(app): State<App>,
+    Caller(caller): Caller,
     command: Command<CreatePayment>,
 ) -> ApiResult<(StatusCode, Json<Value>)> {
     let Command { body, idempotency } = command;
     let card = card_token(&body.payment_method, "payment_method")?;
     let admission = admit(&app, &idempotency)?;
-    if admission == Admission::Fresh && !app.views.read().orders.contains_key(&body.order_id) {
-        return Err(ApiError::invalid_field(
-            "order_id",
-            format!("order {:?} does not exist", body.order_id),
-        ));
+    match order_owner(&app.views.read(), &body.order_id) {
+        Some(owner) => caller.require_owner_or(&owner, "payment:write")?,
+        None if admission == Admission::Fresh => {
+            return Err(ApiError::invalid_field(
+                "order_id",
+                format!("order {:?} does not exist", body.order_id),
+            ))
+        }
+        None => {}
     }
     let payment_id = payment_id_for(&body.order_id);
     run_fresh(
@@ -53,12 +59,18 @@ pub async fn create(
     Ok((StatusCode::CREATED, Json(json::payment(row))))
 }
 
-pub async fn get(State(app): State<App>, Path(id): Path<String>) -> ApiResult<Json<Value>> {
+pub async fn get(
+    State(app): State<App>,
+    Caller(caller): Caller,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Value>> {
     let snapshot = app.views.read();
     let row = snapshot
         .payments
         .get(&id)
         .ok_or_else(|| ApiError::not_found("payment", &id))?;
+    let owner = order_owner(&snapshot, &row.order_id).unwrap_or_default();
+    caller.require_owner_or(&owner, "payment:read")?;
     Ok(Json(json::payment(row)))
 }
 

@@ -13,6 +13,8 @@ use std::time::Duration;
 use connectors::testkit::LocalBroker;
 use serde_json::{json, Value};
 
+use crate::support::ADMIN_KEY;
+
 struct Server {
     child: Child,
     client: Client,
@@ -47,6 +49,7 @@ impl Server {
             .arg(data_dir)
             .args(extra)
             .env("TIDEMARK_LOG", "info")
+            .env("TIDEMARK_BOOTSTRAP_ADMIN_KEY", ADMIN_KEY)
             .envs(env.iter().copied())
             .stderr(Stdio::piped())
             .stdout(Stdio::null())
@@ -112,7 +115,7 @@ impl Client {
         let body = body.map(Value::to_string).unwrap_or_default();
         write!(
             stream,
-            "{method} {path} HTTP/1.1\r\nHost: tidemark\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            "{method} {path} HTTP/1.1\r\nHost: tidemark\r\nX-API-Key: {ADMIN_KEY}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
             body.len()
         )?;
         let mut response = String::new();
@@ -392,6 +395,7 @@ fn the_sql_shell_runs_one_shots_and_sessions() {
             .args(["sql", "--server", &url])
             .args(args)
             .env("HOME", dir.path())
+            .env("TIDEMARK_API_KEY", ADMIN_KEY)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -487,6 +491,7 @@ fn psql_reads_the_live_views() {
                 "-U", "analyst", "-d", "tidemark", "-A", "-F", ",", "-c", command,
             ])
             .env("PGCONNECT_TIMEOUT", "30")
+            .env("PGPASSWORD", ADMIN_KEY)
             .output()
             .expect("psql runs (scripts/setup.sh installs postgresql-client)");
         (
@@ -578,6 +583,33 @@ fn psql_reads_the_live_views() {
     assert!(!ok);
     assert!(err.contains("ERROR"), "{err}");
 
+    // The password is an API key or a token with `analytics:read`; others are refused.
+    let (status, signed_in) = server.request(
+        "POST",
+        "/api/v1/users/authenticate",
+        Some(json!({"email": "pg@example.com", "password": "password123"})),
+    );
+    assert_eq!(status, 200, "{signed_in}");
+    let customer = signed_in["access_token"].as_str().unwrap().to_string();
+    for (password, reason) in [
+        ("", "password"),
+        ("not-a-key-0123456789", "not valid"),
+        (customer.as_str(), "analytics:read"),
+    ] {
+        let output = Command::new("psql")
+            .args(["-X", "--no-password", "-h"])
+            .arg(server.pg.ip().to_string())
+            .arg("-p")
+            .arg(server.pg.port().to_string())
+            .args(["-U", "analyst", "-d", "tidemark", "-c", "SELECT 1"])
+            .env("PGPASSWORD", password)
+            .output()
+            .expect("psql runs");
+        let err = String::from_utf8_lossy(&output.stderr);
+        assert!(!output.status.success(), "{password:?} is refused");
+        assert!(err.contains(reason), "{password:?}: {err}");
+    }
+
     // Refused statements leave the stock as it was.
     let (ok, out, err) = psql("SELECT available FROM stock");
     assert!(ok, "{err}");
@@ -592,7 +624,7 @@ fn psql_reads_the_live_views() {
     runtime.block_on(async {
         let (client, connection) = tokio_postgres::connect(
             &format!(
-                "host={} port={} user=bi dbname=tidemark",
+                "host={} port={} user=bi dbname=tidemark password={ADMIN_KEY}",
                 server.pg.ip(),
                 server.pg.port()
             ),
@@ -655,6 +687,7 @@ fn postgres_clients_beyond_the_bound_are_refused() {
             .args([
                 "-U", "analyst", "-d", "tidemark", "-A", "-t", "-c", "SELECT 1",
             ])
+            .env("PGPASSWORD", ADMIN_KEY)
             .output()
             .expect("psql runs")
     };
@@ -663,7 +696,7 @@ fn postgres_clients_beyond_the_bound_are_refused() {
         .build()
         .unwrap();
     let config = format!(
-        "host={} port={} user=bi dbname=tidemark",
+        "host={} port={} user=bi dbname=tidemark password={ADMIN_KEY}",
         server.pg.ip(),
         server.pg.port()
     );

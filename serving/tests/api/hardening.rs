@@ -9,7 +9,7 @@ use serde_json::{json, Value};
 use serving::config::{Config, HttpConfig};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::support::{all_at_once, Reply, TestApp};
+use crate::support::{all_at_once, Reply, TestApp, ADMIN_KEY};
 
 fn assert_problem(reply: &Reply, status: StatusCode, code: &str) {
     assert_eq!(reply.status, status, "{:?}", reply.body);
@@ -398,7 +398,8 @@ async fn slow_clients_are_cut_off() {
     let answer = read_to_close(&mut slow_head).await;
     assert!(!answer.contains("200 OK"), "{answer}");
     // A whole head and part of the body: 408, as a problem document.
-    let mut slow_body = send_raw(&addr, b"POST /api/v1/products HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{\"sku\":").await;
+    let head = format!("POST /api/v1/products HTTP/1.1\r\nHost: x\r\nX-API-Key: {ADMIN_KEY}\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{{\"sku\":");
+    let mut slow_body = send_raw(&addr, head.as_bytes()).await;
     let answer = read_to_close(&mut slow_body).await;
     assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
     assert!(answer.contains("application/problem+json"), "{answer}");

@@ -1,6 +1,7 @@
 //! The HTTP API as a client sees it: in-process with `oneshot`, and end to end against
 //! the real binary.
 
+mod auth;
 mod config;
 mod e2e;
 mod errors;

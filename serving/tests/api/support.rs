@@ -10,6 +10,10 @@ use serving::runtime::Quiet;
 use serving::{api, executors, reports, Tidemark};
 use tower::ServiceExt;
 
+/// The bootstrap administrator key of every test instance: requests sent without
+/// credentials of their own carry it (`send`); `send_raw` sends exactly what it is given.
+pub const ADMIN_KEY: &str = "test-bootstrap-admin-key-0123456789";
+
 pub struct TestApp {
     pub app: Arc<Tidemark>,
     pub router: Router,
@@ -21,6 +25,7 @@ pub struct Reply {
     pub body: Value,
     pub content_type: String,
     pub request_id: Option<String>,
+    pub headers: axum::http::HeaderMap,
     /// The body as it came, for answers that are not JSON.
     pub raw: Vec<u8>,
 }
@@ -56,8 +61,11 @@ impl TestApp {
     }
 
     /// An instance with `config`, whose data directory is `dir`.
-    pub async fn open_config(dir: tempfile::TempDir, config: Config) -> TestApp {
+    pub async fn open_config(dir: tempfile::TempDir, mut config: Config) -> TestApp {
         log_to_test_output();
+        if config.auth.bootstrap_admin_key.is_none() {
+            config.auth.bootstrap_admin_key = Some(serving::config::Secret::new(ADMIN_KEY));
+        }
         let app = Tidemark::open(config).expect("open");
         let recovering = app.clone();
         tokio::task::spawn_blocking(move || recovering.recover(&mut Quiet))
@@ -85,7 +93,27 @@ impl TestApp {
         Self::open_config(dir, config).await
     }
 
+    /// A request as the administrator, unless `headers` carry credentials of their own.
     pub async fn send(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<&str>,
+        headers: &[(&str, &str)],
+    ) -> Reply {
+        let own = headers.iter().any(|(name, _)| {
+            name.eq_ignore_ascii_case("authorization") || name.eq_ignore_ascii_case("x-api-key")
+        });
+        if own {
+            return self.send_raw(method, path, body, headers).await;
+        }
+        let mut with_key = headers.to_vec();
+        with_key.push(("x-api-key", ADMIN_KEY));
+        self.send_raw(method, path, body, &with_key).await
+    }
+
+    /// A request with exactly these headers (no credentials unless they hold some).
+    pub async fn send_raw(
         &self,
         method: &str,
         path: &str,
@@ -127,6 +155,7 @@ impl TestApp {
             .get("x-request-id")
             .and_then(|v| v.to_str().ok())
             .map(str::to_string);
+        let headers = response.headers().clone();
         let bytes = response
             .into_body()
             .collect()
@@ -144,6 +173,7 @@ impl TestApp {
             body,
             content_type,
             request_id,
+            headers,
             raw: bytes.to_vec(),
         }
     }

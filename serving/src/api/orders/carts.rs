@@ -11,6 +11,7 @@ use crate::api::error::{ApiError, ApiResult};
 use crate::api::extract::{Command, Path};
 use crate::api::validate::{self, Validator, MAX_QUANTITY};
 use crate::api::{admit, json, new_id, run_fresh, Admission, App};
+use crate::auth::Caller;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -20,9 +21,11 @@ pub struct CreateCart {
 
 pub async fn create(
     State(app): State<App>,
+    Caller(caller): Caller,
     command: Command<CreateCart>,
 ) -> ApiResult<(StatusCode, Json<Value>)> {
     let Command { body, idempotency } = command;
+    caller.require_owner_or(&body.user_id, "orders:write")?;
     let admission = admit(&app, &idempotency)?;
     if admission == Admission::Fresh && !app.views.read().users.contains_key(&body.user_id) {
         return Err(ApiError::invalid_field(
@@ -49,12 +52,17 @@ pub async fn create(
     Ok((StatusCode::CREATED, Json(json::cart(&snapshot, row))))
 }
 
-pub async fn get(State(app): State<App>, Path(id): Path<String>) -> ApiResult<Json<Value>> {
+pub async fn get(
+    State(app): State<App>,
+    Caller(caller): Caller,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Value>> {
     let snapshot = app.views.read();
     let row = snapshot
         .carts
         .get(&id)
         .ok_or_else(|| ApiError::not_found("cart", &id))?;
+    caller.require_owner_or(&row.user_id, "orders:read")?;
     Ok(Json(json::cart(&snapshot, row)))
 }
 
@@ -68,6 +76,7 @@ pub struct SetItem {
 /// Sets a product's quantity in the cart; 0 removes it.
 pub async fn set_item(
     State(app): State<App>,
+    Caller(caller): Caller,
     Path(id): Path<String>,
     command: Command<SetItem>,
 ) -> ApiResult<Json<Value>> {
@@ -87,8 +96,10 @@ pub async fn set_item(
     let admission = admit(&app, &idempotency)?;
     let currency = {
         let snapshot = app.views.read();
-        if admission == Admission::Fresh && !snapshot.carts.contains_key(&id) {
-            return Err(ApiError::not_found("cart", &id));
+        match snapshot.carts.get(&id) {
+            Some(cart) => caller.require_owner_or(&cart.user_id, "orders:write")?,
+            None if admission == Admission::Fresh => return Err(ApiError::not_found("cart", &id)),
+            None => {}
         }
         match snapshot.products.get(&body.product_id) {
             Some(product) => product.currency.clone(),
@@ -108,5 +119,5 @@ pub async fn set_item(
         currency,
     };
     run_fresh(&app, admission, idempotency, command).await?;
-    get(State(app), Path(id)).await
+    get(State(app), Caller(caller), Path(id)).await
 }

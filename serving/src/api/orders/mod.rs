@@ -16,6 +16,7 @@ use serde_json::Value;
 use crate::api::error::{ApiError, ApiResult, FieldError};
 use crate::api::extract::{Command, Path, QueryPairs};
 use crate::api::{admit, json, new_id, read_page, run_fresh, Admission, App};
+use crate::auth::Caller;
 
 pub mod carts;
 
@@ -77,6 +78,7 @@ pub(crate) fn card_token(method: &PaymentMethod, field: &str) -> ApiResult<CardT
 
 pub async fn create(
     State(app): State<App>,
+    Caller(caller): Caller,
     command: Command<PlaceOrder>,
 ) -> ApiResult<(StatusCode, Json<Value>)> {
     let Command { body, idempotency } = command;
@@ -84,6 +86,8 @@ pub async fn create(
     let order_id = new_id("ord", &idempotency);
     if admission == Admission::Fresh {
         let order = validate_order(&app, body)?;
+        // A customer orders as themselves; services and operators for anyone.
+        caller.require_owner_or(&order.user_id, "orders:write")?;
         let DomainOrder {
             user_id,
             items,
@@ -106,6 +110,7 @@ pub async fn create(
         .orders
         .get(&order_id)
         .ok_or_else(|| ApiError::not_found("order", &order_id))?;
+    caller.require_owner_or(&row.user_id, "orders:write")?;
     Ok((StatusCode::CREATED, Json(json::order(row))))
 }
 
@@ -264,6 +269,7 @@ fn validate_order(app: &App, body: PlaceOrder) -> ApiResult<DomainOrder> {
 /// at most 30000) until the order has left `pending` and `reserved`.
 pub async fn get(
     State(app): State<App>,
+    Caller(caller): Caller,
     Path(id): Path<String>,
     query: QueryPairs,
 ) -> ApiResult<Json<Value>> {
@@ -287,6 +293,7 @@ pub async fn get(
                 .orders
                 .get(&id)
                 .ok_or_else(|| ApiError::not_found("order", &id))?;
+            caller.require_owner_or(&row.user_id, "orders:read")?;
             if !wait || row.status.is_settled() || Instant::now() >= deadline {
                 return Ok(Json(json::order(row)));
             }
@@ -304,9 +311,11 @@ pub async fn get(
 /// A user's orders, newest first.
 pub async fn list_for_user(
     State(app): State<App>,
+    Caller(caller): Caller,
     Path(user_id): Path<String>,
     query: QueryPairs,
 ) -> ApiResult<json::Rendered> {
+    caller.require_owner_or(&user_id, "orders:read")?;
     let limit = query.limit()?;
     let cursor = query.get("cursor").map(parse_order_cursor).transpose()?;
     read_page(&app, move |snapshot| {
@@ -353,15 +362,27 @@ pub struct Cancel {
 
 pub async fn cancel(
     State(app): State<App>,
+    Caller(caller): Caller,
     Path(id): Path<String>,
     command: Command<Cancel>,
 ) -> ApiResult<Json<Value>> {
     let Command { body, idempotency } = command;
     let admission = admit(&app, &idempotency)?;
-    if admission == Admission::Fresh && !app.views.read().orders.contains_key(&id) {
-        return Err(ApiError::not_found("order", &id));
+    let owner = app
+        .views
+        .read()
+        .orders
+        .get(&id)
+        .map(|order| order.user_id.clone());
+    match owner {
+        Some(owner) => caller.require_owner_or(&owner, "orders:write")?,
+        None if admission == Admission::Fresh => return Err(ApiError::not_found("order", &id)),
+        None => {}
     }
     let reason = body.reason.unwrap_or(CancelReason::CustomerRequest);
+    if reason != CancelReason::CustomerRequest {
+        caller.require("orders:write")?;
+    }
     if !orders::client_may_cancel_for(reason) {
         return Err(ApiError::invalid_field(
             "reason",
@@ -378,7 +399,7 @@ pub async fn cancel(
         },
     )
     .await?;
-    get(State(app), Path(id), QueryPairs(Vec::new())).await
+    get(State(app), Caller(caller), Path(id), QueryPairs(Vec::new())).await
 }
 
 #[derive(Deserialize)]
@@ -389,6 +410,7 @@ pub struct SetStatus {
 
 pub async fn set_status(
     State(app): State<App>,
+    caller: Caller,
     Path(id): Path<String>,
     command: Command<SetStatus>,
 ) -> ApiResult<Json<Value>> {
@@ -407,5 +429,5 @@ pub async fn set_status(
         },
     )
     .await?;
-    get(State(app), Path(id), QueryPairs(Vec::new())).await
+    get(State(app), caller, Path(id), QueryPairs(Vec::new())).await
 }

@@ -1,0 +1,238 @@
+//! Authentication and authorisation at the HTTP layer: who is calling (an API key or an
+//! access token, `principal`), what each route needs (`policy`), and the layer that
+//! applies both before a handler runs. Keys are state in the dataflow (`dataflows::auth`);
+//! tokens are signed here (`tokens`).
+
+pub mod policy;
+pub mod principal;
+pub mod tokens;
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use axum::extract::{MatchedPath, Request, State};
+use axum::http::{header, HeaderMap};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use dataflows::model::IdempotencyKey;
+use hmac::{Hmac, Mac};
+use sha2::{Digest, Sha256};
+
+use crate::api::error::ApiError;
+use crate::api::App;
+use crate::config::AuthConfig;
+pub use policy::Rule;
+pub use principal::{unauthenticated, Caller, Principal, ADMIN};
+use tokens::{TokenError, Tokens};
+
+/// What the authentication layer needs: the bootstrap key's digest and the token keys.
+pub struct Authenticator {
+    enabled: bool,
+    bootstrap: Option<[u8; 32]>,
+    /// What keys issued under an `Idempotency-Key` are derived with.
+    key_secret: [u8; 32],
+    pub tokens: Tokens,
+}
+
+/// The prefix of every API key tidemark issues (`tmk_` and 64 hex digits).
+pub const KEY_PREFIX: &str = "tmk_";
+
+impl Authenticator {
+    pub fn open(config: &AuthConfig, data_dir: &std::path::Path) -> std::io::Result<Self> {
+        Ok(Authenticator {
+            enabled: config.enabled,
+            bootstrap: config
+                .bootstrap_admin_key
+                .as_ref()
+                .map(|key| digest(key.expose())),
+            key_secret: tokens::private_secret(&data_dir.join("keys").join("api-keys.secret"))?,
+            tokens: Tokens::open(data_dir, &config.issuer, config.access_token_ttl_s)?,
+        })
+    }
+
+    /// A new API key: 256 random bits, or, for a request with an `Idempotency-Key`, an
+    /// HMAC of it under this server's secret, so that a retried request is answered
+    /// with the same key while the log never holds anything a key can be found from.
+    pub fn new_key(&self, idempotency: &Option<IdempotencyKey>) -> String {
+        let bytes: [u8; 32] = match idempotency {
+            None => {
+                let mut bytes = [0u8; 32];
+                getrandom::fill(&mut bytes).expect("the OS random source works");
+                bytes
+            }
+            Some(key) => {
+                let mut mac = Hmac::<Sha256>::new_from_slice(&self.key_secret)
+                    .expect("HMAC takes a key of any length");
+                mac.update(b"api-key\0");
+                mac.update(key.key.as_bytes());
+                mac.update(b"\0");
+                mac.update(key.fingerprint.as_bytes());
+                mac.finalize().into_bytes().into()
+            }
+        };
+        format!("{KEY_PREFIX}{}", hex::encode(bytes))
+    }
+
+    pub fn enabled(&self) -> bool {
+        self.enabled
+    }
+
+    /// The caller a request's credentials name, or 401 for credentials that are not
+    /// valid (unknown, expired, revoked, malformed): credentials are checked wherever
+    /// they are sent, public routes included.
+    pub fn principal(&self, app: &App, headers: &HeaderMap) -> Result<Principal, ApiError> {
+        let api_key = headers.get("x-api-key");
+        let authorization = headers.get(header::AUTHORIZATION);
+        let credential = match (authorization, api_key) {
+            (None, None) => return Ok(Principal::Anonymous),
+            (Some(_), Some(_)) => {
+                return Err(unauthenticated(
+                    "ambiguous_credentials",
+                    "send either `Authorization` or `X-API-Key`, not both",
+                ))
+            }
+            (None, Some(key)) => Credential::Key(key.to_str().unwrap_or("")),
+            (Some(value), None) => {
+                let value = value.to_str().unwrap_or("");
+                let Some((scheme, token)) = value.split_once(' ') else {
+                    return Err(malformed());
+                };
+                if !scheme.eq_ignore_ascii_case("bearer") {
+                    return Err(unauthenticated(
+                        "unsupported_credentials",
+                        "use `Authorization: Bearer <access token or API key>`",
+                    ));
+                }
+                let token = token.trim();
+                if token.starts_with(KEY_PREFIX) || token.matches('.').count() != 2 {
+                    Credential::Key(token)
+                } else {
+                    Credential::Token(token)
+                }
+            }
+        };
+        match credential {
+            Credential::Key(key) => self.key_principal(app, key),
+            Credential::Token(token) => match self.tokens.verify(token) {
+                Ok(claims) => Ok(Principal::User {
+                    user_id: claims.sub.into(),
+                }),
+                Err(TokenError::Expired) => Err(unauthenticated(
+                    "token_expired",
+                    "the access token has expired; get a new one",
+                )),
+                Err(TokenError::Invalid(_)) => Err(unauthenticated(
+                    "invalid_token",
+                    "the access token is not valid here",
+                )),
+            },
+        }
+    }
+
+    /// The SQL port's check: its password is an API key or an access token whose
+    /// caller may run SQL (`analytics:read`), as on `POST /api/v1/sql`.
+    pub fn sql_login(&self, app: &App, password: &str) -> Result<(), String> {
+        let mut headers = HeaderMap::new();
+        let bearer = header::HeaderValue::from_str(&format!("Bearer {password}"))
+            .map_err(|_| "the password is not an API key or an access token".to_string())?;
+        headers.insert(header::AUTHORIZATION, bearer);
+        let principal = self
+            .principal(app, &headers)
+            .map_err(|error| error.detail)?;
+        principal
+            .require("analytics:read")
+            .map_err(|error| error.detail)
+    }
+
+    fn key_principal(&self, app: &App, key: &str) -> Result<Principal, ApiError> {
+        if key.is_empty() || key.len() > 512 {
+            return Err(malformed());
+        }
+        let hash = digest(key);
+        if self.bootstrap == Some(hash) {
+            return Ok(Principal::Bootstrap);
+        }
+        let snapshot = app.views.read();
+        let Some(row) = snapshot.api_key_by_hash(&hex::encode(hash)) else {
+            return Err(unauthenticated(
+                "invalid_credentials",
+                "the API key is not valid",
+            ));
+        };
+        if row.revoked_at.is_some() {
+            return Err(unauthenticated(
+                "key_revoked",
+                "the API key has been revoked",
+            ));
+        }
+        if !row.is_live(now_ms()) {
+            return Err(unauthenticated("key_expired", "the API key has expired"));
+        }
+        Ok(Principal::Key {
+            key_id: row.key_id.clone(),
+            owner: row.owner.clone(),
+            scopes: row.scopes.clone(),
+        })
+    }
+}
+
+enum Credential<'a> {
+    Key(&'a str),
+    Token(&'a str),
+}
+
+fn malformed() -> ApiError {
+    unauthenticated(
+        "invalid_credentials",
+        "the credentials are malformed: `Authorization: Bearer <token or key>` or `X-API-Key: <key>`",
+    )
+}
+
+/// SHA-256 of a key: what the log and the views keep instead of the key. Keys are 256
+/// random bits, so a fast digest is as safe as a slow one and costs microseconds.
+pub fn digest(key: &str) -> [u8; 32] {
+    Sha256::digest(key.as_bytes()).into()
+}
+
+/// Unix milliseconds now: what key expiries (log time) are compared with.
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |elapsed| elapsed.as_millis() as u64)
+}
+
+/// The layer in front of every `/api/v1` route: finds the caller, applies the route's
+/// rule, and hands the caller to the handler. With `auth.enabled = false` every caller
+/// is an administrator (benchmarks, a trusted network).
+pub async fn authenticate(State(app): State<App>, mut request: Request, next: Next) -> Response {
+    let principal = if app.auth.enabled() {
+        match app.auth.principal(&app, request.headers()) {
+            Ok(principal) => principal,
+            Err(error) => return challenged(error),
+        }
+    } else {
+        Principal::Bootstrap
+    };
+    let path = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|path| path.as_str().trim_start_matches("/api/v1").to_string())
+        .unwrap_or_default();
+    let allowed = match policy::rule(request.method(), &path) {
+        Rule::Public => Ok(()),
+        Rule::SignedIn => principal.require_signed_in(),
+        Rule::Scope(scope) => principal.require(scope),
+    };
+    if let Err(error) = allowed {
+        return challenged(error);
+    }
+    request.extensions_mut().insert(principal);
+    let mut response = next.run(request).await;
+    principal::challenge(&mut response);
+    response
+}
+
+fn challenged(error: ApiError) -> Response {
+    let mut response = error.into_response();
+    principal::challenge(&mut response);
+    response
+}

@@ -1,0 +1,57 @@
+//! Which routes need what: one table, read by the authentication layer before any
+//! handler runs. A route missing from it needs `admin`, so a new route is closed until
+//! someone decides who may call it. Rules that depend on the resource (a customer's own
+//! orders) are checked again by the handler, which knows the owner.
+
+use axum::http::Method;
+
+/// What a route asks of its caller before the handler runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Rule {
+    /// Anyone, without credentials (catalog reads, sign-up, sign-in).
+    Public,
+    /// Any caller with valid credentials; the handler checks ownership or a scope.
+    SignedIn,
+    /// Callers with this scope (or `admin`).
+    Scope(&'static str),
+}
+
+/// The rule of a route: `path` is its pattern below `/api/v1` (`/orders/{id}`).
+pub fn rule(method: &Method, path: &str) -> Rule {
+    use Rule::*;
+    let get = method == Method::GET || method == Method::HEAD;
+    match (path, get) {
+        ("/products" | "/products/search" | "/products/{id}" | "/inventory/availability", true) => {
+            Public
+        }
+        ("/products" | "/products/{id}", false)
+        | ("/inventory/adjust" | "/inventory/reserve" | "/inventory/release", false) => {
+            Scope("inventory:write")
+        }
+        ("/inventory/reservations/{id}", true) => Scope("inventory:read"),
+        ("/users" | "/users/authenticate", false) => Public,
+        ("/users/search", true) => Scope("users:read"),
+        ("/users/{id}" | "/users/{id}/orders", _) => SignedIn,
+        ("/carts" | "/carts/{id}" | "/carts/{id}/items", _) => SignedIn,
+        ("/orders" | "/orders/{id}" | "/orders/{id}/cancel", _) => SignedIn,
+        ("/orders/{id}/status", false) => Scope("orders:write"),
+        ("/payments" | "/payments/{id}", _) => SignedIn,
+        ("/payments/{id}/refund", false) => Scope("payment:write"),
+        ("/shipments/{id}", true) => SignedIn,
+        ("/shipments/{id}/deliver", false) => Scope("shipping:write"),
+        ("/sql" | "/kpis", _) => Scope("analytics:read"),
+        (
+            "/reports"
+            | "/reports/templates"
+            | "/reports/schedules"
+            | "/reports/schedules/{id}"
+            | "/reports/{id}"
+            | "/reports/{id}/download",
+            true,
+        ) => Scope("reports:read"),
+        ("/reports/generate" | "/reports/schedule" | "/reports/schedules/{id}", false) => {
+            Scope("reports:write")
+        }
+        _ => Scope(super::principal::ADMIN),
+    }
+}

@@ -1,0 +1,312 @@
+//! Access tokens: JWTs signed with Ed25519 (EdDSA), each naming its signing key (`kid`).
+//!
+//! Signing keys live in `<data_dir>/keys/signing/`, one file per key holding its
+//! 32-byte seed in hex, readable by the owner only (0600), never logged. The newest key
+//! signs; every key in the folder verifies, so a new key can be added (rotation) and an
+//! old one removed once its tokens have expired. `/.well-known/jwks.json` publishes the
+//! public halves.
+
+use std::path::{Path, PathBuf};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use jsonwebtoken::jwk::{Jwk, JwkSet, PublicKeyUse};
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use serde::{Deserialize, Serialize};
+
+/// PKCS#8 v1 of an Ed25519 key without its public half: this prefix, then the seed.
+const ED25519_PKCS8_PREFIX: [u8; 16] = [
+    0x30, 0x2e, 0x02, 0x01, 0x00, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x04, 0x22, 0x04, 0x20,
+];
+
+/// The audience every tidemark access token is for.
+pub const AUDIENCE: &str = "tidemark";
+
+/// What an access token says.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Claims {
+    pub iss: String,
+    /// The user.
+    pub sub: String,
+    pub aud: String,
+    /// Unix seconds.
+    pub iat: u64,
+    pub exp: u64,
+    /// The token's id, for revocation.
+    pub jti: String,
+    /// Space-separated scopes; empty for a customer's token.
+    #[serde(default)]
+    pub scope: String,
+}
+
+struct SigningKey {
+    kid: String,
+    encoding: EncodingKey,
+    decoding: DecodingKey,
+    jwk: Jwk,
+}
+
+/// Issues and checks access tokens.
+pub struct Tokens {
+    issuer: String,
+    /// Oldest first; the last one signs.
+    keys: Vec<SigningKey>,
+    lifetime_s: u64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum TokenError {
+    #[error("the token has expired")]
+    Expired,
+    #[error("the token is not valid: {0}")]
+    Invalid(String),
+}
+
+impl Tokens {
+    /// Loads the signing keys under `data_dir`, making the first one if there is none.
+    pub fn open(data_dir: &Path, issuer: &str, lifetime_s: u64) -> std::io::Result<Tokens> {
+        let dir = data_dir.join("keys").join("signing");
+        create_private_dir(&dir)?;
+        let mut names: Vec<PathBuf> = std::fs::read_dir(&dir)?
+            .filter_map(|entry| entry.ok().map(|entry| entry.path()))
+            .filter(|path| path.extension().is_some_and(|ext| ext == "ed25519"))
+            .collect();
+        names.sort();
+        let mut keys = Vec::new();
+        for path in &names {
+            let text = std::fs::read_to_string(path)?;
+            let seed = hex::decode(text.trim())
+                .ok()
+                .and_then(|bytes| <[u8; 32]>::try_from(bytes).ok())
+                .ok_or_else(|| {
+                    std::io::Error::new(
+                        std::io::ErrorKind::InvalidData,
+                        format!("{} is not a signing key", path.display()),
+                    )
+                })?;
+            let kid = path
+                .file_stem()
+                .and_then(|stem| stem.to_str())
+                .unwrap_or_default()
+                .to_string();
+            keys.push(SigningKey::from_seed(&seed, kid)?);
+        }
+        let mut tokens = Tokens {
+            issuer: issuer.to_string(),
+            keys,
+            lifetime_s,
+        };
+        if tokens.keys.is_empty() {
+            tokens.rotate(data_dir)?;
+        }
+        Ok(tokens)
+    }
+
+    /// Makes a new signing key, which signs from now on; the older ones still verify.
+    pub fn rotate(&mut self, data_dir: &Path) -> std::io::Result<()> {
+        let dir = data_dir.join("keys").join("signing");
+        create_private_dir(&dir)?;
+        let mut seed = [0u8; 32];
+        let mut tag = [0u8; 4];
+        getrandom::fill(&mut seed).map_err(std::io::Error::other)?;
+        getrandom::fill(&mut tag).map_err(std::io::Error::other)?;
+        // Names sort by creation: the newest signs.
+        let kid = format!("{:010}-{}", unix_seconds(), hex::encode(tag));
+        write_private(
+            &dir.join(format!("{kid}.ed25519")),
+            hex::encode(seed).as_bytes(),
+        )?;
+        self.keys.push(SigningKey::from_seed(&seed, kid)?);
+        Ok(())
+    }
+
+    /// A token for `user_id` with `scopes`, valid from `now` (Unix seconds).
+    pub fn issue(&self, user_id: &str, scopes: &[&str], now: u64) -> (String, Claims) {
+        let key = self.keys.last().expect("a signing key exists once open");
+        let mut jti = [0u8; 16];
+        getrandom::fill(&mut jti).expect("the OS random source works");
+        let claims = Claims {
+            iss: self.issuer.clone(),
+            sub: user_id.to_string(),
+            aud: AUDIENCE.to_string(),
+            iat: now,
+            exp: now + self.lifetime_s,
+            jti: hex::encode(jti),
+            scope: scopes.join(" "),
+        };
+        let mut header = Header::new(Algorithm::EdDSA);
+        header.kid = Some(key.kid.clone());
+        let token = jsonwebtoken::encode(&header, &claims, &key.encoding)
+            .expect("an Ed25519 key made by `from_seed` signs");
+        (token, claims)
+    }
+
+    /// The claims of a token this server signed and that has not expired.
+    pub fn verify(&self, token: &str) -> Result<Claims, TokenError> {
+        let invalid = |e: jsonwebtoken::errors::Error| TokenError::Invalid(e.to_string());
+        let header = jsonwebtoken::decode_header(token).map_err(invalid)?;
+        if header.alg != Algorithm::EdDSA {
+            return Err(TokenError::Invalid("not signed with EdDSA".into()));
+        }
+        let kid = header
+            .kid
+            .ok_or_else(|| TokenError::Invalid("no kid".into()))?;
+        let key = self
+            .keys
+            .iter()
+            .find(|key| key.kid == kid)
+            .ok_or_else(|| TokenError::Invalid("signed by an unknown key".into()))?;
+        let mut validation = Validation::new(Algorithm::EdDSA);
+        validation.set_issuer(&[&self.issuer]);
+        validation.set_audience(&[AUDIENCE]);
+        validation.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
+        validation.leeway = 0;
+        jsonwebtoken::decode::<Claims>(token, &key.decoding, &validation)
+            .map(|data| data.claims)
+            .map_err(|e| match e.kind() {
+                jsonwebtoken::errors::ErrorKind::ExpiredSignature => TokenError::Expired,
+                _ => invalid(e),
+            })
+    }
+
+    /// The public keys, as `/.well-known/jwks.json` serves them.
+    pub fn jwks(&self) -> JwkSet {
+        JwkSet {
+            keys: self.keys.iter().map(|key| key.jwk.clone()).collect(),
+        }
+    }
+
+    pub fn lifetime_s(&self) -> u64 {
+        self.lifetime_s
+    }
+
+    pub fn issuer(&self) -> &str {
+        &self.issuer
+    }
+}
+
+impl SigningKey {
+    fn from_seed(seed: &[u8; 32], kid: String) -> std::io::Result<SigningKey> {
+        let mut der = Vec::with_capacity(48);
+        der.extend_from_slice(&ED25519_PKCS8_PREFIX);
+        der.extend_from_slice(seed);
+        let encoding = EncodingKey::from_ed_der(&der);
+        der.fill(0);
+        let bad = |e: jsonwebtoken::errors::Error| std::io::Error::other(e.to_string());
+        let mut jwk = Jwk::from_encoding_key(&encoding, Algorithm::EdDSA).map_err(bad)?;
+        jwk.common.key_id = Some(kid.clone());
+        jwk.common.public_key_use = Some(PublicKeyUse::Signature);
+        let decoding = DecodingKey::from_jwk(&jwk).map_err(bad)?;
+        Ok(SigningKey {
+            kid,
+            encoding,
+            decoding,
+            jwk,
+        })
+    }
+}
+
+pub fn unix_seconds() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |elapsed| elapsed.as_secs())
+}
+
+/// 32 random bytes kept in `path` (0600), made on first use.
+pub fn private_secret(path: &Path) -> std::io::Result<[u8; 32]> {
+    if let Ok(text) = std::fs::read_to_string(path) {
+        return hex::decode(text.trim())
+            .ok()
+            .and_then(|bytes| <[u8; 32]>::try_from(bytes).ok())
+            .ok_or_else(|| {
+                std::io::Error::new(
+                    std::io::ErrorKind::InvalidData,
+                    format!("{} is not a secret", path.display()),
+                )
+            });
+    }
+    if let Some(dir) = path.parent() {
+        create_private_dir(dir)?;
+    }
+    let mut secret = [0u8; 32];
+    getrandom::fill(&mut secret).map_err(std::io::Error::other)?;
+    write_private(path, hex::encode(secret).as_bytes())?;
+    Ok(secret)
+}
+
+fn create_private_dir(dir: &Path) -> std::io::Result<()> {
+    std::fs::create_dir_all(dir)?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
+    }
+    Ok(())
+}
+
+/// Writes a secret: created 0600 under a temporary name, synced, renamed into place.
+fn write_private(path: &Path, contents: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let temporary = path.with_extension("tmp");
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    let mut file = options.open(&temporary)?;
+    file.write_all(contents)?;
+    file.sync_all()?;
+    std::fs::rename(&temporary, path)?;
+    if let Some(dir) = path.parent() {
+        std::fs::File::open(dir)?.sync_all()?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_verify_across_restarts_and_rotations_and_expire() {
+        let dir = tempfile::tempdir().unwrap();
+        let now = unix_seconds();
+        let mut tokens = Tokens::open(dir.path(), "tidemark", 60).unwrap();
+        let (first, claims) = tokens.issue("usr_1", &[], now);
+        assert_eq!(tokens.verify(&first).unwrap(), claims);
+        // The key is private to the owner.
+        #[cfg(unix)]
+        for entry in std::fs::read_dir(dir.path().join("keys/signing")).unwrap() {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = entry.unwrap().metadata().unwrap().permissions().mode();
+            assert_eq!(mode & 0o777, 0o600);
+        }
+        tokens.rotate(dir.path()).unwrap();
+        let (second, _) = tokens.issue("usr_2", &["admin"], now);
+        let reopened = Tokens::open(dir.path(), "tidemark", 60).unwrap();
+        assert_eq!(reopened.verify(&first).unwrap().sub, "usr_1");
+        assert_eq!(reopened.verify(&second).unwrap().scope, "admin");
+        assert_eq!(reopened.jwks().keys.len(), 2);
+        let (old, _) = reopened.issue("usr_1", &[], now - 120);
+        assert!(matches!(reopened.verify(&old), Err(TokenError::Expired)));
+        // Another server's key, another issuer, a tampered token: refused.
+        let elsewhere = tempfile::tempdir().unwrap();
+        let (foreign, _) = Tokens::open(elsewhere.path(), "tidemark", 60)
+            .unwrap()
+            .issue("usr_1", &["admin"], now);
+        assert!(matches!(
+            reopened.verify(&foreign),
+            Err(TokenError::Invalid(_))
+        ));
+        let other_issuer = Tokens::open(dir.path(), "elsewhere", 60).unwrap();
+        assert!(other_issuer.verify(&first).is_err());
+        let mut tampered = first.clone().into_bytes();
+        let middle = tampered.len() / 2;
+        tampered[middle] = if tampered[middle] == b'A' { b'B' } else { b'A' };
+        assert!(reopened
+            .verify(std::str::from_utf8(&tampered).unwrap())
+            .is_err());
+        assert!(reopened.verify("not a token").is_err());
+    }
+}

@@ -1,0 +1,855 @@
+//! Who may call what: the authorization matrix over every route, and the lifecycle of
+//! API keys and access tokens.
+
+use axum::http::StatusCode;
+use serde_json::{json, Value};
+
+use crate::orders::wait_for_status;
+use crate::support::{card, Reply, TestApp, ADMIN_KEY};
+
+/// The callers of the matrix.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Who {
+    Anonymous,
+    /// Customer A (an access token): owns the resources the routes name.
+    CustomerA,
+    /// Customer B (an access token): owns nothing there.
+    CustomerB,
+    /// The bootstrap administrator key.
+    Admin,
+    /// A key with the `admin` scope, sent as `Authorization: Bearer`.
+    AdminKey,
+    /// The order service's permission set: `inventory:read payment:write notification:publish`.
+    Service,
+    /// A key whose scope fits no route but the report reads.
+    WrongScope,
+    /// Customer A's token, expired.
+    ExpiredToken,
+    /// An admin key, revoked.
+    RevokedKey,
+}
+
+const EVERYONE: [Who; 9] = [
+    Who::Anonymous,
+    Who::CustomerA,
+    Who::CustomerB,
+    Who::Admin,
+    Who::AdminKey,
+    Who::Service,
+    Who::WrongScope,
+    Who::ExpiredToken,
+    Who::RevokedKey,
+];
+
+const SERVICE_SCOPES: [&str; 3] = ["inventory:read", "payment:write", "notification:publish"];
+const WRONG_SCOPES: [&str; 1] = ["reports:read"];
+
+/// What a route asks of its caller.
+#[derive(Clone, Copy, Debug)]
+enum Needs {
+    /// Nothing; credentials sent are still checked.
+    Public,
+    /// Customer A, or a caller with this scope.
+    OwnerOr(&'static str),
+    /// This scope.
+    Scope(&'static str),
+    /// Nothing, and credentials are not looked at (probes, static documents).
+    Open,
+}
+
+#[derive(Debug, PartialEq, Eq)]
+enum Expect {
+    Allowed,
+    Unauthenticated,
+    Forbidden,
+}
+
+fn scopes_of(who: Who) -> &'static [&'static str] {
+    match who {
+        Who::Admin | Who::AdminKey => &["admin"],
+        Who::Service => &SERVICE_SCOPES,
+        Who::WrongScope => &WRONG_SCOPES,
+        _ => &[],
+    }
+}
+
+fn expected(who: Who, needs: Needs) -> Expect {
+    use Expect::*;
+    let has = |scope: &str| scopes_of(who).iter().any(|s| *s == scope || *s == "admin");
+    match (needs, who) {
+        (Needs::Open, _) => Allowed,
+        (_, Who::ExpiredToken | Who::RevokedKey) => Unauthenticated,
+        (Needs::Public, _) => Allowed,
+        (_, Who::Anonymous) => Unauthenticated,
+        (Needs::OwnerOr(_), Who::CustomerA) => Allowed,
+        (Needs::OwnerOr(scope) | Needs::Scope(scope), _) if has(scope) => Allowed,
+        _ => Forbidden,
+    }
+}
+
+struct World {
+    t: TestApp,
+    user_a: String,
+    token_a: String,
+    token_b: String,
+    admin_key: String,
+    service_key: String,
+    wrong_key: String,
+    revoked_key: String,
+    expired_token: String,
+    product: String,
+    reservation: String,
+    cart_a: String,
+    order_a: String,
+    unpaid_order_a: String,
+    payment_a: String,
+    shipment_a: String,
+    spare_key: String,
+}
+
+impl World {
+    fn headers(&self, who: Who) -> Vec<(&'static str, String)> {
+        let bearer = |token: &str| vec![("authorization", format!("Bearer {token}"))];
+        match who {
+            Who::Anonymous => vec![],
+            Who::CustomerA => bearer(&self.token_a),
+            Who::CustomerB => bearer(&self.token_b),
+            Who::Admin => vec![("x-api-key", ADMIN_KEY.to_string())],
+            Who::AdminKey => bearer(&self.admin_key),
+            Who::Service => vec![("x-api-key", self.service_key.clone())],
+            Who::WrongScope => bearer(&self.wrong_key),
+            Who::ExpiredToken => bearer(&self.expired_token),
+            Who::RevokedKey => vec![("x-api-key", self.revoked_key.clone())],
+        }
+    }
+
+    async fn call(&self, who: Who, method: &str, path: &str, body: Option<&Value>) -> Reply {
+        let headers = self.headers(who);
+        let headers: Vec<(&str, &str)> = headers.iter().map(|(n, v)| (*n, v.as_str())).collect();
+        let body = body.map(Value::to_string);
+        self.t
+            .send_raw(method, path, body.as_deref(), &headers)
+            .await
+    }
+}
+
+async fn sign_in(t: &TestApp, email: &str) -> String {
+    let reply = t
+        .send_raw(
+            "POST",
+            "/api/v1/users/authenticate",
+            Some(&json!({"email": email, "password": "correct horse battery"}).to_string()),
+            &[],
+        )
+        .await;
+    assert_eq!(reply.status, StatusCode::OK, "{:?}", reply.body);
+    assert_eq!(reply.body["token_type"], "Bearer");
+    reply.body["access_token"].as_str().unwrap().to_string()
+}
+
+async fn new_key(t: &TestApp, scopes: &[&str]) -> (String, String) {
+    let reply = t
+        .post(
+            "/api/v1/api-keys",
+            json!({"name": format!("{scopes:?}"), "scopes": scopes}),
+        )
+        .await;
+    assert_eq!(reply.status, StatusCode::CREATED, "{:?}", reply.body);
+    (
+        reply.body["id"].as_str().unwrap().to_string(),
+        reply.body["key"].as_str().unwrap().to_string(),
+    )
+}
+
+async fn world() -> World {
+    let t = TestApp::new().await;
+    let product = t.product("MUG", 1200, 1000).await;
+    let user_a = t.user("ann@example.com").await;
+    t.user("bob@example.com").await;
+    let token_a = sign_in(&t, "ann@example.com").await;
+    let token_b = sign_in(&t, "bob@example.com").await;
+    let (_, admin_key) = new_key(&t, &["admin"]).await;
+    let (_, service_key) = new_key(&t, &SERVICE_SCOPES).await;
+    let (_, wrong_key) = new_key(&t, &WRONG_SCOPES).await;
+    let (revoked_id, revoked_key) = new_key(&t, &["admin"]).await;
+    let (spare_key, _) = new_key(&t, &["orders:read"]).await;
+    let revoked = t
+        .send(
+            "DELETE",
+            &format!("/api/v1/api-keys/{revoked_id}"),
+            None,
+            &[],
+        )
+        .await;
+    assert_eq!(revoked.status, StatusCode::NO_CONTENT);
+    let (expired_token, _) =
+        t.app
+            .auth
+            .tokens
+            .issue(&user_a, &[], serving::auth::tokens::unix_seconds() - 86_400);
+
+    let reserved = t
+        .post(
+            "/api/v1/inventory/reserve",
+            json!({"items": [{"product_id": product, "quantity": 1}]}),
+        )
+        .await;
+    assert_eq!(reserved.status, StatusCode::CREATED, "{:?}", reserved.body);
+    let cart = t.post("/api/v1/carts", json!({"user_id": user_a})).await;
+    assert_eq!(cart.status, StatusCode::CREATED, "{:?}", cart.body);
+    let paid = t.paid_order(&user_a, &product, 1, "4242424242424242").await;
+    assert_eq!(paid.status, StatusCode::CREATED, "{:?}", paid.body);
+    let order_a = paid.body["id"].as_str().unwrap().to_string();
+    let shipped = wait_for_status(&t, &order_a, "shipped").await;
+    let unpaid = t.order(&user_a, &product, 1).await;
+    assert_eq!(unpaid.status, StatusCode::CREATED, "{:?}", unpaid.body);
+    World {
+        user_a,
+        token_a,
+        token_b,
+        admin_key,
+        service_key,
+        wrong_key,
+        revoked_key,
+        expired_token,
+        reservation: reserved.body["id"].as_str().unwrap().to_string(),
+        cart_a: cart.body["id"].as_str().unwrap().to_string(),
+        unpaid_order_a: unpaid.body["id"].as_str().unwrap().to_string(),
+        payment_a: shipped["payment_id"].as_str().unwrap().to_string(),
+        shipment_a: shipped["shipment_id"].as_str().unwrap().to_string(),
+        order_a,
+        product,
+        spare_key,
+        t,
+    }
+}
+
+/// Every route, with what it needs. Routes that destroy what later rows use come last.
+fn routes(w: &World) -> Vec<(&'static str, String, Option<Value>, Needs)> {
+    use Needs::*;
+    let a = &w.user_a;
+    let p = &w.product;
+    let items = json!([{"product_id": p, "quantity": 1}]);
+    vec![
+        ("GET", "/api/v1/products".into(), None, Public),
+        ("GET", "/api/v1/products/search?q=mug".into(), None, Public),
+        ("GET", format!("/api/v1/products/{p}"), None, Public),
+        (
+            "GET",
+            format!("/api/v1/inventory/availability?product_id={p}"),
+            None,
+            Public,
+        ),
+        (
+            "POST",
+            "/api/v1/products".into(),
+            Some(json!({"sku": "MUG", "name": "Mug", "price_cents": 1, "currency": "USD"})),
+            Scope("inventory:write"),
+        ),
+        (
+            "PUT",
+            format!("/api/v1/products/{p}"),
+            Some(json!({"name": "Mug"})),
+            Scope("inventory:write"),
+        ),
+        (
+            "POST",
+            "/api/v1/inventory/adjust".into(),
+            Some(json!({"product_id": p, "delta": 1})),
+            Scope("inventory:write"),
+        ),
+        (
+            "POST",
+            "/api/v1/inventory/reserve".into(),
+            Some(json!({"items": items})),
+            Scope("inventory:write"),
+        ),
+        (
+            "POST",
+            "/api/v1/inventory/release".into(),
+            Some(json!({"reservation_id": w.reservation})),
+            Scope("inventory:write"),
+        ),
+        (
+            "GET",
+            format!("/api/v1/inventory/reservations/{}", w.reservation),
+            None,
+            Scope("inventory:read"),
+        ),
+        (
+            "POST",
+            "/api/v1/users".into(),
+            Some(
+                json!({"email": "cy@example.com", "password": "correct horse battery", "name": "Cy"}),
+            ),
+            Public,
+        ),
+        (
+            "POST",
+            "/api/v1/users/authenticate".into(),
+            Some(json!({"email": "ann@example.com", "password": "correct horse battery"})),
+            Public,
+        ),
+        (
+            "GET",
+            "/api/v1/users/search?q=example".into(),
+            None,
+            Scope("users:read"),
+        ),
+        (
+            "GET",
+            format!("/api/v1/users/{a}"),
+            None,
+            OwnerOr("users:read"),
+        ),
+        (
+            "PUT",
+            format!("/api/v1/users/{a}"),
+            Some(json!({"name": "Ann"})),
+            OwnerOr("users:write"),
+        ),
+        (
+            "GET",
+            format!("/api/v1/users/{a}/orders"),
+            None,
+            OwnerOr("orders:read"),
+        ),
+        (
+            "POST",
+            "/api/v1/carts".into(),
+            Some(json!({"user_id": a})),
+            OwnerOr("orders:write"),
+        ),
+        (
+            "GET",
+            format!("/api/v1/carts/{}", w.cart_a),
+            None,
+            OwnerOr("orders:read"),
+        ),
+        (
+            "PUT",
+            format!("/api/v1/carts/{}/items", w.cart_a),
+            Some(json!({"product_id": p, "quantity": 1})),
+            OwnerOr("orders:write"),
+        ),
+        (
+            "POST",
+            "/api/v1/orders".into(),
+            Some(json!({"user_id": a, "items": items})),
+            OwnerOr("orders:write"),
+        ),
+        (
+            "GET",
+            format!("/api/v1/orders/{}", w.order_a),
+            None,
+            OwnerOr("orders:read"),
+        ),
+        (
+            "PUT",
+            format!("/api/v1/orders/{}/status", w.order_a),
+            Some(json!({"status": "delivered"})),
+            Scope("orders:write"),
+        ),
+        (
+            "POST",
+            "/api/v1/payments".into(),
+            Some(json!({"order_id": w.unpaid_order_a, "payment_method": card("4242424242424242")})),
+            OwnerOr("payment:write"),
+        ),
+        (
+            "GET",
+            format!("/api/v1/payments/{}", w.payment_a),
+            None,
+            OwnerOr("payment:read"),
+        ),
+        (
+            "POST",
+            format!("/api/v1/payments/{}/refund", w.payment_a),
+            Some(json!({"amount_cents": 1})),
+            Scope("payment:write"),
+        ),
+        (
+            "GET",
+            format!("/api/v1/shipments/{}", w.shipment_a),
+            None,
+            OwnerOr("orders:read"),
+        ),
+        (
+            "POST",
+            format!("/api/v1/shipments/{}/deliver", w.shipment_a),
+            Some(json!({})),
+            Scope("shipping:write"),
+        ),
+        (
+            "POST",
+            format!("/api/v1/orders/{}/cancel", w.unpaid_order_a),
+            Some(json!({})),
+            OwnerOr("orders:write"),
+        ),
+        (
+            "POST",
+            "/api/v1/sql".into(),
+            Some(json!({"sql": "SELECT count(*) FROM orders"})),
+            Scope("analytics:read"),
+        ),
+        ("GET", "/api/v1/kpis".into(), None, Scope("analytics:read")),
+        ("GET", "/api/v1/reports".into(), None, Scope("reports:read")),
+        (
+            "GET",
+            "/api/v1/reports/templates".into(),
+            None,
+            Scope("reports:read"),
+        ),
+        (
+            "GET",
+            "/api/v1/reports/schedules".into(),
+            None,
+            Scope("reports:read"),
+        ),
+        (
+            "GET",
+            "/api/v1/reports/schedules/sch_none".into(),
+            None,
+            Scope("reports:read"),
+        ),
+        (
+            "GET",
+            "/api/v1/reports/rpt_none".into(),
+            None,
+            Scope("reports:read"),
+        ),
+        (
+            "GET",
+            "/api/v1/reports/rpt_none/download".into(),
+            None,
+            Scope("reports:read"),
+        ),
+        (
+            "POST",
+            "/api/v1/reports/generate".into(),
+            Some(json!({"template": "kpis", "format": "json"})),
+            Scope("reports:write"),
+        ),
+        (
+            "POST",
+            "/api/v1/reports/schedule".into(),
+            Some(json!({"template": "kpis", "cron": "0 0 6 * * *"})),
+            Scope("reports:write"),
+        ),
+        (
+            "DELETE",
+            "/api/v1/reports/schedules/sch_none".into(),
+            None,
+            Scope("reports:write"),
+        ),
+        (
+            "POST",
+            "/api/v1/api-keys".into(),
+            Some(json!({"name": "ci", "scopes": ["orders:read"]})),
+            Scope("admin"),
+        ),
+        ("GET", "/api/v1/api-keys".into(), None, Scope("admin")),
+        (
+            "GET",
+            format!("/api/v1/api-keys/{}", w.spare_key),
+            None,
+            Scope("admin"),
+        ),
+        (
+            "POST",
+            format!("/api/v1/api-keys/{}/rotate", w.spare_key),
+            Some(json!({"grace_period_hours": 1})),
+            Scope("admin"),
+        ),
+        (
+            "DELETE",
+            format!("/api/v1/api-keys/{}", w.spare_key),
+            None,
+            Scope("admin"),
+        ),
+        ("GET", "/api/v1/events/schemas".into(), None, Open),
+        ("GET", "/health/live".into(), None, Open),
+        ("GET", "/.well-known/jwks.json".into(), None, Open),
+        (
+            "DELETE",
+            format!("/api/v1/users/{a}"),
+            None,
+            OwnerOr("users:write"),
+        ),
+    ]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_route_answers_each_caller_as_the_matrix_says() {
+    let w = world().await;
+    let mut wrong = Vec::new();
+    for (method, path, body, needs) in routes(&w) {
+        for who in EVERYONE {
+            let reply = w.call(who, method, &path, body.as_ref()).await;
+            let want = expected(who, needs);
+            let got = match reply.status {
+                StatusCode::UNAUTHORIZED => Expect::Unauthenticated,
+                StatusCode::FORBIDDEN => Expect::Forbidden,
+                _ => Expect::Allowed,
+            };
+            assert!(
+                !reply.status.is_server_error(),
+                "{method} {path} as {who:?}: {:?}",
+                reply.body
+            );
+            if got != want {
+                wrong.push(format!(
+                    "{method} {path} as {who:?}: want {want:?}, got {} {}",
+                    reply.status, reply.body
+                ));
+                continue;
+            }
+            match got {
+                Expect::Unauthenticated => {
+                    assert_eq!(
+                        reply
+                            .headers
+                            .get("www-authenticate")
+                            .map(|v| v.to_str().unwrap()),
+                        Some(r#"Bearer realm="tidemark""#),
+                        "{method} {path} as {who:?}"
+                    );
+                    assert_eq!(reply.content_type, "application/problem+json");
+                }
+                Expect::Forbidden => assert_eq!(reply.body["code"], "forbidden"),
+                Expect::Allowed => {}
+            }
+        }
+    }
+    assert!(
+        wrong.is_empty(),
+        "{} wrong:\n{}",
+        wrong.len(),
+        wrong.join("\n")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refusals_say_why() {
+    let w = world().await;
+    let path = format!("/api/v1/orders/{}", w.order_a);
+    for (headers, code) in [
+        (vec![], "credentials_required"),
+        (
+            vec![("authorization", "Basic YTpi")],
+            "unsupported_credentials",
+        ),
+        (vec![("authorization", "Bearer")], "invalid_credentials"),
+        (vec![("x-api-key", "tmk_0000")], "invalid_credentials"),
+        (vec![("authorization", "Bearer a.b.c")], "invalid_token"),
+        (
+            vec![("x-api-key", ADMIN_KEY), ("authorization", "Bearer x")],
+            "ambiguous_credentials",
+        ),
+        (vec![("x-api-key", w.revoked_key.as_str())], "key_revoked"),
+    ] {
+        let reply = w.t.send_raw("GET", &path, None, &headers).await;
+        assert_eq!(reply.status, StatusCode::UNAUTHORIZED, "{headers:?}");
+        assert_eq!(reply.body["code"], code, "{headers:?}: {:?}", reply.body);
+    }
+    let expired = format!("Bearer {}", w.expired_token);
+    let reply =
+        w.t.send_raw("GET", &path, None, &[("authorization", &expired)])
+            .await;
+    assert_eq!(reply.body["code"], "token_expired");
+    // A token signed by another server's key is refused.
+    let other = TestApp::new().await;
+    let (foreign, _) =
+        other
+            .app
+            .auth
+            .tokens
+            .issue(&w.user_a, &[], serving::auth::tokens::unix_seconds());
+    let foreign = format!("Bearer {foreign}");
+    let reply =
+        w.t.send_raw("GET", &path, None, &[("authorization", &foreign)])
+            .await;
+    assert_eq!(reply.body["code"], "invalid_token");
+    // Wrong password and unknown address are refused alike.
+    for (email, password) in [
+        ("ann@example.com", "wrong password!"),
+        ("nobody@example.com", "correct horse battery"),
+    ] {
+        let reply =
+            w.t.send_raw(
+                "POST",
+                "/api/v1/users/authenticate",
+                Some(&json!({"email": email, "password": password}).to_string()),
+                &[],
+            )
+            .await;
+        assert_eq!(reply.status, StatusCode::UNAUTHORIZED, "{:?}", reply.body);
+        assert_eq!(reply.body["code"], "invalid_credentials");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_customer_orders_only_as_themselves() {
+    let w = world().await;
+    let b_user = w.t.user("cy@example.com").await;
+    let order = json!({"user_id": b_user, "items": [{"product_id": w.product, "quantity": 1}]});
+    let a = format!("Bearer {}", w.token_a);
+    let reply =
+        w.t.send_raw(
+            "POST",
+            "/api/v1/orders",
+            Some(&order.to_string()),
+            &[("authorization", &a)],
+        )
+        .await;
+    assert_eq!(reply.status, StatusCode::FORBIDDEN, "{:?}", reply.body);
+    // Nothing was placed for the other user.
+    let theirs = w.t.get(&format!("/api/v1/users/{b_user}/orders")).await;
+    assert_eq!(theirs.body["items"], json!([]));
+    // A customer may cancel their own order, but not with an operator's reason.
+    let cancel = format!("/api/v1/orders/{}/cancel", w.unpaid_order_a);
+    let reply =
+        w.t.send_raw(
+            "POST",
+            &cancel,
+            Some(&json!({"reason": "admin_request"}).to_string()),
+            &[("authorization", &a)],
+        )
+        .await;
+    assert_eq!(reply.status, StatusCode::FORBIDDEN, "{:?}", reply.body);
+    let reply =
+        w.t.send_raw("POST", &cancel, Some("{}"), &[("authorization", &a)])
+            .await;
+    assert_eq!(reply.status, StatusCode::OK, "{:?}", reply.body);
+    assert_eq!(reply.body["status"], "cancelled");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn api_keys_are_shown_once_rotated_with_grace_and_revoked_at_once() {
+    let t = TestApp::new().await;
+    let created = t
+        .send(
+            "POST",
+            "/api/v1/api-keys",
+            Some(&json!({"name": "warehouse", "scopes": ["inventory:write", "inventory:read"], "expires_in_days": 30}).to_string()),
+            &[("idempotency-key", "key-1")],
+        )
+        .await;
+    assert_eq!(created.status, StatusCode::CREATED, "{:?}", created.body);
+    let id = created.body["id"].as_str().unwrap().to_string();
+    let key = created.body["key"].as_str().unwrap().to_string();
+    assert!(key.starts_with("tmk_") && key.len() == 68, "{key}");
+    assert_eq!(
+        created.body["scopes"],
+        json!(["inventory:read", "inventory:write"])
+    );
+    assert_eq!(created.body["status"], "active");
+    // A retried request is answered with the same key, and creates nothing new.
+    let retried = t
+        .send(
+            "POST",
+            "/api/v1/api-keys",
+            Some(&json!({"name": "warehouse", "scopes": ["inventory:write", "inventory:read"], "expires_in_days": 30}).to_string()),
+            &[("idempotency-key", "key-1")],
+        )
+        .await;
+    assert_eq!(retried.status, StatusCode::CREATED);
+    assert_eq!(retried.body["key"], key.as_str());
+    assert_eq!(retried.body["id"], id.as_str());
+
+    // Listed and read without the secret or its digest.
+    let listed = t.get("/api/v1/api-keys").await;
+    assert_eq!(listed.body["items"].as_array().unwrap().len(), 1);
+    let text = listed.raw.clone();
+    let text = String::from_utf8(text).unwrap();
+    assert!(!text.contains(&key[4..]), "{text}");
+    assert!(listed.body["items"][0].get("key").is_none());
+    let read = t.get(&format!("/api/v1/api-keys/{id}")).await;
+    assert!(read.body.get("key").is_none() && read.body.get("key_hash").is_none());
+
+    let as_key = |key: &str| vec![("x-api-key".to_string(), key.to_string())];
+    let adjust = json!({"product_id": "nope", "delta": 1}).to_string();
+    let try_key = |key: String| {
+        let t = &t;
+        let adjust = adjust.clone();
+        async move {
+            let headers = as_key(&key);
+            let headers: Vec<(&str, &str)> = headers
+                .iter()
+                .map(|(n, v)| (n.as_str(), v.as_str()))
+                .collect();
+            t.send_raw("POST", "/api/v1/inventory/adjust", Some(&adjust), &headers)
+                .await
+        }
+    };
+    // The key works (a 404 or 422 is the handler's answer, past the checks).
+    let reply = try_key(key.clone()).await;
+    assert!(
+        ![401, 403].contains(&reply.status.as_u16()),
+        "{:?}",
+        reply.body
+    );
+
+    // Rotation: a new key; the old one works through its grace period.
+    let rotated = t
+        .post(
+            &format!("/api/v1/api-keys/{id}/rotate"),
+            json!({"grace_period_hours": 1}),
+        )
+        .await;
+    assert_eq!(rotated.status, StatusCode::CREATED, "{:?}", rotated.body);
+    let new_id = rotated.body["id"].as_str().unwrap().to_string();
+    let new_key = rotated.body["key"].as_str().unwrap().to_string();
+    assert_ne!(new_key, key);
+    assert_eq!(rotated.body["name"], "warehouse");
+    assert_eq!(
+        rotated.body["scopes"],
+        json!(["inventory:read", "inventory:write"])
+    );
+    let old = t.get(&format!("/api/v1/api-keys/{id}")).await;
+    assert_eq!(old.body["status"], "active");
+    assert!(old.body["expires_at"].as_str() < created.body["expires_at"].as_str());
+    for key in [&key, &new_key] {
+        let reply = try_key(key.clone()).await;
+        assert!(
+            ![401, 403].contains(&reply.status.as_u16()),
+            "{:?}",
+            reply.body
+        );
+    }
+    // Rotating again with no grace ends the new key's predecessor... of the new key, at once.
+    let again = t
+        .post(
+            &format!("/api/v1/api-keys/{new_id}/rotate"),
+            json!({"grace_period_hours": 0}),
+        )
+        .await;
+    assert_eq!(again.status, StatusCode::CREATED, "{:?}", again.body);
+    let reply = try_key(new_key.clone()).await;
+    assert_eq!(reply.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(reply.body["code"], "key_expired");
+    let newest = again.body["key"].as_str().unwrap().to_string();
+
+    // Revocation is at once, and revoking twice is fine.
+    let newest_id = again.body["id"].as_str().unwrap().to_string();
+    for _ in 0..2 {
+        let reply = t
+            .send(
+                "DELETE",
+                &format!("/api/v1/api-keys/{newest_id}"),
+                None,
+                &[],
+            )
+            .await;
+        assert_eq!(reply.status, StatusCode::NO_CONTENT);
+    }
+    let reply = try_key(newest).await;
+    assert_eq!(reply.body["code"], "key_revoked");
+    let read = t.get(&format!("/api/v1/api-keys/{newest_id}")).await;
+    assert_eq!(read.body["status"], "revoked");
+    let rotate_revoked = t
+        .post(&format!("/api/v1/api-keys/{newest_id}/rotate"), json!({}))
+        .await;
+    assert_eq!(
+        rotate_revoked.status,
+        StatusCode::CONFLICT,
+        "{:?}",
+        rotate_revoked.body
+    );
+
+    // Bad requests are named.
+    for body in [
+        json!({"name": "x", "scopes": ["root"]}),
+        json!({"name": "x", "scopes": []}),
+        json!({"name": "x", "scopes": ["admin"], "expires_in_days": 0}),
+        json!({"name": "", "scopes": ["admin"]}),
+        json!({"name": "x", "scopes": ["admin"], "owner_id": "usr_nobody"}),
+    ] {
+        let reply = t.post("/api/v1/api-keys", body.clone()).await;
+        assert_eq!(
+            reply.status,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "{body}: {:?}",
+            reply.body
+        );
+    }
+    assert_eq!(
+        t.get("/api/v1/api-keys/key_nope").await.status,
+        StatusCode::NOT_FOUND
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_owned_by_a_user_acts_as_that_user_and_survives_a_restart() {
+    let t = TestApp::new().await;
+    let ann = t.user("ann@example.com").await;
+    let bob = t.user("bob@example.com").await;
+    let created = t
+        .post(
+            "/api/v1/api-keys",
+            json!({"name": "ann's script", "owner_id": ann}),
+        )
+        .await;
+    assert_eq!(created.status, StatusCode::CREATED, "{:?}", created.body);
+    let key = created.body["key"].as_str().unwrap().to_string();
+    let token = sign_in(&t, "ann@example.com").await;
+    let t = t.restart(2).await;
+    for (name, value) in [
+        ("x-api-key", key.clone()),
+        ("authorization", format!("Bearer {key}")),
+        ("authorization", format!("Bearer {token}")),
+    ] {
+        let own = t
+            .send_raw(
+                "GET",
+                &format!("/api/v1/users/{ann}"),
+                None,
+                &[(name, &value)],
+            )
+            .await;
+        assert_eq!(own.status, StatusCode::OK, "{name}: {:?}", own.body);
+        let other = t
+            .send_raw(
+                "GET",
+                &format!("/api/v1/users/{bob}"),
+                None,
+                &[(name, &value)],
+            )
+            .await;
+        assert_eq!(
+            other.status,
+            StatusCode::FORBIDDEN,
+            "{name}: {:?}",
+            other.body
+        );
+    }
+}
+
+#[tokio::test]
+async fn the_signing_keys_are_published() {
+    let t = TestApp::new().await;
+    let reply = t.send_raw("GET", "/.well-known/jwks.json", None, &[]).await;
+    assert_eq!(reply.status, StatusCode::OK);
+    let key = &reply.body["keys"][0];
+    assert_eq!(key["kty"], "OKP");
+    assert_eq!(key["crv"], "Ed25519");
+    assert_eq!(key["use"], "sig");
+    assert!(key["kid"].is_string());
+    assert!(
+        key.get("d").is_none(),
+        "the private half is never published"
+    );
+    let signing = t.dir.path().join("keys").join("signing");
+    for entry in std::fs::read_dir(signing).unwrap() {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = entry.unwrap().metadata().unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+}
+
+#[tokio::test]
+async fn with_auth_off_every_caller_is_the_administrator() {
+    let t = TestApp::configured(|config| config.auth.enabled = false).await;
+    let reply = t.send_raw("GET", "/api/v1/api-keys", None, &[]).await;
+    assert_eq!(reply.status, StatusCode::OK, "{:?}", reply.body);
+}
