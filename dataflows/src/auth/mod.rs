@@ -19,7 +19,7 @@ use timely::dataflow::Stream;
 
 use crate::events::{ApiKeyCreated, ApiKeyExpiryChanged, ApiKeyRevoked};
 use crate::model::*;
-use crate::shared::input::Input;
+use crate::shared::input::{Decided, Input};
 use crate::shared::ordered::{key_hash, KeyedOrdered};
 
 pub type KeyIn = Input<Command>;
@@ -64,33 +64,8 @@ impl<'scope> ApiKeys<'scope> for Stream<'scope, Time, Vec<KeyIn>> {
 }
 
 fn decide(keys: &mut HashMap<Str, Key>, input: KeyIn, out: &mut Vec<Result<Event, Rejection>>) {
-    let KeyIn {
-        seq,
-        ts,
-        op: command,
-        ..
-    } = input;
-    let mut sub = 0;
-    let mut event = |body: EventBody| {
-        sub += 1;
-        Ok(Event {
-            seq,
-            phase: 0,
-            sub: sub - 1,
-            ts,
-            body,
-        })
-    };
-    let reject = |kind, detail: String| {
-        Err(Rejection {
-            seq,
-            ts,
-            kind,
-            detail: detail.into(),
-        })
-    };
-    let conflict = |code: &str| RejectionKind::Conflict { code: code.into() };
-    match command {
+    let mut decided = Decided::of(&input);
+    match input.op {
         Command::CreateApiKey {
             key_id,
             name,
@@ -100,13 +75,12 @@ fn decide(keys: &mut HashMap<Str, Key>, input: KeyIn, out: &mut Vec<Result<Event
             lifetime_ms,
         } => {
             if keys.contains_key(&key_id) {
-                out.push(reject(
-                    conflict("api_key_exists"),
-                    format!("API key {key_id} already exists"),
-                ));
+                out.push(
+                    decided.conflict("api_key_exists", format!("API key {key_id} already exists")),
+                );
                 return;
             }
-            let expires_at = ts.saturating_add(lifetime_ms);
+            let expires_at = input.ts.saturating_add(lifetime_ms);
             keys.insert(
                 key_id.clone(),
                 Key {
@@ -118,17 +92,14 @@ fn decide(keys: &mut HashMap<Str, Key>, input: KeyIn, out: &mut Vec<Result<Event
                     revoked: false,
                 },
             );
-            out.push(event(
-                ApiKeyCreated {
-                    key_id,
-                    name,
-                    owner,
-                    scopes,
-                    key_hash,
-                    expires_at,
-                }
-                .into(),
-            ));
+            out.push(decided.event(ApiKeyCreated {
+                key_id,
+                name,
+                owner,
+                scopes,
+                key_hash,
+                expires_at,
+            }));
         }
         Command::RotateApiKey {
             key_id,
@@ -138,59 +109,46 @@ fn decide(keys: &mut HashMap<Str, Key>, input: KeyIn, out: &mut Vec<Result<Event
         } => {
             let Some(old) = keys.get(&key_id).filter(|key| !key.revoked).cloned() else {
                 out.push(match keys.contains_key(&key_id) {
-                    true => reject(
-                        conflict("api_key_revoked"),
-                        format!("API key {key_id} is revoked"),
-                    ),
-                    false => reject(
-                        RejectionKind::NotFound,
-                        format!("API key {key_id} does not exist"),
-                    ),
+                    true => {
+                        decided.conflict("api_key_revoked", format!("API key {key_id} is revoked"))
+                    }
+                    false => decided.not_found(format!("API key {key_id} does not exist")),
                 });
                 return;
             };
             if keys.contains_key(&new_key_id) {
-                out.push(reject(
-                    conflict("api_key_exists"),
+                out.push(decided.conflict(
+                    "api_key_exists",
                     format!("API key {new_key_id} already exists"),
                 ));
                 return;
             }
-            let expires_at = ts.saturating_add(old.lifetime_ms);
-            let old_expires_at = old.expires_at.min(ts.saturating_add(grace_ms));
-            out.push(event(
-                ApiKeyCreated {
-                    key_id: new_key_id.clone(),
-                    name: old.name.clone(),
-                    owner: old.owner.clone(),
-                    scopes: old.scopes.clone(),
-                    key_hash: new_key_hash,
-                    expires_at,
-                }
-                .into(),
-            ));
-            out.push(event(
-                ApiKeyExpiryChanged {
-                    key_id: key_id.clone(),
-                    expires_at: old_expires_at,
-                }
-                .into(),
-            ));
+            let expires_at = input.ts.saturating_add(old.lifetime_ms);
+            let old_expires_at = old.expires_at.min(input.ts.saturating_add(grace_ms));
+            out.push(decided.event(ApiKeyCreated {
+                key_id: new_key_id.clone(),
+                name: old.name.clone(),
+                owner: old.owner.clone(),
+                scopes: old.scopes.clone(),
+                key_hash: new_key_hash,
+                expires_at,
+            }));
+            out.push(decided.event(ApiKeyExpiryChanged {
+                key_id: key_id.clone(),
+                expires_at: old_expires_at,
+            }));
             keys.get_mut(&key_id).expect("checked above").expires_at = old_expires_at;
             keys.insert(new_key_id, Key { expires_at, ..old });
         }
         Command::RevokeApiKey { key_id } => match keys.get_mut(&key_id) {
-            None => out.push(reject(
-                RejectionKind::NotFound,
-                format!("API key {key_id} does not exist"),
-            )),
-            Some(key) if key.revoked => out.push(reject(
-                conflict("api_key_revoked"),
+            None => out.push(decided.not_found(format!("API key {key_id} does not exist"))),
+            Some(key) if key.revoked => out.push(decided.conflict(
+                "api_key_revoked",
                 format!("API key {key_id} is already revoked"),
             )),
             Some(key) => {
                 key.revoked = true;
-                out.push(event(ApiKeyRevoked { key_id }.into()));
+                out.push(decided.event(ApiKeyRevoked { key_id }));
             }
         },
         _ => {}

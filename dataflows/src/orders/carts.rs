@@ -11,7 +11,7 @@ use timely::dataflow::Stream;
 use crate::catalog::MAX_QUANTITY;
 use crate::events::{CartCreated, CartUpdated};
 use crate::model::*;
-use crate::shared::input::Input;
+use crate::shared::input::{Decided, Input};
 use crate::shared::ordered::{key_hash, KeyedOrdered};
 
 /// Different products a cart may hold (an order takes at most as many lines).
@@ -47,43 +47,21 @@ impl<'scope> ShoppingCarts<'scope> for Stream<'scope, Time, Vec<CartIn>> {
             "ShoppingCarts",
             |input: &CartIn| key_hash(cart_id_of(&input.op)),
             move |_time, inputs, out| {
-                for CartIn {
-                    seq,
-                    ts,
-                    op: command,
-                    ..
-                } in inputs
-                {
-                    let event = |body| {
-                        Ok(Event {
-                            seq,
-                            phase: 0,
-                            sub: 0,
-                            ts,
-                            body,
-                        })
-                    };
-                    let reject = |kind, detail: Str| {
-                        Err(Rejection {
-                            seq,
-                            ts,
-                            kind,
-                            detail,
-                        })
-                    };
-                    match command {
+                for input in inputs {
+                    let mut decided = Decided::of(&input);
+                    match input.op {
                         Command::CreateCart { cart_id, user_id } => {
                             if carts.contains_key(&cart_id) {
-                                out.push(reject(
+                                out.push(decided.reject(
                                     RejectionKind::Conflict {
                                         code: "cart_exists".into(),
                                     },
-                                    format!("cart {cart_id} already exists").into(),
+                                    format!("cart {cart_id} already exists"),
                                 ));
                                 continue;
                             }
                             carts.insert(cart_id.clone(), BTreeMap::new());
-                            out.push(event(CartCreated { cart_id, user_id }.into()));
+                            out.push(decided.event(CartCreated { cart_id, user_id }));
                         }
                         Command::SetCartItem {
                             cart_id,
@@ -92,18 +70,18 @@ impl<'scope> ShoppingCarts<'scope> for Stream<'scope, Time, Vec<CartIn>> {
                             currency,
                         } => {
                             let Some(cart) = carts.get_mut(&cart_id) else {
-                                out.push(reject(
+                                out.push(decided.reject(
                                     RejectionKind::NotFound,
-                                    format!("cart {cart_id} does not exist").into(),
+                                    format!("cart {cart_id} does not exist"),
                                 ));
                                 continue;
                             };
                             if !(0..=MAX_QUANTITY).contains(&quantity) {
-                                out.push(reject(
+                                out.push(decided.reject(
                                     RejectionKind::Invalid {
                                         field: "quantity".into(),
                                     },
-                                    format!("quantity is 0 to {}", MAX_QUANTITY).into(),
+                                    format!("quantity is 0 to {}", MAX_QUANTITY),
                                 ));
                                 continue;
                             }
@@ -120,14 +98,13 @@ impl<'scope> ShoppingCarts<'scope> for Stream<'scope, Time, Vec<CartIn>> {
                                 .flatten()
                                 .map(|(_, (_, held_currency))| held_currency.clone());
                             if let Some(held_currency) = other_currency {
-                                out.push(reject(
+                                out.push(decided.reject(
                                     RejectionKind::Invalid {
                                         field: "product_id".into(),
                                     },
                                     format!(
                                         "the cart holds products priced in {held_currency}; this one is priced in {currency}"
-                                    )
-                                    .into(),
+                                    ),
                                 ));
                                 continue;
                             }
@@ -135,14 +112,13 @@ impl<'scope> ShoppingCarts<'scope> for Stream<'scope, Time, Vec<CartIn>> {
                                 && !cart.contains_key(&product_id)
                                 && cart.len() >= MAX_CART_LINES
                             {
-                                out.push(reject(
+                                out.push(decided.reject(
                                     RejectionKind::Conflict {
                                         code: "cart_full".into(),
                                     },
                                     format!(
                                         "a cart holds at most {MAX_CART_LINES} different products"
-                                    )
-                                    .into(),
+                                    ),
                                 ));
                                 continue;
                             }
@@ -151,11 +127,11 @@ impl<'scope> ShoppingCarts<'scope> for Stream<'scope, Time, Vec<CartIn>> {
                             } else {
                                 cart.insert(product_id.clone(), (quantity, currency));
                             }
-                            out.push(event(CartUpdated {
+                            out.push(decided.event(CartUpdated {
                                 cart_id,
                                 product_id,
                                 quantity,
-                            }.into()));
+                            }));
                         }
                         _ => {}
                     }

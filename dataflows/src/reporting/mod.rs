@@ -19,7 +19,7 @@ use crate::events::{
     ReportCompleted, ReportFailed, ReportRequested, ReportScheduleDeleted, ReportScheduled,
 };
 use crate::model::*;
-use crate::shared::input::Input;
+use crate::shared::input::{Decided, Input};
 use crate::shared::ordered::{key_hash, KeyedOrdered};
 
 pub type ReportIn = Input<Command>;
@@ -58,71 +58,51 @@ impl<'scope> Reports<'scope> for Stream<'scope, Time, Vec<ReportIn>> {
             "Reports",
             |input: &ReportIn| key_hash(input.op.aggregate_id()),
             move |_time, inputs, out| {
-                for ReportIn {
-                    seq,
-                    ts,
-                    op: command,
-                    ..
-                } in inputs
-                {
-                    let event = |body| {
-                        Ok(Event {
-                            seq,
-                            phase: 0,
-                            sub: 0,
-                            ts,
-                            body,
-                        })
-                    };
-                    let reject = |kind, detail: String| {
-                        Err(Rejection {
-                            seq,
-                            ts,
-                            kind,
-                            detail: detail.into(),
-                        })
-                    };
+                for input in inputs {
+                    let mut decided = Decided::of(&input);
                     let conflict = |code: &str| RejectionKind::Conflict { code: code.into() };
-                    match command {
+                    match input.op {
                         Command::RequestReport { report_id, request } => {
                             if reports.contains_key(&report_id) {
-                                out.push(reject(
+                                out.push(decided.reject(
                                     conflict("report_exists"),
                                     format!("report {report_id} was already asked for"),
                                 ));
                                 continue;
                             }
                             reports.insert(report_id.clone(), false);
-                            out.push(event(ReportRequested { report_id, request }.into()));
+                            out.push(decided.event(ReportRequested { report_id, request }));
                         }
                         Command::ReportResult { report_id, outcome } => {
                             match reports.get_mut(&report_id) {
-                                None => out.push(reject(
+                                None => out.push(decided.reject(
                                     RejectionKind::NotFound,
                                     format!("report {report_id} was never asked for"),
                                 )),
-                                Some(true) => out.push(reject(
+                                Some(true) => out.push(decided.reject(
                                     conflict("report_finished"),
                                     format!("report {report_id} already has its result"),
                                 )),
                                 Some(finished) => {
                                     *finished = true;
-                                    out.push(event(match outcome {
-                                        ReportOutcome::Completed {
-                                            rows,
-                                            bytes,
-                                            frontier,
-                                        } => ReportCompleted {
-                                            report_id,
-                                            rows,
-                                            bytes,
-                                            frontier,
-                                        }
-                                        .into(),
-                                        ReportOutcome::Failed { error } => {
-                                            ReportFailed { report_id, error }.into()
-                                        }
-                                    }));
+                                    out.push(
+                                        decided.event::<EventBody>(match outcome {
+                                            ReportOutcome::Completed {
+                                                rows,
+                                                bytes,
+                                                frontier,
+                                            } => ReportCompleted {
+                                                report_id,
+                                                rows,
+                                                bytes,
+                                                frontier,
+                                            }
+                                            .into(),
+                                            ReportOutcome::Failed { error } => {
+                                                ReportFailed { report_id, error }.into()
+                                            }
+                                        }),
+                                    );
                                 }
                             }
                         }
@@ -134,32 +114,29 @@ impl<'scope> Reports<'scope> for Stream<'scope, Time, Vec<ReportIn>> {
                             format,
                         } => {
                             if !schedules.insert(schedule_id.clone()) {
-                                out.push(reject(
+                                out.push(decided.reject(
                                     conflict("schedule_exists"),
                                     format!("schedule {schedule_id} already exists"),
                                 ));
                                 continue;
                             }
-                            out.push(event(
-                                ReportScheduled {
-                                    schedule_id,
-                                    template,
-                                    params,
-                                    cron,
-                                    format,
-                                }
-                                .into(),
-                            ));
+                            out.push(decided.event(ReportScheduled {
+                                schedule_id,
+                                template,
+                                params,
+                                cron,
+                                format,
+                            }));
                         }
                         Command::DeleteReportSchedule { schedule_id } => {
                             if !schedules.remove(&schedule_id) {
-                                out.push(reject(
+                                out.push(decided.reject(
                                     RejectionKind::NotFound,
                                     format!("schedule {schedule_id} does not exist"),
                                 ));
                                 continue;
                             }
-                            out.push(event(ReportScheduleDeleted { schedule_id }.into()));
+                            out.push(decided.event(ReportScheduleDeleted { schedule_id }));
                         }
                         _ => {}
                     }

@@ -2,7 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::model::{Event, Rejection, Seq, Ts};
+use crate::model::{Event, EventBody, Rejection, RejectionKind, Seq, Str, Ts};
 
 /// An operation for an aggregate, with where it stands in the log. The fields sort in
 /// log order: the command's position, the saga's round (`phase`: 0 for the command, 1
@@ -26,6 +26,54 @@ impl<Op> Input<Op> {
             ts,
             op,
         }
+    }
+}
+
+/// What one command of an aggregate decides: its events, numbered in the order they are
+/// made, or its refusal. For aggregates whose output is `Result<Event, Rejection>`.
+pub struct Decided {
+    seq: Seq,
+    ts: Ts,
+    sub: u16,
+}
+
+impl Decided {
+    pub fn of<Op>(input: &Input<Op>) -> Decided {
+        Decided {
+            seq: input.seq,
+            ts: input.ts,
+            sub: 0,
+        }
+    }
+
+    /// The command's next event.
+    pub fn event<B: Into<EventBody>>(&mut self, body: B) -> Result<Event, Rejection> {
+        self.sub += 1;
+        Ok(Event {
+            seq: self.seq,
+            phase: 0,
+            sub: self.sub - 1,
+            ts: self.ts,
+            body: body.into(),
+        })
+    }
+
+    pub fn reject(&self, kind: RejectionKind, detail: impl Into<Str>) -> Result<Event, Rejection> {
+        Err(Rejection {
+            seq: self.seq,
+            ts: self.ts,
+            kind,
+            detail: detail.into(),
+        })
+    }
+
+    /// The aggregate's state forbids the command (`code` says how).
+    pub fn conflict(&self, code: &str, detail: impl Into<Str>) -> Result<Event, Rejection> {
+        self.reject(RejectionKind::Conflict { code: code.into() }, detail)
+    }
+
+    pub fn not_found(&self, detail: impl Into<Str>) -> Result<Event, Rejection> {
+        self.reject(RejectionKind::NotFound, detail)
     }
 }
 
