@@ -20,6 +20,7 @@ use crate::orders::{self, OrderFulfillment, OrderOp, OrderOut};
 use crate::reporting::{self, Reports};
 use crate::shared::claims::ClaimUnique;
 use crate::shared::input::Outcome;
+use crate::users::sign_ins::{self, SignIns};
 use crate::users::{self, EmailIn, UserAccounts, UserOut};
 use crate::views::{read_models, Row};
 
@@ -121,8 +122,12 @@ pub fn build<'scope>(
         .flat_map(|(seq, ts, command)| reporting::route(seq, ts, command))
         .reports();
     let key_out = passed
+        .clone()
         .flat_map(|(seq, ts, command)| auth::route(seq, ts, command))
         .api_keys();
+    let sign_in_out = passed
+        .flat_map(|(seq, ts, command)| sign_ins::route(seq, ts, command))
+        .sign_ins();
 
     // One operator each gathers every aggregate's events and refusals.
     let events = scope.concatenate([
@@ -132,6 +137,7 @@ pub fn build<'scope>(
         events_of(&cart_out),
         events_of(&report_out),
         events_of(&key_out),
+        events_of(&sign_in_out),
     ]);
     let rejections = scope.concatenate([
         rejections_of(&admitted),
@@ -143,6 +149,7 @@ pub fn build<'scope>(
         rejections_of(&cart_out),
         rejections_of(&report_out),
         rejections_of(&key_out),
+        rejections_of(&sign_in_out),
     ]);
 
     let idempotency = admitted.rows();

@@ -132,6 +132,14 @@ catalogue! {
     ApiKeyCreated = "api_key.created",
     ApiKeyExpiryChanged = "api_key.expiry_changed",
     ApiKeyRevoked = "api_key.revoked",
+    UserAuthenticated = "user.authenticated",
+    UserAuthenticationFailed = "user.authentication_failed",
+    UserLocked = "user.locked",
+    UserUnlocked = "user.unlocked",
+    MfaEnrollmentStarted = "user.mfa_enrollment_started",
+    MfaEnabled = "user.mfa_enabled",
+    MfaDisabled = "user.mfa_disabled",
+    MfaRecoveryCodeUsed = "user.mfa_recovery_code_used",
 }
 
 impl EventBody {

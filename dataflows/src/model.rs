@@ -196,6 +196,11 @@ impl Command {
             CreateApiKey { key_id, .. } | RotateApiKey { key_id, .. } | RevokeApiKey { key_id } => {
                 key_id
             }
+            Authenticate { user_id, email, .. } => user_id.as_deref().unwrap_or(email),
+            UnlockUser { user_id }
+            | StartMfa { user_id, .. }
+            | ConfirmMfa { user_id, .. }
+            | DisableMfa { user_id } => user_id,
         }
     }
 }
@@ -257,6 +262,9 @@ pub enum Command {
         email: Option<Str>,
         name: Option<Str>,
         password_hash: Option<Str>,
+        /// The profile and preferences fields given, each replacing its value.
+        #[serde(default, skip_serializing_if = "ProfileChange::is_empty")]
+        profile: ProfileChange,
     },
     DeleteUser {
         user_id: Str,
@@ -376,6 +384,123 @@ pub enum Command {
     RevokeApiKey {
         key_id: Str,
     },
+    /// A sign-in attempt, its password already checked (`password_matched`): whether
+    /// it is let through is decided by the sign-in aggregate, which counts failures.
+    Authenticate {
+        attempt_id: Str,
+        /// The account the address names; none for an address no account has.
+        user_id: Option<Str>,
+        email: Str,
+        password_matched: bool,
+        /// The client's network address.
+        client: Str,
+        /// The one-time code sent with the password, as the HTTP layer found it.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        second_factor: Option<SecondFactor>,
+    },
+    /// Lifts an account's lock and forgets its failed sign-ins.
+    UnlockUser {
+        user_id: Str,
+    },
+    /// Starts two-factor enrollment: the TOTP secret is derived from `enrollment_id` by
+    /// the server, so the log never holds it.
+    StartMfa {
+        user_id: Str,
+        enrollment_id: Str,
+    },
+    /// The first valid code of an enrollment (its time step) confirms it; the digests
+    /// of the recovery codes shown to the user once come with it.
+    ConfirmMfa {
+        user_id: Str,
+        enrollment_id: Str,
+        step: u64,
+        recovery_code_hashes: Vec<Str>,
+    },
+    DisableMfa {
+        user_id: Str,
+    },
+}
+
+/// What a user shows of themselves and how they want to be reached (the brief's
+/// user profiles and preferences).
+#[derive(
+    Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema,
+)]
+#[serde(default)]
+pub struct Profile {
+    /// How the user is addressed; empty for their name.
+    pub display_name: Str,
+    /// A BCP 47 language tag (`en-GB`); empty for the shop's default.
+    pub locale: Str,
+    /// Whether the user wants marketing e-mail.
+    pub marketing_emails: bool,
+    /// Whether the user wants to be told about their orders' progress.
+    pub order_updates: bool,
+}
+
+impl Default for Profile {
+    fn default() -> Self {
+        Profile {
+            display_name: Str::from(""),
+            locale: Str::from(""),
+            marketing_emails: false,
+            order_updates: true,
+        }
+    }
+}
+
+/// The profile fields an update sets; the others keep their values.
+#[derive(Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ProfileChange {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub display_name: Option<Str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub locale: Option<Str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub marketing_emails: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub order_updates: Option<bool>,
+}
+
+impl ProfileChange {
+    pub fn is_empty(&self) -> bool {
+        *self == ProfileChange::default()
+    }
+
+    /// `profile` with this change applied.
+    pub fn apply(&self, profile: &mut Profile) {
+        if let Some(display_name) = &self.display_name {
+            profile.display_name = display_name.clone();
+        }
+        if let Some(locale) = &self.locale {
+            profile.locale = locale.clone();
+        }
+        if let Some(marketing_emails) = self.marketing_emails {
+            profile.marketing_emails = marketing_emails;
+        }
+        if let Some(order_updates) = self.order_updates {
+            profile.order_updates = order_updates;
+        }
+    }
+}
+
+/// A sign-in's second factor, checked as far as the HTTP layer can: a TOTP code is
+/// matched to its time step there (the secret never enters the log), and the sign-in
+/// aggregate refuses a step already used; a recovery code is only digested there, and
+/// the aggregate knows which are unused.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum SecondFactor {
+    Totp {
+        enrollment_id: Str,
+        step: u64,
+    },
+    RecoveryCode {
+        code_hash: Str,
+    },
+    /// A code that matches nothing.
+    Invalid,
 }
 
 /// What a report runs and how it is written.

@@ -151,6 +151,10 @@ pub struct Snapshot {
     pub api_keys: Rows<ApiKeyRow>,
     /// Key ids by the digest of their key: what a request's key is looked up by.
     api_keys_by_hash: OrdMap<Str, Str>,
+    /// The authentication log: every sign-in attempt, by attempt id.
+    pub sign_ins: Rows<SignInRow>,
+    /// Each account's attempts in time order: `(user, at, attempt)`.
+    sign_ins_by_user: OrdSet<(Str, Ts, Str)>,
     /// The metric views, by `Metric::index`.
     metrics: [Rows<MetricRow>; Metric::COUNT],
     /// Units in paid orders per product, summed over `product_sales_daily`, and the same
@@ -246,6 +250,25 @@ impl Snapshot {
                 };
                 Some((cursor, row))
             })
+    }
+
+    /// An account's sign-in attempts, newest first, starting after `before` (the
+    /// `(at, attempt_id)` of the last attempt of the page before).
+    pub fn sign_ins_of<'a>(
+        &'a self,
+        user_id: &str,
+        before: Option<(Ts, Str)>,
+    ) -> impl Iterator<Item = &'a SignInRow> + 'a {
+        let user = Str::from(user_id);
+        let first = (user.clone(), 0, Str::from(""));
+        let end = match before {
+            Some((at, attempt_id)) => Bound::Excluded((user, at, attempt_id)),
+            None => Bound::Included((user, Ts::MAX, Str::from(""))),
+        };
+        self.sign_ins_by_user
+            .range((Bound::Included(first), end))
+            .rev()
+            .filter_map(|(_, _, attempt_id)| self.sign_ins.get(attempt_id))
     }
 
     /// Applies the updates of one time. A key retracted and inserted at the same time is
@@ -415,6 +438,17 @@ impl Snapshot {
                     .insert(key.key_hash.clone(), key.key_id.clone());
                 self.api_keys.replace(&key.key_id, key);
             }
+            Row::SignIn(attempt) => {
+                // An attempt's row is written once.
+                if let Some(user_id) = &attempt.user_id {
+                    self.sign_ins_by_user.insert((
+                        user_id.clone(),
+                        attempt.at,
+                        attempt.attempt_id.clone(),
+                    ));
+                }
+                self.sign_ins.replace(&attempt.attempt_id, attempt);
+            }
             Row::Metric(row) => {
                 let old = self.metrics[row.metric.index()].replace(&row.id, row);
                 if row.metric == Metric::ProductSalesDaily {
@@ -483,6 +517,17 @@ impl Snapshot {
             Row::ApiKey(key) => {
                 if self.api_keys.retract(&key.key_id, key) {
                     remove_if_points_to(&mut self.api_keys_by_hash, &key.key_hash, &key.key_id);
+                }
+            }
+            Row::SignIn(attempt) => {
+                if self.sign_ins.retract(&attempt.attempt_id, attempt) {
+                    if let Some(user_id) = &attempt.user_id {
+                        self.sign_ins_by_user.remove(&(
+                            user_id.clone(),
+                            attempt.at,
+                            attempt.attempt_id.clone(),
+                        ));
+                    }
                 }
             }
             Row::Metric(row) => {
@@ -564,6 +609,7 @@ impl Snapshot {
                 .map(Row::ReportSchedule),
         );
         rows.extend(self.api_keys.shared_rows().cloned().map(Row::ApiKey));
+        rows.extend(self.sign_ins.shared_rows().cloned().map(Row::SignIn));
         for metric in &self.metrics {
             rows.extend(metric.shared_rows().cloned().map(Row::Metric));
         }

@@ -36,6 +36,9 @@ pub enum Command {
     Serve(ServeArgs),
     /// An SQL shell against a running server (`-e` runs one statement and exits).
     Sql(crate::shell::SqlArgs),
+    /// Administration of a stopped server's data directory.
+    #[command(subcommand)]
+    Admin(crate::admin::AdminCommand),
 }
 
 /// Flags of `tidemark serve`. Every flag is optional so that it overrides the file and
@@ -115,6 +118,8 @@ pub struct Config {
     pub analytics: AnalyticsConfig,
     /// Credentials: API keys, access tokens, the bootstrap administrator.
     pub auth: AuthConfig,
+    /// Rate limits, CORS, request deadlines, compression.
+    pub gateway: GatewayConfig,
 }
 
 /// A secret from the configuration: never printed, in logs or in errors.
@@ -166,6 +171,90 @@ impl Default for AuthConfig {
             access_token_ttl_s: 900,
             api_key_ttl_days: 90,
         }
+    }
+}
+
+/// What the gateway layers in front of every route do (`crate::gateway`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct GatewayConfig {
+    /// Whether requests are rate-limited at all.
+    pub rate_limits: bool,
+    /// Requests a minute for callers without credentials, per client address.
+    pub public_per_minute: u32,
+    /// Requests a minute per signed-in user or API key.
+    pub authenticated_per_minute: u32,
+    /// Requests a minute per API key with the `premium` scope.
+    pub premium_per_minute: u32,
+    /// Whether administrators are limited too (as `authenticated`).
+    pub limit_admins: bool,
+    /// Origins browsers may call from: `*`, or origins such as `https://shop.example`.
+    /// Empty: no cross-origin calls.
+    pub cors_origins: Vec<String>,
+    /// Longest a request may take until its answer starts (milliseconds); 503 after.
+    pub request_timeout_ms: u64,
+    /// Whether answers are gzip-compressed for clients that accept it.
+    pub compression: bool,
+    /// Consecutive failures of a provider (payment, carrier) that open its circuit.
+    pub breaker_failures: u32,
+    /// How long an open circuit pauses calls before one probe (milliseconds).
+    pub breaker_cool_down_ms: u64,
+}
+
+impl Default for GatewayConfig {
+    fn default() -> Self {
+        GatewayConfig {
+            rate_limits: true,
+            public_per_minute: 100,
+            authenticated_per_minute: 1_000,
+            premium_per_minute: 10_000,
+            limit_admins: false,
+            cors_origins: Vec::new(),
+            request_timeout_ms: 60_000,
+            compression: true,
+            breaker_failures: 5,
+            breaker_cool_down_ms: 30_000,
+        }
+    }
+}
+
+impl GatewayConfig {
+    fn validate(&self) -> Result<(), String> {
+        for (name, per_minute) in [
+            ("public_per_minute", self.public_per_minute),
+            ("authenticated_per_minute", self.authenticated_per_minute),
+            ("premium_per_minute", self.premium_per_minute),
+        ] {
+            if !(1..=10_000_000).contains(&per_minute) {
+                return Err(format!(
+                    "gateway.{name} must be between 1 and 10000000, not {per_minute}"
+                ));
+            }
+        }
+        if let Some(origin) = self
+            .cors_origins
+            .iter()
+            .find(|origin| !crate::gateway::valid_origin(origin))
+        {
+            return Err(format!(
+                "gateway.cors_origins: {origin:?} is not `*` or an origin such as https://shop.example (scheme, host and port, no path)"
+            ));
+        }
+        if !(1..=1_000).contains(&self.breaker_failures)
+            || !(1..=3_600_000).contains(&self.breaker_cool_down_ms)
+        {
+            return Err(format!(
+                "gateway.breaker_failures must be 1 to 1000 and gateway.breaker_cool_down_ms 1 to 3600000, not {} and {}",
+                self.breaker_failures, self.breaker_cool_down_ms
+            ));
+        }
+        if !(100..=3_600_000).contains(&self.request_timeout_ms) {
+            return Err(format!(
+                "gateway.request_timeout_ms must be between 100 and 3600000, not {}",
+                self.request_timeout_ms
+            ));
+        }
+        Ok(())
     }
 }
 
@@ -319,6 +408,7 @@ impl Default for Config {
             history: HistoryConfig::default(),
             analytics: AnalyticsConfig::default(),
             auth: AuthConfig::default(),
+            gateway: GatewayConfig::default(),
         }
     }
 }
@@ -374,6 +464,7 @@ impl Config {
             history,
             analytics,
             auth,
+            gateway,
         } = self;
         if data_dir.as_os_str().is_empty() {
             return Err("data_dir must not be empty".into());
@@ -398,6 +489,7 @@ impl Config {
         http.validate()?;
         sql.validate()?;
         auth.validate()?;
+        gateway.validate()?;
         self.pg_listen()?;
         if !(1..=3_600_000).contains(&history.flush_ms) {
             return Err(format!(

@@ -8,10 +8,13 @@
 //!
 //! Effects that come due together are called together (one blocking call, one fsync of
 //! the sandbox ledger) and their results appended as one log batch.
+//!
+//! Each provider is behind a circuit breaker (`crate::breaker`): while one keeps
+//! failing, its calls are paused and their effects wait, pending, for it to recover.
 
 use std::collections::HashSet;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use connectors::effects::payments::{ChargeRequest, RefundRequest};
 use dataflows::model::{Command, Envelope};
@@ -193,7 +196,27 @@ async fn execute(app: Arc<Tidemark>, effect: EffectRow, in_flight: Arc<Mutex<Has
 /// The result command of each effect; charges go to the provider in one call.
 fn call_providers(app: &Tidemark, effects: &[EffectRow]) -> Vec<connectors::Result<Command>> {
     let charges: Vec<ChargeRequest> = effects.iter().filter_map(charge_request).collect();
-    let mut outcomes = app.payments.charge_all(&charges).into_iter();
+    let outcomes = match app.payment_breaker.allow(Instant::now()) {
+        _ if charges.is_empty() => Vec::new(),
+        Ok(()) => {
+            let outcomes = app.payments.charge_all(&charges);
+            let failed = outcomes
+                .iter()
+                .any(|outcome| matches!(outcome, Err(error) if error.is_retryable()));
+            app.payment_breaker.record(!failed, Instant::now());
+            outcomes
+        }
+        Err(paused) => charges
+            .iter()
+            .map(|_| {
+                Err(connectors::Error::Provider {
+                    message: paused.to_string(),
+                    retryable: true,
+                })
+            })
+            .collect(),
+    };
+    let mut outcomes = outcomes.into_iter();
     effects
         .iter()
         .map(|effect| match effect {
@@ -243,7 +266,10 @@ fn call_provider(app: &Tidemark, effect: &EffectRow) -> connectors::Result<Comma
                 message: "not a charge".into(),
                 retryable: false,
             })?;
-            let outcome = app.payments.charge(&request)?;
+            app.payment_breaker.allow(Instant::now())?;
+            let outcome = app.payments.charge(&request);
+            app.payment_breaker.observe(&outcome);
+            let outcome = outcome?;
             Command::PaymentResult {
                 payment_id: payment_id.clone(),
                 order_id: order_id.clone(),
@@ -261,7 +287,10 @@ fn call_provider(app: &Tidemark, effect: &EffectRow) -> connectors::Result<Comma
                 payment_key: payment_id.to_string(),
                 amount_cents: *amount_cents,
             };
-            let succeeded = app.payments.refund(&request)?;
+            app.payment_breaker.allow(Instant::now())?;
+            let succeeded = app.payments.refund(&request);
+            app.payment_breaker.observe(&succeeded);
+            let succeeded = succeeded?;
             Command::RefundResult {
                 refund_id: refund_id.clone(),
                 payment_id: payment_id.clone(),
@@ -274,7 +303,10 @@ fn call_provider(app: &Tidemark, effect: &EffectRow) -> connectors::Result<Comma
             order_id,
             address,
         } => {
-            let dispatch = app.carrier.dispatch(shipment_id, address.as_deref())?;
+            app.carrier_breaker.allow(Instant::now())?;
+            let dispatch = app.carrier.dispatch(shipment_id, address.as_deref());
+            app.carrier_breaker.observe(&dispatch);
+            let dispatch = dispatch?;
             Command::ShipmentDispatched {
                 shipment_id: shipment_id.clone(),
                 order_id: order_id.clone(),

@@ -2,12 +2,15 @@
 //! The only composition root: it wires the log, the dataflows and the views together
 //! and holds no business rules of its own.
 
+pub mod admin;
 pub mod allocator;
 pub mod api;
 pub mod auth;
+pub mod breaker;
 pub mod config;
 pub mod executors;
 pub mod foreign;
+pub mod gateway;
 pub mod hashing;
 pub mod progress;
 pub mod reports;

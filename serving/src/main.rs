@@ -19,6 +19,7 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Serve(args) => serve(args),
         Command::Sql(args) => serving::shell::run(args),
+        Command::Admin(command) => serving::admin::run(command),
     }
 }
 
@@ -84,7 +85,7 @@ async fn run(config: Config) -> Result<(), Box<dyn std::error::Error>> {
         None => "off".into(),
     };
     if app.config.auth.enabled && app.config.auth.bootstrap_admin_key.is_none() {
-        tracing::warn!("no TIDEMARK_BOOTSTRAP_ADMIN_KEY: only API keys already issued can administer this instance");
+        tracing::warn!("no TIDEMARK_BOOTSTRAP_ADMIN_KEY: only API keys already issued can administer this instance (`tidemark admin create-key` issues one while the server is stopped)");
     }
     tracing::info!(listen = %listener.local_addr()?, %pg_listen, workers = app.config.workers, data_dir = %app.config.data_dir.display(), "tidemark is listening");
     let recovering = app.clone();

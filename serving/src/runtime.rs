@@ -36,6 +36,31 @@ pub enum Error {
     Encode(String),
     #[error("the log answered an append of {sent} commands with {answered} positions")]
     Unanswered { sent: usize, answered: usize },
+    #[error("another tidemark process is using {} (it holds {}); stop it first", data_dir.display(), data_dir.join(LOCK_FILE).display())]
+    InUse { data_dir: std::path::PathBuf },
+}
+
+/// The file in the data directory a running process holds locked.
+pub const LOCK_FILE: &str = "lock";
+
+/// Takes the data directory for this process: two processes appending to one embedded
+/// log, or running one sandbox ledger, would interleave their records. The kernel drops
+/// the lock when the process ends, however it ends.
+fn lock_data_dir(data_dir: &std::path::Path) -> Result<std::fs::File> {
+    let path = data_dir.join(LOCK_FILE);
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|e| connectors::Error::io(&path, e))?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => Err(Error::InUse {
+            data_dir: data_dir.to_path_buf(),
+        }),
+        Err(std::fs::TryLockError::Error(e)) => Err(connectors::Error::io(&path, e).into()),
+    }
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -54,10 +79,15 @@ pub struct Tidemark {
     pub views: Arc<ViewStore>,
     pub payments: Arc<dyn PaymentProvider>,
     pub carrier: Arc<dyn Carrier>,
+    /// Pause calls to a provider that keeps failing (`gateway.breaker_*`).
+    pub payment_breaker: crate::breaker::Breaker,
+    pub carrier_breaker: crate::breaker::Breaker,
     /// Where password hashes are computed, a bounded number at a time.
     pub password_hashing: HashingPool,
     /// API keys, access tokens and the route rules.
     pub auth: crate::auth::Authenticator,
+    /// Requests each caller may still make (`gateway.rate_limits`).
+    pub rate_limits: Option<crate::gateway::RateLimits>,
     /// Turns to render a page of a list (`api::read_page`).
     pub page_readers: Arc<tokio::sync::Semaphore>,
     /// Runs SQL over the views, on threads of its own.
@@ -74,6 +104,8 @@ pub struct Tidemark {
     ready: AtomicBool,
     /// Set by `shutdown`; background sources stop when they see it.
     stopping: Arc<AtomicBool>,
+    /// Held until `shutdown` has stopped every writer (`lock_data_dir`).
+    data_dir_lock: Mutex<Option<std::fs::File>>,
 }
 
 /// How start-up reports replay progress.
@@ -95,8 +127,17 @@ impl Progress for Quiet {
 impl Tidemark {
     /// Opens the log and starts the engine; call `recover` next.
     pub fn open(config: Config) -> Result<Arc<Tidemark>> {
+        Tidemark::open_with(config, None)
+    }
+
+    /// `open`, calling `payments` instead of the sandbox payment provider.
+    pub fn open_with(
+        config: Config,
+        payments: Option<Arc<dyn PaymentProvider>>,
+    ) -> Result<Arc<Tidemark>> {
         std::fs::create_dir_all(&config.data_dir)
             .map_err(|e| connectors::Error::io(&config.data_dir, e))?;
+        let data_dir_lock = lock_data_dir(&config.data_dir)?;
         let log: Arc<dyn Log> = match config.log_backend().map_err(connectors::Error::Config)? {
             LogBackend::Embedded => Arc::new(EmbeddedLog::open(
                 config.data_dir.join("log"),
@@ -115,7 +156,12 @@ impl Tidemark {
                 follow: config.kafka.follow,
             })?),
         };
-        let payments = SandboxPayments::open(config.data_dir.join("sandbox-payments.jsonl"))?;
+        let payments: Arc<dyn PaymentProvider> = match payments {
+            Some(payments) => payments,
+            None => Arc::new(SandboxPayments::open(
+                config.data_dir.join("sandbox-payments.jsonl"),
+            )?),
+        };
         let views = ViewStore::new(config.workers);
         // Subscribed before the replay, so that events the sink has not committed yet
         // (the replay produces them again) reach it.
@@ -169,23 +215,38 @@ impl Tidemark {
         if let Some(location) = history_location {
             sql = sql.with_history(location);
         }
+        let breaker = |name| {
+            crate::breaker::Breaker::new(
+                name,
+                config.gateway.breaker_failures,
+                Duration::from_millis(config.gateway.breaker_cool_down_ms),
+            )
+        };
+        let (payment_breaker, carrier_breaker) = (breaker("payment"), breaker("carrier"));
         Ok(Arc::new(Tidemark {
             sql: Arc::new(sql),
             password_hashing,
             auth,
+            rate_limits: config
+                .gateway
+                .rate_limits
+                .then(|| crate::gateway::RateLimits::new(&config.gateway)),
             page_readers,
             effects_unrecorded: std::sync::atomic::AtomicUsize::new(0),
             reports_running: Mutex::default(),
             config,
             log,
             views,
-            payments: Arc::new(payments),
+            payment_breaker,
+            carrier_breaker,
+            payments,
             carrier: Arc::new(SandboxCarrier),
             engine: Mutex::new(Some(engine)),
             event_sink: Mutex::new(event_sink),
             history: Mutex::new(history),
             ready: AtomicBool::new(false),
             stopping: Arc::new(AtomicBool::new(false)),
+            data_dir_lock: Mutex::new(Some(data_dir_lock)),
         }))
     }
 
@@ -343,6 +404,8 @@ impl Tidemark {
         if let Some(history) = self.history.lock().take() {
             let _ = history.join();
         }
+        // Nothing writes to the data directory any more: another process may take it.
+        self.data_dir_lock.lock().take();
     }
 }
 

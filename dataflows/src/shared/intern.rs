@@ -128,7 +128,12 @@ impl Interner {
             | DeleteReportSchedule { .. }
             | CreateApiKey { .. }
             | RotateApiKey { .. }
-            | RevokeApiKey { .. } => {}
+            | RevokeApiKey { .. }
+            | Authenticate { .. }
+            | UnlockUser { .. }
+            | StartMfa { .. }
+            | ConfirmMfa { .. }
+            | DisableMfa { .. } => {}
         }
     }
 }

@@ -105,6 +105,7 @@ struct User {
     email: Str,
     name: Str,
     password_hash: Str,
+    profile: Profile,
 }
 
 pub trait UserAccounts<'scope> {
@@ -198,6 +199,7 @@ fn decide(users: &mut HashMap<Str, User>, input: UserIn, out: &mut Vec<UserOut>)
                     email,
                     name,
                     password_hash,
+                    profile: Profile::default(),
                 },
             );
         }
@@ -206,6 +208,7 @@ fn decide(users: &mut HashMap<Str, User>, input: UserIn, out: &mut Vec<UserOut>)
             email,
             name,
             password_hash,
+            profile,
         } => {
             let Some(user) = users.get_mut(&user_id) else {
                 if let Some(email) = email {
@@ -229,12 +232,14 @@ fn decide(users: &mut HashMap<Str, User>, input: UserIn, out: &mut Vec<UserOut>)
             if let Some(password_hash) = password_hash {
                 user.password_hash = password_hash;
             }
+            profile.apply(&mut user.profile);
             out.push(event(
                 UserUpdated {
                     user_id,
                     email: user.email.clone(),
                     name: user.name.clone(),
                     password_hash: user.password_hash.clone(),
+                    profile: user.profile.clone(),
                 }
                 .into(),
             ));

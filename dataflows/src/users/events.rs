@@ -2,7 +2,7 @@
 //! `crate::events::EventBody` names each of these on the event bus.
 
 use crate::events::records;
-use crate::model::Str;
+use crate::model::{Profile, Str, Ts};
 
 records! {
     /// An account was opened.
@@ -19,10 +19,78 @@ records! {
         pub email: Str,
         pub name: Str,
         pub password_hash: Str,
+        /// Events logged before profiles existed have the default profile.
+        #[serde(default)]
+        pub profile: Profile,
     }
 
     /// An account was closed; its address is free again.
     pub struct UserDeleted {
         pub user_id: Str,
+    }
+
+    /// A sign-in succeeded: the password matched and the account is not locked.
+    pub struct UserAuthenticated {
+        pub attempt_id: Str,
+        pub user_id: Str,
+        /// The client's network address.
+        pub client: Str,
+        /// The second factor it took: `totp`, `recovery_code`, or none.
+        pub second_factor: Option<Str>,
+    }
+
+    /// A sign-in was refused. `reason` is `invalid_credentials` (an unknown address or
+    /// a wrong password), `mfa_required` (the right password without the one-time code
+    /// the account needs), `invalid_mfa_code` or `account_locked`.
+    pub struct UserAuthenticationFailed {
+        pub attempt_id: Str,
+        /// The account the address names; none for an address no account has.
+        pub user_id: Option<Str>,
+        /// The address as it was typed.
+        pub email: Str,
+        pub client: Str,
+        pub reason: Str,
+        /// The account's failed attempts in the current window, this one included.
+        pub failures: u32,
+        /// Until when (Unix milliseconds, log time) the account is locked, if it is.
+        pub locked_until: Option<Ts>,
+    }
+
+    /// Too many failed sign-ins: the account refuses every sign-in until `locked_until`
+    /// (Unix milliseconds, log time) or until an administrator unlocks it.
+    pub struct UserLocked {
+        pub user_id: Str,
+        pub locked_until: Ts,
+        pub failures: u32,
+    }
+
+    /// An administrator lifted an account's lock.
+    pub struct UserUnlocked {
+        pub user_id: Str,
+    }
+
+    /// Two-factor enrollment began: the user was shown a TOTP secret, derived by the
+    /// server from `enrollment_id`; a first valid code confirms it.
+    pub struct MfaEnrollmentStarted {
+        pub user_id: Str,
+        pub enrollment_id: Str,
+    }
+
+    /// Two-factor authentication is on: every sign-in needs a one-time code.
+    pub struct MfaEnabled {
+        pub user_id: Str,
+        pub enrollment_id: Str,
+        /// How many recovery codes the user was given.
+        pub recovery_codes: u32,
+    }
+
+    pub struct MfaDisabled {
+        pub user_id: Str,
+    }
+
+    /// A recovery code stood in for a one-time code; it cannot be used again.
+    pub struct MfaRecoveryCodeUsed {
+        pub user_id: Str,
+        pub remaining: u32,
     }
 }

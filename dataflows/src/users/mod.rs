@@ -1,11 +1,13 @@
-//! Users: accounts and the uniqueness of their addresses.
+//! Users: accounts, the uniqueness of their addresses, and signing in.
 //!
 //! `accounts.rs` holds the user aggregate (`UserAccounts`) and the address claims
-//! (`ClaimEmail`), keyed by the normalised address (`email_key`); `views.rs` the user
-//! rows.
+//! (`ClaimEmail`), keyed by the normalised address (`email_key`); `sign_ins.rs` the
+//! sign-in attempts and account lockout (`SignIns`); `views.rs` the user rows and the
+//! authentication log.
 
 mod accounts;
 pub mod events;
+pub mod sign_ins;
 pub mod views;
 
 pub use accounts::*;

@@ -31,7 +31,7 @@ use crate::model::*;
 use crate::orders::views::{step_cart, step_order};
 use crate::payments::views::step_payment;
 use crate::reporting::views::{step_report, step_report_schedule};
-use crate::users::views::step_user;
+use crate::users::views::{step_sign_in, step_user};
 use effects::step_effect;
 
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -47,6 +47,8 @@ pub enum ViewKey {
     Report(Str),
     ReportSchedule(Str),
     ApiKey(Str),
+    /// One sign-in attempt (the authentication log), by its attempt id.
+    SignIn(Str),
 }
 
 /// Which view a row belongs to. Stock has two: units on hand and units reserved, each a
@@ -67,12 +69,13 @@ pub enum ViewKind {
     Report,
     ReportSchedule,
     ApiKey,
+    SignIn,
     Metric(Metric),
 }
 
 impl ViewKind {
     /// How many kinds there are, for tables with one slot per kind.
-    pub const COUNT: usize = 14 + Metric::COUNT;
+    pub const COUNT: usize = 15 + Metric::COUNT;
 
     /// A dense index below `COUNT`.
     pub fn index(self) -> usize {
@@ -91,7 +94,8 @@ impl ViewKind {
             ViewKind::Report => 11,
             ViewKind::ReportSchedule => 12,
             ViewKind::ApiKey => 13,
-            ViewKind::Metric(metric) => 14 + metric.index(),
+            ViewKind::SignIn => 14,
+            ViewKind::Metric(metric) => 15 + metric.index(),
         }
     }
 }
@@ -113,6 +117,7 @@ pub enum Row {
     Report(Arc<ReportRow>),
     ReportSchedule(Arc<ReportScheduleRow>),
     ApiKey(Arc<ApiKeyRow>),
+    SignIn(Arc<SignInRow>),
     Metric(Arc<MetricRow>),
 }
 
@@ -162,6 +167,7 @@ impl ViewKey {
             ViewKey::Report(_) => ViewKind::Report,
             ViewKey::ReportSchedule(_) => ViewKind::ReportSchedule,
             ViewKey::ApiKey(_) => ViewKind::ApiKey,
+            ViewKey::SignIn(_) => ViewKind::SignIn,
         }
     }
 
@@ -177,7 +183,8 @@ impl ViewKey {
             | ViewKey::Reservation(id)
             | ViewKey::Report(id)
             | ViewKey::ReportSchedule(id)
-            | ViewKey::ApiKey(id) => id,
+            | ViewKey::ApiKey(id)
+            | ViewKey::SignIn(id) => id,
         }
     }
 }
@@ -202,7 +209,7 @@ macro_rules! row_kind {
 
 row_kind!(Product => ProductRow, User => UserRow, Cart => CartRow, Order => OrderRow, Payment => PaymentRow,
     Shipment => ShipmentRow, Effect => EffectRow, Idempotency => IdempotencyRow, Reservation => ReservationRow, Report => ReportRow,
-    ReportSchedule => ReportScheduleRow, ApiKey => ApiKeyRow, Metric => MetricRow);
+    ReportSchedule => ReportScheduleRow, ApiKey => ApiKeyRow, SignIn => SignInRow, Metric => MetricRow);
 
 impl Row {
     /// The key a row is stored under: its view and its id there.
@@ -224,6 +231,7 @@ impl Row {
             Row::Report(row) => (ViewKind::Report, &row.report_id),
             Row::ReportSchedule(row) => (ViewKind::ReportSchedule, &row.schedule_id),
             Row::ApiKey(row) => (ViewKind::ApiKey, &row.key_id),
+            Row::SignIn(row) => (ViewKind::SignIn, &row.attempt_id),
             Row::Metric(row) => (ViewKind::Metric(row.metric), &row.id),
         }
     }
@@ -240,7 +248,26 @@ pub fn view_keys(body: &EventBody) -> Vec<ViewKey> {
         }
         E::UserCreated(UserCreated { user_id, .. })
         | E::UserUpdated(UserUpdated { user_id, .. })
-        | E::UserDeleted(UserDeleted { user_id }) => keys.push(ViewKey::User(user_id.clone())),
+        | E::UserDeleted(UserDeleted { user_id })
+        | E::UserLocked(UserLocked { user_id, .. })
+        | E::UserUnlocked(UserUnlocked { user_id })
+        | E::MfaEnrollmentStarted(MfaEnrollmentStarted { user_id, .. })
+        | E::MfaEnabled(MfaEnabled { user_id, .. })
+        | E::MfaDisabled(MfaDisabled { user_id })
+        | E::MfaRecoveryCodeUsed(MfaRecoveryCodeUsed { user_id, .. }) => {
+            keys.push(ViewKey::User(user_id.clone()))
+        }
+        E::UserAuthenticated(UserAuthenticated {
+            attempt_id,
+            user_id,
+            ..
+        }) => {
+            keys.push(ViewKey::User(user_id.clone()));
+            keys.push(ViewKey::SignIn(attempt_id.clone()));
+        }
+        E::UserAuthenticationFailed(UserAuthenticationFailed { attempt_id, .. }) => {
+            keys.push(ViewKey::SignIn(attempt_id.clone()))
+        }
         E::CartCreated(CartCreated { cart_id, .. })
         | E::CartUpdated(CartUpdated { cart_id, .. }) => keys.push(ViewKey::Cart(cart_id.clone())),
         E::ReservationRequested(ReservationRequested { reservation_id, .. })
@@ -345,5 +372,6 @@ pub fn step(key: &ViewKey, row: &mut Option<Row>, event: &Event) {
         ViewKey::Report(_) => typed!(Report, step_report),
         ViewKey::ReportSchedule(_) => typed!(ReportSchedule, step_report_schedule),
         ViewKey::ApiKey(_) => typed!(ApiKey, step_api_key),
+        ViewKey::SignIn(_) => typed!(SignIn, step_sign_in),
     }
 }

@@ -26,6 +26,8 @@ pub struct ApiError {
     pub code: String,
     pub detail: String,
     pub errors: Vec<FieldError>,
+    /// Seconds after which a retry may succeed (`Retry-After`): 503s say 1 by default.
+    pub retry_after_s: Option<u64>,
 }
 
 #[derive(Serialize)]
@@ -47,7 +49,14 @@ impl ApiError {
             code: code.into(),
             detail: detail.into(),
             errors: Vec::new(),
+            retry_after_s: None,
         }
+    }
+
+    /// The same error, telling the client when to come back.
+    pub fn retry_after(mut self, seconds: u64) -> ApiError {
+        self.retry_after_s = Some(seconds);
+        self
     }
 
     pub fn bad_request(code: &str, detail: impl Into<String>) -> ApiError {
@@ -77,6 +86,7 @@ impl ApiError {
             code: "validation_failed".into(),
             detail,
             errors,
+            retry_after_s: None,
         }
     }
 
@@ -180,8 +190,11 @@ impl IntoResponse for ApiError {
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/problem+json"),
         );
-        if self.status == StatusCode::SERVICE_UNAVAILABLE {
-            headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        let retry_after = self
+            .retry_after_s
+            .or((self.status == StatusCode::SERVICE_UNAVAILABLE).then_some(1));
+        if let Some(seconds) = retry_after {
+            headers.insert(header::RETRY_AFTER, HeaderValue::from(seconds));
         }
         response
     }

@@ -1,16 +1,50 @@
 //! Extractors that turn bad input into problem documents, and the idempotency key.
 
 use axum::body::Bytes;
-use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, Request};
 use axum::http::request::Parts;
 use axum::http::{header, Method, StatusCode};
 use dataflows::model::IdempotencyKey;
 use serde::de::DeserializeOwned;
 use sha2::{Digest, Sha256};
+use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use super::error::{ApiError, FieldError};
 use super::App;
+
+/// The client's network address: the peer the server loop accepted the connection
+/// from (`server::serve`), none where there is no connection (a router called in
+/// process).
+#[derive(Clone, Copy, Debug)]
+pub struct Client(pub Option<IpAddr>);
+
+impl Client {
+    pub fn of(extensions: &axum::http::Extensions) -> Client {
+        Client(
+            extensions
+                .get::<ConnectInfo<SocketAddr>>()
+                .map(|ConnectInfo(peer)| peer.ip()),
+        )
+    }
+}
+
+impl std::fmt::Display for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0 {
+            Some(ip) => ip.fmt(f),
+            None => f.write_str("unknown"),
+        }
+    }
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for Client {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        Ok(Client::of(&parts.extensions))
+    }
+}
 
 /// The longest request body the API reads.
 pub const MAX_BODY_BYTES: usize = 256 * 1024;

@@ -24,6 +24,11 @@ pub async fn ready(State(app): State<App>) -> (StatusCode, Json<Value>) {
         "frontier": app.views.frontier(),
         // Calls made whose results could not be logged: a restart retries them.
         "effects_unrecorded": app.effects_unrecorded.load(std::sync::atomic::Ordering::Acquire),
+        // Providers' circuits: `open` while calls are paused after failures.
+        "providers": {
+            "payment": app.payment_breaker.state(),
+            "carrier": app.carrier_breaker.state(),
+        },
     });
     (status, Json(body))
 }

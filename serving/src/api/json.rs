@@ -136,8 +136,19 @@ pub struct UserView<'a> {
     id: &'a str,
     email: &'a str,
     name: &'a str,
+    display_name: &'a str,
+    locale: &'a str,
+    preferences: Preferences,
     created_at: Rfc3339,
     updated_at: Rfc3339,
+    /// When sign-ins are let through again, while the account is locked.
+    locked_until: Option<Rfc3339>,
+    last_sign_in_at: Option<Rfc3339>,
+    /// Two-factor authentication: `off`, `pending` (enrolled, not confirmed) or `on`.
+    mfa: &'static str,
+    /// Recovery codes not used yet, while two-factor authentication is on.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    recovery_codes_left: Option<u32>,
 }
 
 impl<'a> UserView<'a> {
@@ -146,8 +157,59 @@ impl<'a> UserView<'a> {
             id: &row.user_id,
             email: &row.email,
             name: &row.name,
+            display_name: &row.profile.display_name,
+            locale: &row.profile.locale,
+            preferences: Preferences {
+                marketing_emails: row.profile.marketing_emails,
+                order_updates: row.profile.order_updates,
+            },
             created_at: Rfc3339(row.created_at),
             updated_at: Rfc3339(row.updated_at),
+            locked_until: row.locked_at(crate::auth::now_ms()).map(Rfc3339),
+            last_sign_in_at: row.last_authenticated_at.map(Rfc3339),
+            mfa: match (row.mfa_enabled, &row.mfa_enrollment) {
+                (true, _) => "on",
+                (false, Some(_)) => "pending",
+                (false, None) => "off",
+            },
+            recovery_codes_left: row.mfa_enabled.then_some(row.recovery_codes_left),
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct Preferences {
+    marketing_emails: bool,
+    order_updates: bool,
+}
+
+/// One attempt of the authentication log.
+#[derive(Serialize)]
+pub struct SignInView<'a> {
+    id: &'a str,
+    user_id: Option<&'a str>,
+    at: Rfc3339,
+    /// The client's network address.
+    client: &'a str,
+    succeeded: bool,
+    second_factor: Option<&'a str>,
+    reason: Option<&'a str>,
+    failures: u32,
+    locked_until: Option<Rfc3339>,
+}
+
+impl<'a> SignInView<'a> {
+    pub fn of(row: &'a SignInRow) -> SignInView<'a> {
+        SignInView {
+            id: &row.attempt_id,
+            user_id: row.user_id.as_deref(),
+            at: Rfc3339(row.at),
+            client: &row.client,
+            succeeded: row.succeeded,
+            second_factor: row.second_factor.as_deref(),
+            reason: row.reason.as_deref(),
+            failures: row.failures,
+            locked_until: row.locked_until.map(Rfc3339),
         }
     }
 }

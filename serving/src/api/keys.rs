@@ -4,7 +4,7 @@
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
-use dataflows::model::{Command as DomainCommand, Str};
+use dataflows::model::{Command as DomainCommand, IdempotencyKey, Str};
 use dataflows::views::ApiKeyRow;
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -21,12 +21,12 @@ const DAY_MS: u64 = 24 * 60 * 60 * 1000;
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CreateKey {
-    name: String,
+    pub name: String,
     #[serde(default)]
-    scopes: Vec<String>,
-    expires_in_days: Option<u64>,
+    pub scopes: Vec<String>,
+    pub expires_in_days: Option<u64>,
     /// The user the key acts as (their own orders, carts, ...); none for a service.
-    owner_id: Option<String>,
+    pub owner_id: Option<String>,
 }
 
 pub async fn create(
@@ -34,6 +34,19 @@ pub async fn create(
     command: Command<CreateKey>,
 ) -> ApiResult<(StatusCode, Json<Value>)> {
     let Command { body, idempotency } = command;
+    Ok((
+        StatusCode::CREATED,
+        Json(issue(&app, body, idempotency).await?),
+    ))
+}
+
+/// Issues a key: the answer holds its secret, which appears nowhere else. Also what
+/// `tidemark admin create-key` runs.
+pub async fn issue(
+    app: &App,
+    body: CreateKey,
+    idempotency: Option<IdempotencyKey>,
+) -> ApiResult<Value> {
     let mut validator = Validator::default();
     validator.text(&body.name, "name", 200);
     for (i, scope) in body.scopes.iter().enumerate() {
@@ -57,7 +70,7 @@ pub async fn create(
             "must be between 1 and 3650",
         )
         .finish()?;
-    let admission = admit(&app, &idempotency)?;
+    let admission = admit(app, &idempotency)?;
     if let Some(owner) = &body.owner_id {
         if admission == Admission::Fresh && !app.views.read().users.contains_key(owner) {
             return Err(ApiError::invalid_field(
@@ -82,12 +95,12 @@ pub async fn create(
         key_hash: hex::encode(auth::digest(&secret)).into(),
         lifetime_ms: days * DAY_MS,
     };
-    run_fresh(&app, admission, idempotency, command).await?;
-    issued(&app, &key_id, &secret)
+    run_fresh(app, admission, idempotency, command).await?;
+    issued(app, &key_id, &secret)
 }
 
 /// A new key's answer: the key with its secret, shown this once.
-fn issued(app: &App, key_id: &str, secret: &str) -> ApiResult<(StatusCode, Json<Value>)> {
+fn issued(app: &App, key_id: &str, secret: &str) -> ApiResult<Value> {
     let snapshot = app.views.read();
     let row = snapshot
         .api_keys
@@ -95,7 +108,7 @@ fn issued(app: &App, key_id: &str, secret: &str) -> ApiResult<(StatusCode, Json<
         .ok_or_else(|| ApiError::not_found("API key", key_id))?;
     let mut answer = key_json(row);
     answer["key"] = json!(secret);
-    Ok((StatusCode::CREATED, Json(answer)))
+    Ok(answer)
 }
 
 pub async fn list(State(app): State<App>, query: QueryPairs) -> ApiResult<super::json::Rendered> {
@@ -174,7 +187,10 @@ pub async fn rotate(
         grace_ms: hours * 60 * 60 * 1000,
     };
     run_fresh(&app, admission, idempotency, command).await?;
-    issued(&app, &new_key_id, &secret)
+    Ok((
+        StatusCode::CREATED,
+        Json(issued(&app, &new_key_id, &secret)?),
+    ))
 }
 
 /// A key as listed: never its secret nor the secret's digest.

@@ -8,7 +8,7 @@ pub mod extract;
 mod fulfillment;
 mod health;
 pub mod json;
-mod keys;
+pub mod keys;
 mod orders;
 mod payments;
 mod reports;
@@ -17,6 +17,7 @@ mod users;
 pub(crate) mod validate;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::http::{HeaderName, HeaderValue, StatusCode};
@@ -30,6 +31,8 @@ use dataflows::model::{
 };
 use sha2::{Digest, Sha256};
 use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::compression::CompressionLayer;
+use tower_http::timeout::TimeoutLayer;
 
 use crate::runtime::{Submitted, Tidemark};
 use error::{ApiError, ApiResult};
@@ -54,6 +57,10 @@ pub fn app(state: App) -> Router {
             get(users::get).put(users::update).delete(users::delete),
         )
         .route("/users/{id}/orders", get(orders::list_for_user))
+        .route("/users/{id}/unlock", post(users::unlock))
+        .route("/users/{id}/mfa/enable", post(users::enable_mfa))
+        .route("/users/{id}/mfa", axum::routing::delete(users::disable_mfa))
+        .route("/users/{id}/sign-ins", get(users::sign_ins))
         .route("/carts", post(orders::carts::create))
         .route("/carts/{id}", get(orders::carts::get))
         .route("/carts/{id}/items", put(orders::carts::set_item))
@@ -92,7 +99,8 @@ pub fn app(state: App) -> Router {
         // Static: served before start-up has caught up too.
         .route("/events/schemas", get(events::schemas))
         .route("/events/schemas/{type}", get(events::schema));
-    Router::new()
+    let gateway = state.config.gateway.clone();
+    let mut router = Router::new()
         .nest("/api/v1", api)
         .route("/health/live", get(health::live))
         .route("/health/ready", get(health::ready))
@@ -103,8 +111,20 @@ pub fn app(state: App) -> Router {
         .layer(CatchPanicLayer::custom(|_panic| {
             ApiError::internal("a handler panicked").into_response()
         }))
-        .layer(middleware::from_fn(request_id))
-        .with_state(state)
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::SERVICE_UNAVAILABLE,
+            Duration::from_millis(gateway.request_timeout_ms),
+        ))
+        .layer(middleware::from_fn(request_id));
+    // Outside the request id layer, which rewrites plain-text errors and so must read
+    // them uncompressed; CORS outermost, so a preflight is answered before anything runs.
+    if gateway.compression {
+        router = router.layer(CompressionLayer::new());
+    }
+    if let Some(cors) = crate::gateway::cors(&gateway.cors_origins) {
+        router = router.layer(cors);
+    }
+    router.with_state(state)
 }
 
 /// Every error the application answers is a problem document: an error some layer or

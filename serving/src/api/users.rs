@@ -6,15 +6,18 @@ use argon2::Argon2;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
-use dataflows::model::{Command as DomainCommand, Str};
+use dataflows::model::{Command as DomainCommand, ProfileChange, Str};
+use dataflows::users::sign_ins::{
+    ACCOUNT_LOCKED, INVALID_CREDENTIALS, INVALID_MFA_CODE, MAX_FAILURES, MFA_REQUIRED,
+};
 use serde::Deserialize;
 use serde_json::Value;
 
 use super::error::{ApiError, ApiResult};
-use super::extract::{Command, Path, QueryPairs};
+use super::extract::{Client, Command, Path, QueryPairs};
 use super::validate::{self, Validator};
-use super::{admit, json, new_id, read_page, run_fresh, Admission, App};
-use crate::auth::{tokens, unauthenticated, Caller};
+use super::{admit, json, new_id, read_page, run, run_fresh, Admission, App};
+use crate::auth::{mfa, tokens, unauthenticated, Caller};
 
 /// Hashes on the bounded pool; when it is full the client is asked to retry.
 async fn hash_password(app: &App, password: String) -> ApiResult<String> {
@@ -59,47 +62,260 @@ const NO_USER_HASH: &str =
 pub struct Authenticate {
     email: String,
     password: String,
-    /// For accounts with two-factor authentication (not offered yet: ignored).
-    #[allow(dead_code)]
+    /// For accounts with two-factor authentication: the authenticator app's current
+    /// code, or one of the recovery codes.
     mfa_code: Option<String>,
 }
 
-/// Signs a user in: an access token for `Authorization: Bearer`.
+/// Signs a user in: an access token for `Authorization: Bearer`. Every attempt goes
+/// through the log, where the sign-in aggregate counts failures and locks the account
+/// after `MAX_FAILURES` in its window (`dataflows::users::sign_ins`); the password is
+/// checked here, on the bounded hashing pool, before the attempt is logged.
 pub async fn authenticate(
     State(app): State<App>,
+    client: Client,
     command: Command<Authenticate>,
 ) -> ApiResult<Json<Value>> {
     let body = command.body;
     Validator::default()
         .check(!body.email.trim().is_empty(), "email", "is required")
+        .text(&body.email, "email", 320)
         .check(
             (1..=256).contains(&body.password.chars().count()),
             "password",
             "must be 1 to 256 characters",
         )
         .finish()?;
+    let email = body.email.trim();
+    let user = app.views.read().user_by_email(email).cloned();
+    let hash = user.as_ref().map_or_else(
+        || NO_USER_HASH.to_string(),
+        |user| user.password_hash.to_string(),
+    );
+    let matched = verify_password(&app, body.password, hash).await? && user.is_some();
+    // The code is looked at only with the right password: it is no oracle for guessing.
+    let second_factor = match &user {
+        Some(user) if matched && user.mfa_enabled => {
+            app.auth
+                .mfa
+                .second_factor(user, body.mfa_code.as_deref(), tokens::unix_seconds())
+        }
+        _ => None,
+    };
+    let attempt_id = new_id("sgn", &None);
+    run(
+        &app,
+        None,
+        DomainCommand::Authenticate {
+            attempt_id: attempt_id.clone().into(),
+            user_id: user.map(|user| user.user_id.clone()),
+            email: email.into(),
+            password_matched: matched,
+            client: client.to_string().into(),
+            second_factor,
+        },
+    )
+    .await?;
+    let attempt = app
+        .views
+        .read()
+        .sign_ins
+        .get(&attempt_id)
+        .cloned()
+        .ok_or_else(|| ApiError::internal(format!("sign-in {attempt_id} left no row")))?;
+    match (&attempt.user_id, attempt.succeeded, attempt.locked_until) {
+        (_, false, None) if attempt.reason.as_deref() == Some(MFA_REQUIRED) => {
+            Err(unauthenticated(
+                MFA_REQUIRED,
+                "this account needs a one-time code: send `mfa_code`, the authenticator app's current code or a recovery code",
+            ))
+        }
+        (_, false, None) if attempt.reason.as_deref() == Some(INVALID_MFA_CODE) => {
+            Err(unauthenticated(
+                INVALID_MFA_CODE,
+                "the one-time code is wrong, expired or already used",
+            ))
+        }
+        (Some(user_id), true, _) => {
+            let (token, claims) = app.auth.tokens.issue(user_id, &[], tokens::unix_seconds());
+            Ok(Json(serde_json::json!({
+                "access_token": token,
+                "token_type": "Bearer",
+                "expires_in": claims.exp - claims.iat,
+                "user_id": user_id,
+            })))
+        }
+        (_, _, Some(locked_until)) => {
+            let wait_s = locked_until.saturating_sub(attempt.at).div_ceil(1000);
+            Err(ApiError::new(
+                StatusCode::LOCKED,
+                ACCOUNT_LOCKED,
+                format!(
+                    "the account is locked after {MAX_FAILURES} failed sign-ins; try again in {} minutes or ask an administrator to unlock it",
+                    wait_s.div_ceil(60)
+                ),
+            )
+            .retry_after(wait_s))
+        }
+        _ => Err(unauthenticated(
+            INVALID_CREDENTIALS,
+            "the email address or the password is wrong",
+        )),
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EnableMfa {
+    /// The authenticator app's current code, which confirms the enrollment.
+    code: Option<String>,
+}
+
+/// Turns two-factor authentication on, in two steps: without a `code`, starts an
+/// enrollment and answers its TOTP secret and `otpauth://` URI (for the authenticator
+/// app); with the app's first code, confirms it and answers the recovery codes, shown
+/// this once. From then on every sign-in needs a code.
+pub async fn enable_mfa(
+    State(app): State<App>,
+    Caller(caller): Caller,
+    Path(id): Path<String>,
+    command: Command<EnableMfa>,
+) -> ApiResult<Json<Value>> {
+    caller.require_owner_or(&id, "users:write")?;
+    let Command { body, idempotency } = command;
     let user = app
         .views
         .read()
-        .user_by_email(body.email.trim())
-        .map(|user| (user.user_id.clone(), user.password_hash.to_string()));
-    let hash = user
-        .as_ref()
-        .map_or_else(|| NO_USER_HASH.to_string(), |(_, hash)| hash.clone());
-    let matches = verify_password(&app, body.password, hash).await?;
-    let Some((user_id, _)) = user.filter(|_| matches) else {
-        return Err(unauthenticated(
-            "invalid_credentials",
-            "the email address or the password is wrong",
+        .users
+        .get(&id)
+        .cloned()
+        .ok_or_else(|| ApiError::not_found("user", &id))?;
+    let Some(code) = body.code else {
+        let admission = admit(&app, &idempotency)?;
+        if admission == Admission::Fresh && user.mfa_enabled {
+            return Err(ApiError::conflict(
+                "mfa_enabled",
+                "two-factor authentication is already on; turn it off first",
+            ));
+        }
+        let enrollment_id = new_id("mfa", &idempotency);
+        run_fresh(
+            &app,
+            admission,
+            idempotency,
+            DomainCommand::StartMfa {
+                user_id: id.clone().into(),
+                enrollment_id: enrollment_id.clone().into(),
+            },
+        )
+        .await?;
+        let totp = app.auth.mfa.totp(&id, &enrollment_id, &user.email);
+        return Ok(Json(serde_json::json!({
+            "status": "pending",
+            "secret": totp.get_secret_base32(),
+            "otpauth_uri": totp.get_url(),
+            "algorithm": "SHA1",
+            "digits": mfa::DIGITS,
+            "period": mfa::PERIOD_S,
+        })));
+    };
+    let Some(enrollment_id) = user.mfa_enrollment.clone().filter(|_| !user.mfa_enabled) else {
+        return Err(ApiError::conflict(
+            "mfa_not_pending",
+            "no two-factor enrollment waits for a code: start one without `code` first",
         ));
     };
-    let (token, claims) = app.auth.tokens.issue(&user_id, &[], tokens::unix_seconds());
+    let totp = app.auth.mfa.totp(&id, &enrollment_id, &user.email);
+    let step = mfa::Mfa::step_of(&totp, &code, tokens::unix_seconds()).ok_or_else(|| {
+        ApiError::invalid_field("code", "is not the authenticator app's current code")
+    })?;
+    let recovery_codes = mfa::recovery_codes();
+    run(
+        &app,
+        None,
+        DomainCommand::ConfirmMfa {
+            user_id: id.into(),
+            enrollment_id,
+            step,
+            recovery_code_hashes: mfa::digests(&recovery_codes),
+        },
+    )
+    .await?;
     Ok(Json(serde_json::json!({
-        "access_token": token,
-        "token_type": "Bearer",
-        "expires_in": claims.exp - claims.iat,
-        "user_id": user_id,
+        "status": "on",
+        "recovery_codes": recovery_codes,
     })))
+}
+
+/// Turns two-factor authentication off.
+pub async fn disable_mfa(
+    State(app): State<App>,
+    Caller(caller): Caller,
+    Path(id): Path<String>,
+) -> ApiResult<StatusCode> {
+    caller.require_owner_or(&id, "users:write")?;
+    if !app.views.read().users.contains_key(&id) {
+        return Err(ApiError::not_found("user", &id));
+    }
+    run(&app, None, DomainCommand::DisableMfa { user_id: id.into() }).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Lifts an account's lock at once (administrators, or `users:write`).
+pub async fn unlock(State(app): State<App>, Path(id): Path<String>) -> ApiResult<Json<Value>> {
+    if !app.views.read().users.contains_key(&id) {
+        return Err(ApiError::not_found("user", &id));
+    }
+    run(
+        &app,
+        None,
+        DomainCommand::UnlockUser {
+            user_id: id.clone().into(),
+        },
+    )
+    .await?;
+    read(&app, &id)
+}
+
+/// An account's sign-in attempts, newest first (the authentication log): the user's
+/// own, or anyone's for an administrator.
+pub async fn sign_ins(
+    State(app): State<App>,
+    Caller(caller): Caller,
+    Path(id): Path<String>,
+    query: QueryPairs,
+) -> ApiResult<json::Rendered> {
+    caller.require_owner_or(&id, "users:read")?;
+    let limit = query.limit()?;
+    let before = match query.get("cursor") {
+        None => None,
+        Some(cursor) => Some(
+            cursor
+                .split_once('.')
+                .and_then(|(at, attempt)| Some((at.parse().ok()?, Str::from(attempt))))
+                .ok_or_else(|| {
+                    ApiError::invalid_field("cursor", "is not a cursor this API gave")
+                })?,
+        ),
+    };
+    read_page(&app, move |snapshot| {
+        if !snapshot.users.contains_key(&id) {
+            return Err(ApiError::not_found("user", &id));
+        }
+        let found: Vec<_> = snapshot.sign_ins_of(&id, before).take(limit + 1).collect();
+        let next = (found.len() > limit)
+            .then(|| format!("{}.{}", found[limit - 1].at, found[limit - 1].attempt_id));
+        Ok(json::Page {
+            items: found
+                .into_iter()
+                .take(limit)
+                .map(json::SignInView::of)
+                .collect(),
+            next_cursor: next,
+        }
+        .render())
+    })
+    .await
 }
 
 fn password_ok(password: &str) -> bool {
@@ -183,6 +399,18 @@ pub struct UpdateUser {
     email: Option<String>,
     password: Option<String>,
     name: Option<String>,
+    /// How the user is addressed; `""` for their name.
+    display_name: Option<String>,
+    /// A BCP 47 language tag (`en-GB`); `""` for the shop's default.
+    locale: Option<String>,
+    preferences: Option<Preferences>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Preferences {
+    marketing_emails: Option<bool>,
+    order_updates: Option<bool>,
 }
 
 pub async fn update(
@@ -208,6 +436,16 @@ pub async fn update(
     if let Some(name) = &body.name {
         validator.text(name, "name", 200);
     }
+    if let Some(display_name) = body.display_name.as_deref().filter(|d| !d.is_empty()) {
+        validator.text(display_name, "display_name", 100);
+    }
+    validator.check(
+        body.locale
+            .as_deref()
+            .is_none_or(|locale| locale.is_empty() || validate::language_tag(locale)),
+        "locale",
+        "must be a language tag such as en or en-GB",
+    );
     validator.finish()?;
     let admission = admit(&app, &idempotency)?;
     if admission == Admission::Fresh {
@@ -238,6 +476,12 @@ pub async fn update(
             email: body.email.map(|e| e.trim().into()),
             name: body.name.map(|n| n.trim().into()),
             password_hash: password_hash.map(Str::from),
+            profile: ProfileChange {
+                display_name: body.display_name.map(|d| d.trim().into()),
+                locale: body.locale.map(|l| l.trim().into()),
+                marketing_emails: body.preferences.as_ref().and_then(|p| p.marketing_emails),
+                order_updates: body.preferences.as_ref().and_then(|p| p.order_updates),
+            },
         };
         run_fresh(&app, admission, idempotency, command).await?;
     }

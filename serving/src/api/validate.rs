@@ -38,6 +38,19 @@ impl Validator {
     }
 }
 
+/// A BCP 47 language tag as browsers send them: a 2-3 letter language, then subtags
+/// of 1-8 letters or digits (`en`, `en-GB`, `zh-Hant-TW`, `es-419`), 35 characters at most.
+pub fn language_tag(tag: &str) -> bool {
+    let mut subtags = tag.split('-');
+    let language = subtags.next().unwrap_or("");
+    tag.len() <= 35
+        && (2..=3).contains(&language.len())
+        && language.chars().all(|c| c.is_ascii_alphabetic())
+        && subtags.all(|subtag| {
+            (1..=8).contains(&subtag.len()) && subtag.chars().all(|c| c.is_ascii_alphanumeric())
+        })
+}
+
 /// An ISO 4217-shaped code, upper-cased: three ASCII letters.
 pub fn currency(code: &str) -> Option<String> {
     (code.len() == 3 && code.chars().all(|c| c.is_ascii_alphabetic()))
@@ -98,6 +111,25 @@ pub use dataflows::catalog::{MAX_PRICE_CENTS, MAX_QUANTITY};
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn language_tags_as_browsers_send_them() {
+        for good in ["en", "en-GB", "zh-Hant-TW", "es-419", "gsw"] {
+            assert!(language_tag(good), "{good}");
+        }
+        for bad in [
+            "",
+            "e",
+            "english",
+            "en_GB",
+            "en-",
+            "en--GB",
+            "en-GB-toolongsubtag",
+            "1n",
+        ] {
+            assert!(!language_tag(bad), "{bad}");
+        }
+    }
 
     #[test]
     fn emails_as_mail_systems_take_them() {

@@ -3,6 +3,7 @@
 //! applies both before a handler runs. Keys are state in the dataflow (`dataflows::auth`);
 //! tokens are signed here (`tokens`).
 
+pub mod mfa;
 pub mod policy;
 pub mod principal;
 pub mod tokens;
@@ -18,6 +19,7 @@ use hmac::{Hmac, Mac};
 use sha2::{Digest, Sha256};
 
 use crate::api::error::ApiError;
+use crate::api::extract::Client;
 use crate::api::App;
 use crate::config::AuthConfig;
 pub use policy::Rule;
@@ -31,6 +33,7 @@ pub struct Authenticator {
     /// What keys issued under an `Idempotency-Key` are derived with.
     key_secret: [u8; 32],
     pub tokens: Tokens,
+    pub mfa: mfa::Mfa,
 }
 
 /// The prefix of every API key tidemark issues (`tmk_` and 64 hex digits).
@@ -46,6 +49,7 @@ impl Authenticator {
                 .map(|key| digest(key.expose())),
             key_secret: tokens::private_secret(&data_dir.join("keys").join("api-keys.secret"))?,
             tokens: Tokens::open(data_dir, &config.issuer, config.access_token_ttl_s)?,
+            mfa: mfa::Mfa::open(&data_dir.join("keys").join("mfa.secret"), &config.issuer)?,
         })
     }
 
@@ -102,14 +106,25 @@ impl Authenticator {
                         "use `Authorization: Bearer <access token or API key>`",
                     ));
                 }
-                let token = token.trim();
-                if token.starts_with(KEY_PREFIX) || token.matches('.').count() != 2 {
-                    Credential::Key(token)
-                } else {
-                    Credential::Token(token)
-                }
+                Credential::bearer(token.trim())
             }
         };
+        self.credential_principal(app, credential)
+    }
+
+    /// The SQL port's check: its password is an API key or an access token whose
+    /// caller may run SQL (`analytics:read`), as on `POST /api/v1/sql`.
+    pub fn sql_login(&self, app: &App, password: &str) -> Result<(), String> {
+        self.credential_principal(app, Credential::bearer(password))
+            .and_then(|principal| principal.require("analytics:read"))
+            .map_err(|error| error.detail)
+    }
+
+    fn credential_principal(
+        &self,
+        app: &App,
+        credential: Credential<'_>,
+    ) -> Result<Principal, ApiError> {
         match credential {
             Credential::Key(key) => self.key_principal(app, key),
             Credential::Token(token) => match self.tokens.verify(token) {
@@ -126,21 +141,6 @@ impl Authenticator {
                 )),
             },
         }
-    }
-
-    /// The SQL port's check: its password is an API key or an access token whose
-    /// caller may run SQL (`analytics:read`), as on `POST /api/v1/sql`.
-    pub fn sql_login(&self, app: &App, password: &str) -> Result<(), String> {
-        let mut headers = HeaderMap::new();
-        let bearer = header::HeaderValue::from_str(&format!("Bearer {password}"))
-            .map_err(|_| "the password is not an API key or an access token".to_string())?;
-        headers.insert(header::AUTHORIZATION, bearer);
-        let principal = self
-            .principal(app, &headers)
-            .map_err(|error| error.detail)?;
-        principal
-            .require("analytics:read")
-            .map_err(|error| error.detail)
     }
 
     fn key_principal(&self, app: &App, key: &str) -> Result<Principal, ApiError> {
@@ -180,6 +180,18 @@ enum Credential<'a> {
     Token(&'a str),
 }
 
+impl<'a> Credential<'a> {
+    /// What a bearer credential is: a key (`tmk_...`, or anything that is not three
+    /// dot-separated parts) or an access token (a JWT).
+    fn bearer(value: &'a str) -> Credential<'a> {
+        if value.starts_with(KEY_PREFIX) || value.matches('.').count() != 2 {
+            Credential::Key(value)
+        } else {
+            Credential::Token(value)
+        }
+    }
+}
+
 fn malformed() -> ApiError {
     unauthenticated(
         "invalid_credentials",
@@ -200,18 +212,47 @@ pub fn now_ms() -> u64 {
         .map_or(0, |elapsed| elapsed.as_millis() as u64)
 }
 
-/// The layer in front of every `/api/v1` route: finds the caller, applies the route's
-/// rule, and hands the caller to the handler. With `auth.enabled = false` every caller
-/// is an administrator (benchmarks, a trusted network).
-pub async fn authenticate(State(app): State<App>, mut request: Request, next: Next) -> Response {
-    let principal = if app.auth.enabled() {
-        match app.auth.principal(&app, request.headers()) {
-            Ok(principal) => principal,
-            Err(error) => return challenged(error),
-        }
-    } else {
-        Principal::Bootstrap
+/// The layer in front of every `/api/v1` route: finds the caller, takes the request
+/// from the caller's rate limit, applies the route's rule, and hands the caller to the
+/// handler. With `auth.enabled = false` every caller is an administrator (benchmarks,
+/// a trusted network). Requests with bad credentials count against the client
+/// address's public limit, so guessing keys is limited too.
+pub async fn authenticate(State(app): State<App>, request: Request, next: Next) -> Response {
+    let found = match app.auth.enabled() {
+        true => app.auth.principal(&app, request.headers()),
+        false => Ok(Principal::Bootstrap),
     };
+    let client = Client::of(request.extensions());
+    let allowance = match &app.rate_limits {
+        None => None,
+        Some(limits) => {
+            let anonymous = Principal::Anonymous;
+            let limited = found.as_ref().unwrap_or(&anonymous);
+            match limits.bucket(limited, client) {
+                None => None,
+                Some((tier, bucket)) => match limits.check(tier, &bucket) {
+                    Ok(allowance) => Some(allowance),
+                    Err((error, allowance)) => {
+                        let mut response = error.into_response();
+                        allowance.write(&mut response);
+                        return response;
+                    }
+                },
+            }
+        }
+    };
+    let mut response = match found {
+        Ok(principal) => authorize(principal, request, next).await,
+        Err(error) => challenged(error),
+    };
+    if let Some(allowance) = allowance {
+        allowance.write(&mut response);
+    }
+    response
+}
+
+/// Applies the route's rule to `principal` and runs the handler.
+async fn authorize(principal: Principal, mut request: Request, next: Next) -> Response {
     let path = request
         .extensions()
         .get::<MatchedPath>()

@@ -31,7 +31,15 @@ pub fn rule(method: &Method, path: &str) -> Rule {
         ("/inventory/reservations/{id}", true) => Scope("inventory:read"),
         ("/users" | "/users/authenticate", false) => Public,
         ("/users/search", true) => Scope("users:read"),
-        ("/users/{id}" | "/users/{id}/orders", _) => SignedIn,
+        (
+            "/users/{id}"
+            | "/users/{id}/orders"
+            | "/users/{id}/sign-ins"
+            | "/users/{id}/mfa/enable"
+            | "/users/{id}/mfa",
+            _,
+        ) => SignedIn,
+        ("/users/{id}/unlock", false) => Scope("users:write"),
         ("/carts" | "/carts/{id}" | "/carts/{id}/items", _) => SignedIn,
         ("/orders" | "/orders/{id}" | "/orders/{id}/cancel", _) => SignedIn,
         ("/orders/{id}/status", false) => Scope("orders:write"),

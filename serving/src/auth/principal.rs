@@ -47,6 +47,10 @@ pub const SCOPES: &[(&str, &str)] = &[
     ("notification:publish", "send notifications"),
     ("service:internal", "an internal service's key"),
     ("service:external", "an external integration's key"),
+    (
+        crate::gateway::PREMIUM,
+        "the premium rate-limit tier (10,000 requests a minute by default)",
+    ),
 ];
 
 pub fn is_scope(scope: &str) -> bool {

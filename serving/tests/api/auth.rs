@@ -315,6 +315,18 @@ fn routes(w: &World) -> Vec<(&'static str, String, Option<Value>, Needs)> {
             OwnerOr("orders:read"),
         ),
         (
+            "GET",
+            format!("/api/v1/users/{a}/sign-ins"),
+            None,
+            OwnerOr("users:read"),
+        ),
+        (
+            "POST",
+            format!("/api/v1/users/{a}/unlock"),
+            None,
+            Scope("users:write"),
+        ),
+        (
             "POST",
             "/api/v1/carts".into(),
             Some(json!({"user_id": a})),
@@ -466,6 +478,18 @@ fn routes(w: &World) -> Vec<(&'static str, String, Option<Value>, Needs)> {
             format!("/api/v1/api-keys/{}", w.spare_key),
             None,
             Scope("admin"),
+        ),
+        (
+            "POST",
+            format!("/api/v1/users/{a}/mfa/enable"),
+            None,
+            OwnerOr("users:write"),
+        ),
+        (
+            "DELETE",
+            format!("/api/v1/users/{a}/mfa"),
+            None,
+            OwnerOr("users:write"),
         ),
         ("GET", "/api/v1/events/schemas".into(), None, Open),
         ("GET", "/health/live".into(), None, Open),
@@ -852,4 +876,264 @@ async fn with_auth_off_every_caller_is_the_administrator() {
     let t = TestApp::configured(|config| config.auth.enabled = false).await;
     let reply = t.send_raw("GET", "/api/v1/api-keys", None, &[]).await;
     assert_eq!(reply.status, StatusCode::OK, "{:?}", reply.body);
+}
+
+async fn attempt(t: &TestApp, email: &str, password: &str) -> Reply {
+    t.send_raw(
+        "POST",
+        "/api/v1/users/authenticate",
+        Some(&json!({"email": email, "password": password}).to_string()),
+        &[],
+    )
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn five_failed_sign_ins_lock_the_account_through_a_restart_until_an_admin_unlocks_it() {
+    let t = TestApp::new().await;
+    let user = t.user("ann@example.com").await;
+    let right = "correct horse battery";
+    for _ in 0..4 {
+        let reply = attempt(&t, "ann@example.com", "wrong password!").await;
+        assert_eq!(reply.status, StatusCode::UNAUTHORIZED, "{:?}", reply.body);
+        assert_eq!(reply.body["code"], "invalid_credentials");
+    }
+    // The fifth failure locks the account; from then on the right password is refused too.
+    for password in ["wrong password!", right] {
+        let reply = attempt(&t, "ann@example.com", password).await;
+        assert_eq!(reply.status, StatusCode::LOCKED, "{:?}", reply.body);
+        assert_eq!(reply.body["code"], "account_locked");
+        assert!(reply.body["detail"].as_str().unwrap().contains("lock"));
+        let wait: u64 = reply.headers["retry-after"]
+            .to_str()
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert!((1..=900).contains(&wait), "{wait}");
+    }
+    // Addresses no account has never lock, and do not count against others.
+    for _ in 0..6 {
+        let reply = attempt(&t, "nobody@example.com", right).await;
+        assert_eq!(reply.status, StatusCode::UNAUTHORIZED);
+    }
+    let shown = t.get(&format!("/api/v1/users/{user}")).await;
+    assert!(shown.body["locked_until"].is_string(), "{:?}", shown.body);
+
+    // The lock is decided in the log: a restart replays it.
+    let t = t.restart(2).await;
+    let reply = attempt(&t, "ann@example.com", right).await;
+    assert_eq!(reply.status, StatusCode::LOCKED, "{:?}", reply.body);
+
+    // Every attempt is in the account's authentication log, newest first.
+    let log = t
+        .get(&format!("/api/v1/users/{user}/sign-ins?limit=100"))
+        .await;
+    assert_eq!(log.status, StatusCode::OK, "{:?}", log.body);
+    let items = log.body["items"].as_array().unwrap();
+    assert_eq!(items.len(), 7, "{items:?}");
+    let reasons: Vec<&str> = items
+        .iter()
+        .map(|item| item["reason"].as_str().unwrap())
+        .collect();
+    // The fifth failure is logged as what it was, with the lock it brought on.
+    assert_eq!(reasons[..2], ["account_locked"; 2]);
+    assert_eq!(reasons[2..], ["invalid_credentials"; 5]);
+    let failures: Vec<u64> = items[2..]
+        .iter()
+        .map(|item| item["failures"].as_u64().unwrap())
+        .collect();
+    assert_eq!(failures, [5, 4, 3, 2, 1]);
+    assert!(items[2]["locked_until"].is_string());
+    assert!(items[3]["locked_until"].is_null());
+    let page = t
+        .get(&format!("/api/v1/users/{user}/sign-ins?limit=4"))
+        .await;
+    let cursor = page.body["next_cursor"].as_str().unwrap().to_string();
+    let rest = t
+        .get(&format!(
+            "/api/v1/users/{user}/sign-ins?limit=4&cursor={cursor}"
+        ))
+        .await;
+    assert_eq!(rest.body["items"].as_array().unwrap().len(), 3);
+    assert_eq!(rest.body["items"][0]["id"], items[4]["id"]);
+
+    // An administrator lifts the lock at once.
+    let unlocked = t
+        .send("POST", &format!("/api/v1/users/{user}/unlock"), None, &[])
+        .await;
+    assert_eq!(unlocked.status, StatusCode::OK, "{:?}", unlocked.body);
+    assert!(unlocked.body["locked_until"].is_null());
+    let reply = attempt(&t, "ann@example.com", right).await;
+    assert_eq!(reply.status, StatusCode::OK, "{:?}", reply.body);
+    let shown = t.get(&format!("/api/v1/users/{user}")).await;
+    assert!(
+        shown.body["last_sign_in_at"].is_string(),
+        "{:?}",
+        shown.body
+    );
+    let log = t
+        .get(&format!("/api/v1/users/{user}/sign-ins?limit=1"))
+        .await;
+    assert_eq!(log.body["items"][0]["succeeded"], true);
+    let missing = t
+        .send("POST", "/api/v1/users/usr_none/unlock", None, &[])
+        .await;
+    assert_eq!(missing.status, StatusCode::NOT_FOUND);
+}
+
+async fn sign_in_with(t: &TestApp, password: &str, code: Option<&str>) -> Reply {
+    let mut body = json!({"email": "ann@example.com", "password": password});
+    if let Some(code) = code {
+        body["mfa_code"] = json!(code);
+    }
+    t.send_raw(
+        "POST",
+        "/api/v1/users/authenticate",
+        Some(&body.to_string()),
+        &[],
+    )
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_two_factors_each_code_signs_in_once_and_recovery_codes_stand_in() {
+    let t = TestApp::new().await;
+    let user = t.user("ann@example.com").await;
+    let right = "correct horse battery";
+    let bearer = format!("Bearer {}", sign_in(&t, "ann@example.com").await);
+    let enable = |body: Value| {
+        let (t, path, bearer) = (&t, format!("/api/v1/users/{user}/mfa/enable"), &bearer);
+        async move {
+            t.send_raw(
+                "POST",
+                &path,
+                Some(&body.to_string()),
+                &[("authorization", bearer)],
+            )
+            .await
+        }
+    };
+    let started = enable(json!({})).await;
+    assert_eq!(started.status, StatusCode::OK, "{:?}", started.body);
+    assert_eq!(started.body["status"], "pending");
+    let uri = started.body["otpauth_uri"].as_str().unwrap();
+    assert!(
+        uri.starts_with("otpauth://totp/tidemark:ann%40example.com?secret="),
+        "{uri}"
+    );
+    assert_eq!(
+        t.get(&format!("/api/v1/users/{user}")).await.body["mfa"],
+        "pending"
+    );
+    // Until a code confirms it, the password alone signs in.
+    assert_eq!(sign_in_with(&t, right, None).await.status, StatusCode::OK);
+
+    let totp = totp_rs::TOTP::from_url(uri).expect("an authenticator app reads the URI");
+    let now = serving::auth::tokens::unix_seconds();
+    let code = totp.generate(now);
+    let wrong = if code == "000000" { "111111" } else { "000000" };
+    let refused = enable(json!({"code": wrong})).await;
+    assert_eq!(refused.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(refused.body["errors"][0]["field"], "code");
+    let confirmed = enable(json!({"code": code})).await;
+    assert_eq!(confirmed.status, StatusCode::OK, "{:?}", confirmed.body);
+    assert_eq!(confirmed.body["status"], "on");
+    let recovery: Vec<String> = confirmed.body["recovery_codes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|code| code.as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(recovery.len(), 10);
+    assert_eq!(
+        enable(json!({"code": code})).await.body["code"],
+        "mfa_not_pending"
+    );
+    assert_eq!(enable(json!({})).await.body["code"], "mfa_enabled");
+
+    // Now the password needs a code, and a code is good once: the confirming one is used.
+    let reply = sign_in_with(&t, right, None).await;
+    assert_eq!(reply.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(reply.body["code"], "mfa_required");
+    let reply = sign_in_with(&t, right, Some(&code)).await;
+    assert_eq!(reply.body["code"], "invalid_mfa_code", "{:?}", reply.body);
+    let next = totp.generate(now + 30);
+    let reply = sign_in_with(&t, right, Some(&next)).await;
+    assert_eq!(reply.status, StatusCode::OK, "{:?}", reply.body);
+    let reply = sign_in_with(&t, right, Some(&next)).await;
+    assert_eq!(reply.body["code"], "invalid_mfa_code");
+    // A recovery code, however it is typed, once.
+    let typed = recovery[0].to_uppercase();
+    let reply = sign_in_with(&t, right, Some(&typed)).await;
+    assert_eq!(reply.status, StatusCode::OK, "{:?}", reply.body);
+    let reply = sign_in_with(&t, right, Some(&recovery[0])).await;
+    assert_eq!(reply.body["code"], "invalid_mfa_code");
+    // A good code does not make up for a wrong password.
+    let reply = sign_in_with(&t, "wrong password!", Some(&recovery[1])).await;
+    assert_eq!(reply.body["code"], "invalid_credentials");
+    let shown = t.get(&format!("/api/v1/users/{user}")).await;
+    assert_eq!(shown.body["mfa"], "on");
+    assert_eq!(shown.body["recovery_codes_left"], 9);
+    let log = t.get(&format!("/api/v1/users/{user}/sign-ins")).await;
+    let factors: Vec<&Value> = log.body["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|item| item["succeeded"] == true)
+        .map(|item| &item["second_factor"])
+        .collect();
+    assert_eq!(factors[..2], [&json!("recovery_code"), &json!("totp")]);
+
+    // Turned off, the password is enough again.
+    let off = t
+        .send_raw(
+            "DELETE",
+            &format!("/api/v1/users/{user}/mfa"),
+            None,
+            &[("authorization", &bearer)],
+        )
+        .await;
+    assert_eq!(off.status, StatusCode::NO_CONTENT, "{:?}", off.body);
+    assert_eq!(sign_in_with(&t, right, None).await.status, StatusCode::OK);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_user_keeps_a_profile_and_preferences_of_their_own() {
+    let t = TestApp::new().await;
+    let user = t.user("ann@example.com").await;
+    let path = format!("/api/v1/users/{user}");
+    let fresh = t.get(&path).await;
+    assert_eq!(fresh.body["display_name"], "");
+    assert_eq!(
+        fresh.body["preferences"],
+        json!({"marketing_emails": false, "order_updates": true})
+    );
+    let bearer = format!("Bearer {}", sign_in(&t, "ann@example.com").await);
+    let changed = t
+        .send_raw(
+            "PUT",
+            &path,
+            Some(
+                &json!({"display_name": "Annie", "locale": "en-GB", "preferences": {"marketing_emails": true}})
+                    .to_string(),
+            ),
+            &[("authorization", &bearer)],
+        )
+        .await;
+    assert_eq!(changed.status, StatusCode::OK, "{:?}", changed.body);
+    assert_eq!(changed.body["display_name"], "Annie");
+    assert_eq!(changed.body["locale"], "en-GB");
+    assert_eq!(
+        changed.body["preferences"],
+        json!({"marketing_emails": true, "order_updates": true})
+    );
+    // Fields not sent keep their values; a bad tag names its field.
+    let renamed = t.put(&path, json!({"name": "Ann Lee"})).await;
+    assert_eq!(renamed.body["display_name"], "Annie");
+    let bad = t.put(&path, json!({"locale": "english"})).await;
+    assert_eq!(bad.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(bad.body["errors"][0]["field"], "locale");
+    // The profile is state like the rest: a restart replays it.
+    let t = t.restart(1).await;
+    assert_eq!(t.get(&path).await.body["locale"], "en-GB");
 }

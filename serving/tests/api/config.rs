@@ -108,3 +108,36 @@ fn a_metrics_step_out_of_range_is_refused_with_the_reason() {
     let config = load("[analytics]\nstep_ms = 250\n", None).unwrap();
     assert_eq!(config.analytics.step_ms, 250);
 }
+
+#[test]
+fn gateway_settings_are_checked_where_they_are_read() {
+    let config = load(
+        "[gateway]\ncors_origins = [\"https://shop.example\", \"http://localhost:5173\"]\npublic_per_minute = 30\n",
+        None,
+    )
+    .unwrap();
+    assert_eq!(config.gateway.cors_origins.len(), 2);
+    assert_eq!(config.gateway.public_per_minute, 30);
+    assert_eq!(config.gateway.authenticated_per_minute, 1_000);
+    for (toml, reason) in [
+        (
+            "[gateway]\ncors_origins = [\"https://shop.example/\"]\n",
+            "gateway.cors_origins: \"https://shop.example/\"",
+        ),
+        (
+            "[gateway]\ncors_origins = [\"shop.example\"]\n",
+            "is not `*` or an origin",
+        ),
+        (
+            "[gateway]\npublic_per_minute = 0\n",
+            "gateway.public_per_minute must be between 1 and 10000000",
+        ),
+        (
+            "[gateway]\nrequest_timeout_ms = 5\n",
+            "gateway.request_timeout_ms must be between 100 and 3600000",
+        ),
+    ] {
+        let error = load(toml, None).unwrap_err();
+        assert!(error.contains(reason), "{toml}: {error}");
+    }
+}

@@ -110,12 +110,23 @@ impl Client {
         path: &str,
         body: Option<&Value>,
     ) -> std::io::Result<(u16, Value)> {
+        self.try_request_as(ADMIN_KEY, method, path, body)
+    }
+
+    /// A request with `key` as its `X-API-Key`.
+    fn try_request_as(
+        &self,
+        key: &str,
+        method: &str,
+        path: &str,
+        body: Option<&Value>,
+    ) -> std::io::Result<(u16, Value)> {
         let mut stream = TcpStream::connect(&self.addr)?;
         stream.set_read_timeout(Some(Duration::from_secs(30)))?;
         let body = body.map(Value::to_string).unwrap_or_default();
         write!(
             stream,
-            "{method} {path} HTTP/1.1\r\nHost: tidemark\r\nX-API-Key: {ADMIN_KEY}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            "{method} {path} HTTP/1.1\r\nHost: tidemark\r\nX-API-Key: {key}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
             body.len()
         )?;
         let mut response = String::new();
@@ -725,4 +736,52 @@ fn postgres_clients_beyond_the_bound_are_refused() {
         String::from_utf8_lossy(&admitted.stderr)
     );
     assert_eq!(String::from_utf8_lossy(&admitted.stdout), "1\n");
+}
+
+/// `tidemark admin create-key`, on the data directory of a stopped server.
+fn create_key(data_dir: &std::path::Path) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_tidemark"))
+        .args([
+            "admin",
+            "create-key",
+            "--scopes",
+            "admin",
+            "--name",
+            "ops",
+            "--data-dir",
+        ])
+        .arg(data_dir)
+        .env_remove("TIDEMARK_BOOTSTRAP_ADMIN_KEY")
+        .output()
+        .expect("tidemark runs")
+}
+
+#[test]
+fn an_install_is_administered_with_a_key_the_cli_prints_while_the_server_is_stopped() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let created = create_key(dir.path());
+    assert!(
+        created.status.success(),
+        "{}",
+        String::from_utf8_lossy(&created.stderr)
+    );
+    let answer: Value = serde_json::from_slice(&created.stdout).expect("JSON on stdout");
+    let key = answer["key"].as_str().expect("the key").to_string();
+    let id = answer["id"].as_str().expect("its id").to_string();
+    assert_eq!(answer["scopes"], json!(["admin"]));
+
+    let server = Server::start(dir.path(), &[]);
+    let (status, shown) = server
+        .client
+        .try_request_as(&key, "GET", &format!("/api/v1/api-keys/{id}"), None)
+        .expect("request");
+    assert_eq!(status, 200, "{shown}");
+    assert_eq!(shown["name"], "ops");
+    // The running server holds the data directory: the CLI refuses rather than
+    // interleave its records with the server's.
+    let refused = create_key(dir.path());
+    assert!(!refused.status.success());
+    let reason = String::from_utf8_lossy(&refused.stderr);
+    assert!(reason.contains("another tidemark process"), "{reason}");
+    server.kill();
 }

@@ -5,6 +5,7 @@ mod auth;
 mod config;
 mod e2e;
 mod errors;
+mod gateway;
 mod hardening;
 mod kafka;
 mod orders;

@@ -30,6 +30,15 @@ pub struct Reply {
     pub raw: Vec<u8>,
 }
 
+/// The defaults, but for the public rate limit: every request a test sends without
+/// credentials comes from one address ("unknown": the router is called in process), and
+/// the matrix alone sends more than the default 100 a minute.
+pub fn test_config() -> Config {
+    let mut config = Config::default();
+    config.gateway.public_per_minute = 100_000;
+    config
+}
+
 impl TestApp {
     pub async fn new() -> TestApp {
         Self::with_workers(1).await
@@ -44,7 +53,7 @@ impl TestApp {
         let config = Config {
             data_dir: dir.path().to_path_buf(),
             workers,
-            ..Config::default()
+            ..test_config()
         };
         Self::open_config(dir, config).await
     }
@@ -54,19 +63,28 @@ impl TestApp {
         let dir = tempfile::tempdir().expect("tempdir");
         let mut config = Config {
             data_dir: dir.path().to_path_buf(),
-            ..Config::default()
+            ..test_config()
         };
         configure(&mut config);
         Self::open_config(dir, config).await
     }
 
     /// An instance with `config`, whose data directory is `dir`.
-    pub async fn open_config(dir: tempfile::TempDir, mut config: Config) -> TestApp {
+    pub async fn open_config(dir: tempfile::TempDir, config: Config) -> TestApp {
+        Self::open_with(dir, config, None).await
+    }
+
+    /// `open_config`, with a payment provider of the test's own.
+    pub async fn open_with(
+        dir: tempfile::TempDir,
+        mut config: Config,
+        payments: Option<Arc<dyn connectors::effects::payments::PaymentProvider>>,
+    ) -> TestApp {
         log_to_test_output();
         if config.auth.bootstrap_admin_key.is_none() {
             config.auth.bootstrap_admin_key = Some(serving::config::Secret::new(ADMIN_KEY));
         }
-        let app = Tidemark::open(config).expect("open");
+        let app = Tidemark::open_with(config, payments).expect("open");
         let recovering = app.clone();
         tokio::task::spawn_blocking(move || recovering.recover(&mut Quiet))
             .await

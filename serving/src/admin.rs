@@ -1,0 +1,93 @@
+//! `tidemark admin`: what an operator does to a data directory with the server stopped.
+//!
+//! `create-key` issues an API key through the log, as `POST /api/v1/api-keys` does, so
+//! that an install without `TIDEMARK_BOOTSTRAP_ADMIN_KEY` can be administered. It opens
+//! the data directory as the server does (replaying the log), so it refuses while a
+//! server holds the directory: with one running, create keys through the API.
+
+use std::process::ExitCode;
+
+use clap::{Args, Subcommand};
+
+use crate::api::keys::{self, CreateKey};
+use crate::config::{Config, LogBackend, ServeArgs};
+use crate::runtime::{Quiet, Tidemark};
+
+#[derive(Debug, Subcommand)]
+pub enum AdminCommand {
+    /// Issues an API key and prints it, with its id and expiry, as JSON. The key is
+    /// shown this once.
+    CreateKey(CreateKeyArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct CreateKeyArgs {
+    /// The key's scopes, comma-separated (`admin`, `inventory:write,inventory:read`).
+    #[arg(long, value_delimiter = ',', required = true)]
+    pub scopes: Vec<String>,
+    /// A name to tell the key by.
+    #[arg(long, default_value = "admin")]
+    pub name: String,
+    /// Days until the key expires (default `auth.api_key_ttl_days`).
+    #[arg(long)]
+    pub expires_in_days: Option<u64>,
+    /// Where the server's data is: the same flags and file as `tidemark serve`.
+    #[command(flatten)]
+    pub serve: ServeArgs,
+}
+
+pub fn run(command: AdminCommand) -> ExitCode {
+    match command {
+        AdminCommand::CreateKey(args) => match create_key(args) {
+            Ok(answer) => {
+                println!("{answer}");
+                ExitCode::SUCCESS
+            }
+            Err(error) => {
+                eprintln!("tidemark admin create-key: {error}");
+                ExitCode::FAILURE
+            }
+        },
+    }
+}
+
+fn create_key(args: CreateKeyArgs) -> Result<String, String> {
+    let mut config = Config::load(&args.serve).map_err(|error| error.to_string())?;
+    if config.log_backend()? != LogBackend::Embedded {
+        return Err(
+            "this works on the embedded log; with a Kafka log, create keys through the API (POST /api/v1/api-keys with TIDEMARK_BOOTSTRAP_ADMIN_KEY)"
+                .into(),
+        );
+    }
+    // Only the log is written: the server publishes and archives the events when it
+    // next starts, as it does for everything it replays.
+    config.events = "none".into();
+    config.history.enabled = false;
+    config.analytics.enabled = false;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|error| error.to_string())?;
+    runtime.block_on(async move {
+        let app = Tidemark::open(config).map_err(|error| error.to_string())?;
+        let recovering = app.clone();
+        tokio::task::spawn_blocking(move || recovering.recover(&mut Quiet))
+            .await
+            .map_err(|error| error.to_string())?
+            .map_err(|error| error.to_string())?;
+        let issued = keys::issue(
+            &app,
+            CreateKey {
+                name: args.name,
+                scopes: args.scopes,
+                expires_in_days: args.expires_in_days,
+                owner_id: None,
+            },
+            None,
+        )
+        .await;
+        app.shutdown();
+        let answer = issued.map_err(|error| error.detail)?;
+        serde_json::to_string_pretty(&answer).map_err(|error| error.to_string())
+    })
+}
