@@ -161,6 +161,10 @@ pub struct Snapshot {
     /// as a ranking (most units first, then by id): `top_products` is its first rows.
     product_units: OrdMap<Str, i64>,
     product_ranking: OrdSet<(std::cmp::Reverse<i64>, Str)>,
+    /// The log times of the last change to the catalog (a product or its stock) and to
+    /// the stock forecast shown with products: `catalog_version`.
+    catalog_changed_at: Time,
+    forecast_changed_at: Time,
     rejections: OrdMap<Seq, Arc<Rejection>>,
     rejection_order: Vector<(Ts, Seq)>,
     /// Commands that first used an idempotency key: their refusals are kept as long as
@@ -174,7 +178,15 @@ impl Snapshot {
         self.metrics.clone_from(&other.metrics);
         self.product_units.clone_from(&other.product_units);
         self.product_ranking.clone_from(&other.product_ranking);
+        self.forecast_changed_at = other.forecast_changed_at;
         self
+    }
+
+    /// What the catalog's answers (products with their stock and forecast, stock
+    /// levels) are read from, as log times: equal versions, equal answers. What caches
+    /// those answers keeps them with it.
+    pub fn catalog_version(&self) -> (Time, Time) {
+        (self.catalog_changed_at, self.forecast_changed_at)
     }
 
     /// The rows of one metric view, in key order.
@@ -271,9 +283,15 @@ impl Snapshot {
             .filter_map(|(_, _, attempt_id)| self.sign_ins.get(attempt_id))
     }
 
+    #[cfg(test)]
+    pub(crate) fn apply_time(&mut self, updates: Vec<(Row, isize)>) {
+        self.apply_at(Time::default(), updates);
+    }
+
     /// Applies the updates of one time. A key retracted and inserted at the same time is
     /// replaced in one step, and its index entries move only if their keys changed.
-    pub(crate) fn apply_time(&mut self, mut updates: Vec<(Row, isize)>) {
+    /// Notes when they change the catalog (`catalog_version`).
+    pub(crate) fn apply_at(&mut self, time: Time, mut updates: Vec<(Row, isize)>) {
         // By key, then by row: the diffs of one row add up, so a row said and unsaid at
         // one time (as a join may) leaves no trace. What is left of a key is its old row
         // retracted, its new row inserted, or both.
@@ -286,6 +304,15 @@ impl Snapshot {
             same
         });
         updates.retain(|(_, diff)| *diff != 0);
+        for (row, _) in &updates {
+            match row {
+                Row::Product(_) | Row::Stock(_) => self.catalog_changed_at = time,
+                Row::Metric(metric) if metric.metric == Metric::StockForecast => {
+                    self.forecast_changed_at = time
+                }
+                _ => {}
+            }
+        }
         let units_moved = updates.iter().any(|(row, _)| {
             matches!(row, Row::Metric(metric) if metric.metric == Metric::ProductSalesDaily)
         });
@@ -719,5 +746,25 @@ mod tests {
         assert_eq!(ranked.len(), TOP_PRODUCTS);
         assert_eq!(ranked[0], (1, "z11".into(), 21));
         assert_eq!(ranked[9], (10, "z02".into(), 12));
+    }
+
+    #[test]
+    fn the_catalog_version_is_the_time_of_the_catalog_s_last_change() {
+        let stock = |quantity| {
+            Row::Stock(Arc::new(StockRow {
+                product_id: "p1".into(),
+                measure: StockMeasure::OnHand,
+                quantity,
+            }))
+        };
+        let mut snapshot = Snapshot::default();
+        snapshot.apply_at(5, vec![(stock(3), 1)]);
+        assert_eq!(snapshot.catalog_version(), (5, 0));
+        // Sales are not the catalog; a row said and unsaid at one time changes nothing.
+        snapshot.apply_at(6, vec![(sales(1, "p1", 2), 1)]);
+        snapshot.apply_at(7, vec![(stock(4), 1), (stock(4), -1)]);
+        assert_eq!(snapshot.catalog_version(), (5, 0));
+        snapshot.apply_at(8, vec![(stock(3), -1), (stock(4), 1)]);
+        assert_eq!(snapshot.catalog_version(), (8, 0));
     }
 }

@@ -295,8 +295,8 @@ impl ViewStore {
         };
         let rows = split_before(&mut pending.rows, upto);
         let changed = !rows.is_empty();
-        for (_, updates) in rows {
-            pending.views.apply_time(updates);
+        for (time, updates) in rows {
+            pending.views.apply_at(time, updates);
         }
         if changed {
             self.publish_metric_views(&pending.views);
@@ -323,7 +323,7 @@ impl ViewStore {
             // The state at each bound up to this time is the state now.
             keep_states(&mut pending.bounds, &mut pending.kept, next, time);
             if let Some(updates) = rows.remove(&time) {
-                next.apply_time(updates);
+                next.apply_at(time, updates);
             }
             for rejection in rejections.remove(&time).unwrap_or_default() {
                 if let Some(recorded) = &self.recorded {

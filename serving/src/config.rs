@@ -195,6 +195,9 @@ pub struct GatewayConfig {
     pub request_timeout_ms: u64,
     /// Whether answers are gzip-compressed for clients that accept it.
     pub compression: bool,
+    /// Whether public catalog reads are answered from memory while the catalog has not
+    /// changed, with `ETag`s for revalidation (`api::cache`).
+    pub catalog_cache: bool,
     /// Consecutive failures of a provider (payment, carrier) that open its circuit.
     pub breaker_failures: u32,
     /// How long an open circuit pauses calls before one probe (milliseconds).
@@ -212,6 +215,7 @@ impl Default for GatewayConfig {
             cors_origins: Vec::new(),
             request_timeout_ms: 60_000,
             compression: true,
+            catalog_cache: true,
             breaker_failures: 5,
             breaker_cool_down_ms: 30_000,
         }

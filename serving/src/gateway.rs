@@ -209,12 +209,14 @@ pub fn cors(origins: &[String]) -> Option<CorsLayer> {
                 HeaderName::from_static("x-api-key"),
                 HeaderName::from_static("idempotency-key"),
                 HeaderName::from_static("x-correlation-id"),
+                header::IF_NONE_MATCH,
             ])
             .expose_headers([
                 HeaderName::from_static("x-request-id"),
                 header::RETRY_AFTER,
                 header::WWW_AUTHENTICATE,
                 header::LOCATION,
+                header::ETAG,
                 HeaderName::from_static("ratelimit-limit"),
                 HeaderName::from_static("ratelimit-remaining"),
                 HeaderName::from_static("ratelimit-reset"),

@@ -88,6 +88,8 @@ pub struct Tidemark {
     pub auth: crate::auth::Authenticator,
     /// Requests each caller may still make (`gateway.rate_limits`).
     pub rate_limits: Option<crate::gateway::RateLimits>,
+    /// Catalog answers by request, while the catalog stands still (`gateway.catalog_cache`).
+    pub catalog_cache: Option<crate::api::cache::CatalogCache>,
     /// Turns to render a page of a list (`api::read_page`).
     pub page_readers: Arc<tokio::sync::Semaphore>,
     /// Runs SQL over the views, on threads of its own.
@@ -227,6 +229,10 @@ impl Tidemark {
             sql: Arc::new(sql),
             password_hashing,
             auth,
+            catalog_cache: config
+                .gateway
+                .catalog_cache
+                .then(crate::api::cache::CatalogCache::default),
             rate_limits: config
                 .gateway
                 .rate_limits

@@ -1,6 +1,7 @@
 //! The HTTP API: `app(state)` builds every route in one place.
 
 mod analytics;
+pub mod cache;
 mod catalog;
 pub mod error;
 mod events;
@@ -40,12 +41,26 @@ use error::{ApiError, ApiResult};
 pub type App = Arc<Tidemark>;
 
 pub fn app(state: App) -> Router {
+    // Public catalog reads, answered from memory while the catalog stands still.
+    let cached = middleware::from_fn_with_state(state.clone(), cache::catalog);
     let api = Router::new()
-        .route("/products", post(catalog::create).get(catalog::list))
-        .route("/products/search", get(catalog::search))
-        .route("/products/{id}", get(catalog::get).put(catalog::update))
+        .route(
+            "/products",
+            post(catalog::create).merge(get(catalog::list).layer(cached.clone())),
+        )
+        .route(
+            "/products/search",
+            get(catalog::search).layer(cached.clone()),
+        )
+        .route(
+            "/products/{id}",
+            put(catalog::update).merge(get(catalog::get).layer(cached.clone())),
+        )
         .route("/inventory/adjust", post(catalog::adjust))
-        .route("/inventory/availability", get(catalog::availability))
+        .route(
+            "/inventory/availability",
+            get(catalog::availability).layer(cached),
+        )
         .route("/inventory/reserve", post(catalog::reserve))
         .route("/inventory/release", post(catalog::release))
         .route("/inventory/reservations/{id}", get(catalog::reservation))

@@ -1,6 +1,8 @@
 //! The gateway in front of the routes: rate limits by tier with their headers, CORS,
 //! compression.
 
+use std::time::Duration;
+
 use axum::http::StatusCode;
 use serde_json::json;
 
@@ -288,4 +290,109 @@ async fn orders_wait_pending_while_the_payment_circuit_is_open_and_complete_afte
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
     assert_eq!(providers(&t).await["payment"], "closed");
+}
+
+/// Public catalog reads come from memory while the catalog stands still, and never
+/// after a change has been acknowledged: the writer reads its write, and so does
+/// everyone else.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn catalog_reads_are_cached_until_the_catalog_changes_and_revalidate_with_etags() {
+    let t = TestApp::new().await;
+    let product = t.product("TEA-1", 450, 10).await;
+    let path = format!("/api/v1/products/{product}");
+    // The product's forecast comes with the metric views, a step behind its stock: a
+    // change to the catalog too.
+    let views = &t.app.views;
+    views
+        .wait_for_metrics(views.frontier(), Duration::from_secs(30))
+        .await
+        .unwrap();
+    let first = t.send_raw("GET", &path, None, &[]).await;
+    assert_eq!(first.status, StatusCode::OK, "{:?}", first.body);
+    assert_eq!(header(&first, "x-cache"), Some("miss"));
+    assert_eq!(header(&first, "cache-control"), Some("no-cache"));
+    let tag = header(&first, "etag").unwrap().to_string();
+    assert!(tag.starts_with("W/\""), "{tag}");
+    let again = t.send_raw("GET", &path, None, &[]).await;
+    assert_eq!(header(&again, "x-cache"), Some("hit"));
+    assert_eq!(header(&again, "etag"), Some(tag.as_str()));
+    assert_eq!(again.raw, first.raw);
+    let revalidated = t
+        .send_raw("GET", &path, None, &[("if-none-match", &tag)])
+        .await;
+    assert_eq!(revalidated.status, StatusCode::NOT_MODIFIED);
+    assert!(revalidated.raw.is_empty());
+    // Each read has a tag of its own.
+    let list = t.send_raw("GET", "/api/v1/products", None, &[]).await;
+    assert_ne!(header(&list, "etag"), Some(tag.as_str()));
+    let other = t
+        .send_raw("GET", "/api/v1/products", None, &[("if-none-match", &tag)])
+        .await;
+    assert_eq!(other.status, StatusCode::OK);
+
+    // What is not the catalog leaves it cached.
+    t.user("ann@example.com").await;
+    views
+        .wait_for_metrics(views.frontier(), Duration::from_secs(30))
+        .await
+        .unwrap();
+    let unmoved = t.send_raw("GET", &path, None, &[]).await;
+    assert_eq!(
+        header(&unmoved, "x-cache"),
+        Some("hit"),
+        "{:?} then {:?}",
+        header(&again, "etag"),
+        header(&unmoved, "etag")
+    );
+
+    // A change to the product, and one to its stock, each show at once.
+    let renamed = t.put(&path, json!({"name": "Green tea"})).await;
+    assert_eq!(renamed.status, StatusCode::OK, "{:?}", renamed.body);
+    let fresh = t
+        .send_raw("GET", &path, None, &[("if-none-match", &tag)])
+        .await;
+    assert_eq!(fresh.status, StatusCode::OK);
+    assert_eq!(fresh.body["name"], "Green tea");
+    assert_eq!(header(&fresh, "x-cache"), Some("miss"));
+    let tag = header(&fresh, "etag").unwrap().to_string();
+    let adjusted = t
+        .post(
+            "/api/v1/inventory/adjust",
+            json!({"product_id": product, "delta": -4}),
+        )
+        .await;
+    assert_eq!(adjusted.status, StatusCode::OK, "{:?}", adjusted.body);
+    let fresh = t
+        .send_raw("GET", &path, None, &[("if-none-match", &tag)])
+        .await;
+    assert_eq!(fresh.status, StatusCode::OK);
+    assert_eq!(fresh.body["stock"]["on_hand"], 6);
+    let availability = format!("/api/v1/inventory/availability?product_id={product}");
+    let stock = t.send_raw("GET", &availability, None, &[]).await;
+    assert_eq!(stock.body["items"][0]["available"], 6);
+    let user = t.user("bob@example.com").await;
+    let order = t.order(&user, &product, 2).await;
+    assert!(order.status.is_success(), "{:?}", order.body);
+    let stock = t.send_raw("GET", &availability, None, &[]).await;
+    assert_eq!(header(&stock, "x-cache"), Some("miss"));
+    assert_eq!(stock.body["items"][0]["available"], 4);
+    // Misses are not kept: a product created after a 404 is found.
+    let missing = t
+        .send_raw("GET", "/api/v1/products/prd_later", None, &[])
+        .await;
+    assert_eq!(missing.status, StatusCode::NOT_FOUND);
+    assert!(header(&missing, "etag").is_none());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_catalog_cache_can_be_turned_off() {
+    let t = TestApp::configured(|config| config.gateway.catalog_cache = false).await;
+    let product = t.product("TEA-1", 450, 10).await;
+    let path = format!("/api/v1/products/{product}");
+    for _ in 0..2 {
+        let reply = t.send_raw("GET", &path, None, &[]).await;
+        assert_eq!(reply.status, StatusCode::OK);
+        assert!(header(&reply, "etag").is_none());
+        assert!(header(&reply, "x-cache").is_none());
+    }
 }
