@@ -195,6 +195,8 @@ pub struct GatewayConfig {
     pub request_timeout_ms: u64,
     /// Whether answers are gzip-compressed for clients that accept it.
     pub compression: bool,
+    /// Retired API versions, announced on their answers (`gateway::Retirement`).
+    pub retired: Vec<crate::gateway::Retirement>,
     /// Whether public catalog reads are answered from memory while the catalog has not
     /// changed, with `ETag`s for revalidation (`api::cache`).
     pub catalog_cache: bool,
@@ -215,6 +217,7 @@ impl Default for GatewayConfig {
             cors_origins: Vec::new(),
             request_timeout_ms: 60_000,
             compression: true,
+            retired: Vec::new(),
             catalog_cache: true,
             breaker_failures: 5,
             breaker_cool_down_ms: 30_000,
@@ -251,6 +254,11 @@ impl GatewayConfig {
                 "gateway.breaker_failures must be 1 to 1000 and gateway.breaker_cool_down_ms 1 to 3600000, not {} and {}",
                 self.breaker_failures, self.breaker_cool_down_ms
             ));
+        }
+        for retired in &self.retired {
+            retired
+                .check()
+                .map_err(|error| format!("gateway.retired: {error}"))?;
         }
         if !(100..=3_600_000).contains(&self.request_timeout_ms) {
             return Err(format!(

@@ -242,6 +242,119 @@ pub fn valid_origin(origin: &str) -> bool {
         && HeaderValue::from_str(origin).is_ok()
 }
 
+/// An API version being retired: its answers say so (`Deprecation`, RFC 9745, and
+/// `Sunset`, RFC 8594, with a `Link` to what replaces it), and once it is past its
+/// sunset it answers `410 version_retired`. Configured as
+/// `[[gateway.retired]] prefix = "/api/v1"`, `deprecated_at = "2027-01-01T00:00:00Z"`,
+/// `sunset_at = "2027-07-01T00:00:00Z"`, `link = "https://docs.example/migrate"`.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Retirement {
+    /// The version's path prefix, such as `/api/v1`.
+    pub prefix: String,
+    /// When it was (or will be) deprecated (RFC 3339).
+    pub deprecated_at: String,
+    /// When it stops answering (RFC 3339), if that is decided.
+    #[serde(default)]
+    pub sunset_at: Option<String>,
+    /// Where its users read how to move on.
+    #[serde(default)]
+    pub link: Option<String>,
+}
+
+fn instant(field: &str, value: &str) -> Result<chrono::DateTime<chrono::Utc>, String> {
+    chrono::DateTime::parse_from_rfc3339(value)
+        .map(|at| at.to_utc())
+        .map_err(|_| {
+            format!("{field} {value:?} is not an RFC 3339 time such as 2027-01-01T00:00:00Z")
+        })
+}
+
+impl Retirement {
+    /// Whether it is well-formed: what `config` checks at start-up.
+    pub fn check(&self) -> Result<(), String> {
+        let prefix = &self.prefix;
+        if !prefix.starts_with('/') || prefix.len() < 2 || prefix.ends_with('/') {
+            return Err(format!("prefix {prefix:?} is not a path such as /api/v1"));
+        }
+        let deprecated = instant("deprecated_at", &self.deprecated_at)?;
+        if let Some(sunset) = &self.sunset_at {
+            if instant("sunset_at", sunset)? < deprecated {
+                return Err(format!("{prefix}: sunset_at is before deprecated_at"));
+            }
+        }
+        if let Some(link) = &self.link {
+            if !(link.starts_with("https://") || link.starts_with("http://"))
+                || link.contains(['<', '>', ' ', '"'])
+            {
+                return Err(format!("{prefix}: link {link:?} is not an http(s) URL"));
+            }
+        }
+        Ok(())
+    }
+
+    fn covers(&self, path: &str) -> bool {
+        path.strip_prefix(self.prefix.as_str())
+            .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+    }
+}
+
+/// Announces the retirement of the version a request is for, or refuses it past its
+/// sunset. `now` is the wall clock: this is the HTTP layer, not a dataflow.
+pub async fn retirements(
+    axum::extract::State(retired): axum::extract::State<std::sync::Arc<Vec<Retirement>>>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let Some(retirement) = retired
+        .iter()
+        .find(|retirement| retirement.covers(request.uri().path()))
+    else {
+        return next.run(request).await;
+    };
+    // Checked at start-up.
+    let deprecated = instant("", &retirement.deprecated_at).unwrap_or_default();
+    let sunset = retirement
+        .sunset_at
+        .as_deref()
+        .and_then(|at| instant("", at).ok());
+    let now = chrono::Utc::now();
+    let mut response = match sunset {
+        Some(sunset) if now >= sunset => {
+            use axum::response::IntoResponse;
+            ApiError::new(
+                StatusCode::GONE,
+                "version_retired",
+                format!(
+                    "{} was retired on {}; use its successor",
+                    retirement.prefix,
+                    sunset.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+                ),
+            )
+            .into_response()
+        }
+        _ => next.run(request).await,
+    };
+    let headers = response.headers_mut();
+    headers.insert(
+        HeaderName::from_static("deprecation"),
+        HeaderValue::from_str(&format!("@{}", deprecated.timestamp())).expect("digits"),
+    );
+    if let Some(sunset) = sunset {
+        let date = sunset.format("%a, %d %b %Y %H:%M:%S GMT").to_string();
+        headers.insert(
+            HeaderName::from_static("sunset"),
+            HeaderValue::from_str(&date).expect("an HTTP date"),
+        );
+    }
+    if let Some(link) = &retirement.link {
+        if let Ok(value) = HeaderValue::from_str(&format!("<{link}>; rel=\"deprecation\"")) {
+            headers.append(header::LINK, value);
+        }
+    }
+    response
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -129,8 +129,15 @@ pub fn app(state: App) -> Router {
         .layer(TimeoutLayer::with_status_code(
             StatusCode::SERVICE_UNAVAILABLE,
             Duration::from_millis(gateway.request_timeout_ms),
-        ))
-        .layer(middleware::from_fn(request_id));
+        ));
+    // Inside the request id layer: a retired version's refusal has an id too.
+    if !gateway.retired.is_empty() {
+        router = router.layer(middleware::from_fn_with_state(
+            Arc::new(gateway.retired.clone()),
+            crate::gateway::retirements,
+        ));
+    }
+    let mut router = router.layer(middleware::from_fn(request_id));
     // Outside the request id layer, which rewrites plain-text errors and so must read
     // them uncompressed; CORS outermost, so a preflight is answered before anything runs.
     if gateway.compression {

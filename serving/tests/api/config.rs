@@ -136,6 +136,18 @@ fn gateway_settings_are_checked_where_they_are_read() {
             "[gateway]\nrequest_timeout_ms = 5\n",
             "gateway.request_timeout_ms must be between 100 and 3600000",
         ),
+        (
+            "[[gateway.retired]]\nprefix = \"api/v0\"\ndeprecated_at = \"2027-01-01T00:00:00Z\"\n",
+            "gateway.retired: prefix \"api/v0\" is not a path",
+        ),
+        (
+            "[[gateway.retired]]\nprefix = \"/api/v0\"\ndeprecated_at = \"next year\"\n",
+            "deprecated_at \"next year\" is not an RFC 3339 time",
+        ),
+        (
+            "[[gateway.retired]]\nprefix = \"/api/v0\"\ndeprecated_at = \"2027-01-01T00:00:00Z\"\nsunset_at = \"2026-01-01T00:00:00Z\"\n",
+            "sunset_at is before deprecated_at",
+        ),
     ] {
         let error = load(toml, None).unwrap_err();
         assert!(error.contains(reason), "{toml}: {error}");

@@ -396,3 +396,46 @@ async fn the_catalog_cache_can_be_turned_off() {
         assert!(header(&reply, "x-cache").is_none());
     }
 }
+
+/// A version being retired says so on every answer, and past its sunset answers 410.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retired_version_announces_its_sunset_and_then_answers_gone() {
+    let retire = |sunset_at: &str| serving::gateway::Retirement {
+        prefix: "/api/v1".into(),
+        deprecated_at: "2026-01-01T00:00:00Z".into(),
+        sunset_at: Some(sunset_at.into()),
+        link: Some("https://docs.example/migrate".into()),
+    };
+    let t = TestApp::configured(|config| {
+        config.gateway.retired = vec![retire("2999-06-30T12:00:00Z")];
+    })
+    .await;
+    let reply = t.send_raw("GET", "/api/v1/products", None, &[]).await;
+    assert_eq!(reply.status, StatusCode::OK);
+    assert_eq!(header(&reply, "deprecation"), Some("@1767225600"));
+    assert_eq!(
+        header(&reply, "sunset"),
+        Some("Sun, 30 Jun 2999 12:00:00 GMT")
+    );
+    assert_eq!(
+        header(&reply, "link"),
+        Some("<https://docs.example/migrate>; rel=\"deprecation\"")
+    );
+    // Other paths are not that version.
+    let probe = t.send_raw("GET", "/health/live", None, &[]).await;
+    assert_eq!(header(&probe, "deprecation"), None);
+
+    let t = TestApp::configured(|config| {
+        config.gateway.retired = vec![retire("2026-06-30T00:00:00Z")];
+    })
+    .await;
+    let gone = t.send_raw("GET", "/api/v1/products", None, &[]).await;
+    assert_eq!(gone.status, StatusCode::GONE);
+    assert_eq!(gone.content_type, "application/problem+json");
+    assert_eq!(gone.body["code"], "version_retired");
+    assert!(gone.request_id.is_some());
+    assert_eq!(
+        header(&gone, "sunset"),
+        Some("Tue, 30 Jun 2026 00:00:00 GMT")
+    );
+}
