@@ -79,6 +79,14 @@ pub struct ServeArgs {
     #[arg(long, value_enum)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub log_format: Option<LogFormat>,
+    /// Serve HTTPS with this certificate chain (PEM); needs `--tls-key`.
+    #[arg(long, value_name = "PEM")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_cert: Option<PathBuf>,
+    /// The private key of `--tls-cert` (PEM: PKCS#8, PKCS#1 or SEC1).
+    #[arg(long, value_name = "PEM")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_key: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ValueEnum)]
@@ -120,6 +128,11 @@ pub struct Config {
     pub auth: AuthConfig,
     /// Rate limits, CORS, request deadlines, compression.
     pub gateway: GatewayConfig,
+    /// HTTPS: the certificate chain and its key (PEM files). Both or neither.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls_cert: Option<PathBuf>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls_key: Option<PathBuf>,
 }
 
 /// A secret from the configuration: never printed, in logs or in errors.
@@ -421,6 +434,8 @@ impl Default for Config {
             analytics: AnalyticsConfig::default(),
             auth: AuthConfig::default(),
             gateway: GatewayConfig::default(),
+            tls_cert: None,
+            tls_key: None,
         }
     }
 }
@@ -477,7 +492,15 @@ impl Config {
             analytics,
             auth,
             gateway,
+            tls_cert,
+            tls_key,
         } = self;
+        if tls_cert.is_some() != tls_key.is_some() {
+            return Err(
+                "tls_cert and tls_key (--tls-cert, --tls-key) go together: give both or neither"
+                    .into(),
+            );
+        }
         if data_dir.as_os_str().is_empty() {
             return Err("data_dir must not be empty".into());
         }

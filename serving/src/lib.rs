@@ -19,5 +19,6 @@ pub mod server;
 pub mod shell;
 pub mod sinks;
 pub mod telemetry;
+pub mod tls;
 
 pub use runtime::Tidemark;

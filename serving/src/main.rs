@@ -31,6 +31,16 @@ fn serve(args: ServeArgs) -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    let tls = match (&config.tls_cert, &config.tls_key) {
+        (Some(cert), Some(key)) => match serving::tls::acceptor(cert, key) {
+            Ok(acceptor) => Some(acceptor),
+            Err(error) => {
+                eprintln!("tidemark: invalid TLS settings: {error}");
+                return ExitCode::from(2);
+            }
+        },
+        _ => None,
+    };
     telemetry::init(config.log_format);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -42,7 +52,7 @@ fn serve(args: ServeArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run(config)) {
+    match runtime.block_on(run(config, tls)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             tracing::error!(%error, "tidemark stopped");
@@ -51,7 +61,10 @@ fn serve(args: ServeArgs) -> ExitCode {
     }
 }
 
-async fn run(config: Config) -> Result<(), Box<dyn std::error::Error>> {
+async fn run(
+    config: Config,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+) -> Result<(), Box<dyn std::error::Error>> {
     let json_logs = telemetry::is_json(config.log_format);
     let listen = config.listen;
     let app = Tidemark::open(config)?;
@@ -87,7 +100,8 @@ async fn run(config: Config) -> Result<(), Box<dyn std::error::Error>> {
     if app.config.auth.enabled && app.config.auth.bootstrap_admin_key.is_none() {
         tracing::warn!("no TIDEMARK_BOOTSTRAP_ADMIN_KEY: only API keys already issued can administer this instance (`tidemark admin create-key` issues one while the server is stopped)");
     }
-    tracing::info!(listen = %listener.local_addr()?, %pg_listen, workers = app.config.workers, data_dir = %app.config.data_dir.display(), "tidemark is listening");
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    tracing::info!(listen = %listener.local_addr()?, scheme, %pg_listen, workers = app.config.workers, data_dir = %app.config.data_dir.display(), "tidemark is listening");
     let recovering = app.clone();
     tokio::spawn(async move {
         let recovered = tokio::task::spawn_blocking({
@@ -138,6 +152,7 @@ async fn run(config: Config) -> Result<(), Box<dyn std::error::Error>> {
         listener,
         api::app(Arc::clone(&app)),
         &app.config.http,
+        tls,
         shutdown_signal(),
     )
     .await?;

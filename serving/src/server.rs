@@ -17,6 +17,7 @@ use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
+use tokio_rustls::TlsAcceptor;
 use tower::Layer;
 
 use crate::config::HttpConfig;
@@ -25,13 +26,16 @@ use crate::config::HttpConfig;
 const DRAIN: Duration = Duration::from_secs(10);
 
 /// Serves `router` on `listener` until `shutdown` resolves, then lets open connections
-/// finish their requests (for up to `DRAIN`).
+/// finish their requests (for up to `DRAIN`). With `tls`, every connection is HTTPS:
+/// its handshake must finish within `header_read_timeout_ms`, like a request's head.
 pub async fn serve(
     listener: TcpListener,
     router: Router,
     limits: &HttpConfig,
+    tls: Option<TlsAcceptor>,
     shutdown: impl Future<Output = ()>,
 ) -> std::io::Result<()> {
+    let handshake_timeout = Duration::from_millis(limits.header_read_timeout_ms);
     let mut builder = Builder::new(TokioExecutor::new());
     builder
         .http1()
@@ -67,14 +71,31 @@ pub async fn serve(
         // Handlers and the rate limiter read the peer's address as `ConnectInfo`.
         let service =
             TowerToHyperService::new(axum::Extension(ConnectInfo(remote)).layer(router.clone()));
-        let connection = builder
-            .serve_connection_with_upgrades(TokioIo::new(stream), service)
-            .into_owned();
-        let connection = graceful.watch(connection);
+        let Some(tls) = &tls else {
+            let connection = builder
+                .serve_connection_with_upgrades(TokioIo::new(stream), service)
+                .into_owned();
+            let connection = graceful.watch(connection);
+            tokio::spawn(async move {
+                // Errors here are the client's (a reset, a timeout, a malformed request):
+                // hyper has answered what could be answered.
+                let _ = connection.await;
+                drop(permit);
+            });
+            continue;
+        };
+        let (tls, builder, watcher) = (tls.clone(), builder.clone(), graceful.watcher());
         tokio::spawn(async move {
-            // Errors here are the client's (a reset, a timeout, a malformed request):
-            // hyper has answered what could be answered.
-            let _ = connection.await;
+            // A client that does not finish its handshake (or speaks plain HTTP) is cut
+            // off; its error is its own.
+            if let Ok(Ok(stream)) =
+                tokio::time::timeout(handshake_timeout, tls.accept(stream)).await
+            {
+                let connection = builder
+                    .serve_connection_with_upgrades(TokioIo::new(stream), service)
+                    .into_owned();
+                let _ = watcher.watch(connection).await;
+            }
             drop(permit);
         });
     }

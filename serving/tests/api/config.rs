@@ -137,6 +137,10 @@ fn gateway_settings_are_checked_where_they_are_read() {
             "gateway.request_timeout_ms must be between 100 and 3600000",
         ),
         (
+            "tls_cert = \"cert.pem\"\n",
+            "tls_cert and tls_key (--tls-cert, --tls-key) go together",
+        ),
+        (
             "[[gateway.retired]]\nprefix = \"api/v0\"\ndeprecated_at = \"2027-01-01T00:00:00Z\"\n",
             "gateway.retired: prefix \"api/v0\" is not a path",
         ),

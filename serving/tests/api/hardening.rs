@@ -350,17 +350,88 @@ async fn sign_ups_past_the_hashing_pool_are_asked_to_retry() {
 
 /// The real server loop on a loopback port, with `limits`.
 async fn serve(t: &TestApp, limits: HttpConfig) -> (String, tokio::sync::oneshot::Sender<()>) {
+    serve_with(t, limits, None).await
+}
+
+/// `serve`, over TLS when given an acceptor.
+async fn serve_with(
+    t: &TestApp,
+    limits: HttpConfig,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+) -> (String, tokio::sync::oneshot::Sender<()>) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap().to_string();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let router = t.router.clone();
     tokio::spawn(async move {
-        serving::server::serve(listener, router, &limits, async {
+        serving::server::serve(listener, router, &limits, tls, async {
             let _ = stopped.await;
         })
         .await
     });
     (addr, stop)
+}
+
+/// The test certificate authority, a certificate it signed for `localhost` and
+/// 127.0.0.1, and that certificate's key (`fixtures/`, valid until 2126).
+fn fixture(name: &str) -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/api/fixtures")
+        .join(name)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn https_is_served_with_the_configured_certificate_and_plain_http_is_not() {
+    use std::sync::Arc;
+    use tokio_rustls::rustls::crypto::ring;
+    use tokio_rustls::rustls::pki_types::ServerName;
+    use tokio_rustls::rustls::{ClientConfig, RootCertStore};
+
+    let t = TestApp::new().await;
+    let acceptor =
+        serving::tls::acceptor(&fixture("localhost.crt"), &fixture("localhost.key")).unwrap();
+    let (addr, _stop) = serve_with(&t, HttpConfig::default(), Some(acceptor)).await;
+    let mut roots = RootCertStore::empty();
+    let pem = std::fs::read(fixture("ca.crt")).unwrap();
+    for cert in rustls_pemfile::certs(&mut pem.as_slice()) {
+        roots.add(cert.unwrap()).unwrap();
+    }
+    let client = ClientConfig::builder_with_provider(Arc::new(ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(client));
+    let tcp = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    let mut tls = connector
+        .connect(ServerName::try_from("localhost").unwrap(), tcp)
+        .await
+        .expect("the handshake verifies the server's certificate");
+    tls.write_all(b"GET /api/v1/products HTTP/1.1\r\nhost: localhost\r\nconnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut answer = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(60), tls.read_to_end(&mut answer))
+        .await
+        .expect("the server answers and closes");
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(answer.contains("\"items\""), "{answer}");
+
+    // Plain HTTP on the HTTPS port is not served.
+    let mut plain = send_raw(&addr, b"GET /health/live HTTP/1.1\r\nhost: x\r\n\r\n").await;
+    let seen = read_to_close(&mut plain).await;
+    assert!(!seen.contains("HTTP/1.1 200"), "{seen}");
+
+    // Files that are not a certificate and its key are refused, saying which.
+    let error = serving::tls::acceptor(&fixture("localhost.crt"), &fixture("ca.crt"))
+        .err()
+        .expect("a certificate is not a key");
+    assert!(error.contains("holds no PEM private key"), "{error}");
+    let error = serving::tls::acceptor(&fixture("missing.crt"), &fixture("localhost.key"))
+        .err()
+        .expect("no such file");
+    assert!(error.contains("cannot read"), "{error}");
 }
 
 /// Opens a connection to `addr` and sends `bytes` on it.
