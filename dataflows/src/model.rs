@@ -162,6 +162,11 @@ pub struct Envelope {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub idempotency: Option<IdempotencyKey>,
     pub command: Command,
+    /// The HTTP request that sent it (`X-Request-Id`), so that a command in the log can
+    /// be traced to the request and its log lines. Not part of the command: the
+    /// dataflow does not read it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_id: Option<Str>,
 }
 
 impl Command {
@@ -210,6 +215,7 @@ impl Envelope {
         Envelope {
             idempotency: None,
             command,
+            request_id: None,
         }
     }
 }

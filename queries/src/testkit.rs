@@ -53,6 +53,7 @@ impl Harness {
                         fingerprint: fingerprint.into(),
                     }),
                     command,
+                    request_id: None,
                 }
             })
             .collect();

@@ -111,6 +111,7 @@ pub fn envelope_of(record: &ForeignRecord) -> Result<Envelope, String> {
             fingerprint: fingerprint.into(),
         }),
         command,
+        request_id: None,
     })
 }
 

@@ -34,6 +34,7 @@ use sha2::{Digest, Sha256};
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::compression::CompressionLayer;
 use tower_http::timeout::TimeoutLayer;
+use tracing::Instrument;
 
 use crate::runtime::{Submitted, Tidemark};
 use error::{ApiError, ApiResult};
@@ -217,9 +218,21 @@ async fn require_ready(State(app): State<App>, request: Request, next: Next) -> 
 static REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 static CORRELATION_ID: HeaderName = HeaderName::from_static("x-correlation-id");
 
+tokio::task_local! {
+    /// The id of the request the current task serves (`request_id`).
+    static REQUEST_ID_OF_TASK: dataflows::model::Str;
+}
+
+/// The id of the request being served, on the task that serves it.
+pub(crate) fn current_request_id() -> Option<dataflows::model::Str> {
+    REQUEST_ID_OF_TASK.try_with(Clone::clone).ok()
+}
+
 /// Every response carries `X-Request-Id` (the caller's `X-Correlation-Id` when sent),
 /// and every error is a problem document (`as_problem`). One layer for both: each
-/// layer is a boxed future more per request.
+/// layer is a boxed future more per request. The id goes with the request: into the
+/// log lines written while it is served (a `request` span) and into the commands it
+/// sends (`Envelope::request_id`).
 async fn request_id(request: Request, next: Next) -> Response {
     let id = request
         .headers()
@@ -234,7 +247,10 @@ async fn request_id(request: Request, next: Next) -> Response {
             HeaderValue::from_str(&uuid::Uuid::now_v7().to_string())
                 .expect("a uuid is a valid header")
         });
-    let mut response = as_problem(next.run(request).await).await;
+    let text: dataflows::model::Str = id.to_str().unwrap_or_default().into();
+    let span = tracing::info_span!("request", request_id = %text);
+    let served = REQUEST_ID_OF_TASK.scope(text, next.run(request).instrument(span));
+    let mut response = as_problem(served.await).await;
     response.headers_mut().insert(REQUEST_ID.clone(), id);
     response
 }
@@ -335,6 +351,7 @@ pub(crate) async fn run(
         .submit(Envelope {
             idempotency,
             command,
+            request_id: current_request_id(),
         })
         .await?;
     match &submitted.rejection {

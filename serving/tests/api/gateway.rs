@@ -439,3 +439,47 @@ async fn a_retired_version_announces_its_sunset_and_then_answers_gone() {
         Some("Tue, 30 Jun 2026 00:00:00 GMT")
     );
 }
+
+/// A request's id (`X-Correlation-Id` when the caller sends one) goes into the commands
+/// it sends, so a command in the log leads back to its request and its log lines.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn commands_in_the_log_carry_the_id_of_the_request_that_sent_them() {
+    let t = TestApp::new().await;
+    let created = t
+        .send(
+            "POST",
+            "/api/v1/products",
+            Some(r#"{"sku": "TEA-1", "name": "Tea", "price_cents": 450, "currency": "EUR"}"#),
+            &[("x-correlation-id", "checkout-7f3a")],
+        )
+        .await;
+    assert_eq!(created.status, StatusCode::CREATED, "{:?}", created.body);
+    assert_eq!(created.request_id.as_deref(), Some("checkout-7f3a"));
+    let minted = t.user("ann@example.com").await;
+    let logged: Vec<dataflows::model::Envelope> = t
+        .app
+        .log
+        .read_from(0)
+        .unwrap()
+        .map(|record| serde_json::from_slice(&record.unwrap().payload).unwrap())
+        .collect();
+    let product = logged
+        .iter()
+        .find(|envelope| {
+            matches!(
+                envelope.command,
+                dataflows::model::Command::CreateProduct { .. }
+            )
+        })
+        .unwrap();
+    assert_eq!(product.request_id.as_deref(), Some("checkout-7f3a"));
+    // Without one from the caller, the id the server made and answered with.
+    let user = logged
+        .iter()
+        .find(|envelope| {
+            matches!(&envelope.command, dataflows::model::Command::CreateUser { user_id, .. } if **user_id == *minted)
+        })
+        .unwrap();
+    let id = user.request_id.as_deref().unwrap();
+    assert!(uuid::Uuid::parse_str(id).is_ok(), "{id}");
+}
