@@ -10,6 +10,7 @@ use timely::dataflow::operators::{Concat, Concatenate, ConnectLoop, Feedback};
 use timely::dataflow::{Scope, Stream};
 
 use crate::analytics;
+use crate::auth::tokens::{self as access_tokens, AccessTokens};
 use crate::auth::{self, ApiKeys};
 use crate::catalog::reservations::{self, ReservationOp, StockReservations};
 use crate::catalog::{self, CatalogOut, ReserveStock, SkuIn, StockReply};
@@ -126,8 +127,12 @@ pub fn build<'scope>(
         .flat_map(|(seq, ts, command)| auth::route(seq, ts, command))
         .api_keys();
     let sign_in_out = passed
+        .clone()
         .flat_map(|(seq, ts, command)| sign_ins::route(seq, ts, command))
         .sign_ins();
+    let token_out = passed
+        .flat_map(|(seq, ts, command)| access_tokens::route(seq, ts, command))
+        .access_tokens();
 
     // One operator each gathers every aggregate's events and refusals.
     let events = scope.concatenate([
@@ -138,6 +143,7 @@ pub fn build<'scope>(
         events_of(&report_out),
         events_of(&key_out),
         events_of(&sign_in_out),
+        events_of(&token_out),
     ]);
     let rejections = scope.concatenate([
         rejections_of(&admitted),
@@ -150,6 +156,7 @@ pub fn build<'scope>(
         rejections_of(&report_out),
         rejections_of(&key_out),
         rejections_of(&sign_in_out),
+        rejections_of(&token_out),
     ]);
 
     let idempotency = admitted.rows();

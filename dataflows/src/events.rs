@@ -132,6 +132,7 @@ catalogue! {
     ApiKeyCreated = "api_key.created",
     ApiKeyExpiryChanged = "api_key.expiry_changed",
     ApiKeyRevoked = "api_key.revoked",
+    AccessTokenRevoked = "access_token.revoked",
     UserAuthenticated = "user.authenticated",
     UserAuthenticationFailed = "user.authentication_failed",
     UserLocked = "user.locked",

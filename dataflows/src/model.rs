@@ -201,6 +201,7 @@ impl Command {
             CreateApiKey { key_id, .. } | RotateApiKey { key_id, .. } | RevokeApiKey { key_id } => {
                 key_id
             }
+            RevokeAccessToken { token_id, .. } => token_id,
             Authenticate { user_id, email, .. } => user_id.as_deref().unwrap_or(email),
             UnlockUser { user_id }
             | StartMfa { user_id, .. }
@@ -389,6 +390,14 @@ pub enum Command {
     },
     RevokeApiKey {
         key_id: Str,
+    },
+    /// An access token is refused from now on (sign-out, RFC 7009 revocation).
+    RevokeAccessToken {
+        /// The token's `jti`.
+        token_id: Str,
+        user_id: Str,
+        /// When the token expires anyway (Unix milliseconds).
+        expires_at: Ts,
     },
     /// A sign-in attempt, its password already checked (`password_matched`): whether
     /// it is let through is decided by the sign-in aggregate, which counts failures.

@@ -155,6 +155,8 @@ pub struct Snapshot {
     pub sign_ins: Rows<SignInRow>,
     /// Each account's attempts in time order: `(user, at, attempt)`.
     sign_ins_by_user: OrdSet<(Str, Ts, Str)>,
+    /// Revoked access tokens, by token id (`jti`).
+    pub revoked_tokens: Rows<RevokedTokenRow>,
     /// The metric views, by `Metric::index`.
     metrics: [Rows<MetricRow>; Metric::COUNT],
     /// Units in paid orders per product, summed over `product_sales_daily`, and the same
@@ -465,6 +467,9 @@ impl Snapshot {
                     .insert(key.key_hash.clone(), key.key_id.clone());
                 self.api_keys.replace(&key.key_id, key);
             }
+            Row::RevokedToken(token) => {
+                self.revoked_tokens.replace(&token.token_id, token);
+            }
             Row::SignIn(attempt) => {
                 // An attempt's row is written once.
                 if let Some(user_id) = &attempt.user_id {
@@ -545,6 +550,9 @@ impl Snapshot {
                 if self.api_keys.retract(&key.key_id, key) {
                     remove_if_points_to(&mut self.api_keys_by_hash, &key.key_hash, &key.key_id);
                 }
+            }
+            Row::RevokedToken(token) => {
+                self.revoked_tokens.retract(&token.token_id, token);
             }
             Row::SignIn(attempt) => {
                 if self.sign_ins.retract(&attempt.attempt_id, attempt) {
@@ -637,6 +645,12 @@ impl Snapshot {
         );
         rows.extend(self.api_keys.shared_rows().cloned().map(Row::ApiKey));
         rows.extend(self.sign_ins.shared_rows().cloned().map(Row::SignIn));
+        rows.extend(
+            self.revoked_tokens
+                .shared_rows()
+                .cloned()
+                .map(Row::RevokedToken),
+        );
         for metric in &self.metrics {
             rows.extend(metric.shared_rows().cloned().map(Row::Metric));
         }

@@ -28,4 +28,12 @@ records! {
     pub struct ApiKeyRevoked {
         pub key_id: Str,
     }
+
+    /// An access token was revoked (signed out): refused from now on. Its id is the
+    /// token's `jti`; it would have expired at `expires_at` (Unix milliseconds).
+    pub struct AccessTokenRevoked {
+        pub token_id: Str,
+        pub user_id: Str,
+        pub expires_at: Ts,
+    }
 }

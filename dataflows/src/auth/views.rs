@@ -3,7 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::events::{ApiKeyCreated, ApiKeyExpiryChanged, ApiKeyRevoked};
+use crate::events::{AccessTokenRevoked, ApiKeyCreated, ApiKeyExpiryChanged, ApiKeyRevoked};
 use crate::model::*;
 
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -57,5 +57,30 @@ pub(crate) fn step_api_key(row: &mut Option<ApiKeyRow>, event: &Event) {
             }
         }
         _ => {}
+    }
+}
+
+/// A revoked access token, by its id (`jti`): refused until it expires anyway.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct RevokedTokenRow {
+    pub token_id: Str,
+    pub user_id: Str,
+    pub expires_at: Ts,
+    pub revoked_at: Ts,
+}
+
+pub(crate) fn step_revoked_token(row: &mut Option<RevokedTokenRow>, event: &Event) {
+    if let EventBody::AccessTokenRevoked(AccessTokenRevoked {
+        token_id,
+        user_id,
+        expires_at,
+    }) = &event.body
+    {
+        row.get_or_insert_with(|| RevokedTokenRow {
+            token_id: token_id.clone(),
+            user_id: user_id.clone(),
+            expires_at: *expires_at,
+            revoked_at: event.ts,
+        });
     }
 }

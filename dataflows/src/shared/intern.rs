@@ -129,6 +129,7 @@ impl Interner {
             | CreateApiKey { .. }
             | RotateApiKey { .. }
             | RevokeApiKey { .. }
+            | RevokeAccessToken { .. }
             | Authenticate { .. }
             | UnlockUser { .. }
             | StartMfa { .. }

@@ -23,7 +23,7 @@ pub use crate::users::views::*;
 pub use effects::*;
 pub use operator::{read_models, WithTimes};
 
-use crate::auth::views::step_api_key;
+use crate::auth::views::{step_api_key, step_revoked_token};
 use crate::catalog::views::{step_product, step_reservation};
 use crate::events::*;
 use crate::fulfillment::views::step_shipment;
@@ -49,6 +49,8 @@ pub enum ViewKey {
     ApiKey(Str),
     /// One sign-in attempt (the authentication log), by its attempt id.
     SignIn(Str),
+    /// A revoked access token, by its id.
+    RevokedToken(Str),
 }
 
 /// Which view a row belongs to. Stock has two: units on hand and units reserved, each a
@@ -70,12 +72,13 @@ pub enum ViewKind {
     ReportSchedule,
     ApiKey,
     SignIn,
+    RevokedToken,
     Metric(Metric),
 }
 
 impl ViewKind {
     /// How many kinds there are, for tables with one slot per kind.
-    pub const COUNT: usize = 15 + Metric::COUNT;
+    pub const COUNT: usize = 16 + Metric::COUNT;
 
     /// A dense index below `COUNT`.
     pub fn index(self) -> usize {
@@ -95,7 +98,8 @@ impl ViewKind {
             ViewKind::ReportSchedule => 12,
             ViewKind::ApiKey => 13,
             ViewKind::SignIn => 14,
-            ViewKind::Metric(metric) => 15 + metric.index(),
+            ViewKind::RevokedToken => 15,
+            ViewKind::Metric(metric) => 16 + metric.index(),
         }
     }
 }
@@ -118,6 +122,7 @@ pub enum Row {
     ReportSchedule(Arc<ReportScheduleRow>),
     ApiKey(Arc<ApiKeyRow>),
     SignIn(Arc<SignInRow>),
+    RevokedToken(Arc<RevokedTokenRow>),
     Metric(Arc<MetricRow>),
 }
 
@@ -168,6 +173,7 @@ impl ViewKey {
             ViewKey::ReportSchedule(_) => ViewKind::ReportSchedule,
             ViewKey::ApiKey(_) => ViewKind::ApiKey,
             ViewKey::SignIn(_) => ViewKind::SignIn,
+            ViewKey::RevokedToken(_) => ViewKind::RevokedToken,
         }
     }
 
@@ -184,7 +190,8 @@ impl ViewKey {
             | ViewKey::Report(id)
             | ViewKey::ReportSchedule(id)
             | ViewKey::ApiKey(id)
-            | ViewKey::SignIn(id) => id,
+            | ViewKey::SignIn(id)
+            | ViewKey::RevokedToken(id) => id,
         }
     }
 }
@@ -209,7 +216,7 @@ macro_rules! row_kind {
 
 row_kind!(Product => ProductRow, User => UserRow, Cart => CartRow, Order => OrderRow, Payment => PaymentRow,
     Shipment => ShipmentRow, Effect => EffectRow, Idempotency => IdempotencyRow, Reservation => ReservationRow, Report => ReportRow,
-    ReportSchedule => ReportScheduleRow, ApiKey => ApiKeyRow, SignIn => SignInRow, Metric => MetricRow);
+    ReportSchedule => ReportScheduleRow, ApiKey => ApiKeyRow, SignIn => SignInRow, RevokedToken => RevokedTokenRow, Metric => MetricRow);
 
 impl Row {
     /// The key a row is stored under: its view and its id there.
@@ -232,6 +239,7 @@ impl Row {
             Row::ReportSchedule(row) => (ViewKind::ReportSchedule, &row.schedule_id),
             Row::ApiKey(row) => (ViewKind::ApiKey, &row.key_id),
             Row::SignIn(row) => (ViewKind::SignIn, &row.attempt_id),
+            Row::RevokedToken(row) => (ViewKind::RevokedToken, &row.token_id),
             Row::Metric(row) => (ViewKind::Metric(row.metric), &row.id),
         }
     }
@@ -288,6 +296,9 @@ pub fn view_keys(body: &EventBody) -> Vec<ViewKey> {
         E::ApiKeyCreated(ApiKeyCreated { key_id, .. })
         | E::ApiKeyExpiryChanged(ApiKeyExpiryChanged { key_id, .. })
         | E::ApiKeyRevoked(ApiKeyRevoked { key_id }) => keys.push(ViewKey::ApiKey(key_id.clone())),
+        E::AccessTokenRevoked(AccessTokenRevoked { token_id, .. }) => {
+            keys.push(ViewKey::RevokedToken(token_id.clone()))
+        }
         _ => {}
     }
     if let Some(order_id) = body.order_id() {
@@ -373,5 +384,6 @@ pub fn step(key: &ViewKey, row: &mut Option<Row>, event: &Event) {
         ViewKey::ReportSchedule(_) => typed!(ReportSchedule, step_report_schedule),
         ViewKey::ApiKey(_) => typed!(ApiKey, step_api_key),
         ViewKey::SignIn(_) => typed!(SignIn, step_sign_in),
+        ViewKey::RevokedToken(_) => typed!(RevokedToken, step_revoked_token),
     }
 }

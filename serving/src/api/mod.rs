@@ -10,6 +10,7 @@ mod fulfillment;
 mod health;
 pub mod json;
 pub mod keys;
+mod oauth;
 mod orders;
 mod payments;
 mod reports;
@@ -116,8 +117,17 @@ pub fn app(state: App) -> Router {
         .route("/events/schemas", get(events::schemas))
         .route("/events/schemas/{type}", get(events::schema));
     let gateway = state.config.gateway.clone();
+    // OAuth 2.0, beside the versioned API as clients expect it, behind the same layers.
+    let oauth = Router::new()
+        .route("/oauth2/revoke", post(oauth::revoke))
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            crate::auth::authenticate,
+        ))
+        .route_layer(middleware::from_fn_with_state(state.clone(), require_ready));
     let mut router = Router::new()
         .nest("/api/v1", api)
+        .merge(oauth)
         .route("/health/live", get(health::live))
         .route("/health/ready", get(health::ready))
         .route("/.well-known/jwks.json", get(jwks))

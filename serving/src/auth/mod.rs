@@ -128,6 +128,12 @@ impl Authenticator {
         match credential {
             Credential::Key(key) => self.key_principal(app, key),
             Credential::Token(token) => match self.tokens.verify(token) {
+                Ok(claims) if app.views.read().revoked_tokens.contains_key(&claims.jti) => {
+                    Err(unauthenticated(
+                        "token_revoked",
+                        "the access token has been revoked; sign in again",
+                    ))
+                }
                 Ok(claims) => Ok(Principal::User {
                     user_id: claims.sub.into(),
                 }),

@@ -30,6 +30,8 @@ pub fn rule(method: &Method, path: &str) -> Rule {
         }
         ("/inventory/reservations/{id}", true) => Scope("inventory:read"),
         ("/users" | "/users/authenticate", false) => Public,
+        // Holding the token is the right to revoke it (RFC 7009).
+        ("/oauth2/revoke", false) => Public,
         ("/users/search", true) => Scope("users:read"),
         (
             "/users/{id}"

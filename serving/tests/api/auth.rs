@@ -27,9 +27,11 @@ enum Who {
     ExpiredToken,
     /// An admin key, revoked.
     RevokedKey,
+    /// Customer A's token, revoked (RFC 7009).
+    RevokedToken,
 }
 
-const EVERYONE: [Who; 9] = [
+const EVERYONE: [Who; 10] = [
     Who::Anonymous,
     Who::CustomerA,
     Who::CustomerB,
@@ -39,6 +41,7 @@ const EVERYONE: [Who; 9] = [
     Who::WrongScope,
     Who::ExpiredToken,
     Who::RevokedKey,
+    Who::RevokedToken,
 ];
 
 const SERVICE_SCOPES: [&str; 3] = ["inventory:read", "payment:write", "notification:publish"];
@@ -78,7 +81,7 @@ fn expected(who: Who, needs: Needs) -> Expect {
     let has = |scope: &str| scopes_of(who).iter().any(|s| *s == scope || *s == "admin");
     match (needs, who) {
         (Needs::Open, _) => Allowed,
-        (_, Who::ExpiredToken | Who::RevokedKey) => Unauthenticated,
+        (_, Who::ExpiredToken | Who::RevokedKey | Who::RevokedToken) => Unauthenticated,
         (Needs::Public, _) => Allowed,
         (_, Who::Anonymous) => Unauthenticated,
         (Needs::OwnerOr(_), Who::CustomerA) => Allowed,
@@ -96,6 +99,7 @@ struct World {
     service_key: String,
     wrong_key: String,
     revoked_key: String,
+    revoked_token: String,
     expired_token: String,
     product: String,
     reservation: String,
@@ -120,6 +124,7 @@ impl World {
             Who::WrongScope => bearer(&self.wrong_key),
             Who::ExpiredToken => bearer(&self.expired_token),
             Who::RevokedKey => vec![("x-api-key", self.revoked_key.clone())],
+            Who::RevokedToken => bearer(&self.revoked_token),
         }
     }
 
@@ -182,6 +187,8 @@ async fn world() -> World {
         )
         .await;
     assert_eq!(revoked.status, StatusCode::NO_CONTENT);
+    let revoked_token = sign_in(&t, "ann@example.com").await;
+    assert_eq!(revoke(&t, &revoked_token).await.status, StatusCode::OK);
     let (expired_token, _) =
         t.app
             .auth
@@ -211,6 +218,7 @@ async fn world() -> World {
         service_key,
         wrong_key,
         revoked_key,
+        revoked_token,
         expired_token,
         reservation: reserved.body["id"].as_str().unwrap().to_string(),
         cart_a: cart.body["id"].as_str().unwrap().to_string(),
@@ -494,6 +502,12 @@ fn routes(w: &World) -> Vec<(&'static str, String, Option<Value>, Needs)> {
         ("GET", "/api/v1/events/schemas".into(), None, Open),
         ("GET", "/health/live".into(), None, Open),
         ("GET", "/.well-known/jwks.json".into(), None, Open),
+        (
+            "POST",
+            "/oauth2/revoke".into(),
+            Some(json!({"token": "not-a-token"})),
+            Public,
+        ),
         (
             "DELETE",
             format!("/api/v1/users/{a}"),
@@ -1136,4 +1150,99 @@ async fn a_user_keeps_a_profile_and_preferences_of_their_own() {
     // The profile is state like the rest: a restart replays it.
     let t = t.restart(1).await;
     assert_eq!(t.get(&path).await.body["locale"], "en-GB");
+}
+
+/// `POST /oauth2/revoke` (RFC 7009), form-encoded as the RFC has it.
+async fn revoke(t: &TestApp, token: &str) -> Reply {
+    let body: String = form_urlencoded::Serializer::new(String::new())
+        .append_pair("token", token)
+        .append_pair("token_type_hint", "access_token")
+        .finish();
+    t.send_raw(
+        "POST",
+        "/oauth2/revoke",
+        Some(&body),
+        &[("content-type", "application/x-www-form-urlencoded")],
+    )
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revoked_access_token_is_refused_from_the_next_request_on_and_after_a_restart() {
+    let t = TestApp::new().await;
+    let user = t.user("ann@example.com").await;
+    let token = sign_in(&t, "ann@example.com").await;
+    let other = sign_in(&t, "ann@example.com").await;
+    let path = format!("/api/v1/users/{user}");
+    let bearer = |token: &str| format!("Bearer {token}");
+    let read = t
+        .send_raw("GET", &path, None, &[("authorization", &bearer(&token))])
+        .await;
+    assert_eq!(read.status, StatusCode::OK);
+
+    let revoked = revoke(&t, &token).await;
+    assert_eq!(revoked.status, StatusCode::OK, "{:?}", revoked.body);
+    let refused = t
+        .send_raw("GET", &path, None, &[("authorization", &bearer(&token))])
+        .await;
+    assert_eq!(refused.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(refused.body["code"], "token_revoked");
+    assert!(refused.headers.contains_key("www-authenticate"));
+    // Only that token: the user's other sessions go on.
+    let read = t
+        .send_raw("GET", &path, None, &[("authorization", &bearer(&other))])
+        .await;
+    assert_eq!(read.status, StatusCode::OK);
+    // Revoking again, or a token that is not ours, is answered the same (RFC 7009 2.2).
+    assert_eq!(revoke(&t, &token).await.status, StatusCode::OK);
+    assert_eq!(revoke(&t, "eyJ.not.a-token").await.status, StatusCode::OK);
+    let as_json = t
+        .send_raw(
+            "POST",
+            "/oauth2/revoke",
+            Some(&json!({"token": other}).to_string()),
+            &[],
+        )
+        .await;
+    assert_eq!(as_json.status, StatusCode::OK);
+    let read = t
+        .send_raw("GET", &path, None, &[("authorization", &bearer(&other))])
+        .await;
+    assert_eq!(read.body["code"], "token_revoked");
+    // Requests without a token are refused as problems.
+    for (body, content_type, status, code) in [
+        (
+            "",
+            "application/x-www-form-urlencoded",
+            400,
+            "invalid_request",
+        ),
+        (
+            "token=a&token=b",
+            "application/x-www-form-urlencoded",
+            400,
+            "invalid_request",
+        ),
+        ("{\"token\": 5}", "application/json", 400, "invalid_request"),
+        ("token=a", "text/plain", 415, "unsupported_media_type"),
+    ] {
+        let reply = t
+            .send_raw(
+                "POST",
+                "/oauth2/revoke",
+                Some(body),
+                &[("content-type", content_type)],
+            )
+            .await;
+        assert_eq!(reply.status.as_u16(), status, "{body}: {:?}", reply.body);
+        assert_eq!(reply.content_type, "application/problem+json");
+        assert_eq!(reply.body["code"], code, "{body}");
+    }
+
+    // The revocation is in the log: a restart refuses the token still.
+    let t = t.restart(2).await;
+    let refused = t
+        .send_raw("GET", &path, None, &[("authorization", &bearer(&token))])
+        .await;
+    assert_eq!(refused.body["code"], "token_revoked");
 }
