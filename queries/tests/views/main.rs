@@ -434,6 +434,21 @@ fn arb_command() -> impl Strategy<Value = Command> {
             let payment_id = payment_id_for(&id);
             Command::RefundResult { refund_id: refund_id_for(&payment_id, n), payment_id, order_id: id.into(), succeeded }
         }),
+        // Sign-ins, mostly wrong, so that accounts lock and unlock on log time.
+        2 => (0u8..2, 0u8..4, any::<u16>()).prop_map(|(user, guess, n)| Command::Authenticate {
+            attempt_id: format!("a{user}-{n}").into(),
+            user_id: Some(format!("u{user}").into()),
+            email: format!("u{user}@example.com").into(),
+            password_matched: guess == 0,
+            client: "127.0.0.1".into(),
+            second_factor: None,
+        }),
+        1 => (0u8..2).prop_map(|user| Command::UnlockUser { user_id: format!("u{user}").into() }),
+        1 => (0u8..3, 0u64..4).prop_map(|(n, hours)| Command::RevokeAccessToken {
+            token_id: format!("t{n}").into(),
+            user_id: "u1".into(),
+            expires_at: hours * 3_600_000,
+        }),
     ]
 }
 
