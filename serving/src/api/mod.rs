@@ -120,6 +120,10 @@ pub fn app(state: App) -> Router {
     // OAuth 2.0, beside the versioned API as clients expect it, behind the same layers.
     let oauth = Router::new()
         .route("/oauth2/revoke", post(oauth::revoke))
+        .route(
+            "/oauth2/userinfo",
+            get(oauth::userinfo).post(oauth::userinfo),
+        )
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
             crate::auth::authenticate,

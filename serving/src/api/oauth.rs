@@ -1,14 +1,19 @@
 //! OAuth 2.0 endpoints under `/oauth2`. Token revocation (RFC 7009): whoever holds an
 //! access token may revoke it (signing out), and it is refused from the next request
-//! on, by every server, through the log (`dataflows::auth::tokens`).
+//! on, by every server, through the log (`dataflows::auth::tokens`). UserInfo (OpenID
+//! Connect Core 5.3): the claims about the user a token or a user's key acts for.
 
 use axum::body::Bytes;
 use axum::extract::State;
-use axum::http::{header, HeaderMap, StatusCode};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
 use dataflows::model::Command as DomainCommand;
+use serde_json::json;
 
 use super::error::{ApiError, ApiResult};
 use super::{run, App};
+use crate::auth::{Caller, Principal};
 
 /// The longest token taken; access tokens are a few hundred bytes.
 const MAX_TOKEN_BYTES: usize = 4096;
@@ -78,4 +83,53 @@ fn token_of(headers: &HeaderMap, body: &[u8]) -> ApiResult<String> {
 /// RFC 6749's `invalid_request`, as a problem document.
 fn invalid_request(detail: &str) -> ApiError {
     ApiError::bad_request("invalid_request", detail)
+}
+
+/// `GET|POST /oauth2/userinfo`: `sub`, `email`, `name`, `preferred_username` (the
+/// display name, or the name), `locale` and `updated_at` (Unix seconds) of the user the
+/// caller acts for: a user's access token, or a key a user owns. A service's key acts
+/// for no user: 403. Never cached (`Cache-Control: no-store`).
+pub async fn userinfo(State(app): State<App>, Caller(caller): Caller) -> ApiResult<Response> {
+    let user_id = match &caller {
+        Principal::User { user_id } => user_id.clone(),
+        Principal::Key {
+            owner: Some(owner), ..
+        } => owner.clone(),
+        _ => {
+            return Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                "forbidden",
+                "userinfo describes a user: call it with a user's access token or key",
+            ))
+        }
+    };
+    let snapshot = app.views.read();
+    // A deleted user's token is still signed, but describes no one.
+    let user = snapshot.users.get(&user_id).ok_or_else(|| {
+        ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "invalid_token",
+            "the user this token was issued to no longer exists",
+        )
+    })?;
+    let preferred = match user.profile.display_name.is_empty() {
+        true => &user.name,
+        false => &user.profile.display_name,
+    };
+    let mut claims = json!({
+        "sub": user.user_id,
+        "email": user.email,
+        "email_verified": false,
+        "name": user.name,
+        "preferred_username": preferred,
+        "updated_at": user.updated_at / 1000,
+    });
+    if !user.profile.locale.is_empty() {
+        claims["locale"] = json!(user.profile.locale);
+    }
+    let mut response = Json(claims).into_response();
+    response
+        .headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    Ok(response)
 }

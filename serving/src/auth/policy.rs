@@ -32,6 +32,7 @@ pub fn rule(method: &Method, path: &str) -> Rule {
         ("/users" | "/users/authenticate", false) => Public,
         // Holding the token is the right to revoke it (RFC 7009).
         ("/oauth2/revoke", false) => Public,
+        ("/oauth2/userinfo", _) => SignedIn,
         ("/users/search", true) => Scope("users:read"),
         (
             "/users/{id}"

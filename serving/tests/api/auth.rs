@@ -58,6 +58,8 @@ enum Needs {
     Scope(&'static str),
     /// Nothing, and credentials are not looked at (probes, static documents).
     Open,
+    /// A user's own credentials, whoever the user (OpenID Connect's userinfo).
+    AnyUser,
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -84,6 +86,8 @@ fn expected(who: Who, needs: Needs) -> Expect {
         (_, Who::ExpiredToken | Who::RevokedKey | Who::RevokedToken) => Unauthenticated,
         (Needs::Public, _) => Allowed,
         (_, Who::Anonymous) => Unauthenticated,
+        (Needs::AnyUser, Who::CustomerA | Who::CustomerB) => Allowed,
+        (Needs::AnyUser, _) => Forbidden,
         (Needs::OwnerOr(_), Who::CustomerA) => Allowed,
         (Needs::OwnerOr(scope) | Needs::Scope(scope), _) if has(scope) => Allowed,
         _ => Forbidden,
@@ -508,6 +512,7 @@ fn routes(w: &World) -> Vec<(&'static str, String, Option<Value>, Needs)> {
             Some(json!({"token": "not-a-token"})),
             Public,
         ),
+        ("GET", "/oauth2/userinfo".into(), None, AnyUser),
         (
             "DELETE",
             format!("/api/v1/users/{a}"),
@@ -1245,4 +1250,66 @@ async fn a_revoked_access_token_is_refused_from_the_next_request_on_and_after_a_
         .send_raw("GET", &path, None, &[("authorization", &bearer(&token))])
         .await;
     assert_eq!(refused.body["code"], "token_revoked");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn userinfo_describes_the_user_a_token_or_a_user_s_key_acts_for() {
+    let t = TestApp::new().await;
+    let user = t.user("ann@example.com").await;
+    let updated = t
+        .put(
+            &format!("/api/v1/users/{user}"),
+            json!({"display_name": "Annie", "locale": "en-GB"}),
+        )
+        .await;
+    assert_eq!(updated.status, StatusCode::OK, "{:?}", updated.body);
+    let token = sign_in(&t, "ann@example.com").await;
+    let bearer = format!("Bearer {token}");
+    for method in ["GET", "POST"] {
+        let info = t
+            .send_raw(
+                method,
+                "/oauth2/userinfo",
+                None,
+                &[("authorization", &bearer)],
+            )
+            .await;
+        assert_eq!(info.status, StatusCode::OK, "{:?}", info.body);
+        assert_eq!(info.body["sub"], user.as_str());
+        assert_eq!(info.body["email"], "ann@example.com");
+        assert_eq!(info.body["preferred_username"], "Annie");
+        assert_eq!(info.body["locale"], "en-GB");
+        assert!(info.body["updated_at"].as_u64().unwrap() > 1_000_000_000);
+        assert!(info.body.get("password_hash").is_none());
+        assert_eq!(info.headers["cache-control"], "no-store");
+    }
+    // A key a user owns acts for that user.
+    let owned = t
+        .post(
+            "/api/v1/api-keys",
+            json!({"name": "ann's script", "scopes": [], "owner_id": user}),
+        )
+        .await;
+    assert_eq!(owned.status, StatusCode::CREATED, "{:?}", owned.body);
+    let key = owned.body["key"].as_str().unwrap();
+    let info = t
+        .send_raw("GET", "/oauth2/userinfo", None, &[("x-api-key", key)])
+        .await;
+    assert_eq!(info.body["sub"], user.as_str());
+    // Once the user is gone, their still-signed token describes no one.
+    let deleted = t
+        .send("DELETE", &format!("/api/v1/users/{user}"), None, &[])
+        .await;
+    assert_eq!(deleted.status, StatusCode::NO_CONTENT, "{:?}", deleted.body);
+    let gone = t
+        .send_raw(
+            "GET",
+            "/oauth2/userinfo",
+            None,
+            &[("authorization", &bearer)],
+        )
+        .await;
+    assert_eq!(gone.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(gone.body["code"], "invalid_token");
+    assert!(gone.headers.contains_key("www-authenticate"));
 }
