@@ -128,15 +128,26 @@ impl Authenticator {
         match credential {
             Credential::Key(key) => self.key_principal(app, key),
             Credential::Token(token) => match self.tokens.verify(token) {
-                Ok(claims) if app.views.read().revoked_tokens.contains_key(&claims.jti) => {
-                    Err(unauthenticated(
-                        "token_revoked",
-                        "the access token has been revoked; sign in again",
-                    ))
+                Ok(claims) => {
+                    let snapshot = app.views.read();
+                    if snapshot.revoked_tokens.contains_key(&claims.jti) {
+                        return Err(unauthenticated(
+                            "token_revoked",
+                            "the access token has been revoked; sign in again",
+                        ));
+                    }
+                    // Deleting a user ends their sessions: their tokens are still
+                    // signed, but name no one.
+                    if !snapshot.users.contains_key(&claims.sub) {
+                        return Err(unauthenticated(
+                            "invalid_token",
+                            "the user this access token was issued to no longer exists",
+                        ));
+                    }
+                    Ok(Principal::User {
+                        user_id: claims.sub.into(),
+                    })
                 }
-                Ok(claims) => Ok(Principal::User {
-                    user_id: claims.sub.into(),
-                }),
                 Err(TokenError::Expired) => Err(unauthenticated(
                     "token_expired",
                     "the access token has expired; get a new one",
@@ -172,6 +183,17 @@ impl Authenticator {
         }
         if !row.is_live(now_ms()) {
             return Err(unauthenticated("key_expired", "the API key has expired"));
+        }
+        // A user's key ends with the user.
+        if row
+            .owner
+            .as_ref()
+            .is_some_and(|owner| !snapshot.users.contains_key(owner))
+        {
+            return Err(unauthenticated(
+                "invalid_credentials",
+                "the user this API key acts for no longer exists",
+            ));
         }
         Ok(Principal::Key {
             key_id: row.key_id.clone(),

@@ -1296,20 +1296,22 @@ async fn userinfo_describes_the_user_a_token_or_a_user_s_key_acts_for() {
         .send_raw("GET", "/oauth2/userinfo", None, &[("x-api-key", key)])
         .await;
     assert_eq!(info.body["sub"], user.as_str());
-    // Once the user is gone, their still-signed token describes no one.
+    // Deleting the user ends their sessions and keys: still signed, they name no one.
     let deleted = t
         .send("DELETE", &format!("/api/v1/users/{user}"), None, &[])
         .await;
     assert_eq!(deleted.status, StatusCode::NO_CONTENT, "{:?}", deleted.body);
+    for path in ["/oauth2/userinfo", "/api/v1/products"] {
+        let gone = t
+            .send_raw("GET", path, None, &[("authorization", &bearer)])
+            .await;
+        assert_eq!(gone.status, StatusCode::UNAUTHORIZED, "{path}");
+        assert_eq!(gone.body["code"], "invalid_token");
+        assert!(gone.headers.contains_key("www-authenticate"));
+    }
     let gone = t
-        .send_raw(
-            "GET",
-            "/oauth2/userinfo",
-            None,
-            &[("authorization", &bearer)],
-        )
+        .send_raw("GET", "/oauth2/userinfo", None, &[("x-api-key", key)])
         .await;
     assert_eq!(gone.status, StatusCode::UNAUTHORIZED);
-    assert_eq!(gone.body["code"], "invalid_token");
-    assert!(gone.headers.contains_key("www-authenticate"));
+    assert_eq!(gone.body["code"], "invalid_credentials");
 }
