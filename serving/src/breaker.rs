@@ -26,8 +26,12 @@ enum State {
     Open {
         until: Instant,
     },
-    /// One probe is out; everything else waits for its outcome.
-    HalfOpen,
+    /// One probe is out since `since`; everything else waits for its outcome, or for
+    /// a cool-down more if it never comes (a caller was let through and made no call),
+    /// when another probe goes.
+    HalfOpen {
+        since: Instant,
+    },
 }
 
 impl Breaker {
@@ -46,14 +50,18 @@ impl Breaker {
         match *state {
             State::Closed { .. } => Ok(()),
             State::Open { until } if now >= until => {
-                *state = State::HalfOpen;
+                *state = State::HalfOpen { since: now };
                 tracing::info!(
                     provider = self.name,
                     "circuit half-open: probing the provider"
                 );
                 Ok(())
             }
-            State::Open { .. } | State::HalfOpen => Err(connectors::Error::Provider {
+            State::HalfOpen { since } if now >= since + self.cool_down => {
+                *state = State::HalfOpen { since: now };
+                Ok(())
+            }
+            State::Open { .. } | State::HalfOpen { .. } => Err(connectors::Error::Provider {
                 message: format!(
                     "the {} provider is failing; calls are paused (circuit open)",
                     self.name
@@ -67,7 +75,7 @@ impl Breaker {
     pub fn record(&self, ok: bool, now: Instant) {
         let mut state = self.state.lock();
         *state = match (*state, ok) {
-            (State::HalfOpen, true) => {
+            (State::HalfOpen { .. }, true) => {
                 tracing::info!(
                     provider = self.name,
                     "circuit closed: the provider answers again"
@@ -104,7 +112,7 @@ impl Breaker {
         match *self.state.lock() {
             State::Closed { .. } => "closed",
             State::Open { .. } => "open",
-            State::HalfOpen => "half_open",
+            State::HalfOpen { .. } => "half_open",
         }
     }
 }
@@ -139,5 +147,20 @@ mod tests {
         breaker.record(true, at(22));
         assert_eq!(breaker.state(), "closed");
         assert!(breaker.allow(at(22)).is_ok());
+    }
+
+    #[test]
+    fn a_probe_whose_outcome_never_comes_is_replaced_after_a_cool_down() {
+        let breaker = Breaker::new("carrier", 1, Duration::from_secs(10));
+        let start = Instant::now();
+        let at = |s: u64| start + Duration::from_secs(s);
+        breaker.record(false, at(0));
+        // Let through at 10 and nothing recorded: the breaker does not stay shut.
+        assert!(breaker.allow(at(10)).is_ok());
+        assert!(breaker.allow(at(15)).is_err());
+        assert!(breaker.allow(at(20)).is_ok());
+        assert!(breaker.allow(at(21)).is_err());
+        breaker.record(true, at(21));
+        assert_eq!(breaker.state(), "closed");
     }
 }

@@ -196,25 +196,11 @@ async fn execute(app: Arc<Tidemark>, effect: EffectRow, in_flight: Arc<Mutex<Has
 /// The result command of each effect; charges go to the provider in one call.
 fn call_providers(app: &Tidemark, effects: &[EffectRow]) -> Vec<connectors::Result<Command>> {
     let charges: Vec<ChargeRequest> = effects.iter().filter_map(charge_request).collect();
-    let outcomes = match app.payment_breaker.allow(Instant::now()) {
-        _ if charges.is_empty() => Vec::new(),
-        Ok(()) => {
-            let outcomes = app.payments.charge_all(&charges);
-            let failed = outcomes
-                .iter()
-                .any(|outcome| matches!(outcome, Err(error) if error.is_retryable()));
-            app.payment_breaker.record(!failed, Instant::now());
-            outcomes
-        }
-        Err(paused) => charges
-            .iter()
-            .map(|_| {
-                Err(connectors::Error::Provider {
-                    message: paused.to_string(),
-                    retryable: true,
-                })
-            })
-            .collect(),
+    // The breaker is asked only when there is a call to make: being let through may
+    // be a probe's turn.
+    let outcomes = match charges.is_empty() {
+        true => Vec::new(),
+        false => charge_through_breaker(app, &charges),
     };
     let mut outcomes = outcomes.into_iter();
     effects
@@ -235,6 +221,33 @@ fn call_providers(app: &Tidemark, effects: &[EffectRow]) -> Vec<connectors::Resu
             other => call_provider(app, other),
         })
         .collect()
+}
+
+/// The provider's outcome of each charge, or, while its circuit is open, a retryable
+/// refusal of each.
+fn charge_through_breaker(
+    app: &Tidemark,
+    charges: &[ChargeRequest],
+) -> Vec<connectors::Result<dataflows::model::PaymentOutcome>> {
+    match app.payment_breaker.allow(Instant::now()) {
+        Ok(()) => {
+            let outcomes = app.payments.charge_all(charges);
+            let failed = outcomes
+                .iter()
+                .any(|outcome| matches!(outcome, Err(error) if error.is_retryable()));
+            app.payment_breaker.record(!failed, Instant::now());
+            outcomes
+        }
+        Err(paused) => charges
+            .iter()
+            .map(|_| {
+                Err(connectors::Error::Provider {
+                    message: paused.to_string(),
+                    retryable: true,
+                })
+            })
+            .collect(),
+    }
 }
 
 fn charge_request(effect: &EffectRow) -> Option<ChargeRequest> {
