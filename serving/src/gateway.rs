@@ -273,26 +273,61 @@ fn instant(field: &str, value: &str) -> Result<chrono::DateTime<chrono::Utc>, St
 impl Retirement {
     /// Whether it is well-formed: what `config` checks at start-up.
     pub fn check(&self) -> Result<(), String> {
+        self.announcement().map(|_| ())
+    }
+
+    /// The headers its answers carry and its sunset, worked out once: what
+    /// `retirements` serves with.
+    pub fn announcement(&self) -> Result<Announcement, String> {
         let prefix = &self.prefix;
         if !prefix.starts_with('/') || prefix.len() < 2 || prefix.ends_with('/') {
             return Err(format!("prefix {prefix:?} is not a path such as /api/v1"));
         }
         let deprecated = instant("deprecated_at", &self.deprecated_at)?;
-        if let Some(sunset) = &self.sunset_at {
-            if instant("sunset_at", sunset)? < deprecated {
-                return Err(format!("{prefix}: sunset_at is before deprecated_at"));
-            }
+        let sunset = match &self.sunset_at {
+            Some(sunset) => Some(instant("sunset_at", sunset)?),
+            None => None,
+        };
+        if sunset.is_some_and(|sunset| sunset < deprecated) {
+            return Err(format!("{prefix}: sunset_at is before deprecated_at"));
+        }
+        let mut headers = vec![(
+            HeaderName::from_static("deprecation"),
+            HeaderValue::from_str(&format!("@{}", deprecated.timestamp())).expect("digits"),
+        )];
+        if let Some(sunset) = sunset {
+            let date = sunset.format("%a, %d %b %Y %H:%M:%S GMT").to_string();
+            headers.push((
+                HeaderName::from_static("sunset"),
+                HeaderValue::from_str(&date).expect("an HTTP date"),
+            ));
         }
         if let Some(link) = &self.link {
-            if !(link.starts_with("https://") || link.starts_with("http://"))
-                || link.contains(['<', '>', ' ', '"'])
-            {
-                return Err(format!("{prefix}: link {link:?} is not an http(s) URL"));
-            }
+            let value = (link.starts_with("https://") || link.starts_with("http://"))
+                .then(|| HeaderValue::from_str(&format!("<{link}>; rel=\"deprecation\"")).ok())
+                .flatten()
+                .filter(|_| !link.contains(['<', '>', ' ', '"']))
+                .ok_or_else(|| format!("{prefix}: link {link:?} is not an http(s) URL"))?;
+            headers.push((header::LINK, value));
         }
-        Ok(())
+        Ok(Announcement {
+            prefix: prefix.clone(),
+            sunset,
+            headers,
+        })
     }
+}
 
+/// A retired version as it is served: its prefix, its sunset, and the headers of its
+/// answers.
+#[derive(Clone, Debug)]
+pub struct Announcement {
+    prefix: String,
+    sunset: Option<chrono::DateTime<chrono::Utc>>,
+    headers: Vec<(HeaderName, HeaderValue)>,
+}
+
+impl Announcement {
     fn covers(&self, path: &str) -> bool {
         path.strip_prefix(self.prefix.as_str())
             .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
@@ -302,7 +337,7 @@ impl Retirement {
 /// Announces the retirement of the version a request is for, or refuses it past its
 /// sunset. `now` is the wall clock: this is the HTTP layer, not a dataflow.
 pub async fn retirements(
-    axum::extract::State(retired): axum::extract::State<std::sync::Arc<Vec<Retirement>>>,
+    axum::extract::State(retired): axum::extract::State<std::sync::Arc<Vec<Announcement>>>,
     request: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> Response {
@@ -312,15 +347,8 @@ pub async fn retirements(
     else {
         return next.run(request).await;
     };
-    // Checked at start-up.
-    let deprecated = instant("", &retirement.deprecated_at).unwrap_or_default();
-    let sunset = retirement
-        .sunset_at
-        .as_deref()
-        .and_then(|at| instant("", at).ok());
-    let now = chrono::Utc::now();
-    let mut response = match sunset {
-        Some(sunset) if now >= sunset => {
+    let mut response = match retirement.sunset {
+        Some(sunset) if chrono::Utc::now() >= sunset => {
             use axum::response::IntoResponse;
             ApiError::new(
                 StatusCode::GONE,
@@ -336,21 +364,8 @@ pub async fn retirements(
         _ => next.run(request).await,
     };
     let headers = response.headers_mut();
-    headers.insert(
-        HeaderName::from_static("deprecation"),
-        HeaderValue::from_str(&format!("@{}", deprecated.timestamp())).expect("digits"),
-    );
-    if let Some(sunset) = sunset {
-        let date = sunset.format("%a, %d %b %Y %H:%M:%S GMT").to_string();
-        headers.insert(
-            HeaderName::from_static("sunset"),
-            HeaderValue::from_str(&date).expect("an HTTP date"),
-        );
-    }
-    if let Some(link) = &retirement.link {
-        if let Ok(value) = HeaderValue::from_str(&format!("<{link}>; rel=\"deprecation\"")) {
-            headers.append(header::LINK, value);
-        }
+    for (name, value) in &retirement.headers {
+        headers.append(name, value.clone());
     }
     response
 }

@@ -147,8 +147,14 @@ pub fn app(state: App) -> Router {
         ));
     // Inside the request id layer: a retired version's refusal has an id too.
     if !gateway.retired.is_empty() {
+        // Checked when the configuration was loaded.
+        let announced = gateway
+            .retired
+            .iter()
+            .filter_map(|retired| retired.announcement().ok())
+            .collect();
         router = router.layer(middleware::from_fn_with_state(
-            Arc::new(gateway.retired.clone()),
+            Arc::new(announced),
             crate::gateway::retirements,
         ));
     }
