@@ -25,6 +25,7 @@ use dataflows::model::Time;
 use parking_lot::Mutex;
 use std::collections::HashMap;
 
+use super::error::ApiError;
 use super::App;
 
 /// The most the cache holds, in body bytes; past it, it starts again empty.
@@ -108,53 +109,44 @@ pub async fn catalog(State(app): State<App>, request: Request, next: Next) -> Re
         |p| p.as_str().to_string(),
     );
     let tag = etag(&key, version);
-    let headers = |response: &mut Response| {
+    // The tag, the revalidation rule and where the answer came from (`x-cache`).
+    let tagged = |mut response: Response, source: Option<&'static str>| {
         let headers = response.headers_mut();
         headers.insert(header::ETAG, tag.clone());
         headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+        if let Some(source) = source {
+            headers.insert(X_CACHE.clone(), HeaderValue::from_static(source));
+        }
+        response
     };
     if request
         .headers()
         .get(header::IF_NONE_MATCH)
         .is_some_and(|held| names(held, &tag))
     {
-        let mut response = StatusCode::NOT_MODIFIED.into_response();
-        headers(&mut response);
-        return response;
+        return tagged(StatusCode::NOT_MODIFIED.into_response(), None);
     }
     if let Some(body) = cache.get(&key, version) {
-        let mut response = (
-            [(
-                header::CONTENT_TYPE,
-                HeaderValue::from_static("application/json"),
-            )],
-            body,
-        )
-            .into_response();
-        headers(&mut response);
-        response.headers_mut().insert(
-            header::HeaderName::from_static("x-cache"),
-            HeaderValue::from_static("hit"),
-        );
-        return response;
+        let json = [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        )];
+        return tagged((json, body).into_response(), Some("hit"));
     }
     let response = next.run(request).await;
     if response.status() != StatusCode::OK {
         return response;
     }
-    let (mut parts, body) = response.into_parts();
-    let Ok(body) = axum::body::to_bytes(body, usize::MAX).await else {
-        return StatusCode::INTERNAL_SERVER_ERROR.into_response();
+    let (parts, body) = response.into_parts();
+    let body = match axum::body::to_bytes(body, usize::MAX).await {
+        Ok(body) => body,
+        Err(error) => return ApiError::internal(error).into_response(),
     };
     cache.put(key, version, body.clone());
-    parts.headers.insert(
-        header::HeaderName::from_static("x-cache"),
-        HeaderValue::from_static("miss"),
-    );
-    let mut response = Response::from_parts(parts, Body::from(body));
-    headers(&mut response);
-    response
+    tagged(Response::from_parts(parts, Body::from(body)), Some("miss"))
 }
+
+static X_CACHE: header::HeaderName = header::HeaderName::from_static("x-cache");
 
 #[cfg(test)]
 mod tests {
