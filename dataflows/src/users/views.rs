@@ -134,7 +134,8 @@ pub struct SignInRow {
     pub succeeded: bool,
     /// The second factor a success took: `totp`, `recovery_code`, or none.
     pub second_factor: Option<Str>,
-    /// Why it was refused: `invalid_credentials` or `account_locked`.
+    /// Why it was refused: `invalid_credentials`, `account_locked`, `mfa_required` or
+    /// `invalid_mfa_code` (`sign_ins`).
     pub reason: Option<Str>,
     /// The account's failed attempts in the current window, this one included.
     pub failures: u32,

@@ -254,18 +254,14 @@ pub async fn disable_mfa(
     Path(id): Path<String>,
 ) -> ApiResult<StatusCode> {
     caller.require_owner_or(&id, "users:write")?;
-    if !app.views.read().users.contains_key(&id) {
-        return Err(ApiError::not_found("user", &id));
-    }
+    require_user(&app, &id)?;
     run(&app, None, DomainCommand::DisableMfa { user_id: id.into() }).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
 /// Lifts an account's lock at once (administrators, or `users:write`).
 pub async fn unlock(State(app): State<App>, Path(id): Path<String>) -> ApiResult<Json<Value>> {
-    if !app.views.read().users.contains_key(&id) {
-        return Err(ApiError::not_found("user", &id));
-    }
+    require_user(&app, &id)?;
     run(
         &app,
         None,
@@ -316,6 +312,14 @@ pub async fn sign_ins(
         .render())
     })
     .await
+}
+
+/// 404 unless the user exists: what a command about an existing user checks first.
+fn require_user(app: &App, id: &str) -> ApiResult<()> {
+    match app.views.read().users.contains_key(id) {
+        true => Ok(()),
+        false => Err(ApiError::not_found("user", id)),
+    }
 }
 
 fn password_ok(password: &str) -> bool {
@@ -494,9 +498,7 @@ pub async fn delete(
     Path(id): Path<String>,
 ) -> ApiResult<StatusCode> {
     caller.require_owner_or(&id, "users:write")?;
-    if !app.views.read().users.contains_key(&id) {
-        return Err(ApiError::not_found("user", &id));
-    }
+    require_user(&app, &id)?;
     run_fresh(
         &app,
         Admission::Fresh,
