@@ -44,31 +44,22 @@ impl Mfa {
         mac.update(b"\0");
         mac.update(enrollment_id.as_bytes());
         let secret = mac.finalize().into_bytes()[..20].to_vec();
-        let build = |account: &str| {
+        let build = |issuer: Option<&str>, account: &str| {
             TOTP::new(
                 Algorithm::SHA1,
                 DIGITS,
                 1,
                 PERIOD_S,
                 secret.clone(),
-                Some(self.issuer.clone()),
+                issuer.map(str::to_string),
                 account.to_string(),
             )
         };
         // An issuer or an address with a `:` cannot label a URI: the user id can.
-        build(account)
-            .or_else(|_| build(user_id))
-            .or_else(|_| {
-                TOTP::new(
-                    Algorithm::SHA1,
-                    DIGITS,
-                    1,
-                    PERIOD_S,
-                    secret.clone(),
-                    None,
-                    user_id.replace(':', "_"),
-                )
-            })
+        let issuer = Some(self.issuer.as_str());
+        build(issuer, account)
+            .or_else(|_| build(issuer, user_id))
+            .or_else(|_| build(None, &user_id.replace(':', "_")))
             .expect("a 160-bit secret and a label without `:` make a TOTP")
     }
 
@@ -76,7 +67,7 @@ impl Mfa {
     /// clock difference either way; none when it matches no step.
     pub fn step_of(totp: &TOTP, code: &str, now_s: u64) -> Option<u64> {
         let code = code.trim();
-        if code.len() != DIGITS || !code.bytes().all(|b| b.is_ascii_digit()) {
+        if !looks_like_totp(code) {
             return None;
         }
         let now_step = now_s / PERIOD_S;
@@ -95,7 +86,7 @@ impl Mfa {
     ) -> Option<SecondFactor> {
         let code = code?.trim();
         let enrollment = user.mfa_enrollment.as_ref()?;
-        if code.len() == DIGITS && code.bytes().all(|b| b.is_ascii_digit()) {
+        if looks_like_totp(code) {
             let totp = self.totp(&user.user_id, enrollment, &user.email);
             return Some(match Mfa::step_of(&totp, code, now_s) {
                 Some(step) => SecondFactor::Totp {
@@ -139,6 +130,11 @@ pub fn recovery_digest(code: &str) -> Option<String> {
         .collect();
     (letters.len() == 10 && letters.bytes().all(|b| RECOVERY_ALPHABET.contains(&b)))
         .then(|| hex::encode(Sha256::digest(letters.as_bytes())))
+}
+
+/// Whether `code` has the shape of an authenticator app's code: `DIGITS` digits.
+fn looks_like_totp(code: &str) -> bool {
+    code.len() == DIGITS && code.bytes().all(|b| b.is_ascii_digit())
 }
 
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
