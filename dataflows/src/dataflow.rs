@@ -10,6 +10,7 @@ use timely::dataflow::operators::{Concat, Concatenate, ConnectLoop, Feedback};
 use timely::dataflow::{Scope, Stream};
 
 use crate::analytics;
+use crate::auth::sessions::{self, Sessions};
 use crate::auth::tokens::{self as access_tokens, AccessTokens};
 use crate::auth::{self, ApiKeys};
 use crate::catalog::reservations::{self, ReservationOp, StockReservations};
@@ -131,8 +132,12 @@ pub fn build<'scope>(
         .flat_map(|(seq, ts, command)| sign_ins::route(seq, ts, command))
         .sign_ins();
     let token_out = passed
+        .clone()
         .flat_map(|(seq, ts, command)| access_tokens::route(seq, ts, command))
         .access_tokens();
+    let session_out = passed
+        .flat_map(|(seq, ts, command)| sessions::route(seq, ts, command))
+        .sessions();
 
     // One operator each gathers every aggregate's events and refusals.
     let events = scope.concatenate([
@@ -144,6 +149,7 @@ pub fn build<'scope>(
         events_of(&key_out),
         events_of(&sign_in_out),
         events_of(&token_out),
+        events_of(&session_out),
     ]);
     let rejections = scope.concatenate([
         rejections_of(&admitted),
@@ -157,6 +163,7 @@ pub fn build<'scope>(
         rejections_of(&key_out),
         rejections_of(&sign_in_out),
         rejections_of(&token_out),
+        rejections_of(&session_out),
     ]);
 
     let idempotency = admitted.rows();

@@ -202,6 +202,11 @@ impl Command {
                 key_id
             }
             RevokeAccessToken { token_id, .. } => token_id,
+            OpenSession { session_id, .. }
+            | GrantAuthorizationCode { session_id, .. }
+            | RedeemAuthorizationCode { session_id, .. }
+            | RefreshSession { session_id, .. }
+            | RevokeSession { session_id, .. } => session_id,
             Authenticate { user_id, email, .. } => user_id.as_deref().unwrap_or(email),
             UnlockUser { user_id }
             | StartMfa { user_id, .. }
@@ -398,6 +403,60 @@ pub enum Command {
         user_id: Str,
         /// When the token expires anyway (Unix milliseconds).
         expires_at: Ts,
+    },
+    /// A user signed in through an OAuth client (the password grant): a session opens,
+    /// holding its first refresh token. Only digests of refresh tokens and codes enter
+    /// the log.
+    OpenSession {
+        session_id: Str,
+        user_id: Str,
+        client_id: Str,
+        /// Space-separated scopes the session's tokens carry.
+        scope: Str,
+        refresh_hash: Str,
+        /// How long a refresh token is good for, from its issue (milliseconds).
+        ttl_ms: Ts,
+    },
+    /// A user let an OAuth client in (the authorization endpoint): a code, redeemable
+    /// once, for a session that opens when it is.
+    GrantAuthorizationCode {
+        session_id: Str,
+        user_id: Str,
+        client_id: Str,
+        scope: Str,
+        code_hash: Str,
+        redirect_uri: Str,
+        /// The PKCE S256 challenge: BASE64URL(SHA-256(code_verifier)).
+        code_challenge: Str,
+        code_ttl_ms: Ts,
+    },
+    /// A client exchanges its code, with the S256 digest of its PKCE verifier, for the
+    /// session's first refresh token.
+    RedeemAuthorizationCode {
+        session_id: Str,
+        client_id: Str,
+        code_hash: Str,
+        redirect_uri: Str,
+        verifier_digest: Str,
+        refresh_hash: Str,
+        ttl_ms: Ts,
+    },
+    /// A session's current refresh token for the next one (rotation).
+    RefreshSession {
+        session_id: Str,
+        client_id: Str,
+        refresh_hash: Str,
+        new_refresh_hash: Str,
+        ttl_ms: Ts,
+    },
+    /// Ends a session: its refresh token and every access token issued in it are
+    /// refused from now on.
+    RevokeSession {
+        session_id: Str,
+        reason: Str,
+        /// The refresh token presented as proof of holding the session (RFC 7009);
+        /// none when its user or an administrator ends it.
+        refresh_hash: Option<Str>,
     },
     /// A sign-in attempt, its password already checked (`password_matched`): whether
     /// it is let through is decided by the sign-in aggregate, which counts failures.

@@ -157,6 +157,8 @@ pub struct Snapshot {
     sign_ins_by_user: OrdSet<(Str, Ts, Str)>,
     /// Revoked access tokens, by token id (`jti`).
     pub revoked_tokens: Rows<RevokedTokenRow>,
+    /// OAuth sessions, by session id (an access token's `sid`).
+    pub sessions: Rows<SessionRow>,
     /// The metric views, by `Metric::index`.
     metrics: [Rows<MetricRow>; Metric::COUNT],
     /// Units in paid orders per product, summed over `product_sales_daily`, and the same
@@ -470,6 +472,9 @@ impl Snapshot {
             Row::RevokedToken(token) => {
                 self.revoked_tokens.replace(&token.token_id, token);
             }
+            Row::Session(session) => {
+                self.sessions.replace(&session.session_id, session);
+            }
             Row::SignIn(attempt) => {
                 // An attempt's row is written once.
                 if let Some(user_id) = &attempt.user_id {
@@ -553,6 +558,9 @@ impl Snapshot {
             }
             Row::RevokedToken(token) => {
                 self.revoked_tokens.retract(&token.token_id, token);
+            }
+            Row::Session(session) => {
+                self.sessions.retract(&session.session_id, session);
             }
             Row::SignIn(attempt) => {
                 if self.sign_ins.retract(&attempt.attempt_id, attempt) {
@@ -651,6 +659,7 @@ impl Snapshot {
                 .cloned()
                 .map(Row::RevokedToken),
         );
+        rows.extend(self.sessions.shared_rows().cloned().map(Row::Session));
         for metric in &self.metrics {
             rows.extend(metric.shared_rows().cloned().map(Row::Metric));
         }

@@ -1,4 +1,5 @@
-//! The auth context's part of the event catalogue: API keys (`api_key.*`).
+//! The auth context's part of the event catalogue: API keys (`api_key.*`), access
+//! tokens and OAuth sessions (`session.*`).
 //! `crate::events::EventBody` names each of these on the event bus.
 
 use crate::events::records;
@@ -35,5 +36,47 @@ records! {
         pub token_id: Str,
         pub user_id: Str,
         pub expires_at: Ts,
+    }
+
+    /// A user let an OAuth client in: an authorization code was issued, redeemable once
+    /// until `expires_at`, for the session `session_id`.
+    pub struct AuthorizationCodeGranted {
+        pub session_id: Str,
+        pub user_id: Str,
+        pub client_id: Str,
+        pub scope: Str,
+        pub redirect_uri: Str,
+        pub expires_at: Ts,
+    }
+
+    /// A session opened: a user signed in through an OAuth client (`grant` is
+    /// `password` or `authorization_code`) and holds a refresh token good until
+    /// `expires_at`.
+    pub struct SessionOpened {
+        pub session_id: Str,
+        pub user_id: Str,
+        pub client_id: Str,
+        pub scope: Str,
+        pub grant: Str,
+        pub expires_at: Ts,
+    }
+
+    /// A session's refresh token was exchanged for its next one (`generation`, counted
+    /// from 1); the one before is spent.
+    pub struct SessionRefreshed {
+        pub session_id: Str,
+        pub user_id: Str,
+        pub generation: u32,
+        pub expires_at: Ts,
+    }
+
+    /// A session ended: its refresh token and its access tokens are refused from now
+    /// on. `reason`: `signed_out`, `revoked`, or `refresh_token_reused` /
+    /// `authorization_code_reused` when a spent credential came back, which means it
+    /// was stolen.
+    pub struct SessionRevoked {
+        pub session_id: Str,
+        pub user_id: Str,
+        pub reason: Str,
     }
 }

@@ -11,6 +11,7 @@
 //! key is refused from the end of its grace period, never later than it would have been.
 
 pub mod events;
+pub mod sessions;
 pub mod tokens;
 pub mod views;
 

@@ -3,7 +3,10 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::events::{AccessTokenRevoked, ApiKeyCreated, ApiKeyExpiryChanged, ApiKeyRevoked};
+use crate::events::{
+    AccessTokenRevoked, ApiKeyCreated, ApiKeyExpiryChanged, ApiKeyRevoked,
+    AuthorizationCodeGranted, SessionOpened, SessionRefreshed, SessionRevoked,
+};
 use crate::model::*;
 
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -82,5 +85,115 @@ pub(crate) fn step_revoked_token(row: &mut Option<RevokedTokenRow>, event: &Even
             expires_at: *expires_at,
             revoked_at: event.ts,
         });
+    }
+}
+
+/// Where an OAuth session stands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SessionStatus {
+    /// An authorization code was granted and is not redeemed yet.
+    Pending,
+    /// The session holds a live refresh token.
+    Active,
+    /// Refused from now on, with its access tokens.
+    Revoked,
+}
+
+/// An OAuth session: one sign-in of a user through a client. What its refresh token
+/// and access tokens are checked against; the token digests stay in the aggregate.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct SessionRow {
+    pub session_id: Str,
+    pub user_id: Str,
+    pub client_id: Str,
+    pub scope: Str,
+    /// `password` or `authorization_code`.
+    pub grant: Str,
+    pub status: SessionStatus,
+    /// How many refresh tokens the session has had.
+    pub generation: u32,
+    pub created_at: Ts,
+    pub refreshed_at: Option<Ts>,
+    /// When the live refresh token (or the pending code) stops working.
+    pub expires_at: Ts,
+    pub revoked_at: Option<Ts>,
+    pub revoke_reason: Option<Str>,
+}
+
+impl SessionRow {
+    pub fn is_revoked(&self) -> bool {
+        self.status == SessionStatus::Revoked
+    }
+}
+
+pub(crate) fn step_session(row: &mut Option<SessionRow>, event: &Event) {
+    match &event.body {
+        EventBody::AuthorizationCodeGranted(AuthorizationCodeGranted {
+            session_id,
+            user_id,
+            client_id,
+            scope,
+            expires_at,
+            ..
+        }) => {
+            *row = Some(SessionRow {
+                session_id: session_id.clone(),
+                user_id: user_id.clone(),
+                client_id: client_id.clone(),
+                scope: scope.clone(),
+                grant: "authorization_code".into(),
+                status: SessionStatus::Pending,
+                generation: 0,
+                created_at: event.ts,
+                refreshed_at: None,
+                expires_at: *expires_at,
+                revoked_at: None,
+                revoke_reason: None,
+            })
+        }
+        EventBody::SessionOpened(SessionOpened {
+            session_id,
+            user_id,
+            client_id,
+            scope,
+            grant,
+            expires_at,
+        }) => {
+            let created_at = row.as_ref().map_or(event.ts, |row| row.created_at);
+            *row = Some(SessionRow {
+                session_id: session_id.clone(),
+                user_id: user_id.clone(),
+                client_id: client_id.clone(),
+                scope: scope.clone(),
+                grant: grant.clone(),
+                status: SessionStatus::Active,
+                generation: 1,
+                created_at,
+                refreshed_at: None,
+                expires_at: *expires_at,
+                revoked_at: None,
+                revoke_reason: None,
+            })
+        }
+        EventBody::SessionRefreshed(SessionRefreshed {
+            generation,
+            expires_at,
+            ..
+        }) => {
+            if let Some(row) = row {
+                row.generation = *generation;
+                row.refreshed_at = Some(event.ts);
+                row.expires_at = *expires_at;
+            }
+        }
+        EventBody::SessionRevoked(SessionRevoked { reason, .. }) => {
+            if let Some(row) = row {
+                row.status = SessionStatus::Revoked;
+                row.revoked_at = Some(event.ts);
+                row.revoke_reason = Some(reason.clone());
+            }
+        }
+        _ => {}
     }
 }

@@ -130,6 +130,11 @@ impl Interner {
             | RotateApiKey { .. }
             | RevokeApiKey { .. }
             | RevokeAccessToken { .. }
+            | OpenSession { .. }
+            | GrantAuthorizationCode { .. }
+            | RedeemAuthorizationCode { .. }
+            | RefreshSession { .. }
+            | RevokeSession { .. }
             | Authenticate { .. }
             | UnlockUser { .. }
             | StartMfa { .. }

@@ -23,7 +23,7 @@ pub use crate::users::views::*;
 pub use effects::*;
 pub use operator::{read_models, WithTimes};
 
-use crate::auth::views::{step_api_key, step_revoked_token};
+use crate::auth::views::{step_api_key, step_revoked_token, step_session};
 use crate::catalog::views::{step_product, step_reservation};
 use crate::events::*;
 use crate::fulfillment::views::step_shipment;
@@ -51,6 +51,8 @@ pub enum ViewKey {
     SignIn(Str),
     /// A revoked access token, by its id.
     RevokedToken(Str),
+    /// An OAuth session, by its id.
+    Session(Str),
 }
 
 /// Which view a row belongs to. Stock has two: units on hand and units reserved, each a
@@ -73,12 +75,13 @@ pub enum ViewKind {
     ApiKey,
     SignIn,
     RevokedToken,
+    Session,
     Metric(Metric),
 }
 
 impl ViewKind {
     /// How many kinds there are, for tables with one slot per kind.
-    pub const COUNT: usize = 16 + Metric::COUNT;
+    pub const COUNT: usize = 17 + Metric::COUNT;
 
     /// A dense index below `COUNT`.
     pub fn index(self) -> usize {
@@ -99,7 +102,8 @@ impl ViewKind {
             ViewKind::ApiKey => 13,
             ViewKind::SignIn => 14,
             ViewKind::RevokedToken => 15,
-            ViewKind::Metric(metric) => 16 + metric.index(),
+            ViewKind::Session => 16,
+            ViewKind::Metric(metric) => 17 + metric.index(),
         }
     }
 }
@@ -123,6 +127,7 @@ pub enum Row {
     ApiKey(Arc<ApiKeyRow>),
     SignIn(Arc<SignInRow>),
     RevokedToken(Arc<RevokedTokenRow>),
+    Session(Arc<SessionRow>),
     Metric(Arc<MetricRow>),
 }
 
@@ -174,6 +179,7 @@ impl ViewKey {
             ViewKey::ApiKey(_) => ViewKind::ApiKey,
             ViewKey::SignIn(_) => ViewKind::SignIn,
             ViewKey::RevokedToken(_) => ViewKind::RevokedToken,
+            ViewKey::Session(_) => ViewKind::Session,
         }
     }
 
@@ -191,7 +197,8 @@ impl ViewKey {
             | ViewKey::ReportSchedule(id)
             | ViewKey::ApiKey(id)
             | ViewKey::SignIn(id)
-            | ViewKey::RevokedToken(id) => id,
+            | ViewKey::RevokedToken(id)
+            | ViewKey::Session(id) => id,
         }
     }
 }
@@ -216,7 +223,7 @@ macro_rules! row_kind {
 
 row_kind!(Product => ProductRow, User => UserRow, Cart => CartRow, Order => OrderRow, Payment => PaymentRow,
     Shipment => ShipmentRow, Effect => EffectRow, Idempotency => IdempotencyRow, Reservation => ReservationRow, Report => ReportRow,
-    ReportSchedule => ReportScheduleRow, ApiKey => ApiKeyRow, SignIn => SignInRow, RevokedToken => RevokedTokenRow, Metric => MetricRow);
+    ReportSchedule => ReportScheduleRow, ApiKey => ApiKeyRow, SignIn => SignInRow, RevokedToken => RevokedTokenRow, Session => SessionRow, Metric => MetricRow);
 
 impl Row {
     /// The key a row is stored under: its view and its id there.
@@ -240,6 +247,7 @@ impl Row {
             Row::ApiKey(row) => (ViewKind::ApiKey, &row.key_id),
             Row::SignIn(row) => (ViewKind::SignIn, &row.attempt_id),
             Row::RevokedToken(row) => (ViewKind::RevokedToken, &row.token_id),
+            Row::Session(row) => (ViewKind::Session, &row.session_id),
             Row::Metric(row) => (ViewKind::Metric(row.metric), &row.id),
         }
     }
@@ -298,6 +306,12 @@ pub fn view_keys(body: &EventBody) -> Vec<ViewKey> {
         | E::ApiKeyRevoked(ApiKeyRevoked { key_id }) => keys.push(ViewKey::ApiKey(key_id.clone())),
         E::AccessTokenRevoked(AccessTokenRevoked { token_id, .. }) => {
             keys.push(ViewKey::RevokedToken(token_id.clone()))
+        }
+        E::AuthorizationCodeGranted(AuthorizationCodeGranted { session_id, .. })
+        | E::SessionOpened(SessionOpened { session_id, .. })
+        | E::SessionRefreshed(SessionRefreshed { session_id, .. })
+        | E::SessionRevoked(SessionRevoked { session_id, .. }) => {
+            keys.push(ViewKey::Session(session_id.clone()))
         }
         _ => {}
     }
@@ -385,5 +399,6 @@ pub fn step(key: &ViewKey, row: &mut Option<Row>, event: &Event) {
         ViewKey::ApiKey(_) => typed!(ApiKey, step_api_key),
         ViewKey::SignIn(_) => typed!(SignIn, step_sign_in),
         ViewKey::RevokedToken(_) => typed!(RevokedToken, step_revoked_token),
+        ViewKey::Session(_) => typed!(Session, step_session),
     }
 }

@@ -449,6 +449,27 @@ fn arb_command() -> impl Strategy<Value = Command> {
             user_id: "u1".into(),
             expires_at: hours * 3_600_000,
         }),
+        // OAuth sessions, whose refresh tokens rotate, come back spent, and expire.
+        1 => (0u8..2, 0u8..4).prop_map(|(s, r)| Command::OpenSession {
+            session_id: format!("s{s}").into(),
+            user_id: "u1".into(),
+            client_id: "tidemark-cli".into(),
+            scope: "openid".into(),
+            refresh_hash: format!("r{r}").into(),
+            ttl_ms: 3_600_000,
+        }),
+        2 => (0u8..2, 0u8..4, 0u8..4).prop_map(|(s, r, next)| Command::RefreshSession {
+            session_id: format!("s{s}").into(),
+            client_id: "tidemark-cli".into(),
+            refresh_hash: format!("r{r}").into(),
+            new_refresh_hash: format!("r{next}").into(),
+            ttl_ms: 3_600_000,
+        }),
+        1 => (0u8..2).prop_map(|s| Command::RevokeSession {
+            session_id: format!("s{s}").into(),
+            reason: "signed_out".into(),
+            refresh_hash: None,
+        }),
     ]
 }
 
