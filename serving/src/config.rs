@@ -173,6 +173,27 @@ pub struct AuthConfig {
     pub access_token_ttl_s: u64,
     /// How long an API key lives when its request does not say (days).
     pub api_key_ttl_days: u64,
+    /// How long a refresh token is good for after it is issued (seconds); each refresh
+    /// issues the next one.
+    pub refresh_token_ttl_s: u64,
+    /// How long an authorization code can be redeemed (seconds).
+    pub authorization_code_ttl_s: u64,
+    /// OAuth clients that may use the authorization endpoint, besides the built-in
+    /// `tidemark-cli`.
+    pub clients: Vec<ClientConfig>,
+}
+
+/// A registered OAuth client: a public client (a browser or native app, no secret),
+/// which must use PKCE, redirected only to one of its registered URIs.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClientConfig {
+    pub client_id: String,
+    /// Shown on the sign-in page.
+    #[serde(default)]
+    pub name: String,
+    /// Exact redirect URIs: `https://...`, or `http://` on a loopback address.
+    pub redirect_uris: Vec<String>,
 }
 
 impl Default for AuthConfig {
@@ -183,6 +204,9 @@ impl Default for AuthConfig {
             issuer: "tidemark".into(),
             access_token_ttl_s: 900,
             api_key_ttl_days: 90,
+            refresh_token_ttl_s: 30 * 24 * 3600,
+            authorization_code_ttl_s: 60,
+            clients: Vec::new(),
         }
     }
 }
@@ -682,7 +706,21 @@ impl AuthConfig {
         if self.issuer.is_empty() {
             return Err("auth.issuer must not be empty".into());
         }
-        Ok(())
+        if !(60..=365 * 24 * 3600).contains(&self.refresh_token_ttl_s) {
+            return Err(format!(
+                "auth.refresh_token_ttl_s must be between 60 and 31536000, not {}",
+                self.refresh_token_ttl_s
+            ));
+        }
+        if !(10..=600).contains(&self.authorization_code_ttl_s) {
+            return Err(format!(
+                "auth.authorization_code_ttl_s must be between 10 and 600, not {}",
+                self.authorization_code_ttl_s
+            ));
+        }
+        crate::auth::clients::Clients::new(&self.clients)
+            .map(|_| ())
+            .map_err(|error| format!("auth.clients: {error}"))
     }
 }
 

@@ -111,8 +111,8 @@ impl RateLimits {
     }
 
     /// Takes one request from the bucket: its allowance, or 429 with `Retry-After` and
-    /// the allowance (nothing remaining).
-    pub fn check(&self, tier: Tier, bucket: &str) -> Result<Allowance, (ApiError, Allowance)> {
+    /// the allowance (nothing remaining), boxed: refusals are the rare path.
+    pub fn check(&self, tier: Tier, bucket: &str) -> Result<Allowance, Box<(ApiError, Allowance)>> {
         let (_, limit, limiter) = self
             .tiers
             .iter()
@@ -154,7 +154,7 @@ impl RateLimits {
                     ),
                 )
                 .retry_after(wait_s);
-                Err((error, allowance))
+                Err(Box::new((error, allowance)))
             }
         }
     }
@@ -407,7 +407,7 @@ mod tests {
             })
             .collect();
         assert_eq!(remaining, [2, 1, 0]);
-        let (error, allowance) = limits.check(Tier::Public, "ip:a").expect_err("over quota");
+        let (error, allowance) = *limits.check(Tier::Public, "ip:a").expect_err("over quota");
         assert_eq!(error.status, StatusCode::TOO_MANY_REQUESTS);
         assert!((1..=20).contains(&error.retry_after_s.expect("a wait")));
         assert_eq!((allowance.limit, allowance.remaining), (3, 0));

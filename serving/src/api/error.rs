@@ -28,6 +28,10 @@ pub struct ApiError {
     pub errors: Vec<FieldError>,
     /// Seconds after which a retry may succeed (`Retry-After`): 503s say 1 by default.
     pub retry_after_s: Option<u64>,
+    /// For the OAuth endpoints: the RFC 6749 5.2 error code, answered as `error` (and
+    /// the detail as `error_description`) beside the problem's members, so that OAuth
+    /// client libraries read it.
+    pub oauth_error: Option<&'static str>,
 }
 
 #[derive(Serialize)]
@@ -40,6 +44,10 @@ struct Problem<'a> {
     code: &'a str,
     #[serde(skip_serializing_if = "<[FieldError]>::is_empty")]
     errors: &'a [FieldError],
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error_description: Option<&'a str>,
 }
 
 impl ApiError {
@@ -50,12 +58,19 @@ impl ApiError {
             detail: detail.into(),
             errors: Vec::new(),
             retry_after_s: None,
+            oauth_error: None,
         }
     }
 
     /// The same error, telling the client when to come back.
     pub fn retry_after(mut self, seconds: u64) -> ApiError {
         self.retry_after_s = Some(seconds);
+        self
+    }
+
+    /// The same error, naming its OAuth error code (RFC 6749 5.2).
+    pub fn oauth(mut self, error: &'static str) -> ApiError {
+        self.oauth_error = Some(error);
         self
     }
 
@@ -87,6 +102,7 @@ impl ApiError {
             detail,
             errors,
             retry_after_s: None,
+            oauth_error: None,
         }
     }
 
@@ -182,6 +198,8 @@ impl IntoResponse for ApiError {
             detail: &self.detail,
             code: &self.code,
             errors: &self.errors,
+            error: self.oauth_error,
+            error_description: self.oauth_error.map(|_| self.detail.as_str()),
         };
         let body = serde_json::to_vec(&problem).unwrap_or_default();
         let mut response = (self.status, body).into_response();

@@ -120,6 +120,11 @@ pub fn app(state: App) -> Router {
     // OAuth 2.0, beside the versioned API as clients expect it, behind the same layers.
     let oauth = Router::new()
         .route("/oauth2/revoke", post(oauth::revoke))
+        .route("/oauth2/token", post(oauth::token))
+        .route(
+            "/oauth2/authorize",
+            get(oauth::authorize).post(oauth::authorize),
+        )
         .route(
             "/oauth2/userinfo",
             get(oauth::userinfo).post(oauth::userinfo),
@@ -135,6 +140,7 @@ pub fn app(state: App) -> Router {
         .route("/health/live", get(health::live))
         .route("/health/ready", get(health::ready))
         .route("/.well-known/jwks.json", get(jwks))
+        .route("/.well-known/openid-configuration", get(oauth::discovery))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(extract::MAX_BODY_BYTES))

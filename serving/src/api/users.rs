@@ -77,34 +77,55 @@ pub async fn authenticate(
     command: Command<Authenticate>,
 ) -> ApiResult<Json<Value>> {
     let body = command.body;
+    let user_id = sign_in(&app, &client, &body.email, body.password, body.mfa_code).await?;
+    let (token, claims) = app.auth.tokens.issue(&user_id, &[], tokens::unix_seconds());
+    Ok(Json(serde_json::json!({
+        "access_token": token,
+        "token_type": "Bearer",
+        "expires_in": claims.exp - claims.iat,
+        "user_id": user_id,
+    })))
+}
+
+/// Checks a user's password (and one-time code) and logs the attempt, which the
+/// sign-in aggregate lets through or refuses: the user's id, or why not (401
+/// `invalid_credentials`, `mfa_required`, `invalid_mfa_code`; 423 `account_locked`).
+/// What `POST /users/authenticate`, the password grant and the sign-in page share.
+pub(crate) async fn sign_in(
+    app: &App,
+    client: &Client,
+    email: &str,
+    password: String,
+    mfa_code: Option<String>,
+) -> ApiResult<Str> {
     Validator::default()
-        .check(!body.email.trim().is_empty(), "email", "is required")
-        .text(&body.email, "email", 320)
+        .check(!email.trim().is_empty(), "email", "is required")
+        .text(email, "email", 320)
         .check(
-            (1..=256).contains(&body.password.chars().count()),
+            (1..=256).contains(&password.chars().count()),
             "password",
             "must be 1 to 256 characters",
         )
         .finish()?;
-    let email = body.email.trim();
+    let email = email.trim();
     let user = app.views.read().user_by_email(email).cloned();
     let hash = user.as_ref().map_or_else(
         || NO_USER_HASH.to_string(),
         |user| user.password_hash.to_string(),
     );
-    let matched = verify_password(&app, body.password, hash).await? && user.is_some();
+    let matched = verify_password(app, password, hash).await? && user.is_some();
     // The code is looked at only with the right password: it is no oracle for guessing.
     let second_factor = match &user {
         Some(user) if matched && user.mfa_enabled => {
             app.auth
                 .mfa
-                .second_factor(user, body.mfa_code.as_deref(), tokens::unix_seconds())
+                .second_factor(user, mfa_code.as_deref(), tokens::unix_seconds())
         }
         _ => None,
     };
     let attempt_id = new_id("sgn", &None);
     run(
-        &app,
+        app,
         None,
         DomainCommand::Authenticate {
             attempt_id: attempt_id.clone().into(),
@@ -123,7 +144,7 @@ pub async fn authenticate(
         .get(&attempt_id)
         .cloned()
         .ok_or_else(|| ApiError::internal(format!("sign-in {attempt_id} left no row")))?;
-    match (&attempt.user_id, attempt.succeeded, attempt.locked_until) {
+    match (attempt.user_id, attempt.succeeded, attempt.locked_until) {
         (_, false, None) if attempt.reason.as_deref() == Some(MFA_REQUIRED) => {
             Err(unauthenticated(
                 MFA_REQUIRED,
@@ -136,15 +157,7 @@ pub async fn authenticate(
                 "the one-time code is wrong, expired or already used",
             ))
         }
-        (Some(user_id), true, _) => {
-            let (token, claims) = app.auth.tokens.issue(user_id, &[], tokens::unix_seconds());
-            Ok(Json(serde_json::json!({
-                "access_token": token,
-                "token_type": "Bearer",
-                "expires_in": claims.exp - claims.iat,
-                "user_id": user_id,
-            })))
-        }
+        (Some(user_id), true, _) => Ok(user_id),
         (_, _, Some(locked_until)) => {
             let wait_s = locked_until.saturating_sub(attempt.at).div_ceil(1000);
             Err(ApiError::new(

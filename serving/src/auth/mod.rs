@@ -3,6 +3,7 @@
 //! applies both before a handler runs. Keys are state in the dataflow (`dataflows::auth`);
 //! tokens are signed here (`tokens`).
 
+pub mod clients;
 pub mod mfa;
 pub mod policy;
 pub mod principal;
@@ -34,6 +35,7 @@ pub struct Authenticator {
     key_secret: [u8; 32],
     pub tokens: Tokens,
     pub mfa: mfa::Mfa,
+    pub clients: clients::Clients,
 }
 
 /// The prefix of every API key tidemark issues (`tmk_` and 64 hex digits).
@@ -50,6 +52,8 @@ impl Authenticator {
             key_secret: tokens::private_secret(&data_dir.join("keys").join("api-keys.secret"))?,
             tokens: Tokens::open(data_dir, &config.issuer, config.access_token_ttl_s)?,
             mfa: mfa::Mfa::open(&data_dir.join("keys").join("mfa.secret"), &config.issuer)?,
+            clients: clients::Clients::new(&config.clients)
+                .map_err(|error| std::io::Error::new(std::io::ErrorKind::InvalidInput, error))?,
         })
     }
 
@@ -112,6 +116,12 @@ impl Authenticator {
         self.credential_principal(app, credential)
     }
 
+    /// The caller an API key names, if the key is live: how the client-credentials
+    /// grant checks a service account's secret.
+    pub fn service_account(&self, app: &App, key: &str) -> Option<Principal> {
+        self.key_principal(app, key).ok()
+    }
+
     /// The SQL port's check: its password is an API key or an access token whose
     /// caller may run SQL (`analytics:read`), as on `POST /api/v1/sql`.
     pub fn sql_login(&self, app: &App, password: &str) -> Result<(), String> {
@@ -128,26 +138,7 @@ impl Authenticator {
         match credential {
             Credential::Key(key) => self.key_principal(app, key),
             Credential::Token(token) => match self.tokens.verify(token) {
-                Ok(claims) => {
-                    let snapshot = app.views.read();
-                    if snapshot.revoked_tokens.contains_key(&claims.jti) {
-                        return Err(unauthenticated(
-                            "token_revoked",
-                            "the access token has been revoked; sign in again",
-                        ));
-                    }
-                    // Deleting a user ends their sessions: their tokens are still
-                    // signed, but name no one.
-                    if !snapshot.users.contains_key(&claims.sub) {
-                        return Err(unauthenticated(
-                            "invalid_token",
-                            "the user this access token was issued to no longer exists",
-                        ));
-                    }
-                    Ok(Principal::User {
-                        user_id: claims.sub.into(),
-                    })
-                }
+                Ok(claims) => self.token_principal(app, claims),
                 Err(TokenError::Expired) => Err(unauthenticated(
                     "token_expired",
                     "the access token has expired; get a new one",
@@ -160,6 +151,62 @@ impl Authenticator {
         }
     }
 
+    /// Who a signed, unexpired access token acts for, unless it was revoked: by
+    /// itself, with its session, or with its service account's key.
+    fn token_principal(&self, app: &App, claims: tokens::Claims) -> Result<Principal, ApiError> {
+        let revoked = || {
+            unauthenticated(
+                "token_revoked",
+                "the access token has been revoked; sign in again",
+            )
+        };
+        if claims.is_service() {
+            // A service account's token lives no longer than its key.
+            return match self.key_row_principal(app, &claims.sub, None)? {
+                Principal::Key {
+                    key_id,
+                    owner: None,
+                    scopes,
+                } => Ok(Principal::Key {
+                    scopes: scopes
+                        .into_iter()
+                        .filter(|scope| claims.scope.split(' ').any(|s| s == &**scope))
+                        .collect(),
+                    key_id,
+                    owner: None,
+                }),
+                _ => Err(unauthenticated(
+                    "invalid_token",
+                    "the access token is not valid here",
+                )),
+            };
+        }
+        let snapshot = app.views.read();
+        if snapshot.revoked_tokens.contains_key(&claims.jti) {
+            return Err(revoked());
+        }
+        if let Some(sid) = &claims.sid {
+            if snapshot
+                .sessions
+                .get(sid)
+                .is_none_or(|session| session.is_revoked())
+            {
+                return Err(revoked());
+            }
+        }
+        // Deleting a user ends their sessions: their tokens are still signed, but name
+        // no one.
+        if !snapshot.users.contains_key(&claims.sub) {
+            return Err(unauthenticated(
+                "invalid_token",
+                "the user this access token was issued to no longer exists",
+            ));
+        }
+        Ok(Principal::User {
+            user_id: claims.sub.into(),
+        })
+    }
+
     fn key_principal(&self, app: &App, key: &str) -> Result<Principal, ApiError> {
         if key.is_empty() || key.len() > 512 {
             return Err(malformed());
@@ -168,8 +215,23 @@ impl Authenticator {
         if self.bootstrap == Some(hash) {
             return Ok(Principal::Bootstrap);
         }
+        self.key_row_principal(app, "", Some(&hex::encode(hash)))
+    }
+
+    /// The caller a key names, by its digest or (with `hash` none) by its id, if the
+    /// key is live and its owner exists.
+    fn key_row_principal(
+        &self,
+        app: &App,
+        key_id: &str,
+        hash: Option<&str>,
+    ) -> Result<Principal, ApiError> {
         let snapshot = app.views.read();
-        let Some(row) = snapshot.api_key_by_hash(&hex::encode(hash)) else {
+        let found = match hash {
+            Some(hash) => snapshot.api_key_by_hash(hash),
+            None => snapshot.api_keys.get(key_id),
+        };
+        let Some(row) = found else {
             return Err(unauthenticated(
                 "invalid_credentials",
                 "the API key is not valid",
@@ -247,6 +309,9 @@ pub fn now_ms() -> u64 {
 /// address's public limit, so guessing keys is limited too.
 pub async fn authenticate(State(app): State<App>, request: Request, next: Next) -> Response {
     let found = match app.auth.enabled() {
+        // The token endpoint's HTTP Basic credentials are a client's, which the
+        // client-credentials grant checks; the request itself is anonymous.
+        true if basic_at_token_endpoint(&request) => Ok(Principal::Anonymous),
         true => app.auth.principal(&app, request.headers()),
         false => Ok(Principal::Bootstrap),
     };
@@ -260,7 +325,8 @@ pub async fn authenticate(State(app): State<App>, request: Request, next: Next) 
                 None => None,
                 Some((tier, bucket)) => match limits.check(tier, &bucket) {
                     Ok(allowance) => Some(allowance),
-                    Err((error, allowance)) => {
+                    Err(refused) => {
+                        let (error, allowance) = *refused;
                         let mut response = error.into_response();
                         allowance.write(&mut response);
                         return response;
@@ -277,6 +343,16 @@ pub async fn authenticate(State(app): State<App>, request: Request, next: Next) 
         allowance.write(&mut response);
     }
     response
+}
+
+fn basic_at_token_endpoint(request: &Request) -> bool {
+    request.uri().path() == "/oauth2/token"
+        && request
+            .headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|value| value.to_str().ok())
+            .and_then(|value| value.split_once(' '))
+            .is_some_and(|(scheme, _)| scheme.eq_ignore_ascii_case("basic"))
 }
 
 /// Applies the route's rule to `principal` and runs the handler.

@@ -30,8 +30,10 @@ pub fn rule(method: &Method, path: &str) -> Rule {
         }
         ("/inventory/reservations/{id}", true) => Scope("inventory:read"),
         ("/users" | "/users/authenticate", false) => Public,
-        // Holding the token is the right to revoke it (RFC 7009).
-        ("/oauth2/revoke", false) => Public,
+        // Holding the token is the right to revoke it (RFC 7009); the token endpoint
+        // checks each grant's own credentials; the authorization endpoint signs in.
+        ("/oauth2/revoke" | "/oauth2/token", false) => Public,
+        ("/oauth2/authorize", _) => Public,
         ("/oauth2/userinfo", _) => SignedIn,
         ("/users/search", true) => Scope("users:read"),
         (

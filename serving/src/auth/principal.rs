@@ -149,9 +149,11 @@ pub fn unauthenticated(code: &str, detail: &str) -> ApiError {
     ApiError::new(StatusCode::UNAUTHORIZED, code, detail)
 }
 
-/// The challenge every 401 carries.
+/// The challenge every 401 carries, unless its handler made its own.
 pub fn challenge(response: &mut Response) {
-    if response.status() == StatusCode::UNAUTHORIZED {
+    if response.status() == StatusCode::UNAUTHORIZED
+        && !response.headers().contains_key(header::WWW_AUTHENTICATE)
+    {
         response.headers_mut().insert(
             header::WWW_AUTHENTICATE,
             HeaderValue::from_static(r#"Bearer realm="tidemark""#),

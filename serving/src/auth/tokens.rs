@@ -36,6 +36,20 @@ pub struct Claims {
     /// Space-separated scopes; empty for a customer's token.
     #[serde(default)]
     pub scope: String,
+    /// The OAuth session the token was issued in: revoking the session revokes it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sid: Option<String>,
+    /// The OAuth client the token was issued to (RFC 9068); for the client-credentials
+    /// grant, the service account's key id, which is then also `sub`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_id: Option<String>,
+}
+
+impl Claims {
+    /// Whether the token is a service account's (client credentials), not a user's.
+    pub fn is_service(&self) -> bool {
+        self.client_id.as_deref() == Some(self.sub.as_str())
+    }
 }
 
 struct SigningKey {
@@ -121,17 +135,31 @@ impl Tokens {
 
     /// A token for `user_id` with `scopes`, valid from `now` (Unix seconds).
     pub fn issue(&self, user_id: &str, scopes: &[&str], now: u64) -> (String, Claims) {
+        self.issue_in(user_id, scopes, None, None, now)
+    }
+
+    /// A token for `subject` issued to `client_id` in the session `sid`.
+    pub fn issue_in(
+        &self,
+        subject: &str,
+        scopes: &[&str],
+        sid: Option<&str>,
+        client_id: Option<&str>,
+        now: u64,
+    ) -> (String, Claims) {
         let key = self.keys.last().expect("a signing key exists once open");
         let mut jti = [0u8; 16];
         getrandom::fill(&mut jti).expect("the OS random source works");
         let claims = Claims {
             iss: self.issuer.clone(),
-            sub: user_id.to_string(),
+            sub: subject.to_string(),
             aud: AUDIENCE.to_string(),
             iat: now,
             exp: now + self.lifetime_s,
             jti: hex::encode(jti),
             scope: scopes.join(" "),
+            sid: sid.map(str::to_string),
+            client_id: client_id.map(str::to_string),
         };
         let mut header = Header::new(Algorithm::EdDSA);
         header.kid = Some(key.kid.clone());

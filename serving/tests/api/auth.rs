@@ -514,6 +514,19 @@ fn routes(w: &World) -> Vec<(&'static str, String, Option<Value>, Needs)> {
         ),
         ("GET", "/oauth2/userinfo".into(), None, AnyUser),
         (
+            "POST",
+            "/oauth2/token".into(),
+            Some(json!({"grant_type": "client_credentials"})),
+            Public,
+        ),
+        ("GET", "/oauth2/authorize".into(), None, Public),
+        (
+            "GET",
+            "/.well-known/openid-configuration".into(),
+            None,
+            Open,
+        ),
+        (
             "DELETE",
             format!("/api/v1/users/{a}"),
             None,

@@ -8,6 +8,7 @@ mod errors;
 mod gateway;
 mod hardening;
 mod kafka;
+mod oauth;
 mod orders;
 mod replay;
 mod reports;
