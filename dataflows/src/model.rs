@@ -429,6 +429,9 @@ pub enum Command {
         /// The PKCE S256 challenge: BASE64URL(SHA-256(code_verifier)).
         code_challenge: Str,
         code_ttl_ms: Ts,
+        /// The client's OpenID Connect `nonce`, returned in the ID token.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        nonce: Option<Str>,
     },
     /// A client exchanges its code, with the S256 digest of its PKCE verifier, for the
     /// session's first refresh token.

@@ -47,6 +47,9 @@ records! {
         pub scope: Str,
         pub redirect_uri: Str,
         pub expires_at: Ts,
+        /// The client's OpenID Connect `nonce`, for the session's ID token.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub nonce: Option<Str>,
     }
 
     /// A session opened: a user signed in through an OAuth client (`grant` is

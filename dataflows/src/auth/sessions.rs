@@ -165,6 +165,7 @@ fn decide(
             redirect_uri,
             code_challenge,
             code_ttl_ms,
+            nonce,
         } => {
             if sessions.contains_key(&session_id) {
                 out.push(decided.conflict(
@@ -201,6 +202,7 @@ fn decide(
                 scope,
                 redirect_uri,
                 expires_at,
+                nonce,
             }));
         }
         Command::RedeemAuthorizationCode {
@@ -383,6 +385,7 @@ mod tests {
             redirect_uri: "https://app.example/cb".into(),
             code_challenge: "challenge".into(),
             code_ttl_ms: 60_000,
+            nonce: None,
         }
     }
 

@@ -119,6 +119,8 @@ pub struct SessionRow {
     pub expires_at: Ts,
     pub revoked_at: Option<Ts>,
     pub revoke_reason: Option<Str>,
+    /// The OpenID Connect `nonce` the authorization request sent.
+    pub nonce: Option<Str>,
 }
 
 impl SessionRow {
@@ -135,6 +137,7 @@ pub(crate) fn step_session(row: &mut Option<SessionRow>, event: &Event) {
             client_id,
             scope,
             expires_at,
+            nonce,
             ..
         }) => {
             *row = Some(SessionRow {
@@ -150,6 +153,7 @@ pub(crate) fn step_session(row: &mut Option<SessionRow>, event: &Event) {
                 expires_at: *expires_at,
                 revoked_at: None,
                 revoke_reason: None,
+                nonce: nonce.clone(),
             })
         }
         EventBody::SessionOpened(SessionOpened {
@@ -161,6 +165,7 @@ pub(crate) fn step_session(row: &mut Option<SessionRow>, event: &Event) {
             expires_at,
         }) => {
             let created_at = row.as_ref().map_or(event.ts, |row| row.created_at);
+            let nonce = row.as_ref().and_then(|row| row.nonce.clone());
             *row = Some(SessionRow {
                 session_id: session_id.clone(),
                 user_id: user_id.clone(),
@@ -174,6 +179,7 @@ pub(crate) fn step_session(row: &mut Option<SessionRow>, event: &Event) {
                 expires_at: *expires_at,
                 revoked_at: None,
                 revoke_reason: None,
+                nonce,
             })
         }
         EventBody::SessionRefreshed(SessionRefreshed {

@@ -69,9 +69,11 @@ impl Clients {
                 && id
                     .bytes()
                     .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b));
-            if !valid_id {
+            // An ID token's audience is its client: no client may be named like the
+            // audience of access tokens, or its ID tokens would pass as those.
+            if !valid_id || id == crate::auth::tokens::AUDIENCE {
                 return Err(format!(
-                    "client_id {id:?} must be 1 to 64 letters, digits, '.', '_' or '-'"
+                    "client_id {id:?} must be 1 to 64 letters, digits, '.', '_' or '-', and not `tidemark`"
                 ));
             }
             if client.redirect_uris.is_empty() {

@@ -147,7 +147,6 @@ impl Tokens {
         client_id: Option<&str>,
         now: u64,
     ) -> (String, Claims) {
-        let key = self.keys.last().expect("a signing key exists once open");
         let mut jti = [0u8; 16];
         getrandom::fill(&mut jti).expect("the OS random source works");
         let claims = Claims {
@@ -161,11 +160,16 @@ impl Tokens {
             sid: sid.map(str::to_string),
             client_id: client_id.map(str::to_string),
         };
+        (self.sign(&claims), claims)
+    }
+
+    /// `claims`, signed with the newest key (an OpenID Connect ID token).
+    pub fn sign(&self, claims: &impl Serialize) -> String {
+        let key = self.keys.last().expect("a signing key exists once open");
         let mut header = Header::new(Algorithm::EdDSA);
         header.kid = Some(key.kid.clone());
-        let token = jsonwebtoken::encode(&header, &claims, &key.encoding)
-            .expect("an Ed25519 key made by `from_seed` signs");
-        (token, claims)
+        jsonwebtoken::encode(&header, claims, &key.encoding)
+            .expect("an Ed25519 key made by `from_seed` signs")
     }
 
     /// The claims of a token this server signed and that has not expired.

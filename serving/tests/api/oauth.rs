@@ -253,8 +253,9 @@ fn authorize_query(changes: &[(&str, Option<&str>)]) -> String {
         ("response_type", "code"),
         ("client_id", "tidemark-cli"),
         ("redirect_uri", REDIRECT),
-        ("scope", "openid"),
+        ("scope", "openid email"),
         ("state", "xyz-123"),
+        ("nonce", "n-0S6_WzA2Mj"),
         ("code_challenge", challenge.as_str()),
         ("code_challenge_method", "S256"),
     ]
@@ -374,9 +375,24 @@ async fn the_authorization_code_grant_needs_pkce_and_a_code_works_once() {
     );
     let tokens = redeem(&t, &code, VERIFIER, REDIRECT).await;
     assert_eq!(tokens.status, StatusCode::OK, "{:?}", tokens.body);
-    assert_eq!(tokens.body["scope"], "openid");
+    assert_eq!(tokens.body["scope"], "email openid");
     let access = text(&tokens, "access_token");
     assert_eq!(read_user(&t, &user, &access).await.status, StatusCode::OK);
+    // With `openid`, an ID token for the client, with the request's nonce; it is not
+    // an access token.
+    let id_token = text(&tokens, "id_token");
+    let payload = id_token.split('.').nth(1).unwrap();
+    let claims: serde_json::Value =
+        serde_json::from_slice(&URL_SAFE_NO_PAD.decode(payload).unwrap()).unwrap();
+    assert_eq!(claims["aud"], "tidemark-cli");
+    assert_eq!(claims["sub"], user.as_str());
+    assert_eq!(claims["nonce"], "n-0S6_WzA2Mj");
+    assert_eq!(claims["email"], "ann@example.com");
+    assert_eq!(claims["iss"], "tidemark");
+    assert_eq!(
+        read_user(&t, &user, &id_token).await.body["code"],
+        "invalid_token"
+    );
     let userinfo = t
         .send_raw(
             "GET",

@@ -33,6 +33,7 @@ struct Request<'a> {
     state: Option<&'a str>,
     scope: String,
     challenge: &'a str,
+    nonce: Option<&'a str>,
 }
 
 pub async fn authorize(
@@ -150,6 +151,10 @@ fn checked<'a>(
             "a user's session takes only the scopes openid, profile, email, offline_access",
         )
     })?;
+    let nonce = params.get("nonce");
+    if nonce.is_some_and(|nonce| nonce.len() > 512) {
+        return Err(("invalid_request", "nonce is longer than 512 bytes"));
+    }
     let client_name = app
         .auth
         .clients
@@ -162,6 +167,7 @@ fn checked<'a>(
         state: params.get("state"),
         scope,
         challenge,
+        nonce,
     })
 }
 
@@ -181,6 +187,7 @@ async fn grant(app: &App, request: &Request<'_>, user_id: &Str) -> ApiResult<Str
             redirect_uri: request.redirect_uri.as_str().into(),
             code_challenge: request.challenge.into(),
             code_ttl_ms: app.config.auth.authorization_code_ttl_s * 1000,
+            nonce: request.nonce.map(Str::from),
         },
     )
     .await?;
@@ -226,6 +233,7 @@ fn page(
         "state",
         "code_challenge",
         "code_challenge_method",
+        "nonce",
     ]
     .iter()
     .filter_map(|name| {

@@ -22,7 +22,7 @@ use axum::Json;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use base64::Engine;
 use dataflows::auth::sessions::INVALID_GRANT;
-use dataflows::model::{Command as DomainCommand, Str};
+use dataflows::model::Command as DomainCommand;
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
@@ -119,14 +119,7 @@ async fn password(app: &App, client: &Client, params: &Params) -> ApiResult<Valu
         },
     )
     .await?;
-    Ok(session_tokens(
-        app,
-        &user_id,
-        &session_id,
-        client_id,
-        &scope,
-        refresh_token,
-    ))
+    session_answer(app, &session_id, refresh_token, None, "")
 }
 
 /// The refresh grant: the session's live `refresh_token`, by the client it was issued to.
@@ -150,25 +143,13 @@ async fn refresh(app: &App, params: &Params) -> ApiResult<Value> {
     )
     .await
     .map_err(grant_refused)?;
-    let (user_id, scope) = live_session(
+    session_answer(
         app,
         session_id,
+        next,
+        params.get("scope"),
         "the refresh token was used before: its session is revoked; sign in again",
-    )?;
-    if let Some(asked) = params.get("scope") {
-        // A refresh may narrow the scope, never widen it (RFC 6749 6).
-        if asked
-            .split(' ')
-            .any(|s| !scope.split(' ').any(|had| had == s))
-        {
-            return Err(invalid_scope(
-                "a refresh may not ask for scopes the session does not have",
-            ));
-        }
-    }
-    Ok(session_tokens(
-        app, &user_id, session_id, client_id, &scope, next,
-    ))
+    )
 }
 
 /// The authorization-code grant: `code`, `redirect_uri`, `client_id`, `code_verifier`.
@@ -208,19 +189,13 @@ async fn redeem(app: &App, params: &Params) -> ApiResult<Value> {
     )
     .await
     .map_err(grant_refused)?;
-    let (user_id, scope) = live_session(
+    session_answer(
         app,
         session_id,
-        "the authorization code was used before: the session it opened is revoked",
-    )?;
-    Ok(session_tokens(
-        app,
-        &user_id,
-        session_id,
-        client_id,
-        &scope,
         refresh_token,
-    ))
+        None,
+        "the authorization code was used before: the session it opened is revoked",
+    )
 }
 
 /// The client-credentials grant: a service account's key id and key.
@@ -338,9 +313,17 @@ pub(super) fn user_scope(asked: Option<&str>) -> ApiResult<String> {
     Ok(scopes.join(" "))
 }
 
-/// The user and scope of a session the grant just went through, unless the grant
-/// found a spent credential and revoked it (`reused` says so), or its user is gone.
-fn live_session(app: &App, session_id: &str, reused: &str) -> ApiResult<(Str, String)> {
+/// The answer of a grant that opened or refreshed a session: an access token for the
+/// session's user and scope (or the narrower `asked` scope, RFC 6749 6), the refresh
+/// token, and with the `openid` scope an ID token. Refused when the grant found a
+/// spent credential and revoked the session (`reused` says so), or the user is gone.
+fn session_answer(
+    app: &App,
+    session_id: &str,
+    refresh_token: String,
+    asked: Option<&str>,
+    reused: &str,
+) -> ApiResult<Value> {
     let snapshot = app.views.read();
     let session = snapshot
         .sessions
@@ -349,36 +332,64 @@ fn live_session(app: &App, session_id: &str, reused: &str) -> ApiResult<(Str, St
     if session.is_revoked() {
         return Err(invalid_grant(reused));
     }
-    if !snapshot.users.contains_key(&session.user_id) {
-        return Err(invalid_grant("the user of this session no longer exists"));
-    }
-    Ok((session.user_id.clone(), session.scope.to_string()))
-}
-
-/// The answer of a grant that opened or refreshed a session.
-fn session_tokens(
-    app: &App,
-    user_id: &str,
-    session_id: &str,
-    client_id: &str,
-    scope: &str,
-    refresh_token: String,
-) -> Value {
-    let scopes: Vec<&str> = scope.split(' ').filter(|s| !s.is_empty()).collect();
+    let user = snapshot
+        .users
+        .get(&session.user_id)
+        .ok_or_else(|| invalid_grant("the user of this session no longer exists"))?;
+    let had: Vec<&str> = session.scope.split(' ').filter(|s| !s.is_empty()).collect();
+    let scopes: Vec<&str> = match asked {
+        None => had,
+        Some(asked) => {
+            let asked: Vec<&str> = asked.split(' ').filter(|s| !s.is_empty()).collect();
+            if asked.iter().any(|scope| !had.contains(scope)) {
+                return Err(invalid_scope(
+                    "a refresh may not ask for scopes the session does not have",
+                ));
+            }
+            asked
+        }
+    };
+    let now = tokens::unix_seconds();
     let (token, claims) = app.auth.tokens.issue_in(
-        user_id,
+        &session.user_id,
         &scopes,
         Some(session_id),
-        Some(client_id),
-        tokens::unix_seconds(),
+        Some(&session.client_id),
+        now,
     );
-    json!({
+    let mut answer = json!({
         "access_token": token,
         "token_type": "Bearer",
         "expires_in": claims.exp - claims.iat,
         "refresh_token": refresh_token,
-        "scope": scope,
-    })
+        "scope": scopes.join(" "),
+    });
+    if scopes.contains(&"openid") {
+        let mut id = json!({
+            "iss": app.auth.tokens.issuer(),
+            "sub": session.user_id,
+            "aud": session.client_id,
+            "iat": now,
+            "exp": claims.exp,
+            "auth_time": session.created_at / 1000,
+            "sid": session_id,
+        });
+        if let Some(nonce) = &session.nonce {
+            id["nonce"] = json!(nonce);
+        }
+        if scopes.contains(&"email") {
+            id["email"] = json!(user.email);
+            id["email_verified"] = json!(false);
+        }
+        if scopes.contains(&"profile") {
+            id["name"] = json!(user.name);
+            if !user.profile.locale.is_empty() {
+                id["locale"] = json!(user.profile.locale);
+            }
+        }
+        answer["id_token"] = json!(app.auth.tokens.sign(&id));
+    }
+    Ok(answer)
 }
 
 fn refresh_ttl_ms(app: &App) -> u64 {
