@@ -159,6 +159,8 @@ pub struct Snapshot {
     pub revoked_tokens: Rows<RevokedTokenRow>,
     /// OAuth sessions, by session id (an access token's `sid`).
     pub sessions: Rows<SessionRow>,
+    /// Each user's sessions: `(user, session)`.
+    sessions_by_user: OrdSet<(Str, Str)>,
     /// The metric views, by `Metric::index`.
     metrics: [Rows<MetricRow>; Metric::COUNT],
     /// Units in paid orders per product, summed over `product_sales_daily`, and the same
@@ -285,6 +287,20 @@ impl Snapshot {
             .range((Bound::Included(first), end))
             .rev()
             .filter_map(|(_, _, attempt_id)| self.sign_ins.get(attempt_id))
+    }
+
+    /// A user's sessions in id order (time order: ids are UUID v7), after `after`.
+    pub fn sessions_of<'a>(
+        &'a self,
+        user_id: &str,
+        after: &str,
+    ) -> impl Iterator<Item = &'a SessionRow> + 'a {
+        let user = Str::from(user_id);
+        let first = (user.clone(), Str::from(after));
+        self.sessions_by_user
+            .range((Bound::Excluded(first), Bound::Unbounded))
+            .take_while(move |(owner, _)| *owner == user)
+            .filter_map(|(_, session_id)| self.sessions.get(session_id))
     }
 
     #[cfg(test)]
@@ -473,6 +489,9 @@ impl Snapshot {
                 self.revoked_tokens.replace(&token.token_id, token);
             }
             Row::Session(session) => {
+                // A session's user never changes.
+                self.sessions_by_user
+                    .insert((session.user_id.clone(), session.session_id.clone()));
                 self.sessions.replace(&session.session_id, session);
             }
             Row::SignIn(attempt) => {
@@ -560,7 +579,10 @@ impl Snapshot {
                 self.revoked_tokens.retract(&token.token_id, token);
             }
             Row::Session(session) => {
-                self.sessions.retract(&session.session_id, session);
+                if self.sessions.retract(&session.session_id, session) {
+                    self.sessions_by_user
+                        .remove(&(session.user_id.clone(), session.session_id.clone()));
+                }
             }
             Row::SignIn(attempt) => {
                 if self.sign_ins.retract(&attempt.attempt_id, attempt) {

@@ -214,6 +214,42 @@ impl<'a> SignInView<'a> {
     }
 }
 
+/// An OAuth session, without its secrets.
+#[derive(Serialize)]
+pub struct SessionView<'a> {
+    id: &'a str,
+    user_id: &'a str,
+    client_id: &'a str,
+    /// `password` or `authorization_code`.
+    grant: &'a str,
+    scope: &'a str,
+    status: SessionStatus,
+    created_at: Rfc3339,
+    refreshed_at: Option<Rfc3339>,
+    /// When the refresh token (or a pending code) stops working.
+    expires_at: Rfc3339,
+    revoked_at: Option<Rfc3339>,
+    revoke_reason: Option<&'a str>,
+}
+
+impl<'a> SessionView<'a> {
+    pub fn of(row: &'a SessionRow) -> SessionView<'a> {
+        SessionView {
+            id: &row.session_id,
+            user_id: &row.user_id,
+            client_id: &row.client_id,
+            grant: &row.grant,
+            scope: &row.scope,
+            status: row.status,
+            created_at: Rfc3339(row.created_at),
+            refreshed_at: row.refreshed_at.map(Rfc3339),
+            expires_at: Rfc3339(row.expires_at),
+            revoked_at: row.revoked_at.map(Rfc3339),
+            revoke_reason: row.revoke_reason.as_deref(),
+        }
+    }
+}
+
 pub fn user(row: &UserRow) -> Value {
     serde_json::to_value(UserView::of(row)).unwrap_or(Value::Null)
 }

@@ -78,6 +78,11 @@ pub fn app(state: App) -> Router {
         .route("/users/{id}/mfa/enable", post(users::enable_mfa))
         .route("/users/{id}/mfa", axum::routing::delete(users::disable_mfa))
         .route("/users/{id}/sign-ins", get(users::sign_ins))
+        .route("/users/{id}/sessions", get(users::sessions))
+        .route(
+            "/users/{id}/sessions/{session_id}",
+            axum::routing::delete(users::end_session),
+        )
         .route("/carts", post(orders::carts::create))
         .route("/carts/{id}", get(orders::carts::get))
         .route("/carts/{id}/items", put(orders::carts::set_item))

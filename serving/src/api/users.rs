@@ -327,6 +327,66 @@ pub async fn sign_ins(
     .await
 }
 
+/// `GET /users/{id}/sessions`: the user's OAuth sessions (signed-in apps and devices),
+/// oldest first, without secrets.
+pub async fn sessions(
+    State(app): State<App>,
+    Caller(caller): Caller,
+    Path(id): Path<String>,
+    query: QueryPairs,
+) -> ApiResult<json::Rendered> {
+    caller.require_owner_or(&id, "users:read")?;
+    let limit = query.limit()?;
+    let after = query.get("cursor").unwrap_or("").to_string();
+    read_page(&app, move |snapshot| {
+        if !snapshot.users.contains_key(&id) {
+            return Err(ApiError::not_found("user", &id));
+        }
+        let found: Vec<_> = snapshot.sessions_of(&id, &after).take(limit + 1).collect();
+        let next = (found.len() > limit).then(|| found[limit - 1].session_id.to_string());
+        Ok(json::Page {
+            items: found
+                .into_iter()
+                .take(limit)
+                .map(json::SessionView::of)
+                .collect(),
+            next_cursor: next,
+        }
+        .render())
+    })
+    .await
+}
+
+/// `DELETE /users/{id}/sessions/{session_id}`: signs the user out of one app or device:
+/// its refresh token and access tokens are refused from the next request on.
+pub async fn end_session(
+    State(app): State<App>,
+    Caller(caller): Caller,
+    Path((id, session_id)): Path<(String, String)>,
+) -> ApiResult<StatusCode> {
+    caller.require_owner_or(&id, "users:write")?;
+    let belongs = app
+        .views
+        .read()
+        .sessions
+        .get(&session_id)
+        .is_some_and(|session| *session.user_id == *id);
+    if !belongs {
+        return Err(ApiError::not_found("session", &session_id));
+    }
+    let command = DomainCommand::RevokeSession {
+        session_id: session_id.into(),
+        reason: "revoked".into(),
+        refresh_hash: None,
+    };
+    match run(&app, None, command).await {
+        // Ending an ended session is done already.
+        Ok(_) => Ok(StatusCode::NO_CONTENT),
+        Err(error) if error.code == "session_revoked" => Ok(StatusCode::NO_CONTENT),
+        Err(error) => Err(error),
+    }
+}
+
 /// 404 unless the user exists: what a command about an existing user checks first.
 fn require_user(app: &App, id: &str) -> ApiResult<()> {
     match app.views.read().users.contains_key(id) {

@@ -113,6 +113,8 @@ struct World {
     payment_a: String,
     shipment_a: String,
     spare_key: String,
+    /// An OAuth session of customer A's (the password grant).
+    session_a: String,
 }
 
 impl World {
@@ -214,7 +216,22 @@ async fn world() -> World {
     let shipped = wait_for_status(&t, &order_a, "shipped").await;
     let unpaid = t.order(&user_a, &product, 1).await;
     assert_eq!(unpaid.status, StatusCode::CREATED, "{:?}", unpaid.body);
+    let granted = t
+        .send_raw(
+            "POST",
+            "/oauth2/token",
+            Some("grant_type=password&client_id=tidemark-cli&username=ann%40example.com&password=correct+horse+battery"),
+            &[("content-type", "application/x-www-form-urlencoded")],
+        )
+        .await;
+    assert_eq!(granted.status, StatusCode::OK, "{:?}", granted.body);
+    let sessions = t.get(&format!("/api/v1/users/{user_a}/sessions")).await;
+    let session_a = sessions.body["items"][0]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
     World {
+        session_a,
         user_a,
         token_a,
         token_b,
@@ -513,6 +530,18 @@ fn routes(w: &World) -> Vec<(&'static str, String, Option<Value>, Needs)> {
             Public,
         ),
         ("GET", "/oauth2/userinfo".into(), None, AnyUser),
+        (
+            "GET",
+            format!("/api/v1/users/{a}/sessions"),
+            None,
+            OwnerOr("users:read"),
+        ),
+        (
+            "DELETE",
+            format!("/api/v1/users/{a}/sessions/{}", w.session_a),
+            None,
+            OwnerOr("users:write"),
+        ),
         (
             "POST",
             "/oauth2/token".into(),

@@ -662,3 +662,92 @@ async fn discovery_names_every_endpoint_and_what_they_take() {
     let jwks = t.send_raw("GET", "/.well-known/jwks.json", None, &[]).await;
     assert!(!jwks.body["keys"].as_array().unwrap().is_empty());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_user_sees_their_sessions_and_signs_one_out() {
+    let t = TestApp::new().await;
+    let user = t.user("ann@example.com").await;
+    t.user("bob@example.com").await;
+    let laptop = password_grant(&t, "ann@example.com").await;
+    let phone = password_grant(&t, "ann@example.com").await;
+    let bob = password_grant(&t, "bob@example.com").await;
+    let as_ann = format!("Bearer {}", text(&laptop, "access_token"));
+    let path = format!("/api/v1/users/{user}/sessions");
+    let listed = t
+        .send_raw("GET", &path, None, &[("authorization", &as_ann)])
+        .await;
+    assert_eq!(listed.status, StatusCode::OK, "{:?}", listed.body);
+    let items = listed.body["items"].as_array().unwrap();
+    assert_eq!(items.len(), 2);
+    assert!(items.iter().all(|item| item["status"] == "active"
+        && item["client_id"] == "tidemark-cli"
+        && item["grant"] == "password"));
+    assert!(!listed.raw.windows(4).any(|w| w == b"tmr_"), "no secrets");
+    // Paged by id.
+    let first = t.get(&format!("{path}?limit=1")).await;
+    let cursor = first.body["next_cursor"].as_str().unwrap().to_string();
+    let second = t.get(&format!("{path}?limit=1&cursor={cursor}")).await;
+    assert_eq!(second.body["items"].as_array().unwrap().len(), 1);
+    assert_ne!(second.body["items"][0]["id"], first.body["items"][0]["id"]);
+
+    // Bob sees none of it; signing out the phone leaves the laptop signed in.
+    let as_bob = format!("Bearer {}", text(&bob, "access_token"));
+    let peek = t
+        .send_raw("GET", &path, None, &[("authorization", &as_bob)])
+        .await;
+    assert_eq!(peek.status, StatusCode::FORBIDDEN);
+    let phone_access = text(&phone, "access_token");
+    let phone_id = items
+        .iter()
+        .map(|item| item["id"].as_str().unwrap().to_string())
+        .find(|id| session_of_token(&phone_access) == *id)
+        .expect("the phone's session is listed");
+    let ended = t
+        .send_raw(
+            "DELETE",
+            &format!("{path}/{phone_id}"),
+            None,
+            &[("authorization", &as_ann)],
+        )
+        .await;
+    assert_eq!(ended.status, StatusCode::NO_CONTENT);
+    assert_eq!(
+        read_user(&t, &user, &phone_access).await.body["code"],
+        "token_revoked"
+    );
+    assert_oauth_error(
+        &refresh(&t, &text(&phone, "refresh_token")).await,
+        400,
+        "invalid_grant",
+    );
+    let still = t
+        .send_raw("GET", &path, None, &[("authorization", &as_ann)])
+        .await;
+    assert_eq!(still.status, StatusCode::OK);
+    let revoked = still.body["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|item| item["id"] == phone_id.as_str())
+        .unwrap()
+        .clone();
+    assert_eq!(revoked["status"], "revoked");
+    assert_eq!(revoked["revoke_reason"], "revoked");
+    // Again is fine; another user's session or none at all is not found.
+    let again = t
+        .send("DELETE", &format!("{path}/{phone_id}"), None, &[])
+        .await;
+    assert_eq!(again.status, StatusCode::NO_CONTENT);
+    let missing = t
+        .send("DELETE", &format!("{path}/ses_nope"), None, &[])
+        .await;
+    assert_eq!(missing.status, StatusCode::NOT_FOUND);
+}
+
+/// The session an access token was issued in (`sid`).
+fn session_of_token(token: &str) -> String {
+    let payload = token.split('.').nth(1).unwrap();
+    let claims: serde_json::Value =
+        serde_json::from_slice(&URL_SAFE_NO_PAD.decode(payload).unwrap()).unwrap();
+    claims["sid"].as_str().unwrap().to_string()
+}
