@@ -23,8 +23,15 @@ pub enum AdminCommand {
 #[derive(Debug, Args)]
 pub struct CreateKeyArgs {
     /// The key's scopes, comma-separated (`admin`, `inventory:write,inventory:read`).
-    #[arg(long, value_delimiter = ',', required = true)]
+    #[arg(
+        long,
+        value_delimiter = ',',
+        required_unless_present = "service_account"
+    )]
     pub scopes: Vec<String>,
+    /// Or a service account's permission set (`order_service`; `auth.service_accounts`).
+    #[arg(long, conflicts_with = "scopes")]
+    pub service_account: Option<String>,
     /// A name to tell the key by.
     #[arg(long, default_value = "admin")]
     pub name: String,
@@ -82,6 +89,7 @@ fn create_key(args: CreateKeyArgs) -> Result<String, String> {
                 scopes: args.scopes,
                 expires_in_days: args.expires_in_days,
                 owner_id: None,
+                service_account: args.service_account,
             },
             None,
         )

@@ -181,6 +181,9 @@ pub struct AuthConfig {
     /// OAuth clients that may use the authorization endpoint, besides the built-in
     /// `tidemark-cli`.
     pub clients: Vec<ClientConfig>,
+    /// Named permission sets for service accounts' keys (`service_account` on
+    /// `POST /api/v1/api-keys`): the brief's `order_service`, and any added here.
+    pub service_accounts: std::collections::BTreeMap<String, Vec<String>>,
 }
 
 /// A registered OAuth client: a public client (a browser or native app, no secret),
@@ -207,6 +210,13 @@ impl Default for AuthConfig {
             refresh_token_ttl_s: 30 * 24 * 3600,
             authorization_code_ttl_s: 60,
             clients: Vec::new(),
+            service_accounts: [(
+                "order_service".to_string(),
+                ["inventory:read", "payment:write", "notification:publish"]
+                    .map(String::from)
+                    .to_vec(),
+            )]
+            .into(),
         }
     }
 }
@@ -717,6 +727,25 @@ impl AuthConfig {
                 "auth.authorization_code_ttl_s must be between 10 and 600, not {}",
                 self.authorization_code_ttl_s
             ));
+        }
+        for (name, scopes) in &self.service_accounts {
+            let named = (1..=64).contains(&name.len())
+                && name
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
+            if !named || scopes.is_empty() {
+                return Err(format!(
+                    "auth.service_accounts.{name}: a name of a-z, 0-9 and '_', with at least one scope"
+                ));
+            }
+            if let Some(scope) = scopes
+                .iter()
+                .find(|scope| !crate::auth::principal::is_scope(scope))
+            {
+                return Err(format!(
+                    "auth.service_accounts.{name}: {scope:?} is not a scope (see docs/api.md)"
+                ));
+            }
         }
         crate::auth::clients::Clients::new(&self.clients)
             .map(|_| ())

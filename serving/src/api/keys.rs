@@ -27,6 +27,10 @@ pub struct CreateKey {
     pub expires_in_days: Option<u64>,
     /// The user the key acts as (their own orders, carts, ...); none for a service.
     pub owner_id: Option<String>,
+    /// A named permission set (`auth.service_accounts`, e.g. `order_service`): the key
+    /// is that service account's, with the set's scopes.
+    #[serde(default)]
+    pub service_account: Option<String>,
 }
 
 pub async fn create(
@@ -44,9 +48,31 @@ pub async fn create(
 /// `tidemark admin create-key` runs.
 pub async fn issue(
     app: &App,
-    body: CreateKey,
+    mut body: CreateKey,
     idempotency: Option<IdempotencyKey>,
 ) -> ApiResult<Value> {
+    if let Some(account) = &body.service_account {
+        let Some(scopes) = app.config.auth.service_accounts.get(account) else {
+            let known: Vec<&str> = app
+                .config
+                .auth
+                .service_accounts
+                .keys()
+                .map(String::as_str)
+                .collect();
+            return Err(ApiError::invalid_field(
+                "service_account",
+                format!("is not one of {}", known.join(", ")),
+            ));
+        };
+        if !body.scopes.is_empty() || body.owner_id.is_some() {
+            return Err(ApiError::invalid_field(
+                "service_account",
+                "a service account's key has its set's scopes and no owner: leave scopes and owner_id out",
+            ));
+        }
+        body.scopes = scopes.clone();
+    }
     let mut validator = Validator::default();
     validator.text(&body.name, "name", 200);
     for (i, scope) in body.scopes.iter().enumerate() {

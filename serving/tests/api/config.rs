@@ -157,3 +157,37 @@ fn gateway_settings_are_checked_where_they_are_read() {
         assert!(error.contains(reason), "{toml}: {error}");
     }
 }
+
+#[test]
+fn oauth_clients_and_service_accounts_are_checked_where_they_are_read() {
+    let config = load(
+        "[auth.service_accounts]\nreporting = [\"reports:read\", \"analytics:read\"]\n\n[[auth.clients]]\nclient_id = \"shop-web\"\nredirect_uris = [\"https://shop.example/callback\"]\n",
+        None,
+    )
+    .unwrap();
+    // Added sets join the built-in one.
+    assert_eq!(config.auth.service_accounts.len(), 2);
+    assert!(config.auth.service_accounts.contains_key("order_service"));
+    assert_eq!(config.auth.clients[0].client_id, "shop-web");
+    for (toml, reason) in [
+        (
+            "[[auth.clients]]\nclient_id = \"shop-web\"\nredirect_uris = [\"http://shop.example/callback\"]\n",
+            "must be https, or http on a loopback address",
+        ),
+        (
+            "[[auth.clients]]\nclient_id = \"tidemark-cli\"\nredirect_uris = [\"https://a.example/\"]\n",
+            "registered twice",
+        ),
+        (
+            "[auth.service_accounts]\nreporting = [\"reports:everything\"]\n",
+            "\"reports:everything\" is not a scope",
+        ),
+        (
+            "[auth]\nrefresh_token_ttl_s = 5\n",
+            "auth.refresh_token_ttl_s must be between 60 and 31536000",
+        ),
+    ] {
+        let error = load(toml, None).unwrap_err();
+        assert!(error.contains(reason), "{toml}: {error}");
+    }
+}

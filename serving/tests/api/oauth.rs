@@ -502,10 +502,23 @@ async fn service_accounts_get_tokens_by_client_credentials_that_end_with_their_k
     let created = t
         .post(
             "/api/v1/api-keys",
-            json!({"name": "order service", "scopes": ["inventory:read", "payment:write", "notification:publish"]}),
+            json!({"name": "orders", "service_account": "order_service"}),
         )
         .await;
     assert_eq!(created.status, StatusCode::CREATED, "{:?}", created.body);
+    // The brief's permission set for the order service.
+    assert_eq!(
+        created.body["scopes"],
+        json!(["inventory:read", "notification:publish", "payment:write"])
+    );
+    for body in [
+        json!({"name": "x", "service_account": "no_such_service"}),
+        json!({"name": "x", "service_account": "order_service", "scopes": ["admin"]}),
+    ] {
+        let refused = t.post("/api/v1/api-keys", body).await;
+        assert_eq!(refused.status, StatusCode::UNPROCESSABLE_ENTITY);
+        assert_eq!(refused.body["errors"][0]["field"], "service_account");
+    }
     let key_id = text(&created, "id");
     let key = text(&created, "key");
     let basic = format!("Basic {}", STANDARD.encode(format!("{key_id}:{key}")));
