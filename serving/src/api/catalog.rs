@@ -13,7 +13,7 @@ use super::extract::{Command, Path, QueryPairs};
 use super::validate::{self, Validator, MAX_PRICE_CENTS, MAX_QUANTITY};
 use super::{admit, json, new_id, read_page, run_fresh, Admission, App};
 
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateProduct {
     sku: String,
@@ -97,7 +97,7 @@ pub async fn get(State(app): State<App>, Path(id): Path<String>) -> ApiResult<Js
     Ok(Json(json::product(&snapshot, row)))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpdateProduct {
     sku: Option<String>,
@@ -214,7 +214,7 @@ async fn list_matching(
     .await
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Adjust {
     product_id: String,
@@ -277,14 +277,14 @@ pub async fn availability(State(app): State<App>, query: QueryPairs) -> ApiResul
     Ok(Json(serde_json::json!({ "items": items })))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ReserveLine {
     product_id: String,
     quantity: i64,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Reserve {
     reservation_id: Option<String>,
@@ -392,7 +392,7 @@ pub async fn reserve(
     Ok((StatusCode::CREATED, Json(json::reservation(row))))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Release {
     reservation_id: String,

@@ -26,7 +26,7 @@ pub async fn get(
     Ok(Json(json::shipment(row)))
 }
 
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Default, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Deliver {}
 

@@ -18,7 +18,7 @@ use crate::auth::{self, principal};
 
 const DAY_MS: u64 = 24 * 60 * 60 * 1000;
 
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateKey {
     pub name: String,
@@ -177,7 +177,7 @@ pub async fn revoke(State(app): State<App>, Path(id): Path<String>) -> ApiResult
     }
 }
 
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Default, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Rotate {
     /// How long the old key keeps working (hours, default 24; 0 ends it now).

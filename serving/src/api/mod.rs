@@ -11,6 +11,7 @@ mod health;
 pub mod json;
 pub mod keys;
 mod oauth;
+pub mod openapi;
 mod orders;
 mod payments;
 mod reports;
@@ -120,7 +121,8 @@ pub fn app(state: App) -> Router {
         .route_layer(middleware::from_fn_with_state(state.clone(), require_ready))
         // Static: served before start-up has caught up too.
         .route("/events/schemas", get(events::schemas))
-        .route("/events/schemas/{type}", get(events::schema));
+        .route("/events/schemas/{type}", get(events::schema))
+        .route("/openapi.json", get(openapi::openapi));
     let gateway = state.config.gateway.clone();
     // OAuth 2.0, beside the versioned API as clients expect it, behind the same layers.
     let oauth = Router::new()
@@ -145,6 +147,7 @@ pub fn app(state: App) -> Router {
         .route("/health/live", get(health::live))
         .route("/health/ready", get(health::ready))
         .route("/.well-known/jwks.json", get(jwks))
+        .route("/docs", get(openapi::docs))
         .route("/.well-known/openid-configuration", get(oauth::discovery))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)

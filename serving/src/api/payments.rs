@@ -14,7 +14,7 @@ use super::validate::Validator;
 use super::{admit, json, order_owner, run_fresh, Admission, App};
 use crate::auth::Caller;
 
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreatePayment {
     order_id: String,
@@ -74,7 +74,7 @@ pub async fn get(
     Ok(Json(json::payment(row)))
 }
 
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Default, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Refund {
     amount_cents: Option<i64>,

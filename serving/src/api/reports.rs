@@ -33,7 +33,7 @@ pub async fn templates() -> Json<Value> {
 
 const FORMATS: [&str; 3] = ["csv", "json", "parquet"];
 
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Generate {
     template: Option<String>,
@@ -227,7 +227,7 @@ pub async fn download(State(app): State<App>, Path(id): Path<String>) -> ApiResu
     Ok(response)
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Schedule {
     template: String,

@@ -13,7 +13,7 @@ use super::error::{ApiError, ApiResult, FieldError};
 use super::extract::Command;
 use super::App;
 
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SqlRequest {
     sql: String,

@@ -57,7 +57,7 @@ async fn verify_password(app: &App, password: String, hash: String) -> ApiResult
 const NO_USER_HASH: &str =
     "$argon2id$v=19$m=19456,t=2,p=1$bm8tdXNlci1zYWx0LTE2$3H4nQk5g2kLqY7x0mJpV4b7fD2wq8sE1rT6uY9iO0aA";
 
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Authenticate {
     email: String,
@@ -177,7 +177,7 @@ pub(crate) async fn sign_in(
     }
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct EnableMfa {
     /// The authenticator app's current code, which confirms the enrollment.
@@ -399,7 +399,7 @@ fn password_ok(password: &str) -> bool {
     (8..=256).contains(&password.chars().count())
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateUser {
     email: String,
@@ -470,7 +470,7 @@ fn read(app: &App, id: &str) -> ApiResult<Json<Value>> {
     Ok(Json(json::user(row)))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpdateUser {
     email: Option<String>,
@@ -483,7 +483,7 @@ pub struct UpdateUser {
     preferences: Option<Preferences>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Preferences {
     marketing_emails: Option<bool>,

@@ -92,10 +92,24 @@ impl Authenticator {
         let authorization = headers.get(header::AUTHORIZATION);
         let credential = match (authorization, api_key) {
             (None, None) => return Ok(Principal::Anonymous),
+            // The same key in both (as clients that fill every scheme send it) is one
+            // credential; two different ones are ambiguous.
+            (Some(value), Some(key))
+                if value
+                    .to_str()
+                    .ok()
+                    .and_then(|value| value.split_once(' '))
+                    .is_some_and(|(scheme, token)| {
+                        scheme.eq_ignore_ascii_case("bearer")
+                            && token.trim().as_bytes() == key.as_bytes()
+                    }) =>
+            {
+                Credential::bearer(key.to_str().unwrap_or(""))
+            }
             (Some(_), Some(_)) => {
                 return Err(unauthenticated(
                     "ambiguous_credentials",
-                    "send either `Authorization` or `X-API-Key`, not both",
+                    "send either `Authorization` or `X-API-Key`, not both, unless they hold the same key",
                 ))
             }
             (None, Some(key)) => Credential::Key(key.to_str().unwrap_or("")),

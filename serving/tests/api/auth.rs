@@ -637,6 +637,17 @@ async fn refusals_say_why() {
         assert_eq!(reply.status, StatusCode::UNAUTHORIZED, "{headers:?}");
         assert_eq!(reply.body["code"], code, "{headers:?}: {:?}", reply.body);
     }
+    // The same key in both headers is one credential.
+    let bearer = format!("Bearer {ADMIN_KEY}");
+    let both =
+        w.t.send_raw(
+            "GET",
+            &path,
+            None,
+            &[("x-api-key", ADMIN_KEY), ("authorization", &bearer)],
+        )
+        .await;
+    assert_eq!(both.status, StatusCode::OK, "{:?}", both.body);
     let expired = format!("Bearer {}", w.expired_token);
     let reply =
         w.t.send_raw("GET", &path, None, &[("authorization", &expired)])

@@ -785,3 +785,75 @@ fn an_install_is_administered_with_a_key_the_cli_prints_while_the_server_is_stop
     assert!(reason.contains("another tidemark process"), "{reason}");
     server.kill();
 }
+
+/// schemathesis (installed by scripts/setup.sh) fuzzes every operation of the live
+/// binary's own OpenAPI document, once as the administrator and once as a customer
+/// signed in through the password grant: no answer may be a 5xx, a status, media type,
+/// header or body the document does not describe.
+#[test]
+fn the_live_binary_keeps_to_its_openapi_document_under_fuzzing() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = Server::start_with(
+        dir.path(),
+        &[],
+        // Thousands of requests from one address: the public tier would refuse most.
+        &[("TIDEMARK_GATEWAY__RATE_LIMITS", "false")],
+    );
+    // Something to find: a product, a customer and their order.
+    let (status, product) = server.request(
+        "POST",
+        "/api/v1/products",
+        Some(json!({"sku": "MUG", "name": "Mug", "price_cents": 1200, "currency": "USD", "initial_stock": 50})),
+    );
+    assert_eq!(status, 201, "{product}");
+    let (status, user) = server.request(
+        "POST",
+        "/api/v1/users",
+        Some(
+            json!({"email": "ann@example.com", "password": "correct horse battery", "name": "Ann"}),
+        ),
+    );
+    assert_eq!(status, 201, "{user}");
+    let (status, tokens) = server.request(
+        "POST",
+        "/oauth2/token",
+        Some(json!({"grant_type": "password", "client_id": "tidemark-cli", "username": "ann@example.com", "password": "correct horse battery"})),
+    );
+    assert_eq!(status, 200, "{tokens}");
+    let customer = tokens["access_token"]
+        .as_str()
+        .expect("a token")
+        .to_string();
+    let document = format!("http://{}/api/v1/openapi.json", server.client.addr);
+    for (caller, credential) in [("admin", ADMIN_KEY), ("customer", customer.as_str())] {
+        // The same credential in both headers the document names, which the server
+        // takes as one.
+        let output = Command::new("python3")
+            .args(["-m", "schemathesis.cli", "run", &document])
+            .args(["-H", &format!("Authorization: Bearer {credential}")])
+            .args(["-H", &format!("X-API-Key: {credential}")])
+            .args([
+                "--checks",
+                "not_a_server_error,status_code_conformance,content_type_conformance,response_headers_conformance,response_schema_conformance",
+                "--phases",
+                "examples,coverage,fuzzing",
+                "--max-examples",
+                "15",
+                "--workers",
+                "2",
+                "--seed",
+                "1",
+                "--no-color",
+            ])
+            .output()
+            .expect("schemathesis runs: scripts/setup.sh installs it (pip install schemathesis)");
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        assert!(
+            output.status.success(),
+            "schemathesis as {caller} found failures:\n{stdout}\n{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        assert!(stdout.contains("passed"), "{stdout}");
+    }
+    drop(server);
+}

@@ -483,3 +483,26 @@ async fn commands_in_the_log_carry_the_id_of_the_request_that_sent_them() {
     let id = user.request_id.as_deref().unwrap();
     assert!(uuid::Uuid::parse_str(id).is_ok(), "{id}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_api_describes_itself_and_serves_its_docs_without_a_cdn() {
+    let t = TestApp::new().await;
+    let document = t.send_raw("GET", "/api/v1/openapi.json", None, &[]).await;
+    assert_eq!(document.status, StatusCode::OK);
+    assert_eq!(document.body["openapi"], "3.1.0");
+    let paths = document.body["paths"].as_object().unwrap();
+    assert!(paths.contains_key("/api/v1/orders/{id}") && paths.contains_key("/oauth2/token"));
+    let schemes = &document.body["components"]["securitySchemes"];
+    assert!(schemes["bearer"].is_object() && schemes["apiKey"].is_object());
+    let docs = t.send_raw("GET", "/docs", None, &[]).await;
+    assert_eq!(docs.status, StatusCode::OK);
+    assert!(docs.content_type.starts_with("text/html"));
+    let page = String::from_utf8(docs.raw.clone()).unwrap();
+    assert!(page.contains("/api/v1/openapi.json"));
+    // Everything it needs is in the page: no scripts or styles from elsewhere.
+    assert!(
+        !page.contains("<script src") && !page.contains("<link"),
+        "self-contained"
+    );
+    assert!(!page.contains("https://") && !page.contains("http://"));
+}

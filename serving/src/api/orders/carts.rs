@@ -13,7 +13,7 @@ use crate::api::validate::{self, Validator, MAX_QUANTITY};
 use crate::api::{admit, json, new_id, run_fresh, Admission, App};
 use crate::auth::Caller;
 
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateCart {
     user_id: String,
@@ -66,7 +66,7 @@ pub async fn get(
     Ok(Json(json::cart(&snapshot, row)))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SetItem {
     product_id: String,

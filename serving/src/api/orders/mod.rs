@@ -20,14 +20,14 @@ use crate::auth::Caller;
 
 pub mod carts;
 
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct LineBody {
     product_id: String,
     quantity: i64,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PaymentMethod {
     #[serde(rename = "type")]
@@ -38,7 +38,7 @@ pub struct PaymentMethod {
     cvc: String,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PlaceOrder {
     user_id: Option<String>,
@@ -354,7 +354,7 @@ fn parse_order_cursor(text: &str) -> ApiResult<OrderCursor> {
     })
 }
 
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Default, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Cancel {
     reason: Option<CancelReason>,
@@ -402,7 +402,7 @@ pub async fn cancel(
     get(State(app), Caller(caller), Path(id), QueryPairs(Vec::new())).await
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SetStatus {
     status: OrderStatus,
