@@ -510,3 +510,60 @@ fn the_history_in_an_object_store_holds_every_event_once() {
         "the second day is one merged file: {files:?}"
     );
 }
+
+/// A user's password hash serves the views of the process that decided it, and goes
+/// nowhere else: not on the bus, not into the history.
+#[test]
+fn no_password_hash_leaves_the_process() {
+    use dataflows::events::{UserCreated, UserUpdated};
+    let hash = "$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHQ$aGFzaGhhc2hoYXNo";
+    let created = Event {
+        seq: 1,
+        phase: 0,
+        sub: 0,
+        ts: 1_700_000_000_000,
+        body: UserCreated {
+            user_id: "usr_1".into(),
+            email: "ann@example.com".into(),
+            name: "Ann".into(),
+            password_hash: hash.into(),
+        }
+        .into(),
+    };
+    let updated = Event {
+        seq: 2,
+        body: UserUpdated {
+            user_id: "usr_1".into(),
+            email: "ann@example.com".into(),
+            name: "Ann".into(),
+            password_hash: hash.into(),
+            profile: Default::default(),
+        }
+        .into(),
+        ..created.clone()
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let mut history = HistoryWriter::open(dir.path(), HistoryOptions::default()).unwrap();
+    history.add(3, [(1, created.clone()), (2, updated.clone())]);
+    history.flush().unwrap();
+    let mut rows = 0;
+    for (_, batch) in batches(dir.path()).0 {
+        let data = batch.column_by_name("data").unwrap();
+        let data = data.as_any().downcast_ref::<StringArray>().unwrap();
+        for row in 0..data.len() {
+            assert!(!data.value(row).contains("argon2"), "{}", data.value(row));
+            assert!(data.value(row).contains("ann@example.com"));
+            rows += 1;
+        }
+    }
+    assert_eq!(rows, 2);
+    for event in [&created, &updated] {
+        let envelope = EventEnvelope::of(event);
+        assert!(
+            envelope.data.get("password_hash").is_none(),
+            "{:?}",
+            envelope.data
+        );
+        assert!(!serde_json::to_string(&envelope).unwrap().contains("argon2"));
+    }
+}

@@ -10,6 +10,11 @@ records! {
         pub user_id: Str,
         pub email: Str,
         pub name: Str,
+        /// The Argon2id hash, for the views in this process only: never written out
+        /// (the bus, the history, the event schemas), so a reader of events learns no
+        /// password hash.
+        #[serde(skip_serializing, default)]
+        #[schemars(skip)]
         pub password_hash: Str,
     }
 
@@ -18,6 +23,9 @@ records! {
         pub user_id: Str,
         pub email: Str,
         pub name: Str,
+        /// As on `UserCreated`: in this process only.
+        #[serde(skip_serializing, default)]
+        #[schemars(skip)]
         pub password_hash: Str,
         /// Events logged before profiles existed have the default profile.
         #[serde(default)]

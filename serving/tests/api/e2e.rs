@@ -829,6 +829,8 @@ fn the_live_binary_keeps_to_its_openapi_document_under_fuzzing() {
         // The same credential in both headers the document names, which the server
         // takes as one.
         let output = Command::new("python3")
+            // Its cache goes to the working directory: the test's, not the checkout.
+            .current_dir(dir.path())
             .args(["-m", "schemathesis.cli", "run", &document])
             .args(["-H", &format!("Authorization: Bearer {credential}")])
             .args(["-H", &format!("X-API-Key: {credential}")])
