@@ -433,7 +433,12 @@ impl Snapshot {
                         .as_deref(),
                 );
                 c.maybe_text(row.cart_id.as_deref());
-                c.maybe_text(row.shipping_address.as_deref());
+                // A deleted user's address is personal data: erased.
+                c.maybe_text(
+                    row.shipping_address
+                        .as_deref()
+                        .filter(|_| !self.is_erased(&row.user_id)),
+                );
                 c.time(row.created_at);
                 c.time(row.updated_at);
                 c.end_row();
@@ -510,7 +515,11 @@ impl Snapshot {
                 c.text(row.status.as_str());
                 c.maybe_text(row.carrier.as_deref());
                 c.maybe_text(row.tracking_number.as_deref());
-                c.maybe_text(row.address.as_deref());
+                let erased = self
+                    .orders
+                    .get(&row.order_id)
+                    .is_some_and(|order| self.is_erased(&order.user_id));
+                c.maybe_text(row.address.as_deref().filter(|_| !erased));
                 c.time(row.created_at);
                 c.time(row.updated_at);
                 c.end_row();

@@ -161,6 +161,8 @@ pub struct Snapshot {
     pub sessions: Rows<SessionRow>,
     /// Each user's sessions: `(user, session)`.
     sessions_by_user: OrdSet<(Str, Str)>,
+    /// Deleted users, whose personal data readers erase (`is_erased`).
+    pub erased_users: Rows<ErasedUserRow>,
     /// The metric views, by `Metric::index`.
     metrics: [Rows<MetricRow>; Metric::COUNT],
     /// Units in paid orders per product, summed over `product_sales_daily`, and the same
@@ -287,6 +289,12 @@ impl Snapshot {
             .range((Bound::Included(first), end))
             .rev()
             .filter_map(|(_, _, attempt_id)| self.sign_ins.get(attempt_id))
+    }
+
+    /// Whether `user_id` was deleted: readers show none of the user's personal data
+    /// (the shipping addresses of their orders, their events' names and addresses).
+    pub fn is_erased(&self, user_id: &str) -> bool {
+        self.erased_users.contains_key(user_id)
     }
 
     /// A user's sessions in id order (time order: ids are UUID v7), after `after`.
@@ -488,6 +496,9 @@ impl Snapshot {
             Row::RevokedToken(token) => {
                 self.revoked_tokens.replace(&token.token_id, token);
             }
+            Row::ErasedUser(erased) => {
+                self.erased_users.replace(&erased.user_id, erased);
+            }
             Row::Session(session) => {
                 // A session's user never changes.
                 self.sessions_by_user
@@ -577,6 +588,9 @@ impl Snapshot {
             }
             Row::RevokedToken(token) => {
                 self.revoked_tokens.retract(&token.token_id, token);
+            }
+            Row::ErasedUser(erased) => {
+                self.erased_users.retract(&erased.user_id, erased);
             }
             Row::Session(session) => {
                 if self.sessions.retract(&session.session_id, session) {
@@ -682,6 +696,12 @@ impl Snapshot {
                 .map(Row::RevokedToken),
         );
         rows.extend(self.sessions.shared_rows().cloned().map(Row::Session));
+        rows.extend(
+            self.erased_users
+                .shared_rows()
+                .cloned()
+                .map(Row::ErasedUser),
+        );
         for metric in &self.metrics {
             rows.extend(metric.shared_rows().cloned().map(Row::Metric));
         }

@@ -8,6 +8,9 @@ use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use connectors::history::HistoryLocation;
+
+use crate::erasure::{ErasePersonalData, Erased};
+use crate::tables::Pinned;
 use datafusion::arrow::datatypes::{DataType, Schema, SchemaRef};
 use datafusion::catalog::{Session, TableProvider};
 use datafusion::common::stats::Precision;
@@ -21,13 +24,15 @@ use datafusion::datasource::source::DataSourceExec;
 use datafusion::datasource::{MemTable, TableType};
 use datafusion::error::{DataFusionError, Result};
 use datafusion::logical_expr::Operator;
+use datafusion::logical_expr::ScalarUDF;
 use datafusion::logical_expr::{Expr, TableProviderFilterPushDown};
 use datafusion::physical_expr::expressions::{BinaryExpr, Column, InListExpr, Literal};
-use datafusion::physical_expr::PhysicalExpr;
+use datafusion::physical_expr::{PhysicalExpr, ScalarFunctionExpr};
 use datafusion::physical_plan::filter::FilterExec;
 use datafusion::physical_plan::operator_statistics::{
     ExtendedStatistics, StatisticsProvider, StatisticsResult,
 };
+use datafusion::physical_plan::projection::ProjectionExec;
 use datafusion::physical_plan::repartition::RepartitionExec;
 use datafusion::physical_plan::ExecutionPlan;
 
@@ -55,7 +60,9 @@ pub struct HistoryTable {
 }
 
 impl HistoryTable {
-    /// `counts` learns the type counts of the files each scan lists.
+    /// `counts` learns the type counts of the files each scan lists. The events of the
+    /// users deleted in the session's pinned snapshot are read with their personal
+    /// data erased (`crate::erasure`).
     pub fn new(location: Option<HistoryLocation>, counts: Arc<TypeCounts>) -> HistoryTable {
         HistoryTable {
             location,
@@ -120,10 +127,43 @@ impl TableProvider for HistoryTable {
         filters: &[Expr],
         limit: Option<usize>,
     ) -> Result<Arc<dyn ExecutionPlan>> {
-        self.committed()
+        let scan = self
+            .committed()
             .await?
             .scan(state, projection, filters, limit)
-            .await
+            .await?;
+        let schema = scan.schema();
+        let Some((data, _)) = schema.column_with_name("data") else {
+            return Ok(scan);
+        };
+        let snapshot = Pinned::of(state.config())?;
+        let erased = Erased::of(&snapshot);
+        if erased.is_empty() {
+            return Ok(scan);
+        }
+        // `data` through the erasure, every other column as it is. The plan's filters
+        // run above this, on what the query is allowed to see.
+        let erase = Arc::new(ScalarUDF::from(ErasePersonalData::new(Arc::new(erased))));
+        let config = Arc::new(state.config_options().clone());
+        let columns = schema
+            .fields()
+            .iter()
+            .enumerate()
+            .map(|(index, field)| {
+                let column: Arc<dyn PhysicalExpr> = Arc::new(Column::new(field.name(), index));
+                let expr: Arc<dyn PhysicalExpr> = match index == data {
+                    false => column,
+                    true => Arc::new(ScalarFunctionExpr::try_new(
+                        erase.clone(),
+                        vec![column],
+                        &schema,
+                        config.clone(),
+                    )?),
+                };
+                Ok((expr, field.name().clone()))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Arc::new(ProjectionExec::try_new(columns, scan)?))
     }
 }
 
@@ -252,7 +292,9 @@ fn scan_below(plan: &dyn ExecutionPlan) -> Option<&DataSourceExec> {
         return Some(scan);
     }
     match plan.children()[..] {
-        [child] if plan.is::<RepartitionExec>() => scan_below(child.as_ref()),
+        [child] if plan.is::<RepartitionExec>() || plan.is::<ProjectionExec>() => {
+            scan_below(child.as_ref())
+        }
         _ => None,
     }
 }

@@ -8,6 +8,7 @@
 //! SQL values; `history.rs` reads the Parquet history as `events`; `output.rs` writes an answer as JSON, CSV, Arrow IPC or Parquet.
 
 mod engine;
+mod erasure;
 mod history;
 pub mod output;
 pub mod params;

@@ -188,3 +188,21 @@ pub(crate) fn step_sign_in(row: &mut Option<SignInRow>, event: &Event) {
         _ => {}
     }
 }
+
+/// A deleted user, kept as a tombstone: what the readers of other views and of the
+/// history erase the user's personal data by (their orders stay, under the user's id,
+/// which names no one any more).
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct ErasedUserRow {
+    pub user_id: Str,
+    pub erased_at: Ts,
+}
+
+pub(crate) fn step_erased_user(row: &mut Option<ErasedUserRow>, event: &Event) {
+    if let EventBody::UserDeleted(UserDeleted { user_id }) = &event.body {
+        row.get_or_insert_with(|| ErasedUserRow {
+            user_id: user_id.clone(),
+            erased_at: event.ts,
+        });
+    }
+}

@@ -31,7 +31,7 @@ use crate::model::*;
 use crate::orders::views::{step_cart, step_order};
 use crate::payments::views::step_payment;
 use crate::reporting::views::{step_report, step_report_schedule};
-use crate::users::views::{step_sign_in, step_user};
+use crate::users::views::{step_erased_user, step_sign_in, step_user};
 use effects::step_effect;
 
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -53,6 +53,8 @@ pub enum ViewKey {
     RevokedToken(Str),
     /// An OAuth session, by its id.
     Session(Str),
+    /// A deleted user's tombstone, by the user's id.
+    ErasedUser(Str),
 }
 
 /// Which view a row belongs to. Stock has two: units on hand and units reserved, each a
@@ -76,12 +78,13 @@ pub enum ViewKind {
     SignIn,
     RevokedToken,
     Session,
+    ErasedUser,
     Metric(Metric),
 }
 
 impl ViewKind {
     /// How many kinds there are, for tables with one slot per kind.
-    pub const COUNT: usize = 17 + Metric::COUNT;
+    pub const COUNT: usize = 18 + Metric::COUNT;
 
     /// A dense index below `COUNT`.
     pub fn index(self) -> usize {
@@ -103,7 +106,8 @@ impl ViewKind {
             ViewKind::SignIn => 14,
             ViewKind::RevokedToken => 15,
             ViewKind::Session => 16,
-            ViewKind::Metric(metric) => 17 + metric.index(),
+            ViewKind::ErasedUser => 17,
+            ViewKind::Metric(metric) => 18 + metric.index(),
         }
     }
 }
@@ -128,6 +132,7 @@ pub enum Row {
     SignIn(Arc<SignInRow>),
     RevokedToken(Arc<RevokedTokenRow>),
     Session(Arc<SessionRow>),
+    ErasedUser(Arc<ErasedUserRow>),
     Metric(Arc<MetricRow>),
 }
 
@@ -180,6 +185,7 @@ impl ViewKey {
             ViewKey::SignIn(_) => ViewKind::SignIn,
             ViewKey::RevokedToken(_) => ViewKind::RevokedToken,
             ViewKey::Session(_) => ViewKind::Session,
+            ViewKey::ErasedUser(_) => ViewKind::ErasedUser,
         }
     }
 
@@ -198,7 +204,8 @@ impl ViewKey {
             | ViewKey::ApiKey(id)
             | ViewKey::SignIn(id)
             | ViewKey::RevokedToken(id)
-            | ViewKey::Session(id) => id,
+            | ViewKey::Session(id)
+            | ViewKey::ErasedUser(id) => id,
         }
     }
 }
@@ -223,7 +230,7 @@ macro_rules! row_kind {
 
 row_kind!(Product => ProductRow, User => UserRow, Cart => CartRow, Order => OrderRow, Payment => PaymentRow,
     Shipment => ShipmentRow, Effect => EffectRow, Idempotency => IdempotencyRow, Reservation => ReservationRow, Report => ReportRow,
-    ReportSchedule => ReportScheduleRow, ApiKey => ApiKeyRow, SignIn => SignInRow, RevokedToken => RevokedTokenRow, Session => SessionRow, Metric => MetricRow);
+    ReportSchedule => ReportScheduleRow, ApiKey => ApiKeyRow, SignIn => SignInRow, RevokedToken => RevokedTokenRow, Session => SessionRow, ErasedUser => ErasedUserRow, Metric => MetricRow);
 
 impl Row {
     /// The key a row is stored under: its view and its id there.
@@ -248,6 +255,7 @@ impl Row {
             Row::SignIn(row) => (ViewKind::SignIn, &row.attempt_id),
             Row::RevokedToken(row) => (ViewKind::RevokedToken, &row.token_id),
             Row::Session(row) => (ViewKind::Session, &row.session_id),
+            Row::ErasedUser(row) => (ViewKind::ErasedUser, &row.user_id),
             Row::Metric(row) => (ViewKind::Metric(row.metric), &row.id),
         }
     }
@@ -271,7 +279,10 @@ pub fn view_keys(body: &EventBody) -> Vec<ViewKey> {
         | E::MfaEnabled(MfaEnabled { user_id, .. })
         | E::MfaDisabled(MfaDisabled { user_id })
         | E::MfaRecoveryCodeUsed(MfaRecoveryCodeUsed { user_id, .. }) => {
-            keys.push(ViewKey::User(user_id.clone()))
+            keys.push(ViewKey::User(user_id.clone()));
+            if matches!(body, E::UserDeleted(_)) {
+                keys.push(ViewKey::ErasedUser(user_id.clone()));
+            }
         }
         E::UserAuthenticated(UserAuthenticated {
             attempt_id,
@@ -400,5 +411,6 @@ pub fn step(key: &ViewKey, row: &mut Option<Row>, event: &Event) {
         ViewKey::SignIn(_) => typed!(SignIn, step_sign_in),
         ViewKey::RevokedToken(_) => typed!(RevokedToken, step_revoked_token),
         ViewKey::Session(_) => typed!(Session, step_session),
+        ViewKey::ErasedUser(_) => typed!(ErasedUser, step_erased_user),
     }
 }

@@ -23,7 +23,7 @@ pub async fn get(
         .ok_or_else(|| ApiError::not_found("shipment", &id))?;
     let owner = order_owner(&snapshot, &row.order_id).unwrap_or_default();
     caller.require_owner_or(&owner, "orders:read")?;
-    Ok(Json(json::shipment(row)))
+    Ok(Json(json::shipment(&snapshot, row)))
 }
 
 #[derive(Deserialize, Default, schemars::JsonSchema)]

@@ -375,7 +375,9 @@ pub struct OrderView<'a> {
 }
 
 impl<'a> OrderView<'a> {
-    pub fn of(row: &'a OrderRow) -> OrderView<'a> {
+    /// The order as answered; a deleted user's address is erased.
+    pub fn of(snapshot: &Snapshot, row: &'a OrderRow) -> OrderView<'a> {
+        let erased = snapshot.is_erased(&row.user_id);
         OrderView {
             id: &row.order_id,
             user_id: &row.user_id,
@@ -390,7 +392,7 @@ impl<'a> OrderView<'a> {
             payment_id: row.payment_id(),
             shipment_id: row.shipment_id(),
             cart_id: row.cart_id.as_deref(),
-            shipping_address: row.shipping_address.as_deref(),
+            shipping_address: row.shipping_address.as_deref().filter(|_| !erased),
             created_at: Rfc3339(row.created_at),
             updated_at: Rfc3339(row.updated_at),
             status_history: History(&row.history),
@@ -398,8 +400,8 @@ impl<'a> OrderView<'a> {
     }
 }
 
-pub fn order(row: &OrderRow) -> Value {
-    serde_json::to_value(OrderView::of(row)).unwrap_or(Value::Null)
+pub fn order(snapshot: &Snapshot, row: &OrderRow) -> Value {
+    serde_json::to_value(OrderView::of(snapshot, row)).unwrap_or(Value::Null)
 }
 
 pub fn refund(payment: &PaymentRow, row: &RefundRow) -> Value {
@@ -425,14 +427,18 @@ pub fn payment(row: &PaymentRow) -> Value {
     })
 }
 
-pub fn shipment(row: &ShipmentRow) -> Value {
+pub fn shipment(snapshot: &Snapshot, row: &ShipmentRow) -> Value {
+    let erased = snapshot
+        .orders
+        .get(&row.order_id)
+        .is_some_and(|order| snapshot.is_erased(&order.user_id));
     json!({
         "id": row.shipment_id,
         "order_id": row.order_id,
         "status": row.status,
         "carrier": row.carrier,
         "tracking_number": row.tracking_number,
-        "address": row.address,
+        "address": row.address.as_ref().filter(|_| !erased),
         "created_at": rfc3339(row.created_at),
         "updated_at": rfc3339(row.updated_at),
     })

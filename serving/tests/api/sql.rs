@@ -424,3 +424,106 @@ async fn metrics_can_be_turned_off() {
     assert_eq!(stock["units_sold_7d"], 0);
     assert_eq!(stock["days_until_stockout"], serde_json::Value::Null);
 }
+
+/// Deleting a user erases their personal data everywhere it is read: the live views of
+/// their orders and shipments, and the history, where their events stay (the shop's
+/// records) with names, addresses and e-mail erased. Others' data is untouched.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deleted_user_s_personal_data_is_erased_from_the_views_and_the_history() {
+    let t = TestApp::configured(|config| config.history.flush_ms = 10).await;
+    let product = t.product("ERASE-1", 900, 10).await;
+    let ann = t.user("ann@example.com").await;
+    let bob = t.user("bob@example.com").await;
+    let mut orders = Vec::new();
+    for (user, address) in [
+        (&ann, "1 Main St, Springfield"),
+        (&bob, "2 Elm St, Shelbyville"),
+    ] {
+        let placed = t
+            .post(
+                "/api/v1/orders",
+                json!({"user_id": user, "items": [{"product_id": product, "quantity": 1}],
+                       "payment_method": crate::support::card("4242424242424242"),
+                       "shipping_address": address}),
+            )
+            .await;
+        assert_eq!(placed.status, StatusCode::CREATED, "{:?}", placed.body);
+        let id = placed.body["id"].as_str().unwrap().to_string();
+        let shipped = crate::orders::wait_for_status(&t, &id, "shipped").await;
+        orders.push((id, shipped["shipment_id"].as_str().unwrap().to_string()));
+    }
+    wait_for_history(&t, 2).await;
+    assert!(seen(&t, "ann@example.com").await > 0);
+    assert!(seen(&t, "1 Main St").await > 0);
+
+    let deleted = t
+        .send("DELETE", &format!("/api/v1/users/{ann}"), None, &[])
+        .await;
+    assert_eq!(deleted.status, StatusCode::NO_CONTENT);
+    {
+        let t = &t;
+        // The views: the order stays, without its address; Bob's keeps his.
+        let (ann_order, ann_shipment) = &orders[0];
+        let order = t.get(&format!("/api/v1/orders/{ann_order}")).await;
+        assert_eq!(order.body["user_id"], ann.as_str());
+        assert!(order.body["shipping_address"].is_null(), "{:?}", order.body);
+        let shipment = t.get(&format!("/api/v1/shipments/{ann_shipment}")).await;
+        assert!(shipment.body["address"].is_null(), "{:?}", shipment.body);
+        let bobs = t.get(&format!("/api/v1/orders/{}", orders[1].0)).await;
+        assert_eq!(bobs.body["shipping_address"], "2 Elm St, Shelbyville");
+        let live = query(
+            t,
+            json!({"sql": "SELECT user_id, shipping_address FROM orders ORDER BY user_id = 'x', user_id"}),
+            None,
+        )
+        .await;
+        for row in live.body["rows"].as_array().unwrap() {
+            assert_eq!(
+                row["shipping_address"].is_null(),
+                row["user_id"] == ann.as_str(),
+                "{row}"
+            );
+        }
+        // The history: every event stays, the personal data of Ann's does not.
+        assert_eq!(seen(t, "ann@example.com").await, 0);
+        assert_eq!(seen(t, "1 Main St").await, 0);
+        assert!(seen(t, "bob@example.com").await > 0);
+        assert!(seen(t, "2 Elm St").await > 0);
+        let created = query(
+            t,
+            json!({"sql": format!("SELECT data->>'email' AS email, data->>'user_id' AS user_id FROM events WHERE type = 'user.created' AND aggregate_id = '{ann}'")}),
+            None,
+        )
+        .await;
+        assert_eq!(
+            created.body["rows"][0]["email"], "[erased]",
+            "{:?}",
+            created.body
+        );
+        assert_eq!(created.body["rows"][0]["user_id"], ann.as_str());
+        let placed = query(
+            t,
+            json!({"sql": "SELECT count(*) AS n FROM events WHERE type = 'order.created'"}),
+            None,
+        )
+        .await;
+        assert_eq!(placed.body["rows"][0]["n"], 2);
+    }
+    // The tombstone is in the log: after a replay the same holds.
+    let t = t.restart(2).await;
+    assert_eq!(seen(&t, "ann@example.com").await, 0);
+    let order = t.get(&format!("/api/v1/orders/{}", orders[0].0)).await;
+    assert!(order.body["shipping_address"].is_null());
+}
+
+/// How many events of the history have `text` in their data.
+async fn seen(t: &TestApp, text: &str) -> u64 {
+    let answer = query(
+        t,
+        json!({"sql": format!("SELECT count(*) AS n FROM events WHERE data LIKE '%{text}%'")}),
+        None,
+    )
+    .await;
+    assert_eq!(answer.status, StatusCode::OK, "{:?}", answer.body);
+    answer.body["rows"][0]["n"].as_u64().unwrap()
+}

@@ -111,7 +111,7 @@ pub async fn create(
         .get(&order_id)
         .ok_or_else(|| ApiError::not_found("order", &order_id))?;
     caller.require_owner_or(&row.user_id, "orders:write")?;
-    Ok((StatusCode::CREATED, Json(json::order(row))))
+    Ok((StatusCode::CREATED, Json(json::order(&snapshot, row))))
 }
 
 struct DomainOrder {
@@ -295,7 +295,7 @@ pub async fn get(
                 .ok_or_else(|| ApiError::not_found("order", &id))?;
             caller.require_owner_or(&row.user_id, "orders:read")?;
             if !wait || row.status.is_settled() || Instant::now() >= deadline {
-                return Ok(Json(json::order(row)));
+                return Ok(Json(json::order(&snapshot, row)));
             }
         }
         let remaining = deadline.saturating_duration_since(Instant::now());
@@ -333,7 +333,7 @@ pub async fn list_for_user(
         page.truncate(limit);
         let items = page
             .into_iter()
-            .map(|(_, row)| json::OrderView::of(row))
+            .map(|(_, row)| json::OrderView::of(snapshot, row))
             .collect();
         Ok(json::Page {
             items,
