@@ -91,6 +91,32 @@ struct Args {
     /// long after an order's acknowledgement the metric counts it, read over SQL.
     #[arg(long)]
     freshness: bool,
+    /// How the shoppers authenticate, one fresh server per mode, side by side:
+    /// `admin` (the bootstrap administrator key on every request, exempt from rate
+    /// limits), `off` (`auth.enabled = false`: no credentials), `key` (each user's own
+    /// API key, `X-API-Key`) or `jwt` (each user's access token, `Authorization:
+    /// Bearer`). With `key` and `jwt` every request is checked and rate-limited.
+    #[arg(long, value_delimiter = ',', default_value = "admin")]
+    auth: Vec<Auth>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum Auth {
+    Admin,
+    Off,
+    Key,
+    Jwt,
+}
+
+impl Auth {
+    fn name(self) -> &'static str {
+        match self {
+            Auth::Admin => "admin key",
+            Auth::Off => "auth off",
+            Auth::Key => "API key per user",
+            Auth::Jwt => "JWT per user",
+        }
+    }
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
@@ -175,6 +201,7 @@ impl Server {
         workers: usize,
         log: &str,
         (kafka_partitions, kafka_linger_ms): (u32, u32),
+        auth: Auth,
     ) -> Server {
         let dir = std::env::temp_dir().join(format!("tidemark-bench-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
@@ -186,6 +213,7 @@ impl Server {
             .env("TIDEMARK_BOOTSTRAP_ADMIN_KEY", ADMIN_KEY)
             .env("TIDEMARK_KAFKA__PARTITIONS", kafka_partitions.to_string())
             .env("TIDEMARK_KAFKA__LINGER_MS", kafka_linger_ms.to_string())
+            .env("TIDEMARK_AUTH__ENABLED", (auth != Auth::Off).to_string())
             .stderr(Stdio::piped())
             .stdout(Stdio::null())
             .spawn()
@@ -222,8 +250,21 @@ impl Drop for Server {
 const ADMIN_KEY: &str = "bench-bootstrap-admin-key-0123456789";
 
 fn request(method: &str, path: &str, body: Option<&Value>) -> Vec<u8> {
+    request_as(Some(&format!("X-API-Key: {ADMIN_KEY}")), method, path, body)
+}
+
+/// A request with `credentials`, a header line (`X-API-Key: ...`), or none.
+fn request_as(
+    credentials: Option<&str>,
+    method: &str,
+    path: &str,
+    body: Option<&Value>,
+) -> Vec<u8> {
     let body = body.map(Value::to_string).unwrap_or_default();
-    format!("{method} {path} HTTP/1.1\r\nHost: tidemark\r\nX-API-Key: {ADMIN_KEY}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}", body.len()).into_bytes()
+    let credentials = credentials
+        .map(|line| format!("{line}\r\n"))
+        .unwrap_or_default();
+    format!("{method} {path} HTTP/1.1\r\nHost: tidemark\r\n{credentials}Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}", body.len()).into_bytes()
 }
 
 /// One keep-alive HTTP/1.1 connection.
@@ -300,9 +341,11 @@ struct Catalog {
     products: Vec<String>,
     users: Vec<String>,
     carts: Vec<String>,
+    /// The header line each user's requests carry, by user.
+    credentials: Vec<Option<String>>,
 }
 
-async fn setup(addr: &str, products: usize, users: usize, with_card: bool) -> Catalog {
+async fn setup(addr: &str, products: usize, users: usize, with_card: bool, auth: Auth) -> Catalog {
     let mut connection = Connection::open(addr).await;
     for attempt in 0.. {
         match connection
@@ -319,6 +362,7 @@ async fn setup(addr: &str, products: usize, users: usize, with_card: bool) -> Ca
         products: Vec::new(),
         users: Vec::new(),
         carts: Vec::new(),
+        credentials: Vec::new(),
     };
     for i in 0..products {
         let body = json!({"sku": format!("SKU-{i:06}"), "name": format!("Product {i}"), "price_cents": 100 + (i % 5000) as i64, "currency": "USD", "initial_stock": 1_000_000});
@@ -346,6 +390,40 @@ async fn setup(addr: &str, products: usize, users: usize, with_card: bool) -> Ca
             .await
             .expect("create cart");
         catalog.carts.push(id_of(&cart));
+        let credentials = match auth {
+            Auth::Admin => Some(format!("X-API-Key: {ADMIN_KEY}")),
+            Auth::Off => None,
+            Auth::Key => {
+                let (status, key) = connection
+                    .call(&request(
+                        "POST",
+                        "/api/v1/api-keys",
+                        Some(&json!({"name": format!("user {i}"), "owner_id": user})),
+                    ))
+                    .await
+                    .expect("create key");
+                assert_eq!(status, 201, "{}", String::from_utf8_lossy(&key));
+                let key: Value = serde_json::from_slice(&key).expect("json");
+                Some(format!("X-API-Key: {}", key["key"].as_str().expect("key")))
+            }
+            Auth::Jwt => {
+                let (status, token) = connection
+                    .call(&request(
+                        "POST",
+                        "/api/v1/users/authenticate",
+                        Some(&json!({"email": format!("user{i}@bench.example"), "password": "benchmark-password"})),
+                    ))
+                    .await
+                    .expect("sign in");
+                assert_eq!(status, 200, "{}", String::from_utf8_lossy(&token));
+                let token: Value = serde_json::from_slice(&token).expect("json");
+                Some(format!(
+                    "Authorization: Bearer {}",
+                    token["access_token"].as_str().expect("token")
+                ))
+            }
+        };
+        catalog.credentials.push(credentials);
         catalog.users.push(user);
     }
     catalog
@@ -356,7 +434,8 @@ fn id_of(body: &[u8]) -> String {
     value["id"].as_str().expect("id").to_string()
 }
 
-fn order_body(catalog: &Catalog, zipf: &Zipf, rng: &mut Rng) -> Value {
+/// An order of a random user, and the user's index.
+fn order_body(catalog: &Catalog, zipf: &Zipf, rng: &mut Rng) -> (Value, usize) {
     let lines = 1 + rng.below(3);
     let mut items: Vec<Value> = Vec::new();
     let mut seen = Vec::new();
@@ -369,12 +448,12 @@ fn order_body(catalog: &Catalog, zipf: &Zipf, rng: &mut Rng) -> Value {
             );
         }
     }
-    let mut order =
-        json!({"user_id": catalog.users[rng.below(catalog.users.len())], "items": items});
+    let user = rng.below(catalog.users.len());
+    let mut order = json!({"user_id": catalog.users[user], "items": items});
     if catalog.with_card {
         order["payment_method"] = json!({"type": "card", "card_number": "4242424242424242", "exp_month": 12, "exp_year": 2035, "cvc": "123"});
     }
-    order
+    (order, user)
 }
 
 /// Offers `rate` orders per second (and the mix around them) for `seconds`.
@@ -476,18 +555,20 @@ async fn run_rate(addr: &str, catalog: &Catalog, rate: u64, run: Run<'_>) -> (Re
             tokio::time::sleep_until(due.into()).await;
         }
         let slot = if reads_only { 0 } else { n % 6 };
+        let as_user = |user: usize| catalog.credentials[user].as_deref();
         let (kind, request) = match slot {
-            0..=3 => (
-                Kind::ProductRead,
-                request(
-                    "GET",
-                    &format!(
-                        "/api/v1/products/{}",
-                        catalog.products[zipf.sample(&mut rng)]
+            0..=3 => {
+                let product = &catalog.products[zipf.sample(&mut rng)];
+                (
+                    Kind::ProductRead,
+                    request_as(
+                        as_user(rng.below(catalog.users.len())),
+                        "GET",
+                        &format!("/api/v1/products/{product}"),
+                        None,
                     ),
-                    None,
-                ),
-            ),
+                )
+            }
             4 => {
                 // A shopper changes a few products in their cart, not thousands: each cart
                 // draws from 8 products of its own (quantity 0 takes one out).
@@ -498,17 +579,21 @@ async fn run_rate(addr: &str, catalog: &Catalog, rate: u64, run: Run<'_>) -> (Re
                 let body = json!({"product_id": product, "quantity": rng.below(4)});
                 (
                     Kind::CartEdit,
-                    request("PUT", &format!("/api/v1/carts/{cart}/items"), Some(&body)),
+                    request_as(
+                        as_user(index),
+                        "PUT",
+                        &format!("/api/v1/carts/{cart}/items"),
+                        Some(&body),
+                    ),
                 )
             }
-            _ => (
-                Kind::PlaceOrder,
-                request(
-                    "POST",
-                    "/api/v1/orders",
-                    Some(&order_body(catalog, &zipf, &mut rng)),
-                ),
-            ),
+            _ => {
+                let (order, user) = order_body(catalog, &zipf, &mut rng);
+                (
+                    Kind::PlaceOrder,
+                    request_as(as_user(user), "POST", "/api/v1/orders", Some(&order)),
+                )
+            }
         };
         let _ = tx.send(Job { due, kind, request });
     }
@@ -638,10 +723,12 @@ async fn place_closed_loop(
             let mut rng = Rng(0xDEAD_BEEF ^ c as u64);
             (0..per)
                 .map(|_| {
-                    request(
+                    let (order, user) = order_body(catalog, &zipf, &mut rng);
+                    request_as(
+                        catalog.credentials[user].as_deref(),
                         "POST",
                         "/api/v1/orders",
-                        Some(&order_body(catalog, &zipf, &mut rng)),
+                        Some(&order),
                     )
                 })
                 .collect()
@@ -673,10 +760,14 @@ fn main() {
     runtime.block_on(async {
         let broker = (args.log == "kafka").then(|| LocalBroker::start().expect("a local Kafka broker"));
         let log = broker.as_ref().map_or(args.log.clone(), LocalBroker::url);
-        let server = Server::start(&args.server, args.workers, &log, (args.kafka_partitions, args.kafka_linger_ms));
+        println!("| auth | offered orders/s | scanners | achieved orders/s | POST /orders p50 ms | p99 ms | p99.9 ms | max ms | product GET p50 ms | p99 ms | cart PUT p99 ms | scan pages/s | scan page p50 ms | p99 ms | errors |");
+        println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
+        let mut last = None;
+        for &auth in &args.auth {
+        let server = Server::start(&args.server, args.workers, &log, (args.kafka_partitions, args.kafka_linger_ms), auth);
         let ready = Instant::now();
-        let catalog = setup(&server.addr, args.products, args.users, !args.no_card).await;
-        eprintln!("setup: {} products, {} users and carts in {:.1}s", args.products, args.users, ready.elapsed().as_secs_f64());
+        let catalog = setup(&server.addr, args.products, args.users, !args.no_card, auth).await;
+        eprintln!("{}: setup: {} products, {} users and carts in {:.1}s", auth.name(), args.products, args.users, ready.elapsed().as_secs_f64());
         let setup_rss = server.rss_bytes();
         let mut orders_held = 0u64;
 
@@ -700,8 +791,6 @@ fn main() {
             eprintln!("placed {placed} orders for the scanned user; lists: {:?}", scan.lists);
         }
 
-        println!("| offered orders/s | scanners | achieved orders/s | POST /orders p50 ms | p99 ms | p99.9 ms | max ms | product GET p50 ms | p99 ms | cart PUT p99 ms | scan pages/s | scan page p50 ms | p99 ms | errors |");
-        println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
         for &rate in &args.rates {
             let runs: &[Option<&Scan>] = match &scan {
                 Some(scan) => &[None, Some(scan)],
@@ -729,7 +818,8 @@ fn main() {
                 let p = |kind: Kind, q: f64| results.latency.get(&kind).map(|h| ms(h.value_at_quantile(q))).unwrap_or_else(|| "-".into());
                 let pages = results.latency.get(&Kind::ScanPage).map_or(0, |h| h.len());
                 println!(
-                    "| {rate} | {} | {:.0} | {} | {} | {} | {} | {} | {} | {} | {:.0} | {} | {} | {} |",
+                    "| {} | {rate} | {} | {:.0} | {} | {} | {} | {} | {} | {} | {} | {:.0} | {} | {} | {} |",
+                    auth.name(),
                     run_scan.map_or(0, |scan| scan.clients),
                     results.completed_orders as f64 / elapsed.as_secs_f64(),
                     p(Kind::PlaceOrder, 0.5),
@@ -746,6 +836,11 @@ fn main() {
                 );
             }
         }
+        last = Some((server, catalog, setup_rss, orders_held));
+        }
+        let Some((server, catalog, setup_rss, mut orders_held)) = last else {
+            return;
+        };
 
         if args.memory_orders > 0 {
             // Let the saga of the rate runs finish, then measure the growth per order.
