@@ -81,6 +81,37 @@ struct Session {
     revoked: bool,
 }
 
+impl Session {
+    /// A session with neither code nor refresh token yet.
+    fn new(user_id: &Str, client_id: &Str, scope: &Str, expires_at: Ts) -> Session {
+        Session {
+            user_id: user_id.clone(),
+            client_id: client_id.clone(),
+            scope: scope.clone(),
+            code: None,
+            current: None,
+            spent: Vec::new(),
+            generation: 0,
+            expires_at,
+            revoked: false,
+        }
+    }
+}
+
+/// The refusal of a new session whose id is taken.
+fn taken(
+    sessions: &HashMap<Str, Session>,
+    decided: &Decided,
+    session_id: &Str,
+) -> Option<Result<Event, Rejection>> {
+    sessions.contains_key(session_id).then(|| {
+        decided.conflict(
+            "session_exists",
+            format!("session {session_id} already exists"),
+        )
+    })
+}
+
 pub trait Sessions<'scope> {
     fn sessions(self) -> Stream<'scope, Time, Vec<Result<Event, Rejection>>>;
 }
@@ -125,26 +156,18 @@ fn decide(
             refresh_hash,
             ttl_ms,
         } => {
-            if sessions.contains_key(&session_id) {
-                out.push(decided.conflict(
-                    "session_exists",
-                    format!("session {session_id} already exists"),
-                ));
+            if let Some(taken) = taken(sessions, &decided, &session_id) {
+                out.push(taken);
                 return;
             }
             let expires_at = now.saturating_add(ttl_ms);
+            let session = Session::new(&user_id, &client_id, &scope, expires_at);
             sessions.insert(
                 session_id.clone(),
                 Session {
-                    user_id: user_id.clone(),
-                    client_id: client_id.clone(),
-                    scope: scope.clone(),
-                    code: None,
                     current: Some(refresh_hash),
-                    spent: Vec::new(),
                     generation: 1,
-                    expires_at,
-                    revoked: false,
+                    ..session
                 },
             );
             out.push(decided.event(SessionOpened {
@@ -167,20 +190,15 @@ fn decide(
             code_ttl_ms,
             nonce,
         } => {
-            if sessions.contains_key(&session_id) {
-                out.push(decided.conflict(
-                    "session_exists",
-                    format!("session {session_id} already exists"),
-                ));
+            if let Some(taken) = taken(sessions, &decided, &session_id) {
+                out.push(taken);
                 return;
             }
             let expires_at = now.saturating_add(code_ttl_ms);
+            let session = Session::new(&user_id, &client_id, &scope, expires_at);
             sessions.insert(
                 session_id.clone(),
                 Session {
-                    user_id: user_id.clone(),
-                    client_id: client_id.clone(),
-                    scope: scope.clone(),
                     code: Some(Code {
                         hash: code_hash,
                         redirect_uri: redirect_uri.clone(),
@@ -188,11 +206,7 @@ fn decide(
                         expires_at,
                         redeemed: false,
                     }),
-                    current: None,
-                    spent: Vec::new(),
-                    generation: 0,
-                    expires_at,
-                    revoked: false,
+                    ..session
                 },
             );
             out.push(decided.event(AuthorizationCodeGranted {
