@@ -18,6 +18,9 @@ pub enum AdminCommand {
     /// Issues an API key and prints it, with its id and expiry, as JSON. The key is
     /// shown this once.
     CreateKey(CreateKeyArgs),
+    /// Makes a new token signing key, which signs from the server's next start; the
+    /// older keys verify until the tokens they signed have expired.
+    RotateSigningKey(ServeArgs),
 }
 
 #[derive(Debug, Args)]
@@ -45,6 +48,16 @@ pub struct CreateKeyArgs {
 
 pub fn run(command: AdminCommand) -> ExitCode {
     match command {
+        AdminCommand::RotateSigningKey(args) => match rotate_signing_key(&args) {
+            Ok(answer) => {
+                println!("{answer}");
+                ExitCode::SUCCESS
+            }
+            Err(error) => {
+                eprintln!("tidemark admin rotate-signing-key: {error}");
+                ExitCode::FAILURE
+            }
+        },
         AdminCommand::CreateKey(args) => match create_key(args) {
             Ok(answer) => {
                 println!("{answer}");
@@ -98,4 +111,29 @@ fn create_key(args: CreateKeyArgs) -> Result<String, String> {
         let answer = issued.map_err(|error| error.detail)?;
         serde_json::to_string_pretty(&answer).map_err(|error| error.to_string())
     })
+}
+
+fn rotate_signing_key(args: &ServeArgs) -> Result<String, String> {
+    let config = Config::load(args).map_err(|error| error.to_string())?;
+    std::fs::create_dir_all(&config.data_dir).map_err(|error| error.to_string())?;
+    // Not while a server uses the keys: it would sign on with the old one.
+    let _lock =
+        crate::runtime::lock_data_dir(&config.data_dir).map_err(|error| error.to_string())?;
+    let mut tokens = crate::auth::tokens::Tokens::open(
+        &config.data_dir,
+        &config.auth.issuer,
+        config.auth.access_token_ttl_s,
+    )
+    .map_err(|error| error.to_string())?;
+    tokens
+        .rotate(&config.data_dir)
+        .map_err(|error| error.to_string())?;
+    tokens
+        .maintain(&config.data_dir, crate::auth::tokens::unix_seconds(), 0)
+        .map_err(|error| error.to_string())?;
+    let answer = serde_json::json!({
+        "signing_kid": tokens.signing_kid(),
+        "verifying_kids": tokens.jwks().keys.iter().filter_map(|key| key.common.key_id.clone()).collect::<Vec<_>>(),
+    });
+    serde_json::to_string_pretty(&answer).map_err(|error| error.to_string())
 }

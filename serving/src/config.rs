@@ -176,6 +176,9 @@ pub struct AuthConfig {
     /// How long a refresh token is good for after it is issued (seconds); each refresh
     /// issues the next one.
     pub refresh_token_ttl_s: u64,
+    /// Days after which the token signing key is replaced at start-up (0: never); the
+    /// replaced key verifies until the tokens it signed have expired, then is deleted.
+    pub signing_key_rotation_days: u64,
     /// How long an authorization code can be redeemed (seconds).
     pub authorization_code_ttl_s: u64,
     /// OAuth clients that may use the authorization endpoint, besides the built-in
@@ -208,6 +211,7 @@ impl Default for AuthConfig {
             access_token_ttl_s: 900,
             api_key_ttl_days: 90,
             refresh_token_ttl_s: 30 * 24 * 3600,
+            signing_key_rotation_days: 30,
             authorization_code_ttl_s: 60,
             clients: Vec::new(),
             service_accounts: [(

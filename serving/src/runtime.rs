@@ -46,7 +46,7 @@ pub const LOCK_FILE: &str = "lock";
 /// Takes the data directory for this process: two processes appending to one embedded
 /// log, or running one sandbox ledger, would interleave their records. The kernel drops
 /// the lock when the process ends, however it ends.
-fn lock_data_dir(data_dir: &std::path::Path) -> Result<std::fs::File> {
+pub(crate) fn lock_data_dir(data_dir: &std::path::Path) -> Result<std::fs::File> {
     let path = data_dir.join(LOCK_FILE);
     let file = std::fs::OpenOptions::new()
         .create(true)

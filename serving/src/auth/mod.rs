@@ -50,7 +50,15 @@ impl Authenticator {
                 .as_ref()
                 .map(|key| digest(key.expose())),
             key_secret: tokens::private_secret(&data_dir.join("keys").join("api-keys.secret"))?,
-            tokens: Tokens::open(data_dir, &config.issuer, config.access_token_ttl_s)?,
+            tokens: {
+                let mut tokens = Tokens::open(data_dir, &config.issuer, config.access_token_ttl_s)?;
+                tokens.maintain(
+                    data_dir,
+                    tokens::unix_seconds(),
+                    config.signing_key_rotation_days * 86_400,
+                )?;
+                tokens
+            },
             mfa: mfa::Mfa::open(&data_dir.join("keys").join("mfa.secret"), &config.issuer)?,
             clients: clients::Clients::new(&config.clients)
                 .map_err(|error| std::io::Error::new(std::io::ErrorKind::InvalidInput, error))?,

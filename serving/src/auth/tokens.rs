@@ -117,14 +117,63 @@ impl Tokens {
 
     /// Makes a new signing key, which signs from now on; the older ones still verify.
     pub fn rotate(&mut self, data_dir: &Path) -> std::io::Result<()> {
+        self.rotate_at(data_dir, unix_seconds())
+    }
+
+    /// The newest key's id: the key that signs.
+    pub fn signing_kid(&self) -> &str {
+        &self
+            .keys
+            .last()
+            .expect("a signing key exists once open")
+            .kid
+    }
+
+    /// Keeps the keys fresh at `now` (Unix seconds): a new key when the one signing is
+    /// `rotate_after_s` old (0: never), and the older keys deleted once every token
+    /// they signed has expired (a token lifetime, and a minute of clock difference,
+    /// after the next key took over). Keys whose names do not say when they were made
+    /// (put there by hand) are kept.
+    pub fn maintain(
+        &mut self,
+        data_dir: &Path,
+        now: u64,
+        rotate_after_s: u64,
+    ) -> std::io::Result<()> {
+        let newest = self.keys.last().and_then(|key| created_s(&key.kid));
+        if rotate_after_s > 0 && newest.is_some_and(|at| now >= at.saturating_add(rotate_after_s)) {
+            self.rotate_at(data_dir, now)?;
+        }
+        let dir = data_dir.join("keys").join("signing");
+        let expired_before = now.saturating_sub(self.lifetime_s + 60);
+        let mut kept = Vec::with_capacity(self.keys.len());
+        let mut keys = std::mem::take(&mut self.keys).into_iter().peekable();
+        while let Some(key) = keys.next() {
+            let superseded = keys.peek().and_then(|next| created_s(&next.kid));
+            let retired =
+                created_s(&key.kid).is_some() && superseded.is_some_and(|at| at <= expired_before);
+            if retired {
+                std::fs::remove_file(dir.join(format!("{}.ed25519", key.kid)))?;
+            } else {
+                kept.push(key);
+            }
+        }
+        self.keys = kept;
+        Ok(())
+    }
+
+    fn rotate_at(&mut self, data_dir: &Path, now: u64) -> std::io::Result<()> {
         let dir = data_dir.join("keys").join("signing");
         create_private_dir(&dir)?;
         let mut seed = [0u8; 32];
         let mut tag = [0u8; 4];
         getrandom::fill(&mut seed).map_err(std::io::Error::other)?;
         getrandom::fill(&mut tag).map_err(std::io::Error::other)?;
-        // Names sort by creation: the newest signs.
-        let kid = format!("{:010}-{}", unix_seconds(), hex::encode(tag));
+        // Names sort by creation, the newest signing: a key made within the second of
+        // the one before is dated a second after it.
+        let newest = self.keys.iter().filter_map(|key| created_s(&key.kid)).max();
+        let at = newest.map_or(now, |newest| now.max(newest + 1));
+        let kid = format!("{at:010}-{}", hex::encode(tag));
         write_private(
             &dir.join(format!("{kid}.ed25519")),
             hex::encode(seed).as_bytes(),
@@ -237,6 +286,13 @@ impl SigningKey {
     }
 }
 
+/// When a key was made, from its id (`<Unix seconds>-<tag>`).
+fn created_s(kid: &str) -> Option<u64> {
+    kid.split_once('-')
+        .filter(|(seconds, _)| seconds.len() == 10)
+        .and_then(|(seconds, _)| seconds.parse().ok())
+}
+
 pub fn unix_seconds() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -317,6 +373,8 @@ mod tests {
         tokens.rotate(dir.path()).unwrap();
         let (second, _) = tokens.issue("usr_2", &["admin"], now);
         let reopened = Tokens::open(dir.path(), "tidemark", 60).unwrap();
+        // Made within the same second, the new key still signs after a restart.
+        assert_eq!(reopened.signing_kid(), tokens.signing_kid());
         assert_eq!(reopened.verify(&first).unwrap().sub, "usr_1");
         assert_eq!(reopened.verify(&second).unwrap().scope, "admin");
         assert_eq!(reopened.jwks().keys.len(), 2);
@@ -340,5 +398,46 @@ mod tests {
             .verify(std::str::from_utf8(&tampered).unwrap())
             .is_err());
         assert!(reopened.verify("not a token").is_err());
+    }
+
+    #[test]
+    fn keys_rotate_when_old_and_retire_once_their_tokens_have_expired() {
+        let dir = tempfile::tempdir().unwrap();
+        let day = 86_400;
+        let start = unix_seconds();
+        let mut tokens = Tokens::open(dir.path(), "tidemark", 900).unwrap();
+        let first = tokens.signing_kid().to_string();
+        let (old_token, _) = tokens.issue("usr_1", &[], start);
+        // Not old yet: nothing changes.
+        tokens.maintain(dir.path(), start + day, 30 * day).unwrap();
+        assert_eq!(tokens.signing_kid(), first);
+        // Thirty days on, a new key signs; the old one still verifies what it signed.
+        let later = start + 30 * day;
+        tokens.maintain(dir.path(), later, 30 * day).unwrap();
+        assert_ne!(tokens.signing_kid(), first);
+        assert_eq!(tokens.jwks().keys.len(), 2);
+        let (new_token, _) = tokens.issue("usr_1", &[], later);
+        assert_eq!(
+            jsonwebtoken::decode_header(&new_token)
+                .unwrap()
+                .kid
+                .unwrap(),
+            tokens.signing_kid()
+        );
+        assert_eq!(tokens.verify(&old_token).unwrap().sub, "usr_1");
+        // Within a token lifetime of the rotation the old key stays; after it, it goes,
+        // from the folder too.
+        tokens.maintain(dir.path(), later + 600, 30 * day).unwrap();
+        assert_eq!(tokens.jwks().keys.len(), 2);
+        tokens
+            .maintain(dir.path(), later + 900 + 60, 30 * day)
+            .unwrap();
+        assert_eq!(tokens.jwks().keys.len(), 1);
+        let reopened = Tokens::open(dir.path(), "tidemark", 900).unwrap();
+        assert_eq!(reopened.signing_kid(), tokens.signing_kid());
+        assert_eq!(reopened.jwks().keys.len(), 1);
+        // 0 never rotates.
+        tokens.maintain(dir.path(), later + 3650 * day, 0).unwrap();
+        assert_eq!(tokens.signing_kid(), reopened.signing_kid());
     }
 }
