@@ -185,8 +185,12 @@ fn build() -> Value {
         .with(|settings| settings.definitions_path = "/components/schemas".into())
         .into_generator();
     let mut paths = Map::new();
-    for op in operations() {
-        let operation = operation(&op, &mut generator);
+    let operations = operations();
+    for op in &operations {
+        let mut operation = operation(op, &mut generator);
+        if let Some(links) = links(op, &operations) {
+            operation["responses"]["201"]["links"] = links;
+        }
         let entry = paths
             .entry(op.path)
             .or_insert_with(|| json!({}))
@@ -257,6 +261,28 @@ fn build() -> Value {
             },
         },
     })
+}
+
+/// What a client can do next with what a create answered (OpenAPI links): every
+/// operation on `<the collection>/{id}` takes the new resource's `id`. Clients and
+/// stateful fuzzers follow them from a create to its reads, changes and deletes.
+fn links(op: &Op, operations: &[Op]) -> Option<Value> {
+    if op.method != Method::POST || !matches!(op.answer, Answer::Object(201)) {
+        return None;
+    }
+    let item = format!("{}/{{id}}", op.path);
+    let links: Map<String, Value> = operations
+        .iter()
+        .filter(|other| other.path == item || other.path.starts_with(&format!("{item}/")))
+        .filter(|other| path_parameters(other.path).count() == 1)
+        .map(|other| {
+            (
+                operation_id(other),
+                json!({"operationId": operation_id(other), "parameters": {"id": "$response.body#/id"}}),
+            )
+        })
+        .collect();
+    (!links.is_empty()).then_some(Value::Object(links))
 }
 
 fn operation(op: &Op, generator: &mut SchemaGenerator) -> Value {
@@ -496,6 +522,13 @@ mod tests {
             document["paths"]["/api/v1/products"]["get"]["security"][0],
             json!({})
         );
+        // A create links to what can be done with what it made.
+        let links = &document["paths"]["/api/v1/orders"]["post"]["responses"]["201"]["links"];
+        assert_eq!(
+            links["get_orders_id"]["parameters"]["id"],
+            "$response.body#/id"
+        );
+        assert!(links["post_orders_id_cancel"].is_object());
         for item in document["paths"].as_object().unwrap().values() {
             for operation in item.as_object().unwrap().values() {
                 assert!(operation["responses"]["default"].is_object());
