@@ -16,12 +16,19 @@ use super::{admit, json, new_id, read_page, run_fresh, Admission, App};
 #[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateProduct {
+    #[schemars(length(min = 1, max = 64), pattern(r"\S"))]
     sku: String,
+    #[schemars(length(min = 1, max = 200), pattern(r"\S"))]
     name: String,
+    #[schemars(range(min = 0, max = 10_000_000_000i64))]
     price_cents: i64,
+    #[schemars(pattern(r"^[A-Za-z]{3}$"))]
     currency: String,
+    #[schemars(range(min = 0, max = 1_000_000))]
     initial_stock: Option<i64>,
+    #[schemars(pattern(r"^[A-Za-z0-9_-]{1,128}$"))]
     warehouse_id: Option<String>,
+    #[schemars(range(min = 0, max = 1_000_000))]
     reorder_point: Option<i64>,
 }
 

@@ -402,8 +402,11 @@ fn password_ok(password: &str) -> bool {
 #[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateUser {
+    #[schemars(email, length(max = 320))]
     email: String,
+    #[schemars(length(min = 8, max = 256))]
     password: String,
+    #[schemars(length(min = 1, max = 200), pattern(r"\S"))]
     name: String,
 }
 

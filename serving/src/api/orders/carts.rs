@@ -16,6 +16,7 @@ use crate::auth::Caller;
 #[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateCart {
+    #[schemars(pattern(r"^[A-Za-z0-9_-]{1,128}$"))]
     user_id: String,
 }
 
@@ -69,7 +70,9 @@ pub async fn get(
 #[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SetItem {
+    #[schemars(pattern(r"^[A-Za-z0-9_-]{1,128}$"))]
     product_id: String,
+    #[schemars(range(min = 0, max = 1_000_000))]
     quantity: i64,
 }
 

@@ -23,7 +23,9 @@ pub mod carts;
 #[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct LineBody {
+    #[schemars(pattern(r"^[A-Za-z0-9_-]{1,128}$"))]
     product_id: String,
+    #[schemars(range(min = 1, max = 1_000_000))]
     quantity: i64,
 }
 
