@@ -29,9 +29,11 @@ enum Who {
     RevokedKey,
     /// Customer A's token, revoked (RFC 7009).
     RevokedToken,
+    /// The order service's access token from the client-credentials grant.
+    ServiceToken,
 }
 
-const EVERYONE: [Who; 10] = [
+const EVERYONE: [Who; 11] = [
     Who::Anonymous,
     Who::CustomerA,
     Who::CustomerB,
@@ -42,6 +44,7 @@ const EVERYONE: [Who; 10] = [
     Who::ExpiredToken,
     Who::RevokedKey,
     Who::RevokedToken,
+    Who::ServiceToken,
 ];
 
 const SERVICE_SCOPES: [&str; 3] = ["inventory:read", "payment:write", "notification:publish"];
@@ -72,7 +75,7 @@ enum Expect {
 fn scopes_of(who: Who) -> &'static [&'static str] {
     match who {
         Who::Admin | Who::AdminKey => &["admin"],
-        Who::Service => &SERVICE_SCOPES,
+        Who::Service | Who::ServiceToken => &SERVICE_SCOPES,
         Who::WrongScope => &WRONG_SCOPES,
         _ => &[],
     }
@@ -105,6 +108,7 @@ struct World {
     revoked_key: String,
     revoked_token: String,
     expired_token: String,
+    service_token: String,
     product: String,
     reservation: String,
     cart_a: String,
@@ -131,6 +135,7 @@ impl World {
             Who::ExpiredToken => bearer(&self.expired_token),
             Who::RevokedKey => vec![("x-api-key", self.revoked_key.clone())],
             Who::RevokedToken => bearer(&self.revoked_token),
+            Who::ServiceToken => bearer(&self.service_token),
         }
     }
 
@@ -180,7 +185,17 @@ async fn world() -> World {
     let token_a = sign_in(&t, "ann@example.com").await;
     let token_b = sign_in(&t, "bob@example.com").await;
     let (_, admin_key) = new_key(&t, &["admin"]).await;
-    let (_, service_key) = new_key(&t, &SERVICE_SCOPES).await;
+    let (service_id, service_key) = new_key(&t, &SERVICE_SCOPES).await;
+    let granted = t
+        .send_raw(
+            "POST",
+            "/oauth2/token",
+            Some(&json!({"grant_type": "client_credentials", "client_id": service_id, "client_secret": service_key}).to_string()),
+            &[],
+        )
+        .await;
+    assert_eq!(granted.status, StatusCode::OK, "{:?}", granted.body);
+    let service_token = granted.body["access_token"].as_str().unwrap().to_string();
     let (_, wrong_key) = new_key(&t, &WRONG_SCOPES).await;
     let (revoked_id, revoked_key) = new_key(&t, &["admin"]).await;
     let (spare_key, _) = new_key(&t, &["orders:read"]).await;
@@ -232,6 +247,7 @@ async fn world() -> World {
         .to_string();
     World {
         session_a,
+        service_token,
         user_a,
         token_a,
         token_b,
