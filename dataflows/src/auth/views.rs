@@ -89,7 +89,19 @@ pub(crate) fn step_revoked_token(row: &mut Option<RevokedTokenRow>, event: &Even
 }
 
 /// Where an OAuth session stands.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    Serialize,
+    Deserialize,
+    schemars::JsonSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum SessionStatus {
     /// An authorization code was granted and is not redeemed yet.

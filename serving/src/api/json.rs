@@ -16,6 +16,20 @@ pub fn rfc3339(ms: Ts) -> String {
 #[derive(Clone, Copy)]
 pub struct Rfc3339(pub Ts);
 
+impl schemars::JsonSchema for Rfc3339 {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "Rfc3339".into()
+    }
+
+    fn inline_schema() -> bool {
+        true
+    }
+
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({"type": "string", "format": "date-time"})
+    }
+}
+
 impl std::fmt::Display for Rfc3339 {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let at = std::time::UNIX_EPOCH + std::time::Duration::from_millis(self.0);
@@ -131,7 +145,8 @@ pub fn product(snapshot: &Snapshot, row: &ProductRow) -> Value {
 }
 
 /// A user as the HTTP contract promises it: never the password hash.
-#[derive(Serialize)]
+#[derive(Serialize, schemars::JsonSchema)]
+#[schemars(rename = "User")]
 pub struct UserView<'a> {
     id: &'a str,
     email: &'a str,
@@ -177,14 +192,16 @@ impl<'a> UserView<'a> {
     }
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, schemars::JsonSchema)]
+#[schemars(rename = "UserPreferences")]
 struct Preferences {
     marketing_emails: bool,
     order_updates: bool,
 }
 
 /// One attempt of the authentication log.
-#[derive(Serialize)]
+#[derive(Serialize, schemars::JsonSchema)]
+#[schemars(rename = "SignIn")]
 pub struct SignInView<'a> {
     id: &'a str,
     user_id: Option<&'a str>,
@@ -215,7 +232,8 @@ impl<'a> SignInView<'a> {
 }
 
 /// An OAuth session, without its secrets.
-#[derive(Serialize)]
+#[derive(Serialize, schemars::JsonSchema)]
+#[schemars(rename = "Session")]
 pub struct SessionView<'a> {
     id: &'a str,
     user_id: &'a str,

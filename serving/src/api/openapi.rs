@@ -41,6 +41,10 @@ enum Answer {
     Media(&'static [&'static str]),
     /// 303 to the client's redirect URI, or 200 with an HTML page.
     RedirectOrHtml,
+    /// This status with this JSON, as the handler's answer type serialises.
+    Typed(u16, fn(&mut SchemaGenerator) -> Value),
+    /// 200 with a page of these.
+    TypedPage(fn(&mut SchemaGenerator) -> Value),
 }
 
 /// A query parameter: name, JSON type, whether it repeats, what it means.
@@ -87,6 +91,7 @@ macro_rules! json_body {
 
 /// Every operation, grouped as the API reference is.
 fn operations() -> Vec<Op> {
+    use super::json::{SessionView, SignInView, UserView};
     use super::{catalog, fulfillment, keys, orders, payments, reports, sql, users};
     use Answer::*;
     use Body::None as NoBody;
@@ -117,18 +122,18 @@ fn operations() -> Vec<Op> {
         op(post.clone(), "/api/v1/inventory/reserve", "inventory", "Reserve stock, all lines or none", &[], json_body!(catalog::Reserve), Object(201)),
         op(post.clone(), "/api/v1/inventory/release", "inventory", "Release a reservation", &[], json_body!(catalog::Release), Object(200)),
         op(get.clone(), "/api/v1/inventory/reservations/{id}", "inventory", "A reservation", &[], NoBody, Object(200)),
-        op(post.clone(), "/api/v1/users", "users", "Sign up", &[], json_body!(users::CreateUser), Object(201)),
+        op(post.clone(), "/api/v1/users", "users", "Sign up", &[], json_body!(users::CreateUser), Typed(201, schema::<UserView>)),
         op(post.clone(), "/api/v1/users/authenticate", "users", "Sign in: an access token", &[], json_body!(users::Authenticate), Object(200)),
-        op(get.clone(), "/api/v1/users/search", "users", "Users whose email or name contains q", SEARCH, NoBody, Page),
-        op(get.clone(), "/api/v1/users/{id}", "users", "A user", &[], NoBody, Object(200)),
-        op(put.clone(), "/api/v1/users/{id}", "users", "Change a user's name, password or profile", &[], json_body!(users::UpdateUser), Object(200)),
+        op(get.clone(), "/api/v1/users/search", "users", "Users whose email or name contains q", SEARCH, NoBody, TypedPage(schema::<UserView>)),
+        op(get.clone(), "/api/v1/users/{id}", "users", "A user", &[], NoBody, Typed(200, schema::<UserView>)),
+        op(put.clone(), "/api/v1/users/{id}", "users", "Change a user's name, password or profile", &[], json_body!(users::UpdateUser), Typed(200, schema::<UserView>)),
         op(delete.clone(), "/api/v1/users/{id}", "users", "Delete a user (their orders stay, pseudonymised)", &[], NoBody, Empty(204)),
         op(get.clone(), "/api/v1/users/{id}/orders", "orders", "A user's orders", PAGE, NoBody, Page),
-        op(post.clone(), "/api/v1/users/{id}/unlock", "users", "Lift an account's sign-in lock", &[], NoBody, Object(200)),
+        op(post.clone(), "/api/v1/users/{id}/unlock", "users", "Lift an account's sign-in lock", &[], NoBody, Typed(200, schema::<UserView>)),
         op(post.clone(), "/api/v1/users/{id}/mfa/enable", "users", "Start or confirm two-factor sign-in", &[], json_body!(users::EnableMfa, optional), Object(200)),
         op(delete.clone(), "/api/v1/users/{id}/mfa", "users", "Turn two-factor sign-in off", &[], NoBody, Empty(204)),
-        op(get.clone(), "/api/v1/users/{id}/sign-ins", "users", "The account's authentication log, newest first", PAGE, NoBody, Page),
-        op(get.clone(), "/api/v1/users/{id}/sessions", "users", "The user's OAuth sessions", PAGE, NoBody, Page),
+        op(get.clone(), "/api/v1/users/{id}/sign-ins", "users", "The account's authentication log, newest first", PAGE, NoBody, TypedPage(schema::<SignInView>)),
+        op(get.clone(), "/api/v1/users/{id}/sessions", "users", "The user's OAuth sessions", PAGE, NoBody, TypedPage(schema::<SessionView>)),
         op(delete.clone(), "/api/v1/users/{id}/sessions/{session_id}", "users", "Sign one session out", &[], NoBody, Empty(204)),
         op(post.clone(), "/api/v1/carts", "carts", "Create a cart", &[], json_body!(orders::carts::CreateCart), Object(201)),
         op(get.clone(), "/api/v1/carts/{id}", "carts", "A cart at today's prices", &[], NoBody, Object(200)),
@@ -184,10 +189,15 @@ fn build() -> Value {
     let mut generator = schemars::generate::SchemaSettings::draft2020_12()
         .with(|settings| settings.definitions_path = "/components/schemas".into())
         .into_generator();
+    // Answers as their types serialise; requests as theirs deserialise.
+    let mut answers = schemars::generate::SchemaSettings::draft2020_12()
+        .for_serialize()
+        .with(|settings| settings.definitions_path = "/components/schemas".into())
+        .into_generator();
     let mut paths = Map::new();
     let operations = operations();
     for op in &operations {
-        let mut operation = operation(op, &mut generator);
+        let mut operation = operation(op, &mut generator, &mut answers);
         if let Some(links) = links(op, &operations) {
             operation["responses"]["201"]["links"] = links;
         }
@@ -199,6 +209,13 @@ fn build() -> Value {
         entry.insert(op.method.as_str().to_ascii_lowercase(), operation);
     }
     let mut schemas: Map<String, Value> = generator.take_definitions(true).into_iter().collect();
+    for (name, schema) in answers.take_definitions(true) {
+        let taken = schemas.insert(name.clone(), schema);
+        assert!(
+            taken.is_none(),
+            "{name} names a request and an answer schema"
+        );
+    }
     schemas.insert("Problem".into(), problem_schema());
     let scopes: Map<String, Value> = SCOPES
         .iter()
@@ -267,7 +284,9 @@ fn build() -> Value {
 /// operation on `<the collection>/{id}` takes the new resource's `id`. Clients and
 /// stateful fuzzers follow them from a create to its reads, changes and deletes.
 fn links(op: &Op, operations: &[Op]) -> Option<Value> {
-    if op.method != Method::POST || !matches!(op.answer, Answer::Object(201)) {
+    if op.method != Method::POST
+        || !matches!(op.answer, Answer::Object(201) | Answer::Typed(201, _))
+    {
         return None;
     }
     let item = format!("{}/{{id}}", op.path);
@@ -285,7 +304,7 @@ fn links(op: &Op, operations: &[Op]) -> Option<Value> {
     (!links.is_empty()).then_some(Value::Object(links))
 }
 
-fn operation(op: &Op, generator: &mut SchemaGenerator) -> Value {
+fn operation(op: &Op, generator: &mut SchemaGenerator, answers: &mut SchemaGenerator) -> Value {
     let mut parameters: Vec<Value> = path_parameters(op.path)
         .map(|name| {
             json!({"name": name, "in": "path", "required": true, "schema": {"type": "string", "minLength": 1}})
@@ -305,7 +324,7 @@ fn operation(op: &Op, generator: &mut SchemaGenerator) -> Value {
         "summary": op.summary,
         "operationId": operation_id(op),
         "parameters": parameters,
-        "responses": responses(op.answer),
+        "responses": responses(op.answer, answers),
     });
     match op.body {
         Body::None => {}
@@ -360,7 +379,7 @@ fn operation_id(op: &Op) -> String {
     )
 }
 
-fn responses(answer: Answer) -> Value {
+fn responses(answer: Answer, answers: &mut SchemaGenerator) -> Value {
     let object = json!({"application/json": {"schema": {"type": "object"}}});
     let mut responses = match answer {
         Answer::Object(status) => {
@@ -383,6 +402,20 @@ fn responses(answer: Answer) -> Value {
                 .map(|media| (media.to_string(), json!({})))
                 .collect();
             json!({"200": {"description": "The result", "content": content}})
+        }
+        Answer::Typed(status, schema_of) => json!({status.to_string(): {
+            "description": "OK",
+            "content": {"application/json": {"schema": schema_of(answers)}},
+        }}),
+        Answer::TypedPage(schema_of) => {
+            json!({"200": {"description": "A page", "content": {"application/json": {"schema": {
+                "type": "object",
+                "required": ["items", "next_cursor"],
+                "properties": {
+                    "items": {"type": "array", "items": schema_of(answers)},
+                    "next_cursor": {"type": ["string", "null"]},
+                },
+            }}}}})
         }
         Answer::RedirectOrHtml => json!({
             "200": {"description": "The sign-in page", "content": {"text/html": {"schema": {"type": "string"}}}},
