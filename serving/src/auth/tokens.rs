@@ -6,12 +6,14 @@
 //! old one removed once its tokens have expired. `/.well-known/jwks.json` publishes the
 //! public halves.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use jsonwebtoken::jwk::{Jwk, JwkSet, PublicKeyUse};
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
+use sha2::Digest;
 
 /// PKCS#8 v1 of an Ed25519 key without its public half: this prefix, then the seed.
 const ED25519_PKCS8_PREFIX: [u8; 16] = [
@@ -65,7 +67,15 @@ pub struct Tokens {
     /// Oldest first; the last one signs.
     keys: Vec<SigningKey>,
     lifetime_s: u64,
+    /// Tokens whose signature was checked, by the SHA-256 of the token: a client sends
+    /// the same token with every request, and an Ed25519 verification costs tens of
+    /// microseconds, a digest and a lookup one. Expiry is checked on every use; the
+    /// revocation checks come after, on every request. Bounded: emptied when full.
+    verified: parking_lot::Mutex<HashMap<[u8; 32], Claims>>,
 }
+
+/// Tokens remembered as verified, at most.
+const VERIFIED_CAPACITY: usize = 65_536;
 
 #[derive(Debug, thiserror::Error)]
 pub enum TokenError {
@@ -108,6 +118,7 @@ impl Tokens {
             issuer: issuer.to_string(),
             keys,
             lifetime_s,
+            verified: parking_lot::Mutex::new(HashMap::new()),
         };
         if tokens.keys.is_empty() {
             tokens.rotate(data_dir)?;
@@ -159,6 +170,8 @@ impl Tokens {
             }
         }
         self.keys = kept;
+        // What a retired key signed is no longer good.
+        self.verified.get_mut().clear();
         Ok(())
     }
 
@@ -223,6 +236,28 @@ impl Tokens {
 
     /// The claims of a token this server signed and that has not expired.
     pub fn verify(&self, token: &str) -> Result<Claims, TokenError> {
+        let digest: [u8; 32] = sha2::Sha256::digest(token.as_bytes()).into();
+        let known = self.verified.lock().get(&digest).cloned();
+        let claims = match known {
+            Some(claims) => claims,
+            None => {
+                let claims = self.verify_signature(token)?;
+                let mut verified = self.verified.lock();
+                if verified.len() >= VERIFIED_CAPACITY {
+                    verified.clear();
+                }
+                verified.insert(digest, claims.clone());
+                claims
+            }
+        };
+        // As `jsonwebtoken` checks it, with no leeway: refused from its `exp` on.
+        if unix_seconds() >= claims.exp {
+            return Err(TokenError::Expired);
+        }
+        Ok(claims)
+    }
+
+    fn verify_signature(&self, token: &str) -> Result<Claims, TokenError> {
         let invalid = |e: jsonwebtoken::errors::Error| TokenError::Invalid(e.to_string());
         let header = jsonwebtoken::decode_header(token).map_err(invalid)?;
         if header.alg != Algorithm::EdDSA {
