@@ -52,6 +52,22 @@ pub struct Page<T> {
 }
 
 impl<T: Serialize> Page<T> {
+    /// The first `limit` of `found`, which holds up to one more (telling whether there
+    /// is a next page), each through `view`; the cursor is `cursor` of the last shown.
+    pub fn of<R>(
+        mut found: Vec<R>,
+        limit: usize,
+        cursor: impl Fn(&R) -> String,
+        view: impl FnMut(R) -> T,
+    ) -> Page<T> {
+        let next_cursor = (found.len() > limit).then(|| cursor(&found[limit - 1]));
+        found.truncate(limit);
+        Page {
+            items: found.into_iter().map(view).collect(),
+            next_cursor,
+        }
+    }
+
     /// The page as the bytes of its JSON answer.
     pub fn render(&self) -> Rendered {
         Rendered(serde_json::to_vec(self).unwrap_or_default())

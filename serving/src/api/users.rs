@@ -10,6 +10,7 @@ use dataflows::model::{Command as DomainCommand, ProfileChange, Str};
 use dataflows::users::sign_ins::{
     ACCOUNT_LOCKED, INVALID_CREDENTIALS, INVALID_MFA_CODE, MAX_FAILURES, MFA_REQUIRED,
 };
+use dataflows::views::{SessionRow, SignInRow};
 use serde::Deserialize;
 use serde_json::Value;
 
@@ -312,17 +313,8 @@ pub async fn sign_ins(
             return Err(ApiError::not_found("user", &id));
         }
         let found: Vec<_> = snapshot.sign_ins_of(&id, before).take(limit + 1).collect();
-        let next = (found.len() > limit)
-            .then(|| format!("{}.{}", found[limit - 1].at, found[limit - 1].attempt_id));
-        Ok(json::Page {
-            items: found
-                .into_iter()
-                .take(limit)
-                .map(json::SignInView::of)
-                .collect(),
-            next_cursor: next,
-        }
-        .render())
+        let cursor = |attempt: &&SignInRow| format!("{}.{}", attempt.at, attempt.attempt_id);
+        Ok(json::Page::of(found, limit, cursor, json::SignInView::of).render())
     })
     .await
 }
@@ -343,16 +335,8 @@ pub async fn sessions(
             return Err(ApiError::not_found("user", &id));
         }
         let found: Vec<_> = snapshot.sessions_of(&id, &after).take(limit + 1).collect();
-        let next = (found.len() > limit).then(|| found[limit - 1].session_id.to_string());
-        Ok(json::Page {
-            items: found
-                .into_iter()
-                .take(limit)
-                .map(json::SessionView::of)
-                .collect(),
-            next_cursor: next,
-        }
-        .render())
+        let cursor = |session: &&SessionRow| session.session_id.to_string();
+        Ok(json::Page::of(found, limit, cursor, json::SessionView::of).render())
     })
     .await
 }
