@@ -206,17 +206,9 @@ async fn list_matching(
             .filter(|p| matches(&p.name, &p.sku))
             .take(limit + 1)
             .collect();
-        let next = (found.len() > limit).then(|| found[limit - 1].product_id.to_string());
-        let items = found
-            .into_iter()
-            .take(limit)
-            .map(|row| json::ProductView::of(snapshot, row))
-            .collect();
-        Ok(json::Page {
-            items,
-            next_cursor: next,
-        }
-        .render())
+        let cursor = |row: &&dataflows::views::ProductRow| row.product_id.to_string();
+        let view = |row| json::ProductView::of(snapshot, row);
+        Ok(json::Page::of(found, limit, cursor, view).render())
     })
     .await
 }

@@ -142,12 +142,8 @@ pub async fn list(State(app): State<App>, query: QueryPairs) -> ApiResult<super:
     let after = query.get("cursor").unwrap_or("").to_string();
     read_page(&app, move |snapshot| {
         let found: Vec<&ApiKeyRow> = snapshot.api_keys.after(&after).take(limit + 1).collect();
-        let next = (found.len() > limit).then(|| found[limit - 1].key_id.to_string());
-        Ok(super::json::Page {
-            items: found.into_iter().take(limit).map(key_json).collect(),
-            next_cursor: next,
-        }
-        .render())
+        let cursor = |row: &&ApiKeyRow| row.key_id.to_string();
+        Ok(super::json::Page::of(found, limit, cursor, key_json).render())
     })
     .await
 }

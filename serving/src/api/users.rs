@@ -10,7 +10,7 @@ use dataflows::model::{Command as DomainCommand, ProfileChange, Str};
 use dataflows::users::sign_ins::{
     ACCOUNT_LOCKED, INVALID_CREDENTIALS, INVALID_MFA_CODE, MAX_FAILURES, MFA_REQUIRED,
 };
-use dataflows::views::{SessionRow, SignInRow};
+use dataflows::views::{SessionRow, SignInRow, UserRow};
 use serde::Deserialize;
 use serde_json::Value;
 
@@ -585,16 +585,8 @@ pub async fn search(State(app): State<App>, query: QueryPairs) -> ApiResult<json
             })
             .take(limit + 1)
             .collect();
-        let next = (found.len() > limit).then(|| found[limit - 1].user_id.to_string());
-        Ok(json::Page {
-            items: found
-                .into_iter()
-                .take(limit)
-                .map(json::UserView::of)
-                .collect(),
-            next_cursor: next,
-        }
-        .render())
+        let cursor = |row: &&UserRow| row.user_id.to_string();
+        Ok(json::Page::of(found, limit, cursor, json::UserView::of).render())
     })
     .await
 }

@@ -324,24 +324,15 @@ pub async fn list_for_user(
         if !snapshot.users.contains_key(&user_id) && !snapshot.has_orders(&user_id) {
             return Err(ApiError::not_found("user", &user_id));
         }
-        let mut page: Vec<_> = snapshot
+        let page: Vec<_> = snapshot
             .orders_of(&user_id, cursor.as_ref())
             .take(limit + 1)
             .collect();
-        let next = (page.len() > limit).then(|| {
-            let (last, _) = &page[limit - 1];
+        let cursor = |(last, _): &(OrderCursor, &dataflows::views::OrderRow)| {
             format!("{}:{}", last.created_at, last.order_id)
-        });
-        page.truncate(limit);
-        let items = page
-            .into_iter()
-            .map(|(_, row)| json::OrderView::of(snapshot, row))
-            .collect();
-        Ok(json::Page {
-            items,
-            next_cursor: next,
-        }
-        .render())
+        };
+        let view = |(_, row)| json::OrderView::of(snapshot, row);
+        Ok(json::Page::of(page, limit, cursor, view).render())
     })
     .await
 }
