@@ -23,12 +23,12 @@ use crate::api::error::{ApiError, ApiResult};
 use crate::api::extract::Client;
 use crate::api::users::sign_in;
 use crate::api::{new_id, run, App};
+use crate::auth::clients::Client as OAuthClient;
 use crate::auth::{Caller, Principal};
 
 /// The parameters of an authorization request, checked.
 struct Request<'a> {
-    client_id: &'a str,
-    client_name: String,
+    client: &'a OAuthClient,
     redirect_uri: Url,
     state: Option<&'a str>,
     scope: String,
@@ -49,16 +49,16 @@ pub async fn authorize(
         Ok(params) => params,
         Err(error) => return error.into_response(),
     };
-    let redirect_uri = match registered(&app, &params) {
-        Ok(redirect_uri) => redirect_uri,
+    let (registered_client, redirect_uri) = match registered(&app, &params) {
+        Ok(registered) => registered,
         Err(error) => return error.into_response(),
     };
-    let request = match checked(&app, &params, redirect_uri.clone()) {
+    let request = match checked(registered_client, &params, redirect_uri.clone()) {
         Ok(request) => request,
         Err((error, description)) => {
             return back(
                 &redirect_uri,
-                &[("error", error), ("error_description", description)],
+                &[("error", error), ("error_description", &description)],
                 params.get("state"),
                 &app,
             )
@@ -96,7 +96,7 @@ pub async fn authorize(
 
 /// The client and redirect URI, which must be registered together before anything is
 /// sent to the URI.
-fn registered(app: &App, params: &Params) -> ApiResult<Url> {
+fn registered<'a>(app: &'a App, params: &Params) -> ApiResult<(&'a OAuthClient, Url)> {
     let client_id = params.require("client_id")?;
     let client = app.auth.clients.get(client_id).ok_or_else(|| {
         ApiError::bad_request("invalid_client", "the client is not registered")
@@ -106,33 +106,34 @@ fn registered(app: &App, params: &Params) -> ApiResult<Url> {
     Url::parse(redirect_uri)
         .ok()
         .filter(|uri| client.redirects_to(uri))
+        .map(|uri| (client, uri))
         .ok_or_else(|| invalid_request("redirect_uri is not one this client registered"))
 }
 
 /// The rest of the request, or the error to send back to the client.
 fn checked<'a>(
-    app: &App,
+    client: &'a OAuthClient,
     params: &'a Params,
     redirect_uri: Url,
-) -> Result<Request<'a>, (&'static str, &'static str)> {
-    let client_id = params.get("client_id").unwrap_or("");
+) -> Result<Request<'a>, (&'static str, String)> {
+    let refused = |error: &'static str, description: &str| Err((error, description.to_string()));
     if params.get("response_type") != Some("code") {
-        return Err((
+        return refused(
             "unsupported_response_type",
             "response_type must be code (the authorization code grant)",
-        ));
+        );
     }
     let Some(challenge) = params.get("code_challenge") else {
-        return Err((
+        return refused(
             "invalid_request",
             "PKCE is required: send code_challenge and code_challenge_method=S256",
-        ));
+        );
     };
     if params.get("code_challenge_method") != Some("S256") {
-        return Err((
+        return refused(
             "invalid_request",
             "code_challenge_method must be S256; plain is not accepted",
-        ));
+        );
     }
     // BASE64URL of a SHA-256 digest: 43 characters.
     let shaped = challenge.len() == 43
@@ -140,29 +141,18 @@ fn checked<'a>(
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
     if !shaped {
-        return Err((
+        return refused(
             "invalid_request",
             "code_challenge must be BASE64URL(SHA-256(code_verifier)), 43 characters",
-        ));
+        );
     }
-    let scope = user_scope(params.get("scope")).map_err(|_| {
-        (
-            "invalid_scope",
-            "a user's session takes only the scopes openid, profile, email, offline_access",
-        )
-    })?;
+    let scope = user_scope(params.get("scope")).map_err(|error| ("invalid_scope", error.detail))?;
     let nonce = params.get("nonce");
     if nonce.is_some_and(|nonce| nonce.len() > 512) {
-        return Err(("invalid_request", "nonce is longer than 512 bytes"));
+        return refused("invalid_request", "nonce is longer than 512 bytes");
     }
-    let client_name = app
-        .auth
-        .clients
-        .get(client_id)
-        .map_or_else(|| client_id.to_string(), |client| client.name.clone());
     Ok(Request {
-        client_id,
-        client_name,
+        client,
         redirect_uri,
         state: params.get("state"),
         scope,
@@ -181,7 +171,7 @@ async fn grant(app: &App, request: &Request<'_>, user_id: &Str) -> ApiResult<Str
         DomainCommand::GrantAuthorizationCode {
             session_id: session_id.into(),
             user_id: user_id.clone(),
-            client_id: request.client_id.into(),
+            client_id: request.client.client_id.as_str().into(),
             scope: request.scope.clone().into(),
             code_hash: secret_digest(&code).into(),
             redirect_uri: request.redirect_uri.as_str().into(),
@@ -262,7 +252,7 @@ button{{margin-top:1rem;padding:.5rem 1rem}}.error{{color:#a00}}</style></head>
 <label for="password">Password</label><input id="password" name="password" type="password" autocomplete="current-password" required>
 <label for="mfa_code">One-time code (if your account has one)</label><input id="mfa_code" name="mfa_code" inputmode="numeric" autocomplete="one-time-code">
 <button type="submit">Sign in</button></form></body></html>"#,
-        client = escape(&request.client_name),
+        client = escape(&request.client.name),
         scope = match request.scope.is_empty() {
             true => String::new(),
             false => format!(" ({})", escape(&request.scope)),
