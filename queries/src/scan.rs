@@ -515,10 +515,7 @@ impl Snapshot {
                 c.text(row.status.as_str());
                 c.maybe_text(row.carrier.as_deref());
                 c.maybe_text(row.tracking_number.as_deref());
-                let erased = self
-                    .orders
-                    .get(&row.order_id)
-                    .is_some_and(|order| self.is_erased(&order.user_id));
+                let erased = self.order_is_erased(&row.order_id);
                 c.maybe_text(row.address.as_deref().filter(|_| !erased));
                 c.time(row.created_at);
                 c.time(row.updated_at);

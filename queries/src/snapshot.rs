@@ -297,6 +297,15 @@ impl Snapshot {
         self.erased_users.contains_key(user_id)
     }
 
+    /// Whether the order was placed by a deleted user; no lookup while nobody is.
+    pub fn order_is_erased(&self, order_id: &str) -> bool {
+        !self.erased_users.is_empty()
+            && self
+                .orders
+                .get(order_id)
+                .is_some_and(|order| self.is_erased(&order.user_id))
+    }
+
     /// A user's sessions in id order (time order: ids are UUID v7), after `after`.
     pub fn sessions_of<'a>(
         &'a self,

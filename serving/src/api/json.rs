@@ -462,10 +462,7 @@ pub fn payment(row: &PaymentRow) -> Value {
 }
 
 pub fn shipment(snapshot: &Snapshot, row: &ShipmentRow) -> Value {
-    let erased = snapshot
-        .orders
-        .get(&row.order_id)
-        .is_some_and(|order| snapshot.is_erased(&order.user_id));
+    let erased = snapshot.order_is_erased(&row.order_id);
     json!({
         "id": row.shipment_id,
         "order_id": row.order_id,
