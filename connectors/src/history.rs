@@ -39,7 +39,7 @@ use arrow_array::builder::{
 use arrow_array::cast::AsArray;
 use arrow_array::{ArrayRef, RecordBatch};
 use arrow_schema::{DataType, Field, Schema, SchemaRef, TimeUnit};
-use dataflows::model::{Event, Time};
+use dataflows::model::{Event, Seq, Str, Time};
 use object_store::aws::{AmazonS3Builder, AmazonS3ConfigKey};
 use object_store::path::Path as ObjectPath;
 use object_store::{ObjectStore, ObjectStoreExt};
@@ -127,6 +127,9 @@ pub fn schema() -> SchemaRef {
         text("aggregate_id"),
         text("correlation_id"),
         text("data"),
+        // The HTTP request that sent the command (`X-Request-Id`); added later than
+        // the other columns, so older files lack it (read as null).
+        Field::new("request_id", DataType::Utf8, true),
     ]))
 }
 
@@ -421,6 +424,8 @@ pub struct HistoryWriter {
     /// complete.
     pending: Vec<(Time, Event)>,
     pending_frontier: Time,
+    /// The requests that sent the commands of the waiting events, by position.
+    requests: BTreeMap<Seq, Str>,
     /// Files a merge replaced, deleted once no query can still be reading them.
     retired: Vec<(String, std::time::Instant)>,
 }
@@ -447,6 +452,7 @@ impl HistoryWriter {
             committed: 0,
             pending: Vec::new(),
             pending_frontier: 0,
+            requests: BTreeMap::new(),
             retired: Vec::new(),
         };
         let location = writer.location.clone();
@@ -497,9 +503,28 @@ impl HistoryWriter {
     /// Takes the events published up to `frontier` (those before the committed frontier,
     /// which a replay produces again, are skipped).
     pub fn add(&mut self, frontier: Time, events: impl IntoIterator<Item = (Time, Event)>) {
+        self.add_traced(frontier, events, &BTreeMap::new());
+    }
+
+    /// `add`, with the requests that sent the events' commands (`request_id`), by
+    /// position.
+    pub fn add_traced(
+        &mut self,
+        frontier: Time,
+        events: impl IntoIterator<Item = (Time, Event)>,
+        requests: &BTreeMap<Seq, Str>,
+    ) {
         let committed = self.committed;
+        let start = self.pending.len();
         self.pending
             .extend(events.into_iter().filter(|(time, _)| *time >= committed));
+        if !requests.is_empty() {
+            for (_, event) in &self.pending[start..] {
+                if let Some(request) = requests.get(&event.seq) {
+                    self.requests.insert(event.seq, request.clone());
+                }
+            }
+        }
         self.pending_frontier = self.pending_frontier.max(frontier);
     }
 
@@ -531,7 +556,7 @@ impl HistoryWriter {
                 encode(
                     events
                         .chunks(BATCH_ROWS)
-                        .map(|chunk| batch(chunk.iter().copied())),
+                        .map(|chunk| batch(chunk.iter().copied(), &self.requests)),
                     FLUSH_LEVEL,
                 )?,
             ));
@@ -547,6 +572,7 @@ impl HistoryWriter {
         })?;
         self.committed = to;
         self.pending.clear();
+        self.requests.clear();
         let days: std::collections::BTreeSet<&str> = written
             .iter()
             .filter_map(|name| name.split_once('/').map(|(day, _)| day))
@@ -655,8 +681,12 @@ pub fn date_of(ts: u64) -> String {
     stamp[..10].to_string()
 }
 
-/// The events as one batch of the history's columns.
-fn batch<'a>(events: impl ExactSizeIterator<Item = &'a (Time, Event)>) -> Result<RecordBatch> {
+/// The events as one batch of the history's columns, with the requests that sent their
+/// commands by position.
+fn batch<'a>(
+    events: impl ExactSizeIterator<Item = &'a (Time, Event)>,
+    requests: &BTreeMap<Seq, Str>,
+) -> Result<RecordBatch> {
     let rows = events.len();
     let text = |bytes_per_row: usize| StringBuilder::with_capacity(rows, rows * bytes_per_row);
     let mut event_id = text(36);
@@ -669,6 +699,7 @@ fn batch<'a>(events: impl ExactSizeIterator<Item = &'a (Time, Event)>) -> Result
     let mut aggregate_id = text(24);
     let mut correlation_id = text(24);
     let mut data = text(160);
+    let mut request_id = StringBuilder::with_capacity(rows, rows.min(requests.len()) * 36);
     let (mut scratch, mut json) = (Vec::with_capacity(512), Vec::with_capacity(512));
     for (at, event) in events {
         event_id.append_value(event_id_and_data(event, &mut scratch, &mut json));
@@ -684,6 +715,7 @@ fn batch<'a>(events: impl ExactSizeIterator<Item = &'a (Time, Event)>) -> Result
             std::str::from_utf8(&json)
                 .map_err(|e| Error::History(format!("history event data: {e}")))?,
         );
+        request_id.append_option(requests.get(&event.seq));
     }
     let columns: Vec<ArrayRef> = vec![
         Arc::new(event_id.finish()),
@@ -696,6 +728,7 @@ fn batch<'a>(events: impl ExactSizeIterator<Item = &'a (Time, Event)>) -> Result
         Arc::new(aggregate_id.finish()),
         Arc::new(correlation_id.finish()),
         Arc::new(data.finish()),
+        Arc::new(request_id.finish()),
     ];
     RecordBatch::try_new(schema(), columns)
         .map_err(|e| Error::History(format!("history batch: {e}")))
@@ -870,13 +903,8 @@ fn merge(inputs: &[(String, bytes::Bytes)], copy_rows: usize) -> Result<Vec<u8>>
                 continue;
             }
             for batch in rows(ProjectionMask::all())? {
-                let batch = batch.map_err(unreadable)?;
-                if batch.schema().fields() != schema.fields() {
-                    return Err(Error::History(format!(
-                        "{name}: not the history's columns: {}",
-                        batch.schema()
-                    )));
-                }
+                let batch = with_columns_of(&schema, batch.map_err(unreadable)?)
+                    .map_err(|e| Error::History(format!("{name}: {e}")))?;
                 counts.count(&batch);
                 let mut offset = 0;
                 while offset < batch.num_rows() {
@@ -912,6 +940,30 @@ fn merge(inputs: &[(String, bytes::Bytes)], copy_rows: usize) -> Result<Vec<u8>>
         file.append_key_value_metadata(footer);
     }
     file.into_inner().map_err(parquet_error)
+}
+
+/// `batch`, from a file written before the history's newest columns, with those columns
+/// null; the file's columns must be the first of the history's, as they are.
+fn with_columns_of(schema: &SchemaRef, batch: RecordBatch) -> Result<RecordBatch, String> {
+    let fields = batch.schema().fields().clone();
+    let added = schema.fields().get(fields.len()..).unwrap_or_default();
+    if fields[..] != schema.fields()[..fields.len().min(schema.fields().len())]
+        || added.iter().any(|field| !field.is_nullable())
+        || fields.len() > schema.fields().len()
+    {
+        return Err(format!("not the history's columns: {}", batch.schema()));
+    }
+    if added.is_empty() {
+        return Ok(batch);
+    }
+    let rows = batch.num_rows();
+    let mut columns = batch.columns().to_vec();
+    columns.extend(
+        added
+            .iter()
+            .map(|field| arrow_array::new_null_array(field.data_type(), rows)),
+    );
+    RecordBatch::try_new(schema.clone(), columns).map_err(|e| e.to_string())
 }
 
 /// Ends the row group being written anew, if there is one.

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use dataflows::engine::{MetricsReport, Sink, WorkerReport};
-use dataflows::model::{Event, Rejection, Time};
+use dataflows::model::{Event, Rejection, Seq, Str, Time};
 use dataflows::views::Row;
 use parking_lot::{Condvar, Mutex};
 use tokio::sync::watch;
@@ -50,6 +50,23 @@ struct MetricsPending {
 pub struct EventFeed {
     pub frontier: Time,
     pub events: Vec<(Time, Event)>,
+    /// The HTTP request that sent each command whose events these are, by the command's
+    /// position, for those sent with one (`Envelope::request_id`).
+    pub requests: BTreeMap<Seq, Str>,
+}
+
+impl EventFeed {
+    /// The request that caused `event`, if a request sent its command.
+    pub fn request_id(&self, event: &Event) -> Option<&Str> {
+        self.requests.get(&event.seq)
+    }
+
+    /// Takes in the feed published after this one.
+    pub fn extend(&mut self, later: EventFeed) {
+        self.frontier = self.frontier.max(later.frontier);
+        self.events.extend(later.events);
+        self.requests.extend(later.requests);
+    }
 }
 
 pub struct ViewStore {
@@ -81,6 +98,9 @@ pub struct ViewStore {
     /// Lossless event subscribers (sinks): unbounded, so a slow sink costs memory, never
     /// events.
     feeds: Mutex<Vec<std::sync::mpsc::Sender<EventFeed>>>,
+    /// The request ids of the commands whose events have not all been handed on, by the
+    /// time their batch entered the dataflow (`trace_requests`).
+    requests: Mutex<BTreeMap<Time, Vec<(Seq, Str)>>>,
 }
 
 impl ViewStore {
@@ -115,6 +135,7 @@ impl ViewStore {
             metrics_published: (Mutex::new(0), Condvar::new()),
             recorded: record.then(|| Mutex::new(Recorded::default())),
             feeds: Mutex::new(Vec::new()),
+            requests: Mutex::new(BTreeMap::new()),
         });
         let publisher = Arc::downgrade(&store);
         std::thread::Builder::new()
@@ -185,6 +206,23 @@ impl ViewStore {
         let (tx, rx) = std::sync::mpsc::channel();
         self.feeds.lock().push(tx);
         rx
+    }
+
+    /// Notes which requests sent the commands of the batch entering the dataflow at
+    /// `time` (before it enters), so that the feeds carry each event's request id.
+    /// Nothing is kept while nobody takes the feed.
+    pub fn trace_requests(&self, time: Time, requests: impl IntoIterator<Item = (Seq, Str)>) {
+        if self.feeds.lock().is_empty() {
+            return;
+        }
+        let requests: Vec<(Seq, Str)> = requests.into_iter().collect();
+        if !requests.is_empty() {
+            self.requests
+                .lock()
+                .entry(time)
+                .or_default()
+                .extend(requests);
+        }
     }
 
     /// Ends every feed once every report sent so far is published: its receiver gets
@@ -344,11 +382,29 @@ impl ViewStore {
                 feed.extend(events.into_iter().map(|event| (time, event)));
             }
         }
+        // A batch entering at `t` has its events at `t` (the commands') and `t + 1`
+        // (the replies to them): its requests are needed until `upto` passes both.
+        let mut traced = self.requests.lock();
+        let mut requests = BTreeMap::new();
+        if !feed.is_empty() {
+            let seqs: std::collections::BTreeSet<Seq> =
+                feed.iter().map(|(_, event)| event.seq).collect();
+            requests.extend(
+                traced
+                    .range(..upto)
+                    .flat_map(|(_, batch)| batch)
+                    .filter(|(seq, _)| seqs.contains(seq))
+                    .cloned(),
+            );
+        }
+        *traced = traced.split_off(&upto.saturating_sub(1));
+        drop(traced);
         if !feed.is_empty() {
             feeds.retain(|tx| {
                 tx.send(EventFeed {
                     frontier: upto,
                     events: feed.clone(),
+                    requests: requests.clone(),
                 })
                 .is_ok()
             });
@@ -615,5 +671,63 @@ mod tests {
         assert_eq!((consistent.frontier, store.metrics_frontier()), (20, 20));
         assert_eq!(consistent.idempotency.len(), 3);
         assert_eq!(consistent.metric(Metric::PaymentDeclines).len(), 2);
+    }
+
+    /// An event at `time` of the command at `seq`.
+    fn event(seq: Seq, time: Time) -> (Event, Time) {
+        let body = dataflows::events::OrderCompleted {
+            order_id: format!("o{seq}").into(),
+        };
+        let event = Event {
+            seq,
+            phase: (time % 2) as u8,
+            sub: 0,
+            ts: time / 2,
+            body: body.into(),
+        };
+        (event, time)
+    }
+
+    /// The feeds name the request behind each event's command, for both rounds of its
+    /// batch (`t` and `t + 1`), and the store forgets a batch's requests once its events
+    /// have all gone out.
+    #[test]
+    fn feeds_carry_the_requests_of_their_events_commands() {
+        let store = ViewStore::new(1);
+        let feed = store.event_feed();
+        store.trace_requests(10, [(1, Str::from("req-a"))]);
+        store.trace_requests(12, [(2, Str::from("req-b")), (3, Str::from("req-c"))]);
+        let request = |feed: &EventFeed, at: usize| {
+            let event = &feed.events[at].1;
+            feed.request_id(event).map(|id| id.to_string())
+        };
+        // The batch at 10, and the first event of the batch at 12, which is not yet done.
+        store.report(WorkerReport {
+            frontier: Some(12),
+            events: vec![event(1, 10), event(1, 11), event(2, 12)],
+            ..Default::default()
+        });
+        store.flush();
+        let first = feed.try_recv().unwrap();
+        assert_eq!(first.events.len(), 2);
+        assert_eq!(request(&first, 0).as_deref(), Some("req-a"));
+        assert_eq!(request(&first, 1).as_deref(), Some("req-a"));
+        assert_eq!(first.requests.len(), 1, "only its events' commands");
+        assert_eq!(
+            store.requests.lock().len(),
+            1,
+            "the batch at 10 is forgotten"
+        );
+        store.report(WorkerReport {
+            frontier: Some(14),
+            events: vec![event(3, 13)],
+            ..Default::default()
+        });
+        store.flush();
+        let second = feed.try_recv().unwrap();
+        assert_eq!(second.events.len(), 2);
+        assert_eq!(request(&second, 0).as_deref(), Some("req-b"));
+        assert_eq!(request(&second, 1).as_deref(), Some("req-c"));
+        assert!(store.requests.lock().is_empty());
     }
 }

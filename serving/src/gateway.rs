@@ -209,6 +209,7 @@ pub fn cors(origins: &[String]) -> Option<CorsLayer> {
                 HeaderName::from_static("x-api-key"),
                 HeaderName::from_static("idempotency-key"),
                 HeaderName::from_static("x-correlation-id"),
+                HeaderName::from_static("x-request-id"),
                 header::IF_NONE_MATCH,
             ])
             .expose_headers([

@@ -9,7 +9,7 @@ use connectors::effects::payments::{PaymentProvider, SandboxPayments};
 use connectors::effects::shipping::{Carrier, SandboxCarrier};
 use connectors::kafka::events::KafkaEventSink;
 use connectors::log::{EmbeddedLog, EmbeddedLogOptions, KafkaLog, KafkaLogOptions, Log};
-use dataflows::model::{settled_frontier, Envelope, Rejection, Seq, Ts};
+use dataflows::model::{command_time, settled_frontier, Envelope, Rejection, Seq, Ts};
 use dataflows::shared::intern::Interner;
 use dataflows::{Batch, Engine};
 use parking_lot::Mutex;
@@ -285,6 +285,7 @@ impl Tidemark {
                         ts: record.ts,
                         records: vec![(record.seq, envelope)],
                     }) {
+                        trace_requests(&self.views, &full);
                         feeder.feed(full)?;
                     }
                 }
@@ -296,6 +297,7 @@ impl Tidemark {
             }
         }
         if let Some(full) = batch {
+            trace_requests(&self.views, &full);
             feeder.feed(full)?;
         }
         let live_feeder = feeder.clone();
@@ -326,13 +328,12 @@ impl Tidemark {
                 let _ = views.wait_for_blocking(settled_frontier(ts), PACING_LIMIT);
             }
             fed = [fed[1], Some(durable.ts)];
-            if live_feeder
-                .feed(Batch {
-                    ts: durable.ts,
-                    records,
-                })
-                .is_err()
-            {
+            let batch = Batch {
+                ts: durable.ts,
+                records,
+            };
+            trace_requests(&views, &batch);
+            if live_feeder.feed(batch).is_err() {
                 tracing::error!("the dataflow has stopped; a durable batch was not applied");
             }
         }))?;
@@ -429,4 +430,18 @@ fn decode(seq: Seq, payload: &[u8]) -> Result<Envelope> {
         seq,
         reason: e.to_string(),
     })
+}
+
+/// Tells the views which requests sent the commands of `batch`, before it enters the
+/// dataflow, so that their events leave with their request ids.
+fn trace_requests(views: &ViewStore, batch: &Batch) {
+    views.trace_requests(
+        command_time(batch.ts),
+        batch.records.iter().filter_map(|(seq, envelope)| {
+            envelope
+                .request_id
+                .as_ref()
+                .map(|request| (*seq, request.clone()))
+        }),
+    );
 }

@@ -30,13 +30,11 @@ pub fn spawn_event_sink(
                     std::thread::sleep(wait);
                 }
                 last_publish = Some(std::time::Instant::now());
-                let mut frontier = first.frontier;
-                let mut events = first.events;
+                let mut published = first;
                 while let Ok(more) = feed.try_recv() {
-                    frontier = frontier.max(more.frontier);
-                    events.extend(more.events);
+                    published.extend(more);
                 }
-                match sink.publish(frontier, &events) {
+                match sink.publish(published.frontier, &published.events, &published.requests) {
                     Ok(()) => {}
                     Err(connectors::Error::Closed) => {
                         tracing::warn!(
@@ -88,7 +86,7 @@ pub fn spawn_history_sink(
                     .map_or(flush_every, |since| flush_every.saturating_sub(since.elapsed()));
                 let closed = match feed.recv_timeout(timeout) {
                     Ok(published) => {
-                        history.add(published.frontier, published.events);
+                        history.add_traced(published.frontier, published.events, &published.requests);
                         waiting_since.get_or_insert_with(std::time::Instant::now);
                         false
                     }

@@ -55,7 +55,7 @@ fn assert_fits(body: EventBody) {
         ts: 1_795_000_000_000,
         body,
     };
-    let envelope = serde_json::to_value(EventEnvelope::of(&event)).unwrap();
+    let envelope = serde_json::to_value(EventEnvelope::traced(&event, Some("req-1"))).unwrap();
     let schemas = event_schemas();
     let schema = &schemas[envelope["type"].as_str().unwrap()];
     let fields = |value: &Value| -> Vec<String> {
@@ -64,6 +64,16 @@ fn assert_fits(body: EventBody) {
         keys
     };
     assert_eq!(fields(&envelope), fields(&schema["properties"]));
+    // Without a request, the envelope has only the required fields.
+    let untraced = serde_json::to_value(EventEnvelope::of(&event)).unwrap();
+    let required: Vec<String> = (schema["required"].as_array().unwrap().iter())
+        .map(|field| field.as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(fields(&untraced), {
+        let mut r = required;
+        r.sort();
+        r
+    });
     let data = &schema["properties"]["data"];
     for key in fields(&envelope["data"]) {
         assert!(

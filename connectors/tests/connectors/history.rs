@@ -272,6 +272,65 @@ fn small_files_of_a_day_are_merged() {
     assert_eq!(files, 1);
 }
 
+/// Each event's row names the request that sent its command (`request_id`); files
+/// written before that column existed are merged with it null.
+#[test]
+fn request_ids_are_kept_and_older_files_without_them_merge() {
+    let dir = tempfile::tempdir().unwrap();
+    let options = HistoryOptions {
+        compact_files: 3,
+        ..HistoryOptions::default()
+    };
+    let mut history = HistoryWriter::open(dir.path(), options).unwrap();
+    let ts = |i: u64| 1_700_000_000_000 + i;
+    let traced = |i: u64| BTreeMap::from([(i, dataflows::model::Str::from(format!("req-{i}")))]);
+    history.add_traced(3, [event(2, ts(1), 1)], &traced(1));
+    history.flush().unwrap();
+    // The first file as it was written before `request_id`: without the column.
+    let day = dir.path().join("date=2023-11-14");
+    let first = std::fs::read_dir(&day)
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let (old, _) = batches(dir.path());
+    let old = old[0].1.clone();
+    assert_eq!(
+        old.column_by_name("request_id").map(|c| c
+            .as_any()
+            .downcast_ref::<StringArray>()
+            .unwrap()
+            .value(0)
+            .to_string()),
+        Some("req-1".to_string())
+    );
+    let fields = old.num_columns() - 1;
+    let old = old.project(&(0..fields).collect::<Vec<_>>()).unwrap();
+    let mut file = std::fs::File::create(&first).unwrap();
+    let mut writer = parquet::arrow::ArrowWriter::try_new(&mut file, old.schema(), None).unwrap();
+    writer.write(&old).unwrap();
+    writer.close().unwrap();
+    // Two more flushes, the second traced: the three files merge into one.
+    history.add(5, [event(4, ts(2), 2)]);
+    history.flush().unwrap();
+    history.add_traced(7, [event(6, ts(3), 3)], &traced(3));
+    history.flush().unwrap();
+    let listed = block_on(connectors::history::committed_files(&dir.path().into())).unwrap();
+    assert_eq!(listed.len(), 1, "merged: {listed:?}");
+    let merged = ParquetRecordBatchReaderBuilder::try_new(std::fs::File::open(&listed[0]).unwrap())
+        .unwrap()
+        .build()
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap();
+    let requests = merged.column_by_name("request_id").unwrap();
+    let requests = requests.as_any().downcast_ref::<StringArray>().unwrap();
+    let requests: Vec<Option<&str>> = requests.iter().collect();
+    assert_eq!(requests, [None, None, Some("req-3")]);
+}
+
 /// Merges take the newest small files, never a large file again with each of them: an
 /// event is rewritten about once per tier, not at every merge of its day.
 #[test]

@@ -46,17 +46,17 @@ fn events_reach_their_topics_once_across_restarts() {
     let mut sink = KafkaEventSink::open(cluster.clone(), "main", 3, 1).expect("sink");
     assert_eq!(sink.committed(), 0);
     let first = vec![completed("ord_1", 100), deleted("usr_1", 101)];
-    sink.publish(204, &first).unwrap();
+    sink.publish(204, &first, &Default::default()).unwrap();
     assert_eq!(sink.committed(), 204);
     drop(sink);
 
     // After a crash the dataflow replays everything; the sink writes only what is new.
     let mut sink = KafkaEventSink::open(cluster.clone(), "main", 3, 1).expect("reopen");
     assert_eq!(sink.committed(), 204);
-    sink.publish(204, &first).unwrap();
+    sink.publish(204, &first, &Default::default()).unwrap();
     let mut replayed = first.clone();
     replayed.push(completed("ord_2", 102));
-    sink.publish(206, &replayed).unwrap();
+    sink.publish(206, &replayed, &Default::default()).unwrap();
 
     let orders = read_topic(&cluster, "order.completed");
     let ids: Vec<&str> = orders.iter().map(|e| e.aggregate_id.as_str()).collect();
@@ -79,7 +79,7 @@ fn events_already_visible_are_not_written_again() {
     let cluster = broker.cluster();
     let mut sink = KafkaEventSink::open(cluster.clone(), "main", 1, 1).expect("sink");
     let first = vec![completed("ord_1", 100)];
-    sink.publish(202, &first).unwrap();
+    sink.publish(202, &first, &Default::default()).unwrap();
     drop(sink);
     // A crash left an event on the topic whose progress was never committed (a broker
     // that shows an unfinished transaction's records looks like this).
@@ -91,8 +91,8 @@ fn events_already_visible_are_not_written_again() {
     let mut sink = KafkaEventSink::open(cluster.clone(), "main", 1, 1).expect("reopen");
     assert_eq!(sink.committed(), 202);
     // The replay produces it again, with one more event.
-    sink.publish(206, &[first[0].clone(), orphan, completed("ord_3", 102)])
-        .unwrap();
+    let replayed = [first[0].clone(), orphan, completed("ord_3", 102)];
+    sink.publish(206, &replayed, &Default::default()).unwrap();
     let ids: Vec<String> = read_topic(&cluster, "order.completed")
         .into_iter()
         .map(|e| e.aggregate_id)

@@ -262,20 +262,22 @@ pub(crate) fn current_request_id() -> Option<dataflows::model::Str> {
     REQUEST_ID_OF_TASK.try_with(Clone::clone).ok()
 }
 
-/// Every response carries `X-Request-Id` (the caller's `X-Correlation-Id` when sent),
+/// Every response carries `X-Request-Id` (the caller's `X-Correlation-Id`, else its
+/// `X-Request-Id`, when sent),
 /// and every error is a problem document (`as_problem`). One layer for both: each
 /// layer is a boxed future more per request. The id goes with the request: into the
 /// log lines written while it is served (a `request` span) and into the commands it
-/// sends (`Envelope::request_id`).
+/// sends (`Envelope::request_id`), and from them into their events (the bus envelope's
+/// and the history's `request_id`).
 async fn request_id(request: Request, next: Next) -> Response {
-    let id = request
-        .headers()
-        .get(&CORRELATION_ID)
-        .filter(|value| {
-            value
-                .to_str()
-                .is_ok_and(|s| !s.is_empty() && s.len() <= 200)
-        })
+    let usable = |value: &&HeaderValue| {
+        value
+            .to_str()
+            .is_ok_and(|s| !s.is_empty() && s.len() <= 200)
+    };
+    let headers = request.headers();
+    let id = (headers.get(&CORRELATION_ID).filter(usable))
+        .or_else(|| headers.get(&REQUEST_ID).filter(usable))
         .cloned()
         .unwrap_or_else(|| {
             HeaderValue::from_str(&uuid::Uuid::now_v7().to_string())

@@ -482,6 +482,22 @@ async fn commands_in_the_log_carry_the_id_of_the_request_that_sent_them() {
         .unwrap();
     let id = user.request_id.as_deref().unwrap();
     assert!(uuid::Uuid::parse_str(id).is_ok(), "{id}");
+    // A caller's own `X-Request-Id` is kept too; an unusable one is replaced.
+    let kept = t
+        .send_raw(
+            "GET",
+            "/api/v1/products",
+            None,
+            &[("x-request-id", "edge-91")],
+        )
+        .await;
+    assert_eq!(kept.request_id.as_deref(), Some("edge-91"));
+    let long = "x".repeat(201);
+    let replaced = t
+        .send_raw("GET", "/api/v1/products", None, &[("x-request-id", &long)])
+        .await;
+    let made = replaced.request_id.as_deref().unwrap();
+    assert!(uuid::Uuid::parse_str(made).is_ok(), "{made}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

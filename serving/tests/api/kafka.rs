@@ -414,10 +414,28 @@ async fn the_embedded_log_can_publish_events_to_kafka() {
     assert_eq!(t.app.config.log, "embedded");
     let product = t.product("EMB-EVT", 100, 3).await;
     let user = t.user("embedded-events@example.com").await;
-    let placed = t.order(&user, &product, 1).await;
+    let items = json!([{"product_id": product, "quantity": 1}]);
+    let placed = t
+        .send(
+            "POST",
+            "/api/v1/orders",
+            Some(&json!({"user_id": user, "items": items}).to_string()),
+            &[("x-correlation-id", "checkout-42")],
+        )
+        .await;
     let order = placed.body["id"].as_str().unwrap().to_string();
     assert_each_once(&broker.cluster(), "order.created", &[order]).await;
     assert_each_once(&broker.cluster(), "product.created", &[product]).await;
+    // Each event names the request that sent its command; one the server made when the
+    // caller sent none.
+    let request_of = |records: Vec<Vec<u8>>| {
+        let envelope: serde_json::Value = serde_json::from_slice(&records[0]).unwrap();
+        envelope["request_id"].as_str().unwrap().to_string()
+    };
+    let created = wait_for_records(&broker.cluster(), "order.created", 1).await;
+    assert_eq!(request_of(created), "checkout-42");
+    let made = request_of(wait_for_records(&broker.cluster(), "product.created", 1).await);
+    assert!(uuid::Uuid::parse_str(&made).is_ok(), "{made}");
 }
 
 /// Polls `topic` until it holds at least `count` records (at most 30 s).

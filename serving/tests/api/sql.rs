@@ -527,3 +527,43 @@ async fn seen(t: &TestApp, text: &str) -> u64 {
     assert_eq!(answer.status, StatusCode::OK, "{:?}", answer.body);
     answer.body["rows"][0]["n"].as_u64().unwrap()
 }
+
+/// Each event in the history names the request that sent its command (its
+/// `X-Request-Id`), and none where no request sent it (a provider's reply).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_history_names_the_request_behind_each_event() {
+    let t = TestApp::configured(|config| config.history.flush_ms = 10).await;
+    let product = t.product("TRACE-1", 500, 10).await;
+    let user = t.user("trace@example.com").await;
+    let items = json!([{"product_id": product, "quantity": 1}]);
+    let order = json!({"user_id": user, "items": items, "payment_method": crate::support::card("4242424242424242")});
+    let placed = t
+        .send(
+            "POST",
+            "/api/v1/orders",
+            Some(&order.to_string()),
+            &[("x-correlation-id", "checkout-7")],
+        )
+        .await;
+    assert_eq!(placed.status, StatusCode::CREATED, "{:?}", placed.body);
+    let order = placed.body["id"].as_str().unwrap().to_string();
+    t.get(&format!("/api/v1/orders/{order}?wait=settled")).await;
+    wait_for_history(&t, 1).await;
+    let answer = query(
+        &t,
+        json!({"sql": format!("SELECT type, request_id FROM events WHERE correlation_id = '{order}' \
+                               ORDER BY position, phase, sub")}),
+        None,
+    )
+    .await;
+    let rows = answer.body["rows"].as_array().unwrap().clone();
+    let created = rows
+        .iter()
+        .find(|row| row["type"] == "order.created")
+        .unwrap();
+    assert_eq!(created["request_id"], "checkout-7", "{rows:?}");
+    assert!(
+        rows.iter().any(|row| row["request_id"].is_null()),
+        "{rows:?}"
+    );
+}

@@ -119,3 +119,89 @@ fn joins_of_two_event_types_build_on_the_rarer() {
         assert_eq!(units, expected);
     }
 }
+
+/// Files written before the history had `request_id` read it as null, beside files
+/// that have it.
+#[test]
+fn files_without_request_ids_read_them_as_null() {
+    use dataflows::events::OrderCompleted;
+    use datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+    use datafusion::parquet::arrow::ArrowWriter;
+
+    let dir = tempfile::tempdir().unwrap();
+    let mut history = HistoryWriter::open(dir.path(), HistoryOptions::default()).unwrap();
+    let event = |seq: u64| {
+        let body: EventBody = OrderCompleted {
+            order_id: format!("o{seq}").into(),
+        }
+        .into();
+        let event = Event {
+            seq,
+            phase: 0,
+            sub: 0,
+            ts: 1_790_000_000_000 + seq,
+            body,
+        };
+        (2 * seq, event)
+    };
+    let traced = |seq: u64| {
+        std::collections::BTreeMap::from([(seq, dataflows::model::Str::from(format!("req-{seq}")))])
+    };
+    history.add_traced(3, [event(1)], &traced(1));
+    history.flush().unwrap();
+    // That file as the history wrote it before `request_id`: without the column.
+    let day = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|entry| entry.unwrap().path())
+        .find(|path| path.is_dir())
+        .unwrap();
+    let file = std::fs::read_dir(&day)
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let batch = ParquetRecordBatchReaderBuilder::try_new(std::fs::File::open(&file).unwrap())
+        .unwrap()
+        .build()
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap();
+    let columns: Vec<usize> = (0..batch.num_columns() - 1).collect();
+    let old = batch.project(&columns).unwrap();
+    let mut writer =
+        ArrowWriter::try_new(std::fs::File::create(&file).unwrap(), old.schema(), None).unwrap();
+    writer.write(&old).unwrap();
+    writer.close().unwrap();
+    history.add_traced(5, [event(2)], &traced(2));
+    history.flush().unwrap();
+
+    let engine = SqlEngine::new(SqlConfig::default())
+        .unwrap()
+        .with_history(dir.path().into());
+    let (_shop, snapshot) = crate::fixture::shop();
+    let answer = run(
+        &engine,
+        &snapshot,
+        "SELECT request_id FROM events ORDER BY position",
+    );
+    let requests: Vec<Option<String>> = answer
+        .batches
+        .iter()
+        .flat_map(|batch| {
+            let column = batch.column(0);
+            (0..column.len())
+                .map(|row| {
+                    column.is_valid(row).then(|| {
+                        column
+                            .as_string_view_opt()
+                            .map(|c| c.value(row).to_string())
+                            .unwrap_or_else(|| column.as_string::<i32>().value(row).to_string())
+                    })
+                })
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    assert_eq!(requests, [None, Some("req-2".to_string())]);
+}

@@ -20,11 +20,19 @@ pub struct EventEnvelope {
     pub timestamp: u64,
     pub aggregate_id: String,
     pub correlation_id: String,
+    /// The HTTP request that sent the command (its `X-Request-Id`), when one did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_id: Option<String>,
     pub data: serde_json::Value,
 }
 
 impl EventEnvelope {
     pub fn of(event: &Event) -> EventEnvelope {
+        Self::traced(event, None)
+    }
+
+    /// The envelope of `event`, whose command `request_id` sent.
+    pub fn traced(event: &Event, request_id: Option<&str>) -> EventEnvelope {
         EventEnvelope {
             event_id: event_id(event),
             event_type: event.body.name().to_string(),
@@ -35,6 +43,7 @@ impl EventEnvelope {
             timestamp: event.ts,
             aggregate_id: event.body.aggregate_id().to_string(),
             correlation_id: event.body.correlation_id().to_string(),
+            request_id: request_id.map(str::to_string),
             data: event_data(event),
         }
     }
@@ -131,6 +140,7 @@ pub fn event_schemas() -> serde_json::Map<String, serde_json::Value> {
                     "timestamp": {"type": "integer", "minimum": 0, "description": "The same instant as the logical timestamp, in milliseconds since the epoch."},
                     "aggregate_id": {"type": "string", "description": "The record key on the topic."},
                     "correlation_id": {"type": "string", "description": "The order for everything its saga does, the reservation for a reservation's, else the aggregate."},
+                    "request_id": {"type": "string", "description": "The HTTP request that sent the command that caused the event (its X-Request-Id), absent for commands no request sent, such as a provider's reply."},
                     "data": data,
                 },
                 "$defs": defs,

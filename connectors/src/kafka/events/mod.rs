@@ -9,11 +9,12 @@
 
 mod envelope;
 
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use dataflows::model::{Event, Time};
+use dataflows::model::{Event, Seq, Str, Time};
 use rdkafka::consumer::Consumer;
 use rdkafka::error::KafkaError;
 use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
@@ -105,14 +106,23 @@ impl KafkaEventSink {
     /// the committed frontier are skipped) and the new frontier in one transaction.
     /// Retries until the transaction commits; an error means another writer took over
     /// this sink, or [`Error::Closed`] that the sink was told to give up.
-    pub fn publish(&mut self, frontier: Time, events: &[(Time, Event)]) -> Result<()> {
+    /// `requests` has the request that sent each command (`EventEnvelope::request_id`),
+    /// by position.
+    pub fn publish(
+        &mut self,
+        frontier: Time,
+        events: &[(Time, Event)],
+        requests: &BTreeMap<Seq, Str>,
+    ) -> Result<()> {
         if frontier <= self.committed {
             return Ok(());
         }
         let records: Vec<(String, String, Vec<u8>)> = events
             .iter()
             .filter(|(time, _)| *time >= self.committed)
-            .map(|(_, event)| EventEnvelope::of(event))
+            .map(|(_, event)| {
+                EventEnvelope::traced(event, requests.get(&event.seq).map(|id| &**id))
+            })
             .filter(|envelope| !self.visible.contains(&envelope.event_id))
             .map(|envelope| {
                 (
