@@ -20,7 +20,7 @@
 use std::cell::RefCell;
 use std::collections::VecDeque;
 use std::rc::Rc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{self, Receiver, Sender, TryRecvError};
 use std::sync::{Arc, Mutex};
 use std::thread::{JoinHandle, Thread};
@@ -142,6 +142,8 @@ impl Engine {
         let thread_tx = Mutex::new(thread_tx);
         let closing = Arc::new(AtomicBool::new(false));
         let closing_seen = Arc::clone(&closing);
+        // The last bound each worker cut the metrics' feed at (`Cut`).
+        let cuts: Arc<Vec<CutAt>> = Arc::new((0..workers).map(|_| CutAt::default()).collect());
         let guards = timely::execute(timely::Config::process(workers), move |worker| {
             let index = worker.index();
             let buffers = Rc::new(RefCell::new(WorkerReport {
@@ -219,7 +221,12 @@ impl Engine {
                 (None, None)
             };
             let mut reported: Option<Option<Time>> = None;
-            let mut cut = Cut::default();
+            let _ = cuts[index].thread.set(std::thread::current());
+            let mut cut = Cut {
+                worker: index,
+                cuts: Arc::clone(&cuts),
+                ..Cut::default()
+            };
             let mut park = None;
             loop {
                 if let Some(rx) = receiver.as_ref() {
@@ -383,6 +390,12 @@ impl Feeder {
 }
 
 /// When an order-path worker hands its metrics worker what it settled.
+///
+/// Every worker cuts at the same bounds: a metrics worker feeds what it was handed at
+/// the time just before its bound, so were the bounds each worker's own, what one
+/// worker settled before another's bound would count only past it, and the metrics
+/// at that bound would miss it. Worker 0 chooses each bound once every worker has cut
+/// at the one before; the others follow.
 #[derive(Default)]
 struct Cut {
     /// The last bound handed over, and when.
@@ -390,6 +403,17 @@ struct Cut {
     at: Option<Instant>,
     /// The order path has ended and everything went.
     done: bool,
+    worker: usize,
+    /// Where each worker cut last (worker 0's: the newest bound chosen).
+    cuts: Arc<Vec<CutAt>>,
+}
+
+/// The last bound a worker cut at, and its thread, which worker 0 wakes when it chooses
+/// the next.
+#[derive(Default)]
+struct CutAt {
+    bound: AtomicU64,
+    thread: std::sync::OnceLock<Thread>,
 }
 
 /// Whether a cut is due.
@@ -413,6 +437,26 @@ impl Cut {
         if bound <= self.last {
             return Due::Never;
         }
+        // Chosen but not yet reached here, or not yet cut everywhere: look again soon.
+        let soon = Due::In(Duration::from_millis(1));
+        if self.worker != 0 {
+            let chosen = self.cuts[0].bound.load(Ordering::Acquire);
+            if chosen <= self.last {
+                // Worker 0 wakes this one when it chooses the next.
+                return Due::Never;
+            }
+            if chosen <= frontier {
+                self.last = chosen;
+                self.cuts[self.worker]
+                    .bound
+                    .store(chosen, Ordering::Release);
+                return Due::Now(Some(chosen));
+            }
+            return soon;
+        }
+        if (self.cuts.iter()).any(|cut| cut.bound.load(Ordering::Acquire) < self.last) {
+            return soon;
+        }
         if let Some(since) = self.at.map(|at| at.elapsed()) {
             if since < every {
                 return Due::In(every - since);
@@ -420,6 +464,12 @@ impl Cut {
         }
         self.last = bound;
         self.at = Some(Instant::now());
+        self.cuts[0].bound.store(bound, Ordering::Release);
+        for follower in &self.cuts[1..] {
+            if let Some(thread) = follower.thread.get() {
+                thread.unpark();
+            }
+        }
         Due::Now(Some(bound))
     }
 }
