@@ -548,15 +548,23 @@ async fn the_history_names_the_request_behind_each_event() {
     assert_eq!(placed.status, StatusCode::CREATED, "{:?}", placed.body);
     let order = placed.body["id"].as_str().unwrap().to_string();
     t.get(&format!("/api/v1/orders/{order}?wait=settled")).await;
-    wait_for_history(&t, 1).await;
-    let answer = query(
-        &t,
-        json!({"sql": format!("SELECT type, request_id FROM events WHERE correlation_id = '{order}' \
-                               ORDER BY position, phase, sub")}),
-        None,
-    )
-    .await;
-    let rows = answer.body["rows"].as_array().unwrap().clone();
+    // The history lags the views: wait for the provider's reply to be in it too.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let rows = loop {
+        let answer = query(
+            &t,
+            json!({"sql": format!("SELECT type, request_id FROM events WHERE correlation_id = '{order}' \
+                                   ORDER BY position, phase, sub")}),
+            None,
+        )
+        .await;
+        let rows = answer.body["rows"].as_array().unwrap().clone();
+        if rows.iter().any(|row| row["type"] == "payment.completed") {
+            break rows;
+        }
+        assert!(std::time::Instant::now() < deadline, "history: {rows:?}");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    };
     let created = rows
         .iter()
         .find(|row| row["type"] == "order.created")
