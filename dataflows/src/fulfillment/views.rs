@@ -5,7 +5,19 @@ use serde::{Deserialize, Serialize};
 use crate::events::{ShipmentCancelled, ShipmentCreated, ShipmentDelivered, ShipmentDispatched};
 use crate::model::*;
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    Serialize,
+    Deserialize,
+    schemars::JsonSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum ShipmentStatus {
     Pending,

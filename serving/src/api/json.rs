@@ -4,9 +4,12 @@ use dataflows::analytics::days_until_stockout;
 use dataflows::model::{CancelReason, Line, OrderStatus, PricedLine, Str, Ts};
 use dataflows::views::*;
 use queries::Snapshot;
+use std::borrow::Cow;
+
+use schemars::{json_schema, JsonSchema, Schema, SchemaGenerator};
 use serde::ser::{SerializeSeq, Serializer};
 use serde::Serialize;
-use serde_json::{json, Value};
+use serde_json::Value;
 
 pub fn rfc3339(ms: Ts) -> String {
     Rfc3339(ms).to_string()
@@ -16,8 +19,8 @@ pub fn rfc3339(ms: Ts) -> String {
 #[derive(Clone, Copy)]
 pub struct Rfc3339(pub Ts);
 
-impl schemars::JsonSchema for Rfc3339 {
-    fn schema_name() -> std::borrow::Cow<'static, str> {
+impl JsonSchema for Rfc3339 {
+    fn schema_name() -> Cow<'static, str> {
         "Rfc3339".into()
     }
 
@@ -25,8 +28,8 @@ impl schemars::JsonSchema for Rfc3339 {
         true
     }
 
-    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
-        schemars::json_schema!({"type": "string", "format": "date-time"})
+    fn json_schema(_: &mut SchemaGenerator) -> Schema {
+        json_schema!({"type": "string", "format": "date-time"})
     }
 }
 
@@ -88,12 +91,37 @@ impl axum::response::IntoResponse for Rendered {
     }
 }
 
-pub fn stock(snapshot: &Snapshot, product_id: &str) -> Value {
-    let level = snapshot.stock_of(product_id);
-    json!({"product_id": product_id, "on_hand": level.on_hand, "reserved": level.reserved, "available": level.available()})
+/// A product's stock level, as the inventory routes answer it.
+#[derive(Serialize, JsonSchema)]
+#[schemars(rename = "StockLevel")]
+pub struct StockLevel<'a> {
+    product_id: &'a str,
+    on_hand: i64,
+    reserved: i64,
+    /// `on_hand - reserved`: what an order can still take.
+    available: i64,
 }
 
-#[derive(Serialize)]
+pub fn stock(snapshot: &Snapshot, product_id: &str) -> Value {
+    let level = snapshot.stock_of(product_id);
+    to_value(StockLevel {
+        product_id,
+        on_hand: level.on_hand,
+        reserved: level.reserved,
+        available: level.available(),
+    })
+}
+
+/// The stock levels asked for, in the order asked.
+#[derive(Serialize, JsonSchema)]
+#[schemars(rename = "StockLevels")]
+pub struct StockLevels<'a> {
+    pub items: Vec<StockLevel<'a>>,
+}
+
+/// A product's stock, with the forecast made from its sales.
+#[derive(Serialize, JsonSchema)]
+#[schemars(rename = "ProductStock")]
 struct Stock {
     on_hand: i64,
     reserved: i64,
@@ -125,7 +153,8 @@ impl Stock {
 }
 
 /// A product with its stock, as the HTTP contract promises it.
-#[derive(Serialize)]
+#[derive(Serialize, JsonSchema)]
+#[schemars(rename = "Product")]
 pub struct ProductView<'a> {
     id: &'a str,
     sku: &'a str,
@@ -157,11 +186,11 @@ impl<'a> ProductView<'a> {
 }
 
 pub fn product(snapshot: &Snapshot, row: &ProductRow) -> Value {
-    serde_json::to_value(ProductView::of(snapshot, row)).unwrap_or(Value::Null)
+    to_value(ProductView::of(snapshot, row))
 }
 
 /// A user as the HTTP contract promises it: never the password hash.
-#[derive(Serialize, schemars::JsonSchema)]
+#[derive(Serialize, JsonSchema)]
 #[schemars(rename = "User")]
 pub struct UserView<'a> {
     id: &'a str,
@@ -208,7 +237,7 @@ impl<'a> UserView<'a> {
     }
 }
 
-#[derive(Serialize, schemars::JsonSchema)]
+#[derive(Serialize, JsonSchema)]
 #[schemars(rename = "UserPreferences")]
 struct Preferences {
     marketing_emails: bool,
@@ -216,7 +245,7 @@ struct Preferences {
 }
 
 /// One attempt of the authentication log.
-#[derive(Serialize, schemars::JsonSchema)]
+#[derive(Serialize, JsonSchema)]
 #[schemars(rename = "SignIn")]
 pub struct SignInView<'a> {
     id: &'a str,
@@ -248,7 +277,7 @@ impl<'a> SignInView<'a> {
 }
 
 /// An OAuth session, without its secrets.
-#[derive(Serialize, schemars::JsonSchema)]
+#[derive(Serialize, JsonSchema)]
 #[schemars(rename = "Session")]
 pub struct SessionView<'a> {
     id: &'a str,
@@ -285,43 +314,78 @@ impl<'a> SessionView<'a> {
 }
 
 pub fn user(row: &UserRow) -> Value {
-    serde_json::to_value(UserView::of(row)).unwrap_or(Value::Null)
+    to_value(UserView::of(row))
 }
 
 /// A cart with its lines at today's prices. A product's currency can change after it was
 /// put in; a cart whose lines no longer share one currency has no single subtotal, so
 /// `subtotal_cents` and `currency` are null and each line names its own currency.
+#[derive(Serialize, JsonSchema)]
+#[schemars(rename = "Cart")]
+pub struct CartView<'a> {
+    id: &'a str,
+    user_id: &'a str,
+    items: Vec<CartLine<'a>>,
+    subtotal_cents: Option<i64>,
+    currency: Option<&'a str>,
+    created_at: Rfc3339,
+    updated_at: Rfc3339,
+}
+
+#[derive(Serialize, JsonSchema)]
+#[schemars(rename = "CartLine")]
+struct CartLine<'a> {
+    product_id: &'a str,
+    quantity: i64,
+    unit_price_cents: i64,
+    /// `null` for a product no longer in the catalogue.
+    currency: Option<&'a str>,
+    line_total_cents: i64,
+}
+
+impl<'a> CartView<'a> {
+    pub fn of(snapshot: &'a Snapshot, row: &'a CartRow) -> CartView<'a> {
+        let mut subtotal = 0i64;
+        let mut currencies: Vec<&str> = Vec::new();
+        let items: Vec<CartLine> = row
+            .items
+            .iter()
+            .map(|line| {
+                let product = snapshot.products.get(&line.product_id);
+                let price = product.map_or(0, |p| p.price_cents);
+                let currency = product.map(|p| &*p.currency);
+                if let Some(currency) = currency.filter(|c| !currencies.contains(c)) {
+                    currencies.push(currency);
+                }
+                subtotal = price.saturating_mul(line.quantity).saturating_add(subtotal);
+                CartLine {
+                    product_id: &line.product_id,
+                    quantity: line.quantity,
+                    unit_price_cents: price,
+                    currency,
+                    line_total_cents: price.saturating_mul(line.quantity),
+                }
+            })
+            .collect();
+        let (subtotal_cents, currency) = match currencies.as_slice() {
+            [] => (Some(0), None),
+            [one] => (Some(subtotal), Some(*one)),
+            _ => (None, None),
+        };
+        CartView {
+            id: &row.cart_id,
+            user_id: &row.user_id,
+            items,
+            subtotal_cents,
+            currency,
+            created_at: Rfc3339(row.created_at),
+            updated_at: Rfc3339(row.updated_at),
+        }
+    }
+}
+
 pub fn cart(snapshot: &Snapshot, row: &CartRow) -> Value {
-    let mut subtotal = 0i64;
-    let mut currencies: Vec<&str> = Vec::new();
-    let items: Vec<Value> = row
-        .items
-        .iter()
-        .map(|line| {
-            let product = snapshot.products.get(&line.product_id);
-            let price = product.map_or(0, |p| p.price_cents);
-            let currency = product.map(|p| &*p.currency);
-            if let Some(currency) = currency.filter(|c| !currencies.contains(c)) {
-                currencies.push(currency);
-            }
-            subtotal = price.saturating_mul(line.quantity).saturating_add(subtotal);
-            json!({"product_id": line.product_id, "quantity": line.quantity, "unit_price_cents": price, "currency": currency, "line_total_cents": price.saturating_mul(line.quantity)})
-        })
-        .collect();
-    let (subtotal, currency) = match currencies.as_slice() {
-        [] => (Some(0), None),
-        [one] => (Some(subtotal), Some(*one)),
-        _ => (None, None),
-    };
-    json!({
-        "id": row.cart_id,
-        "user_id": row.user_id,
-        "items": items,
-        "subtotal_cents": subtotal,
-        "currency": currency,
-        "created_at": rfc3339(row.created_at),
-        "updated_at": rfc3339(row.updated_at),
-    })
+    to_value(CartView::of(snapshot, row))
 }
 
 /// The lines of an order or a reservation: priced once stock is held, as asked before.
@@ -330,18 +394,38 @@ struct Lines<'a> {
     held: &'a [PricedLine],
 }
 
-#[derive(Serialize)]
+/// A line asked for, before stock is held.
+#[derive(Serialize, JsonSchema)]
+#[schemars(rename = "AskedLine")]
 struct AskedLine<'a> {
     product_id: &'a str,
     quantity: i64,
 }
 
-#[derive(Serialize)]
+/// A line with stock held for it, at the price it was held at.
+#[derive(Serialize, JsonSchema)]
+#[schemars(rename = "PricedLine")]
 struct HeldLine<'a> {
     product_id: &'a str,
     quantity: i64,
     unit_price_cents: i64,
     line_total_cents: i64,
+}
+
+impl JsonSchema for Lines<'_> {
+    fn schema_name() -> Cow<'static, str> {
+        "Lines".into()
+    }
+
+    fn json_schema(generator: &mut SchemaGenerator) -> Schema {
+        let asked = generator.subschema_for::<AskedLine>();
+        let held = generator.subschema_for::<HeldLine>();
+        json_schema!({
+            "description": "The lines as asked for, priced once stock is held",
+            "type": "array",
+            "items": {"anyOf": [held, asked]},
+        })
+    }
 }
 
 impl Serialize for Lines<'_> {
@@ -369,7 +453,9 @@ impl Serialize for Lines<'_> {
     }
 }
 
-#[derive(Serialize)]
+/// A status an order entered, and when.
+#[derive(Serialize, JsonSchema)]
+#[schemars(rename = "StatusChange")]
 struct Change {
     status: OrderStatus,
     at: Rfc3339,
@@ -378,6 +464,16 @@ struct Change {
 }
 
 struct History<'a>(&'a [StatusChange]);
+
+impl JsonSchema for History<'_> {
+    fn schema_name() -> Cow<'static, str> {
+        "StatusHistory".into()
+    }
+
+    fn json_schema(generator: &mut SchemaGenerator) -> Schema {
+        Vec::<Change>::json_schema(generator)
+    }
+}
 
 impl Serialize for History<'_> {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
@@ -390,7 +486,8 @@ impl Serialize for History<'_> {
 }
 
 /// An order as the HTTP contract promises it.
-#[derive(Serialize)]
+#[derive(Serialize, JsonSchema)]
+#[schemars(rename = "Order")]
 pub struct OrderView<'a> {
     id: &'a str,
     user_id: &'a str,
@@ -435,57 +532,166 @@ impl<'a> OrderView<'a> {
 }
 
 pub fn order(snapshot: &Snapshot, row: &OrderRow) -> Value {
-    serde_json::to_value(OrderView::of(snapshot, row)).unwrap_or(Value::Null)
+    to_value(OrderView::of(snapshot, row))
+}
+
+/// A refund of a payment.
+#[derive(Serialize, JsonSchema)]
+#[schemars(rename = "Refund")]
+pub struct RefundView<'a> {
+    id: &'a str,
+    payment_id: &'a str,
+    amount_cents: i64,
+    currency: &'a str,
+    status: RefundStatus,
+    reason: &'a str,
+    /// When the provider paid it back or refused it.
+    settled_at: Option<Rfc3339>,
+}
+
+impl<'a> RefundView<'a> {
+    fn of(payment: &'a PaymentRow, row: &'a RefundRow) -> RefundView<'a> {
+        RefundView {
+            id: &row.refund_id,
+            payment_id: &payment.payment_id,
+            amount_cents: row.amount_cents,
+            currency: &payment.currency,
+            status: row.status,
+            reason: &row.reason,
+            settled_at: row.settled_at.map(Rfc3339),
+        }
+    }
 }
 
 pub fn refund(payment: &PaymentRow, row: &RefundRow) -> Value {
-    json!({"id": row.refund_id, "payment_id": payment.payment_id, "amount_cents": row.amount_cents, "currency": payment.currency, "status": row.status, "reason": row.reason, "settled_at": row.settled_at.map(rfc3339)})
+    to_value(RefundView::of(payment, row))
+}
+
+/// A payment, its charge and its refunds; never the card's number.
+#[derive(Serialize, JsonSchema)]
+#[schemars(rename = "Payment")]
+pub struct PaymentView<'a> {
+    id: &'a str,
+    order_id: &'a str,
+    status: PaymentStatus,
+    amount_cents: i64,
+    currency: &'a str,
+    captured_cents: i64,
+    refunded_cents: i64,
+    card: Card<'a>,
+    charge_id: Option<&'a str>,
+    decline_code: Option<&'a str>,
+    fraud_suspected: bool,
+    refunds: Vec<RefundView<'a>>,
+    created_at: Rfc3339,
+    updated_at: Rfc3339,
+}
+
+#[derive(Serialize, JsonSchema)]
+#[schemars(rename = "Card")]
+struct Card<'a> {
+    brand: &'a str,
+    last4: &'a str,
+}
+
+impl<'a> PaymentView<'a> {
+    pub fn of(row: &'a PaymentRow) -> PaymentView<'a> {
+        PaymentView {
+            id: &row.payment_id,
+            order_id: &row.order_id,
+            status: row.status,
+            amount_cents: row.amount_cents,
+            currency: &row.currency,
+            captured_cents: row.captured_cents,
+            refunded_cents: row.refunded_cents,
+            card: Card {
+                brand: &row.card_brand,
+                last4: &row.card_last4,
+            },
+            charge_id: row.charge_id.as_deref(),
+            decline_code: row.decline_code.as_deref(),
+            fraud_suspected: row.fraud,
+            refunds: (row.refunds.iter())
+                .map(|refund| RefundView::of(row, refund))
+                .collect(),
+            created_at: Rfc3339(row.created_at),
+            updated_at: Rfc3339(row.updated_at),
+        }
+    }
 }
 
 pub fn payment(row: &PaymentRow) -> Value {
-    json!({
-        "id": row.payment_id,
-        "order_id": row.order_id,
-        "status": row.status,
-        "amount_cents": row.amount_cents,
-        "currency": row.currency,
-        "captured_cents": row.captured_cents,
-        "refunded_cents": row.refunded_cents,
-        "card": {"brand": row.card_brand, "last4": row.card_last4},
-        "charge_id": row.charge_id,
-        "decline_code": row.decline_code,
-        "fraud_suspected": row.fraud,
-        "refunds": row.refunds.iter().map(|r| refund(row, r)).collect::<Vec<_>>(),
-        "created_at": rfc3339(row.created_at),
-        "updated_at": rfc3339(row.updated_at),
-    })
+    to_value(PaymentView::of(row))
+}
+
+/// A shipment; a deleted user's address is erased.
+#[derive(Serialize, JsonSchema)]
+#[schemars(rename = "Shipment")]
+pub struct ShipmentView<'a> {
+    id: &'a str,
+    order_id: &'a str,
+    status: ShipmentStatus,
+    carrier: Option<&'a str>,
+    tracking_number: Option<&'a str>,
+    address: Option<&'a str>,
+    created_at: Rfc3339,
+    updated_at: Rfc3339,
+}
+
+impl<'a> ShipmentView<'a> {
+    pub fn of(snapshot: &Snapshot, row: &'a ShipmentRow) -> ShipmentView<'a> {
+        let erased = snapshot.order_is_erased(&row.order_id);
+        ShipmentView {
+            id: &row.shipment_id,
+            order_id: &row.order_id,
+            status: row.status,
+            carrier: row.carrier.as_deref(),
+            tracking_number: row.tracking_number.as_deref(),
+            address: row.address.as_deref().filter(|_| !erased),
+            created_at: Rfc3339(row.created_at),
+            updated_at: Rfc3339(row.updated_at),
+        }
+    }
 }
 
 pub fn shipment(snapshot: &Snapshot, row: &ShipmentRow) -> Value {
-    let erased = snapshot.order_is_erased(&row.order_id);
-    json!({
-        "id": row.shipment_id,
-        "order_id": row.order_id,
-        "status": row.status,
-        "carrier": row.carrier,
-        "tracking_number": row.tracking_number,
-        "address": row.address.as_ref().filter(|_| !erased),
-        "created_at": rfc3339(row.created_at),
-        "updated_at": rfc3339(row.updated_at),
-    })
+    to_value(ShipmentView::of(snapshot, row))
+}
+
+/// Stock held through the inventory API.
+#[derive(Serialize, JsonSchema)]
+#[schemars(rename = "Reservation")]
+pub struct ReservationView<'a> {
+    id: &'a str,
+    status: ReservationStatus,
+    /// Why it was refused or released.
+    reason: Option<CancelReason>,
+    items: Lines<'a>,
+    created_at: Rfc3339,
+    updated_at: Rfc3339,
+}
+
+impl<'a> ReservationView<'a> {
+    pub fn of(row: &'a ReservationRow) -> ReservationView<'a> {
+        ReservationView {
+            id: &row.reservation_id,
+            status: row.status,
+            reason: row.reason,
+            items: Lines {
+                items: &row.items,
+                held: &row.lines,
+            },
+            created_at: Rfc3339(row.created_at),
+            updated_at: Rfc3339(row.updated_at),
+        }
+    }
 }
 
 pub fn reservation(row: &ReservationRow) -> Value {
-    let items = Lines {
-        items: &row.items,
-        held: &row.lines,
-    };
-    json!({
-        "id": row.reservation_id,
-        "status": row.status,
-        "reason": row.reason,
-        "items": items,
-        "created_at": rfc3339(row.created_at),
-        "updated_at": rfc3339(row.updated_at),
-    })
+    to_value(ReservationView::of(row))
+}
+
+/// A view as a JSON tree. Every view here serialises: string keys, no maps of other keys.
+fn to_value(view: impl Serialize) -> Value {
+    serde_json::to_value(view).unwrap_or(Value::Null)
 }

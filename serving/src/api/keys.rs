@@ -6,19 +6,20 @@ use axum::http::StatusCode;
 use axum::Json;
 use dataflows::model::{Command as DomainCommand, IdempotencyKey, Str};
 use dataflows::views::ApiKeyRow;
-use serde::Deserialize;
-use serde_json::{json, Value};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
 
 use super::error::{ApiError, ApiResult};
 use super::extract::{Command, Path, QueryPairs};
-use super::json::rfc3339;
+use super::json::Rfc3339;
 use super::validate::Validator;
 use super::{admit, new_id, read_page, run_fresh, Admission, App};
 use crate::auth::{self, principal};
 
 const DAY_MS: u64 = 24 * 60 * 60 * 1000;
 
-#[derive(Deserialize, schemars::JsonSchema)]
+#[derive(Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateKey {
     pub name: String,
@@ -132,9 +133,11 @@ fn issued(app: &App, key_id: &str, secret: &str) -> ApiResult<Value> {
         .api_keys
         .get(key_id)
         .ok_or_else(|| ApiError::not_found("API key", key_id))?;
-    let mut answer = key_json(row);
-    answer["key"] = json!(secret);
-    Ok(answer)
+    let issued = IssuedKey {
+        view: KeyView::of(row),
+        key: secret,
+    };
+    Ok(serde_json::to_value(issued).unwrap_or(Value::Null))
 }
 
 pub async fn list(State(app): State<App>, query: QueryPairs) -> ApiResult<super::json::Rendered> {
@@ -143,7 +146,7 @@ pub async fn list(State(app): State<App>, query: QueryPairs) -> ApiResult<super:
     read_page(&app, move |snapshot| {
         let found: Vec<&ApiKeyRow> = snapshot.api_keys.after(&after).take(limit + 1).collect();
         let cursor = |row: &&ApiKeyRow| row.key_id.to_string();
-        Ok(super::json::Page::of(found, limit, cursor, key_json).render())
+        Ok(super::json::Page::of(found, limit, cursor, KeyView::of).render())
     })
     .await
 }
@@ -154,7 +157,9 @@ pub async fn get(State(app): State<App>, Path(id): Path<String>) -> ApiResult<Js
         .api_keys
         .get(&id)
         .ok_or_else(|| ApiError::not_found("API key", &id))?;
-    Ok(Json(key_json(row)))
+    Ok(Json(
+        serde_json::to_value(KeyView::of(row)).unwrap_or(Value::Null),
+    ))
 }
 
 /// Revokes a key: refused from the next request on. Revoking a revoked key is a no-op.
@@ -173,7 +178,7 @@ pub async fn revoke(State(app): State<App>, Path(id): Path<String>) -> ApiResult
     }
 }
 
-#[derive(Deserialize, Default, schemars::JsonSchema)]
+#[derive(Deserialize, Default, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Rotate {
     /// How long the old key keeps working (hours, default 24; 0 ends it now).
@@ -216,21 +221,56 @@ pub async fn rotate(
 }
 
 /// A key as listed: never its secret nor the secret's digest.
-fn key_json(row: &ApiKeyRow) -> Value {
-    json!({
-        "id": row.key_id,
-        "name": row.name,
-        "owner_id": row.owner,
-        "scopes": row.scopes,
-        "created_at": rfc3339(row.created_at),
-        "expires_at": rfc3339(row.expires_at),
-        "revoked_at": row.revoked_at.map(rfc3339),
-        "status": if row.revoked_at.is_some() {
-            "revoked"
-        } else if row.is_live(auth::now_ms()) {
-            "active"
-        } else {
-            "expired"
-        },
-    })
+#[derive(Serialize, JsonSchema)]
+#[schemars(rename = "ApiKey")]
+pub struct KeyView<'a> {
+    id: &'a str,
+    name: &'a str,
+    /// The user the key acts as; `null` for a service's key.
+    owner_id: Option<&'a str>,
+    scopes: Vec<&'a str>,
+    created_at: Rfc3339,
+    expires_at: Rfc3339,
+    revoked_at: Option<Rfc3339>,
+    status: KeyStatus,
+}
+
+#[derive(Serialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+#[schemars(rename = "ApiKeyStatus")]
+enum KeyStatus {
+    Active,
+    Expired,
+    Revoked,
+}
+
+impl<'a> KeyView<'a> {
+    fn of(row: &'a ApiKeyRow) -> KeyView<'a> {
+        KeyView {
+            id: &row.key_id,
+            name: &row.name,
+            owner_id: row.owner.as_deref(),
+            scopes: row.scopes.iter().map(|scope| &**scope).collect(),
+            created_at: Rfc3339(row.created_at),
+            expires_at: Rfc3339(row.expires_at),
+            revoked_at: row.revoked_at.map(Rfc3339),
+            status: if row.revoked_at.is_some() {
+                KeyStatus::Revoked
+            } else if row.is_live(auth::now_ms()) {
+                KeyStatus::Active
+            } else {
+                KeyStatus::Expired
+            },
+        }
+    }
+}
+
+/// A key just issued: the one answer that holds its secret.
+#[derive(Serialize, JsonSchema)]
+#[schemars(rename = "IssuedApiKey")]
+pub struct IssuedKey<'a> {
+    #[serde(flatten)]
+    view: KeyView<'a>,
+    /// The secret: send it as `X-API-Key` or `Authorization: Bearer`. Shown only here.
+    key: &'a str,
 }

@@ -33,8 +33,6 @@ enum Body {
 enum Answer {
     /// This status with a JSON object.
     Object(u16),
-    /// 200 with a page: `{items, next_cursor}`.
-    Page,
     /// This status with no body.
     Empty(u16),
     /// 200 with one of these media types.
@@ -91,7 +89,12 @@ macro_rules! json_body {
 
 /// Every operation, grouped as the API reference is.
 fn operations() -> Vec<Op> {
-    use super::json::{SessionView, SignInView, UserView};
+    use super::json::{
+        CartView, OrderView, PaymentView, ProductView, RefundView, ReservationView, SessionView,
+        ShipmentView, SignInView, StockLevel, StockLevels, UserView,
+    };
+    use super::keys::{IssuedKey, KeyView};
+    use super::oauth::Tokens;
     use super::{catalog, fulfillment, keys, orders, payments, reports, sql, users};
     use Answer::*;
     use Body::None as NoBody;
@@ -112,41 +115,41 @@ fn operations() -> Vec<Op> {
     };
     let (get, post, put, delete) = (Method::GET, Method::POST, Method::PUT, Method::DELETE);
     vec![
-        op(post.clone(), "/api/v1/products", "catalog", "Create a product, with its initial stock", &[], json_body!(catalog::CreateProduct), Object(201)),
-        op(get.clone(), "/api/v1/products", "catalog", "List products", PAGE, NoBody, Page),
-        op(get.clone(), "/api/v1/products/search", "catalog", "Products whose name or SKU contains q", SEARCH, NoBody, Page),
-        op(get.clone(), "/api/v1/products/{id}", "catalog", "A product with its stock", &[], NoBody, Object(200)),
-        op(put.clone(), "/api/v1/products/{id}", "catalog", "Change a product", &[], json_body!(catalog::UpdateProduct), Object(200)),
-        op(post.clone(), "/api/v1/inventory/adjust", "inventory", "Adjust the stock on hand", &[], json_body!(catalog::Adjust), Object(200)),
-        op(get.clone(), "/api/v1/inventory/availability", "inventory", "Stock of each product asked for", &[("product_id", "string", true, "1 to 100 product ids")], NoBody, Object(200)),
-        op(post.clone(), "/api/v1/inventory/reserve", "inventory", "Reserve stock, all lines or none", &[], json_body!(catalog::Reserve), Object(201)),
-        op(post.clone(), "/api/v1/inventory/release", "inventory", "Release a reservation", &[], json_body!(catalog::Release), Object(200)),
-        op(get.clone(), "/api/v1/inventory/reservations/{id}", "inventory", "A reservation", &[], NoBody, Object(200)),
+        op(post.clone(), "/api/v1/products", "catalog", "Create a product, with its initial stock", &[], json_body!(catalog::CreateProduct), Typed(201, schema::<ProductView>)),
+        op(get.clone(), "/api/v1/products", "catalog", "List products", PAGE, NoBody, TypedPage(schema::<ProductView>)),
+        op(get.clone(), "/api/v1/products/search", "catalog", "Products whose name or SKU contains q", SEARCH, NoBody, TypedPage(schema::<ProductView>)),
+        op(get.clone(), "/api/v1/products/{id}", "catalog", "A product with its stock", &[], NoBody, Typed(200, schema::<ProductView>)),
+        op(put.clone(), "/api/v1/products/{id}", "catalog", "Change a product", &[], json_body!(catalog::UpdateProduct), Typed(200, schema::<ProductView>)),
+        op(post.clone(), "/api/v1/inventory/adjust", "inventory", "Adjust the stock on hand", &[], json_body!(catalog::Adjust), Typed(200, schema::<StockLevel>)),
+        op(get.clone(), "/api/v1/inventory/availability", "inventory", "Stock of each product asked for", &[("product_id", "string", true, "1 to 100 product ids")], NoBody, Typed(200, schema::<StockLevels>)),
+        op(post.clone(), "/api/v1/inventory/reserve", "inventory", "Reserve stock, all lines or none", &[], json_body!(catalog::Reserve), Typed(201, schema::<ReservationView>)),
+        op(post.clone(), "/api/v1/inventory/release", "inventory", "Release a reservation", &[], json_body!(catalog::Release), Typed(200, schema::<ReservationView>)),
+        op(get.clone(), "/api/v1/inventory/reservations/{id}", "inventory", "A reservation", &[], NoBody, Typed(200, schema::<ReservationView>)),
         op(post.clone(), "/api/v1/users", "users", "Sign up", &[], json_body!(users::CreateUser), Typed(201, schema::<UserView>)),
         op(post.clone(), "/api/v1/users/authenticate", "users", "Sign in: an access token", &[], json_body!(users::Authenticate), Object(200)),
         op(get.clone(), "/api/v1/users/search", "users", "Users whose email or name contains q", SEARCH, NoBody, TypedPage(schema::<UserView>)),
         op(get.clone(), "/api/v1/users/{id}", "users", "A user", &[], NoBody, Typed(200, schema::<UserView>)),
         op(put.clone(), "/api/v1/users/{id}", "users", "Change a user's name, password or profile", &[], json_body!(users::UpdateUser), Typed(200, schema::<UserView>)),
         op(delete.clone(), "/api/v1/users/{id}", "users", "Delete a user (their orders stay, pseudonymised)", &[], NoBody, Empty(204)),
-        op(get.clone(), "/api/v1/users/{id}/orders", "orders", "A user's orders", PAGE, NoBody, Page),
+        op(get.clone(), "/api/v1/users/{id}/orders", "orders", "A user's orders", PAGE, NoBody, TypedPage(schema::<OrderView>)),
         op(post.clone(), "/api/v1/users/{id}/unlock", "users", "Lift an account's sign-in lock", &[], NoBody, Typed(200, schema::<UserView>)),
         op(post.clone(), "/api/v1/users/{id}/mfa/enable", "users", "Start or confirm two-factor sign-in", &[], json_body!(users::EnableMfa, optional), Object(200)),
         op(delete.clone(), "/api/v1/users/{id}/mfa", "users", "Turn two-factor sign-in off", &[], NoBody, Empty(204)),
         op(get.clone(), "/api/v1/users/{id}/sign-ins", "users", "The account's authentication log, newest first", PAGE, NoBody, TypedPage(schema::<SignInView>)),
         op(get.clone(), "/api/v1/users/{id}/sessions", "users", "The user's OAuth sessions", PAGE, NoBody, TypedPage(schema::<SessionView>)),
         op(delete.clone(), "/api/v1/users/{id}/sessions/{session_id}", "users", "Sign one session out", &[], NoBody, Empty(204)),
-        op(post.clone(), "/api/v1/carts", "carts", "Create a cart", &[], json_body!(orders::carts::CreateCart), Object(201)),
-        op(get.clone(), "/api/v1/carts/{id}", "carts", "A cart at today's prices", &[], NoBody, Object(200)),
-        op(put.clone(), "/api/v1/carts/{id}/items", "carts", "Set a line's quantity (0 removes it)", &[], json_body!(orders::carts::SetItem), Object(200)),
-        op(post.clone(), "/api/v1/orders", "orders", "Place an order", &[], json_body!(orders::PlaceOrder), Object(201)),
-        op(get.clone(), "/api/v1/orders/{id}", "orders", "An order; wait=settled blocks until it leaves pending/reserved", &[("wait", "string", false, "`settled`"), ("timeout_ms", "integer", false, "how long to wait, up to 30000")], NoBody, Object(200)),
-        op(post.clone(), "/api/v1/orders/{id}/cancel", "orders", "Cancel an order", &[], json_body!(orders::Cancel, optional), Object(200)),
-        op(put.clone(), "/api/v1/orders/{id}/status", "orders", "Set an order's status (operators)", &[], json_body!(orders::SetStatus), Object(200)),
-        op(post.clone(), "/api/v1/payments", "payments", "Pay for an order", &[], json_body!(payments::CreatePayment), Object(201)),
-        op(get.clone(), "/api/v1/payments/{id}", "payments", "A payment", &[], NoBody, Object(200)),
-        op(post.clone(), "/api/v1/payments/{id}/refund", "payments", "Refund a payment, in full or in part", &[], json_body!(payments::Refund, optional), Object(201)),
-        op(get.clone(), "/api/v1/shipments/{id}", "shipping", "A shipment", &[], NoBody, Object(200)),
-        op(post.clone(), "/api/v1/shipments/{id}/deliver", "shipping", "The carrier reports a delivery", &[], json_body!(fulfillment::Deliver, optional), Object(200)),
+        op(post.clone(), "/api/v1/carts", "carts", "Create a cart", &[], json_body!(orders::carts::CreateCart), Typed(201, schema::<CartView>)),
+        op(get.clone(), "/api/v1/carts/{id}", "carts", "A cart at today's prices", &[], NoBody, Typed(200, schema::<CartView>)),
+        op(put.clone(), "/api/v1/carts/{id}/items", "carts", "Set a line's quantity (0 removes it)", &[], json_body!(orders::carts::SetItem), Typed(200, schema::<CartView>)),
+        op(post.clone(), "/api/v1/orders", "orders", "Place an order", &[], json_body!(orders::PlaceOrder), Typed(201, schema::<OrderView>)),
+        op(get.clone(), "/api/v1/orders/{id}", "orders", "An order; wait=settled blocks until it leaves pending/reserved", &[("wait", "string", false, "`settled`"), ("timeout_ms", "integer", false, "how long to wait, up to 30000")], NoBody, Typed(200, schema::<OrderView>)),
+        op(post.clone(), "/api/v1/orders/{id}/cancel", "orders", "Cancel an order", &[], json_body!(orders::Cancel, optional), Typed(200, schema::<OrderView>)),
+        op(put.clone(), "/api/v1/orders/{id}/status", "orders", "Set an order's status (operators)", &[], json_body!(orders::SetStatus), Typed(200, schema::<OrderView>)),
+        op(post.clone(), "/api/v1/payments", "payments", "Pay for an order", &[], json_body!(payments::CreatePayment), Typed(201, schema::<PaymentView>)),
+        op(get.clone(), "/api/v1/payments/{id}", "payments", "A payment", &[], NoBody, Typed(200, schema::<PaymentView>)),
+        op(post.clone(), "/api/v1/payments/{id}/refund", "payments", "Refund a payment, in full or in part", &[], json_body!(payments::Refund, optional), Typed(201, schema::<RefundView>)),
+        op(get.clone(), "/api/v1/shipments/{id}", "shipping", "A shipment", &[], NoBody, Typed(200, schema::<ShipmentView>)),
+        op(post.clone(), "/api/v1/shipments/{id}/deliver", "shipping", "The carrier reports a delivery", &[], json_body!(fulfillment::Deliver, optional), Typed(200, schema::<ShipmentView>)),
         op(post.clone(), "/api/v1/sql", "analytics", "Run SQL over the live views and the history", &[], json_body!(sql::SqlRequest), Media(&["application/json", "text/csv", "application/vnd.apache.arrow.stream", "application/vnd.apache.parquet"])),
         op(get.clone(), "/api/v1/kpis", "analytics", "The business KPIs at one frontier", &[], NoBody, Object(200)),
         op(get.clone(), "/api/v1/reports", "reports", "Report runs, newest first", &[LIMIT], NoBody, Object(200)),
@@ -158,15 +161,15 @@ fn operations() -> Vec<Op> {
         op(delete.clone(), "/api/v1/reports/schedules/{id}", "reports", "Delete a report schedule", &[], NoBody, Empty(204)),
         op(get.clone(), "/api/v1/reports/{id}", "reports", "A report run", &[], NoBody, Object(200)),
         op(get.clone(), "/api/v1/reports/{id}/download", "reports", "A completed report's file", &[], NoBody, Media(&["text/csv", "application/json", "application/vnd.apache.parquet"])),
-        op(post.clone(), "/api/v1/api-keys", "auth", "Issue an API key (shown once)", &[], json_body!(keys::CreateKey), Object(201)),
-        op(get.clone(), "/api/v1/api-keys", "auth", "API keys, without secrets", PAGE, NoBody, Page),
-        op(get.clone(), "/api/v1/api-keys/{id}", "auth", "An API key, without its secret", &[], NoBody, Object(200)),
+        op(post.clone(), "/api/v1/api-keys", "auth", "Issue an API key (shown once)", &[], json_body!(keys::CreateKey), Typed(201, schema::<IssuedKey>)),
+        op(get.clone(), "/api/v1/api-keys", "auth", "API keys, without secrets", PAGE, NoBody, TypedPage(schema::<KeyView>)),
+        op(get.clone(), "/api/v1/api-keys/{id}", "auth", "An API key, without its secret", &[], NoBody, Typed(200, schema::<KeyView>)),
         op(delete.clone(), "/api/v1/api-keys/{id}", "auth", "Revoke an API key", &[], NoBody, Empty(204)),
-        op(post.clone(), "/api/v1/api-keys/{id}/rotate", "auth", "A new key in place of this one, after a grace period", &[], json_body!(keys::Rotate, optional), Object(201)),
+        op(post.clone(), "/api/v1/api-keys/{id}/rotate", "auth", "A new key in place of this one, after a grace period", &[], json_body!(keys::Rotate, optional), Typed(201, schema::<IssuedKey>)),
         op(get.clone(), "/api/v1/events/schemas", "events", "The event catalogue", &[], NoBody, Object(200)),
         op(get.clone(), "/api/v1/events/schemas/{type}", "events", "One event's JSON Schema", &[], NoBody, Object(200)),
         op(get.clone(), "/api/v1/openapi.json", "operations", "This document", &[], NoBody, Object(200)),
-        op(post.clone(), "/oauth2/token", "oauth", "Tokens for a grant: password (tidemark-cli), authorization_code (PKCE), refresh_token, client_credentials", &[], Body::Form(&["grant_type", "client_id", "client_secret", "username", "password", "mfa_code", "scope", "code", "redirect_uri", "code_verifier", "refresh_token"]), Object(200)),
+        op(post.clone(), "/oauth2/token", "oauth", "Tokens for a grant: password (tidemark-cli), authorization_code (PKCE), refresh_token, client_credentials", &[], Body::Form(&["grant_type", "client_id", "client_secret", "username", "password", "mfa_code", "scope", "code", "redirect_uri", "code_verifier", "refresh_token"]), Typed(200, schema::<Tokens>)),
         op(get.clone(), "/oauth2/authorize", "oauth", "Sign in and grant a client a code (PKCE S256)", &[("response_type", "string", false, "`code`"), ("client_id", "string", false, "a registered client"), ("redirect_uri", "string", false, "one of the client's"), ("code_challenge", "string", false, "BASE64URL(SHA-256(code_verifier))"), ("code_challenge_method", "string", false, "`S256`"), ("scope", "string", false, "openid profile email offline_access"), ("state", "string", false, "returned as is"), ("nonce", "string", false, "returned in the ID token")], NoBody, RedirectOrHtml),
         op(post.clone(), "/oauth2/authorize", "oauth", "The sign-in form of the authorization page", &[], Body::Form(&["response_type", "client_id", "redirect_uri", "code_challenge", "code_challenge_method", "scope", "state", "nonce", "email", "password", "mfa_code"]), RedirectOrHtml),
         op(post.clone(), "/oauth2/revoke", "oauth", "Revoke an access or refresh token (RFC 7009)", &[], Body::Form(&["token", "token_type_hint"]), Empty(200)),
@@ -210,11 +213,10 @@ fn build() -> Value {
     }
     let mut schemas: Map<String, Value> = generator.take_definitions(true).into_iter().collect();
     for (name, schema) in answers.take_definitions(true) {
-        let taken = schemas.insert(name.clone(), schema);
-        assert!(
-            taken.is_none(),
-            "{name} names a request and an answer schema"
-        );
+        // A type both read and answered (an enum of names) is one schema.
+        if let Some(taken) = schemas.insert(name.clone(), schema.clone()) {
+            assert_eq!(taken, schema, "{name} names two different schemas");
+        }
     }
     schemas.insert("Problem".into(), problem_schema());
     let scopes: Map<String, Value> = SCOPES
@@ -384,16 +386,6 @@ fn responses(answer: Answer, answers: &mut SchemaGenerator) -> Value {
     let mut responses = match answer {
         Answer::Object(status) => {
             json!({status.to_string(): {"description": "OK", "content": object}})
-        }
-        Answer::Page => {
-            json!({"200": {"description": "A page", "content": {"application/json": {"schema": {
-                "type": "object",
-                "required": ["items", "next_cursor"],
-                "properties": {
-                    "items": {"type": "array", "items": {"type": "object"}},
-                    "next_cursor": {"type": ["string", "null"]},
-                },
-            }}}}})
         }
         Answer::Empty(status) => json!({status.to_string(): {"description": "Done"}}),
         Answer::Media(types) => {

@@ -76,6 +76,7 @@ pub async fn get(
 
 #[derive(Deserialize, Default, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(rename = "RefundRequest")]
 pub struct Refund {
     amount_cents: Option<i64>,
     reason: Option<String>,

@@ -16,6 +16,8 @@
 mod authorize;
 mod token;
 
+pub(super) use token::Tokens;
+
 use std::collections::BTreeMap;
 
 use axum::body::Bytes;

@@ -23,6 +23,8 @@ use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use base64::Engine;
 use dataflows::auth::sessions::INVALID_GRANT;
 use dataflows::model::Command as DomainCommand;
+use schemars::JsonSchema;
+use serde::Serialize;
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
@@ -277,12 +279,15 @@ fn client_credentials(app: &App, headers: &HeaderMap, params: &Params) -> ApiRes
         Some(&client_id),
         tokens::unix_seconds(),
     );
-    Ok(json!({
-        "access_token": token,
-        "token_type": "Bearer",
-        "expires_in": claims.exp - claims.iat,
-        "scope": claims.scope,
-    }))
+    Ok(Tokens {
+        access_token: token,
+        token_type: "Bearer",
+        expires_in: claims.exp - claims.iat,
+        scope: claims.scope,
+        refresh_token: None,
+        id_token: None,
+    }
+    .into())
 }
 
 /// The registered public client a request names in `client_id`.
@@ -357,13 +362,14 @@ fn session_answer(
         Some(&session.client_id),
         now,
     );
-    let mut answer = json!({
-        "access_token": token,
-        "token_type": "Bearer",
-        "expires_in": claims.exp - claims.iat,
-        "refresh_token": refresh_token,
-        "scope": scopes.join(" "),
-    });
+    let mut answer = Tokens {
+        access_token: token,
+        token_type: "Bearer",
+        expires_in: claims.exp - claims.iat,
+        scope: scopes.join(" "),
+        refresh_token: Some(refresh_token),
+        id_token: None,
+    };
     if scopes.contains(&"openid") {
         let mut id = json!({
             "iss": app.auth.tokens.issuer(),
@@ -387,9 +393,33 @@ fn session_answer(
                 id["locale"] = json!(user.profile.locale);
             }
         }
-        answer["id_token"] = json!(app.auth.tokens.sign(&id));
+        answer.id_token = Some(app.auth.tokens.sign(&id));
     }
-    Ok(answer)
+    Ok(answer.into())
+}
+
+/// A token endpoint's answer (RFC 6749 section 5.1).
+#[derive(Serialize, JsonSchema)]
+#[schemars(rename = "Tokens")]
+pub struct Tokens {
+    /// A signed JWT; send it as `Authorization: Bearer`.
+    access_token: String,
+    token_type: &'static str,
+    /// Seconds the access token is good for.
+    expires_in: u64,
+    scope: String,
+    /// For the `refresh_token` grant; rotated at each use.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    refresh_token: Option<String>,
+    /// An OpenID Connect ID token, when `openid` was granted.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    id_token: Option<String>,
+}
+
+impl From<Tokens> for Value {
+    fn from(tokens: Tokens) -> Value {
+        serde_json::to_value(tokens).unwrap_or(Value::Null)
+    }
 }
 
 fn refresh_ttl_ms(app: &App) -> u64 {
