@@ -133,6 +133,8 @@ catalogue! {
     ApiKeyExpiryChanged = "api_key.expiry_changed",
     ApiKeyRevoked = "api_key.revoked",
     AccessTokenRevoked = "access_token.revoked",
+    SigningKeyPublished = "signing_key.published",
+    SigningKeyRetired = "signing_key.retired",
     AuthorizationCodeGranted = "authorization_code.granted",
     SessionOpened = "session.opened",
     SessionRefreshed = "session.refreshed",

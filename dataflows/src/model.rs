@@ -204,6 +204,7 @@ impl Command {
                 key_id
             }
             RevokeAccessToken { token_id, .. } => token_id,
+            PublishSigningKey { kid, .. } | RetireSigningKey { kid } => kid,
             OpenSession { session_id, .. }
             | GrantAuthorizationCode { session_id, .. }
             | RedeemAuthorizationCode { session_id, .. }
@@ -405,6 +406,17 @@ pub enum Command {
         user_id: Str,
         /// When the token expires anyway (Unix milliseconds).
         expires_at: Ts,
+    },
+    /// A server publishes the public half of a key it signs access tokens with, so
+    /// that every server sharing the log accepts its tokens.
+    PublishSigningKey {
+        kid: Str,
+        /// Ed25519, base64url without padding.
+        public_key: Str,
+    },
+    /// A server deleted a signing key whose tokens have all expired.
+    RetireSigningKey {
+        kid: Str,
     },
     /// A user signed in through an OAuth client (the password grant): a session opens,
     /// holding its first refresh token. Only digests of refresh tokens and codes enter

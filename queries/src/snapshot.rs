@@ -163,6 +163,8 @@ pub struct Snapshot {
     sessions_by_user: OrdSet<(Str, Str)>,
     /// Deleted users, whose personal data readers erase (`is_erased`).
     pub erased_users: Rows<ErasedUserRow>,
+    /// The keys access tokens are signed with, published by every server, by `kid`.
+    pub signing_keys: Rows<SigningKeyRow>,
     /// The metric views, by `Metric::index`.
     metrics: [Rows<MetricRow>; Metric::COUNT],
     /// Units in paid orders per product, summed over `product_sales_daily`, and the same
@@ -505,6 +507,9 @@ impl Snapshot {
             Row::RevokedToken(token) => {
                 self.revoked_tokens.replace(&token.token_id, token);
             }
+            Row::SigningKey(key) => {
+                self.signing_keys.replace(&key.kid, key);
+            }
             Row::ErasedUser(erased) => {
                 self.erased_users.replace(&erased.user_id, erased);
             }
@@ -597,6 +602,9 @@ impl Snapshot {
             }
             Row::RevokedToken(token) => {
                 self.revoked_tokens.retract(&token.token_id, token);
+            }
+            Row::SigningKey(key) => {
+                self.signing_keys.retract(&key.kid, key);
             }
             Row::ErasedUser(erased) => {
                 self.erased_users.retract(&erased.user_id, erased);
@@ -710,6 +718,12 @@ impl Snapshot {
                 .shared_rows()
                 .cloned()
                 .map(Row::ErasedUser),
+        );
+        rows.extend(
+            self.signing_keys
+                .shared_rows()
+                .cloned()
+                .map(Row::SigningKey),
         );
         for metric in &self.metrics {
             rows.extend(metric.shared_rows().cloned().map(Row::Metric));

@@ -118,6 +118,13 @@ async fn run(
         .await;
         match recovered {
             Ok(Ok(())) => {
+                // Every server sharing the log accepts the tokens this one signs.
+                if let Err(error) =
+                    serving::auth::Authenticator::publish_signing_keys(&recovering).await
+                {
+                    tracing::error!(error = %error.detail, "could not publish the token signing keys; stopping");
+                    std::process::exit(1);
+                }
                 tracing::info!("ready");
                 // A follower's leader calls the providers and reads foreign events.
                 if recovering.config.kafka.follow {

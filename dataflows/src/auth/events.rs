@@ -38,6 +38,22 @@ records! {
         pub expires_at: Ts,
     }
 
+    /// A server signs access tokens with this key from now on; every server accepts
+    /// them. Only the public key enters the log; the private one stays in the data
+    /// directory of the server that made it.
+    pub struct SigningKeyPublished {
+        /// The key's id, the `kid` of the tokens it signs.
+        pub kid: Str,
+        /// The Ed25519 public key (base64url, no padding: a JWK's `x`).
+        pub public_key: Str,
+    }
+
+    /// A signing key was retired: every token it signed has expired, and tokens it
+    /// signs are refused.
+    pub struct SigningKeyRetired {
+        pub kid: Str,
+    }
+
     /// A user let an OAuth client in: an authorization code was issued, redeemable once
     /// until `expires_at`, for the session `session_id`.
     pub struct AuthorizationCodeGranted {

@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::events::{
     AccessTokenRevoked, ApiKeyCreated, ApiKeyExpiryChanged, ApiKeyRevoked,
-    AuthorizationCodeGranted, SessionOpened, SessionRefreshed, SessionRevoked,
+    AuthorizationCodeGranted, SessionOpened, SessionRefreshed, SessionRevoked, SigningKeyPublished,
 };
 use crate::model::*;
 
@@ -85,6 +85,35 @@ pub(crate) fn step_revoked_token(row: &mut Option<RevokedTokenRow>, event: &Even
             expires_at: *expires_at,
             revoked_at: event.ts,
         });
+    }
+}
+
+/// A key access tokens are signed with, published by the server that holds it.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct SigningKeyRow {
+    pub kid: Str,
+    /// Ed25519, base64url without padding.
+    pub public_key: Str,
+    pub published_at: Ts,
+    pub retired_at: Option<Ts>,
+}
+
+pub(crate) fn step_signing_key(row: &mut Option<SigningKeyRow>, event: &Event) {
+    match &event.body {
+        EventBody::SigningKeyPublished(SigningKeyPublished { kid, public_key }) => {
+            *row = Some(SigningKeyRow {
+                kid: kid.clone(),
+                public_key: public_key.clone(),
+                published_at: event.ts,
+                retired_at: None,
+            })
+        }
+        EventBody::SigningKeyRetired(_) => {
+            if let Some(row) = row.as_mut() {
+                row.retired_at = Some(event.ts);
+            }
+        }
+        _ => {}
     }
 }
 

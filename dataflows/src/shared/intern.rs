@@ -130,6 +130,8 @@ impl Interner {
             | RotateApiKey { .. }
             | RevokeApiKey { .. }
             | RevokeAccessToken { .. }
+            | PublishSigningKey { .. }
+            | RetireSigningKey { .. }
             | OpenSession { .. }
             | GrantAuthorizationCode { .. }
             | RedeemAuthorizationCode { .. }

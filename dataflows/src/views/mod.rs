@@ -23,7 +23,7 @@ pub use crate::users::views::*;
 pub use effects::*;
 pub use operator::{read_models, WithTimes};
 
-use crate::auth::views::{step_api_key, step_revoked_token, step_session};
+use crate::auth::views::{step_api_key, step_revoked_token, step_session, step_signing_key};
 use crate::catalog::views::{step_product, step_reservation};
 use crate::events::*;
 use crate::fulfillment::views::step_shipment;
@@ -55,6 +55,8 @@ pub enum ViewKey {
     Session(Str),
     /// A deleted user's tombstone, by the user's id.
     ErasedUser(Str),
+    /// A key access tokens are signed with, by its id.
+    SigningKey(Str),
 }
 
 /// Which view a row belongs to. Stock has two: units on hand and units reserved, each a
@@ -79,12 +81,13 @@ pub enum ViewKind {
     RevokedToken,
     Session,
     ErasedUser,
+    SigningKey,
     Metric(Metric),
 }
 
 impl ViewKind {
     /// How many kinds there are, for tables with one slot per kind.
-    pub const COUNT: usize = 18 + Metric::COUNT;
+    pub const COUNT: usize = 19 + Metric::COUNT;
 
     /// A dense index below `COUNT`.
     pub fn index(self) -> usize {
@@ -107,7 +110,8 @@ impl ViewKind {
             ViewKind::RevokedToken => 15,
             ViewKind::Session => 16,
             ViewKind::ErasedUser => 17,
-            ViewKind::Metric(metric) => 18 + metric.index(),
+            ViewKind::SigningKey => 18,
+            ViewKind::Metric(metric) => 19 + metric.index(),
         }
     }
 }
@@ -133,6 +137,7 @@ pub enum Row {
     RevokedToken(Arc<RevokedTokenRow>),
     Session(Arc<SessionRow>),
     ErasedUser(Arc<ErasedUserRow>),
+    SigningKey(Arc<SigningKeyRow>),
     Metric(Arc<MetricRow>),
 }
 
@@ -186,6 +191,7 @@ impl ViewKey {
             ViewKey::RevokedToken(_) => ViewKind::RevokedToken,
             ViewKey::Session(_) => ViewKind::Session,
             ViewKey::ErasedUser(_) => ViewKind::ErasedUser,
+            ViewKey::SigningKey(_) => ViewKind::SigningKey,
         }
     }
 
@@ -205,7 +211,8 @@ impl ViewKey {
             | ViewKey::SignIn(id)
             | ViewKey::RevokedToken(id)
             | ViewKey::Session(id)
-            | ViewKey::ErasedUser(id) => id,
+            | ViewKey::ErasedUser(id)
+            | ViewKey::SigningKey(id) => id,
         }
     }
 }
@@ -230,7 +237,7 @@ macro_rules! row_kind {
 
 row_kind!(Product => ProductRow, User => UserRow, Cart => CartRow, Order => OrderRow, Payment => PaymentRow,
     Shipment => ShipmentRow, Effect => EffectRow, Idempotency => IdempotencyRow, Reservation => ReservationRow, Report => ReportRow,
-    ReportSchedule => ReportScheduleRow, ApiKey => ApiKeyRow, SignIn => SignInRow, RevokedToken => RevokedTokenRow, Session => SessionRow, ErasedUser => ErasedUserRow, Metric => MetricRow);
+    ReportSchedule => ReportScheduleRow, ApiKey => ApiKeyRow, SignIn => SignInRow, RevokedToken => RevokedTokenRow, Session => SessionRow, ErasedUser => ErasedUserRow, SigningKey => SigningKeyRow, Metric => MetricRow);
 
 impl Row {
     /// The key a row is stored under: its view and its id there.
@@ -256,6 +263,7 @@ impl Row {
             Row::RevokedToken(row) => (ViewKind::RevokedToken, &row.token_id),
             Row::Session(row) => (ViewKind::Session, &row.session_id),
             Row::ErasedUser(row) => (ViewKind::ErasedUser, &row.user_id),
+            Row::SigningKey(row) => (ViewKind::SigningKey, &row.kid),
             Row::Metric(row) => (ViewKind::Metric(row.metric), &row.id),
         }
     }
@@ -317,6 +325,10 @@ pub fn view_keys(body: &EventBody) -> Vec<ViewKey> {
         | E::ApiKeyRevoked(ApiKeyRevoked { key_id }) => keys.push(ViewKey::ApiKey(key_id.clone())),
         E::AccessTokenRevoked(AccessTokenRevoked { token_id, .. }) => {
             keys.push(ViewKey::RevokedToken(token_id.clone()))
+        }
+        E::SigningKeyPublished(SigningKeyPublished { kid, .. })
+        | E::SigningKeyRetired(SigningKeyRetired { kid }) => {
+            keys.push(ViewKey::SigningKey(kid.clone()))
         }
         E::AuthorizationCodeGranted(AuthorizationCodeGranted { session_id, .. })
         | E::SessionOpened(SessionOpened { session_id, .. })
@@ -412,5 +424,6 @@ pub fn step(key: &ViewKey, row: &mut Option<Row>, event: &Event) {
         ViewKey::RevokedToken(_) => typed!(RevokedToken, step_revoked_token),
         ViewKey::Session(_) => typed!(Session, step_session),
         ViewKey::ErasedUser(_) => typed!(ErasedUser, step_erased_user),
+        ViewKey::SigningKey(_) => typed!(SigningKey, step_signing_key),
     }
 }

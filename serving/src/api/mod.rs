@@ -218,7 +218,7 @@ async fn as_problem(response: Response) -> Response {
 
 /// The public keys access tokens are signed with (RFC 7517).
 async fn jwks(State(app): State<App>) -> Json<jsonwebtoken::jwk::JwkSet> {
-    Json(app.auth.tokens.jwks())
+    Json(app.auth.jwks(&app))
 }
 
 async fn not_found() -> ApiError {

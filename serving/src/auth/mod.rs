@@ -65,6 +65,69 @@ impl Authenticator {
         })
     }
 
+    /// The claims of an unexpired access token signed by this server or by a key
+    /// another server sharing the log published (and has not retired).
+    pub fn verify_token(&self, app: &App, token: &str) -> Result<tokens::Claims, TokenError> {
+        self.tokens.verify(token, |kid| {
+            let snapshot = app.views.read();
+            let key = snapshot.signing_keys.get(kid)?;
+            key.retired_at.is_none().then(|| key.public_key.to_string())
+        })
+    }
+
+    /// The public keys of every server sharing the log (RFC 7517).
+    pub fn jwks(&self, app: &App) -> jsonwebtoken::jwk::JwkSet {
+        let snapshot = app.views.read();
+        let published = (snapshot.signing_keys.values())
+            .filter(|key| key.retired_at.is_none())
+            .map(|key| (&*key.kid, &*key.public_key));
+        self.tokens.jwks_with(published)
+    }
+
+    /// Publishes this server's signing keys through the log, so that every server
+    /// sharing it accepts the tokens they sign, and retires the keys it deleted. At
+    /// start-up, once the views have caught up with the log.
+    pub async fn publish_signing_keys(app: &crate::runtime::Tidemark) -> Result<(), ApiError> {
+        let mut commands = Vec::new();
+        {
+            let snapshot = app.views.read();
+            for (kid, x) in app.auth.tokens.public_keys() {
+                if !snapshot.signing_keys.contains_key(kid) {
+                    commands.push(dataflows::model::Command::PublishSigningKey {
+                        kid: kid.into(),
+                        public_key: x.into(),
+                    });
+                }
+            }
+            for kid in app.auth.tokens.retired() {
+                commands.push(dataflows::model::Command::RetireSigningKey {
+                    kid: kid.as_str().into(),
+                });
+            }
+        }
+        for command in commands {
+            let retired = match &command {
+                dataflows::model::Command::RetireSigningKey { kid } => Some(kid.clone()),
+                _ => None,
+            };
+            match crate::api::run(app, None, command).await {
+                // Published or retired already (by an earlier start), or never published.
+                Err(error)
+                    if matches!(
+                        error.code.as_str(),
+                        "signing_key_published" | "signing_key_retired" | "not_found"
+                    ) => {}
+                Err(error) => return Err(error),
+                Ok(_) => {}
+            }
+            if let Some(kid) = retired {
+                tokens::forget_retired(&app.config.data_dir, &kid)
+                    .map_err(|error| ApiError::internal(error.to_string()))?;
+            }
+        }
+        Ok(())
+    }
+
     /// A new API key: 256 random bits, or, for a request with an `Idempotency-Key`, an
     /// HMAC of it under this server's secret, so that a retried request is answered
     /// with the same key while the log never holds anything a key can be found from.
@@ -159,7 +222,7 @@ impl Authenticator {
     ) -> Result<Principal, ApiError> {
         match credential {
             Credential::Key(key) => self.key_principal(app, key),
-            Credential::Token(token) => match self.tokens.verify(token) {
+            Credential::Token(token) => match self.verify_token(app, token) {
                 Ok(claims) => self.token_principal(app, claims),
                 Err(TokenError::Expired) => Err(unauthenticated(
                     "token_expired",

@@ -10,7 +10,10 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use jsonwebtoken::jwk::{Jwk, JwkSet, PublicKeyUse};
+use jsonwebtoken::jwk::{
+    AlgorithmParameters, CommonParameters, EllipticCurve, Jwk, JwkSet, KeyAlgorithm,
+    OctetKeyPairParameters, OctetKeyPairType, PublicKeyUse,
+};
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
 use sha2::Digest;
@@ -72,6 +75,8 @@ pub struct Tokens {
     /// microseconds, a digest and a lookup one. Expiry is checked on every use; the
     /// revocation checks come after, on every request. Bounded: emptied when full.
     verified: parking_lot::Mutex<HashMap<[u8; 32], Claims>>,
+    /// Keys deleted here, by id (`maintain`).
+    retired: Vec<String>,
 }
 
 /// Tokens remembered as verified, at most.
@@ -92,9 +97,19 @@ impl Tokens {
         create_private_dir(&dir)?;
         let mut names: Vec<PathBuf> = std::fs::read_dir(&dir)?
             .filter_map(|entry| entry.ok().map(|entry| entry.path()))
-            .filter(|path| path.extension().is_some_and(|ext| ext == "ed25519"))
             .collect();
         names.sort();
+        let stem = |path: &Path| {
+            (path.file_stem())
+                .and_then(|stem| stem.to_str())
+                .unwrap_or_default()
+                .to_string()
+        };
+        let retired = (names.iter())
+            .filter(|path| path.extension().is_some_and(|ext| ext == "retired"))
+            .map(|path| stem(path))
+            .collect();
+        names.retain(|path| path.extension().is_some_and(|ext| ext == "ed25519"));
         let mut keys = Vec::new();
         for path in &names {
             let text = std::fs::read_to_string(path)?;
@@ -107,18 +122,14 @@ impl Tokens {
                         format!("{} is not a signing key", path.display()),
                     )
                 })?;
-            let kid = path
-                .file_stem()
-                .and_then(|stem| stem.to_str())
-                .unwrap_or_default()
-                .to_string();
-            keys.push(SigningKey::from_seed(&seed, kid)?);
+            keys.push(SigningKey::from_seed(&seed, stem(path))?);
         }
         let mut tokens = Tokens {
             issuer: issuer.to_string(),
             keys,
             lifetime_s,
             verified: parking_lot::Mutex::new(HashMap::new()),
+            retired,
         };
         if tokens.keys.is_empty() {
             tokens.rotate(data_dir)?;
@@ -145,6 +156,9 @@ impl Tokens {
     /// they signed has expired (a token lifetime, and a minute of clock difference,
     /// after the next key took over). Keys whose names do not say when they were made
     /// (put there by hand) are kept.
+    ///
+    /// A deleted key leaves a marker (`<kid>.retired`) until the log has retired it
+    /// (`retired`, `forget_retired`).
     pub fn maintain(
         &mut self,
         data_dir: &Path,
@@ -164,7 +178,9 @@ impl Tokens {
             let retired =
                 created_s(&key.kid).is_some() && superseded.is_some_and(|at| at <= expired_before);
             if retired {
+                write_private(&dir.join(format!("{}.retired", key.kid)), b"")?;
                 std::fs::remove_file(dir.join(format!("{}.ed25519", key.kid)))?;
+                self.retired.push(key.kid);
             } else {
                 kept.push(key);
             }
@@ -173,6 +189,11 @@ impl Tokens {
         // What a retired key signed is no longer good.
         self.verified.get_mut().clear();
         Ok(())
+    }
+
+    /// Keys deleted here whose retirement the log may not have yet.
+    pub fn retired(&self) -> &[String] {
+        &self.retired
     }
 
     fn rotate_at(&mut self, data_dir: &Path, now: u64) -> std::io::Result<()> {
@@ -234,14 +255,19 @@ impl Tokens {
             .expect("an Ed25519 key made by `from_seed` signs")
     }
 
-    /// The claims of a token this server signed and that has not expired.
-    pub fn verify(&self, token: &str) -> Result<Claims, TokenError> {
+    /// The claims of a token signed by this server, or by a key another server
+    /// published (`published` answers its public key by `kid`), that has not expired.
+    pub fn verify(
+        &self,
+        token: &str,
+        published: impl FnOnce(&str) -> Option<String>,
+    ) -> Result<Claims, TokenError> {
         let digest: [u8; 32] = sha2::Sha256::digest(token.as_bytes()).into();
         let known = self.verified.lock().get(&digest).cloned();
         let claims = match known {
             Some(claims) => claims,
             None => {
-                let claims = self.verify_signature(token)?;
+                let claims = self.verify_signature(token, published)?;
                 let mut verified = self.verified.lock();
                 if verified.len() >= VERIFIED_CAPACITY {
                     verified.clear();
@@ -257,7 +283,11 @@ impl Tokens {
         Ok(claims)
     }
 
-    fn verify_signature(&self, token: &str) -> Result<Claims, TokenError> {
+    fn verify_signature(
+        &self,
+        token: &str,
+        published: impl FnOnce(&str) -> Option<String>,
+    ) -> Result<Claims, TokenError> {
         let invalid = |e: jsonwebtoken::errors::Error| TokenError::Invalid(e.to_string());
         let header = jsonwebtoken::decode_header(token).map_err(invalid)?;
         if header.alg != Algorithm::EdDSA {
@@ -266,17 +296,22 @@ impl Tokens {
         let kid = header
             .kid
             .ok_or_else(|| TokenError::Invalid("no kid".into()))?;
-        let key = self
-            .keys
-            .iter()
-            .find(|key| key.kid == kid)
-            .ok_or_else(|| TokenError::Invalid("signed by an unknown key".into()))?;
+        let unknown = || TokenError::Invalid("signed by an unknown key".into());
+        let theirs;
+        let decoding = match self.keys.iter().find(|key| key.kid == kid) {
+            Some(key) => &key.decoding,
+            None => {
+                let x = published(&kid).ok_or_else(unknown)?;
+                theirs = DecodingKey::from_ed_components(&x).map_err(|_| unknown())?;
+                &theirs
+            }
+        };
         let mut validation = Validation::new(Algorithm::EdDSA);
         validation.set_issuer(&[&self.issuer]);
         validation.set_audience(&[AUDIENCE]);
         validation.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
         validation.leeway = 0;
-        jsonwebtoken::decode::<Claims>(token, &key.decoding, &validation)
+        jsonwebtoken::decode::<Claims>(token, decoding, &validation)
             .map(|data| data.claims)
             .map_err(|e| match e.kind() {
                 jsonwebtoken::errors::ErrorKind::ExpiredSignature => TokenError::Expired,
@@ -284,11 +319,30 @@ impl Tokens {
             })
     }
 
-    /// The public keys, as `/.well-known/jwks.json` serves them.
+    /// This server's public keys, as `/.well-known/jwks.json` serves them.
     pub fn jwks(&self) -> JwkSet {
         JwkSet {
             keys: self.keys.iter().map(|key| key.jwk.clone()).collect(),
         }
+    }
+
+    /// This server's keys with those other servers published (`(kid, x)`).
+    pub fn jwks_with<'a>(&self, published: impl Iterator<Item = (&'a str, &'a str)>) -> JwkSet {
+        let mut set = self.jwks();
+        for (kid, x) in published {
+            if !self.keys.iter().any(|key| key.kid == kid) {
+                set.keys.push(public_jwk(kid, x));
+            }
+        }
+        set
+    }
+
+    /// Each key's id and public key (base64url), for the log to publish.
+    pub fn public_keys(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.keys.iter().filter_map(|key| match &key.jwk.algorithm {
+            AlgorithmParameters::OctetKeyPair(pair) => Some((key.kid.as_str(), pair.x.as_str())),
+            _ => None,
+        })
     }
 
     pub fn lifetime_s(&self) -> u64 {
@@ -318,6 +372,35 @@ impl SigningKey {
             decoding,
             jwk,
         })
+    }
+}
+
+/// Drops the marker of a key deleted here, once the log has it retired.
+pub fn forget_retired(data_dir: &Path, kid: &str) -> std::io::Result<()> {
+    let marker = data_dir
+        .join("keys")
+        .join("signing")
+        .join(format!("{kid}.retired"));
+    match std::fs::remove_file(marker) {
+        Err(error) if error.kind() != std::io::ErrorKind::NotFound => Err(error),
+        _ => Ok(()),
+    }
+}
+
+/// A JWK of an Ed25519 public key (`x`, base64url).
+fn public_jwk(kid: &str, x: &str) -> Jwk {
+    Jwk {
+        common: CommonParameters {
+            key_algorithm: Some(KeyAlgorithm::EdDSA),
+            public_key_use: Some(PublicKeyUse::Signature),
+            key_id: Some(kid.to_string()),
+            ..Default::default()
+        },
+        algorithm: AlgorithmParameters::OctetKeyPair(OctetKeyPairParameters {
+            key_type: OctetKeyPairType::OctetKeyPair,
+            curve: EllipticCurve::Ed25519,
+            x: x.to_string(),
+        }),
     }
 }
 
@@ -391,13 +474,18 @@ fn write_private(path: &Path, contents: &[u8]) -> std::io::Result<()> {
 mod tests {
     use super::*;
 
+    /// No other server published a key.
+    fn unpublished(_kid: &str) -> Option<String> {
+        None
+    }
+
     #[test]
     fn tokens_verify_across_restarts_and_rotations_and_expire() {
         let dir = tempfile::tempdir().unwrap();
         let now = unix_seconds();
         let mut tokens = Tokens::open(dir.path(), "tidemark", 60).unwrap();
         let (first, claims) = tokens.issue("usr_1", &[], now);
-        assert_eq!(tokens.verify(&first).unwrap(), claims);
+        assert_eq!(tokens.verify(&first, unpublished).unwrap(), claims);
         // The key is private to the owner.
         #[cfg(unix)]
         for entry in std::fs::read_dir(dir.path().join("keys/signing")).unwrap() {
@@ -410,29 +498,55 @@ mod tests {
         let reopened = Tokens::open(dir.path(), "tidemark", 60).unwrap();
         // Made within the same second, the new key still signs after a restart.
         assert_eq!(reopened.signing_kid(), tokens.signing_kid());
-        assert_eq!(reopened.verify(&first).unwrap().sub, "usr_1");
-        assert_eq!(reopened.verify(&second).unwrap().scope, "admin");
+        assert_eq!(reopened.verify(&first, unpublished).unwrap().sub, "usr_1");
+        assert_eq!(
+            reopened.verify(&second, unpublished).unwrap().scope,
+            "admin"
+        );
         assert_eq!(reopened.jwks().keys.len(), 2);
         let (old, _) = reopened.issue("usr_1", &[], now - 120);
-        assert!(matches!(reopened.verify(&old), Err(TokenError::Expired)));
+        assert!(matches!(
+            reopened.verify(&old, unpublished),
+            Err(TokenError::Expired)
+        ));
         // Another server's key, another issuer, a tampered token: refused.
         let elsewhere = tempfile::tempdir().unwrap();
-        let (foreign, _) = Tokens::open(elsewhere.path(), "tidemark", 60)
-            .unwrap()
-            .issue("usr_1", &["admin"], now);
+        let theirs = Tokens::open(elsewhere.path(), "tidemark", 60).unwrap();
+        let (foreign, _) = theirs.issue("usr_1", &["admin"], now);
         assert!(matches!(
-            reopened.verify(&foreign),
+            reopened.verify(&foreign, unpublished),
             Err(TokenError::Invalid(_))
         ));
+        // Unless that server published its key (through the log): then it verifies,
+        // and the JWKS lists it with this server's own.
+        let (kid, x) = theirs.public_keys().next().unwrap();
+        // (A published key that is not the one that signed refuses it.)
+        let (_, mine) = reopened.public_keys().next().unwrap();
+        let wrong = |_: &str| Some(mine.to_string());
+        assert!(reopened.verify(&foreign, wrong).is_err());
+        let published = |asked: &str| (asked == kid).then(|| x.to_string());
+        assert_eq!(reopened.verify(&foreign, published).unwrap().scope, "admin");
+        let set = reopened.jwks_with([(kid, x)].into_iter());
+        assert_eq!(set.keys.len(), 3);
+        assert!(jsonwebtoken::decode::<Claims>(
+            &foreign,
+            &DecodingKey::from_jwk(set.find(kid).unwrap()).unwrap(),
+            &{
+                let mut validation = Validation::new(Algorithm::EdDSA);
+                validation.set_audience(&[AUDIENCE]);
+                validation
+            },
+        )
+        .is_ok());
         let other_issuer = Tokens::open(dir.path(), "elsewhere", 60).unwrap();
-        assert!(other_issuer.verify(&first).is_err());
+        assert!(other_issuer.verify(&first, unpublished).is_err());
         let mut tampered = first.clone().into_bytes();
         let middle = tampered.len() / 2;
         tampered[middle] = if tampered[middle] == b'A' { b'B' } else { b'A' };
         assert!(reopened
-            .verify(std::str::from_utf8(&tampered).unwrap())
+            .verify(std::str::from_utf8(&tampered).unwrap(), unpublished)
             .is_err());
-        assert!(reopened.verify("not a token").is_err());
+        assert!(reopened.verify("not a token", unpublished).is_err());
     }
 
     #[test]
@@ -459,7 +573,7 @@ mod tests {
                 .unwrap(),
             tokens.signing_kid()
         );
-        assert_eq!(tokens.verify(&old_token).unwrap().sub, "usr_1");
+        assert_eq!(tokens.verify(&old_token, unpublished).unwrap().sub, "usr_1");
         // Within a token lifetime of the rotation the old key stays; after it, it goes,
         // from the folder too.
         tokens.maintain(dir.path(), later + 600, 30 * day).unwrap();
@@ -468,9 +582,15 @@ mod tests {
             .maintain(dir.path(), later + 900 + 60, 30 * day)
             .unwrap();
         assert_eq!(tokens.jwks().keys.len(), 1);
+        // The deleted key is remembered until the log has it retired.
+        assert_eq!(tokens.retired(), std::slice::from_ref(&first));
         let reopened = Tokens::open(dir.path(), "tidemark", 900).unwrap();
         assert_eq!(reopened.signing_kid(), tokens.signing_kid());
         assert_eq!(reopened.jwks().keys.len(), 1);
+        assert_eq!(reopened.retired(), std::slice::from_ref(&first));
+        forget_retired(dir.path(), &first).unwrap();
+        let reopened = Tokens::open(dir.path(), "tidemark", 900).unwrap();
+        assert!(reopened.retired().is_empty());
         // 0 never rotates.
         tokens.maintain(dir.path(), later + 3650 * day, 0).unwrap();
         assert_eq!(tokens.signing_kid(), reopened.signing_kid());

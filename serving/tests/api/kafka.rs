@@ -584,3 +584,90 @@ fn engine_replay_bytes(cluster: connectors::kafka::KafkaCluster) -> Vec<u8> {
     engine.shutdown();
     bytes
 }
+
+/// Two servers on one log, each with its own data directory and so its own signing
+/// key: each publishes its key's public half through the log, so a token either issues
+/// is accepted by both, and a revocation on one refuses the token on the other.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_one_server_signs_is_accepted_and_revoked_on_another() {
+    let broker = start_broker(LocalBroker::start).await;
+    let leader = kafka_app(&broker).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut config = Config {
+        data_dir: dir.path().to_path_buf(),
+        log: broker.url(),
+        ..Config::default()
+    };
+    config.kafka.follow = true;
+    let follower = TestApp::open_config(dir, config).await;
+    let user = leader.user("keys@example.com").await;
+    let path = format!("/api/v1/users/{user}");
+    catch_up(&follower, &leader).await;
+    let signed_in = follower
+        .send_raw(
+            "POST",
+            "/api/v1/users/authenticate",
+            Some(
+                &json!({"email": "keys@example.com", "password": "correct horse battery"})
+                    .to_string(),
+            ),
+            &[],
+        )
+        .await;
+    assert_eq!(signed_in.status, StatusCode::OK, "{:?}", signed_in.body);
+    let token = signed_in.body["access_token"].as_str().unwrap().to_string();
+    let bearer = format!("Bearer {token}");
+    let as_user = [("authorization", bearer.as_str())];
+    // Both servers list both keys; the follower's token works on the leader.
+    let leader_keys = leader
+        .send_raw("GET", "/.well-known/jwks.json", None, &[])
+        .await;
+    let follower_keys = follower
+        .send_raw("GET", "/.well-known/jwks.json", None, &[])
+        .await;
+    assert_eq!(leader_keys.body["keys"].as_array().unwrap().len(), 2);
+    let kids = |reply: &crate::support::Reply| {
+        let mut kids: Vec<String> = reply.body["keys"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|key| key["kid"].as_str().unwrap().to_string())
+            .collect();
+        kids.sort();
+        kids
+    };
+    assert_eq!(kids(&leader_keys), kids(&follower_keys));
+    let read = leader.send_raw("GET", &path, None, &as_user).await;
+    assert_eq!(read.status, StatusCode::OK, "{:?}", read.body);
+    assert_eq!(read.body["email"], "keys@example.com");
+    // Signed out on the leader: refused on the follower from the next request on.
+    let revoked = leader
+        .send_raw(
+            "POST",
+            "/oauth2/revoke",
+            Some(&format!("token={token}")),
+            &[("content-type", "application/x-www-form-urlencoded")],
+        )
+        .await;
+    assert_eq!(revoked.status, StatusCode::OK, "{:?}", revoked.body);
+    catch_up(&follower, &leader).await;
+    let refused = follower.send_raw("GET", &path, None, &as_user).await;
+    assert_eq!(
+        refused.status,
+        StatusCode::UNAUTHORIZED,
+        "{:?}",
+        refused.body
+    );
+    assert_eq!(refused.body["code"], "token_revoked");
+}
+
+/// Waits until `follower` has read the log as far as `leader`'s views are.
+async fn catch_up(follower: &TestApp, leader: &TestApp) {
+    let frontier = leader.app.views.read().frontier;
+    follower
+        .app
+        .views
+        .wait_for(frontier, std::time::Duration::from_secs(30))
+        .await
+        .expect("the follower catches up");
+}

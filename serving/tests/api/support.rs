@@ -90,6 +90,9 @@ impl TestApp {
             .await
             .expect("join")
             .expect("recover");
+        serving::auth::Authenticator::publish_signing_keys(&app)
+            .await
+            .expect("the signing keys are published");
         // As the binary: a follower's leader calls the providers.
         if !app.config.kafka.follow {
             executors::spawn(app.clone());

@@ -170,7 +170,7 @@ pub async fn revoke(
             refresh_hash: Some(secret_digest(token).into()),
         },
         None => {
-            let Ok(claims) = app.auth.tokens.verify(token) else {
+            let Ok(claims) = app.auth.verify_token(&app, token) else {
                 return Ok(StatusCode::OK);
             };
             DomainCommand::RevokeAccessToken {
