@@ -22,6 +22,30 @@ pub type Time = u64;
 /// state, rows of several views, indexes) is a reference count.
 pub type Str = std::sync::Arc<str>;
 
+/// A row's state: each variant is named once, and the name is what `as_str`, serde
+/// and the JSON Schema all use.
+macro_rules! states {
+    ($(#[$meta:meta])* pub enum $name:ident { $($variant:ident = $text:literal,)* }) => {
+        $(#[$meta])*
+        #[derive(
+            Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash,
+            serde::Serialize, serde::Deserialize, schemars::JsonSchema,
+        )]
+        pub enum $name {
+            $(#[serde(rename = $text)] $variant,)*
+        }
+
+        impl $name {
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $($name::$variant => $text,)*
+                }
+            }
+        }
+    };
+}
+pub(crate) use states;
+
 /// Appends to a list kept as a boxed slice. Lists held for every order (status history,
 /// refunds, lines) are boxed slices rather than `Vec`s: eight bytes less each, which
 /// moves the rows that hold them into a smaller allocation, and they grow one item at a

@@ -34,35 +34,12 @@ pub struct StockRow {
     pub quantity: i64,
 }
 
-#[derive(
-    Clone,
-    Copy,
-    Debug,
-    PartialEq,
-    Eq,
-    PartialOrd,
-    Ord,
-    Hash,
-    Serialize,
-    Deserialize,
-    schemars::JsonSchema,
-)]
-#[serde(rename_all = "snake_case")]
-pub enum ReservationStatus {
-    Pending,
-    Held,
-    Rejected,
-    Released,
-}
-
-impl ReservationStatus {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ReservationStatus::Pending => "pending",
-            ReservationStatus::Held => "held",
-            ReservationStatus::Rejected => "rejected",
-            ReservationStatus::Released => "released",
-        }
+states! {
+    pub enum ReservationStatus {
+        Pending = "pending",
+        Held = "held",
+        Rejected = "rejected",
+        Released = "released",
     }
 }
 

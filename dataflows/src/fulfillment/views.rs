@@ -5,35 +5,12 @@ use serde::{Deserialize, Serialize};
 use crate::events::{ShipmentCancelled, ShipmentCreated, ShipmentDelivered, ShipmentDispatched};
 use crate::model::*;
 
-#[derive(
-    Clone,
-    Copy,
-    Debug,
-    PartialEq,
-    Eq,
-    PartialOrd,
-    Ord,
-    Hash,
-    Serialize,
-    Deserialize,
-    schemars::JsonSchema,
-)]
-#[serde(rename_all = "snake_case")]
-pub enum ShipmentStatus {
-    Pending,
-    Dispatched,
-    Delivered,
-    Cancelled,
-}
-
-impl ShipmentStatus {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ShipmentStatus::Pending => "pending",
-            ShipmentStatus::Dispatched => "dispatched",
-            ShipmentStatus::Delivered => "delivered",
-            ShipmentStatus::Cancelled => "cancelled",
-        }
+states! {
+    pub enum ShipmentStatus {
+        Pending = "pending",
+        Dispatched = "dispatched",
+        Delivered = "delivered",
+        Cancelled = "cancelled",
     }
 }
 
