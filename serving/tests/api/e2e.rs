@@ -859,3 +859,62 @@ fn the_live_binary_keeps_to_its_openapi_document_under_fuzzing() {
     }
     drop(server);
 }
+
+/// The interactive docs page, loaded in a real browser (headless Chromium, installed by
+/// scripts/setup.sh): its script fetches the live OpenAPI document and renders every
+/// operation in it, with nothing loaded from anywhere else.
+#[test]
+fn the_docs_page_renders_every_operation_in_a_browser() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = Server::start(dir.path(), &[]);
+    let (status, document) = server.request("GET", "/api/v1/openapi.json", None);
+    assert_eq!(status, 200);
+    let profile = tempfile::tempdir().expect("tempdir");
+    let output = Command::new("chromium")
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            // Until the page's script has fetched the document and rendered it.
+            "--virtual-time-budget=15000",
+            "--dump-dom",
+        ])
+        .arg(format!("--user-data-dir={}", profile.path().display()))
+        .arg(format!("http://{}/docs", server.client.addr))
+        .output()
+        .expect("chromium runs: scripts/setup.sh installs it (Debian's chromium)");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let page = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        !page.contains("<main id=\"operations\">Could not load"),
+        "{page}"
+    );
+    assert!(
+        page.contains("Commerce state as incrementally maintained dataflows"),
+        "{page}"
+    );
+    let mut rendered = 0;
+    for item in document["paths"].as_object().unwrap().values() {
+        for operation in item.as_object().unwrap().values() {
+            let id = operation["operationId"].as_str().unwrap();
+            assert!(
+                page.contains(&format!("<details id=\"{id}\">")),
+                "{id} is not on the page"
+            );
+            rendered += 1;
+        }
+    }
+    assert!(rendered > 60, "{rendered}");
+    // A request body is filled with an example made from its schema.
+    assert!(page.contains("id=\"post_orders-body\""), "{page}");
+    drop(server);
+}
