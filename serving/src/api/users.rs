@@ -11,7 +11,8 @@ use dataflows::users::sign_ins::{
     ACCOUNT_LOCKED, INVALID_CREDENTIALS, INVALID_MFA_CODE, MAX_FAILURES, MFA_REQUIRED,
 };
 use dataflows::views::{SessionRow, SignInRow, UserRow};
-use serde::Deserialize;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::error::{ApiError, ApiResult};
@@ -76,16 +77,51 @@ pub async fn authenticate(
     State(app): State<App>,
     client: Client,
     command: Command<Authenticate>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<SignedIn>> {
     let body = command.body;
     let user_id = sign_in(&app, &client, &body.email, body.password, body.mfa_code).await?;
     let (token, claims) = app.auth.tokens.issue(&user_id, &[], tokens::unix_seconds());
-    Ok(Json(serde_json::json!({
-        "access_token": token,
-        "token_type": "Bearer",
-        "expires_in": claims.exp - claims.iat,
-        "user_id": user_id,
-    })))
+    Ok(Json(SignedIn {
+        access_token: token,
+        token_type: "Bearer",
+        expires_in: claims.exp - claims.iat,
+        user_id: user_id.to_string(),
+    }))
+}
+
+/// A signed-in user's access token.
+#[derive(Serialize, JsonSchema)]
+pub struct SignedIn {
+    /// A signed JWT; send it as `Authorization: Bearer`.
+    access_token: String,
+    token_type: &'static str,
+    /// Seconds the token is good for.
+    expires_in: u64,
+    user_id: String,
+}
+
+/// Two-factor enrollment, started or confirmed.
+#[derive(Serialize, JsonSchema)]
+#[serde(untagged)]
+#[schemars(rename = "MfaEnrollment")]
+pub enum MfaAnswer {
+    /// Started: the secret for an authenticator app, whose first code confirms it.
+    Pending {
+        /// `pending`.
+        status: &'static str,
+        /// Base32, as authenticator apps take it.
+        secret: String,
+        otpauth_uri: String,
+        algorithm: &'static str,
+        digits: usize,
+        period: u64,
+    },
+    /// Confirmed: on from now, with recovery codes shown only here.
+    On {
+        /// `on`.
+        status: &'static str,
+        recovery_codes: Vec<String>,
+    },
 }
 
 /// Checks a user's password (and one-time code) and logs the attempt, which the
@@ -194,7 +230,7 @@ pub async fn enable_mfa(
     Caller(caller): Caller,
     Path(id): Path<String>,
     command: Command<EnableMfa>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<MfaAnswer>> {
     caller.require_owner_or(&id, "users:write")?;
     let Command { body, idempotency } = command;
     let user = app
@@ -224,14 +260,14 @@ pub async fn enable_mfa(
         )
         .await?;
         let totp = app.auth.mfa.totp(&id, &enrollment_id, &user.email);
-        return Ok(Json(serde_json::json!({
-            "status": "pending",
-            "secret": totp.get_secret_base32(),
-            "otpauth_uri": totp.get_url(),
-            "algorithm": "SHA1",
-            "digits": mfa::DIGITS,
-            "period": mfa::PERIOD_S,
-        })));
+        return Ok(Json(MfaAnswer::Pending {
+            status: "pending",
+            secret: totp.get_secret_base32(),
+            otpauth_uri: totp.get_url(),
+            algorithm: "SHA1",
+            digits: mfa::DIGITS,
+            period: mfa::PERIOD_S,
+        }));
     };
     let Some(enrollment_id) = user.mfa_enrollment.clone().filter(|_| !user.mfa_enabled) else {
         return Err(ApiError::conflict(
@@ -255,10 +291,10 @@ pub async fn enable_mfa(
         },
     )
     .await?;
-    Ok(Json(serde_json::json!({
-        "status": "on",
-        "recovery_codes": recovery_codes,
-    })))
+    Ok(Json(MfaAnswer::On {
+        status: "on",
+        recovery_codes,
+    }))
 }
 
 /// Turns two-factor authentication off.
