@@ -3,7 +3,8 @@
 //! `create-key` issues an API key through the log, as `POST /api/v1/api-keys` does, so
 //! that an install without `TIDEMARK_BOOTSTRAP_ADMIN_KEY` can be administered. It opens
 //! the data directory as the server does (replaying the log), so it refuses while a
-//! server holds the directory: with one running, create keys through the API.
+//! server holds the directory: with one running, create keys through the API. On a
+//! Kafka log it runs as a follower of the servers on it, which must be running.
 
 use std::process::ExitCode;
 
@@ -73,12 +74,11 @@ pub fn run(command: AdminCommand) -> ExitCode {
 
 fn create_key(args: CreateKeyArgs) -> Result<String, String> {
     let mut config = Config::load(&args.serve).map_err(|error| error.to_string())?;
-    if config.log_backend()? != LogBackend::Embedded {
-        return Err(
-            "this works on the embedded log; with a Kafka log, create keys through the API (POST /api/v1/api-keys with TIDEMARK_BOOTSTRAP_ADMIN_KEY)"
-                .into(),
-        );
-    }
+    // On a Kafka log, as a follower: the servers' leader binds the command, and this
+    // process reads the log until its views show the key. The servers keep running.
+    let kafka = config.log_backend()? != LogBackend::Embedded;
+    config.kafka.follow = kafka;
+    config.kafka.foreign_topics.clear();
     // Only the log is written: the server publishes and archives the events when it
     // next starts, as it does for everything it replays.
     config.events = "none".into();
@@ -108,7 +108,13 @@ fn create_key(args: CreateKeyArgs) -> Result<String, String> {
         )
         .await;
         app.shutdown();
-        let answer = issued.map_err(|error| error.detail)?;
+        let answer = issued.map_err(|error| match kafka {
+            true if error.status.is_server_error() => format!(
+                "{}; on a Kafka log a running server binds the command: is one running?",
+                error.detail
+            ),
+            _ => error.detail,
+        })?;
         serde_json::to_string_pretty(&answer).map_err(|error| error.to_string())
     })
 }

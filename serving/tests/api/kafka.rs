@@ -671,3 +671,61 @@ async fn catch_up(follower: &TestApp, leader: &TestApp) {
         .await
         .expect("the follower catches up");
 }
+
+/// `tidemark admin create-key` on a Kafka log: it follows the running servers, whose
+/// leader binds the command, and prints a key they accept.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_creates_a_key_on_a_kafka_log_while_the_servers_run() {
+    let broker = start_broker(LocalBroker::start).await;
+    let leader = kafka_app(&broker).await;
+    let url = broker.url();
+    let created = tokio::task::spawn_blocking(move || {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::process::Command::new(env!("CARGO_BIN_EXE_tidemark"))
+            .args(["admin", "create-key", "--scopes", "admin", "--name", "ops"])
+            .args(["--log", &url, "--data-dir"])
+            .arg(dir.path())
+            .env_remove("TIDEMARK_BOOTSTRAP_ADMIN_KEY")
+            .output()
+            .expect("tidemark runs")
+    })
+    .await
+    .unwrap();
+    assert!(
+        created.status.success(),
+        "{}",
+        String::from_utf8_lossy(&created.stderr)
+    );
+    let answer: serde_json::Value =
+        serde_json::from_slice(&created.stdout).expect("JSON on stdout");
+    let key = answer["key"].as_str().expect("the key").to_string();
+    assert_eq!(answer["scopes"], json!(["admin"]));
+    catch_up_to(&leader, &answer).await;
+    let listed = leader
+        .send_raw("GET", "/api/v1/api-keys", None, &[("x-api-key", &key)])
+        .await;
+    assert_eq!(listed.status, StatusCode::OK, "{:?}", listed.body);
+    assert!(listed.body["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|item| item["id"] == answer["id"]));
+}
+
+/// Waits until `server`'s views hold the key `answer` describes.
+async fn catch_up_to(server: &TestApp, answer: &serde_json::Value) {
+    let id = answer["id"].as_str().unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !server.app.views.read().api_keys.contains_key(id) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the key never arrived"
+        );
+        let frontier = server.app.views.read().frontier;
+        let _ = server
+            .app
+            .views
+            .wait_for(frontier + 1, std::time::Duration::from_secs(1))
+            .await;
+    }
+}
