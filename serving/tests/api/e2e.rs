@@ -838,7 +838,7 @@ fn the_live_binary_keeps_to_its_openapi_document_under_fuzzing() {
                 "--checks",
                 "not_a_server_error,status_code_conformance,content_type_conformance,response_headers_conformance,response_schema_conformance",
                 "--phases",
-                "examples,coverage,fuzzing",
+                "examples,coverage,fuzzing,stateful",
                 "--max-examples",
                 "15",
                 "--workers",
