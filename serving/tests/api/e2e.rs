@@ -871,19 +871,9 @@ fn the_docs_page_renders_every_operation_in_a_browser() {
     assert_eq!(status, 200);
     let profile = tempfile::tempdir().expect("tempdir");
     let output = Command::new("chromium")
-        .args([
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-quic",
-            "--no-first-run",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
-            // Until the page's script has fetched the document and rendered it.
-            "--virtual-time-budget=15000",
-            "--dump-dom",
-        ])
+        .args(crate::browser::FLAGS)
+        // Until the page's script has fetched the document and rendered it.
+        .args(["--virtual-time-budget=15000", "--dump-dom"])
         .arg(format!("--user-data-dir={}", profile.path().display()))
         .arg(format!("http://{}/docs", server.client.addr))
         .output()
@@ -917,4 +907,47 @@ fn the_docs_page_renders_every_operation_in_a_browser() {
     // A request body is filled with an example made from its schema.
     assert!(page.contains("id=\"post_orders-body\""), "{page}");
     drop(server);
+}
+
+/// The docs page as a person uses it, in a real browser: paste a key, open an
+/// operation, send it, read the answer; then create a product from the page.
+#[test]
+fn the_docs_page_sends_requests_from_a_browser() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = Server::start(dir.path(), &[]);
+    let browser = crate::browser::Browser::start();
+    // The page shows `METHOD url …` while a request is out, then the answer.
+    let sent = |text: &str| !text.is_empty() && !text.ends_with('…');
+    browser.goto(&format!("http://{}/docs", server.client.addr));
+    browser.fill("#credentials", ADMIN_KEY);
+    // A read.
+    browser.click("#get_products > summary");
+    browser.click("#get_products button");
+    let answer = browser.text_when("#get_products > .op > pre", sent);
+    assert!(answer.starts_with("200 OK"), "{answer}");
+    assert!(answer.contains("\"items\": []"), "{answer}");
+    // A write, with the body typed into the page.
+    browser.click("#post_products > summary");
+    browser.fill(
+        "#post_products-body",
+        r#"{"sku": "DOCS-1", "name": "Docs mug", "price_cents": 900, "currency": "USD", "initial_stock": 3}"#,
+    );
+    browser.click("#post_products button");
+    let answer = browser.text_when("#post_products > .op > pre", sent);
+    assert!(answer.starts_with("201 Created"), "{answer}");
+    let id = serde_json::from_str::<Value>(answer.split_once("\n\n").unwrap().1).unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let (status, product) = server.request("GET", &format!("/api/v1/products/{id}"), None);
+    assert_eq!(status, 200);
+    assert_eq!(product["stock"]["available"], 3);
+    // Without credentials the page shows the refusal as the API gives it.
+    browser.fill("#credentials", "");
+    browser.click("#post_products button");
+    let answer = browser.text_when("#post_products > .op > pre", |text| {
+        sent(text) && !text.starts_with("201")
+    });
+    assert!(answer.starts_with("401 Unauthorized"), "{answer}");
+    assert!(answer.contains("application/problem+json"), "{answer}");
 }

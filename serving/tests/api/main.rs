@@ -2,6 +2,7 @@
 //! the real binary.
 
 mod auth;
+mod browser;
 mod config;
 mod e2e;
 mod errors;
