@@ -4,12 +4,14 @@
 use crate::model::Str;
 use std::collections::{BTreeMap, BTreeSet};
 
-use crate::model::{Event, Rejection};
-use crate::views::{fold, stock_deltas, view_keys, Row, StockRow, ViewKey};
+use crate::model::{Event, Rejection, Time};
+use crate::views::{expires, fold, stock_deltas, view_keys, Row, StockRow, ViewKey};
 
 /// Every view row implied by `events` and `rejections`, computed without any
-/// incremental state; metrics by their own specification (`analytics::spec`).
-pub fn recompute(events: &[Event], rejections: &[Rejection]) -> BTreeSet<Row> {
+/// incremental state, as at the frontier `upto` (rows that leave their view by
+/// themselves, `expires`, have left by then); metrics by their own specification
+/// (`analytics::spec`).
+pub fn recompute(events: &[Event], rejections: &[Rejection], upto: Time) -> BTreeSet<Row> {
     let mut by_key: BTreeMap<ViewKey, Vec<&Event>> = BTreeMap::new();
     let mut stock: BTreeMap<(Str, crate::views::StockMeasure), i64> = BTreeMap::new();
     for event in events {
@@ -25,7 +27,9 @@ pub fn recompute(events: &[Event], rejections: &[Rejection]) -> BTreeSet<Row> {
         events.sort();
         events.dedup();
         if let Some(row) = fold(&key, events) {
-            rows.insert(row);
+            if expires(&row).is_none_or(|until| until >= upto) {
+                rows.insert(row);
+            }
         }
     }
     for ((product_id, measure), quantity) in stock {

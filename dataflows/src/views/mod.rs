@@ -21,7 +21,7 @@ pub use crate::payments::views::*;
 pub use crate::reporting::views::*;
 pub use crate::users::views::*;
 pub use effects::*;
-pub use operator::{read_models, WithTimes};
+pub use operator::{expires, read_models, WithTimes};
 
 use crate::auth::views::{step_api_key, step_revoked_token, step_session, step_signing_key};
 use crate::catalog::views::{step_product, step_reservation};

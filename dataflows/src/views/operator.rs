@@ -1,5 +1,6 @@
 //! The read-model operator: views over the event collection.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use differential_dataflow::collection::AsCollection;
@@ -24,11 +25,18 @@ use super::{step, stock_deltas, view_keys, ById, Row, StockRow, ViewKey, ViewKin
 /// only the row before it, not the key's whole history (which a general `reduce` would
 /// keep arranged and fold again on every change). Stock levels are sums of deltas,
 /// maintained by `count`.
+///
+/// A revoked access token's row is retracted at the log time it expires (an update at
+/// that future time, as a temporal filter would): from then on its signature refuses
+/// the token, and the row would only hold memory. The operator forgets it once its
+/// time has passed.
 pub fn read_models<'scope>(
     events: Stream<'scope, Time, Vec<Event>>,
 ) -> VecCollection<'scope, Time, Row, isize> {
     // Current rows, one set per `Row::key` kind, keyed by the id inside each row.
     let mut rows: Vec<ShardedSet<ById>> = vec![ShardedSet::default(); ViewKind::COUNT];
+    // Revoked tokens' ids by the time their rows are retracted.
+    let mut expiring: BTreeMap<Time, Vec<Str>> = BTreeMap::new();
     let folded = events
         .clone()
         .flat_map(|event: Event| {
@@ -42,6 +50,14 @@ pub fn read_models<'scope>(
             "ReadModels",
             |(key, _): &(ViewKey, Arc<Event>)| key_hash(key.id()),
             move |time, records, out: &mut Vec<(Row, Time, isize)>| {
+                while let Some(expired) = expiring.first_entry() {
+                    if *expired.key() > time {
+                        break;
+                    }
+                    for id in expired.remove() {
+                        rows[ViewKind::RevokedToken.index()].take(&*id);
+                    }
+                }
                 let mut records = records.into_iter().peekable();
                 while let Some((key, event)) = records.next() {
                     let view = &mut rows[key.kind().index()];
@@ -57,10 +73,19 @@ pub fn read_models<'scope>(
                         }
                         continue;
                     }
+                    let first = old.is_none();
                     if let Some(old) = old {
                         out.push((old, time, -1));
                     }
                     if let Some(new) = row {
+                        if let (true, Some(until)) = (first, expires(&new)) {
+                            if until <= time {
+                                // Expired before it was revoked: never shown.
+                                continue;
+                            }
+                            out.push((new.clone(), until, -1));
+                            expiring.entry(until).or_default().push(key.id().into());
+                        }
                         view.insert(ById(new.clone()));
                         out.push((new, time, 1));
                     }
@@ -85,6 +110,14 @@ pub fn read_models<'scope>(
             }))
         });
     folded.concat(stock)
+}
+
+/// When a row leaves its view by itself (a dataflow time), if it does.
+pub fn expires(row: &Row) -> Option<Time> {
+    match row {
+        Row::RevokedToken(token) => Some(command_time(token.expires_at)),
+        _ => None,
+    }
 }
 
 /// Turns a stream of data into a stream of differential updates `(data, time, +1)`.

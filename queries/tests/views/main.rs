@@ -598,8 +598,13 @@ fn run(workers: usize, batches: &[(Ts, Vec<Command>)]) -> (Vec<BTreeSet<Row>>, V
     let mut states = Vec::new();
     for (jump, batch) in batches {
         h.append(*jump, batch.iter().cloned().map(Envelope::new).collect());
-        let rows = h.rows();
-        let expected = recompute(&h.store.recorded_events(), &h.store.recorded_rejections());
+        let snapshot = h.store.read_consistent();
+        let rows = snapshot.rows();
+        let expected = recompute(
+            &h.store.recorded_events(),
+            &h.store.recorded_rejections(),
+            snapshot.frontier,
+        );
         if rows != expected {
             let missing: Vec<_> = expected.difference(&rows).collect();
             let extra: Vec<_> = rows.difference(&expected).collect();
@@ -662,7 +667,7 @@ fn a_consistent_snapshot_is_one_frontier_while_the_metrics_lag() {
                 .collect();
             assert_eq!(
                 snapshot.rows(),
-                recompute(&events, &rejections),
+                recompute(&events, &rejections, snapshot.frontier),
                 "{workers} workers, step {every_ms} ms, frontier {}",
                 snapshot.frontier
             );
@@ -764,4 +769,44 @@ fn scans_read_one_frontier_as_arrow_batches() {
         .unwrap()
         .value(0);
     assert_eq!(available, 5 - 3, "p0 is held by o0, o7 and o9");
+}
+
+/// A revoked access token is kept while it could still be presented, and leaves its
+/// view once the log's time passes its expiry (its signature refuses it from then on),
+/// on any number of workers.
+#[test]
+fn a_revoked_token_leaves_its_view_when_it_expires() {
+    for workers in [1, 2] {
+        let mut h = Harness::new(workers);
+        h.append(1, vec![]);
+        let revoke = |token: &str, expires_at: Ts| {
+            Envelope::new(Command::RevokeAccessToken {
+                token_id: token.into(),
+                user_id: "u1".into(),
+                expires_at,
+            })
+        };
+        let start = h.ts;
+        h.append(
+            1,
+            vec![revoke("t1", start + 60_000), revoke("t2", start + 600_000)],
+        );
+        let held = |h: &Harness| {
+            let snapshot = h.store.read();
+            let mut held: Vec<String> = (snapshot.revoked_tokens.values())
+                .map(|token| token.token_id.to_string())
+                .collect();
+            held.sort();
+            held
+        };
+        assert_eq!(held(&h), ["t1", "t2"]);
+        // A minute on, the first has expired; the second still counts.
+        h.append(60_000, vec![]);
+        assert_eq!(held(&h), ["t2"]);
+        // A token revoked after it expired is never held.
+        h.append(1, vec![revoke("t3", start)]);
+        assert_eq!(held(&h), ["t2"]);
+        h.append(600_000, vec![]);
+        assert!(held(&h).is_empty());
+    }
 }
