@@ -35,8 +35,8 @@ pub fn read_models<'scope>(
 ) -> VecCollection<'scope, Time, Row, isize> {
     // Current rows, one set per `Row::key` kind, keyed by the id inside each row.
     let mut rows: Vec<ShardedSet<ById>> = vec![ShardedSet::default(); ViewKind::COUNT];
-    // Revoked tokens' ids by the time their rows are retracted.
-    let mut expiring: BTreeMap<Time, Vec<Str>> = BTreeMap::new();
+    // The keys of rows that leave their views by themselves (`expires`), by when.
+    let mut expiring: BTreeMap<Time, Vec<ViewKey>> = BTreeMap::new();
     let folded = events
         .clone()
         .flat_map(|event: Event| {
@@ -54,8 +54,8 @@ pub fn read_models<'scope>(
                     if *expired.key() > time {
                         break;
                     }
-                    for id in expired.remove() {
-                        rows[ViewKind::RevokedToken.index()].take(&*id);
+                    for key in expired.remove() {
+                        rows[key.kind().index()].take(key.id());
                     }
                 }
                 let mut records = records.into_iter().peekable();
@@ -84,7 +84,7 @@ pub fn read_models<'scope>(
                                 continue;
                             }
                             out.push((new.clone(), until, -1));
-                            expiring.entry(until).or_default().push(key.id().into());
+                            expiring.entry(until).or_default().push(key.clone());
                         }
                         view.insert(ById(new.clone()));
                         out.push((new, time, 1));
