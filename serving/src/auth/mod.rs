@@ -15,7 +15,7 @@ use axum::extract::{MatchedPath, Request, State};
 use axum::http::{header, HeaderMap};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use dataflows::model::IdempotencyKey;
+use dataflows::model::{IdempotencyKey, Str};
 use hmac::{Hmac, Mac};
 use sha2::{Digest, Sha256};
 
@@ -88,42 +88,37 @@ impl Authenticator {
     /// sharing it accepts the tokens they sign, and retires the keys it deleted. At
     /// start-up, once the views have caught up with the log.
     pub async fn publish_signing_keys(app: &crate::runtime::Tidemark) -> Result<(), ApiError> {
-        let mut commands = Vec::new();
-        {
+        use dataflows::model::Command::{PublishSigningKey, RetireSigningKey};
+        // Done already (by an earlier start), or retiring a key never published.
+        let done = |result: Result<_, ApiError>| match result {
+            Err(error)
+                if matches!(
+                    error.code.as_str(),
+                    "signing_key_published" | "signing_key_retired" | "not_found"
+                ) =>
+            {
+                Ok(())
+            }
+            other => other.map(drop),
+        };
+        let unpublished: Vec<(Str, Str)> = {
             let snapshot = app.views.read();
-            for (kid, x) in app.auth.tokens.public_keys() {
-                if !snapshot.signing_keys.contains_key(kid) {
-                    commands.push(dataflows::model::Command::PublishSigningKey {
-                        kid: kid.into(),
-                        public_key: x.into(),
-                    });
-                }
-            }
-            for kid in app.auth.tokens.retired() {
-                commands.push(dataflows::model::Command::RetireSigningKey {
-                    kid: kid.as_str().into(),
-                });
-            }
+            (app.auth.tokens.public_keys())
+                .filter(|(kid, _)| !snapshot.signing_keys.contains_key(kid))
+                .map(|(kid, x)| (kid.into(), x.into()))
+                .collect()
+        };
+        for (kid, public_key) in unpublished {
+            let command = PublishSigningKey { kid, public_key };
+            done(crate::api::run(app, None, command).await)?;
         }
-        for command in commands {
-            let retired = match &command {
-                dataflows::model::Command::RetireSigningKey { kid } => Some(kid.clone()),
-                _ => None,
+        for kid in app.auth.tokens.retired() {
+            let command = RetireSigningKey {
+                kid: kid.as_str().into(),
             };
-            match crate::api::run(app, None, command).await {
-                // Published or retired already (by an earlier start), or never published.
-                Err(error)
-                    if matches!(
-                        error.code.as_str(),
-                        "signing_key_published" | "signing_key_retired" | "not_found"
-                    ) => {}
-                Err(error) => return Err(error),
-                Ok(_) => {}
-            }
-            if let Some(kid) = retired {
-                tokens::forget_retired(&app.config.data_dir, &kid)
-                    .map_err(|error| ApiError::internal(error.to_string()))?;
-            }
+            done(crate::api::run(app, None, command).await)?;
+            tokens::forget_retired(&app.config.data_dir, kid)
+                .map_err(|error| ApiError::internal(error.to_string()))?;
         }
         Ok(())
     }
