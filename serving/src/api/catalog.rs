@@ -271,9 +271,9 @@ pub async fn availability(State(app): State<App>, query: QueryPairs) -> ApiResul
         if !snapshot.products.contains_key(id) {
             return Err(ApiError::not_found("product", id));
         }
-        items.push(json::stock(&snapshot, id));
+        items.push(json::StockLevel::of(&snapshot, id));
     }
-    Ok(Json(serde_json::json!({ "items": items })))
+    Ok(Json(json::to_value(json::StockLevels { items })))
 }
 
 #[derive(Deserialize, schemars::JsonSchema)]

@@ -102,14 +102,20 @@ pub struct StockLevel<'a> {
     available: i64,
 }
 
+impl<'a> StockLevel<'a> {
+    pub fn of(snapshot: &Snapshot, product_id: &'a str) -> StockLevel<'a> {
+        let level = snapshot.stock_of(product_id);
+        StockLevel {
+            product_id,
+            on_hand: level.on_hand,
+            reserved: level.reserved,
+            available: level.available(),
+        }
+    }
+}
+
 pub fn stock(snapshot: &Snapshot, product_id: &str) -> Value {
-    let level = snapshot.stock_of(product_id);
-    to_value(StockLevel {
-        product_id,
-        on_hand: level.on_hand,
-        reserved: level.reserved,
-        available: level.available(),
-    })
+    to_value(StockLevel::of(snapshot, product_id))
 }
 
 /// The stock levels asked for, in the order asked.
@@ -692,6 +698,6 @@ pub fn reservation(row: &ReservationRow) -> Value {
 }
 
 /// A view as a JSON tree. Every view here serialises: string keys, no maps of other keys.
-fn to_value(view: impl Serialize) -> Value {
+pub fn to_value(view: impl Serialize) -> Value {
     serde_json::to_value(view).unwrap_or(Value::Null)
 }

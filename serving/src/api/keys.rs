@@ -137,7 +137,7 @@ fn issued(app: &App, key_id: &str, secret: &str) -> ApiResult<Value> {
         view: KeyView::of(row),
         key: secret,
     };
-    Ok(serde_json::to_value(issued).unwrap_or(Value::Null))
+    Ok(super::json::to_value(issued))
 }
 
 pub async fn list(State(app): State<App>, query: QueryPairs) -> ApiResult<super::json::Rendered> {
@@ -157,9 +157,7 @@ pub async fn get(State(app): State<App>, Path(id): Path<String>) -> ApiResult<Js
         .api_keys
         .get(&id)
         .ok_or_else(|| ApiError::not_found("API key", &id))?;
-    Ok(Json(
-        serde_json::to_value(KeyView::of(row)).unwrap_or(Value::Null),
-    ))
+    Ok(Json(super::json::to_value(KeyView::of(row))))
 }
 
 /// Revokes a key: refused from the next request on. Revoking a revoked key is a no-op.

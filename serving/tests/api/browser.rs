@@ -12,7 +12,7 @@ use serde_json::{json, Value};
 const PATIENCE: Duration = Duration::from_secs(30);
 
 /// Chromium's flags for a machine without a display or an outside network.
-pub const FLAGS: &[&str] = &[
+const FLAGS: &[&str] = &[
     "--headless",
     "--no-sandbox",
     "--disable-gpu",
@@ -22,6 +22,26 @@ pub const FLAGS: &[&str] = &[
     "--disable-component-update",
     "--disable-sync",
 ];
+
+/// The page at `url` as Chromium has it once its scripts have run (`--dump-dom`),
+/// without a driver.
+pub fn dump_dom(url: &str) -> String {
+    let profile = tempfile::tempdir().expect("tempdir");
+    let output = Command::new("chromium")
+        .args(FLAGS)
+        // Until the page's scripts have fetched and rendered what they load.
+        .args(["--virtual-time-budget=15000", "--dump-dom"])
+        .arg(format!("--user-data-dir={}", profile.path().display()))
+        .arg(url)
+        .output()
+        .expect("chromium runs: scripts/setup.sh installs it (Debian's chromium)");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
 
 /// The W3C name of an element reference in WebDriver answers.
 const ELEMENT: &str = "element-6066-11e4-a52e-4f735466cecf";

@@ -418,7 +418,7 @@ pub struct Tokens {
 
 impl From<Tokens> for Value {
     fn from(tokens: Tokens) -> Value {
-        serde_json::to_value(tokens).unwrap_or(Value::Null)
+        crate::api::json::to_value(tokens)
     }
 }
 
