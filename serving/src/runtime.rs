@@ -395,6 +395,24 @@ impl Tidemark {
             .collect())
     }
 
+    /// Waits until the views show every write that any server sharing the log had
+    /// acknowledged when the call began, and says whether they moved meanwhile. For
+    /// what a client may have just done on another server (signed in, created a key):
+    /// a Kafka follower asks the broker how far the log goes; the embedded log has
+    /// nothing to wait for.
+    pub async fn catch_up_with_log(&self) -> Result<bool> {
+        let before = self.views.frontier();
+        let timeout = Duration::from_millis(self.config.command_timeout_ms);
+        let log = Arc::clone(&self.log);
+        let point = tokio::task::spawn_blocking(move || log.sync_point(timeout))
+            .await
+            .unwrap_or(Err(connectors::Error::Closed))?;
+        if let Some(ts) = point {
+            self.views.wait_for(settled_frontier(ts), timeout).await?;
+        }
+        Ok(self.views.frontier() > before)
+    }
+
     /// Stops the log, then the engine; commands still waiting fail with 503.
     pub fn shutdown(&self) {
         self.ready.store(false, Ordering::Release);

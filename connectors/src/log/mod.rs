@@ -9,6 +9,8 @@ pub use crate::kafka::{KafkaLog, KafkaLogOptions, KeyOf};
 pub use embedded::{EmbeddedLog, EmbeddedLogOptions};
 pub use record::{decode_record, encode_record, RECORD_HEADER_BYTES};
 
+use std::time::Duration;
+
 use dataflows::model::{Seq, Ts};
 use tokio::sync::oneshot;
 
@@ -73,6 +75,16 @@ pub trait Log: Send + Sync + 'static {
 
     /// The position the next record will get: every record before it is durable.
     fn durable_end(&self) -> Seq;
+
+    /// The timestamp of the last batch that any process sharing the log had made
+    /// durable when the call began, returned once this process has handed that batch to
+    /// its consumer too: waiting for the views to settle it then shows every write
+    /// acknowledged anywhere before the call. `None` when there is nothing to wait for:
+    /// the log is empty, or this process makes every batch itself (the embedded log has
+    /// one writer). Blocking; a Kafka follower asks the broker.
+    fn sync_point(&self, _timeout: Duration) -> Result<Option<Ts>> {
+        Ok(None)
+    }
 
     /// Starts delivering durable batches to `consumer`. Appends made before this are
     /// refused, so no batch can reach the dataflow out of order.

@@ -237,14 +237,13 @@ fn a_follower_delivers_the_leaders_batches_and_takes_appends() {
     }
     // An append through the follower is bound by the leader and answered here.
     let through_follower = follower.append(vec![b"f1".to_vec()]).wait().unwrap();
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    while followed.lock().unwrap().len() < led.lock().unwrap().len()
-        || led.lock().unwrap().len() < 13
-    {
-        assert!(std::time::Instant::now() < deadline, "the follower lags");
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
+    // Each has handed on every batch bound before it asked, the follower's own too.
+    let timeout = std::time::Duration::from_secs(30);
+    let last = follower.sync_point(timeout).unwrap();
+    assert_eq!(last, Some(through_follower.ts));
+    assert_eq!(leader.sync_point(timeout).unwrap(), last);
     let led = led.lock().unwrap().clone();
+    assert_eq!(led.len(), 13);
     assert_eq!(
         *followed.lock().unwrap(),
         led,

@@ -145,7 +145,11 @@ pub(crate) async fn sign_in(
         )
         .finish()?;
     let email = email.trim();
-    let user = app.views.read().user_by_email(email).cloned();
+    let mut user = app.views.read().user_by_email(email).cloned();
+    // Signed up a moment ago on another server sharing the log?
+    if user.is_none() && app.catch_up_with_log().await.unwrap_or(false) {
+        user = app.views.read().user_by_email(email).cloned();
+    }
     let hash = user.as_ref().map_or_else(
         || NO_USER_HASH.to_string(),
         |user| user.password_hash.to_string(),

@@ -388,13 +388,25 @@ pub fn now_ms() -> u64 {
 /// a trusted network). Requests with bad credentials count against the client
 /// address's public limit, so guessing keys is limited too.
 pub async fn authenticate(State(app): State<App>, request: Request, next: Next) -> Response {
-    let found = match app.auth.enabled() {
+    let mut found = match app.auth.enabled() {
         // The token endpoint's HTTP Basic credentials are a client's, which the
         // client-credentials grant checks; the request itself is anonymous.
         true if basic_at_token_endpoint(&request) => Ok(Principal::Anonymous),
         true => app.auth.principal(&app, request.headers()),
         false => Ok(Principal::Bootstrap),
     };
+    // Credentials another server sharing the log issued a moment ago (a token of a
+    // session it opened, a key it created or signed with) may not have reached this
+    // server's views yet: once they have read as far as the log went, ask again.
+    if found.as_ref().is_err_and(|error| {
+        matches!(
+            error.code.as_str(),
+            "invalid_token" | "token_revoked" | "invalid_credentials"
+        )
+    }) && app.catch_up_with_log().await.unwrap_or(false)
+    {
+        found = app.auth.principal(&app, request.headers());
+    }
     let client = Client::of(request.extensions());
     let allowance = match &app.rate_limits {
         None => None,

@@ -36,7 +36,8 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use dataflows::model::{Seq, Ts};
-use parking_lot::Mutex;
+use parking_lot::{Condvar, Mutex};
+use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::producer::{Producer, ThreadedProducer};
 use serde::{Deserialize, Serialize};
 use tokio::sync::oneshot;
@@ -108,6 +109,10 @@ pub struct KafkaLog {
     key_of: KeyOf,
     /// Every binding written so far (read at open; the binder adds the ones it writes).
     bindings: Arc<Mutex<Vec<Binding>>>,
+    /// Signalled whenever a binding is added to `bindings`.
+    applied: Arc<Condvar>,
+    /// Asks the broker how many bindings there are (`sync_point` on a follower).
+    watermarks: Mutex<Option<BaseConsumer>>,
     durable_end: Arc<AtomicU64>,
     producer: Mutex<Option<ThreadedProducer<Deliveries>>>,
     waiters: Arc<Waiters>,
@@ -190,6 +195,8 @@ impl KafkaLog {
             follow: options.follow,
             key_of: options.key_of,
             bindings: Arc::new(Mutex::new(bindings)),
+            applied: Arc::new(Condvar::new()),
+            watermarks: Mutex::new(None),
             durable_end: Arc::new(AtomicU64::new(durable_end)),
             producer: Mutex::new(Some(producer)),
             waiters,
@@ -205,6 +212,7 @@ impl KafkaLog {
     fn bound(&self) -> Bound {
         Bound {
             bindings: Arc::clone(&self.bindings),
+            applied: Arc::clone(&self.applied),
             durable_end: Arc::clone(&self.durable_end),
             waiters: Arc::clone(&self.waiters),
         }
@@ -280,6 +288,41 @@ impl Log for KafkaLog {
         self.durable_end.load(Ordering::Acquire)
     }
 
+    /// Asks the broker how many bindings the topic holds (one record each) and waits
+    /// until this process has applied that many. The leader asks too: a binding it has
+    /// written may be acknowledged to a follower's appender a moment before the leader
+    /// applies it itself.
+    fn sync_point(&self, timeout: Duration) -> Result<Option<Ts>> {
+        let deadline = std::time::Instant::now() + timeout;
+        let count = {
+            let mut consumer = self.watermarks.lock();
+            if consumer.is_none() {
+                *consumer = Some(
+                    self.cluster
+                        .read_committed_consumer("tidemark-sync", &[])?,
+                );
+            }
+            let consumer = consumer.as_ref().expect("set above");
+            let (_, high) = consumer
+                .fetch_watermarks(&self.bindings_topic, 0, timeout)
+                .map_err(crate::kafka::kafka_error)?;
+            high.max(0) as usize
+        };
+        let mut bindings = self.bindings.lock();
+        while bindings.len() < count {
+            if self.applied.wait_until(&mut bindings, deadline).timed_out() {
+                return Err(Error::Kafka {
+                    message: format!(
+                        "applied {} of the {count} bindings the broker holds within {timeout:?}",
+                        bindings.len()
+                    ),
+                    retryable: true,
+                });
+            }
+        }
+        Ok(count.checked_sub(1).map(|last| bindings[last].ts))
+    }
+
     fn start(&self, consumer: OnDurable) -> Result<()> {
         if self.started.swap(true, Ordering::AcqRel) {
             return Err(Error::Closed);
@@ -330,6 +373,7 @@ impl Log for KafkaLog {
 /// Where a bound batch goes: the dataflow, the log's readers, the waiting appenders.
 struct Bound {
     bindings: Arc<Mutex<Vec<Binding>>>,
+    applied: Arc<Condvar>,
     durable_end: Arc<AtomicU64>,
     waiters: Arc<Waiters>,
 }
@@ -357,6 +401,7 @@ impl Bound {
         // Readable (read_from, durable_end) before any appender hears of it.
         let end = binding.end_seq();
         self.bindings.lock().push(binding);
+        self.applied.notify_all();
         self.durable_end.store(end, Ordering::Release);
         self.waiters.bound(bound.into_iter());
     }
