@@ -21,7 +21,7 @@ pub struct Kpis {
     pub inventory_turnover: Turnover,
 }
 
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, schemars::JsonSchema)]
 pub struct OrderRate {
     /// Orders placed in the current minute (so far).
     pub current_minute: i64,
@@ -30,13 +30,13 @@ pub struct OrderRate {
     pub last_hour: f64,
 }
 
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, schemars::JsonSchema)]
 pub struct Average {
     pub today: Option<f64>,
     pub last_hour: Option<f64>,
 }
 
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, schemars::JsonSchema)]
 pub struct SuccessRate {
     /// Of the charges asked for today, those succeeded over those decided.
     pub today: Option<f64>,
@@ -44,7 +44,7 @@ pub struct SuccessRate {
     pub last_hour: Option<f64>,
 }
 
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, schemars::JsonSchema)]
 pub struct Turnover {
     /// Units shipped over average units on hand, all products together.
     pub overall: Option<f64>,

@@ -59,7 +59,8 @@ pub fn template(id: &str) -> Option<&'static Template> {
     TEMPLATES.iter().find(|template| template.id == id)
 }
 
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, schemars::JsonSchema)]
+#[schemars(rename = "ReportTemplate")]
 pub struct Template {
     pub id: &'static str,
     pub title: String,
@@ -70,7 +71,8 @@ pub struct Template {
     pub sql: &'static str,
 }
 
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, schemars::JsonSchema)]
+#[schemars(rename = "ReportParam")]
 pub struct Param {
     pub name: String,
     #[serde(rename = "type")]
@@ -81,8 +83,9 @@ pub struct Param {
     pub description: String,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
+#[schemars(rename = "ReportParamType")]
 pub enum ParamKind {
     Text,
     Int,

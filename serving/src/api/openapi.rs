@@ -43,6 +43,8 @@ enum Answer {
     Typed(u16, fn(&mut SchemaGenerator) -> Value),
     /// 200 with a page of these.
     TypedPage(fn(&mut SchemaGenerator) -> Value),
+    /// 200 when ready, 503 when not, with this JSON either way.
+    Readiness(fn(&mut SchemaGenerator) -> Value),
 }
 
 /// A query parameter: name, JSON type, whether it repeats, what it means.
@@ -94,8 +96,8 @@ fn operations() -> Vec<Op> {
         ShipmentView, SignInView, StockLevel, StockLevels, UserView,
     };
     use super::keys::{IssuedKey, KeyView};
-    use super::oauth::Tokens;
-    use super::{catalog, fulfillment, keys, orders, payments, reports, sql, users};
+    use super::oauth::{self, Tokens};
+    use super::{analytics, catalog, health, fulfillment, keys, orders, payments, reports, sql, users};
     use Answer::*;
     use Body::None as NoBody;
     let op = |method: Method,
@@ -151,15 +153,15 @@ fn operations() -> Vec<Op> {
         op(get.clone(), "/api/v1/shipments/{id}", "shipping", "A shipment", &[], NoBody, Typed(200, schema::<ShipmentView>)),
         op(post.clone(), "/api/v1/shipments/{id}/deliver", "shipping", "The carrier reports a delivery", &[], json_body!(fulfillment::Deliver, optional), Typed(200, schema::<ShipmentView>)),
         op(post.clone(), "/api/v1/sql", "analytics", "Run SQL over the live views and the history", &[], json_body!(sql::SqlRequest), Media(&["application/json", "text/csv", "application/vnd.apache.arrow.stream", "application/vnd.apache.parquet"])),
-        op(get.clone(), "/api/v1/kpis", "analytics", "The business KPIs at one frontier", &[], NoBody, Object(200)),
-        op(get.clone(), "/api/v1/reports", "reports", "Report runs, newest first", &[LIMIT], NoBody, Object(200)),
-        op(get.clone(), "/api/v1/reports/templates", "reports", "The report templates", &[], NoBody, Object(200)),
-        op(post.clone(), "/api/v1/reports/generate", "reports", "Generate a report", &[], json_body!(reports::Generate), Object(202)),
-        op(post.clone(), "/api/v1/reports/schedule", "reports", "Schedule a report (cron)", &[], json_body!(reports::Schedule), Object(201)),
-        op(get.clone(), "/api/v1/reports/schedules", "reports", "Report schedules", &[], NoBody, Object(200)),
-        op(get.clone(), "/api/v1/reports/schedules/{id}", "reports", "A report schedule", &[], NoBody, Object(200)),
+        op(get.clone(), "/api/v1/kpis", "analytics", "The business KPIs at one frontier", &[], NoBody, Typed(200, schema::<analytics::KpisView>)),
+        op(get.clone(), "/api/v1/reports", "reports", "Report runs, newest first", &[LIMIT], NoBody, Typed(200, schema::<reports::ReportList>)),
+        op(get.clone(), "/api/v1/reports/templates", "reports", "The report templates", &[], NoBody, Typed(200, schema::<reports::TemplateList>)),
+        op(post.clone(), "/api/v1/reports/generate", "reports", "Generate a report", &[], json_body!(reports::Generate), Typed(202, schema::<reports::ReportView>)),
+        op(post.clone(), "/api/v1/reports/schedule", "reports", "Schedule a report (cron)", &[], json_body!(reports::Schedule), Typed(201, schema::<reports::ScheduleView>)),
+        op(get.clone(), "/api/v1/reports/schedules", "reports", "Report schedules", &[], NoBody, Typed(200, schema::<reports::ScheduleList>)),
+        op(get.clone(), "/api/v1/reports/schedules/{id}", "reports", "A report schedule", &[], NoBody, Typed(200, schema::<reports::ScheduleView>)),
         op(delete.clone(), "/api/v1/reports/schedules/{id}", "reports", "Delete a report schedule", &[], NoBody, Empty(204)),
-        op(get.clone(), "/api/v1/reports/{id}", "reports", "A report run", &[], NoBody, Object(200)),
+        op(get.clone(), "/api/v1/reports/{id}", "reports", "A report run", &[], NoBody, Typed(200, schema::<reports::ReportView>)),
         op(get.clone(), "/api/v1/reports/{id}/download", "reports", "A completed report's file", &[], NoBody, Media(&["text/csv", "application/json", "application/vnd.apache.parquet"])),
         op(post.clone(), "/api/v1/api-keys", "auth", "Issue an API key (shown once)", &[], json_body!(keys::CreateKey), Typed(201, schema::<IssuedKey>)),
         op(get.clone(), "/api/v1/api-keys", "auth", "API keys, without secrets", PAGE, NoBody, TypedPage(schema::<KeyView>)),
@@ -173,12 +175,12 @@ fn operations() -> Vec<Op> {
         op(get.clone(), "/oauth2/authorize", "oauth", "Sign in and grant a client a code (PKCE S256)", &[("response_type", "string", false, "`code`"), ("client_id", "string", false, "a registered client"), ("redirect_uri", "string", false, "one of the client's"), ("code_challenge", "string", false, "BASE64URL(SHA-256(code_verifier))"), ("code_challenge_method", "string", false, "`S256`"), ("scope", "string", false, "openid profile email offline_access"), ("state", "string", false, "returned as is"), ("nonce", "string", false, "returned in the ID token")], NoBody, RedirectOrHtml),
         op(post.clone(), "/oauth2/authorize", "oauth", "The sign-in form of the authorization page", &[], Body::Form(&["response_type", "client_id", "redirect_uri", "code_challenge", "code_challenge_method", "scope", "state", "nonce", "email", "password", "mfa_code"]), RedirectOrHtml),
         op(post.clone(), "/oauth2/revoke", "oauth", "Revoke an access or refresh token (RFC 7009)", &[], Body::Form(&["token", "token_type_hint"]), Empty(200)),
-        op(get.clone(), "/oauth2/userinfo", "oauth", "Who the token is for (OpenID Connect)", &[], NoBody, Object(200)),
-        op(post.clone(), "/oauth2/userinfo", "oauth", "Who the token is for (OpenID Connect)", &[], NoBody, Object(200)),
+        op(get.clone(), "/oauth2/userinfo", "oauth", "Who the token is for (OpenID Connect)", &[], NoBody, Typed(200, schema::<oauth::UserInfo>)),
+        op(post.clone(), "/oauth2/userinfo", "oauth", "Who the token is for (OpenID Connect)", &[], NoBody, Typed(200, schema::<oauth::UserInfo>)),
         op(get.clone(), "/.well-known/openid-configuration", "oauth", "OpenID Connect discovery", &[], NoBody, Object(200)),
         op(get.clone(), "/.well-known/jwks.json", "oauth", "The keys tokens are signed with", &[], NoBody, Object(200)),
-        op(get.clone(), "/health/live", "operations", "The process is up", &[], NoBody, Object(200)),
-        op(get, "/health/ready", "operations", "The log is open and the views caught up (503 otherwise)", &[], NoBody, Object(200)),
+        op(get.clone(), "/health/live", "operations", "The process is up", &[], NoBody, Typed(200, schema::<health::Live>)),
+        op(get, "/health/ready", "operations", "The log is open and the views caught up (503 otherwise)", &[], NoBody, Readiness(schema::<health::Readiness>)),
     ]
 }
 
@@ -408,6 +410,13 @@ fn responses(answer: Answer, answers: &mut SchemaGenerator) -> Value {
                     "next_cursor": {"type": ["string", "null"]},
                 },
             }}}}})
+        }
+        Answer::Readiness(schema_of) => {
+            let content = json!({"application/json": {"schema": schema_of(answers)}});
+            json!({
+                "200": {"description": "Ready", "content": content},
+                "503": {"description": "Not ready yet, or the log does not take appends", "content": content},
+            })
         }
         Answer::RedirectOrHtml => json!({
             "200": {"description": "The sign-in page", "content": {"text/html": {"schema": {"type": "string"}}}},

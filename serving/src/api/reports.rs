@@ -8,27 +8,42 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use dataflows::model::{Command as DomainCommand, ReportFormat, ReportRequest};
 use dataflows::views::{ReportRow, ReportScheduleRow, ReportStatus};
-use serde::Deserialize;
-use serde_json::{json, Map, Value};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
 
 use super::error::{ApiError, ApiResult, FieldError};
 use super::extract::{Command, QueryPairs};
-use super::json::rfc3339;
+use super::json::{to_value, Rfc3339};
 use super::sql::{problem, MAX_SQL_BYTES};
 use super::{admit, new_id, run_fresh, Admission, App};
 use crate::reports;
 
+/// A report template with the formats it can be written as.
+#[derive(Serialize, JsonSchema)]
+pub struct TemplateView {
+    #[serde(flatten)]
+    template: &'static ::sql::reports::Template,
+    formats: [&'static str; 3],
+}
+
+/// `GET /reports/templates`.
+#[derive(Serialize, JsonSchema)]
+#[schemars(rename = "ReportTemplates")]
+pub struct TemplateList {
+    templates: Vec<TemplateView>,
+}
+
 /// `GET /reports/templates`.
 pub async fn templates() -> Json<Value> {
-    let templates: Vec<Value> = ::sql::reports::templates()
+    let templates = ::sql::reports::templates()
         .iter()
-        .map(|template| {
-            let mut value = serde_json::to_value(template).expect("a template is JSON");
-            value["formats"] = json!(FORMATS);
-            value
+        .map(|template| TemplateView {
+            template,
+            formats: FORMATS,
         })
         .collect();
-    Json(json!({ "templates": templates }))
+    Json(to_value(TemplateList { templates }))
 }
 
 const FORMATS: [&str; 3] = ["csv", "json", "parquet"];
@@ -143,12 +158,12 @@ pub async fn list(State(app): State<App>, query: QueryPairs) -> ApiResult<Json<V
             .cmp(&a.requested_at)
             .then_with(|| b.report_id.cmp(&a.report_id))
     });
-    let reports: Vec<Value> = rows
+    let reports = rows
         .into_iter()
         .take(limit)
         .map(|row| report(&app, row))
         .collect();
-    Ok(Json(json!({ "reports": reports })))
+    Ok(Json(to_value(ReportList { reports })))
 }
 
 /// `GET /reports/{id}`.
@@ -158,7 +173,7 @@ pub async fn get(State(app): State<App>, Path(id): Path<String>) -> ApiResult<Js
         .reports
         .get(&id)
         .ok_or_else(|| ApiError::not_found("report", &id))?;
-    Ok(Json(report(&app, row)))
+    Ok(Json(to_value(report(&app, row))))
 }
 
 /// `GET /reports/{id}/download`: the file of a completed report.
@@ -274,7 +289,7 @@ pub async fn schedule(State(app): State<App>, command: Command<Schedule>) -> Api
         .report_schedules
         .get(&schedule_id)
         .ok_or_else(|| ApiError::not_found("schedule", &schedule_id))?;
-    let mut response = (StatusCode::CREATED, Json(schedule_json(row))).into_response();
+    let mut response = (StatusCode::CREATED, Json(to_value(schedule_json(row)))).into_response();
     response.headers_mut().insert(
         header::LOCATION,
         HeaderValue::from_str(&format!("/api/v1/reports/schedules/{schedule_id}"))
@@ -289,12 +304,12 @@ const MAX_SCHEDULES: usize = 1000;
 /// `GET /reports/schedules`.
 pub async fn schedules(State(app): State<App>) -> Json<Value> {
     let snapshot = app.views.read();
-    let schedules: Vec<Value> = snapshot
+    let schedules = snapshot
         .report_schedules
         .values()
         .map(schedule_json)
         .collect();
-    Json(json!({ "schedules": schedules }))
+    Json(to_value(ScheduleList { schedules }))
 }
 
 /// `GET /reports/schedules/{id}`.
@@ -307,7 +322,7 @@ pub async fn get_schedule(
         .report_schedules
         .get(&id)
         .ok_or_else(|| ApiError::not_found("schedule", &id))?;
-    Ok(Json(schedule_json(row)))
+    Ok(Json(to_value(schedule_json(row))))
 }
 
 /// `DELETE /reports/schedules/{id}`: 204; the schedule asks for no more runs.
@@ -334,46 +349,103 @@ fn status(app: &App, row: &ReportRow) -> &'static str {
     }
 }
 
-fn params_of(text: &str) -> Value {
-    serde_json::from_str(text).unwrap_or_else(|_| Value::Object(Map::new()))
+fn params_of(text: &str) -> Map<String, Value> {
+    serde_json::from_str(text).unwrap_or_default()
 }
 
-fn report(app: &App, row: &ReportRow) -> Value {
+/// A report run.
+#[derive(Serialize, JsonSchema)]
+#[schemars(rename = "Report")]
+pub struct ReportView<'a> {
+    id: &'a str,
+    /// `queued`, `running`, `completed` or `failed`.
+    status: &'static str,
+    /// The template's id; `null` for ad-hoc SQL.
+    template: Option<&'a str>,
+    /// The SQL of an ad-hoc report; `null` for a template's.
+    sql: Option<&'a str>,
+    /// The parameters bound to the SQL's `$name`s.
+    params: Map<String, Value>,
+    format: &'static str,
+    /// The schedule and the time slot this run is for, if a schedule asked for it.
+    schedule_id: Option<&'a str>,
+    slot: Option<Rfc3339>,
+    row_count: Option<u64>,
+    bytes: Option<u64>,
+    /// The views' frontier the report read at.
+    frontier: Option<u64>,
+    error: Option<&'a str>,
+    requested_at: Rfc3339,
+    completed_at: Option<Rfc3339>,
+    /// Once completed: where its file is.
+    download_url: Option<String>,
+}
+
+/// `GET /reports`.
+#[derive(Serialize, JsonSchema)]
+#[schemars(rename = "Reports")]
+pub struct ReportList<'a> {
+    reports: Vec<ReportView<'a>>,
+}
+
+fn report<'a>(app: &App, row: &'a ReportRow) -> ReportView<'a> {
     let request = &row.request;
-    json!({
-        "id": row.report_id,
-        "status": status(app, row),
-        "template": request.template,
-        "sql": request.template.is_none().then_some(&request.sql),
-        "params": params_of(&request.params),
-        "format": request.format.as_str(),
-        "schedule_id": request.schedule_id,
-        "slot": request.slot.map(rfc3339),
-        "row_count": row.rows,
-        "bytes": row.bytes,
-        "frontier": row.frontier,
-        "error": row.error,
-        "requested_at": rfc3339(row.requested_at),
-        "completed_at": row.finished_at.map(rfc3339),
-        "download_url": (row.status == ReportStatus::Completed)
+    ReportView {
+        id: &row.report_id,
+        status: status(app, row),
+        template: request.template.as_deref(),
+        sql: request.template.is_none().then_some(&*request.sql),
+        params: params_of(&request.params),
+        format: request.format.as_str(),
+        schedule_id: request.schedule_id.as_deref(),
+        slot: request.slot.map(Rfc3339),
+        row_count: row.rows,
+        bytes: row.bytes,
+        frontier: row.frontier,
+        error: row.error.as_deref(),
+        requested_at: Rfc3339(row.requested_at),
+        completed_at: row.finished_at.map(Rfc3339),
+        download_url: (row.status == ReportStatus::Completed)
             .then(|| format!("/api/v1/reports/{}/download", row.report_id)),
-    })
+    }
 }
 
-fn schedule_json(row: &ReportScheduleRow) -> Value {
+/// A report schedule.
+#[derive(Serialize, JsonSchema)]
+#[schemars(rename = "ReportSchedule")]
+pub struct ScheduleView<'a> {
+    id: &'a str,
+    template: &'a str,
+    params: Map<String, Value>,
+    /// Five fields (minute hour day-of-month month day-of-week), UTC.
+    cron: &'a str,
+    format: &'static str,
+    created_at: Rfc3339,
+    /// When it next asks for a run.
+    next_run_at: Option<Rfc3339>,
+}
+
+/// `GET /reports/schedules`.
+#[derive(Serialize, JsonSchema)]
+#[schemars(rename = "ReportSchedules")]
+pub struct ScheduleList<'a> {
+    schedules: Vec<ScheduleView<'a>>,
+}
+
+fn schedule_json(row: &ReportScheduleRow) -> ScheduleView<'_> {
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |elapsed| elapsed.as_millis() as u64);
     let next = reports::parse_cron(&row.cron)
         .ok()
         .and_then(|cron| reports::next_slot(&cron, now.max(row.created_at)));
-    json!({
-        "id": row.schedule_id,
-        "template": row.template,
-        "params": params_of(&row.params),
-        "cron": row.cron,
-        "format": row.format.as_str(),
-        "created_at": rfc3339(row.created_at),
-        "next_run_at": next.map(rfc3339),
-    })
+    ScheduleView {
+        id: &row.schedule_id,
+        template: &row.template,
+        params: params_of(&row.params),
+        cron: &row.cron,
+        format: row.format.as_str(),
+        created_at: Rfc3339(row.created_at),
+        next_run_at: next.map(Rfc3339),
+    }
 }

@@ -27,6 +27,8 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use dataflows::auth::sessions::SIGNED_OUT;
 use dataflows::model::Command as DomainCommand;
+use schemars::JsonSchema;
+use serde::Serialize;
 use serde_json::json;
 
 pub use authorize::authorize;
@@ -222,26 +224,41 @@ pub async fn userinfo(State(app): State<App>, Caller(caller): Caller) -> ApiResu
             "the user this token was issued to no longer exists",
         )
     })?;
-    let preferred = match user.profile.display_name.is_empty() {
+    let preferred: &str = match user.profile.display_name.is_empty() {
         true => &user.name,
         false => &user.profile.display_name,
     };
-    let mut claims = json!({
-        "sub": user.user_id,
-        "email": user.email,
-        "email_verified": false,
-        "name": user.name,
-        "preferred_username": preferred,
-        "updated_at": user.updated_at / 1000,
-    });
-    if !user.profile.locale.is_empty() {
-        claims["locale"] = json!(user.profile.locale);
-    }
+    let claims = UserInfo {
+        sub: &user.user_id,
+        email: &user.email,
+        email_verified: false,
+        name: &user.name,
+        preferred_username: preferred,
+        updated_at: user.updated_at / 1000,
+        locale: (!user.profile.locale.is_empty()).then_some(&*user.profile.locale),
+    };
     let mut response = Json(claims).into_response();
     response
         .headers_mut()
         .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     Ok(response)
+}
+
+/// The standard claims about a user (OpenID Connect Core 5.1).
+#[derive(Serialize, JsonSchema)]
+pub struct UserInfo<'a> {
+    sub: &'a str,
+    email: &'a str,
+    /// tidemark does not verify addresses.
+    email_verified: bool,
+    name: &'a str,
+    /// The display name, else the name.
+    preferred_username: &'a str,
+    /// Unix seconds.
+    updated_at: u64,
+    /// Only when the user chose one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    locale: Option<&'a str>,
 }
 
 /// `GET /.well-known/openid-configuration`: where the endpoints are and what they take
