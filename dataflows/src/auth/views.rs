@@ -164,9 +164,25 @@ pub struct SessionRow {
     pub nonce: Option<Str>,
 }
 
+/// How long a session stays listed after it ended (signed out, revoked or expired).
+pub const ENDED_SESSION_KEPT_MS: Ts = 30 * 24 * 60 * 60 * 1000;
+
 impl SessionRow {
     pub fn is_revoked(&self) -> bool {
         self.status == SessionStatus::Revoked
+    }
+
+    /// When the session stopped, or will stop, working.
+    pub fn ended_at(&self) -> Ts {
+        self.revoked_at
+            .map_or(self.expires_at, |revoked| revoked.min(self.expires_at))
+    }
+
+    /// When it leaves the sessions view: `ENDED_SESSION_KEPT_MS` after it ended. Its
+    /// access tokens expired long before (they live a day at most), so every one of
+    /// them is refused all the same.
+    pub fn forgotten_at(&self) -> Ts {
+        self.ended_at().saturating_add(ENDED_SESSION_KEPT_MS)
     }
 }
 

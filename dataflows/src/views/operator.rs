@@ -26,10 +26,12 @@ use super::{step, stock_deltas, view_keys, ById, Row, StockRow, ViewKey, ViewKin
 /// keep arranged and fold again on every change). Stock levels are sums of deltas,
 /// maintained by `count`.
 ///
-/// A revoked access token's row is retracted at the log time it expires (an update at
-/// that future time, as a temporal filter would): from then on its signature refuses
-/// the token, and the row would only hold memory. The operator forgets it once its
-/// time has passed.
+/// Some rows leave their views by themselves at a log time (`expires`): a revoked
+/// access token's when the token expires (from then on its signature refuses it), a
+/// session's some time after it ended. The retraction is an update at that future time,
+/// as a temporal filter would make; a change to the row before then cancels it (the
+/// opposite update at the same time) and schedules the new row's. The operator forgets
+/// the row once its time has passed.
 pub fn read_models<'scope>(
     events: Stream<'scope, Time, Vec<Event>>,
 ) -> VecCollection<'scope, Time, Row, isize> {
@@ -54,8 +56,15 @@ pub fn read_models<'scope>(
                     if *expired.key() > time {
                         break;
                     }
+                    let until = *expired.key();
                     for key in expired.remove() {
-                        rows[key.kind().index()].take(key.id());
+                        // Unless it changed since, and expires later now.
+                        let view = &mut rows[key.kind().index()];
+                        if let Some(held) = view.take(key.id()) {
+                            if expires(&held.0).is_some_and(|expiry| expiry > until) {
+                                view.insert(held);
+                            }
+                        }
                     }
                 }
                 let mut records = records.into_iter().peekable();
@@ -73,14 +82,19 @@ pub fn read_models<'scope>(
                         }
                         continue;
                     }
-                    let first = old.is_none();
                     if let Some(old) = old {
+                        // Its retraction at its expiry no longer happens: this one is
+                        // now.
+                        if let Some(until) = expires(&old) {
+                            out.push((old.clone(), until, 1));
+                        }
                         out.push((old, time, -1));
                     }
                     if let Some(new) = row {
-                        if let (true, Some(until)) = (first, expires(&new)) {
+                        if let Some(until) = expires(&new) {
                             if until <= time {
-                                // Expired before it was revoked: never shown.
+                                // Over before it was shown (a token revoked after it
+                                // expired): never shown.
                                 continue;
                             }
                             out.push((new.clone(), until, -1));
@@ -116,6 +130,7 @@ pub fn read_models<'scope>(
 pub fn expires(row: &Row) -> Option<Time> {
     match row {
         Row::RevokedToken(token) => Some(command_time(token.expires_at)),
+        Row::Session(session) => Some(command_time(session.forgotten_at())),
         _ => None,
     }
 }

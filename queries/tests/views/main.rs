@@ -474,13 +474,16 @@ fn arb_command() -> impl Strategy<Value = Command> {
 }
 
 /// Batches of commands, each some log time after the one before: within a minute, a
-/// few minutes on, hours on, or days on, so that windows fill and slide.
+/// few minutes on, hours on, days or a month on, so that windows fill and slide and
+/// rows that expire leave.
 fn arb_batches() -> impl Strategy<Value = Vec<(Ts, Vec<Command>)>> {
     let jump = prop_oneof![
         4 => Just(1),
         2 => Just(61_000),
         1 => Just(3 * 3_600_000),
         1 => Just(2 * 86_400_000),
+        // Past how long ended sessions are kept.
+        1 => Just(31 * 86_400_000),
     ];
     // Now and then a rush of orders, so that quiet series see bursts (anomalies).
     let batch = prop_oneof![
@@ -808,5 +811,68 @@ fn a_revoked_token_leaves_its_view_when_it_expires() {
         assert_eq!(held(&h), ["t2"]);
         h.append(600_000, vec![]);
         assert!(held(&h).is_empty());
+    }
+}
+
+/// A session stays listed for `ENDED_SESSION_KEPT_MS` after it ended, signed out or
+/// expired, and then leaves its view; refreshing it moves its end, and so when it
+/// leaves, on any number of workers.
+#[test]
+fn an_ended_session_leaves_its_view_after_it_is_kept_a_while() {
+    use dataflows::auth::views::ENDED_SESSION_KEPT_MS as KEPT;
+    for workers in [1, 2] {
+        let mut h = Harness::new(workers);
+        h.append(1, vec![]);
+        let open = |session: &str| {
+            Envelope::new(Command::OpenSession {
+                session_id: session.into(),
+                user_id: "u1".into(),
+                client_id: "tidemark-cli".into(),
+                scope: "openid".into(),
+                refresh_hash: format!("{session}-r1").into(),
+                ttl_ms: 60_000,
+            })
+        };
+        let start = h.ts;
+        h.append(1, vec![open("s1"), open("s2"), open("s3")]);
+        let opened = h.ts;
+        // s3 signs out after 10 s; s2 is refreshed after 30 s, good for a minute more.
+        h.append(
+            10_000,
+            vec![Envelope::new(Command::RevokeSession {
+                session_id: "s3".into(),
+                reason: "signed_out".into(),
+                refresh_hash: None,
+            })],
+        );
+        h.append(
+            20_000,
+            vec![Envelope::new(Command::RefreshSession {
+                session_id: "s2".into(),
+                client_id: "tidemark-cli".into(),
+                refresh_hash: "s2-r1".into(),
+                new_refresh_hash: "s2-r2".into(),
+                ttl_ms: 60_000,
+            })],
+        );
+        let listed = |h: &Harness| {
+            let snapshot = h.store.read();
+            let mut listed: Vec<String> = (snapshot.sessions.values())
+                .map(|session| session.session_id.to_string())
+                .collect();
+            listed.sort();
+            listed
+        };
+        assert_eq!(listed(&h), ["s1", "s2", "s3"]);
+        // Ended, but kept until the moment its time is up.
+        h.append(opened + 10_000 + KEPT - 1 - h.ts, vec![]);
+        assert_eq!(listed(&h), ["s1", "s2", "s3"]);
+        h.append(1, vec![]);
+        assert_eq!(listed(&h), ["s1", "s2"], "s3 ended first");
+        h.append(opened + 60_000 + KEPT - h.ts, vec![]);
+        assert_eq!(listed(&h), ["s2"], "s1 expired next");
+        h.append(opened + 90_000 + KEPT - h.ts, vec![]);
+        assert!(listed(&h).is_empty(), "s2 ran longest");
+        assert!(h.ts > start);
     }
 }
