@@ -417,7 +417,7 @@ pub struct ScheduleView<'a> {
     id: &'a str,
     template: &'a str,
     params: Map<String, Value>,
-    /// Five fields (minute hour day-of-month month day-of-week), UTC.
+    /// Six fields, seconds first (`0 0 6 * * *` is 06:00 UTC every day).
     cron: &'a str,
     format: &'static str,
     created_at: Rfc3339,
