@@ -8,11 +8,13 @@
 //!
 //! Must not: decide anything. Domain rules live in `dataflows`.
 
+mod changes;
 mod kpis;
 mod scan;
 mod snapshot;
 mod store;
 
+pub use changes::{Changes, Start, Subscription, DEFAULT_CAPACITY as CHANGEFEED_CAPACITY};
 pub use kpis::{Average, Kpis, OrderRate, SuccessRate, Turnover};
 pub use scan::{View, ViewScan};
 pub use snapshot::{OrderCursor, Rows, Snapshot, StockLevel};

@@ -11,6 +11,7 @@ use dataflows::views::Row;
 use parking_lot::{Condvar, Mutex};
 use tokio::sync::watch;
 
+use crate::changes::{ChangeLog, Subscription};
 use crate::snapshot::Snapshot;
 use crate::{Error, Result};
 
@@ -95,6 +96,8 @@ pub struct ViewStore {
     metrics_published: (Mutex<Time>, Condvar),
     /// Every event and refusal, in publication order, when asked for (tests, replays).
     recorded: Option<Mutex<Recorded>>,
+    /// The read models' changefeed (`subscribe`).
+    changes: Mutex<ChangeLog>,
     /// Lossless event subscribers (sinks): unbounded, so a slow sink costs memory, never
     /// events.
     feeds: Mutex<Vec<std::sync::mpsc::Sender<EventFeed>>>,
@@ -134,6 +137,7 @@ impl ViewStore {
             metrics_tx,
             metrics_published: (Mutex::new(0), Condvar::new()),
             recorded: record.then(|| Mutex::new(Recorded::default())),
+            changes: Mutex::new(ChangeLog::new(crate::changes::DEFAULT_CAPACITY)),
             feeds: Mutex::new(Vec::new()),
             requests: Mutex::new(BTreeMap::new()),
         });
@@ -153,6 +157,20 @@ impl ViewStore {
             .spawn(move || publish_metric_reports(&publisher, &metrics_received, metrics))
             .expect("spawning the metrics' publisher thread");
         store
+    }
+
+    /// Follows the read models: their snapshot now, then what each publication changes;
+    /// or, with `resume_from` a frontier this reader reached before, what changed since,
+    /// when every change since is still kept.
+    pub fn subscribe(&self, resume_from: Option<Time>) -> Subscription {
+        let changes = self.changes.lock();
+        changes.subscribe(self.read(), resume_from)
+    }
+
+    /// How many publications a reader may fall behind by (and how many are kept for
+    /// readers that resume): at least one.
+    pub fn set_changefeed_capacity(&self, capacity: usize) {
+        *self.changes.lock() = ChangeLog::new(capacity);
     }
 
     /// The newest published snapshot: all views at one frontier. It never changes, and
@@ -280,9 +298,18 @@ impl ViewStore {
             return;
         };
         if upto > self.frontier() {
-            self.apply_views(pending, upto);
+            // Held until the snapshot is out, so that a new reader's snapshot and the
+            // changes it is sent next meet exactly.
+            let mut changefeed = self.changes.lock();
+            let since = pending.next.frontier;
+            let mut changes = changefeed.wanted().then(Vec::new);
+            self.apply_views(pending, upto, changes.as_mut());
             pending.next.frontier = upto;
             self.publish_read_models(&pending.next);
+            if let Some(changes) = changes {
+                changefeed.publish(since, upto, changes);
+            }
+            drop(changefeed);
             self.frontier_tx.send_replace(upto);
             let (lock, condvar) = &self.published;
             *lock.lock() = upto;
@@ -350,7 +377,12 @@ impl ViewStore {
 
     /// Applies the read models' updates before `upto`, a time at a time, keeping the
     /// state after each for the metrics to catch up with; hands on the events.
-    fn apply_views(&self, pending: &mut Pending, upto: Time) {
+    fn apply_views(
+        &self,
+        pending: &mut Pending,
+        upto: Time,
+        mut changes: Option<&mut Vec<(Row, isize)>>,
+    ) {
         let mut rows = split_before(&mut pending.rows, upto);
         let mut rejections = split_before(&mut pending.rejections, upto);
         let events = split_before(&mut pending.events, upto);
@@ -361,6 +393,9 @@ impl ViewStore {
             // The state at each bound up to this time is the state now.
             keep_states(&mut pending.bounds, &mut pending.kept, next, time);
             if let Some(updates) = rows.remove(&time) {
+                if let Some(changes) = changes.as_deref_mut() {
+                    changes.extend(updates.iter().cloned());
+                }
                 next.apply_at(time, updates);
             }
             for rejection in rejections.remove(&time).unwrap_or_default() {

@@ -876,3 +876,106 @@ fn an_ended_session_leaves_its_view_after_it_is_kept_a_while() {
         assert!(h.ts > start);
     }
 }
+
+/// The orders and products of a snapshot, as rows.
+fn followed_rows(snapshot: &queries::Snapshot) -> BTreeSet<Row> {
+    let orders = (snapshot.orders.values()).map(|row| Row::Order(std::sync::Arc::new(row.clone())));
+    let products =
+        (snapshot.products.values()).map(|row| Row::Product(std::sync::Arc::new(row.clone())));
+    orders.chain(products).collect()
+}
+
+/// Folds a publication's updates of orders and products into `rows`.
+fn follow(rows: &mut BTreeSet<Row>, changes: &queries::Changes) {
+    for (row, diff) in &changes.updates {
+        if !matches!(row, Row::Order(_) | Row::Product(_)) {
+            continue;
+        }
+        match diff {
+            1 => assert!(rows.insert(row.clone()), "{row:?} came in twice"),
+            -1 => assert!(rows.remove(row), "{row:?} went out but was not in"),
+            _ => panic!("a row's diff is 1 or -1, not {diff}"),
+        }
+    }
+}
+
+/// A reader that takes the snapshot and then every publication's changes holds the
+/// views as they are, publication after publication, on any number of workers; one
+/// that resumes from a frontier it reached gets exactly the changes since.
+#[test]
+fn the_changefeed_is_the_snapshot_then_every_change() {
+    for workers in [1, 2] {
+        let mut h = Harness::new(workers);
+        h.append(1, vec![Envelope::new(product("p0", 5))]);
+        let mut subscription = h.store.subscribe(None);
+        let queries::Start::Snapshot(snapshot) = &subscription.start else {
+            panic!("a new reader starts from a snapshot");
+        };
+        let mut rows = followed_rows(snapshot);
+        let mut frontier = subscription.frontier;
+        assert_eq!(rows.len(), 1);
+        let mut resumed_from = None;
+        for n in 0..6 {
+            h.append(
+                1,
+                vec![
+                    Envelope::new(order(&format!("o{n}"), &[("p0", 1)], n % 2 == 0)),
+                    Envelope::new(product(&format!("p{}", n + 1), 3)),
+                ],
+            );
+            while let Ok(changes) = subscription.updates.try_recv() {
+                assert_eq!(changes.since, frontier, "no gap, no overlap");
+                frontier = changes.frontier;
+                follow(&mut rows, &changes);
+            }
+            let now = h.store.read();
+            assert_eq!(frontier, now.frontier);
+            assert_eq!(rows, followed_rows(&now), "after batch {n}");
+            if n == 2 {
+                resumed_from = Some((frontier, rows.clone()));
+            }
+        }
+        // A reader that had reached an earlier frontier resumes from there.
+        let (from, mut resumed) = resumed_from.unwrap();
+        let resumption = h.store.subscribe(Some(from));
+        let queries::Start::Resume(replay) = &resumption.start else {
+            panic!("every change since {from} is kept");
+        };
+        let mut at = from;
+        for changes in replay {
+            assert_eq!(changes.since, at);
+            at = changes.frontier;
+            follow(&mut resumed, changes);
+        }
+        assert_eq!(at, resumption.frontier);
+        assert_eq!(resumed, followed_rows(&h.store.read()));
+        // Not a frontier it was ever at, or one in the future: a fresh snapshot.
+        for bogus in [from + 1, resumption.frontier + 10] {
+            assert!(matches!(
+                h.store.subscribe(Some(bogus)).start,
+                queries::Start::Snapshot(_)
+            ));
+        }
+    }
+}
+
+/// A reader that falls further behind than the changefeed holds is told so (and would
+/// start again from a snapshot), while the views go on.
+#[test]
+fn a_reader_that_falls_behind_is_told_to_start_again() {
+    let mut h = Harness::new(1);
+    h.store.set_changefeed_capacity(2);
+    h.append(1, vec![Envelope::new(product("p0", 50))]);
+    let mut subscription = h.store.subscribe(None);
+    for n in 0..5 {
+        h.append(
+            1,
+            vec![Envelope::new(order(&format!("o{n}"), &[("p0", 1)], false))],
+        );
+    }
+    assert!(matches!(
+        subscription.updates.try_recv(),
+        Err(tokio::sync::broadcast::error::TryRecvError::Lagged(_))
+    ));
+    assert_eq!(h.store.read().orders.len(), 5, "the views went on");
+}

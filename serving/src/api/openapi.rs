@@ -97,7 +97,9 @@ fn operations() -> Vec<Op> {
     };
     use super::keys::{IssuedKey, KeyView};
     use super::oauth::{self, Tokens};
-    use super::{analytics, catalog, health, fulfillment, keys, orders, payments, reports, sql, users};
+    use super::{
+        analytics, catalog, fulfillment, health, keys, orders, payments, reports, sql, users,
+    };
     use Answer::*;
     use Body::None as NoBody;
     let op = |method: Method,

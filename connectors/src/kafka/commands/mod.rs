@@ -297,10 +297,7 @@ impl Log for KafkaLog {
         let count = {
             let mut consumer = self.watermarks.lock();
             if consumer.is_none() {
-                *consumer = Some(
-                    self.cluster
-                        .read_committed_consumer("tidemark-sync", &[])?,
-                );
+                *consumer = Some(self.cluster.read_committed_consumer("tidemark-sync", &[])?);
             }
             let consumer = consumer.as_ref().expect("set above");
             let (_, high) = consumer
