@@ -124,12 +124,16 @@ impl ChangeLog {
 
     /// A reader from `snapshot` on, or from `resume_from` if every change since is kept.
     pub(crate) fn subscribe(
-        &self,
+        &mut self,
         snapshot: Arc<Snapshot>,
         resume_from: Option<Time>,
     ) -> Subscription {
         let updates = self.tx.subscribe();
         let frontier = snapshot.frontier;
+        // From this snapshot on every change is kept, for a while even if this reader
+        // goes: it may be back, with this frontier or a later one.
+        self.grace = self.capacity;
+        self.covered_from.get_or_insert(frontier);
         let start = match resume_from.and_then(|from| self.since(from, frontier)) {
             Some(replay) => Start::Resume(replay),
             None => Start::Snapshot(snapshot),

@@ -211,6 +211,26 @@ impl Snapshot {
             .filter_map(|(_, id)| self.reports.get(id))
     }
 
+    /// The stock view's rows: each product's units on hand and units reserved, as the
+    /// dataflow counts them (a count of zero is no row).
+    pub fn stock_rows(&self) -> impl Iterator<Item = Arc<StockRow>> + '_ {
+        self.stock.iter().flat_map(|(product_id, level)| {
+            [
+                (StockMeasure::OnHand, level.on_hand),
+                (StockMeasure::Reserved, level.reserved),
+            ]
+            .into_iter()
+            .filter(|(_, quantity)| *quantity != 0)
+            .map(|(measure, quantity)| {
+                Arc::new(StockRow {
+                    product_id: product_id.clone(),
+                    measure,
+                    quantity,
+                })
+            })
+        })
+    }
+
     pub fn stock_of(&self, product_id: &str) -> StockLevel {
         self.stock.get(product_id).copied().unwrap_or_default()
     }
@@ -671,20 +691,7 @@ impl Snapshot {
     pub fn rows(&self) -> BTreeSet<Row> {
         let mut rows = BTreeSet::new();
         rows.extend(self.products.shared_rows().cloned().map(Row::Product));
-        for (product_id, level) in &self.stock {
-            for (measure, quantity) in [
-                (StockMeasure::OnHand, level.on_hand),
-                (StockMeasure::Reserved, level.reserved),
-            ] {
-                if quantity != 0 {
-                    rows.insert(Row::Stock(Arc::new(StockRow {
-                        product_id: product_id.clone(),
-                        measure,
-                        quantity,
-                    })));
-                }
-            }
-        }
+        rows.extend(self.stock_rows().map(Row::Stock));
         rows.extend(self.users.shared_rows().cloned().map(Row::User));
         rows.extend(self.carts.shared_rows().cloned().map(Row::Cart));
         rows.extend(self.orders.shared_rows().cloned().map(Row::Order));

@@ -163,8 +163,7 @@ impl ViewStore {
     /// or, with `resume_from` a frontier this reader reached before, what changed since,
     /// when every change since is still kept.
     pub fn subscribe(&self, resume_from: Option<Time>) -> Subscription {
-        let changes = self.changes.lock();
-        changes.subscribe(self.read(), resume_from)
+        self.changes.lock().subscribe(self.read(), resume_from)
     }
 
     /// How many publications a reader may fall behind by (and how many are kept for

@@ -155,12 +155,16 @@ async fn run(
             }
         }
     });
+    let closing = Arc::clone(&app);
     server::serve(
         listener,
         api::app(Arc::clone(&app)),
         &app.config.http,
         tls,
-        shutdown_signal(),
+        async move {
+            shutdown_signal().await;
+            closing.close_streams();
+        },
     )
     .await?;
     tracing::info!("shutting down");

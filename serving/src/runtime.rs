@@ -108,6 +108,9 @@ pub struct Tidemark {
     stopping: Arc<AtomicBool>,
     /// Held until `shutdown` has stopped every writer (`lock_data_dir`).
     data_dir_lock: Mutex<Option<std::fs::File>>,
+    /// Set when the server stops taking requests: open changefeeds end, so that the
+    /// connections they hold can drain.
+    closing: tokio::sync::watch::Sender<bool>,
 }
 
 /// How start-up reports replay progress.
@@ -253,6 +256,7 @@ impl Tidemark {
             ready: AtomicBool::new(false),
             stopping: Arc::new(AtomicBool::new(false)),
             data_dir_lock: Mutex::new(Some(data_dir_lock)),
+            closing: tokio::sync::watch::channel(false).0,
         }))
     }
 
@@ -344,6 +348,20 @@ impl Tidemark {
         progress.finish(done, started.elapsed());
         self.ready.store(true, Ordering::Release);
         Ok(())
+    }
+
+    /// Ends every open changefeed (the server is stopping): a stream that never ends
+    /// would hold its connection, and so the server's drain, to the last second.
+    pub fn close_streams(&self) {
+        self.closing.send_replace(true);
+    }
+
+    /// Resolves once `close_streams` has been called.
+    pub fn streams_closing(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let mut closing = self.closing.subscribe();
+        async move {
+            let _ = closing.wait_for(|closing| *closing).await;
+        }
     }
 
     /// Set once `shutdown` has begun.

@@ -3,6 +3,7 @@
 mod analytics;
 pub mod cache;
 mod catalog;
+mod changes;
 pub mod error;
 mod events;
 pub mod extract;
@@ -109,6 +110,7 @@ pub fn app(state: App) -> Router {
         )
         .route("/reports/{id}", get(reports::get))
         .route("/reports/{id}/download", get(reports::download))
+        .route("/views/{name}/changes", get(changes::changes))
         .route("/api-keys", post(keys::create).get(keys::list))
         .route("/api-keys/{id}", get(keys::get).delete(keys::revoke))
         .route("/api-keys/{id}/rotate", post(keys::rotate))

@@ -450,6 +450,19 @@ fn routes(w: &World) -> Vec<(&'static str, String, Option<Value>, Needs)> {
             Scope("analytics:read"),
         ),
         ("GET", "/api/v1/kpis".into(), None, Scope("analytics:read")),
+        ("GET", "/api/v1/views/products/changes".into(), None, Public),
+        (
+            "GET",
+            format!("/api/v1/views/orders/changes?user_id={a}"),
+            None,
+            OwnerOr("orders:read"),
+        ),
+        (
+            "GET",
+            format!("/api/v1/views/payments/changes?user_id={a}"),
+            None,
+            OwnerOr("payment:read"),
+        ),
         ("GET", "/api/v1/reports".into(), None, Scope("reports:read")),
         (
             "GET",

@@ -3,6 +3,7 @@
 
 mod auth;
 mod browser;
+mod changes;
 mod config;
 mod e2e;
 mod errors;

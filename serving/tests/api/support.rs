@@ -177,6 +177,17 @@ impl TestApp {
             .and_then(|v| v.to_str().ok())
             .map(str::to_string);
         let headers = response.headers().clone();
+        if content_type.starts_with("text/event-stream") {
+            // A changefeed never ends: `stream` reads it.
+            return Reply {
+                status,
+                body: Value::Null,
+                content_type,
+                request_id,
+                headers,
+                raw: Vec::new(),
+            };
+        }
         let bytes = response
             .into_body()
             .collect()
@@ -314,4 +325,88 @@ where
     })
     .await;
     replies.into_iter().map(Option::unwrap).collect()
+}
+
+/// One Server-Sent Event.
+#[derive(Debug)]
+pub struct SseEvent {
+    pub event: String,
+    pub id: Option<String>,
+    pub data: Value,
+}
+
+/// A response body read as Server-Sent Events, as they come.
+pub struct EventStream {
+    body: Body,
+    buffer: String,
+}
+
+impl EventStream {
+    /// The next event (comments, such as keep-alives, skipped); panics if none comes
+    /// within 30 s or the stream ends.
+    pub async fn next(&mut self) -> SseEvent {
+        let deadline = std::time::Duration::from_secs(30);
+        tokio::time::timeout(deadline, self.next_event())
+            .await
+            .expect("an event within 30 s")
+            .expect("the stream goes on")
+    }
+
+    async fn next_event(&mut self) -> Option<SseEvent> {
+        loop {
+            while let Some(end) = self.buffer.find("\n\n") {
+                let block: String = self.buffer.drain(..end + 2).collect();
+                let mut event = SseEvent {
+                    event: "message".into(),
+                    id: None,
+                    data: Value::Null,
+                };
+                let mut data = String::new();
+                for line in block.lines() {
+                    if let Some(value) = line.strip_prefix("event:") {
+                        event.event = value.trim().to_string();
+                    } else if let Some(value) = line.strip_prefix("id:") {
+                        event.id = Some(value.trim().to_string());
+                    } else if let Some(value) = line.strip_prefix("data:") {
+                        data.push_str(value.trim_start());
+                    }
+                }
+                if data.is_empty() && event.id.is_none() {
+                    continue; // a comment
+                }
+                event.data = serde_json::from_str(&data).unwrap_or(Value::String(data));
+                return Some(event);
+            }
+            let frame = self.body.frame().await?.expect("the body reads");
+            if let Ok(bytes) = frame.into_data() {
+                self.buffer
+                    .push_str(std::str::from_utf8(&bytes).expect("UTF-8"));
+            }
+        }
+    }
+}
+
+impl TestApp {
+    /// Opens a changefeed (`GET` with these headers): its status, and its events if 200.
+    pub async fn stream(&self, path: &str, headers: &[(&str, &str)]) -> (StatusCode, EventStream) {
+        let mut request = Request::builder().method("GET").uri(path);
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        let request = request.body(Body::empty()).expect("request");
+        let response = self
+            .router
+            .clone()
+            .oneshot(request)
+            .await
+            .expect("infallible");
+        let status = response.status();
+        (
+            status,
+            EventStream {
+                body: response.into_body(),
+                buffer: String::new(),
+            },
+        )
+    }
 }

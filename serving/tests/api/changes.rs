@@ -1,0 +1,256 @@
+//! Changefeeds over HTTP (`GET /api/v1/views/{name}/changes`, Server-Sent Events):
+//! a snapshot, then the changes; resuming with `Last-Event-ID`; a reader that falls
+//! behind; who may follow what.
+
+use axum::http::StatusCode;
+use serde_json::{json, Value};
+
+use crate::support::{EventStream, SseEvent, TestApp};
+
+/// The rows of a snapshot event, or the `(row, diff)` pairs of an update.
+fn rows(event: &SseEvent) -> Vec<Value> {
+    event.data["rows"].as_array().cloned().unwrap_or_default()
+}
+
+fn changes(event: &SseEvent) -> Vec<(Value, i64)> {
+    (event.data["changes"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default())
+    .into_iter()
+    .map(|change| (change["row"].clone(), change["diff"].as_i64().unwrap()))
+    .collect()
+}
+
+async fn sign_in(t: &TestApp, email: &str) -> String {
+    let reply = t
+        .send_raw(
+            "POST",
+            "/api/v1/users/authenticate",
+            Some(&json!({"email": email, "password": "correct horse battery"}).to_string()),
+            &[],
+        )
+        .await;
+    assert_eq!(reply.status, StatusCode::OK, "{:?}", reply.body);
+    format!("Bearer {}", reply.body["access_token"].as_str().unwrap())
+}
+
+async fn follow(t: &TestApp, path: &str, headers: &[(&str, &str)]) -> EventStream {
+    let (status, stream) = t.stream(path, headers).await;
+    assert_eq!(status, StatusCode::OK, "{path}");
+    stream
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_view_is_its_snapshot_then_each_change() {
+    let t = TestApp::new().await;
+    let mug = t.product("MUG", 1200, 10).await;
+    let mut feed = follow(&t, "/api/v1/views/products/changes", &[]).await;
+    let snapshot = feed.next().await;
+    assert_eq!(snapshot.event, "snapshot");
+    let frontier = snapshot.data["frontier"].as_u64().unwrap();
+    assert_eq!(
+        snapshot.id,
+        Some(frontier.to_string()),
+        "the id is the frontier"
+    );
+    let listed = rows(&snapshot);
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0]["product_id"], mug);
+    assert_eq!(listed[0]["price_cents"], 1200);
+
+    // A new product comes in.
+    let cup = t.product("CUP", 800, 5).await;
+    let update = feed.next().await;
+    assert_eq!(update.event, "update");
+    let after = update.data["frontier"].as_u64().unwrap();
+    assert!(after > frontier);
+    assert_eq!(update.id, Some(after.to_string()));
+    assert_eq!(changes(&update).len(), 1);
+    assert_eq!(changes(&update)[0].0["product_id"], cup);
+    assert_eq!(changes(&update)[0].1, 1);
+
+    // A changed product is its old row out and its new row in.
+    let changed = t
+        .put(
+            &format!("/api/v1/products/{mug}"),
+            json!({"price_cents": 1500}),
+        )
+        .await;
+    assert_eq!(changed.status, StatusCode::OK, "{:?}", changed.body);
+    let update = feed.next().await;
+    let mut diffs: Vec<(i64, i64)> = changes(&update)
+        .into_iter()
+        .map(|(row, diff)| (row["price_cents"].as_i64().unwrap(), diff))
+        .collect();
+    diffs.sort();
+    assert_eq!(diffs, [(1200, -1), (1500, 1)]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_customer_follows_only_their_own_orders() {
+    let t = TestApp::new().await;
+    let mug = t.product("MUG", 1200, 10).await;
+    let ann = t.user("ann@example.com").await;
+    let bob = t.user("bob@example.com").await;
+    assert_eq!(t.order(&ann, &mug, 1).await.status, StatusCode::CREATED);
+    assert_eq!(t.order(&bob, &mug, 1).await.status, StatusCode::CREATED);
+    let as_ann = sign_in(&t, "ann@example.com").await;
+    let mut feed = follow(
+        &t,
+        "/api/v1/views/orders/changes",
+        &[("authorization", &as_ann)],
+    )
+    .await;
+    let snapshot = feed.next().await;
+    assert_eq!(snapshot.event, "snapshot");
+    let owners: Vec<Value> = rows(&snapshot)
+        .iter()
+        .map(|row| row["user_id"].clone())
+        .collect();
+    assert_eq!(owners, [json!(ann)], "only Ann's order");
+    // Bob's next order never reaches Ann; her own does.
+    assert_eq!(t.order(&bob, &mug, 2).await.status, StatusCode::CREATED);
+    let mine = t.order(&ann, &mug, 3).await;
+    assert_eq!(mine.status, StatusCode::CREATED);
+    loop {
+        let update = feed.next().await;
+        assert_eq!(update.event, "update");
+        for (row, _) in changes(&update) {
+            assert_eq!(row["user_id"], ann, "{row}");
+        }
+        if changes(&update)
+            .iter()
+            .any(|(row, diff)| row["order_id"] == mine.body["id"] && *diff == 1)
+        {
+            break;
+        }
+    }
+    // An administrator follows one order by its id.
+    let one = format!(
+        "/api/v1/views/orders/changes?id={}",
+        mine.body["id"].as_str().unwrap()
+    );
+    let mut feed = follow(&t, &one, &[("x-api-key", crate::support::ADMIN_KEY)]).await;
+    let snapshot = feed.next().await;
+    assert_eq!(rows(&snapshot).len(), 1);
+    assert_eq!(rows(&snapshot)[0]["order_id"], mine.body["id"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn following_is_refused_as_the_reads_are() {
+    let t = TestApp::new().await;
+    let ann = t.user("ann@example.com").await;
+    t.user("bob@example.com").await;
+    let as_bob = sign_in(&t, "bob@example.com").await;
+    let cases: Vec<(String, Vec<(&str, &str)>, StatusCode, &str)> = vec![
+        (
+            "/api/v1/views/orders/changes".into(),
+            vec![],
+            StatusCode::UNAUTHORIZED,
+            "credentials_required",
+        ),
+        (
+            format!("/api/v1/views/orders/changes?user_id={ann}"),
+            vec![("authorization", as_bob.as_str())],
+            StatusCode::FORBIDDEN,
+            "forbidden",
+        ),
+        (
+            "/api/v1/views/payments/changes".into(),
+            vec![],
+            StatusCode::UNAUTHORIZED,
+            "credentials_required",
+        ),
+        (
+            "/api/v1/views/users/changes".into(),
+            vec![],
+            StatusCode::NOT_FOUND,
+            "not_found",
+        ),
+        (
+            "/api/v1/views/products/changes?user_id=x".into(),
+            vec![],
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "validation_failed",
+        ),
+        (
+            "/api/v1/views/products/changes".into(),
+            vec![("last-event-id", "yesterday")],
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "validation_failed",
+        ),
+    ];
+    for (path, headers, status, code) in cases {
+        let reply = t.send_raw("GET", &path, None, &headers).await;
+        assert_eq!(reply.status, status, "{path}: {:?}", reply.body);
+        assert_eq!(reply.content_type, "application/problem+json", "{path}");
+        assert_eq!(reply.body["code"], code, "{path}: {:?}", reply.body);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reader_resumes_from_the_last_event_it_had() {
+    let t = TestApp::new().await;
+    t.product("MUG", 1200, 10).await;
+    let mut feed = follow(&t, "/api/v1/views/products/changes", &[]).await;
+    let snapshot = feed.next().await;
+    let last = snapshot.id.clone().unwrap();
+    drop(feed);
+    // Changes while the reader is away...
+    let cup = t.product("CUP", 800, 5).await;
+    let plate = t.product("PLATE", 900, 5).await;
+    // ...are what it gets when it comes back: no snapshot, nothing twice.
+    let mut feed = follow(
+        &t,
+        "/api/v1/views/products/changes",
+        &[("last-event-id", &last)],
+    )
+    .await;
+    let mut seen = Vec::new();
+    while seen.len() < 2 {
+        let update = feed.next().await;
+        assert_eq!(update.event, "update", "{update:?}");
+        for (row, diff) in changes(&update) {
+            assert_eq!(diff, 1);
+            seen.push(row["product_id"].as_str().unwrap().to_string());
+        }
+    }
+    assert_eq!(seen, [cup, plate]);
+    // From before what is kept, or from the future: a fresh snapshot.
+    let future = (last.parse::<u64>().unwrap() + 1_000_000).to_string();
+    for from in ["0", future.as_str()] {
+        let mut feed = follow(
+            &t,
+            "/api/v1/views/products/changes",
+            &[("last-event-id", from)],
+        )
+        .await;
+        let restart = feed.next().await;
+        assert_eq!(restart.event, "snapshot", "from {from}");
+        assert_eq!(rows(&restart).len(), 3);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reader_that_falls_behind_gets_resync_and_a_fresh_snapshot() {
+    let t = TestApp::new().await;
+    t.app.views.set_changefeed_capacity(2);
+    let mut feed = follow(&t, "/api/v1/views/products/changes", &[]).await;
+    assert_eq!(feed.next().await.event, "snapshot");
+    // Five publications while the reader reads nothing: more than the feed holds.
+    for n in 0..5 {
+        t.product(&format!("P{n}"), 100, 1).await;
+    }
+    let resync = feed.next().await;
+    assert_eq!(resync.event, "resync", "{resync:?}");
+    assert!(resync.data["reason"].as_str().unwrap().contains("behind"));
+    let snapshot = feed.next().await;
+    assert_eq!(snapshot.event, "snapshot");
+    assert_eq!(rows(&snapshot).len(), 5, "the views as they are now");
+    // And it follows on from there.
+    t.product("LATE", 100, 1).await;
+    let update = feed.next().await;
+    assert_eq!(update.event, "update");
+    assert_eq!(changes(&update)[0].0["sku"], "LATE");
+}
