@@ -137,13 +137,16 @@ async fn a_customer_follows_only_their_own_orders() {
     assert_eq!(rows(&snapshot)[0]["order_id"], mine.body["id"]);
 }
 
+/// A request that is refused: path, headers, status, problem code.
+type Refusal<'a> = (String, Vec<(&'a str, &'a str)>, StatusCode, &'a str);
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn following_is_refused_as_the_reads_are() {
     let t = TestApp::new().await;
     let ann = t.user("ann@example.com").await;
     t.user("bob@example.com").await;
     let as_bob = sign_in(&t, "bob@example.com").await;
-    let cases: Vec<(String, Vec<(&str, &str)>, StatusCode, &str)> = vec![
+    let cases: Vec<Refusal> = vec![
         (
             "/api/v1/views/orders/changes".into(),
             vec![],
