@@ -61,6 +61,10 @@ pub struct ServeArgs {
     #[arg(long, value_name = "ADDR|off")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub pg_listen: Option<String>,
+    /// Address of the Prometheus exposition (`GET /metrics`), or `off`.
+    #[arg(long, value_name = "ADDR|off")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub metrics_listen: Option<String>,
     /// The command log: `embedded` (a segment log in the data directory) or
     /// `kafka://host:port[,host:port]`.
     #[arg(long, value_name = "embedded|kafka://HOST:PORT")]
@@ -104,6 +108,8 @@ pub struct Config {
     pub listen: SocketAddr,
     /// Address of the PostgreSQL wire protocol, or `off`.
     pub pg_listen: String,
+    /// Address of the Prometheus exposition, or `off`.
+    pub metrics_listen: String,
     pub workers: usize,
     pub log_format: LogFormat,
     /// Bytes after which the embedded log starts a new segment.
@@ -459,6 +465,7 @@ impl Default for Config {
             data_dir: PathBuf::from("./tidemark-data"),
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             pg_listen: "127.0.0.1:6875".into(),
+            metrics_listen: "127.0.0.1:9090".into(),
             workers: 1,
             log_format: LogFormat::Auto,
             segment_bytes: 64 << 20,
@@ -517,6 +524,7 @@ impl Config {
             data_dir,
             listen: _,
             pg_listen: _,
+            metrics_listen: _,
             workers,
             log_format: _,
             segment_bytes,
@@ -564,6 +572,7 @@ impl Config {
         auth.validate()?;
         gateway.validate()?;
         self.pg_listen()?;
+        self.metrics_listen()?;
         if !(1..=3_600_000).contains(&history.flush_ms) {
             return Err(format!(
                 "history.flush_ms must be between 1 and 3600000, not {}",
@@ -645,6 +654,18 @@ impl Config {
             "off" => Ok(None),
             address => address.parse().map(Some).map_err(|_| {
                 format!("pg_listen must be an address (127.0.0.1:6875) or `off`, not {address:?}")
+            }),
+        }
+    }
+
+    /// Where the Prometheus exposition listens, if anywhere.
+    pub fn metrics_listen(&self) -> Result<Option<SocketAddr>, String> {
+        match self.metrics_listen.as_str() {
+            "off" => Ok(None),
+            address => address.parse().map(Some).map_err(|_| {
+                format!(
+                    "metrics_listen must be an address (127.0.0.1:9090) or `off`, not {address:?}"
+                )
             }),
         }
     }

@@ -231,7 +231,10 @@ fn charge_through_breaker(
 ) -> Vec<connectors::Result<dataflows::model::PaymentOutcome>> {
     match app.payment_breaker.allow(Instant::now()) {
         Ok(()) => {
+            let started = Instant::now();
             let outcomes = app.payments.charge_all(charges);
+            let failed_call = outcomes.iter().any(|outcome| outcome.is_err());
+            timed("payment", "charge", started, !failed_call);
             let failed = outcomes
                 .iter()
                 .any(|outcome| matches!(outcome, Err(error) if error.is_retryable()));
@@ -248,6 +251,19 @@ fn charge_through_breaker(
             })
             .collect(),
     }
+}
+
+/// How long a call to a provider took (`tidemark_provider_call_duration_seconds`);
+/// `answered` is false when the call itself failed (not a declined card).
+fn timed(provider: &'static str, operation: &'static str, started: Instant, answered: bool) {
+    let outcome = if answered { "answered" } else { "failed" };
+    metrics::histogram!(
+        "tidemark_provider_call_duration_seconds",
+        "provider" => provider,
+        "operation" => operation,
+        "outcome" => outcome
+    )
+    .record(started.elapsed().as_secs_f64());
 }
 
 fn charge_request(effect: &EffectRow) -> Option<ChargeRequest> {
@@ -280,7 +296,9 @@ fn call_provider(app: &Tidemark, effect: &EffectRow) -> connectors::Result<Comma
                 retryable: false,
             })?;
             app.payment_breaker.allow(Instant::now())?;
+            let started = Instant::now();
             let outcome = app.payments.charge(&request);
+            timed("payment", "charge", started, outcome.is_ok());
             app.payment_breaker.observe(&outcome);
             let outcome = outcome?;
             Command::PaymentResult {
@@ -301,7 +319,9 @@ fn call_provider(app: &Tidemark, effect: &EffectRow) -> connectors::Result<Comma
                 amount_cents: *amount_cents,
             };
             app.payment_breaker.allow(Instant::now())?;
+            let started = Instant::now();
             let succeeded = app.payments.refund(&request);
+            timed("payment", "refund", started, succeeded.is_ok());
             app.payment_breaker.observe(&succeeded);
             let succeeded = succeeded?;
             Command::RefundResult {
@@ -317,7 +337,9 @@ fn call_provider(app: &Tidemark, effect: &EffectRow) -> connectors::Result<Comma
             address,
         } => {
             app.carrier_breaker.allow(Instant::now())?;
+            let started = Instant::now();
             let dispatch = app.carrier.dispatch(shipment_id, address.as_deref());
+            timed("carrier", "dispatch", started, dispatch.is_ok());
             app.carrier_breaker.observe(&dispatch);
             let dispatch = dispatch?;
             Command::ShipmentDispatched {

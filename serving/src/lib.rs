@@ -12,6 +12,7 @@ pub mod executors;
 pub mod foreign;
 pub mod gateway;
 pub mod hashing;
+pub mod observability;
 pub mod progress;
 pub mod reports;
 pub mod runtime;

@@ -97,11 +97,27 @@ async fn run(
         }
         None => "off".into(),
     };
+    let metrics_listen = match app.config.metrics_listen()? {
+        Some(address) => {
+            let listener = tokio::net::TcpListener::bind(address)
+                .await
+                .map_err(|error| format!("metrics_listen {address}: {error}"))?;
+            let bound = listener.local_addr()?.to_string();
+            let router = serving::observability::router(app.clone());
+            tokio::spawn(async move {
+                if let Err(error) = axum::serve(listener, router).await {
+                    tracing::error!(%error, "the metrics listener stopped");
+                }
+            });
+            bound
+        }
+        None => "off".into(),
+    };
     if app.config.auth.enabled && app.config.auth.bootstrap_admin_key.is_none() {
         tracing::warn!("no TIDEMARK_BOOTSTRAP_ADMIN_KEY: only API keys already issued can administer this instance (`tidemark admin create-key` issues one while the server is stopped)");
     }
     let scheme = if tls.is_some() { "https" } else { "http" };
-    tracing::info!(listen = %listener.local_addr()?, scheme, %pg_listen, workers = app.config.workers, data_dir = %app.config.data_dir.display(), "tidemark is listening");
+    tracing::info!(listen = %listener.local_addr()?, scheme, %pg_listen, %metrics_listen, workers = app.config.workers, data_dir = %app.config.data_dir.display(), "tidemark is listening");
     let recovering = app.clone();
     tokio::spawn(async move {
         let recovered = tokio::task::spawn_blocking({

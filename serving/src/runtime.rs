@@ -396,11 +396,17 @@ impl Tidemark {
             .iter()
             .map(|envelope| serde_json::to_vec(envelope).map_err(|e| Error::Encode(e.to_string())))
             .collect::<Result<Vec<_>>>()?;
+        let started = Instant::now();
         let appended = self.log.append(payloads).durable().await?;
+        let durable = Instant::now();
+        metrics::histogram!("tidemark_log_append_duration_seconds")
+            .record(durable.duration_since(started).as_secs_f64());
         let timeout = Duration::from_millis(self.config.command_timeout_ms);
         self.views
             .wait_for(settled_frontier(appended.ts), timeout)
             .await?;
+        metrics::histogram!("tidemark_command_visible_duration_seconds")
+            .record(durable.elapsed().as_secs_f64());
         let snapshot = self.views.read();
         Ok(appended
             .seqs

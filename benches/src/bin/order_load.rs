@@ -206,7 +206,7 @@ impl Server {
         let dir = std::env::temp_dir().join(format!("tidemark-bench-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         let mut child = Command::new(binary)
-            .args(["serve", "--listen", "127.0.0.1:0", "--pg-listen", "127.0.0.1:0", "--log-format", "json", "--workers", &workers.to_string(), "--data-dir"])
+            .args(["serve", "--listen", "127.0.0.1:0", "--pg-listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0", "--log-format", "json", "--workers", &workers.to_string(), "--data-dir"])
             .arg(&dir)
             .args(["--log", log])
             .env("TIDEMARK_LOG", "warn,tidemark=info")

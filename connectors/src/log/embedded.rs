@@ -278,7 +278,13 @@ impl Writer {
                     seq += 1;
                 }
             }
-            if let Err(error) = self.write_durably(&buffer, first_seq) {
+            let writing = std::time::Instant::now();
+            let written = self.write_durably(&buffer, first_seq);
+            metrics::histogram!("tidemark_log_fsync_duration_seconds")
+                .record(writing.elapsed().as_secs_f64());
+            metrics::histogram!("tidemark_log_group_commit_commands")
+                .record((seq - first_seq) as f64);
+            if let Err(error) = written {
                 match &error {
                     Error::NotWritten { .. } => {
                         tracing::warn!(%error, records = seq - first_seq, "log append failed and was cut back out; later appends will try again");

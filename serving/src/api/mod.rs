@@ -121,6 +121,7 @@ pub fn app(state: App) -> Router {
         ))
         // Runs first: keys are in the views, so nothing is decided before replay ends.
         .route_layer(middleware::from_fn_with_state(state.clone(), require_ready))
+        .route_layer(middleware::from_fn(crate::observability::mark_route))
         // Static: served before start-up has caught up too.
         .route("/events/schemas", get(events::schemas))
         .route("/events/schemas/{type}", get(events::schema))
@@ -142,7 +143,8 @@ pub fn app(state: App) -> Router {
             state.clone(),
             crate::auth::authenticate,
         ))
-        .route_layer(middleware::from_fn_with_state(state.clone(), require_ready));
+        .route_layer(middleware::from_fn_with_state(state.clone(), require_ready))
+        .route_layer(middleware::from_fn(crate::observability::mark_route));
     let mut router = Router::new()
         .nest("/api/v1", api)
         .merge(oauth)
@@ -151,6 +153,7 @@ pub fn app(state: App) -> Router {
         .route("/.well-known/jwks.json", get(jwks))
         .route("/docs", get(openapi::docs))
         .route("/.well-known/openid-configuration", get(oauth::discovery))
+        .route_layer(middleware::from_fn(crate::observability::mark_route))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(extract::MAX_BODY_BYTES))
@@ -174,7 +177,10 @@ pub fn app(state: App) -> Router {
             crate::gateway::retirements,
         ));
     }
-    let mut router = router.layer(middleware::from_fn(request_id));
+    let mut router = router
+        .layer(middleware::from_fn(request_id))
+        // Sees each answer as the client gets it, problem documents and refusals too.
+        .layer(middleware::from_fn(crate::observability::track));
     // Outside the request id layer, which rewrites plain-text errors and so must read
     // them uncompressed; CORS outermost, so a preflight is answered before anything runs.
     if gateway.compression {

@@ -18,6 +18,8 @@ use crate::support::ADMIN_KEY;
 struct Server {
     child: Child,
     client: Client,
+    /// The Prometheus exposition's address.
+    metrics: String,
     /// The PostgreSQL wire protocol's address.
     pg: std::net::SocketAddr,
 }
@@ -40,6 +42,8 @@ impl Server {
                 "127.0.0.1:0",
                 "--pg-listen",
                 "127.0.0.1:0",
+                "--metrics-listen",
+                "127.0.0.1:0",
                 "--log-format",
                 "json",
                 "--workers",
@@ -58,7 +62,7 @@ impl Server {
         let stderr = child.stderr.take().expect("stderr");
         let mut lines = BufReader::new(stderr).lines();
         let mut seen = Vec::new();
-        let (addr, pg) = loop {
+        let (addr, pg, metrics) = loop {
             let Some(Ok(line)) = lines.next() else {
                 panic!("tidemark exited before listening: {seen:#?}")
             };
@@ -72,6 +76,10 @@ impl Server {
                         .expect("pg_listen")
                         .parse()
                         .expect("pg address"),
+                    entry["metrics_listen"]
+                        .as_str()
+                        .expect("metrics_listen")
+                        .to_string(),
                 );
             }
         };
@@ -81,6 +89,7 @@ impl Server {
             child,
             client: Client { addr },
             pg,
+            metrics,
         };
         for _ in 0..600 {
             if let Ok((200, _)) = server.client.try_request("GET", "/health/ready", None) {
@@ -989,4 +998,119 @@ fn stopping_the_server_ends_open_changefeeds_cleanly() {
     );
     let status = server.child.wait().expect("the server exits");
     assert!(status.success(), "{status:?}");
+}
+
+/// The Prometheus exposition of the real binary passes `promtool check metrics`
+/// (Debian's prometheus package, installed by scripts/setup.sh) and carries the
+/// request, log, view, business and process metrics, each request counted under its
+/// route pattern.
+#[test]
+fn the_metrics_pass_promtool_and_count_what_happened() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = Server::start(dir.path(), &[]);
+    let (status, product) = server.request(
+        "POST",
+        "/api/v1/products",
+        Some(json!({"sku": "MUG", "name": "Mug", "price_cents": 1200, "currency": "USD", "initial_stock": 50})),
+    );
+    assert_eq!(status, 201, "{product}");
+    let id = product["id"].as_str().unwrap();
+    for _ in 0..3 {
+        assert_eq!(
+            server
+                .request("GET", &format!("/api/v1/products/{id}"), None)
+                .0,
+            200
+        );
+    }
+    assert_eq!(
+        server.request("GET", "/api/v1/products/prd_none", None).0,
+        404
+    );
+    let mut stream = TcpStream::connect(&server.metrics).expect("the metrics listener");
+    stream
+        .write_all(b"GET /metrics HTTP/1.1\r\nhost: tidemark\r\nconnection: close\r\n\r\n")
+        .unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    let (head, body) = response.split_once("\r\n\r\n").expect("a response");
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert!(head.contains("text/plain; version=0.0.4"), "{head}");
+    // The body may be chunked; promtool reads the exposition itself.
+    let body = if head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
+        dechunk(body)
+    } else {
+        body.to_string()
+    };
+    let mut promtool = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("promtool runs: scripts/setup.sh installs Debian's prometheus package");
+    promtool
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(body.as_bytes())
+        .unwrap();
+    let checked = promtool.wait_with_output().unwrap();
+    assert!(
+        checked.status.success(),
+        "promtool: {}{}\n{body}",
+        String::from_utf8_lossy(&checked.stdout),
+        String::from_utf8_lossy(&checked.stderr)
+    );
+    let sample = |prefix: &str| -> f64 {
+        body.lines()
+            .find(|line| line.starts_with(prefix))
+            .unwrap_or_else(|| panic!("no {prefix} in\n{body}"))
+            .rsplit(' ')
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap()
+    };
+    assert_eq!(
+        sample(
+            r#"tidemark_http_requests_total{method="GET",route="/api/v1/products/{id}",status="200"}"#
+        ),
+        3.0
+    );
+    assert_eq!(
+        sample(
+            r#"tidemark_http_requests_total{method="GET",route="/api/v1/products/{id}",status="404"}"#
+        ),
+        1.0
+    );
+    assert!(
+        sample(
+            r#"tidemark_http_request_duration_seconds_count{method="POST",route="/api/v1/products"}"#
+        ) >= 1.0
+    );
+    assert_eq!(sample(r#"tidemark_view_rows{view="products"}"#), 1.0);
+    assert!(sample("tidemark_log_group_commit_commands_count") >= 1.0);
+    assert!(sample("tidemark_log_fsync_duration_seconds_bucket") >= 0.0);
+    assert!(sample("tidemark_log_append_duration_seconds_count") >= 1.0);
+    assert_eq!(sample("tidemark_ready"), 1.0);
+    assert!(sample("process_resident_memory_bytes") > 0.0);
+    assert!(sample("tidemark_orders_per_minute") >= 0.0);
+}
+
+/// A chunked HTTP/1.1 body, joined.
+fn dechunk(mut body: &str) -> String {
+    let mut joined = String::new();
+    while let Some((size, rest)) = body.split_once("\r\n") {
+        let size = usize::from_str_radix(size.trim(), 16).expect("a chunk size");
+        if size == 0 {
+            break;
+        }
+        joined.push_str(&rest[..size]);
+        body = &rest[size + 2..];
+    }
+    joined
 }
