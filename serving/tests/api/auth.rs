@@ -149,7 +149,7 @@ impl World {
     }
 }
 
-async fn sign_in(t: &TestApp, email: &str) -> String {
+pub async fn sign_in(t: &TestApp, email: &str) -> String {
     let reply = t
         .send_raw(
             "POST",

@@ -22,17 +22,9 @@ fn changes(event: &SseEvent) -> Vec<(Value, i64)> {
     .collect()
 }
 
+/// `Authorization` for the user with this address (signed in with the test password).
 async fn sign_in(t: &TestApp, email: &str) -> String {
-    let reply = t
-        .send_raw(
-            "POST",
-            "/api/v1/users/authenticate",
-            Some(&json!({"email": email, "password": "correct horse battery"}).to_string()),
-            &[],
-        )
-        .await;
-    assert_eq!(reply.status, StatusCode::OK, "{:?}", reply.body);
-    format!("Bearer {}", reply.body["access_token"].as_str().unwrap())
+    format!("Bearer {}", crate::auth::sign_in(t, email).await)
 }
 
 async fn follow(t: &TestApp, path: &str, headers: &[(&str, &str)]) -> EventStream {

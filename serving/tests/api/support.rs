@@ -133,14 +133,15 @@ impl TestApp {
         self.send_raw(method, path, body, &with_key).await
     }
 
-    /// A request with exactly these headers (no credentials unless they hold some).
-    pub async fn send_raw(
+    /// The router's response to a request with exactly these headers (and a JSON
+    /// content type for a body, unless they name one).
+    async fn respond(
         &self,
         method: &str,
         path: &str,
         body: Option<&str>,
         headers: &[(&str, &str)],
-    ) -> Reply {
+    ) -> axum::response::Response {
         let mut request = Request::builder().method(method).uri(path);
         if body.is_some()
             && !headers
@@ -158,12 +159,22 @@ impl TestApp {
                     .unwrap_or_else(Body::empty),
             )
             .expect("request");
-        let response = self
-            .router
+        self.router
             .clone()
             .oneshot(request)
             .await
-            .expect("infallible");
+            .expect("infallible")
+    }
+
+    /// A request with exactly these headers (no credentials unless they hold some).
+    pub async fn send_raw(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<&str>,
+        headers: &[(&str, &str)],
+    ) -> Reply {
+        let response = self.respond(method, path, body, headers).await;
         let status = response.status();
         let content_type = response
             .headers()
@@ -389,17 +400,7 @@ impl EventStream {
 impl TestApp {
     /// Opens a changefeed (`GET` with these headers): its status, and its events if 200.
     pub async fn stream(&self, path: &str, headers: &[(&str, &str)]) -> (StatusCode, EventStream) {
-        let mut request = Request::builder().method("GET").uri(path);
-        for (name, value) in headers {
-            request = request.header(*name, *value);
-        }
-        let request = request.body(Body::empty()).expect("request");
-        let response = self
-            .router
-            .clone()
-            .oneshot(request)
-            .await
-            .expect("infallible");
+        let response = self.respond("GET", path, None, headers).await;
         let status = response.status();
         (
             status,
