@@ -30,6 +30,31 @@ const BATCH_BUCKETS: &[f64] = &[
     1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0,
 ];
 
+/// Every metric this process exports (histograms by their base name), for dashboards
+/// and their tests.
+pub const EXPORTED: &[&str] = &[
+    "tidemark_http_requests_total",
+    "tidemark_http_request_duration_seconds",
+    "tidemark_log_append_duration_seconds",
+    "tidemark_command_visible_duration_seconds",
+    "tidemark_log_group_commit_commands",
+    "tidemark_log_fsync_duration_seconds",
+    "tidemark_provider_call_duration_seconds",
+    "tidemark_view_rows",
+    "tidemark_effects_pending",
+    "tidemark_log_end_position",
+    "tidemark_metrics_lag_seconds",
+    "tidemark_ready",
+    "tidemark_provider_circuit_open",
+    "tidemark_orders_per_minute",
+    "tidemark_average_order_value_cents",
+    "tidemark_payment_success_ratio",
+    "tidemark_inventory_turnover_ratio",
+    "process_cpu_seconds_total",
+    "process_resident_memory_bytes",
+    "process_open_fds",
+];
+
 /// The process's recorder, installed on first use.
 pub fn handle() -> &'static PrometheusHandle {
     static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();

@@ -1099,6 +1099,69 @@ fn the_metrics_pass_promtool_and_count_what_happened() {
     assert_eq!(sample("tidemark_ready"), 1.0);
     assert!(sample("process_resident_memory_bytes") > 0.0);
     assert!(sample("tidemark_orders_per_minute") >= 0.0);
+    // Every metric exposed is one the dashboards may name.
+    for line in body.lines() {
+        if let Some(name) = line
+            .strip_prefix("# TYPE ")
+            .and_then(|rest| rest.split(' ').next())
+        {
+            assert!(
+                serving::observability::EXPORTED.contains(&name),
+                "{name} is not in EXPORTED"
+            );
+        }
+    }
+}
+
+/// The Grafana dashboard in deploy/grafana parses, reads the provisioned data source,
+/// and names only metrics the binary exports.
+#[test]
+fn the_grafana_dashboard_names_only_exported_metrics() {
+    let deploy = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/grafana");
+    let text = std::fs::read_to_string(deploy.join("dashboards/tidemark.json")).unwrap();
+    let dashboard: Value = serde_json::from_str(&text).expect("the dashboard is JSON");
+    let source =
+        std::fs::read_to_string(deploy.join("provisioning/datasources/tidemark.yaml")).unwrap();
+    let panels = dashboard["panels"].as_array().expect("panels");
+    assert!(panels.len() >= 10);
+    let mut named = std::collections::BTreeSet::new();
+    for panel in panels {
+        let uid = panel["datasource"]["uid"].as_str().expect("a data source");
+        assert!(
+            source.contains(&format!("uid: {uid}")),
+            "{uid} is not provisioned"
+        );
+        let targets = panel["targets"].as_array().expect("targets");
+        assert!(!targets.is_empty(), "{}", panel["title"]);
+        for target in targets {
+            let expr = target["expr"].as_str().expect("a query");
+            let metrics: Vec<&str> = expr
+                .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                .filter(|word| word.starts_with("tidemark_") || word.starts_with("process_"))
+                .collect();
+            assert!(!metrics.is_empty(), "{expr} names no metric");
+            for metric in metrics {
+                let base = ["_bucket", "_count", "_sum"]
+                    .iter()
+                    .find_map(|suffix| metric.strip_suffix(suffix))
+                    .unwrap_or(metric);
+                assert!(
+                    serving::observability::EXPORTED.contains(&base),
+                    "{metric} in {expr:?} is not exported"
+                );
+                named.insert(base.to_string());
+            }
+        }
+    }
+    // The brief's business metrics are on it.
+    for business in [
+        "tidemark_orders_per_minute",
+        "tidemark_average_order_value_cents",
+        "tidemark_payment_success_ratio",
+        "tidemark_inventory_turnover_ratio",
+    ] {
+        assert!(named.contains(business), "{business}");
+    }
 }
 
 /// A chunked HTTP/1.1 body, joined.
