@@ -50,6 +50,7 @@ pub const EXPORTED: &[&str] = &[
     "tidemark_average_order_value_cents",
     "tidemark_payment_success_ratio",
     "tidemark_inventory_turnover_ratio",
+    "tidemark_kafka_commands_unapplied",
     "process_cpu_seconds_total",
     "process_resident_memory_bytes",
     "process_open_fds",
@@ -122,6 +123,10 @@ fn describe() {
         "How far (in log time) the metric views are behind the read models"
     );
     describe_gauge!(
+        "tidemark_kafka_commands_unapplied",
+        "Kafka mode: commands in the topic this process has not applied yet (its consumer lag)"
+    );
+    describe_gauge!(
         "tidemark_ready",
         "1 once the views have caught up with the log and the log takes appends"
     );
@@ -166,13 +171,25 @@ pub fn router(app: App) -> Router {
 }
 
 async fn metrics(State(app): State<App>) -> Response {
-    let text = render(&app);
+    let text = scrape(&app).await;
     let mut response = text.into_response();
     response.headers_mut().insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
     );
     response
+}
+
+/// The exposition now, with the log's consumer lag asked of the broker (Kafka mode).
+pub async fn scrape(app: &App) -> String {
+    let log = std::sync::Arc::clone(&app.log);
+    let unapplied =
+        tokio::task::spawn_blocking(move || log.unapplied(std::time::Duration::from_secs(2))).await;
+    // A broker that does not answer leaves no figure rather than a wrong one.
+    if let Ok(Ok(Some(behind))) = unapplied {
+        gauge!("tidemark_kafka_commands_unapplied").set(behind as f64);
+    }
+    render(app)
 }
 
 /// The exposition now: what was recorded, and the state read at this moment.

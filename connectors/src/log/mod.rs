@@ -86,6 +86,12 @@ pub trait Log: Send + Sync + 'static {
         Ok(None)
     }
 
+    /// Records others wrote to the log that this process has not applied yet (a Kafka
+    /// consumer's lag); `None` for a log only this process writes. Blocking.
+    fn unapplied(&self, _timeout: Duration) -> Result<Option<u64>> {
+        Ok(None)
+    }
+
     /// Starts delivering durable batches to `consumer`. Appends made before this are
     /// refused, so no batch can reach the dataflow out of order.
     fn start(&self, consumer: OnDurable) -> Result<()>;

@@ -675,6 +675,33 @@ async fn a_token_one_server_signs_is_accepted_and_revoked_on_another() {
         refused.body
     );
     assert_eq!(refused.body["code"], "token_revoked");
+    // Each server's consumer lag is on its metrics, and comes to nothing once it has
+    // read everything (the leader's saga may still be writing a moment).
+    for server in [&leader, &follower] {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        loop {
+            let text = serving::observability::scrape(&server.app).await;
+            let behind: f64 = text
+                .lines()
+                .find_map(|line| line.strip_prefix("tidemark_kafka_commands_unapplied "))
+                .unwrap_or_else(|| panic!("no consumer lag in\n{text}"))
+                .parse()
+                .unwrap();
+            if behind == 0.0 {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{behind} commands behind"
+            );
+            let frontier = server.app.views.read().frontier;
+            let _ = server
+                .app
+                .views
+                .wait_for(frontier + 1, std::time::Duration::from_secs(1))
+                .await;
+        }
+    }
 }
 
 /// Waits until `follower` has read the log as far as `leader`'s views are.

@@ -209,6 +209,19 @@ impl KafkaLog {
         })
     }
 
+    /// The offset after a partition's last record, as the broker says now.
+    fn high_watermark(&self, topic: &str, partition: i32, timeout: Duration) -> Result<i64> {
+        let mut consumer = self.watermarks.lock();
+        if consumer.is_none() {
+            *consumer = Some(self.cluster.read_committed_consumer("tidemark-sync", &[])?);
+        }
+        let consumer = consumer.as_ref().expect("set above");
+        let (_, high) = consumer
+            .fetch_watermarks(topic, partition, timeout)
+            .map_err(crate::kafka::kafka_error)?;
+        Ok(high.max(0))
+    }
+
     fn bound(&self) -> Bound {
         Bound {
             bindings: Arc::clone(&self.bindings),
@@ -294,17 +307,7 @@ impl Log for KafkaLog {
     /// applies it itself.
     fn sync_point(&self, timeout: Duration) -> Result<Option<Ts>> {
         let deadline = std::time::Instant::now() + timeout;
-        let count = {
-            let mut consumer = self.watermarks.lock();
-            if consumer.is_none() {
-                *consumer = Some(self.cluster.read_committed_consumer("tidemark-sync", &[])?);
-            }
-            let consumer = consumer.as_ref().expect("set above");
-            let (_, high) = consumer
-                .fetch_watermarks(&self.bindings_topic, 0, timeout)
-                .map_err(crate::kafka::kafka_error)?;
-            high.max(0) as usize
-        };
+        let count = self.high_watermark(&self.bindings_topic, 0, timeout)? as usize;
         let mut bindings = self.bindings.lock();
         while bindings.len() < count {
             if self.applied.wait_until(&mut bindings, deadline).timed_out() {
@@ -318,6 +321,24 @@ impl Log for KafkaLog {
             }
         }
         Ok(count.checked_sub(1).map(|last| bindings[last].ts))
+    }
+
+    /// Commands in the topic beyond the bindings this process has applied: what the
+    /// leader has yet to bind, and a follower to read.
+    fn unapplied(&self, timeout: Duration) -> Result<Option<u64>> {
+        let mut ends: HashMap<i32, i64> = HashMap::new();
+        for binding in self.bindings.lock().iter() {
+            for &(partition, _, end) in &binding.ranges {
+                ends.insert(partition, end);
+            }
+        }
+        let mut behind = 0;
+        for partition in 0..self.partitions {
+            let high = self.high_watermark(&self.commands_topic, partition, timeout)?;
+            let bound = ends.get(&partition).copied().unwrap_or(0);
+            behind += (high - bound).max(0) as u64;
+        }
+        Ok(Some(behind))
     }
 
     fn start(&self, consumer: OnDurable) -> Result<()> {
