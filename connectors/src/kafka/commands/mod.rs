@@ -326,12 +326,7 @@ impl Log for KafkaLog {
     /// Commands in the topic beyond the bindings this process has applied: what the
     /// leader has yet to bind, and a follower to read.
     fn unapplied(&self, timeout: Duration) -> Result<Option<u64>> {
-        let mut ends: HashMap<i32, i64> = HashMap::new();
-        for binding in self.bindings.lock().iter() {
-            for &(partition, _, end) in &binding.ranges {
-                ends.insert(partition, end);
-            }
-        }
+        let ends = bound_ends(&self.bindings.lock());
         let mut behind = 0;
         for partition in 0..self.partitions {
             let high = self.high_watermark(&self.commands_topic, partition, timeout)?;
@@ -345,15 +340,10 @@ impl Log for KafkaLog {
         if self.started.swap(true, Ordering::AcqRel) {
             return Err(Error::Closed);
         }
-        let mut ends: HashMap<i32, i64> = HashMap::new();
-        let (next_seq, last_ts) = {
+        let (ends, next_seq, last_ts) = {
             let bindings = self.bindings.lock();
-            for binding in bindings.iter() {
-                for &(partition, _, end) in &binding.ranges {
-                    ends.insert(partition, end);
-                }
-            }
             (
+                bound_ends(&bindings),
                 bindings.last().map_or(0, Binding::end_seq),
                 bindings.last().map_or(0, |binding| binding.ts),
             )
@@ -386,6 +376,17 @@ impl Log for KafkaLog {
     fn is_healthy(&self) -> bool {
         self.healthy.load(Ordering::Acquire)
     }
+}
+
+/// Per partition, the offset after the last record `bindings` cover.
+fn bound_ends(bindings: &[Binding]) -> HashMap<i32, i64> {
+    let mut ends = HashMap::new();
+    for binding in bindings {
+        for &(partition, _, end) in &binding.ranges {
+            ends.insert(partition, end);
+        }
+    }
+    ends
 }
 
 /// Where a bound batch goes: the dataflow, the log's readers, the waiting appenders.
