@@ -650,24 +650,12 @@ impl Config {
 
     /// Where the PostgreSQL wire protocol listens, if anywhere.
     pub fn pg_listen(&self) -> Result<Option<SocketAddr>, String> {
-        match self.pg_listen.as_str() {
-            "off" => Ok(None),
-            address => address.parse().map(Some).map_err(|_| {
-                format!("pg_listen must be an address (127.0.0.1:6875) or `off`, not {address:?}")
-            }),
-        }
+        address_or_off("pg_listen", &self.pg_listen, "127.0.0.1:6875")
     }
 
     /// Where the Prometheus exposition listens, if anywhere.
     pub fn metrics_listen(&self) -> Result<Option<SocketAddr>, String> {
-        match self.metrics_listen.as_str() {
-            "off" => Ok(None),
-            address => address.parse().map(Some).map_err(|_| {
-                format!(
-                    "metrics_listen must be an address (127.0.0.1:9090) or `off`, not {address:?}"
-                )
-            }),
-        }
+        address_or_off("metrics_listen", &self.metrics_listen, "127.0.0.1:9090")
     }
 
     /// Which command log the configuration names.
@@ -818,5 +806,15 @@ fn reason(error: connectors::Error) -> String {
     match error {
         connectors::Error::Config(message) => message,
         other => other.to_string(),
+    }
+}
+
+/// A listener's setting: an address to listen on, or `off`.
+fn address_or_off(setting: &str, value: &str, example: &str) -> Result<Option<SocketAddr>, String> {
+    match value {
+        "off" => Ok(None),
+        address => address.parse().map(Some).map_err(|_| {
+            format!("{setting} must be an address ({example}) or `off`, not {address:?}")
+        }),
     }
 }
