@@ -15,7 +15,7 @@ use dataflows::model::Time;
 use dataflows::views::Row;
 use tokio::sync::broadcast;
 
-use crate::snapshot::Snapshot;
+use crate::snapshot::{consolidate, Snapshot};
 
 /// What one publication of the read models changed.
 #[derive(Debug)]
@@ -98,8 +98,8 @@ impl ChangeLog {
     }
 
     /// Records and sends a publication's updates (all of them, across its times).
-    pub(crate) fn publish(&mut self, since: Time, frontier: Time, updates: Vec<(Row, isize)>) {
-        let updates = consolidate(updates);
+    pub(crate) fn publish(&mut self, since: Time, frontier: Time, mut updates: Vec<(Row, isize)>) {
+        consolidate(&mut updates);
         self.covered_from.get_or_insert(since);
         if updates.is_empty() {
             return;
@@ -167,18 +167,4 @@ impl ChangeLog {
                 .collect(),
         )
     }
-}
-
-/// Each row once, with the sum of its diffs, leaving out those that cancel.
-fn consolidate(mut updates: Vec<(Row, isize)>) -> Vec<(Row, isize)> {
-    updates.sort_by(|(a, _), (b, _)| a.cmp(b));
-    updates.dedup_by(|(row, diff), (kept, total)| {
-        let same = row == kept;
-        if same {
-            *total += *diff;
-        }
-        same
-    });
-    updates.retain(|(_, diff)| *diff != 0);
-    updates
 }

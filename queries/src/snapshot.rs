@@ -99,7 +99,8 @@ impl<T> Rows<T> {
         }
     }
 
-    fn shared_rows(&self) -> impl Iterator<Item = &Arc<T>> {
+    /// The rows as the views share them (no copy).
+    pub fn shared_rows(&self) -> impl Iterator<Item = &Arc<T>> {
         self.map.values()
     }
 }
@@ -351,18 +352,8 @@ impl Snapshot {
     /// replaced in one step, and its index entries move only if their keys changed.
     /// Notes when they change the catalog (`catalog_version`).
     pub(crate) fn apply_at(&mut self, time: Time, mut updates: Vec<(Row, isize)>) {
-        // By key, then by row: the diffs of one row add up, so a row said and unsaid at
-        // one time (as a join may) leaves no trace. What is left of a key is its old row
-        // retracted, its new row inserted, or both.
-        updates.sort_by(|(a, _), (b, _)| a.key().cmp(&b.key()).then_with(|| a.cmp(b)));
-        updates.dedup_by(|(row, diff), (kept, total)| {
-            let same = row == kept;
-            if same {
-                *total += *diff;
-            }
-            same
-        });
-        updates.retain(|(_, diff)| *diff != 0);
+        // What is left of a key is its old row retracted, its new row inserted, or both.
+        consolidate(&mut updates);
         for (row, _) in &updates {
             match row {
                 Row::Product(_) | Row::Stock(_) => self.catalog_changed_at = time,
@@ -761,6 +752,20 @@ fn product_of_sales_day(row: &MetricRow) -> Str {
         Dim::Text(product) => product.clone(),
         other => unreachable!("product_sales_daily keys a product, not {other:?}"),
     }
+}
+
+/// Sorts updates by key, then by row, and adds up the diffs of each row, leaving out
+/// those that cancel: a row said and unsaid (as a join may) leaves no trace.
+pub(crate) fn consolidate(updates: &mut Vec<(Row, isize)>) {
+    updates.sort_by(|(a, _), (b, _)| a.key().cmp(&b.key()).then_with(|| a.cmp(b)));
+    updates.dedup_by(|(row, diff), (kept, total)| {
+        let same = row == kept;
+        if same {
+            *total += *diff;
+        }
+        same
+    });
+    updates.retain(|(_, diff)| *diff != 0);
 }
 
 #[cfg(test)]

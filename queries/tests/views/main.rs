@@ -879,9 +879,8 @@ fn an_ended_session_leaves_its_view_after_it_is_kept_a_while() {
 
 /// The orders and products of a snapshot, as rows.
 fn followed_rows(snapshot: &queries::Snapshot) -> BTreeSet<Row> {
-    let orders = (snapshot.orders.values()).map(|row| Row::Order(std::sync::Arc::new(row.clone())));
-    let products =
-        (snapshot.products.values()).map(|row| Row::Product(std::sync::Arc::new(row.clone())));
+    let orders = snapshot.orders.shared_rows().cloned().map(Row::Order);
+    let products = snapshot.products.shared_rows().cloned().map(Row::Product);
     orders.chain(products).collect()
 }
 

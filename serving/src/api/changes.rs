@@ -75,26 +75,18 @@ struct Filter {
 
 impl Filter {
     /// The row as JSON, if it is one this reader follows. `snapshot` finds the order a
-    /// payment or a shipment belongs to.
+    /// payment or a shipment belongs to. Only the rows kept are serialised.
     fn pick(&self, row: &Row, snapshot: &Snapshot) -> Option<Value> {
-        let (id, order_id, value) = match (self.view, row) {
-            (Followed::Orders, Row::Order(order)) => {
-                (&*order.order_id, &*order.order_id, to_json(&**order))
+        let (id, order_id) = match (self.view, row) {
+            (Followed::Orders, Row::Order(order)) => (&*order.order_id, &*order.order_id),
+            (Followed::Products, Row::Product(product)) => (&*product.product_id, ""),
+            (Followed::Stock, Row::Stock(stock)) => (&*stock.product_id, ""),
+            (Followed::Payments, Row::Payment(payment)) => {
+                (&*payment.payment_id, &*payment.order_id)
             }
-            (Followed::Products, Row::Product(product)) => {
-                (&*product.product_id, "", to_json(&**product))
+            (Followed::Shipments, Row::Shipment(shipment)) => {
+                (&*shipment.shipment_id, &*shipment.order_id)
             }
-            (Followed::Stock, Row::Stock(stock)) => (&*stock.product_id, "", to_json(&**stock)),
-            (Followed::Payments, Row::Payment(payment)) => (
-                &*payment.payment_id,
-                &*payment.order_id,
-                to_json(&**payment),
-            ),
-            (Followed::Shipments, Row::Shipment(shipment)) => (
-                &*shipment.shipment_id,
-                &*shipment.order_id,
-                to_json(&**shipment),
-            ),
             _ => return None,
         };
         if self.id.as_deref().is_some_and(|wanted| wanted != id) {
@@ -109,30 +101,32 @@ impl Filter {
                 return None;
             }
         }
-        Some(value)
+        match row {
+            Row::Order(order) => Some(to_json(&**order)),
+            Row::Product(product) => Some(to_json(&**product)),
+            Row::Stock(stock) => Some(to_json(&**stock)),
+            Row::Payment(payment) => Some(to_json(&**payment)),
+            Row::Shipment(shipment) => Some(to_json(&**shipment)),
+            _ => None,
+        }
     }
 
     /// Every row of the view this reader follows, at the snapshot's frontier.
     fn rows(&self, snapshot: &Snapshot) -> Vec<Value> {
-        let pick = |row: Row| self.pick(&row, snapshot);
-        match self.view {
-            Followed::Orders => (snapshot.orders.values())
-                .filter_map(|row| pick(Row::Order(Arc::new(row.clone()))))
-                .collect(),
-            Followed::Products => (snapshot.products.values())
-                .filter_map(|row| pick(Row::Product(Arc::new(row.clone()))))
-                .collect(),
-            Followed::Stock => snapshot
-                .stock_rows()
-                .filter_map(|row| pick(Row::Stock(row)))
-                .collect(),
-            Followed::Payments => (snapshot.payments.values())
-                .filter_map(|row| pick(Row::Payment(Arc::new(row.clone()))))
-                .collect(),
-            Followed::Shipments => (snapshot.shipments.values())
-                .filter_map(|row| pick(Row::Shipment(Arc::new(row.clone()))))
-                .collect(),
-        }
+        let rows: Box<dyn Iterator<Item = Row>> = match self.view {
+            Followed::Orders => Box::new(snapshot.orders.shared_rows().cloned().map(Row::Order)),
+            Followed::Products => {
+                Box::new(snapshot.products.shared_rows().cloned().map(Row::Product))
+            }
+            Followed::Stock => Box::new(snapshot.stock_rows().map(Row::Stock)),
+            Followed::Payments => {
+                Box::new(snapshot.payments.shared_rows().cloned().map(Row::Payment))
+            }
+            Followed::Shipments => {
+                Box::new(snapshot.shipments.shared_rows().cloned().map(Row::Shipment))
+            }
+        };
+        rows.filter_map(|row| self.pick(&row, snapshot)).collect()
     }
 }
 
