@@ -30,31 +30,156 @@ const BATCH_BUCKETS: &[f64] = &[
     1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0,
 ];
 
-/// Every metric this process exports (histograms by their base name), for dashboards
-/// and their tests.
-pub const EXPORTED: &[&str] = &[
-    "tidemark_http_requests_total",
-    "tidemark_http_request_duration_seconds",
-    "tidemark_log_append_duration_seconds",
-    "tidemark_command_visible_duration_seconds",
-    "tidemark_log_group_commit_commands",
-    "tidemark_log_fsync_duration_seconds",
-    "tidemark_provider_call_duration_seconds",
-    "tidemark_view_rows",
-    "tidemark_effects_pending",
-    "tidemark_log_end_position",
-    "tidemark_metrics_lag_seconds",
-    "tidemark_ready",
-    "tidemark_provider_circuit_open",
-    "tidemark_orders_per_minute",
-    "tidemark_average_order_value_cents",
-    "tidemark_payment_success_ratio",
-    "tidemark_inventory_turnover_ratio",
-    "tidemark_kafka_commands_unapplied",
-    "process_cpu_seconds_total",
-    "process_resident_memory_bytes",
-    "process_open_fds",
+/// A kind of metric, as Prometheus types it.
+pub enum Kind {
+    Counter,
+    Gauge,
+    Histogram,
+}
+
+/// A metric this process exports, with what Prometheus' `# HELP` says of it.
+pub struct Exported {
+    pub name: &'static str,
+    pub kind: Kind,
+    pub unit: Option<Unit>,
+    pub help: &'static str,
+}
+
+/// Every metric this process exports (histograms by their base name): described to
+/// the recorder from here, and what dashboards and their tests may name.
+pub const EXPORTED: &[Exported] = &[
+    Exported {
+        name: "tidemark_http_requests_total",
+        kind: Kind::Counter,
+        unit: None,
+        help: "HTTP requests answered, by method, route pattern and status",
+    },
+    Exported {
+        name: "tidemark_http_request_duration_seconds",
+        kind: Kind::Histogram,
+        unit: Some(Unit::Seconds),
+        help: "Time to answer an HTTP request (to its headers), by method and route pattern",
+    },
+    Exported {
+        name: "tidemark_log_append_duration_seconds",
+        kind: Kind::Histogram,
+        unit: Some(Unit::Seconds),
+        help: "From handing commands to the log to their being durable (group commit and fsync)",
+    },
+    Exported {
+        name: "tidemark_command_visible_duration_seconds",
+        kind: Kind::Histogram,
+        unit: Some(Unit::Seconds),
+        help: "From commands being durable to the views showing their effects (the dataflow)",
+    },
+    Exported {
+        name: "tidemark_log_group_commit_commands",
+        kind: Kind::Histogram,
+        unit: None,
+        help: "Commands written and fsynced together by the embedded log (one group commit)",
+    },
+    Exported {
+        name: "tidemark_log_fsync_duration_seconds",
+        kind: Kind::Histogram,
+        unit: Some(Unit::Seconds),
+        help: "Writing and fsyncing one group commit of the embedded log",
+    },
+    Exported {
+        name: "tidemark_provider_call_duration_seconds",
+        kind: Kind::Histogram,
+        unit: Some(Unit::Seconds),
+        help: "Calls to the payment provider and the carrier, by provider, operation and outcome (a batch of charges is one call)",
+    },
+    Exported {
+        name: "tidemark_view_rows",
+        kind: Kind::Gauge,
+        unit: None,
+        help: "Rows in each view",
+    },
+    Exported {
+        name: "tidemark_effects_pending",
+        kind: Kind::Gauge,
+        unit: None,
+        help: "Calls to providers the saga waits for",
+    },
+    Exported {
+        name: "tidemark_log_end_position",
+        kind: Kind::Gauge,
+        unit: None,
+        help: "The position the next command will get",
+    },
+    Exported {
+        name: "tidemark_metrics_lag_seconds",
+        kind: Kind::Gauge,
+        unit: Some(Unit::Seconds),
+        help: "How far (in log time) the metric views are behind the read models",
+    },
+    Exported {
+        name: "tidemark_kafka_commands_unapplied",
+        kind: Kind::Gauge,
+        unit: None,
+        help: "Kafka mode: commands in the topic this process has not applied yet (its consumer lag)",
+    },
+    Exported {
+        name: "tidemark_ready",
+        kind: Kind::Gauge,
+        unit: None,
+        help: "1 once the views have caught up with the log and the log takes appends",
+    },
+    Exported {
+        name: "tidemark_provider_circuit_open",
+        kind: Kind::Gauge,
+        unit: None,
+        help: "1 while a provider's circuit breaker pauses calls",
+    },
+    Exported {
+        name: "tidemark_orders_per_minute",
+        kind: Kind::Gauge,
+        unit: None,
+        help: "Orders placed per minute over the last 5 minutes of log time",
+    },
+    Exported {
+        name: "tidemark_average_order_value_cents",
+        kind: Kind::Gauge,
+        unit: None,
+        help: "Average paid order today, by currency, in minor units",
+    },
+    Exported {
+        name: "tidemark_payment_success_ratio",
+        kind: Kind::Gauge,
+        unit: None,
+        help: "Of the charges decided in the last hour, those that succeeded",
+    },
+    Exported {
+        name: "tidemark_inventory_turnover_ratio",
+        kind: Kind::Gauge,
+        unit: None,
+        help: "Units shipped over average units on hand, all products",
+    },
+    Exported {
+        name: "process_cpu_seconds_total",
+        kind: Kind::Counter,
+        unit: Some(Unit::Seconds),
+        help: "CPU time of this process, user and system",
+    },
+    Exported {
+        name: "process_resident_memory_bytes",
+        kind: Kind::Gauge,
+        unit: Some(Unit::Bytes),
+        help: "Resident memory of this process",
+    },
+    Exported {
+        name: "process_open_fds",
+        kind: Kind::Gauge,
+        unit: None,
+        help: "Open file descriptors of this process",
+    },
 ];
+
+/// Whether `name` is one of `EXPORTED` (a histogram by its base name).
+pub fn is_exported(name: &str) -> bool {
+    EXPORTED.iter().any(|metric| metric.name == name)
+}
 
 /// The process's recorder, installed on first use.
 pub fn handle() -> &'static PrometheusHandle {
@@ -79,88 +204,17 @@ pub fn handle() -> &'static PrometheusHandle {
 }
 
 fn describe() {
-    describe_counter!(
-        "tidemark_http_requests_total",
-        "HTTP requests answered, by method, route pattern and status"
-    );
-    describe_histogram!(
-        "tidemark_http_request_duration_seconds",
-        Unit::Seconds,
-        "Time to answer an HTTP request (to its headers), by method and route pattern"
-    );
-    describe_histogram!(
-        "tidemark_log_append_duration_seconds",
-        Unit::Seconds,
-        "From handing commands to the log to their being durable (group commit and fsync)"
-    );
-    describe_histogram!(
-        "tidemark_command_visible_duration_seconds",
-        Unit::Seconds,
-        "From commands being durable to the views showing their effects (the dataflow)"
-    );
-    describe_histogram!(
-        "tidemark_log_group_commit_commands",
-        "Commands written and fsynced together by the embedded log (one group commit)"
-    );
-    describe_histogram!(
-        "tidemark_log_fsync_duration_seconds",
-        Unit::Seconds,
-        "Writing and fsyncing one group commit of the embedded log"
-    );
-    describe_histogram!("tidemark_provider_call_duration_seconds", Unit::Seconds, "Calls to the payment provider and the carrier, by provider, operation and outcome (a batch of charges is one call)");
-    describe_gauge!("tidemark_view_rows", "Rows in each view");
-    describe_gauge!(
-        "tidemark_effects_pending",
-        "Calls to providers the saga waits for"
-    );
-    describe_gauge!(
-        "tidemark_log_end_position",
-        "The position the next command will get"
-    );
-    describe_gauge!(
-        "tidemark_metrics_lag_seconds",
-        Unit::Seconds,
-        "How far (in log time) the metric views are behind the read models"
-    );
-    describe_gauge!(
-        "tidemark_kafka_commands_unapplied",
-        "Kafka mode: commands in the topic this process has not applied yet (its consumer lag)"
-    );
-    describe_gauge!(
-        "tidemark_ready",
-        "1 once the views have caught up with the log and the log takes appends"
-    );
-    describe_gauge!(
-        "tidemark_provider_circuit_open",
-        "1 while a provider's circuit breaker pauses calls"
-    );
-    describe_gauge!(
-        "tidemark_orders_per_minute",
-        "Orders placed per minute over the last 5 minutes of log time"
-    );
-    describe_gauge!(
-        "tidemark_average_order_value_cents",
-        "Average paid order today, by currency, in minor units"
-    );
-    describe_gauge!(
-        "tidemark_payment_success_ratio",
-        "Of the charges decided in the last hour, those that succeeded"
-    );
-    describe_gauge!(
-        "tidemark_inventory_turnover_ratio",
-        "Units shipped over average units on hand, all products"
-    );
-    describe_counter!(
-        "process_cpu_seconds_total",
-        Unit::Seconds,
-        "CPU time of this process, user and system"
-    );
-    describe_gauge!(
-        "process_resident_memory_bytes",
-        Unit::Bytes,
-        "Resident memory of this process"
-    );
-    describe_gauge!("process_open_fds", "Open file descriptors of this process");
+    for metric in EXPORTED {
+        let (name, help) = (metric.name, metric.help);
+        match (&metric.kind, metric.unit) {
+            (Kind::Counter, Some(unit)) => describe_counter!(name, unit, help),
+            (Kind::Counter, None) => describe_counter!(name, help),
+            (Kind::Gauge, Some(unit)) => describe_gauge!(name, unit, help),
+            (Kind::Gauge, None) => describe_gauge!(name, help),
+            (Kind::Histogram, Some(unit)) => describe_histogram!(name, unit, help),
+            (Kind::Histogram, None) => describe_histogram!(name, help),
+        }
+    }
 }
 
 /// The metrics listener's routes: `GET /metrics`.
