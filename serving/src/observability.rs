@@ -221,6 +221,9 @@ fn describe() {
 pub fn router(app: App) -> Router {
     Router::new()
         .route("/metrics", get(metrics))
+        // As the API answers them: problem documents.
+        .fallback(crate::api::not_found)
+        .method_not_allowed_fallback(crate::api::method_not_allowed)
         .with_state(app)
 }
 

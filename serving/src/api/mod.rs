@@ -229,11 +229,11 @@ async fn jwks(State(app): State<App>) -> Json<jsonwebtoken::jwk::JwkSet> {
     Json(app.auth.jwks(&app))
 }
 
-async fn not_found() -> ApiError {
+pub(crate) async fn not_found() -> ApiError {
     ApiError::new(StatusCode::NOT_FOUND, "route_not_found", "no such endpoint")
 }
 
-async fn method_not_allowed() -> ApiError {
+pub(crate) async fn method_not_allowed() -> ApiError {
     ApiError::new(
         StatusCode::METHOD_NOT_ALLOWED,
         "method_not_allowed",

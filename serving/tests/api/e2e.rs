@@ -1099,6 +1099,21 @@ fn the_metrics_pass_promtool_and_count_what_happened() {
     assert_eq!(sample("tidemark_ready"), 1.0);
     assert!(sample("process_resident_memory_bytes") > 0.0);
     assert!(sample("tidemark_orders_per_minute") >= 0.0);
+    // Anything else on the metrics listener is a problem document, as on the API.
+    for request in [
+        "GET /nothing HTTP/1.1\r\nhost: tidemark\r\nconnection: close\r\n\r\n",
+        "POST /metrics HTTP/1.1\r\nhost: tidemark\r\ncontent-length: 0\r\nconnection: close\r\n\r\n",
+    ] {
+        let mut stream = TcpStream::connect(&server.metrics).expect("the metrics listener");
+        stream.write_all(request.as_bytes()).unwrap();
+        let mut response = String::new();
+        stream.read_to_string(&mut response).unwrap();
+        assert!(
+            response.starts_with("HTTP/1.1 404") || response.starts_with("HTTP/1.1 405"),
+            "{response}"
+        );
+        assert!(response.contains("application/problem+json"), "{response}");
+    }
     // Every metric exposed is one the dashboards may name.
     for line in body.lines() {
         if let Some(name) = line
