@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
+use dataflows::analytics::Metric;
 use dataflows::engine::{MetricsReport, Sink, WorkerReport};
 use dataflows::model::{Event, Rejection, Seq, Str, Time};
 use dataflows::views::Row;
@@ -98,6 +99,8 @@ pub struct ViewStore {
     recorded: Option<Mutex<Recorded>>,
     /// The read models' changefeed (`subscribe`).
     changes: Mutex<ChangeLog>,
+    /// The metric views' changefeed (`subscribe_metrics`), at the metrics' frontiers.
+    metric_changes: Mutex<ChangeLog>,
     /// Lossless event subscribers (sinks): unbounded, so a slow sink costs memory, never
     /// events.
     feeds: Mutex<Vec<std::sync::mpsc::Sender<EventFeed>>>,
@@ -138,6 +141,7 @@ impl ViewStore {
             metrics_published: (Mutex::new(0), Condvar::new()),
             recorded: record.then(|| Mutex::new(Recorded::default())),
             changes: Mutex::new(ChangeLog::new(crate::changes::DEFAULT_CAPACITY)),
+            metric_changes: Mutex::new(ChangeLog::new(crate::changes::DEFAULT_CAPACITY)),
             feeds: Mutex::new(Vec::new()),
             requests: Mutex::new(BTreeMap::new()),
         });
@@ -166,10 +170,19 @@ impl ViewStore {
         self.changes.lock().subscribe(self.read(), resume_from)
     }
 
+    /// Follows the metric views as `subscribe` does the read models: their consistent
+    /// snapshot (`read_consistent`) now, then what each of their publications changes.
+    pub fn subscribe_metrics(&self, resume_from: Option<Time>) -> Subscription {
+        self.metric_changes
+            .lock()
+            .subscribe(self.read_consistent(), resume_from)
+    }
+
     /// How many publications a reader may fall behind by (and how many are kept for
-    /// readers that resume): at least one.
+    /// readers that resume), for both changefeeds: at least one.
     pub fn set_changefeed_capacity(&self, capacity: usize) {
         *self.changes.lock() = ChangeLog::new(capacity);
+        *self.metric_changes.lock() = ChangeLog::new(capacity);
     }
 
     /// The newest published snapshot: all views at one frontier. It never changes, and
@@ -212,6 +225,11 @@ impl ViewStore {
     /// Blocking form of `wait_for_metrics`, for plain threads.
     pub fn wait_for_metrics_blocking(&self, frontier: Time, timeout: Duration) -> Result<()> {
         wait_blocking(&self.metrics_published, frontier, timeout)
+    }
+
+    /// The metric views' frontier, for readers that follow them (dashboards).
+    pub fn subscribe_metrics_frontier(&self) -> watch::Receiver<Time> {
+        self.metrics_tx.subscribe()
     }
 
     pub fn subscribe_frontier(&self) -> watch::Receiver<Time> {
@@ -357,10 +375,34 @@ impl ViewStore {
                 _ => return,
             }
         };
+        // Held until the consistent snapshot is out, so that a new reader's snapshot and
+        // the changes it is sent next meet exactly.
+        let mut changefeed = self.metric_changes.lock();
+        let since = self.metrics_frontier();
+        let mut changes = changefeed.wanted().then(Vec::new);
+        let top_before = pending.views.metric(Metric::TopProducts).clone();
         let rows = split_before(&mut pending.rows, upto);
         let changed = !rows.is_empty();
         for (time, updates) in rows {
+            if let Some(changes) = changes.as_mut() {
+                changes.extend(updates.iter().cloned());
+            }
             pending.views.apply_at(time, updates);
+        }
+        if let Some(changes) = changes.as_mut() {
+            // `top_products` is ranked here, not in the dataflow: its changes are the
+            // difference between the ranking before and after.
+            let top_after = pending.views.metric(Metric::TopProducts);
+            changes.extend(
+                top_before
+                    .shared_rows()
+                    .map(|row| (Row::Metric(row.clone()), -1)),
+            );
+            changes.extend(
+                top_after
+                    .shared_rows()
+                    .map(|row| (Row::Metric(row.clone()), 1)),
+            );
         }
         if changed {
             self.publish_metric_views(&pending.views);
@@ -368,6 +410,10 @@ impl ViewStore {
         let mut consistent = state.with_metrics_of(&pending.views);
         consistent.frontier = upto;
         self.consistent_snapshot.store(Arc::new(consistent));
+        if let Some(changes) = changes {
+            changefeed.publish(since, upto, changes);
+        }
+        drop(changefeed);
         self.metrics_tx.send_replace(upto);
         let (lock, condvar) = &self.metrics_published;
         *lock.lock() = upto;

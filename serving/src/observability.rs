@@ -369,9 +369,11 @@ pub async fn track(request: Request, next: Next) -> Response {
         .extensions()
         .get::<Route>()
         .map_or_else(|| "unmatched".to_string(), |route| route.0.clone());
+    let took = started.elapsed();
+    crate::pulse::pulse().record(response.status().as_u16(), took);
     let status = response.status().as_u16().to_string();
     histogram!("tidemark_http_request_duration_seconds", "method" => method, "route" => route.clone())
-        .record(started.elapsed().as_secs_f64());
+        .record(took.as_secs_f64());
     counter!("tidemark_http_requests_total", "method" => method, "route" => route, "status" => status)
         .increment(1);
     response

@@ -99,6 +99,8 @@ pub struct Tidemark {
     pub effects_unrecorded: std::sync::atomic::AtomicUsize,
     /// Reports the report executor is running now (the views say `queued`).
     pub reports_running: Mutex<std::collections::HashSet<String>>,
+    /// The dashboards being followed (`GET /api/v1/dashboards/{id}/stream`).
+    pub dashboards: crate::dashboards::Boards,
     engine: Mutex<Option<Engine>>,
     event_sink: Mutex<Option<crate::sinks::EventSinkThread>>,
     /// The thread writing the Parquet history, when it is on.
@@ -243,6 +245,7 @@ impl Tidemark {
             page_readers,
             effects_unrecorded: std::sync::atomic::AtomicUsize::new(0),
             reports_running: Mutex::default(),
+            dashboards: Default::default(),
             config,
             log,
             views,

@@ -139,6 +139,72 @@ fn parquet(answer: &Answer) -> Result<Vec<u8>, ParquetError> {
     Ok(out)
 }
 
+/// `{"columns": [{"name", "type"}], "rows": [[value, ...]]}` for charts: rows as arrays
+/// in column order; dates and timestamps as milliseconds since the Unix epoch (UTC),
+/// numbers as JSON numbers (NaN and infinities as null), the rest as text.
+pub fn chart_rows(answer: &Answer) -> Result<Value, ArrowError> {
+    use datafusion::arrow::array::{Array, BooleanArray, Float64Array, Int64Array, StringArray};
+    use datafusion::arrow::compute::cast;
+    use datafusion::arrow::datatypes::TimeUnit;
+
+    let fields = answer.schema.fields();
+    let columns: Vec<Value> = fields
+        .iter()
+        .map(|field| json!({"name": field.name(), "type": sql_type(field.data_type())}))
+        .collect();
+    let mut rows: Vec<Vec<Value>> = Vec::with_capacity(answer.rows());
+    for batch in &answer.batches {
+        let mut cells: Vec<Vec<Value>> = Vec::with_capacity(batch.num_columns());
+        for (field, array) in fields.iter().zip(batch.columns()) {
+            let column: Vec<Value> = match field.data_type() {
+                DataType::Boolean => {
+                    let array = cast(array, &DataType::Boolean)?;
+                    let array = array.as_any().downcast_ref::<BooleanArray>();
+                    let array = array.expect("cast to boolean");
+                    (0..array.len())
+                        .map(|i| array.is_valid(i).then(|| json!(array.value(i))).into())
+                        .collect()
+                }
+                DataType::Date32 | DataType::Date64 | DataType::Timestamp(_, _) => {
+                    let millis = cast(array, &DataType::Timestamp(TimeUnit::Millisecond, None))?;
+                    let millis = cast(&millis, &DataType::Int64)?;
+                    let array = millis.as_any().downcast_ref::<Int64Array>();
+                    let array = array.expect("cast to bigint");
+                    (0..array.len())
+                        .map(|i| array.is_valid(i).then(|| json!(array.value(i))).into())
+                        .collect()
+                }
+                data_type if data_type.is_numeric() => {
+                    let array = cast(array, &DataType::Float64)?;
+                    let array = array.as_any().downcast_ref::<Float64Array>();
+                    let array = array.expect("cast to double");
+                    (0..array.len())
+                        .map(|i| {
+                            let value = array.is_valid(i).then(|| array.value(i));
+                            value
+                                .filter(|v| v.is_finite())
+                                .map_or(Value::Null, |v| json!(v))
+                        })
+                        .collect()
+                }
+                _ => {
+                    let array = cast(array, &DataType::Utf8)?;
+                    let array = array.as_any().downcast_ref::<StringArray>();
+                    let array = array.expect("cast to text");
+                    (0..array.len())
+                        .map(|i| array.is_valid(i).then(|| json!(array.value(i))).into())
+                        .collect()
+                }
+            };
+            cells.push(column);
+        }
+        for i in 0..batch.num_rows() {
+            rows.push(cells.iter_mut().map(|column| column[i].take()).collect());
+        }
+    }
+    Ok(json!({"columns": columns, "rows": rows}))
+}
+
 /// A column's type as SQL names it.
 pub fn sql_type(data_type: &DataType) -> String {
     match data_type {

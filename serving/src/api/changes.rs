@@ -7,6 +7,7 @@
 //! or gets a fresh snapshot when the changes since are no longer kept. A reader that
 //! falls too far behind gets a `resync` event and a fresh snapshot: it never holds the
 //! dataflow back, and never costs more memory than the store's bounded changefeed.
+//! The metric views are followed the same way, at the metric views' own frontiers.
 
 use std::collections::VecDeque;
 use std::convert::Infallible;
@@ -17,7 +18,8 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::sse::{Event as Sse, KeepAlive};
 use axum::response::{IntoResponse, Response};
-use dataflows::views::Row;
+use dataflows::analytics::{Dim, Metric};
+use dataflows::views::{MetricRow, Row};
 use queries::{Changes, Snapshot, Start, Subscription};
 use serde_json::{json, Value};
 use tokio::sync::broadcast::error::RecvError;
@@ -35,6 +37,8 @@ enum Followed {
     Stock,
     Payments,
     Shipments,
+    /// A metric view (`orders_per_minute`, ...), at the metric views' frontiers.
+    Metric(Metric),
 }
 
 impl Followed {
@@ -47,10 +51,31 @@ impl Followed {
     ];
 
     fn named(name: &str) -> Option<Followed> {
-        Self::ALL
-            .iter()
+        let metric = || {
+            (Metric::ALL.iter())
+                .find(|metric| metric.name() == name)
+                .map(|metric| Followed::Metric(*metric))
+        };
+        (Self::ALL.iter())
             .find(|(known, _)| *known == name)
             .map(|(_, view)| *view)
+            .or_else(metric)
+    }
+
+    /// Every name a client can follow.
+    fn names() -> Vec<&'static str> {
+        let views = Self::ALL.iter().map(|(name, _)| *name);
+        views
+            .chain(Metric::ALL.iter().map(|metric| metric.name()))
+            .collect()
+    }
+
+    /// The view's changefeed, from `resume_from` if every change since is kept.
+    fn subscribe(self, app: &App, resume_from: Option<u64>) -> Subscription {
+        match self {
+            Followed::Metric(_) => app.views.subscribe_metrics(resume_from),
+            _ => app.views.subscribe(resume_from),
+        }
     }
 
     /// The scope that lets a caller follow every user's rows; customers follow their
@@ -60,6 +85,7 @@ impl Followed {
             Followed::Products | Followed::Stock => None,
             Followed::Orders | Followed::Shipments => Some("orders:read"),
             Followed::Payments => Some("payment:read"),
+            Followed::Metric(_) => Some("analytics:read"),
         }
     }
 }
@@ -87,6 +113,7 @@ impl Filter {
             (Followed::Shipments, Row::Shipment(shipment)) => {
                 (&*shipment.shipment_id, &*shipment.order_id)
             }
+            (Followed::Metric(metric), Row::Metric(row)) if row.metric == metric => (&*row.id, ""),
             _ => return None,
         };
         if self.id.as_deref().is_some_and(|wanted| wanted != id) {
@@ -107,6 +134,7 @@ impl Filter {
             Row::Stock(stock) => Some(to_json(&**stock)),
             Row::Payment(payment) => Some(to_json(&**payment)),
             Row::Shipment(shipment) => Some(to_json(&**shipment)),
+            Row::Metric(row) => Some(metric_json(row)),
             _ => None,
         }
     }
@@ -125,6 +153,13 @@ impl Filter {
             Followed::Shipments => {
                 Box::new(snapshot.shipments.shared_rows().cloned().map(Row::Shipment))
             }
+            Followed::Metric(metric) => Box::new(
+                snapshot
+                    .metric(metric)
+                    .shared_rows()
+                    .cloned()
+                    .map(Row::Metric),
+            ),
         };
         rows.filter_map(|row| self.pick(&row, snapshot)).collect()
     }
@@ -132,6 +167,37 @@ impl Filter {
 
 fn to_json(row: &impl serde::Serialize) -> Value {
     super::json::to_value(row)
+}
+
+/// A metric row as its SQL table has it: `{id, key columns..., measures..., derived...}`;
+/// minutes in Unix milliseconds, days as `YYYY-MM-DD`.
+fn metric_json(row: &MetricRow) -> Value {
+    let table = row.metric.table();
+    let mut object = serde_json::Map::new();
+    object.insert("id".into(), json!(row.id));
+    for ((name, _), dim) in table.keys.iter().zip(row.key.iter()) {
+        let value = match dim {
+            Dim::Minute(minute) => json!(minute),
+            Dim::Day(day) => {
+                // Days from the common era's first to the Unix epoch's.
+                let date = i32::try_from(*day + 719_163)
+                    .ok()
+                    .and_then(chrono::NaiveDate::from_num_days_from_ce_opt);
+                date.map_or(json!(day), |date| json!(date.to_string()))
+            }
+            Dim::Text(text) => json!(text),
+            Dim::Int(int) => json!(int),
+        };
+        object.insert((*name).into(), value);
+    }
+    for (name, measure) in table.measures.iter().zip(row.measures.iter()) {
+        object.insert((*name).into(), json!(measure));
+    }
+    for (name, derived) in row.derived() {
+        let derived = derived.filter(|value| value.is_finite());
+        object.insert(name.into(), json!(derived));
+    }
+    Value::Object(object)
 }
 
 /// Longest a `Last-Event-ID` can be: a frontier is a 64-bit number.
@@ -146,7 +212,7 @@ pub async fn changes(
     headers: HeaderMap,
 ) -> ApiResult<Response> {
     let Some(view) = Followed::named(&name) else {
-        let names: Vec<&str> = Followed::ALL.iter().map(|(name, _)| *name).collect();
+        let names = Followed::names();
         return Err(ApiError::new(
             StatusCode::NOT_FOUND,
             "not_found",
@@ -173,7 +239,7 @@ pub async fn changes(
                 })?,
         ),
     };
-    let subscription = app.views.subscribe(resume_from);
+    let subscription = view.subscribe(&app, resume_from);
     let mut feed = Feed {
         app,
         filter,
@@ -197,8 +263,12 @@ pub async fn changes(
 }
 
 /// The rows a caller may follow: customers only their own (and asking for another
-/// user's is refused); callers with the view's scope, anyone's.
+/// user's is refused); callers with the view's scope, anyone's. The metric views belong
+/// to nobody: they need the scope.
 fn filter(view: Followed, caller: &Principal, query: &QueryPairs) -> ApiResult<Filter> {
+    if let (Followed::Metric(_), Some(scope)) = (view, view.scope()) {
+        caller.require(scope)?;
+    }
     let id = query.get("id").map(str::to_string);
     let user_id = query.get("user_id").map(str::to_string);
     if user_id.is_some()
@@ -310,7 +380,7 @@ impl Feed {
                         })
                         .to_string(),
                     ));
-                    let subscription = self.app.views.subscribe(None);
+                    let subscription = self.filter.view.subscribe(&self.app, None);
                     self.start(subscription);
                 }
                 // The store is gone: the server is stopping.

@@ -4,6 +4,7 @@ mod analytics;
 pub mod cache;
 mod catalog;
 mod changes;
+mod dashboards;
 pub mod error;
 mod events;
 pub mod extract;
@@ -111,6 +112,9 @@ pub fn app(state: App) -> Router {
         .route("/reports/{id}", get(reports::get))
         .route("/reports/{id}/download", get(reports::download))
         .route("/views/{name}/changes", get(changes::changes))
+        .route("/dashboards", get(dashboards::list))
+        .route("/dashboards/{id}", get(dashboards::get))
+        .route("/dashboards/{id}/stream", get(dashboards::stream))
         .route("/api-keys", post(keys::create).get(keys::list))
         .route("/api-keys/{id}", get(keys::get).delete(keys::revoke))
         .route("/api-keys/{id}/rotate", post(keys::rotate))
@@ -152,6 +156,9 @@ pub fn app(state: App) -> Router {
         .route("/health/ready", get(health::ready))
         .route("/.well-known/jwks.json", get(jwks))
         .route("/docs", get(openapi::docs))
+        .route("/dashboard", get(dashboards::page))
+        .route("/dashboard/{id}", get(dashboards::page))
+        .route("/dashboard/assets/{file}", get(dashboards::asset))
         .route("/.well-known/openid-configuration", get(oauth::discovery))
         .route_layer(middleware::from_fn(crate::observability::mark_route))
         .fallback(not_found)

@@ -165,7 +165,10 @@ fn operations() -> Vec<Op> {
         op(delete.clone(), "/api/v1/reports/schedules/{id}", "reports", "Delete a report schedule", &[], NoBody, Empty(204)),
         op(get.clone(), "/api/v1/reports/{id}", "reports", "A report run", &[], NoBody, Typed(200, schema::<reports::ReportView>)),
         op(get.clone(), "/api/v1/reports/{id}/download", "reports", "A completed report's file", &[], NoBody, Media(&["text/csv", "application/json", "application/vnd.apache.parquet"])),
-        op(get.clone(), "/api/v1/views/{name}/changes", "views", "Follow a view (orders, products, stock, payments, shipments): a snapshot, then its changes, as Server-Sent Events", &[("id", "string", false, "one row, by its id"), ("user_id", "string", false, "one user's orders, payments or shipments")], NoBody, Media(&["text/event-stream"])),
+        op(get.clone(), "/api/v1/views/{name}/changes", "views", "Follow a view (orders, products, stock, payments, shipments, or a metric view such as orders_per_minute): a snapshot, then its changes, as Server-Sent Events", &[("id", "string", false, "one row, by its id"), ("user_id", "string", false, "one user's orders, payments or shipments")], NoBody, Media(&["text/event-stream"])),
+        op(get.clone(), "/api/v1/dashboards", "dashboards", "The dashboards: their panels (title, chart, SQL or process figure)", &[], NoBody, Object(200)),
+        op(get.clone(), "/api/v1/dashboards/{id}", "dashboards", "A dashboard with each panel's value at one frontier", &[], NoBody, Object(200)),
+        op(get.clone(), "/api/v1/dashboards/{id}/stream", "dashboards", "Follow a dashboard: every panel's value, then the panels that change, as Server-Sent Events", &[], NoBody, Media(&["text/event-stream"])),
         op(post.clone(), "/api/v1/api-keys", "auth", "Issue an API key (shown once)", &[], json_body!(keys::CreateKey), Typed(201, schema::<IssuedKey>)),
         op(get.clone(), "/api/v1/api-keys", "auth", "API keys, without secrets", PAGE, NoBody, TypedPage(schema::<KeyView>)),
         op(get.clone(), "/api/v1/api-keys/{id}", "auth", "An API key, without its secret", &[], NoBody, Typed(200, schema::<KeyView>)),
@@ -239,6 +242,7 @@ fn build() -> Value {
         "analytics",
         "reports",
         "views",
+        "dashboards",
         "auth",
         "oauth",
         "events",
@@ -514,7 +518,9 @@ mod tests {
             let mounted = path.starts_with("/oauth2")
                 || path.starts_with("/health")
                 || path.starts_with("/.well-known")
-                || path == "/docs";
+                || path == "/docs"
+                || path == "/dashboard"
+                || path.starts_with("/dashboard/");
             found.push(match mounted {
                 true => path.to_string(),
                 false => format!("/api/v1{path}"),
@@ -530,7 +536,8 @@ mod tests {
         let routed = routed_paths();
         assert!(routed.len() > 50, "{routed:?}");
         for path in &routed {
-            if path == "/docs" {
+            // Pages, not API.
+            if path == "/docs" || path == "/dashboard" || path.starts_with("/dashboard/") {
                 continue;
             }
             assert!(

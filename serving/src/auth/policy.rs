@@ -55,6 +55,9 @@ pub fn rule(method: &Method, path: &str) -> Rule {
         ("/shipments/{id}", true) => SignedIn,
         ("/shipments/{id}/deliver", false) => Scope("shipping:write"),
         ("/sql" | "/kpis", _) => Scope("analytics:read"),
+        ("/dashboards" | "/dashboards/{id}" | "/dashboards/{id}/stream", true) => {
+            Scope("analytics:read")
+        }
         // The catalog's feeds are public; the handler checks the others' as their GETs.
         ("/views/{name}/changes", true) => Public,
         (

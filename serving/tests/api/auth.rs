@@ -450,7 +450,33 @@ fn routes(w: &World) -> Vec<(&'static str, String, Option<Value>, Needs)> {
             Scope("analytics:read"),
         ),
         ("GET", "/api/v1/kpis".into(), None, Scope("analytics:read")),
+        (
+            "GET",
+            "/api/v1/dashboards".into(),
+            None,
+            Scope("analytics:read"),
+        ),
+        (
+            "GET",
+            "/api/v1/dashboards/payments".into(),
+            None,
+            Scope("analytics:read"),
+        ),
+        (
+            "GET",
+            "/api/v1/dashboards/operations/stream".into(),
+            None,
+            Scope("analytics:read"),
+        ),
+        ("GET", "/dashboard".into(), None, Open),
+        ("GET", "/dashboard/assets/dashboard.js".into(), None, Open),
         ("GET", "/api/v1/views/products/changes".into(), None, Public),
+        (
+            "GET",
+            "/api/v1/views/orders_per_minute/changes".into(),
+            None,
+            Scope("analytics:read"),
+        ),
         (
             "GET",
             format!("/api/v1/views/orders/changes?user_id={a}"),

@@ -89,6 +89,8 @@ impl Browser {
             json!({"capabilities": {"alwaysMatch": {
                 "browserName": "chrome",
                 "goog:chromeOptions": {"binary": "/usr/bin/chromium", "args": args},
+                // What the page writes to its console, for `console_errors`.
+                "goog:loggingPrefs": {"browser": "ALL"},
             }}}),
         );
         browser.session = session["value"]["sessionId"]
@@ -143,14 +145,54 @@ impl Browser {
         let deadline = Instant::now() + PATIENCE;
         loop {
             let element = self.find(css);
-            let text = self.session_call("GET", &format!("/element/{element}/text"), Value::Null);
-            let text = text.as_str().unwrap_or_default().to_string();
-            if done(&text) {
+            // A page that redraws may replace the element between finding and reading
+            // it (a stale element): then it is looked for again.
+            let (status, answer) = self.try_call(
+                "GET",
+                &format!("/session/{}/element/{element}/text", self.session),
+                Value::Null,
+            );
+            let text = answer["value"].as_str().unwrap_or_default().to_string();
+            if status == 200 && done(&text) {
                 return text;
             }
             assert!(Instant::now() < deadline, "{css} still shows {text:?}");
             std::thread::sleep(Duration::from_millis(20));
         }
+    }
+
+    /// The errors the page's console has shown since the last call (ChromeDriver's
+    /// browser log, `SEVERE` entries: uncaught exceptions, failed loads, CSP refusals).
+    pub fn console_errors(&self) -> Vec<String> {
+        let entries = self.session_call("POST", "/se/log", json!({"type": "browser"}));
+        entries
+            .as_array()
+            .map(|entries| {
+                entries
+                    .iter()
+                    .filter(|entry| entry["level"] == "SEVERE")
+                    .map(|entry| entry["message"].as_str().unwrap_or_default().to_string())
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// Resizes the window (CSS pixels), as a laptop's or a phone's.
+    pub fn resize(&self, width: u32, height: u32) {
+        self.session_call(
+            "POST",
+            "/window/rect",
+            json!({"width": width, "height": height}),
+        );
+    }
+
+    /// The page as it looks now, as PNG.
+    pub fn screenshot(&self) -> Vec<u8> {
+        use base64::Engine;
+        let png = self.session_call("GET", "/screenshot", Value::Null);
+        base64::engine::general_purpose::STANDARD
+            .decode(png.as_str().expect("a base64 PNG"))
+            .expect("base64")
     }
 
     fn session_call(&self, method: &str, path: &str, body: Value) -> Value {

@@ -249,3 +249,55 @@ async fn a_reader_that_falls_behind_gets_resync_and_a_fresh_snapshot() {
     assert_eq!(update.event, "update");
     assert_eq!(changes(&update)[0].0["sku"], "LATE");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_metric_view_is_followed_at_the_metrics_frontiers() {
+    let t = TestApp::new().await;
+    let mug = t.product("MUG", 1000, 10).await;
+    let ann = t.user("ann@example.com").await;
+    let mut minutes = follow(
+        &t,
+        "/api/v1/views/orders_per_minute/changes",
+        &[("x-api-key", crate::support::ADMIN_KEY)],
+    )
+    .await;
+    let snapshot = minutes.next().await;
+    assert_eq!(snapshot.event, "snapshot");
+    assert!(rows(&snapshot).is_empty(), "{:?}", snapshot.data);
+    let mut top = follow(
+        &t,
+        "/api/v1/views/top_products/changes",
+        &[("x-api-key", crate::support::ADMIN_KEY)],
+    )
+    .await;
+    assert!(rows(&top.next().await).is_empty());
+
+    let paid = t.paid_order(&ann, &mug, 2, "4242424242424242").await;
+    assert_eq!(paid.status, StatusCode::CREATED, "{:?}", paid.body);
+    // The minute's row comes in, with its columns named as SQL names them.
+    let update = minutes.next().await;
+    assert_eq!(update.event, "update");
+    let (row, diff) = changes(&update).into_iter().next().unwrap();
+    assert_eq!(diff, 1);
+    assert_eq!(row["orders"], 1);
+    assert_eq!(row["minute"].as_i64().unwrap() % 60_000, 0);
+    assert!(row["id"].is_string());
+    // The ranking is the store's: its changes are the difference of two rankings.
+    let update = top.next().await;
+    let ranked = changes(&update);
+    assert_eq!(ranked.len(), 1, "{ranked:?}");
+    assert_eq!(ranked[0].0["product_id"], mug);
+    assert_eq!(ranked[0].0["rank"], 1);
+    assert_eq!(ranked[0].0["units"], 2);
+    assert_eq!(ranked[0].1, 1);
+
+    // The metric views are analysts': a customer may not follow them.
+    let customer = sign_in(&t, "ann@example.com").await;
+    let (status, _) = t
+        .stream(
+            "/api/v1/views/orders_per_minute/changes",
+            &[("authorization", customer.as_str())],
+        )
+        .await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+}

@@ -954,6 +954,83 @@ fn the_docs_page_sends_requests_from_a_browser() {
     assert!(answer.contains("application/problem+json"), "{answer}");
 }
 
+/// The dashboard page as an operator uses it, in a real browser: opened with a key in
+/// its fragment, it draws the operations board without a console error, and its orders
+/// panel moves when an order is placed through the API. The screenshot it takes is the
+/// README's (`docs/dashboard.png`; set `DASHBOARD_SCREENSHOT` to write it elsewhere).
+#[test]
+fn the_dashboard_moves_in_a_browser_when_an_order_is_placed() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = Server::start(dir.path(), &[]);
+    let (status, product) = server.request("POST", "/api/v1/products", Some(json!({"sku": "DASH-1", "name": "Dashboard mug", "price_cents": 1250, "currency": "USD", "initial_stock": 500, "reorder_point": 498})));
+    assert_eq!(status, 201, "{product}");
+    let product = product["id"].as_str().unwrap().to_string();
+    let (status, user) = server.request(
+        "POST",
+        "/api/v1/users",
+        Some(json!({"email": "dash@example.com", "password": "password123", "name": "Dash"})),
+    );
+    assert_eq!(status, 201, "{user}");
+    let user = user["id"].as_str().unwrap().to_string();
+    let order = |card: &str| {
+        let body = json!({"user_id": user, "items": [{"product_id": product, "quantity": 3}], "payment_method": {"type": "card", "card_number": card, "exp_month": 1, "exp_year": 2040, "cvc": "999"}});
+        let (status, order) = server.request("POST", "/api/v1/orders", Some(body));
+        assert_eq!(status, 201, "{order}");
+    };
+    order("4242424242424242");
+    order("4000000000000002");
+
+    let browser = crate::browser::Browser::start();
+    browser.resize(1280, 900);
+    let base = format!("http://{}", server.client.addr);
+    browser.goto(&format!("{base}/dashboard#key={ADMIN_KEY}"));
+    let orders_today = r#"[data-panel="orders_today"] .figure"#;
+    let shown = browser.text_when(orders_today, |text| text == "2");
+    assert_eq!(shown, "2");
+    // The series are drawn by the vendored chart library.
+    browser.find(r#"[data-panel="orders_per_minute"] .uplot canvas"#);
+    browser.text_when(r#"[data-panel="payment_success"] .figure"#, |text| {
+        text == "50 %"
+    });
+
+    let placed = std::time::Instant::now();
+    order("4242424242424242");
+    browser.text_when(orders_today, |text| text == "3");
+    // Measured, not asserted (the benchmarks measure freshness): the page moved.
+    eprintln!(
+        "the orders panel moved {:?} after the order's acknowledgement",
+        placed.elapsed()
+    );
+    let errors = browser.console_errors();
+    assert!(errors.is_empty(), "console errors: {errors:#?}");
+
+    browser.resize(1280, 1500);
+    browser.find(r#"[data-panel="rejections"] .uplot canvas"#);
+    let screenshot = browser.screenshot();
+    assert!(screenshot.starts_with(b"\x89PNG"), "a PNG");
+    let path = std::env::var_os("DASHBOARD_SCREENSHOT")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("dashboard.png"));
+    std::fs::write(&path, &screenshot).expect("the screenshot is written");
+
+    // The other boards, from the page's navigation; and on a phone's width.
+    browser.resize(390, 844);
+    browser.click(r#"nav a[href="/dashboard/inventory"]"#);
+    let low = browser.text_when(r#"[data-panel="low_stock"] table"#, |text| {
+        text.contains("Dashboard mug")
+    });
+    assert!(low.contains("reorder_point"), "{low}");
+    let errors = browser.console_errors();
+    assert!(errors.is_empty(), "console errors: {errors:#?}");
+
+    // A wrong key is asked again for, with the API's reason.
+    browser.goto(&format!("{base}/dashboard/payments#key=tmk_wrong"));
+    browser.text_when("#sign-in-error", |text| !text.is_empty());
+    browser.fill("#credential", ADMIN_KEY);
+    browser.click("#connect");
+    browser.find(r#"[data-panel="decline_reasons"] .bar"#);
+}
+
 /// An open changefeed ends, properly, when the server is told to stop (SIGTERM): the
 /// stream that never ends on its own does not hold the server's drain to its limit nor
 /// get cut off mid-response.

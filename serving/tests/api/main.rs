@@ -5,6 +5,7 @@ mod auth;
 mod browser;
 mod changes;
 mod config;
+mod dashboards;
 mod e2e;
 mod errors;
 mod gateway;

@@ -1,0 +1,516 @@
+//! Dashboards: named sets of panels, each a chart of one SQL query over the live views
+//! (the metric views mostly) or of the HTTP layer's pulse. A panel's value is its query's
+//! answer at one frontier of the metric views, so every panel of a board agrees with the
+//! others and with `/api/v1/sql`. Followers of a board share one computation of it
+//! (`Boards`): it runs again when the metric views move, at most every
+//! `MIN_INTERVAL`, and each follower is sent only the panels that changed.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use dataflows::analytics::{Dim, Metric};
+use parking_lot::Mutex;
+use queries::Snapshot;
+use serde::Serialize;
+use serde_json::{json, Value};
+use tokio::sync::watch;
+
+use crate::runtime::Tidemark;
+
+/// How a panel is drawn.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, schemars::JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Chart {
+    /// One figure, or one per row (first column the label, second the figure).
+    Stat,
+    /// Lines over time: the first column is the time, each other column a series.
+    Timeseries,
+    /// One bar per row: the first column the label, the second the length.
+    Bar,
+    /// The rows as they are.
+    Table,
+}
+
+/// Where a panel's figures come from.
+#[derive(Clone, Copy, Debug)]
+pub enum Source {
+    /// A query over the live views, as `POST /api/v1/sql` runs it.
+    Sql(&'static str),
+    /// A figure of the last minute's HTTP requests.
+    Pulse(Figure),
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Figure {
+    RequestsPerSecond,
+    ErrorRate,
+    P99LatencyMs,
+}
+
+impl Figure {
+    fn name(self) -> &'static str {
+        match self {
+            Figure::RequestsPerSecond => "requests_per_second",
+            Figure::ErrorRate => "error_rate",
+            Figure::P99LatencyMs => "p99_latency_ms",
+        }
+    }
+}
+
+#[derive(Debug)]
+pub struct Panel {
+    pub id: &'static str,
+    pub title: &'static str,
+    pub chart: Chart,
+    pub source: Source,
+    /// What the figures count: `cents` (minor units of the row's currency), `ratio`,
+    /// `ms`, `per_second`, `days`, or plain counts.
+    pub unit: Option<&'static str>,
+    /// The per-minute series of `anomalies` marked on this panel.
+    pub anomalies: &'static [&'static str],
+}
+
+#[derive(Debug)]
+pub struct Dashboard {
+    pub id: &'static str,
+    pub title: &'static str,
+    pub description: &'static str,
+    pub panels: &'static [Panel],
+}
+
+/// The last hour of a per-minute metric view.
+macro_rules! last_hour {
+    ($columns:literal, $view:literal) => {
+        concat!(
+            "SELECT minute, ",
+            $columns,
+            " FROM ",
+            $view,
+            " WHERE minute > (SELECT max(minute) FROM ",
+            $view,
+            ") - INTERVAL '1 hour' ORDER BY minute"
+        )
+    };
+}
+
+const fn sql(id: &'static str, title: &'static str, chart: Chart, query: &'static str) -> Panel {
+    Panel {
+        id,
+        title,
+        chart,
+        source: Source::Sql(query),
+        unit: None,
+        anomalies: &[],
+    }
+}
+
+impl Panel {
+    const fn unit(mut self, unit: &'static str) -> Panel {
+        self.unit = Some(unit);
+        self
+    }
+
+    const fn anomalies(mut self, series: &'static [&'static str]) -> Panel {
+        self.anomalies = series;
+        self
+    }
+}
+
+const fn pulse(id: &'static str, title: &'static str, figure: Figure, unit: &'static str) -> Panel {
+    Panel {
+        id,
+        title,
+        chart: Chart::Stat,
+        source: Source::Pulse(figure),
+        unit: Some(unit),
+        anomalies: &[],
+    }
+}
+
+/// The built-in dashboards.
+pub const DASHBOARDS: &[Dashboard] = &[
+    Dashboard {
+        id: "operations",
+        title: "Operations",
+        description: "Orders, revenue and payments as they happen, and how the API is answering.",
+        panels: &[
+            sql(
+                "orders_today",
+                "Orders today",
+                Chart::Stat,
+                "SELECT coalesce(sum(orders_placed), 0) AS orders FROM conversion_funnel \
+                 WHERE day = (SELECT max(day) FROM conversion_funnel)",
+            ),
+            sql(
+                "orders_per_minute",
+                "Orders per minute",
+                Chart::Timeseries,
+                last_hour!("orders, orders_last_5m", "orders_per_minute"),
+            )
+            .anomalies(&["orders"]),
+            sql(
+                "revenue_today",
+                "Revenue today",
+                Chart::Stat,
+                "SELECT currency, revenue_cents FROM sales_daily \
+                 WHERE day = (SELECT max(day) FROM sales_daily) ORDER BY currency",
+            )
+            .unit("cents"),
+            sql(
+                "average_order_value",
+                "Average order value today",
+                Chart::Stat,
+                "SELECT currency, average_order_cents FROM sales_daily \
+                 WHERE day = (SELECT max(day) FROM sales_daily) ORDER BY currency",
+            )
+            .unit("cents"),
+            sql(
+                "payment_success",
+                "Payment success today",
+                Chart::Stat,
+                "SELECT CAST(sum(succeeded) AS DOUBLE) \
+                 / nullif(sum(succeeded + declined + fraudulent), 0) AS success_rate \
+                 FROM payment_success WHERE day = (SELECT max(day) FROM payment_success)",
+            )
+            .unit("ratio"),
+            pulse(
+                "p99_latency",
+                "API p99 latency (last minute)",
+                Figure::P99LatencyMs,
+                "ms",
+            ),
+            pulse(
+                "error_rate",
+                "API error rate (last minute)",
+                Figure::ErrorRate,
+                "ratio",
+            ),
+            pulse(
+                "request_rate",
+                "API requests (last minute)",
+                Figure::RequestsPerSecond,
+                "per_second",
+            ),
+            sql(
+                "rejections",
+                "Refused commands per minute",
+                Chart::Timeseries,
+                last_hour!("rejections", "orders_per_minute"),
+            )
+            .anomalies(&["rejections"]),
+        ],
+    },
+    Dashboard {
+        id: "inventory",
+        title: "Inventory",
+        description: "What is running low, when it runs out at the current pace, and how fast \
+            stock turns.",
+        panels: &[
+            sql(
+                "low_stock",
+                "Low stock",
+                Chart::Table,
+                "SELECT l.product_id, p.name, l.available, l.reorder_point FROM low_stock l \
+                 LEFT JOIN products p ON p.id = l.product_id \
+                 ORDER BY l.available, l.product_id LIMIT 20",
+            ),
+            sql(
+                "days_to_stockout",
+                "Days until stock-out",
+                Chart::Bar,
+                "SELECT coalesce(p.name, f.product_id) AS product, f.days_until_stockout \
+                 FROM stock_forecast f LEFT JOIN products p ON p.id = f.product_id \
+                 WHERE f.days_until_stockout IS NOT NULL \
+                 ORDER BY f.days_until_stockout, product LIMIT 10",
+            )
+            .unit("days"),
+            sql(
+                "turnover",
+                "Inventory turnover",
+                Chart::Bar,
+                "SELECT coalesce(p.name, t.product_id) AS product, t.turnover \
+                 FROM inventory_turnover t LEFT JOIN products p ON p.id = t.product_id \
+                 WHERE t.turnover IS NOT NULL ORDER BY t.turnover DESC, product LIMIT 10",
+            ),
+            sql(
+                "top_products",
+                "Top products (units sold)",
+                Chart::Bar,
+                "SELECT coalesce(p.name, t.product_id) AS product, t.units \
+                 FROM top_products t LEFT JOIN products p ON p.id = t.product_id \
+                 ORDER BY t.rank",
+            ),
+            sql(
+                "stock_movements",
+                "Units received and shipped per day",
+                Chart::Timeseries,
+                "SELECT day, sum(received) AS received, sum(shipped) AS shipped \
+                 FROM inventory_daily GROUP BY day ORDER BY day DESC LIMIT 30",
+            ),
+        ],
+    },
+    Dashboard {
+        id: "payments",
+        title: "Payments",
+        description: "Which charges succeed, why the others are declined, refunds and fraud.",
+        panels: &[
+            sql(
+                "success_by_brand",
+                "Success rate by card brand",
+                Chart::Bar,
+                "SELECT card_brand, CAST(sum(succeeded) AS DOUBLE) \
+                 / nullif(sum(succeeded + declined + fraudulent), 0) AS success_rate \
+                 FROM payment_success GROUP BY card_brand ORDER BY card_brand",
+            )
+            .unit("ratio"),
+            sql(
+                "decline_reasons",
+                "Decline reasons",
+                Chart::Bar,
+                "SELECT decline_code, sum(payments) AS payments FROM payment_declines \
+                 GROUP BY decline_code ORDER BY payments DESC, decline_code",
+            ),
+            sql(
+                "refunds",
+                "Refunds",
+                Chart::Table,
+                "SELECT currency, sum(refunds) AS refunds, sum(refunded_cents) AS refunded_cents \
+                 FROM sales_daily GROUP BY currency ORDER BY currency",
+            ),
+            sql(
+                "payments_per_minute",
+                "Payments per minute",
+                Chart::Timeseries,
+                last_hour!("payments_succeeded, payments_failed", "orders_per_minute"),
+            )
+            .anomalies(&["payments_failed"]),
+            sql(
+                "fraud_flags",
+                "Fraud flags per minute",
+                Chart::Timeseries,
+                last_hour!("fraud_flags", "orders_per_minute"),
+            )
+            .anomalies(&["fraud_flags"]),
+        ],
+    },
+];
+
+/// Most rows a panel shows.
+const MAX_PANEL_ROWS: usize = 500;
+/// Shortest time between two computations of a followed board.
+const MIN_INTERVAL: Duration = Duration::from_millis(200);
+/// How often a followed board is computed while the views stand still (its pulse
+/// panels move with time).
+const PULSE_INTERVAL: Duration = Duration::from_secs(2);
+
+pub fn find(id: &str) -> Option<&'static Dashboard> {
+    DASHBOARDS.iter().find(|board| board.id == id)
+}
+
+impl Dashboard {
+    /// The definition, as listed.
+    pub fn definition(&self) -> Value {
+        let panels: Vec<Value> = self.panels.iter().map(Panel::definition).collect();
+        json!({
+            "id": self.id,
+            "title": self.title,
+            "description": self.description,
+            "panels": panels,
+        })
+    }
+}
+
+impl Panel {
+    fn definition(&self) -> Value {
+        let source = match self.source {
+            Source::Sql(query) => json!({ "sql": query }),
+            Source::Pulse(figure) => json!({ "process": figure.name() }),
+        };
+        json!({
+            "id": self.id,
+            "title": self.title,
+            "chart": self.chart,
+            "unit": self.unit,
+            "source": source,
+            "anomaly_series": self.anomalies,
+        })
+    }
+}
+
+/// A board's panels at one frontier of the metric views.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Board {
+    pub frontier: u64,
+    /// Each panel's value, in the board's order: `{"columns", "rows"}` (and the
+    /// `anomalies` marked on it), or `{"error"}` when its query failed.
+    pub values: Vec<Value>,
+}
+
+impl Board {
+    /// The definition with each panel's value.
+    pub fn to_json(&self, dashboard: &Dashboard) -> Value {
+        let mut document = dashboard.definition();
+        for (panel, value) in document["panels"]
+            .as_array_mut()
+            .expect("panels")
+            .iter_mut()
+            .zip(&self.values)
+        {
+            panel["value"] = value.clone();
+        }
+        document["frontier"] = json!(self.frontier);
+        document
+    }
+}
+
+/// Every panel of `dashboard` over `snapshot` (the metric views' consistent one).
+pub async fn compute(app: &Tidemark, dashboard: &Dashboard, snapshot: Arc<Snapshot>) -> Board {
+    let mut values = Vec::with_capacity(dashboard.panels.len());
+    for panel in dashboard.panels {
+        let value = match panel.source {
+            Source::Sql(query) => {
+                let answer = app
+                    .sql
+                    .run(
+                        Arc::clone(&snapshot),
+                        query.into(),
+                        None,
+                        Some(MAX_PANEL_ROWS),
+                    )
+                    .await;
+                match answer
+                    .map_err(|error| error.to_string())
+                    .and_then(|answer| sql::output::chart_rows(&answer).map_err(|e| e.to_string()))
+                {
+                    Ok(mut value) => {
+                        if !panel.anomalies.is_empty() {
+                            value["anomalies"] = anomalies(&snapshot, panel.anomalies, &value);
+                        }
+                        value
+                    }
+                    Err(error) => json!({ "error": error }),
+                }
+            }
+            Source::Pulse(figure) => {
+                let reading = crate::pulse::pulse().read();
+                let figure_value = match figure {
+                    Figure::RequestsPerSecond => Some(reading.requests_per_second),
+                    Figure::ErrorRate => reading.error_rate,
+                    Figure::P99LatencyMs => reading.p99_ms,
+                };
+                json!({
+                    "columns": [{"name": figure.name(), "type": "double precision"}],
+                    "rows": [[figure_value]],
+                })
+            }
+        };
+        values.push(value);
+    }
+    Board {
+        frontier: snapshot.frontier,
+        values,
+    }
+}
+
+/// The anomalies of `series` from the first minute the panel shows on:
+/// `[[minute_ms, series, value, lower, upper], ...]`.
+fn anomalies(snapshot: &Snapshot, series: &[&str], value: &Value) -> Value {
+    let from = value["rows"][0][0].as_i64().unwrap_or(i64::MIN);
+    let marks: Vec<Value> = snapshot
+        .metric(Metric::Anomalies)
+        .values()
+        .filter_map(|row| {
+            let (Dim::Minute(minute), Dim::Text(name)) = (&row.key[0], &row.key[1]) else {
+                return None;
+            };
+            let minute = *minute as i64;
+            (minute >= from && series.contains(&&**name)).then(|| {
+                let measure = |name| row.measure(name);
+                json!([
+                    minute,
+                    name,
+                    measure("value"),
+                    measure("lower"),
+                    measure("upper")
+                ])
+            })
+        })
+        .collect();
+    Value::Array(marks)
+}
+
+/// Where a followed board's newest computation is published: `None` until the first.
+type Published = Arc<watch::Sender<Option<Arc<Board>>>>;
+
+/// The boards being followed, each computed once for all its followers.
+#[derive(Default)]
+pub struct Boards {
+    followed: Mutex<HashMap<&'static str, Published>>,
+}
+
+impl Boards {
+    /// The newest computation of `dashboard`, and each one after: `None` until the
+    /// first is done. The board is computed while anyone follows it.
+    pub fn follow(
+        &self,
+        app: &Arc<Tidemark>,
+        dashboard: &'static Dashboard,
+    ) -> watch::Receiver<Option<Arc<Board>>> {
+        let mut followed = self.followed.lock();
+        if let Some(board) = followed.get(dashboard.id) {
+            return board.subscribe();
+        }
+        let (tx, rx) = watch::channel(None);
+        let tx = Arc::new(tx);
+        followed.insert(dashboard.id, Arc::clone(&tx));
+        tokio::spawn(keep_computing(Arc::clone(app), dashboard, tx));
+        rx
+    }
+}
+
+/// Computes `dashboard` each time the metric views move (and every `PULSE_INTERVAL`),
+/// until nobody follows it.
+async fn keep_computing(
+    app: Arc<Tidemark>,
+    dashboard: &'static Dashboard,
+    board: Published,
+) {
+    let mut frontier = app.views.subscribe_metrics_frontier();
+    let mut closing = std::pin::pin!(app.streams_closing());
+    loop {
+        {
+            // Checked and removed together with `follow`'s lookup, so a new follower
+            // either finds this task alive or starts another.
+            let mut followed = app.dashboards.followed.lock();
+            if board.receiver_count() == 0 {
+                followed.remove(dashboard.id);
+                return;
+            }
+        }
+        frontier.mark_unchanged();
+        let next = compute(&app, dashboard, app.views.read_consistent()).await;
+        board.send_if_modified(|held| {
+            let changed = held.as_deref() != Some(&next);
+            if changed {
+                *held = Some(Arc::new(next));
+            }
+            changed
+        });
+        tokio::time::sleep(MIN_INTERVAL).await;
+        tokio::select! {
+            changed = frontier.changed() => {
+                // The store is gone: the server is stopping.
+                if changed.is_err() {
+                    app.dashboards.followed.lock().remove(dashboard.id);
+                    return;
+                }
+            }
+            () = tokio::time::sleep(PULSE_INTERVAL) => {}
+            () = &mut closing => {
+                app.dashboards.followed.lock().remove(dashboard.id);
+                return;
+            }
+        }
+    }
+}
