@@ -36,6 +36,9 @@ pub enum Command {
     Serve(ServeArgs),
     /// An SQL shell against a running server (`-e` runs one statement and exits).
     Sql(crate::shell::SqlArgs),
+    /// Drives shop-like traffic (catalog, shoppers, carts, orders, declines, fraud,
+    /// cancellations, deliveries) through a running server's API, for the dashboards.
+    Demo(crate::demo::DemoArgs),
     /// Administration of a stopped server's data directory.
     #[command(subcommand)]
     Admin(crate::admin::AdminCommand),

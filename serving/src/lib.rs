@@ -9,6 +9,7 @@ pub mod auth;
 pub mod breaker;
 pub mod config;
 pub mod dashboards;
+pub mod demo;
 pub mod executors;
 pub mod foreign;
 pub mod gateway;

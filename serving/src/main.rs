@@ -19,6 +19,7 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Serve(args) => serve(args),
         Command::Sql(args) => serving::shell::run(args),
+        Command::Demo(args) => serving::demo::run(args),
         Command::Admin(command) => serving::admin::run(command),
     }
 }

@@ -1031,6 +1031,63 @@ fn the_dashboard_moves_in_a_browser_when_an_order_is_placed() {
     browser.find(r#"[data-panel="decline_reasons"] .bar"#);
 }
 
+/// `tidemark demo` seeds a shop and drives its traffic through the API: orders with
+/// approved, declined and fraudulent cards across a Zipf-popular catalog, which the
+/// dashboards then show.
+#[test]
+fn the_demo_drives_traffic_the_dashboards_show() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = Server::start(dir.path(), &[]);
+    let output = Command::new(env!("CARGO_BIN_EXE_tidemark"))
+        .args([
+            "demo",
+            "--rate",
+            "40",
+            "--duration",
+            "5s",
+            "--products",
+            "12",
+            "--users",
+            "3",
+        ])
+        .arg("--server")
+        .arg(format!("http://{}", server.client.addr))
+        .env("TIDEMARK_API_KEY", ADMIN_KEY)
+        .output()
+        .expect("tidemark demo runs");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    assert!(stderr.contains("errors 0"), "{stderr}");
+    let (status, answer) = server.request(
+        "POST",
+        "/api/v1/sql",
+        Some(
+            json!({"sql": "SELECT count(*) AS orders, count(DISTINCT user_id) AS shoppers, \
+            sum(CASE WHEN cancel_reason IS NULL THEN 1 ELSE 0 END) AS kept FROM orders"}),
+        ),
+    );
+    assert_eq!(status, 200, "{answer}");
+    let row = &answer["rows"][0];
+    assert!(row["orders"].as_i64().unwrap() >= 20, "{answer}\n{stderr}");
+    assert!(row["shoppers"].as_i64().unwrap() >= 2, "{answer}");
+    assert!(row["kept"].as_i64().unwrap() >= 10, "{answer}");
+    // The most popular product outsells the least (Zipf), as the dashboard shows.
+    let (status, board) = server.request("GET", "/api/v1/dashboards/inventory", None);
+    assert_eq!(status, 200, "{board}");
+    let top = board["panels"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|panel| panel["id"] == "top_products")
+        .unwrap();
+    let ranked = top["value"]["rows"].as_array().unwrap();
+    assert!(ranked.len() >= 2, "{top}");
+    assert!(
+        ranked[0][1].as_f64() > ranked[ranked.len() - 1][1].as_f64(),
+        "{top}"
+    );
+}
+
 /// An open changefeed ends, properly, when the server is told to stop (SIGTERM): the
 /// stream that never ends on its own does not hold the server's drain to its limit nor
 /// get cut off mid-response.
