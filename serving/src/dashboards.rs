@@ -211,8 +211,8 @@ pub const DASHBOARDS: &[Dashboard] = &[
                 "low_stock",
                 "Low stock",
                 Chart::Table,
-                "SELECT l.product_id, p.name, l.available, l.reorder_point FROM low_stock l \
-                 LEFT JOIN products p ON p.id = l.product_id \
+                "SELECT coalesce(p.name, l.product_id) AS product, p.sku, l.available, \
+                 l.reorder_point FROM low_stock l LEFT JOIN products p ON p.id = l.product_id \
                  ORDER BY l.available, l.product_id LIMIT 20",
             ),
             sql(
@@ -471,11 +471,7 @@ impl Boards {
 
 /// Computes `dashboard` each time the metric views move (and every `PULSE_INTERVAL`),
 /// until nobody follows it.
-async fn keep_computing(
-    app: Arc<Tidemark>,
-    dashboard: &'static Dashboard,
-    board: Published,
-) {
+async fn keep_computing(app: Arc<Tidemark>, dashboard: &'static Dashboard, board: Published) {
     let mut frontier = app.views.subscribe_metrics_frontier();
     let mut closing = std::pin::pin!(app.streams_closing());
     loop {

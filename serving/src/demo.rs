@@ -53,6 +53,8 @@ pub struct DemoArgs {
 /// Zipf's exponent for product popularity: the first product sells about twice as
 /// often as the second, ten times as often as the tenth.
 const ZIPF_EXPONENT: f64 = 1.0;
+/// How long to wait for a server still replaying its log.
+const READY_PATIENCE: Duration = Duration::from_secs(600);
 /// Requests a visit may have out at once, across visits.
 const MAX_IN_FLIGHT: usize = 64;
 
@@ -156,6 +158,7 @@ async fn demo(args: DemoArgs) -> Result<(), String> {
         paid: Mutex::new(VecDeque::new()),
         counts: Counts::default(),
     };
+    shop.wait_until_ready().await?;
     let mut rng = SmallRng::seed_from_u64(args.seed);
     // Names unique to this run, so that a second run seeds beside the first.
     let now = std::time::SystemTime::now()
@@ -315,6 +318,31 @@ impl Shop {
             status,
             serde_json::from_slice(&bytes).unwrap_or(Value::Null),
         ))
+    }
+
+    /// Waits while the server replays its log (`/health/ready` says 503), up to
+    /// `READY_PATIENCE`.
+    async fn wait_until_ready(&self) -> Result<(), String> {
+        let deadline = Instant::now() + READY_PATIENCE;
+        let mut said = false;
+        loop {
+            let (status, readiness) = self.call(Method::GET, "/health/ready", None).await?;
+            if status.is_success() {
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                return Err(refused(
+                    "waiting for the server to be ready",
+                    status,
+                    &readiness,
+                ));
+            }
+            if !said {
+                eprintln!("waiting for {} to finish replaying its log ...", self.base);
+                said = true;
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
     }
 
     /// Like `call`, counting what goes wrong instead of returning it.

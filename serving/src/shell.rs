@@ -5,7 +5,8 @@
 //! Statements end with `;` (a line may continue on the next, as in psql). Backslash
 //! commands: `\d` lists the tables, `\d NAME` a table's columns, `\timing` toggles
 //! timings, `\format table|csv|json` picks the output, `\?` helps, `\q` quits. Line
-//! editing and history (in `~/.tidemark_sql_history`) come from rustyline.
+//! editing and history (in `~/.tidemark_sql_history`) come from rustyline. `SUBSCRIBE TO
+//! view` follows a view's changefeed (`GET /api/v1/views/{name}/changes`).
 
 use std::process::ExitCode;
 use std::time::Instant;
@@ -62,6 +63,7 @@ impl Format {
 const HELP: &str = "\
 Statements end with ';'. Commands:
   \\d            list the tables
+  SUBSCRIBE TO v; follow view v as it changes (Ctrl-C stops)
   \\d NAME       the columns of a table
   \\timing       print how long each statement takes (on/off)
   \\format FMT   table, csv or json
@@ -202,6 +204,15 @@ impl Shell {
 
     /// Runs one statement and prints its answer or its error.
     fn statement(&mut self, sql: &str) -> Result<(), ()> {
+        if let Some(target) = subscribe_target(sql) {
+            return match target {
+                Ok(view) => self.subscribe(&view),
+                Err(error) => {
+                    eprintln!("ERROR: {error}");
+                    Err(())
+                }
+            };
+        }
         let started = Instant::now();
         let answer = self.runtime.block_on(self.post(sql));
         let result = match answer {
@@ -225,6 +236,58 @@ impl Shell {
             println!("Time: {:.3} ms", started.elapsed().as_secs_f64() * 1000.0);
         }
         result
+    }
+
+    /// `SUBSCRIBE TO view`: follows the view's changefeed, printing
+    /// `frontier<TAB>diff<TAB>row` lines (the rows now with diff 1, then each change)
+    /// until the stream ends or Ctrl-C.
+    fn subscribe(&mut self, view: &str) -> Result<(), ()> {
+        let base = self.url.trim_end_matches("/sql");
+        let url = format!("{base}/views/{view}/changes");
+        let mut request = Request::builder()
+            .method(Method::GET)
+            .uri(&url)
+            .header(header::ACCEPT, "text/event-stream");
+        if let Some(credentials) = &self.credentials {
+            request = request.header(header::AUTHORIZATION, credentials);
+        }
+        let Ok(request) = request.body(Full::new(Bytes::new())) else {
+            eprintln!("ERROR: {view:?} is not a view name");
+            return Err(());
+        };
+        let follow = async {
+            let response = (self.client.request(request).await)
+                .map_err(|e| format!("cannot reach {url}: {e}"))?;
+            let status = response.status();
+            let mut body = response.into_body();
+            if status != StatusCode::OK {
+                let bytes = body.collect().await.map_err(|e| e.to_string())?.to_bytes();
+                let problem: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+                let detail = problem["detail"].as_str().unwrap_or_default();
+                return Err(format!("{detail} ({status})"));
+            }
+            println!("frontier\tdiff\trow");
+            let mut buffer = String::new();
+            while let Some(frame) = body.frame().await {
+                let frame = frame.map_err(|e| e.to_string())?;
+                let Ok(data) = frame.into_data() else {
+                    continue;
+                };
+                buffer.push_str(&String::from_utf8_lossy(&data).replace("\r\n", "\n"));
+                while let Some(end) = buffer.find("\n\n") {
+                    let block: String = buffer.drain(..end + 2).collect();
+                    print_change_event(&block);
+                }
+            }
+            Ok::<(), String>(())
+        };
+        let outcome = self.runtime.block_on(async {
+            tokio::select! {
+                outcome = follow => outcome,
+                _ = tokio::signal::ctrl_c() => Ok(()),
+            }
+        });
+        outcome.map_err(|error| eprintln!("ERROR: {error}"))
     }
 
     async fn post(&self, sql: &str) -> Result<(StatusCode, Bytes), String> {
@@ -287,5 +350,85 @@ impl Shell {
             }
         }
         Ok(())
+    }
+}
+
+/// The view a `SUBSCRIBE [TO] name` statement follows; an error for other forms of it;
+/// `None` for any other statement.
+fn subscribe_target(sql: &str) -> Option<Result<String, String>> {
+    let mut words = sql.split_whitespace();
+    if !words.next()?.eq_ignore_ascii_case("subscribe") {
+        return None;
+    }
+    let mut name = words.next();
+    if name.is_some_and(|word| word.eq_ignore_ascii_case("to")) {
+        name = words.next();
+    }
+    let usage = "SUBSCRIBE follows a view by name (SUBSCRIBE TO orders_per_minute); \
+                 following the answer of a query is not supported";
+    match (name, words.next()) {
+        (Some(name), None)
+            if name
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_') =>
+        {
+            Some(Ok(name.to_string()))
+        }
+        _ => Some(Err(usage.to_string())),
+    }
+}
+
+/// Prints one Server-Sent Event of a changefeed as `frontier<TAB>diff<TAB>row` lines.
+fn print_change_event(block: &str) {
+    let mut kind = "message";
+    let mut data = String::new();
+    for line in block.lines() {
+        if let Some(value) = line.strip_prefix("event:") {
+            kind = value.trim();
+        } else if let Some(value) = line.strip_prefix("data:") {
+            data.push_str(value.trim_start());
+        }
+    }
+    let Ok(event) = serde_json::from_str::<Value>(&data) else {
+        return;
+    };
+    let frontier = &event["frontier"];
+    match kind {
+        "snapshot" => {
+            for row in event["rows"].as_array().into_iter().flatten() {
+                println!("{frontier}\t1\t{row}");
+            }
+        }
+        "update" => {
+            for change in event["changes"].as_array().into_iter().flatten() {
+                println!("{frontier}\t{}\t{}", change["diff"], change["row"]);
+            }
+        }
+        "resync" => eprintln!("-- {}", event["reason"].as_str().unwrap_or("resync")),
+        _ => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn subscribe_names_a_view() {
+        assert_eq!(subscribe_target("select 1"), None);
+        assert_eq!(
+            subscribe_target("SUBSCRIBE TO orders_per_minute"),
+            Some(Ok("orders_per_minute".into()))
+        );
+        assert_eq!(
+            subscribe_target("subscribe orders"),
+            Some(Ok("orders".into()))
+        );
+        assert!(matches!(
+            subscribe_target("SUBSCRIBE TO (SELECT * FROM orders)"),
+            Some(Err(_))
+        ));
+        assert!(matches!(subscribe_target("SUBSCRIBE TO a b"), Some(Err(_))));
+        assert!(matches!(subscribe_target("SUBSCRIBE"), Some(Err(_))));
     }
 }

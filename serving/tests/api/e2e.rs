@@ -1088,6 +1088,53 @@ fn the_demo_drives_traffic_the_dashboards_show() {
     );
 }
 
+/// `SUBSCRIBE TO view` in `tidemark sql` follows the view's changefeed: its rows now,
+/// then each change, as `frontier, diff, row` lines; another form is refused.
+#[test]
+fn the_sql_shell_subscribes_to_a_view() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = Server::start(dir.path(), &[]);
+    let product = |sku: &str, price: i64| {
+        let body = json!({"sku": sku, "name": sku, "price_cents": price, "currency": "USD", "initial_stock": 1});
+        let (status, product) = server.request("POST", "/api/v1/products", Some(body));
+        assert_eq!(status, 201, "{product}");
+    };
+    product("SUB-1", 100);
+    let url = format!("http://{}", server.client.addr);
+    let mut shell = Command::new(env!("CARGO_BIN_EXE_tidemark"))
+        .args(["sql", "--server", &url, "-e", "SUBSCRIBE TO products"])
+        .env("TIDEMARK_API_KEY", ADMIN_KEY)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("tidemark sql runs");
+    let mut lines = BufReader::new(shell.stdout.take().unwrap()).lines();
+    let mut next = || lines.next().expect("a line").expect("text");
+    assert_eq!(next(), "frontier\tdiff\trow");
+    let first = next();
+    let fields: Vec<&str> = first.splitn(3, '\t').collect();
+    assert_eq!(fields[1], "1", "{first}");
+    let row: Value = serde_json::from_str(fields[2]).unwrap();
+    assert_eq!(row["sku"], "SUB-1");
+    let since: u64 = fields[0].parse().unwrap();
+    product("SUB-2", 200);
+    let change = next();
+    let fields: Vec<&str> = change.splitn(3, '\t').collect();
+    assert!(fields[0].parse::<u64>().unwrap() > since, "{change}");
+    assert_eq!(fields[1], "1");
+    assert!(fields[2].contains("SUB-2"), "{change}");
+    let _ = shell.kill();
+    let _ = shell.wait();
+
+    let refused = Command::new(env!("CARGO_BIN_EXE_tidemark"))
+        .args(["sql", "--server", &url, "-e", "SUBSCRIBE TO (SELECT 1)"])
+        .env("TIDEMARK_API_KEY", ADMIN_KEY)
+        .output()
+        .expect("tidemark sql runs");
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("follows a view by name"));
+}
+
 /// An open changefeed ends, properly, when the server is told to stop (SIGTERM): the
 /// stream that never ends on its own does not hold the server's drain to its limit nor
 /// get cut off mid-response.

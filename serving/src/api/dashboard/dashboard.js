@@ -80,9 +80,9 @@ function clockTime(millis) {
 class PanelView {
   constructor(definition) {
     this.definition = definition;
-    this.root = element("div", "panel " + definition.chart);
+    this.root = element("div", "panel chart-" + definition.chart);
     this.root.dataset.panel = definition.id;
-    if (definition.chart === "timeseries") this.root.classList.add("wide");
+    if (definition.chart === "timeseries" || definition.chart === "table") this.root.classList.add("wide");
     this.root.append(element("h2", null, definition.title));
     this.body = element("div", "body");
     this.summary = element("div", "summary");
@@ -203,17 +203,20 @@ class PanelView {
     }
     this.destroyPlot();
     const palette = ["#2563eb", "#f59e0b", "#10b981", "#8b5cf6"];
+    const pad = columns[0].type === "date" ? 43200 : 1800;
+    // Wide enough for the longest label.
+    const labels = (plot, values) => (values ? Math.max(40, ...values.map((v) => String(v).length * 8 + 18)) : 50);
     const options = {
       width: Math.max(this.body.clientWidth, 200),
       height: 190,
       legend: { show: true, live: false },
       // One point is a moment, not (as uPlot would have it) a thousand days: half an
-      // hour either side of it.
-      scales: { x: { time: true, range: (plot, min, max) => (plot.data[0].length <= 1 ? [min - 1800, min + 1800] : [min, max]) } },
+      // hour either side of a minute, half a day of a day.
+      scales: { x: { time: true, range: (plot, min, max) => (plot.data[0].length <= 1 ? [min - pad, min + pad] : [min, max]) } },
       series: [{}].concat(
         columns.slice(1).map((column, i) => ({ label: column.name, stroke: palette[i % palette.length], width: 2 }))
       ),
-      axes: [{ stroke: "#888" }, { stroke: "#888" }],
+      axes: [{ stroke: "#888" }, { stroke: "#888", size: labels }],
       hooks: { draw: [(plot) => this.drawMarks(plot)] },
     };
     this.body.replaceChildren();
