@@ -8,6 +8,7 @@
 //!
 //! cargo build --release --workspace --bin tidemark --bin order-load
 //! target/release/order-load --rates 1000,2000,4000 --seconds 10
+//! target/release/order-load --rates 1000 --subscribers 1000,100   # changefeed cost and freshness
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
@@ -91,6 +92,13 @@ struct Args {
     /// long after an order's acknowledgement the metric counts it, read over SQL.
     #[arg(long)]
     freshness: bool,
+    /// Changefeed readers of the orders view (`GET /views/orders/changes`) held open
+    /// beside the load, as `idle,active`: idle ones follow an order that never exists
+    /// (they cost a connection and a filter per publication), active ones follow every
+    /// order. Each rate runs once without them and once with them, side by side; the
+    /// run with them also measures the freshness of an order's SSE update.
+    #[arg(long, value_delimiter = ',')]
+    subscribers: Vec<usize>,
     /// How the shoppers authenticate, one fresh server per mode, side by side:
     /// `admin` (the bootstrap administrator key on every request, exempt from rate
     /// limits), `off` (`auth.enabled = false`: no credentials), `key` (each user's own
@@ -142,6 +150,11 @@ struct Results {
     last_order_at: Option<Instant>,
     /// Acknowledgement to visibility in `orders_per_minute` (µs), when measured.
     freshness: Option<Histogram<u64>>,
+    /// When each order was acknowledged, by id, while a changefeed reader times them.
+    acknowledged: Option<HashMap<String, Instant>>,
+    /// Acknowledgement to the order's first SSE update (µs; 1 when the update came
+    /// first), and how many came before the acknowledgement.
+    sse_freshness: Option<(Histogram<u64>, u64)>,
 }
 
 /// The orders `orders_per_minute` counts (the last 24 hours of log time: every order
@@ -458,12 +471,17 @@ fn order_body(catalog: &Catalog, zipf: &Zipf, rng: &mut Rng) -> (Value, usize) {
 
 /// Offers `rate` orders per second (and the mix around them) for `seconds`.
 /// How one rate is run, besides the rate.
+/// Idle and active changefeed readers.
+type Readers = (usize, usize);
+
 struct Run<'a> {
     seconds: u64,
     connections: usize,
     reads_only: bool,
     scan: Option<&'a Scan>,
     freshness: bool,
+    /// Idle and active changefeed readers, when the run has them.
+    subscribers: Option<Readers>,
 }
 
 async fn run_rate(addr: &str, catalog: &Catalog, rate: u64, run: Run<'_>) -> (Results, Duration) {
@@ -473,6 +491,7 @@ async fn run_rate(addr: &str, catalog: &Catalog, rate: u64, run: Run<'_>) -> (Re
         reads_only,
         scan,
         freshness,
+        subscribers,
     } = run;
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let scanners: Vec<_> = scan
@@ -494,6 +513,32 @@ async fn run_rate(addr: &str, catalog: &Catalog, rate: u64, run: Run<'_>) -> (Re
     let (tx, rx) = mpsc::unbounded_channel::<Job>();
     let rx = Arc::new(Mutex::new(rx));
     let results = Arc::new(std::sync::Mutex::new(Results::default()));
+    let mut readers = Vec::new();
+    let mut timer = None;
+    if let Some((idle, active)) = subscribers {
+        results.lock().unwrap().acknowledged = Some(HashMap::new());
+        for n in 0..idle + active {
+            let path = if n < idle {
+                "/api/v1/views/orders/changes?id=ord_nobody".to_string()
+            } else {
+                "/api/v1/views/orders/changes".to_string()
+            };
+            readers.push(tokio::spawn(follow(
+                addr.to_string(),
+                path,
+                None,
+                stop.clone(),
+            )));
+        }
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        timer = Some(rx);
+        tokio::spawn(follow(
+            addr.to_string(),
+            "/api/v1/views/orders/changes".into(),
+            Some(tx),
+            stop.clone(),
+        ));
+    }
     let probe = if freshness {
         // Orders of earlier runs, counted before this one places any: the probe's own
         // first reading would count the first orders of this run twice.
@@ -531,7 +576,13 @@ async fn run_rate(addr: &str, catalog: &Catalog, rate: u64, run: Run<'_>) -> (Re
                             let _ = histogram.record(latency.as_micros().max(1) as u64);
                             if job.kind == Kind::PlaceOrder {
                                 results.completed_orders += 1;
-                                results.last_order_at = Some(Instant::now());
+                                let now = Instant::now();
+                                results.last_order_at = Some(now);
+                                if let Some(acknowledged) = results.acknowledged.as_mut() {
+                                    if let Ok((_, body)) = &outcome {
+                                        acknowledged.insert(id_of(body), now);
+                                    }
+                                }
                             }
                         }
                         _ => *results.errors.entry(job.kind).or_default() += 1,
@@ -622,7 +673,108 @@ async fn run_rate(addr: &str, catalog: &Catalog, rate: u64, run: Run<'_>) -> (Re
         *results.errors.entry(Kind::ScanPage).or_default() += errors;
     }
     results.freshness = freshness;
+    for reader in readers {
+        let _ = reader.await;
+    }
+    if let Some(timer) = timer {
+        let seen = timer.await.unwrap_or_default();
+        let acknowledged = results.acknowledged.take().unwrap_or_default();
+        let mut histogram = Histogram::new_with_bounds(1, 60_000_000, 3).expect("histogram");
+        let mut early = 0;
+        for (order, at) in &acknowledged {
+            if let Some(seen) = seen.get(order) {
+                if seen < at {
+                    early += 1;
+                }
+                let _ =
+                    histogram.record(seen.saturating_duration_since(*at).as_micros().max(1) as u64);
+            }
+        }
+        results.sse_freshness = Some((histogram, early));
+    }
     (results, elapsed)
+}
+
+/// Reads a changefeed until `stop` (and a little after, for the last updates); with
+/// `timer`, notes when each order first comes in, and sends those times at the end.
+async fn follow(
+    addr: String,
+    path: String,
+    timer: Option<tokio::sync::oneshot::Sender<HashMap<String, Instant>>>,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+) {
+    let mut stream = TcpStream::connect(&addr).await.expect("connect");
+    let request = format!("GET {path} HTTP/1.1\r\nHost: tidemark\r\nX-API-Key: {ADMIN_KEY}\r\nAccept: text/event-stream\r\n\r\n");
+    stream
+        .write_all(request.as_bytes())
+        .await
+        .expect("a request");
+    let mut seen = HashMap::new();
+    // The chunked body, de-chunked into `text`.
+    let (mut raw, mut text) = (Vec::<u8>::new(), String::new());
+    let mut in_body = false;
+    let mut chunk = vec![0u8; 65536];
+    let mut stopped_at: Option<Instant> = None;
+    loop {
+        if stop.load(std::sync::atomic::Ordering::Relaxed) {
+            let at = *stopped_at.get_or_insert_with(Instant::now);
+            // The saga's last updates trail the last acknowledgement.
+            if at.elapsed() > Duration::from_secs(2) {
+                break;
+            }
+        }
+        let read =
+            match tokio::time::timeout(Duration::from_millis(200), stream.read(&mut chunk)).await {
+                Ok(Ok(0)) | Ok(Err(_)) => break,
+                Ok(Ok(read)) => read,
+                Err(_) => continue,
+            };
+        if timer.is_none() {
+            // Idle and active readers only drain what they are sent.
+            continue;
+        }
+        raw.extend_from_slice(&chunk[..read]);
+        if !in_body {
+            let Some(end) = raw.windows(4).position(|w| w == b"\r\n\r\n") else {
+                continue;
+            };
+            raw.drain(..end + 4);
+            in_body = true;
+        }
+        // Chunks: a hex size line, the data, CRLF.
+        while let Some(line) = raw.windows(2).position(|w| w == b"\r\n") {
+            let size = usize::from_str_radix(String::from_utf8_lossy(&raw[..line]).trim(), 16)
+                .unwrap_or(0);
+            if raw.len() < line + 2 + size + 2 {
+                break;
+            }
+            text.push_str(&String::from_utf8_lossy(&raw[line + 2..line + 2 + size]));
+            raw.drain(..line + 2 + size + 2);
+        }
+        let now = Instant::now();
+        while let Some(end) = text.find("\n\n") {
+            let event: String = text.drain(..end + 2).collect();
+            if !event.starts_with("event: update") && !event.contains("\nevent: update") {
+                continue;
+            }
+            let Some(data) = event.lines().find_map(|line| line.strip_prefix("data: ")) else {
+                continue;
+            };
+            let Ok(update) = serde_json::from_str::<Value>(data) else {
+                continue;
+            };
+            for change in update["changes"].as_array().into_iter().flatten() {
+                if change["diff"] == 1 {
+                    if let Some(order) = change["row"]["order_id"].as_str() {
+                        seen.entry(order.to_string()).or_insert(now);
+                    }
+                }
+            }
+        }
+    }
+    if let Some(timer) = timer {
+        let _ = timer.send(seen);
+    }
 }
 
 /// Pages through the longest lists (the catalog, every user, one user's orders), each
@@ -760,8 +912,8 @@ fn main() {
     runtime.block_on(async {
         let broker = (args.log == "kafka").then(|| LocalBroker::start().expect("a local Kafka broker"));
         let log = broker.as_ref().map_or(args.log.clone(), LocalBroker::url);
-        println!("| auth | offered orders/s | scanners | achieved orders/s | POST /orders p50 ms | p99 ms | p99.9 ms | max ms | product GET p50 ms | p99 ms | cart PUT p99 ms | scan pages/s | scan page p50 ms | p99 ms | errors |");
-        println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
+        println!("| auth | offered orders/s | scanners | subscribers (idle+active) | achieved orders/s | POST /orders p50 ms | p99 ms | p99.9 ms | max ms | product GET p50 ms | p99 ms | cart PUT p99 ms | scan pages/s | scan page p50 ms | p99 ms | errors |");
+        println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
         let mut last = None;
         for &auth in &args.auth {
         let server = Server::start(&args.server, args.workers, &log, (args.kafka_partitions, args.kafka_linger_ms), auth);
@@ -791,19 +943,58 @@ fn main() {
             eprintln!("placed {placed} orders for the scanned user; lists: {:?}", scan.lists);
         }
 
+        let subscribers = match args.subscribers[..] {
+            [] => None,
+            [idle, active] => Some((idle, active)),
+            _ => panic!("--subscribers takes idle,active"),
+        };
+        if let Some((idle, _)) = subscribers {
+            // What a reader costs the server: readers of the whole orders view, open and
+            // sent their snapshot, against none.
+            let before = server.rss_bytes();
+            let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+            let readers: Vec<_> = (0..idle)
+                .map(|_| tokio::spawn(follow(server.addr.clone(), "/api/v1/views/orders/changes".into(), None, stop.clone())))
+                .collect();
+            tokio::time::sleep(Duration::from_secs(3)).await;
+            let after = server.rss_bytes();
+            stop.store(true, std::sync::atomic::Ordering::Relaxed);
+            for reader in readers {
+                let _ = reader.await;
+            }
+            eprintln!(
+                "memory per subscriber: {idle} open readers of the orders view: RSS {:.1} -> {:.1} MiB, {:.0} bytes each",
+                before as f64 / 1048576.0,
+                after as f64 / 1048576.0,
+                after.saturating_sub(before) as f64 / idle.max(1) as f64
+            );
+        }
         for &rate in &args.rates {
-            let runs: &[Option<&Scan>] = match &scan {
-                Some(scan) => &[None, Some(scan)],
-                None => &[None],
-            };
-            for &run_scan in runs {
+            let mut runs: Vec<(Option<&Scan>, Option<Readers>)> = vec![(None, None)];
+            if let Some(scan) = &scan {
+                runs.push((Some(scan), None));
+            }
+            if subscribers.is_some() {
+                runs.push((None, subscribers));
+            }
+            for &(run_scan, run_subscribers) in &runs {
                 let (results, elapsed) = run_rate(&server.addr, &catalog, rate, Run {
                     seconds: args.seconds,
                     connections: args.connections,
                     reads_only: args.reads_only,
                     scan: run_scan,
                     freshness: args.freshness,
+                    subscribers: run_subscribers,
                 }).await;
+                if let (Some((histogram, early)), Some((idle, active))) = (&results.sse_freshness, run_subscribers) {
+                    eprintln!(
+                        "changefeed freshness at {rate} orders/s with {idle} idle and {active} active readers: {} orders, acknowledgement to SSE update p50 {} ms, p99 {} ms, max {} ms ({early} came before the acknowledgement)",
+                        histogram.len(),
+                        ms(histogram.value_at_quantile(0.5)),
+                        ms(histogram.value_at_quantile(0.99)),
+                        ms(histogram.max())
+                    );
+                }
                 if let Some(freshness) = &results.freshness {
                     eprintln!(
                         "freshness of orders_per_minute at {rate} orders/s: {} samples, acknowledgement to counted p50 {} ms, p99 {} ms, max {} ms",
@@ -818,9 +1009,10 @@ fn main() {
                 let p = |kind: Kind, q: f64| results.latency.get(&kind).map(|h| ms(h.value_at_quantile(q))).unwrap_or_else(|| "-".into());
                 let pages = results.latency.get(&Kind::ScanPage).map_or(0, |h| h.len());
                 println!(
-                    "| {} | {rate} | {} | {:.0} | {} | {} | {} | {} | {} | {} | {} | {:.0} | {} | {} | {} |",
+                    "| {} | {rate} | {} | {} | {:.0} | {} | {} | {} | {} | {} | {} | {} | {:.0} | {} | {} | {} |",
                     auth.name(),
                     run_scan.map_or(0, |scan| scan.clients),
+                    run_subscribers.map_or("0".to_string(), |(idle, active)| format!("{idle}+{active}")),
                     results.completed_orders as f64 / elapsed.as_secs_f64(),
                     p(Kind::PlaceOrder, 0.5),
                     p(Kind::PlaceOrder, 0.99),
