@@ -855,10 +855,11 @@ fn the_live_binary_keeps_to_its_openapi_document_under_fuzzing() {
                 // gh-106905), which hypothesis calls when it describes a strategy.
                 "--workers",
                 "1",
-                // A changefeed answers with a stream that never ends, which schemathesis
-                // would wait on for good; `changes.rs` tests it, refusals included.
+                // Changefeeds and dashboard streams answer with a stream that never
+                // ends, which schemathesis would wait on for good; `changes.rs` and
+                // `dashboards.rs` test them, refusals included.
                 "--exclude-path-regex",
-                "/changes$",
+                "/(changes|stream)$",
                 "--seed",
                 "1",
                 "--no-color",
