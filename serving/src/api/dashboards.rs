@@ -96,7 +96,7 @@ impl Follower {
                     self.sent = Some(board);
                     return Some(event);
                 }
-                (Some(board), Some(sent)) if board.frontier != sent.frontier || board != *sent => {
+                (Some(board), Some(sent)) if board != *sent => {
                     let changed: Vec<Value> = (self.dashboard.panels.iter())
                         .zip(board.values.iter().zip(&sent.values))
                         .filter(|(_, (new, old))| new != old)
