@@ -79,6 +79,11 @@ impl ChangeLog {
         }
     }
 
+    /// Publications a reader may fall behind by.
+    pub(crate) fn capacity(&self) -> usize {
+        self.capacity
+    }
+
     /// Whether the next publication's changes are wanted: while anyone follows the
     /// views, and for a while after, so that a reader that drops and reconnects can
     /// resume. Otherwise nothing is collected, which costs the order path nothing.

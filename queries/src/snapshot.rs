@@ -57,6 +57,11 @@ impl<T> Rows<T> {
         self.map.get(id).map(|row| &**row)
     }
 
+    /// The row under `id` as the views share it (no copy).
+    pub fn get_shared(&self, id: &str) -> Option<Arc<T>> {
+        self.map.get(id).cloned()
+    }
+
     pub fn contains_key(&self, id: &str) -> bool {
         self.map.contains_key(id)
     }

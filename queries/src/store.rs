@@ -185,6 +185,11 @@ impl ViewStore {
         *self.metric_changes.lock() = ChangeLog::new(capacity);
     }
 
+    /// How many publications a reader may fall behind by.
+    pub fn changefeed_capacity(&self) -> usize {
+        self.changes.lock().capacity()
+    }
+
     /// The newest published snapshot: all views at one frontier. It never changes, and
     /// holding it, for a scan or across an `.await`, delays nobody.
     pub fn read(&self) -> Arc<Snapshot> {

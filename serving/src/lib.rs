@@ -7,6 +7,7 @@ pub mod allocator;
 pub mod api;
 pub mod auth;
 pub mod breaker;
+pub mod changefeed;
 pub mod config;
 pub mod dashboards;
 pub mod demo;

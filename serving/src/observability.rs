@@ -97,6 +97,18 @@ pub const EXPORTED: &[Exported] = &[
         help: "Rows in each view",
     },
     Exported {
+        name: "tidemark_changefeed_readers",
+        kind: Kind::Gauge,
+        unit: None,
+        help: "Open readers of the views' changefeeds",
+    },
+    Exported {
+        name: "tidemark_changefeed_readers_behind_total",
+        kind: Kind::Counter,
+        unit: None,
+        help: "Changefeed readers that fell behind and started again from a snapshot",
+    },
+    Exported {
         name: "tidemark_effects_pending",
         kind: Kind::Gauge,
         unit: None,
@@ -274,6 +286,7 @@ fn observe_state(app: &Tidemark) {
     ] {
         gauge!("tidemark_view_rows", "view" => view).set(rows as f64);
     }
+    gauge!("tidemark_changefeed_readers").set(app.changefeeds.readers() as f64);
     gauge!("tidemark_effects_pending").set(snapshot.effects.len() as f64);
     gauge!("tidemark_log_end_position").set(app.log.durable_end() as f64);
     let lag_ms = log_ts(app.views.frontier()).saturating_sub(log_ts(app.views.metrics_frontier()));

@@ -101,6 +101,8 @@ pub struct Tidemark {
     pub reports_running: Mutex<std::collections::HashSet<String>>,
     /// The dashboards being followed (`GET /api/v1/dashboards/{id}/stream`).
     pub dashboards: crate::dashboards::Boards,
+    /// The readers of the views' changefeeds (`GET /api/v1/views/{name}/changes`).
+    pub changefeeds: crate::changefeed::Changefeeds,
     engine: Mutex<Option<Engine>>,
     event_sink: Mutex<Option<crate::sinks::EventSinkThread>>,
     /// The thread writing the Parquet history, when it is on.
@@ -246,6 +248,7 @@ impl Tidemark {
             effects_unrecorded: std::sync::atomic::AtomicUsize::new(0),
             reports_running: Mutex::default(),
             dashboards: Default::default(),
+            changefeeds: Default::default(),
             config,
             log,
             views,

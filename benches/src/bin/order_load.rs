@@ -517,6 +517,10 @@ async fn run_rate(addr: &str, catalog: &Catalog, rate: u64, run: Run<'_>) -> (Re
     let mut timer = None;
     if let Some((idle, active)) = subscribers {
         results.lock().unwrap().acknowledged = Some(HashMap::new());
+        // The readers connect and take their snapshots before the load starts: what is
+        // measured is what following costs, not what joining does (reported apart).
+        let joined = Arc::new(tokio::sync::Semaphore::new(0));
+        let joining = Instant::now();
         for n in 0..idle + active {
             let path = if n < idle {
                 "/api/v1/views/orders/changes?id=ord_nobody".to_string()
@@ -527,6 +531,7 @@ async fn run_rate(addr: &str, catalog: &Catalog, rate: u64, run: Run<'_>) -> (Re
                 addr.to_string(),
                 path,
                 None,
+                joined.clone(),
                 stop.clone(),
             )));
         }
@@ -536,8 +541,16 @@ async fn run_rate(addr: &str, catalog: &Catalog, rate: u64, run: Run<'_>) -> (Re
             addr.to_string(),
             "/api/v1/views/orders/changes".into(),
             Some(tx),
+            joined.clone(),
             stop.clone(),
         ));
+        let all = u32::try_from(idle + active + 1).expect("readers fit in u32");
+        let _ = joined.acquire_many(all).await.expect("open");
+        println!(
+            "{idle} idle and {} active readers connected and had their snapshots in {:.2} s",
+            active + 1,
+            joining.elapsed().as_secs_f64()
+        );
     }
     let probe = if freshness {
         // Orders of earlier runs, counted before this one places any: the probe's own
@@ -701,6 +714,7 @@ async fn follow(
     addr: String,
     path: String,
     timer: Option<tokio::sync::oneshot::Sender<HashMap<String, Instant>>>,
+    joined: Arc<tokio::sync::Semaphore>,
     stop: Arc<std::sync::atomic::AtomicBool>,
 ) {
     let mut stream = TcpStream::connect(&addr).await.expect("connect");
@@ -715,6 +729,7 @@ async fn follow(
     let mut in_body = false;
     let mut chunk = vec![0u8; 65536];
     let mut stopped_at: Option<Instant> = None;
+    let (mut snapshot_had, mut last_byte) = (false, None);
     loop {
         if stop.load(std::sync::atomic::Ordering::Relaxed) {
             let at = *stopped_at.get_or_insert_with(Instant::now);
@@ -729,6 +744,17 @@ async fn follow(
                 Ok(Ok(read)) => read,
                 Err(_) => continue,
             };
+        // The first event (the snapshot) ends at the body's first blank line: the
+        // headers' end is CRLF CRLF, and the events' JSON has no raw line breaks.
+        if !snapshot_had {
+            let read = &chunk[..read];
+            snapshot_had = (last_byte == Some(b'\n') && read.first() == Some(&b'\n'))
+                || read.windows(2).any(|pair| pair == b"\n\n");
+            last_byte = read.last().copied();
+            if snapshot_had {
+                joined.add_permits(1);
+            }
+        }
         if timer.is_none() {
             // Idle and active readers only drain what they are sent.
             continue;
@@ -953,10 +979,15 @@ fn main() {
             // sent their snapshot, against none.
             let before = server.rss_bytes();
             let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+            let joined = Arc::new(tokio::sync::Semaphore::new(0));
             let readers: Vec<_> = (0..idle)
-                .map(|_| tokio::spawn(follow(server.addr.clone(), "/api/v1/views/orders/changes".into(), None, stop.clone())))
+                .map(|_| {
+                    let path = "/api/v1/views/orders/changes".to_string();
+                    tokio::spawn(follow(server.addr.clone(), path, None, joined.clone(), stop.clone()))
+                })
                 .collect();
-            tokio::time::sleep(Duration::from_secs(3)).await;
+            let all = u32::try_from(idle).expect("readers fit in u32");
+            let _ = joined.acquire_many(all).await.expect("open");
             let after = server.rss_bytes();
             stop.store(true, std::sync::atomic::Ordering::Relaxed);
             for reader in readers {

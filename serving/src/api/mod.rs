@@ -316,20 +316,29 @@ pub(crate) async fn read_page<T: Send + 'static>(
     app: &App,
     read: impl FnOnce(&queries::Snapshot) -> ApiResult<T> + Send + 'static,
 ) -> ApiResult<T> {
+    let snapshot = app.views.read();
+    render(app, move || read(&snapshot)).await?
+}
+
+/// Runs `work` (rendering a long list) on a blocking thread, at most
+/// `http.page_readers` at once, as `read_page` does.
+pub(crate) async fn render<T: Send + 'static>(
+    app: &App,
+    work: impl FnOnce() -> T + Send + 'static,
+) -> ApiResult<T> {
     let turn = app
         .page_readers
         .clone()
         .acquire_owned()
         .await
         .map_err(ApiError::internal)?;
-    let snapshot = app.views.read();
     tokio::task::spawn_blocking(move || {
-        let page = read(&snapshot);
+        let done = work();
         drop(turn);
-        page
+        done
     })
     .await
-    .map_err(ApiError::internal)?
+    .map_err(ApiError::internal)
 }
 
 /// The user an order belongs to, if the order exists: the owner of its payment and

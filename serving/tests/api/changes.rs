@@ -301,3 +301,98 @@ async fn a_metric_view_is_followed_at_the_metrics_frontiers() {
         .await;
     assert_eq!(status, StatusCode::FORBIDDEN);
 }
+
+/// Waits until the server serves `readers` changefeed readers.
+async fn until_readers(t: &TestApp, readers: usize) {
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
+    while t.app.changefeeds.readers() != readers {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{} readers, not {readers}",
+            t.app.changefeeds.readers()
+        );
+        tokio::task::yield_now().await;
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_reader_gets_only_the_rows_it_follows_and_readers_alike_get_the_same() {
+    let t = TestApp::new().await;
+    let mug = t.product("MUG", 1200, 10).await;
+    let cup = t.product("CUP", 800, 5).await;
+    let mut everything = Vec::new();
+    for _ in 0..3 {
+        let mut feed = follow(&t, "/api/v1/views/products/changes", &[]).await;
+        assert_eq!(rows(&feed.next().await).len(), 2);
+        everything.push(feed);
+    }
+    let mut mugs = Vec::new();
+    for _ in 0..2 {
+        let path = format!("/api/v1/views/products/changes?id={mug}");
+        let mut feed = follow(&t, &path, &[]).await;
+        let snapshot = feed.next().await;
+        assert_eq!(rows(&snapshot).len(), 1);
+        assert_eq!(rows(&snapshot)[0]["product_id"], mug);
+        mugs.push(feed);
+    }
+    let mut cups = follow(&t, &format!("/api/v1/views/products/changes?id={cup}"), &[]).await;
+    assert_eq!(rows(&cups.next().await)[0]["product_id"], cup);
+    until_readers(&t, 6).await;
+
+    let t = &t;
+    let price = |id: &str, cents: i64| {
+        let path = format!("/api/v1/products/{id}");
+        async move { t.put(&path, json!({"price_cents": cents})).await }
+    };
+    assert_eq!(price(&mug, 1500).await.status, StatusCode::OK);
+    let mut seen = Vec::new();
+    for feed in everything.iter_mut().chain(mugs.iter_mut()) {
+        let update = feed.next().await;
+        assert_eq!(update.event, "update");
+        let ids: Vec<Value> = changes(&update)
+            .into_iter()
+            .map(|(row, _)| row["product_id"].clone())
+            .collect();
+        assert_eq!(ids, [json!(mug), json!(mug)], "the old row out, the new in");
+        seen.push(update.data);
+    }
+    assert!(seen.windows(2).all(|two| two[0] == two[1]), "{seen:?}");
+    // The cup's reader was sent nothing of the mug: its next update is the cup's.
+    assert_eq!(price(&cup, 900).await.status, StatusCode::OK);
+    let update = cups.next().await;
+    assert!(
+        changes(&update)
+            .iter()
+            .all(|(row, _)| row["product_id"] == cup.as_str()),
+        "{update:?}"
+    );
+    for feed in &mut everything {
+        assert_eq!(changes(&feed.next().await)[0].0["product_id"], cup);
+    }
+
+    // Readers that go are forgotten.
+    drop((everything, mugs, cups));
+    until_readers(t, 0).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_reader_falls_behind_alone() {
+    let t = TestApp::new().await;
+    t.app.views.set_changefeed_capacity(2);
+    let mut slow = follow(&t, "/api/v1/views/products/changes", &[]).await;
+    let mut quick = follow(&t, "/api/v1/views/products/changes", &[]).await;
+    assert_eq!(slow.next().await.event, "snapshot");
+    assert_eq!(quick.next().await.event, "snapshot");
+    let mut skus = Vec::new();
+    for n in 0..5 {
+        t.product(&format!("P{n}"), 100, 1).await;
+        let update = quick.next().await;
+        assert_eq!(update.event, "update", "{update:?}");
+        skus.push(changes(&update)[0].0["sku"].clone());
+    }
+    assert_eq!(skus, ["P0", "P1", "P2", "P3", "P4"]);
+    let resync = slow.next().await;
+    assert_eq!(resync.event, "resync", "{resync:?}");
+    assert_eq!(rows(&slow.next().await).len(), 5);
+}
