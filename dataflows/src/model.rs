@@ -196,6 +196,52 @@ pub struct Envelope {
 }
 
 impl Command {
+    /// The command's name, as its `type` tag in the log has it.
+    pub fn name(&self) -> &'static str {
+        use Command::*;
+        match self {
+            CreateProduct { .. } => "create_product",
+            UpdateProduct { .. } => "update_product",
+            AdjustStock { .. } => "adjust_stock",
+            CreateUser { .. } => "create_user",
+            UpdateUser { .. } => "update_user",
+            DeleteUser { .. } => "delete_user",
+            CreateCart { .. } => "create_cart",
+            SetCartItem { .. } => "set_cart_item",
+            PlaceOrder { .. } => "place_order",
+            CancelOrder { .. } => "cancel_order",
+            ReserveStock { .. } => "reserve_stock",
+            ReleaseReservation { .. } => "release_reservation",
+            SetOrderStatus { .. } => "set_order_status",
+            PayOrder { .. } => "pay_order",
+            PaymentResult { .. } => "payment_result",
+            ShipmentDispatched { .. } => "shipment_dispatched",
+            ShipmentDelivered { .. } => "shipment_delivered",
+            RequestRefund { .. } => "request_refund",
+            RefundResult { .. } => "refund_result",
+            RequestReport { .. } => "request_report",
+            ReportResult { .. } => "report_result",
+            ScheduleReport { .. } => "schedule_report",
+            DeleteReportSchedule { .. } => "delete_report_schedule",
+            CreateApiKey { .. } => "create_api_key",
+            RotateApiKey { .. } => "rotate_api_key",
+            RevokeApiKey { .. } => "revoke_api_key",
+            RevokeAccessToken { .. } => "revoke_access_token",
+            PublishSigningKey { .. } => "publish_signing_key",
+            RetireSigningKey { .. } => "retire_signing_key",
+            OpenSession { .. } => "open_session",
+            GrantAuthorizationCode { .. } => "grant_authorization_code",
+            RedeemAuthorizationCode { .. } => "redeem_authorization_code",
+            RefreshSession { .. } => "refresh_session",
+            RevokeSession { .. } => "revoke_session",
+            Authenticate { .. } => "authenticate",
+            UnlockUser { .. } => "unlock_user",
+            StartMfa { .. } => "start_mfa",
+            ConfirmMfa { .. } => "confirm_mfa",
+            DisableMfa { .. } => "disable_mfa",
+        }
+    }
+
     /// The aggregate a command is about: its key in a partitioned log, so that the
     /// commands of one aggregate stay in order. The saga's results belong to the order.
     pub fn aggregate_id(&self) -> &str {

@@ -94,6 +94,16 @@ pub struct ServeArgs {
     #[arg(long, value_name = "PEM")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tls_key: Option<PathBuf>,
+    /// Send traces over OTLP/HTTP to this collector (`http://host:4318`; traces go to
+    /// its `/v1/traces` unless the URL names a path).
+    #[arg(long, value_name = "URL")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub otlp_endpoint: Option<String>,
+    /// The share of traces kept (0 to 1): a request's trace is kept or dropped whole,
+    /// and a caller's `traceparent` decides for its own.
+    #[arg(long, value_name = "RATIO")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub trace_sample_ratio: Option<f64>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ValueEnum)]
@@ -142,6 +152,16 @@ pub struct Config {
     pub tls_cert: Option<PathBuf>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tls_key: Option<PathBuf>,
+    /// Where traces go (OTLP over HTTP, protobuf), or nowhere.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub otlp_endpoint: Option<String>,
+    /// The share of traces kept, from 0 to 1.
+    #[serde(default = "default_trace_sample_ratio")]
+    pub trace_sample_ratio: f64,
+}
+
+fn default_trace_sample_ratio() -> f64 {
+    0.1
 }
 
 /// A secret from the configuration: never printed, in logs or in errors.
@@ -484,6 +504,8 @@ impl Default for Config {
             gateway: GatewayConfig::default(),
             tls_cert: None,
             tls_key: None,
+            otlp_endpoint: None,
+            trace_sample_ratio: default_trace_sample_ratio(),
         }
     }
 }
@@ -543,7 +565,15 @@ impl Config {
             gateway,
             tls_cert,
             tls_key,
+            otlp_endpoint: _,
+            trace_sample_ratio,
         } = self;
+        if !(0.0..=1.0).contains(trace_sample_ratio) {
+            return Err(format!(
+                "trace_sample_ratio must be between 0 and 1, not {trace_sample_ratio}"
+            ));
+        }
+        self.traces_url()?;
         if tls_cert.is_some() != tls_key.is_some() {
             return Err(
                 "tls_cert and tls_key (--tls-cert, --tls-key) go together: give both or neither"
@@ -657,6 +687,39 @@ impl Config {
     }
 
     /// Where the Prometheus exposition listens, if anywhere.
+    /// Where the OTLP exporter posts traces: `otlp_endpoint`, with `/v1/traces` when it
+    /// names no path. Plain HTTP only: the exporter carries no TLS stack, so a remote
+    /// collector is reached through a local agent or sidecar.
+    pub fn traces_url(&self) -> Result<Option<String>, String> {
+        let Some(endpoint) = self.otlp_endpoint.as_deref() else {
+            return Ok(None);
+        };
+        let invalid = |why: &str| {
+            Err(format!(
+                "otlp_endpoint {endpoint:?} {why}: give http://HOST:PORT (a collector's OTLP/HTTP port, 4318 by default)"
+            ))
+        };
+        let Some(rest) = endpoint.strip_prefix("http://") else {
+            return invalid(if endpoint.starts_with("https://") {
+                "is HTTPS, which tidemark's exporter does not speak; point it at a local collector or agent"
+            } else {
+                "is not an http:// URL"
+            });
+        };
+        let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+        if authority.is_empty()
+            || authority.contains('@')
+            || authority.contains(char::is_whitespace)
+        {
+            return invalid("has no usable host");
+        }
+        let path = match path.trim_end_matches('/') {
+            "" => "/v1/traces",
+            path => path,
+        };
+        Ok(Some(format!("http://{authority}{path}")))
+    }
+
     pub fn metrics_listen(&self) -> Result<Option<SocketAddr>, String> {
         address_or_off("metrics_listen", &self.metrics_listen, "127.0.0.1:9090")
     }

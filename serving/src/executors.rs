@@ -21,6 +21,7 @@ use dataflows::model::{Command, Envelope};
 use dataflows::payments;
 use dataflows::views::EffectRow;
 use parking_lot::Mutex;
+use tracing::Instrument;
 
 use crate::runtime::Tidemark;
 
@@ -61,10 +62,16 @@ async fn execute_together(
     effects: Vec<EffectRow>,
     in_flight: Arc<Mutex<HashSet<String>>>,
 ) {
+    // One span for the batch, and one for each effect in it, by its order.
+    let batch = tracing::info_span!(parent: None, "effects", effects = effects.len());
+    let each: Vec<tracing::Span> = effects
+        .iter()
+        .map(|effect| effect_span(&batch, effect))
+        .collect();
     let called = {
-        let app = app.clone();
+        let (app, batch) = (app.clone(), batch.clone());
         tokio::task::spawn_blocking(move || {
-            let results = call_providers(&app, &effects);
+            let results = batch.in_scope(|| call_providers(&app, &effects));
             (effects, results)
         })
         .await
@@ -108,7 +115,25 @@ async fn execute_together(
     record(&app, commands, settled, &in_flight, |commands| {
         app.submit_all(commands)
     })
+    .instrument(batch)
     .await;
+    drop(each);
+}
+
+/// An effect's span: what it is, and the order whose saga it serves.
+fn effect_span(parent: &tracing::Span, effect: &EffectRow) -> tracing::Span {
+    let (kind, order_id) = match effect {
+        EffectRow::Charge { order_id, .. } => ("charge", order_id),
+        EffectRow::Refund { order_id, .. } => ("refund", order_id),
+        EffectRow::Ship { order_id, .. } => ("ship", order_id),
+    };
+    tracing::info_span!(
+        parent: parent,
+        "effect",
+        effect = kind,
+        effect_id = %effect.effect_id(),
+        correlation_id = %order_id,
+    )
 }
 
 /// Appends effect results, trying a failed append again with backoff (a result
@@ -151,13 +176,24 @@ async fn record<F, Fut, T>(
 
 /// One effect alone, retried with backoff while its provider says a retry can help.
 async fn execute(app: Arc<Tidemark>, effect: EffectRow, in_flight: Arc<Mutex<HashSet<String>>>) {
+    let span = effect_span(&tracing::Span::none(), &effect);
+    execute_alone(app, effect, in_flight).instrument(span).await;
+}
+
+async fn execute_alone(
+    app: Arc<Tidemark>,
+    effect: EffectRow,
+    in_flight: Arc<Mutex<HashSet<String>>>,
+) {
     let id = effect.effect_id().to_string();
     let mut backoff = Duration::from_millis(50);
     let command = loop {
         let call = {
             let app = app.clone();
             let effect = effect.clone();
-            tokio::task::spawn_blocking(move || call_provider(&app, &effect)).await
+            let span = tracing::Span::current();
+            tokio::task::spawn_blocking(move || span.in_scope(|| call_provider(&app, &effect)))
+                .await
         };
         match call {
             Ok(Ok(command)) => break command,
@@ -231,6 +267,7 @@ fn charge_through_breaker(
 ) -> Vec<connectors::Result<dataflows::model::PaymentOutcome>> {
     match app.payment_breaker.allow(Instant::now()) {
         Ok(()) => {
+            let _call = tracing::info_span!("provider.charge", charges = charges.len()).entered();
             let started = Instant::now();
             let outcomes = app.payments.charge_all(charges);
             let failed_call = outcomes.iter().any(|outcome| outcome.is_err());
@@ -285,6 +322,7 @@ fn charge_request(effect: &EffectRow) -> Option<ChargeRequest> {
 }
 
 fn call_provider(app: &Tidemark, effect: &EffectRow) -> connectors::Result<Command> {
+    let _call = tracing::info_span!("provider.call", effect_id = %effect.effect_id()).entered();
     Ok(match effect {
         EffectRow::Charge {
             payment_id,

@@ -42,7 +42,24 @@ fn serve(args: ServeArgs) -> ExitCode {
         },
         _ => None,
     };
-    telemetry::init(config.log_format);
+    let traces = match config.traces_url() {
+        Ok(url) => url.map(|url| telemetry::Tracing {
+            url,
+            sample_ratio: config.trace_sample_ratio,
+        }),
+        Err(error) => {
+            eprintln!("tidemark: invalid configuration: {error}");
+            return ExitCode::from(2);
+        }
+    };
+    // Flushes the last spans once the server has stopped.
+    let _traces = match telemetry::init(config.log_format, traces) {
+        Ok(traces) => traces,
+        Err(error) => {
+            eprintln!("tidemark: could not set up logging and traces: {error}");
+            return ExitCode::from(2);
+        }
+    };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -349,7 +349,7 @@ fn observe_process() {
 
 /// Notes the route pattern a request matched, for `track` outside the router.
 #[derive(Clone)]
-struct Route(String);
+pub struct Route(pub String);
 
 /// Inside the router: which route pattern answered (`/api/v1/orders/{id}`), never the
 /// path itself, which would make a series per order.

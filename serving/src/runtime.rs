@@ -14,6 +14,7 @@ use dataflows::shared::intern::Interner;
 use dataflows::{Batch, Engine};
 use parking_lot::Mutex;
 use queries::ViewStore;
+use tracing::Instrument;
 
 use crate::config::{Config, LogBackend};
 use crate::hashing::HashingPool;
@@ -313,6 +314,7 @@ impl Tidemark {
         let live_feeder = feeder.clone();
         let views = self.views.clone();
         let mut fed: [Option<Ts>; 2] = [None, None];
+        let batch_spans = batch_spans(&self.views);
         self.log.start(Box::new(move |durable| {
             let records = durable
                 .records
@@ -342,6 +344,15 @@ impl Tidemark {
                 ts: durable.ts,
                 records,
             };
+            if let Some(spans) = &batch_spans {
+                let span = tracing::info_span!(
+                    parent: None,
+                    "dataflow.batch",
+                    ts = batch.ts,
+                    commands = batch.records.len(),
+                );
+                let _ = spans.send((batch.ts, span));
+            }
             trace_requests(&views, &batch);
             if live_feeder.feed(batch).is_err() {
                 tracing::error!("the dataflow has stopped; a durable batch was not applied");
@@ -398,18 +409,46 @@ impl Tidemark {
     /// Appends commands as one log batch (one fsync, one dataflow timestamp), waits once
     /// until the views show their effects, and says which the dataflow refused.
     pub async fn submit_all(&self, envelopes: Vec<Envelope>) -> Result<Vec<Submitted>> {
+        // The first command names the span: a batch is one saga step or one request's.
+        let first = envelopes.first().map(|envelope| &envelope.command);
+        if let Some(command) = first {
+            // The request's own span, when a request sends it: its log lines carry it.
+            tracing::Span::current().record("correlation_id", command.aggregate_id());
+        }
+        let span = tracing::info_span!(
+            "command",
+            command = first.map_or("", |command| command.name()),
+            correlation_id = first.map_or("", |command| command.aggregate_id()),
+            commands = envelopes.len(),
+            seq = tracing::field::Empty,
+        );
+        self.submit_all_in(envelopes, &span)
+            .instrument(span.clone())
+            .await
+    }
+
+    async fn submit_all_in(
+        &self,
+        envelopes: Vec<Envelope>,
+        span: &tracing::Span,
+    ) -> Result<Vec<Submitted>> {
         let payloads = envelopes
             .iter()
             .map(|envelope| serde_json::to_vec(envelope).map_err(|e| Error::Encode(e.to_string())))
             .collect::<Result<Vec<_>>>()?;
         let started = Instant::now();
-        let appended = self.log.append(payloads).durable().await?;
+        let appended = (self.log.append(payloads).durable())
+            .instrument(tracing::info_span!("log.append"))
+            .await?;
         let durable = Instant::now();
+        if let Some(seq) = appended.seqs.first() {
+            span.record("seq", seq);
+        }
         metrics::histogram!("tidemark_log_append_duration_seconds")
             .record(durable.duration_since(started).as_secs_f64());
         let timeout = Duration::from_millis(self.config.command_timeout_ms);
-        self.views
-            .wait_for(settled_frontier(appended.ts), timeout)
+        (self.views.wait_for(settled_frontier(appended.ts), timeout))
+            .instrument(tracing::info_span!("views.wait", ts = appended.ts))
             .await?;
         metrics::histogram!("tidemark_command_visible_duration_seconds")
             .record(durable.elapsed().as_secs_f64());
@@ -482,6 +521,42 @@ fn decode(seq: Seq, payload: &[u8]) -> Result<Envelope> {
 
 /// Tells the views which requests sent the commands of `batch`, before it enters the
 /// dataflow, so that their events leave with their request ids.
+/// Where the spans of the batches entering the dataflow go: each ends when the views
+/// settle its batch, so it measures the batch's way through the dataflow. Only while
+/// spans go to a collector, and on the async runtime.
+fn batch_spans(
+    views: &ViewStore,
+) -> Option<tokio::sync::mpsc::UnboundedSender<(Ts, tracing::Span)>> {
+    if !crate::telemetry::tracing_on() {
+        return None;
+    }
+    let runtime = tokio::runtime::Handle::try_current().ok()?;
+    let (spans, mut entering) = tokio::sync::mpsc::unbounded_channel::<(Ts, tracing::Span)>();
+    let mut frontier = views.subscribe_frontier();
+    runtime.spawn(async move {
+        let mut open = std::collections::VecDeque::new();
+        loop {
+            tokio::select! {
+                batch = entering.recv() => match batch {
+                    Some(batch) => open.push_back(batch),
+                    None => return,
+                },
+                moved = frontier.changed() => if moved.is_err() {
+                    return;
+                },
+            }
+            let now = *frontier.borrow_and_update();
+            while open
+                .front()
+                .is_some_and(|(ts, _)| settled_frontier(*ts) <= now)
+            {
+                open.pop_front();
+            }
+        }
+    });
+    Some(spans)
+}
+
 fn trace_requests(views: &ViewStore, batch: &Batch) {
     views.trace_requests(
         command_time(batch.ts),

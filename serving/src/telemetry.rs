@@ -1,6 +1,7 @@
 //! Logging, set up once in `main`.
 
 use std::io::IsTerminal;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
@@ -17,28 +18,149 @@ pub fn is_json(format: LogFormat) -> bool {
     }
 }
 
-pub fn init(format: LogFormat) {
+/// Where traces go, when they go anywhere (`otlp_endpoint`).
+pub struct Tracing {
+    /// The collector's OTLP/HTTP traces URL (`Config::traces_url`).
+    pub url: String,
+    /// The share of new traces kept.
+    pub sample_ratio: f64,
+}
+
+/// Flushes the traces still buffered when dropped: hold it until the server stops.
+pub struct Traces(opentelemetry_sdk::trace::SdkTracerProvider);
+
+impl Drop for Traces {
+    fn drop(&mut self) {
+        if let Err(error) = self.0.shutdown() {
+            tracing::warn!(%error, "could not send the last traces");
+        }
+    }
+}
+
+static TRACING_ON: AtomicBool = AtomicBool::new(false);
+
+/// Whether spans go to a collector: only then are remote parents read and trace ids
+/// written into the log lines.
+pub fn tracing_on() -> bool {
+    TRACING_ON.load(Ordering::Relaxed)
+}
+
+/// Makes `span` a child of the caller's trace when the request carries a W3C
+/// `traceparent`, and writes its trace id into the span's `trace_id` field, which
+/// every log line written inside it carries.
+pub fn follow_caller(span: &tracing::Span, headers: &axum::http::HeaderMap) {
+    use opentelemetry::trace::TraceContextExt;
+    use tracing_opentelemetry::OpenTelemetrySpanExt;
+
+    struct Headers<'a>(&'a axum::http::HeaderMap);
+    impl opentelemetry::propagation::Extractor for Headers<'_> {
+        fn get(&self, key: &str) -> Option<&str> {
+            self.0.get(key).and_then(|value| value.to_str().ok())
+        }
+        fn keys(&self) -> Vec<&str> {
+            self.0.keys().map(|name| name.as_str()).collect()
+        }
+    }
+    let caller = opentelemetry::global::get_text_map_propagator(|propagator| {
+        propagator.extract(&Headers(headers))
+    });
+    if caller.span().span_context().is_valid() {
+        let _ = span.set_parent(caller);
+    }
+    let trace_id = span.context().span().span_context().trace_id();
+    if trace_id != opentelemetry::trace::TraceId::INVALID {
+        span.record("trace_id", tracing::field::display(trace_id));
+    }
+}
+
+/// Names a request's span by its route (`POST /api/v1/orders`), known once the
+/// router has matched it.
+pub fn rename(span: &tracing::Span, name: String) {
+    use opentelemetry::trace::TraceContextExt;
+    use tracing_opentelemetry::OpenTelemetrySpanExt;
+
+    if tracing_on() {
+        span.context().span().update_name(name);
+    }
+}
+
+/// Sets up the log lines (JSON or pretty, on stderr) and, with `traces`, the export of
+/// spans to an OpenTelemetry collector. Call once, outside the async runtime (the
+/// exporter has a blocking HTTP client of its own). An exporter that cannot be built
+/// is an error: the operator asked for traces.
+pub fn init(format: LogFormat, traces: Option<Tracing>) -> Result<Option<Traces>, String> {
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::Layer;
+
     let filter = EnvFilter::try_from_env("TIDEMARK_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    let installed = if is_json(format) {
-        let subscriber = builder
+    type Boxed = Box<dyn Layer<tracing_subscriber::Registry> + Send + Sync>;
+    let lines: Boxed = if is_json(format) {
+        let json = tracing_subscriber::fmt::layer()
             .json()
             .flatten_event(true)
             .with_current_span(false)
-            .finish();
-        tracing::subscriber::set_global_default(subscriber)
+            .with_writer(std::io::stderr);
+        Box::new(json)
     } else {
-        tracing::subscriber::set_global_default(builder.compact().finish())
+        Box::new(
+            tracing_subscriber::fmt::layer()
+                .compact()
+                .with_writer(std::io::stderr),
+        )
     };
-    installed.expect("logging is set up once");
+    let (spans, provider): (Option<Boxed>, _) = match traces {
+        None => (None, None),
+        Some(traces) => {
+            let provider = tracer_provider(&traces)?;
+            let tracer = opentelemetry::trace::TracerProvider::tracer(&provider, "tidemark");
+            let layer = tracing_opentelemetry::layer().with_tracer(tracer);
+            opentelemetry::global::set_text_map_propagator(
+                opentelemetry_sdk::propagation::TraceContextPropagator::new(),
+            );
+            TRACING_ON.store(true, Ordering::Relaxed);
+            (Some(Box::new(layer)), Some(Traces(provider)))
+        }
+    };
+    let subscriber = tracing_subscriber::registry()
+        .with(lines.and_then(spans))
+        .with(filter);
+    tracing::subscriber::set_global_default(subscriber).map_err(|error| error.to_string())?;
     // librdkafka logs through the `log` crate.
     log::set_boxed_logger(Box::new(KafkaLogs::new(tracing_log::LogTracer::new())))
-        .expect("logging is set up once");
+        .map_err(|error| error.to_string())?;
     log::set_max_level(tracing_log::AsLog::as_log(
         &tracing::level_filters::LevelFilter::current(),
     ));
+    Ok(provider)
+}
+
+/// Spans in batches to the collector, each new trace kept with `sample_ratio` (by its
+/// trace id, so every span of a kept trace is kept), a caller's own decision followed.
+fn tracer_provider(
+    traces: &Tracing,
+) -> Result<opentelemetry_sdk::trace::SdkTracerProvider, String> {
+    use opentelemetry_otlp::WithExportConfig;
+    use opentelemetry_sdk::trace::Sampler;
+
+    let exporter = opentelemetry_otlp::SpanExporter::builder()
+        .with_http()
+        .with_endpoint(traces.url.clone())
+        .with_timeout(Duration::from_secs(5))
+        .build()
+        .map_err(|error| format!("the OTLP exporter for {}: {error}", traces.url))?;
+    let sampler = Sampler::ParentBased(Box::new(Sampler::TraceIdRatioBased(traces.sample_ratio)));
+    let resource = opentelemetry_sdk::Resource::builder()
+        .with_service_name("tidemark")
+        .with_attribute(opentelemetry::KeyValue::new(
+            "service.version",
+            env!("CARGO_PKG_VERSION"),
+        ))
+        .build();
+    Ok(opentelemetry_sdk::trace::SdkTracerProvider::builder()
+        .with_batch_exporter(exporter)
+        .with_sampler(sampler)
+        .with_resource(resource)
+        .build())
 }
 
 /// How often one warning stands for librdkafka's connection failures.

@@ -299,9 +299,36 @@ async fn request_id(request: Request, next: Next) -> Response {
                 .expect("a uuid is a valid header")
         });
     let text: dataflows::model::Str = id.to_str().unwrap_or_default().into();
-    let span = tracing::info_span!("request", request_id = %text);
-    let served = REQUEST_ID_OF_TASK.scope(text, next.run(request).instrument(span));
+    let span = tracing::info_span!(
+        "request",
+        request_id = %text,
+        trace_id = tracing::field::Empty,
+        correlation_id = tracing::field::Empty,
+        otel.kind = "server",
+        http.request.method = %request.method(),
+        url.path = request.uri().path(),
+        http.route = tracing::field::Empty,
+        http.response.status_code = tracing::field::Empty,
+    );
+    if crate::telemetry::tracing_on() {
+        crate::telemetry::follow_caller(&span, request.headers());
+    }
+    let method = request.method().clone();
+    let started = std::time::Instant::now();
+    let served = REQUEST_ID_OF_TASK.scope(text, next.run(request).instrument(span.clone()));
     let mut response = as_problem(served.await).await;
+    if let Some(route) = response.extensions().get::<crate::observability::Route>() {
+        span.record("http.route", route.0.as_str());
+        crate::telemetry::rename(&span, format!("{method} {}", route.0));
+    }
+    let status = response.status().as_u16();
+    span.record("http.response.status_code", status);
+    // The access log: at debug, as a busy server answers thousands a second
+    // (`TIDEMARK_LOG=info,tidemark::access=debug`).
+    span.in_scope(|| {
+        let took_ms = started.elapsed().as_secs_f64() * 1000.0;
+        tracing::debug!(target: "tidemark::access", status, took_ms, "served");
+    });
     response.headers_mut().insert(REQUEST_ID.clone(), id);
     response
 }

@@ -191,3 +191,43 @@ fn oauth_clients_and_service_accounts_are_checked_where_they_are_read() {
         assert!(error.contains(reason), "{toml}: {error}");
     }
 }
+
+#[test]
+fn traces_go_to_an_http_collector_and_a_share_of_them_is_kept() {
+    let config = load("", None).unwrap();
+    assert_eq!(config.traces_url().unwrap(), None, "no traces by default");
+    assert_eq!(config.trace_sample_ratio, 0.1);
+    for (endpoint, url) in [
+        ("http://127.0.0.1:4318", "http://127.0.0.1:4318/v1/traces"),
+        ("http://collector:4318/", "http://collector:4318/v1/traces"),
+        (
+            "http://agent:4318/otlp/v1/traces",
+            "http://agent:4318/otlp/v1/traces",
+        ),
+    ] {
+        let config = load(&format!("otlp_endpoint = {endpoint:?}\n"), None).unwrap();
+        assert_eq!(config.traces_url().unwrap().as_deref(), Some(url));
+    }
+    for (toml, reason) in [
+        ("otlp_endpoint = \"https://collector:4318\"\n", "is HTTPS"),
+        (
+            "otlp_endpoint = \"collector:4318\"\n",
+            "is not an http:// URL",
+        ),
+        (
+            "otlp_endpoint = \"http:///v1/traces\"\n",
+            "has no usable host",
+        ),
+        (
+            "trace_sample_ratio = 1.5\n",
+            "trace_sample_ratio must be between 0 and 1",
+        ),
+        (
+            "trace_sample_ratio = -0.1\n",
+            "trace_sample_ratio must be between 0 and 1",
+        ),
+    ] {
+        let error = load(toml, None).unwrap_err();
+        assert!(error.contains(reason), "{toml}: {error}");
+    }
+}

@@ -22,6 +22,8 @@ struct Server {
     metrics: String,
     /// The PostgreSQL wire protocol's address.
     pg: std::net::SocketAddr,
+    /// Every log line the server has written since it listened.
+    logs: Arc<Mutex<Vec<String>>>,
 }
 
 #[derive(Clone)]
@@ -84,12 +86,19 @@ impl Server {
             }
         };
         // Keep draining the logs so the server never blocks on a full pipe.
-        std::thread::spawn(move || for _ in lines {});
+        let logs = Arc::new(Mutex::new(Vec::new()));
+        let kept = Arc::clone(&logs);
+        std::thread::spawn(move || {
+            for line in lines.map_while(Result::ok) {
+                kept.lock().unwrap().push(line);
+            }
+        });
         let server = Server {
             child,
             client: Client { addr },
             pg,
             metrics,
+            logs,
         };
         for _ in 0..600 {
             if let Ok((200, _)) = server.client.try_request("GET", "/health/ready", None) {
@@ -1373,4 +1382,235 @@ fn dechunk(mut body: &str) -> String {
         body = &rest[size + 2..];
     }
     joined
+}
+
+/// A local OTLP/HTTP collector: keeps every span posted to `/v1/traces`, decoded as
+/// collectors decode them (protobuf `ExportTraceServiceRequest`).
+struct Collector {
+    url: String,
+    spans: Arc<Mutex<Vec<opentelemetry_proto::tonic::trace::v1::Span>>>,
+    _runtime: tokio::runtime::Runtime,
+}
+
+impl Collector {
+    fn start() -> Collector {
+        use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+        use prost::Message;
+
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .expect("a runtime");
+        let spans = Arc::new(Mutex::new(Vec::new()));
+        let kept = Arc::clone(&spans);
+        let listener = runtime
+            .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+            .expect("a port");
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let receive = axum::routing::post(
+            move |headers: axum::http::HeaderMap, body: axum::body::Bytes| async move {
+                assert_eq!(headers["content-type"], "application/x-protobuf");
+                let request = ExportTraceServiceRequest::decode(body).expect("OTLP protobuf");
+                let mut kept = kept.lock().unwrap();
+                for resource in request.resource_spans {
+                    let service = resource
+                        .resource
+                        .iter()
+                        .flat_map(|r| &r.attributes)
+                        .any(|kv| {
+                            kv.key == "service.name"
+                                && text(kv.value.as_ref()) == Some("tidemark".into())
+                        });
+                    assert!(service, "spans name their service");
+                    for scope in resource.scope_spans {
+                        kept.extend(scope.spans);
+                    }
+                }
+                ([("content-type", "application/x-protobuf")], Vec::new())
+            },
+        );
+        let router = axum::Router::new().route("/v1/traces", receive);
+        runtime.spawn(async move { axum::serve(listener, router).await });
+        Collector {
+            url,
+            spans,
+            _runtime: runtime,
+        }
+    }
+
+    /// Waits (up to a minute: the exporter sends every few seconds) until `found`
+    /// picks something out of the spans received.
+    fn wait_for<T>(&self, what: &str, found: impl Fn(&[Span]) -> Option<T>) -> T {
+        for _ in 0..1200 {
+            if let Some(found) = found(&self.spans.lock().unwrap()) {
+                return found;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let names: Vec<String> = self
+            .spans
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|span| span.name.clone())
+            .collect();
+        panic!("no {what} among the spans received: {names:?}");
+    }
+}
+
+type Span = opentelemetry_proto::tonic::trace::v1::Span;
+
+fn text(value: Option<&opentelemetry_proto::tonic::common::v1::AnyValue>) -> Option<String> {
+    use opentelemetry_proto::tonic::common::v1::any_value::Value as Any;
+    match value?.value.as_ref()? {
+        Any::StringValue(text) => Some(text.clone()),
+        Any::IntValue(int) => Some(int.to_string()),
+        _ => None,
+    }
+}
+
+fn attribute(span: &Span, key: &str) -> Option<String> {
+    (span.attributes.iter())
+        .find(|kv| kv.key == key)
+        .and_then(|kv| text(kv.value.as_ref()))
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|byte| format!("{byte:02x}")).collect()
+}
+
+/// With `--otlp-endpoint`, a request, the commands it sends, the batch they enter the
+/// dataflow in and the saga's effects are spans at a collector; a caller's
+/// `traceparent` is followed; and the log lines of a request carry its request id,
+/// correlation id and trace id.
+#[test]
+fn traces_go_to_an_otlp_collector_and_log_lines_carry_their_ids() {
+    let collector = Collector::start();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = Server::start_with(
+        dir.path(),
+        &[
+            "--otlp-endpoint".into(),
+            collector.url.clone(),
+            "--trace-sample-ratio".into(),
+            "1".into(),
+        ],
+        &[("TIDEMARK_LOG", "info,tidemark::access=debug")],
+    );
+    let (status, product) = server.request("POST", "/api/v1/products", Some(json!({"sku": "TRACE-1", "name": "Traced mug", "price_cents": 900, "currency": "USD", "initial_stock": 5})));
+    assert_eq!(status, 201, "{product}");
+    let (status, user) = server.request(
+        "POST",
+        "/api/v1/users",
+        Some(json!({"email": "trace@example.com", "password": "password123", "name": "Trace"})),
+    );
+    assert_eq!(status, 201, "{user}");
+    let body = json!({"user_id": user["id"], "items": [{"product_id": product["id"], "quantity": 1}], "payment_method": {"type": "card", "card_number": "4242424242424242", "exp_month": 1, "exp_year": 2040, "cvc": "999"}});
+    let (status, order) = server.request("POST", "/api/v1/orders", Some(body));
+    assert_eq!(status, 201, "{order}");
+    let order_id = order["id"].as_str().unwrap().to_string();
+
+    // The order's request, and under it its command, the append and the wait.
+    let request = collector.wait_for("order request", |spans| {
+        spans
+            .iter()
+            .find(|span| span.name == "POST /api/v1/orders")
+            .cloned()
+    });
+    assert_eq!(
+        attribute(&request, "http.response.status_code").as_deref(),
+        Some("201")
+    );
+    assert_eq!(
+        attribute(&request, "correlation_id").as_deref(),
+        Some(order_id.as_str())
+    );
+    let request_id = attribute(&request, "request_id").expect("a request id");
+    let command = collector.wait_for("the order's command", |spans| {
+        spans
+            .iter()
+            .find(|span| span.name == "command" && span.parent_span_id == request.span_id)
+            .cloned()
+    });
+    assert_eq!(command.trace_id, request.trace_id);
+    assert_eq!(
+        attribute(&command, "command").as_deref(),
+        Some("place_order")
+    );
+    assert_eq!(
+        attribute(&command, "correlation_id").as_deref(),
+        Some(order_id.as_str())
+    );
+    for step in ["log.append", "views.wait"] {
+        collector.wait_for(step, |spans| {
+            spans
+                .iter()
+                .find(|span| span.name == step && span.parent_span_id == command.span_id)
+                .cloned()
+        });
+    }
+    // The batches through the dataflow, and the saga's charge, by the order's id.
+    collector.wait_for("a dataflow batch", |spans| {
+        spans
+            .iter()
+            .find(|span| {
+                span.name == "dataflow.batch"
+                    && span.end_time_unix_nano >= span.start_time_unix_nano
+            })
+            .cloned()
+    });
+    let effect = collector.wait_for("the order's charge", |spans| {
+        spans
+            .iter()
+            .find(|span| {
+                span.name == "effect"
+                    && attribute(span, "correlation_id").as_deref() == Some(order_id.as_str())
+            })
+            .cloned()
+    });
+    assert_eq!(attribute(&effect, "effect").as_deref(), Some("charge"));
+
+    // A caller's trace is followed: the request's span is its child.
+    let caller_trace = "4bf92f3577b34da6a3ce929d0e0e4736";
+    let caller_span = "00f067aa0ba902b7";
+    let mut stream = TcpStream::connect(&server.client.addr).unwrap();
+    write!(stream, "GET /api/v1/products HTTP/1.1\r\nHost: tidemark\r\ntraceparent: 00-{caller_trace}-{caller_span}-01\r\nConnection: close\r\n\r\n").unwrap();
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).unwrap();
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    let followed = collector.wait_for("the caller's trace", |spans| {
+        spans
+            .iter()
+            .find(|span| hex(&span.trace_id) == caller_trace)
+            .cloned()
+    });
+    assert_eq!(followed.name, "GET /api/v1/products");
+    assert_eq!(hex(&followed.parent_span_id), caller_span);
+
+    // The order's log line carries its request id, correlation id and trace id.
+    let trace_id = hex(&request.trace_id);
+    let line = (0..600)
+        .find_map(|_| {
+            let found = server
+                .logs
+                .lock()
+                .unwrap()
+                .iter()
+                .find(|line| line.contains(&request_id) && line.contains("\"served\""))
+                .cloned();
+            if found.is_none() {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            found
+        })
+        .expect("an access log line of the order's request");
+    let entry: Value = serde_json::from_str(&line).expect("a JSON log line");
+    let span = (entry["spans"].as_array().into_iter().flatten())
+        .find(|span| span["name"] == "request")
+        .unwrap_or_else(|| panic!("the request's span in {entry}"));
+    assert_eq!(span["request_id"], request_id.as_str(), "{entry}");
+    assert_eq!(span["correlation_id"], order_id.as_str(), "{entry}");
+    assert_eq!(span["trace_id"], trace_id.as_str(), "{entry}");
+    assert_eq!(entry["status"], 201, "{entry}");
 }
