@@ -10,14 +10,12 @@
 //! The metric views are followed the same way, at the metric views' own frontiers.
 
 use std::collections::VecDeque;
-use std::convert::Infallible;
 use std::sync::Arc;
-use std::time::Duration;
 
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
-use axum::response::sse::{Event as Sse, KeepAlive};
-use axum::response::{IntoResponse, Response};
+use axum::response::sse::Event as Sse;
+use axum::response::Response;
 use serde_json::json;
 
 use super::error::{ApiError, ApiResult};
@@ -73,19 +71,9 @@ pub async fn changes(
         following: None,
     };
     feed.start(resume_from).await;
-    let closing = Box::pin(feed.app.streams_closing());
-    let stream = futures::stream::unfold((feed, closing), |(mut feed, mut closing)| async move {
-        let event = tokio::select! {
-            event = feed.next() => event?,
-            // The server is stopping: the client reconnects (to another server, or to
-            // this one once it is back) with the last id it had.
-            () = &mut closing => return None,
-        };
-        Some((Ok::<_, Infallible>(event), (feed, closing)))
-    });
-    Ok(axum::response::Sse::new(stream)
-        .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
-        .into_response())
+    let held = super::sse::Held::new(&feed.app, &headers, &caller);
+    let app = feed.app.clone();
+    Ok(super::sse::respond(&app, feed, held))
 }
 
 /// The rows a caller may follow: customers only their own (and asking for another
@@ -184,7 +172,7 @@ impl Feed {
         self.following = Some(following);
     }
 
-    async fn next(&mut self) -> Option<Sse> {
+    async fn next_event(&mut self) -> Option<Sse> {
         loop {
             if let Some(event) = self.queued.pop_front() {
                 return Some(event);
@@ -213,6 +201,12 @@ impl Feed {
                 None => self.following = None,
             }
         }
+    }
+}
+
+impl super::sse::Events for Feed {
+    fn next(&mut self) -> impl std::future::Future<Output = Option<Sse>> + Send {
+        self.next_event()
     }
 }
 

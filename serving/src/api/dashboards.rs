@@ -2,13 +2,12 @@
 //! board's changes as Server-Sent Events, and the page that draws them (`/dashboard`),
 //! served from the binary with its chart library (uPlot, vendored), no CDN.
 
-use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::{Path, State};
-use axum::http::{header, HeaderValue, StatusCode};
-use axum::response::sse::{Event as Sse, KeepAlive};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::sse::Event as Sse;
 use axum::response::{Html, IntoResponse, Response};
 use axum::Json;
 use serde_json::{json, Value};
@@ -16,6 +15,7 @@ use tokio::sync::watch;
 
 use super::error::{ApiError, ApiResult};
 use super::App;
+use crate::auth::Caller;
 use crate::dashboards::{self, Board, Dashboard, DASHBOARDS};
 
 fn found(id: &str) -> ApiResult<&'static Dashboard> {
@@ -53,28 +53,21 @@ pub async fn get(State(app): State<App>, Path(id): Path<String>) -> ApiResult<Js
 /// `update` event with the panels that changed each time the board is computed again.
 /// A reader is only ever sent the newest board: one that reads slowly skips boards,
 /// never piles them up.
-pub async fn stream(State(app): State<App>, Path(id): Path<String>) -> ApiResult<Response> {
+pub async fn stream(
+    State(app): State<App>,
+    Caller(caller): Caller,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> ApiResult<Response> {
     let dashboard = found(&id)?;
     let boards = app.dashboards.follow(&app, dashboard);
-    let closing = Box::pin(app.streams_closing());
     let follower = Follower {
         dashboard,
         boards,
         sent: None,
     };
-    let stream = futures::stream::unfold(
-        (follower, closing),
-        |(mut follower, mut closing)| async move {
-            let event = tokio::select! {
-                event = follower.next() => event?,
-                () = &mut closing => return None,
-            };
-            Some((Ok::<_, Infallible>(event), (follower, closing)))
-        },
-    );
-    Ok(axum::response::Sse::new(stream)
-        .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
-        .into_response())
+    let held = super::sse::Held::new(&app, &headers, &caller);
+    Ok(super::sse::respond(&app, follower, held))
 }
 
 struct Follower {
@@ -84,8 +77,14 @@ struct Follower {
     sent: Option<Arc<Board>>,
 }
 
+impl super::sse::Events for Follower {
+    fn next(&mut self) -> impl std::future::Future<Output = Option<Sse>> + Send {
+        self.next_board()
+    }
+}
+
 impl Follower {
-    async fn next(&mut self) -> Option<Sse> {
+    async fn next_board(&mut self) -> Option<Sse> {
         loop {
             let newest = self.boards.borrow_and_update().clone();
             match (newest, &self.sent) {

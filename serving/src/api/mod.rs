@@ -18,6 +18,7 @@ mod orders;
 mod payments;
 mod reports;
 mod sql;
+mod sse;
 mod users;
 pub(crate) mod validate;
 

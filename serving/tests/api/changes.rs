@@ -396,3 +396,40 @@ async fn a_slow_reader_falls_behind_alone() {
     assert_eq!(resync.event, "resync", "{resync:?}");
     assert_eq!(rows(&slow.next().await).len(), 5);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_ends_once_its_key_is_revoked() {
+    let t = TestApp::new().await;
+    let created = t
+        .post(
+            "/api/v1/api-keys",
+            json!({"name": "watcher", "scopes": ["orders:read"]}),
+        )
+        .await;
+    assert_eq!(created.status, StatusCode::CREATED, "{:?}", created.body);
+    let (id, key) = (
+        created.body["id"].as_str().unwrap().to_string(),
+        created.body["key"].as_str().unwrap().to_string(),
+    );
+    let path = "/api/v1/views/orders/changes";
+    let mut orders = follow(&t, path, &[("x-api-key", &key)]).await;
+    assert_eq!(orders.next().await.event, "snapshot");
+    // A public stream, opened without credentials, is not affected.
+    let mut products = follow(&t, "/api/v1/views/products/changes", &[]).await;
+    assert_eq!(products.next().await.event, "snapshot");
+
+    let revoked = t
+        .send("DELETE", &format!("/api/v1/api-keys/{id}"), None, &[])
+        .await;
+    assert_eq!(revoked.status, StatusCode::NO_CONTENT);
+    let end = orders.next().await;
+    assert_eq!(end.event, "end", "{end:?}");
+    assert!(end.data["code"].is_string(), "{end:?}");
+    orders.ends().await;
+    // Reconnecting with the same key is refused.
+    let (status, _) = t.stream(path, &[("x-api-key", &key)]).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+
+    t.product("LATE", 100, 1).await;
+    assert_eq!(products.next().await.event, "update");
+}

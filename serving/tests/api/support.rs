@@ -363,6 +363,15 @@ impl EventStream {
             .expect("the stream goes on")
     }
 
+    /// Waits (up to 30 s) for the stream to end, and panics if an event comes first.
+    pub async fn ends(&mut self) {
+        let deadline = std::time::Duration::from_secs(30);
+        let next = tokio::time::timeout(deadline, self.next_event())
+            .await
+            .expect("the end within 30 s");
+        assert!(next.is_none(), "the stream goes on: {next:?}");
+    }
+
     async fn next_event(&mut self) -> Option<SseEvent> {
         loop {
             while let Some(end) = self.buffer.find("\n\n") {
