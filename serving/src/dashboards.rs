@@ -308,33 +308,111 @@ pub fn find(id: &str) -> Option<&'static Dashboard> {
     DASHBOARDS.iter().find(|board| board.id == id)
 }
 
+/// A dashboard as the API shows it: its definition, and with `GET /dashboards/{id}`
+/// each panel's value at one frontier.
+#[derive(Debug, Serialize, schemars::JsonSchema)]
+pub struct DashboardView {
+    pub id: &'static str,
+    pub title: &'static str,
+    pub description: &'static str,
+    pub panels: Vec<PanelView>,
+    /// The frontier of the metric views every value was read at.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub frontier: Option<u64>,
+}
+
+/// `GET /dashboards`.
+#[derive(Debug, Serialize, schemars::JsonSchema)]
+pub struct DashboardList {
+    pub dashboards: Vec<DashboardView>,
+}
+
+#[derive(Debug, Serialize, schemars::JsonSchema)]
+pub struct PanelView {
+    pub id: &'static str,
+    pub title: &'static str,
+    pub chart: Chart,
+    /// What the figures count: `cents` (minor units of the row's currency), `ratio`,
+    /// `ms`, `per_second`, `days`, or null for plain counts.
+    pub unit: Option<&'static str>,
+    pub source: SourceView,
+    /// The per-minute series of the `anomalies` view marked on this panel.
+    pub anomaly_series: &'static [&'static str],
+    /// The panel's figures, with the board's values.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "Option<PanelValue>")]
+    pub value: Option<Value>,
+}
+
+/// Where a panel's figures come from.
+#[derive(Debug, Serialize, schemars::JsonSchema)]
+#[serde(untagged)]
+pub enum SourceView {
+    /// A query over the live views, as `POST /sql` runs it.
+    Sql { sql: &'static str },
+    /// A figure of the API's last minute: `p99_latency_ms`, `error_rate` or
+    /// `requests_per_second`.
+    Process { process: &'static str },
+}
+
+/// A panel's value, as `chart_rows` and `compute` make it (the schema only).
+#[derive(schemars::JsonSchema)]
+#[allow(dead_code)]
+struct PanelValue {
+    /// The columns, each `{name, type}` (SQL type names).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    columns: Option<Vec<PanelColumn>>,
+    /// The rows, one value per column; times as Unix milliseconds.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    rows: Option<Vec<Vec<Value>>>,
+    /// The anomalies marked on a timeseries: `[minute, series, value, lower, upper]`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    anomalies: Option<Vec<Anomaly>>,
+    /// Why the panel's query failed, instead of the rest.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<String>,
+}
+
+/// `[minute, series, value, lower, upper]`.
+type Anomaly = (i64, String, Option<f64>, Option<f64>, Option<f64>);
+
+#[derive(schemars::JsonSchema)]
+#[allow(dead_code)]
+struct PanelColumn {
+    name: String,
+    r#type: String,
+}
+
 impl Dashboard {
     /// The definition, as listed.
-    pub fn definition(&self) -> Value {
-        let panels: Vec<Value> = self.panels.iter().map(Panel::definition).collect();
-        json!({
-            "id": self.id,
-            "title": self.title,
-            "description": self.description,
-            "panels": panels,
-        })
+    pub fn definition(&self) -> DashboardView {
+        DashboardView {
+            id: self.id,
+            title: self.title,
+            description: self.description,
+            panels: self.panels.iter().map(Panel::definition).collect(),
+            frontier: None,
+        }
     }
 }
 
 impl Panel {
-    fn definition(&self) -> Value {
+    fn definition(&self) -> PanelView {
         let source = match self.source {
-            Source::Sql(query) => json!({ "sql": query }),
-            Source::Pulse(figure) => json!({ "process": figure.name() }),
+            Source::Sql(sql) => SourceView::Sql { sql },
+            Source::Pulse(figure) => SourceView::Process {
+                process: figure.name(),
+            },
         };
-        json!({
-            "id": self.id,
-            "title": self.title,
-            "chart": self.chart,
-            "unit": self.unit,
-            "source": source,
-            "anomaly_series": self.anomalies,
-        })
+        PanelView {
+            id: self.id,
+            title: self.title,
+            chart: self.chart,
+            unit: self.unit,
+            source,
+            anomaly_series: self.anomalies,
+            value: None,
+        }
     }
 }
 
@@ -349,18 +427,13 @@ pub struct Board {
 
 impl Board {
     /// The definition with each panel's value.
-    pub fn to_json(&self, dashboard: &Dashboard) -> Value {
-        let mut document = dashboard.definition();
-        for (panel, value) in document["panels"]
-            .as_array_mut()
-            .expect("panels")
-            .iter_mut()
-            .zip(&self.values)
-        {
-            panel["value"] = value.clone();
+    pub fn view(&self, dashboard: &Dashboard) -> DashboardView {
+        let mut view = dashboard.definition();
+        for (panel, value) in view.panels.iter_mut().zip(&self.values) {
+            panel.value = Some(value.clone());
         }
-        document["frontier"] = json!(self.frontier);
-        document
+        view.frontier = Some(self.frontier);
+        view
     }
 }
 

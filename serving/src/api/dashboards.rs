@@ -16,7 +16,7 @@ use tokio::sync::watch;
 use super::error::{ApiError, ApiResult};
 use super::App;
 use crate::auth::Caller;
-use crate::dashboards::{self, Board, Dashboard, DASHBOARDS};
+use crate::dashboards::{self, Board, Dashboard, DashboardList, DashboardView, DASHBOARDS};
 
 fn found(id: &str) -> ApiResult<&'static Dashboard> {
     dashboards::find(id).ok_or_else(|| {
@@ -30,14 +30,14 @@ fn found(id: &str) -> ApiResult<&'static Dashboard> {
 }
 
 /// `GET /dashboards`: every dashboard's definition.
-pub async fn list() -> Json<Value> {
-    let boards: Vec<Value> = DASHBOARDS.iter().map(Dashboard::definition).collect();
-    Json(json!({ "dashboards": boards }))
+pub async fn list() -> Json<DashboardList> {
+    let dashboards = DASHBOARDS.iter().map(Dashboard::definition).collect();
+    Json(DashboardList { dashboards })
 }
 
 /// `GET /dashboards/{id}`: the definition with each panel's value, read once every
 /// command acknowledged before the request is in the metric views.
-pub async fn get(State(app): State<App>, Path(id): Path<String>) -> ApiResult<Json<Value>> {
+pub async fn get(State(app): State<App>, Path(id): Path<String>) -> ApiResult<Json<DashboardView>> {
     let dashboard = found(&id)?;
     let timeout = Duration::from_millis(app.config.command_timeout_ms);
     let snapshot = app
@@ -46,7 +46,7 @@ pub async fn get(State(app): State<App>, Path(id): Path<String>) -> ApiResult<Js
         .await
         .map_err(crate::runtime::Error::from)?;
     let board = dashboards::compute(&app, dashboard, snapshot).await;
-    Ok(Json(board.to_json(dashboard)))
+    Ok(Json(board.view(dashboard)))
 }
 
 /// `GET /dashboards/{id}/stream`: a `snapshot` event with every panel's value, then an
@@ -91,7 +91,8 @@ impl Follower {
                 (Some(board), None) => {
                     let event = Sse::default()
                         .event("snapshot")
-                        .data(board.to_json(self.dashboard).to_string());
+                        .json_data(board.view(self.dashboard))
+                        .unwrap_or_default();
                     self.sent = Some(board);
                     return Some(event);
                 }
