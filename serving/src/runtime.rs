@@ -345,11 +345,20 @@ impl Tidemark {
                 records,
             };
             if let Some(spans) = &batch_spans {
+                // The orders (and other aggregates) the batch's commands are about: the
+                // first few, to find a batch by an order's id.
+                let mut correlation_ids: Vec<&str> = (batch.records.iter())
+                    .map(|(_, envelope)| envelope.command.aggregate_id())
+                    .collect();
+                correlation_ids.sort_unstable();
+                correlation_ids.dedup();
+                correlation_ids.truncate(BATCH_SPAN_IDS);
                 let span = tracing::info_span!(
                     parent: None,
                     "dataflow.batch",
                     ts = batch.ts,
                     commands = batch.records.len(),
+                    correlation_ids = correlation_ids.join(","),
                 );
                 let _ = spans.send((batch.ts, span));
             }
@@ -521,6 +530,9 @@ fn decode(seq: Seq, payload: &[u8]) -> Result<Envelope> {
 
 /// Tells the views which requests sent the commands of `batch`, before it enters the
 /// dataflow, so that their events leave with their request ids.
+/// Correlation ids a batch's span names at most.
+const BATCH_SPAN_IDS: usize = 32;
+
 /// Where the spans of the batches entering the dataflow go: each ends when the views
 /// settle its batch, so it measures the batch's way through the dataflow. Only while
 /// spans go to a collector, and on the async runtime.

@@ -74,14 +74,12 @@ pub fn follow_caller(span: &tracing::Span, headers: &axum::http::HeaderMap) {
 }
 
 /// Names a request's span by its route (`POST /api/v1/orders`), known once the
-/// router has matched it.
+/// router has matched it. Only while spans go to a collector (`tracing_on`).
 pub fn rename(span: &tracing::Span, name: String) {
     use opentelemetry::trace::TraceContextExt;
     use tracing_opentelemetry::OpenTelemetrySpanExt;
 
-    if tracing_on() {
-        span.context().span().update_name(name);
-    }
+    span.context().span().update_name(name);
 }
 
 /// Sets up the log lines (JSON or pretty, on stderr) and, with `traces`, the export of

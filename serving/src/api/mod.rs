@@ -320,7 +320,9 @@ async fn request_id(request: Request, next: Next) -> Response {
     let mut response = as_problem(served.await).await;
     if let Some(route) = response.extensions().get::<crate::observability::Route>() {
         span.record("http.route", route.0.as_str());
-        crate::telemetry::rename(&span, format!("{method} {}", route.0));
+        if crate::telemetry::tracing_on() {
+            crate::telemetry::rename(&span, format!("{method} {}", route.0));
+        }
     }
     let status = response.status().as_u16();
     span.record("http.response.status_code", status);

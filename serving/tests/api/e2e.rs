@@ -1551,15 +1551,19 @@ fn traces_go_to_an_otlp_collector_and_log_lines_carry_their_ids() {
         });
     }
     // The batches through the dataflow, and the saga's charge, by the order's id.
-    collector.wait_for("a dataflow batch", |spans| {
+    let batch = collector.wait_for("the order's dataflow batch", |spans| {
         spans
             .iter()
             .find(|span| {
                 span.name == "dataflow.batch"
-                    && span.end_time_unix_nano >= span.start_time_unix_nano
+                    && attribute(span, "correlation_ids")
+                        .is_some_and(|ids| ids.split(',').any(|id| id == order_id))
             })
             .cloned()
     });
+    assert!(batch.end_time_unix_nano >= batch.start_time_unix_nano);
+    let commands = attribute(&batch, "commands").and_then(|n| n.parse::<u64>().ok());
+    assert!(commands >= Some(1), "{batch:?}");
     let effect = collector.wait_for("the order's charge", |spans| {
         spans
             .iter()
