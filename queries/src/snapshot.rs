@@ -186,6 +186,9 @@ pub struct Snapshot {
     /// Commands that first used an idempotency key: their refusals are kept as long as
     /// the key is, so a retried request gets the same answer.
     keyed_seqs: OrdSet<Seq>,
+    /// Retractions of a row its view did not hold: none, while the dataflow's updates
+    /// are consistent (each row in at most once, and out only once it is in).
+    unmatched_retractions: u64,
 }
 
 impl Snapshot {
@@ -382,7 +385,12 @@ impl Snapshot {
             let group = &updates[start..end];
             match group.iter().rev().find(|(_, diff)| *diff > 0) {
                 Some((row, _)) => self.insert(row),
-                None => group.iter().for_each(|(row, _)| self.retract(row)),
+                None => group.iter().for_each(|(row, _)| {
+                    if self.holds(row) == Some(false) {
+                        self.unmatched_retractions += 1;
+                    }
+                    self.retract(row)
+                }),
             }
             start = end;
         }
@@ -650,6 +658,44 @@ impl Snapshot {
                 }
             }
         }
+    }
+
+    /// How many retractions so far were of a row its view did not hold: a dataflow that
+    /// retracts a row twice, or one it never inserted. Zero unless something is wrong.
+    pub fn unmatched_retractions(&self) -> u64 {
+        self.unmatched_retractions
+    }
+
+    /// Whether the view of `row` holds exactly it, for the views kept by id; `None` for
+    /// stock and the metric views, which are kept otherwise.
+    fn holds(&self, row: &Row) -> Option<bool> {
+        fn held<T: PartialEq>(rows: &Rows<T>, id: &str, row: &Arc<T>) -> bool {
+            rows.map.get(id).is_some_and(|kept| kept == row)
+        }
+        Some(match row {
+            Row::Product(product) => held(&self.products, &product.product_id, product),
+            Row::User(user) => held(&self.users, &user.user_id, user),
+            Row::Cart(cart) => held(&self.carts, &cart.cart_id, cart),
+            Row::Order(order) => held(&self.orders, &order.order_id, order),
+            Row::Payment(payment) => held(&self.payments, &payment.payment_id, payment),
+            Row::Shipment(shipment) => held(&self.shipments, &shipment.shipment_id, shipment),
+            Row::Effect(effect) => held(&self.effects, effect.effect_id(), effect),
+            Row::Idempotency(record) => held(&self.idempotency, &record.key, record),
+            Row::Reservation(reservation) => {
+                held(&self.reservations, &reservation.reservation_id, reservation)
+            }
+            Row::Report(report) => held(&self.reports, &report.report_id, report),
+            Row::ReportSchedule(schedule) => {
+                held(&self.report_schedules, &schedule.schedule_id, schedule)
+            }
+            Row::ApiKey(key) => held(&self.api_keys, &key.key_id, key),
+            Row::RevokedToken(token) => held(&self.revoked_tokens, &token.token_id, token),
+            Row::SigningKey(key) => held(&self.signing_keys, &key.kid, key),
+            Row::ErasedUser(erased) => held(&self.erased_users, &erased.user_id, erased),
+            Row::Session(session) => held(&self.sessions, &session.session_id, session),
+            Row::SignIn(attempt) => held(&self.sign_ins, &attempt.attempt_id, attempt),
+            Row::Stock(_) | Row::Metric(_) => return None,
+        })
     }
 
     /// The key that kept the refusal at `seq` readable is gone: so is the refusal.

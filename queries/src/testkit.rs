@@ -91,6 +91,12 @@ impl Harness {
         self.store
             .wait_for_blocking(settled_frontier(self.ts), Duration::from_secs(30))
             .expect("views catch up");
+        // Every test's dataflow output is checked for consistency on the way.
+        assert_eq!(
+            self.store.read().unmatched_retractions(),
+            0,
+            "the views were told to retract rows they did not hold"
+        );
         (first..=self.seq).collect()
     }
 
