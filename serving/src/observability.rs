@@ -109,6 +109,12 @@ pub const EXPORTED: &[Exported] = &[
         help: "Changefeed readers that fell behind and started again from a snapshot",
     },
     Exported {
+        name: "tidemark_view_unmatched_retractions_total",
+        kind: Kind::Counter,
+        unit: None,
+        help: "Retractions of rows the views did not hold: an inconsistency, zero unless something is wrong",
+    },
+    Exported {
         name: "tidemark_effects_pending",
         kind: Kind::Gauge,
         unit: None,
@@ -287,6 +293,8 @@ fn observe_state(app: &Tidemark) {
         gauge!("tidemark_view_rows", "view" => view).set(rows as f64);
     }
     gauge!("tidemark_changefeed_readers").set(app.changefeeds.readers() as f64);
+    counter!("tidemark_view_unmatched_retractions_total")
+        .absolute(snapshot.unmatched_retractions());
     gauge!("tidemark_effects_pending").set(snapshot.effects.len() as f64);
     gauge!("tidemark_log_end_position").set(app.log.durable_end() as f64);
     let lag_ms = log_ts(app.views.frontier()).saturating_sub(log_ts(app.views.metrics_frontier()));
