@@ -386,10 +386,9 @@ impl Snapshot {
             match group.iter().rev().find(|(_, diff)| *diff > 0) {
                 Some((row, _)) => self.insert(row),
                 None => group.iter().for_each(|(row, _)| {
-                    if self.holds(row) == Some(false) {
+                    if !self.retract(row) {
                         self.unmatched_retractions += 1;
                     }
-                    self.retract(row)
                 }),
             }
             start = end;
@@ -565,82 +564,86 @@ impl Snapshot {
         }
     }
 
-    fn retract(&mut self, row: &Row) {
+    /// Takes `row` out of its view; says whether the view held it (stock and the metric
+    /// views always do: they are kept otherwise).
+    fn retract(&mut self, row: &Row) -> bool {
         match row {
             Row::Product(product) => {
-                if self.products.retract(&product.product_id, product) {
+                let held = self.products.retract(&product.product_id, product);
+                if held {
                     remove_if_points_to(
                         &mut self.products_by_sku,
                         &product.sku,
                         &product.product_id,
                     );
                 }
+                held
             }
-            Row::Stock(stock) => self.set_stock(stock, 0),
+            Row::Stock(stock) => {
+                self.set_stock(stock, 0);
+                true
+            }
             Row::User(user) => {
-                if self.users.retract(&user.user_id, user) {
+                let held = self.users.retract(&user.user_id, user);
+                if held {
                     let key = email_key(&user.email);
                     remove_if_points_to(&mut self.users_by_email, &key, &user.user_id);
                 }
+                held
             }
-            Row::Cart(cart) => {
-                self.carts.retract(&cart.cart_id, cart);
-            }
+            Row::Cart(cart) => self.carts.retract(&cart.cart_id, cart),
             Row::Order(order) => {
-                if self.orders.retract(&order.order_id, order) {
+                let held = self.orders.retract(&order.order_id, order);
+                if held {
                     self.orders_by_user.remove(&order_index_key(order));
                 }
+                held
             }
-            Row::Payment(payment) => {
-                self.payments.retract(&payment.payment_id, payment);
-            }
-            Row::Shipment(shipment) => {
-                self.shipments.retract(&shipment.shipment_id, shipment);
-            }
-            Row::Effect(effect) => {
-                self.effects.retract(effect.effect_id(), effect);
-            }
+            Row::Payment(payment) => self.payments.retract(&payment.payment_id, payment),
+            Row::Shipment(shipment) => self.shipments.retract(&shipment.shipment_id, shipment),
+            Row::Effect(effect) => self.effects.retract(effect.effect_id(), effect),
             Row::Idempotency(record) => {
-                if self.idempotency.retract(&record.key, record) {
+                let held = self.idempotency.retract(&record.key, record);
+                if held {
                     self.forget_keyed(record.first_seq);
                 }
+                held
             }
-            Row::Reservation(reservation) => {
-                self.reservations
-                    .retract(&reservation.reservation_id, reservation);
-            }
+            Row::Reservation(reservation) => self
+                .reservations
+                .retract(&reservation.reservation_id, reservation),
             Row::Report(report) => {
-                if self.reports.retract(&report.report_id, report) {
+                let held = self.reports.retract(&report.report_id, report);
+                if held {
                     self.reports_queued
                         .remove(&(report.requested_at, report.report_id.clone()));
                 }
+                held
             }
-            Row::ReportSchedule(schedule) => {
-                self.report_schedules
-                    .retract(&schedule.schedule_id, schedule);
-            }
+            Row::ReportSchedule(schedule) => self
+                .report_schedules
+                .retract(&schedule.schedule_id, schedule),
             Row::ApiKey(key) => {
-                if self.api_keys.retract(&key.key_id, key) {
+                let held = self.api_keys.retract(&key.key_id, key);
+                if held {
                     remove_if_points_to(&mut self.api_keys_by_hash, &key.key_hash, &key.key_id);
                 }
+                held
             }
-            Row::RevokedToken(token) => {
-                self.revoked_tokens.retract(&token.token_id, token);
-            }
-            Row::SigningKey(key) => {
-                self.signing_keys.retract(&key.kid, key);
-            }
-            Row::ErasedUser(erased) => {
-                self.erased_users.retract(&erased.user_id, erased);
-            }
+            Row::RevokedToken(token) => self.revoked_tokens.retract(&token.token_id, token),
+            Row::SigningKey(key) => self.signing_keys.retract(&key.kid, key),
+            Row::ErasedUser(erased) => self.erased_users.retract(&erased.user_id, erased),
             Row::Session(session) => {
-                if self.sessions.retract(&session.session_id, session) {
+                let held = self.sessions.retract(&session.session_id, session);
+                if held {
                     self.sessions_by_user
                         .remove(&(session.user_id.clone(), session.session_id.clone()));
                 }
+                held
             }
             Row::SignIn(attempt) => {
-                if self.sign_ins.retract(&attempt.attempt_id, attempt) {
+                let held = self.sign_ins.retract(&attempt.attempt_id, attempt);
+                if held {
                     if let Some(user_id) = &attempt.user_id {
                         self.sign_ins_by_user.remove(&(
                             user_id.clone(),
@@ -649,6 +652,7 @@ impl Snapshot {
                         ));
                     }
                 }
+                held
             }
             Row::Metric(row) => {
                 if self.metrics[row.metric.index()].retract(&row.id, row)
@@ -656,6 +660,7 @@ impl Snapshot {
                 {
                     self.add_product_units(&product_of_sales_day(row), -row.measures[0]);
                 }
+                true
             }
         }
     }
@@ -664,38 +669,6 @@ impl Snapshot {
     /// retracts a row twice, or one it never inserted. Zero unless something is wrong.
     pub fn unmatched_retractions(&self) -> u64 {
         self.unmatched_retractions
-    }
-
-    /// Whether the view of `row` holds exactly it, for the views kept by id; `None` for
-    /// stock and the metric views, which are kept otherwise.
-    fn holds(&self, row: &Row) -> Option<bool> {
-        fn held<T: PartialEq>(rows: &Rows<T>, id: &str, row: &Arc<T>) -> bool {
-            rows.map.get(id).is_some_and(|kept| kept == row)
-        }
-        Some(match row {
-            Row::Product(product) => held(&self.products, &product.product_id, product),
-            Row::User(user) => held(&self.users, &user.user_id, user),
-            Row::Cart(cart) => held(&self.carts, &cart.cart_id, cart),
-            Row::Order(order) => held(&self.orders, &order.order_id, order),
-            Row::Payment(payment) => held(&self.payments, &payment.payment_id, payment),
-            Row::Shipment(shipment) => held(&self.shipments, &shipment.shipment_id, shipment),
-            Row::Effect(effect) => held(&self.effects, effect.effect_id(), effect),
-            Row::Idempotency(record) => held(&self.idempotency, &record.key, record),
-            Row::Reservation(reservation) => {
-                held(&self.reservations, &reservation.reservation_id, reservation)
-            }
-            Row::Report(report) => held(&self.reports, &report.report_id, report),
-            Row::ReportSchedule(schedule) => {
-                held(&self.report_schedules, &schedule.schedule_id, schedule)
-            }
-            Row::ApiKey(key) => held(&self.api_keys, &key.key_id, key),
-            Row::RevokedToken(token) => held(&self.revoked_tokens, &token.token_id, token),
-            Row::SigningKey(key) => held(&self.signing_keys, &key.kid, key),
-            Row::ErasedUser(erased) => held(&self.erased_users, &erased.user_id, erased),
-            Row::Session(session) => held(&self.sessions, &session.session_id, session),
-            Row::SignIn(attempt) => held(&self.sign_ins, &attempt.attempt_id, attempt),
-            Row::Stock(_) | Row::Metric(_) => return None,
-        })
     }
 
     /// The key that kept the refusal at `seq` readable is gone: so is the refusal.
