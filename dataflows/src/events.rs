@@ -129,6 +129,9 @@ catalogue! {
     ReportFailed = "report.failed",
     ReportScheduled = "report.scheduled",
     ReportScheduleDeleted = "report.schedule_deleted",
+    DashboardCreated = "dashboard.created",
+    DashboardUpdated = "dashboard.updated",
+    DashboardDeleted = "dashboard.deleted",
     ApiKeyCreated = "api_key.created",
     ApiKeyExpiryChanged = "api_key.expiry_changed",
     ApiKeyRevoked = "api_key.revoked",
@@ -228,6 +231,9 @@ impl EventBody {
             E::ReportFailed(e) => &e.report_id,
             E::ReportScheduled(e) => &e.schedule_id,
             E::ReportScheduleDeleted(e) => &e.schedule_id,
+            E::DashboardCreated(e) => &e.dashboard_id,
+            E::DashboardUpdated(e) => &e.dashboard_id,
+            E::DashboardDeleted(e) => &e.dashboard_id,
             other => other.order_id().map_or("", |id| id),
         }
     }

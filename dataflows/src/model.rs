@@ -223,6 +223,9 @@ impl Command {
             ReportResult { .. } => "report_result",
             ScheduleReport { .. } => "schedule_report",
             DeleteReportSchedule { .. } => "delete_report_schedule",
+            CreateDashboard { .. } => "create_dashboard",
+            UpdateDashboard { .. } => "update_dashboard",
+            DeleteDashboard { .. } => "delete_dashboard",
             CreateApiKey { .. } => "create_api_key",
             RotateApiKey { .. } => "rotate_api_key",
             RevokeApiKey { .. } => "revoke_api_key",
@@ -270,6 +273,9 @@ impl Command {
             ScheduleReport { schedule_id, .. } | DeleteReportSchedule { schedule_id } => {
                 schedule_id
             }
+            CreateDashboard { dashboard_id, .. }
+            | UpdateDashboard { dashboard_id, .. }
+            | DeleteDashboard { dashboard_id } => dashboard_id,
             CreateApiKey { key_id, .. } | RotateApiKey { key_id, .. } | RevokeApiKey { key_id } => {
                 key_id
             }
@@ -445,6 +451,19 @@ pub enum Command {
     },
     DeleteReportSchedule {
         schedule_id: Str,
+    },
+    /// A dashboard saved through the API, beside the built-in ones.
+    CreateDashboard {
+        dashboard_id: Str,
+        definition: DashboardDefinition,
+    },
+    /// A saved dashboard's new definition, replacing the old one whole.
+    UpdateDashboard {
+        dashboard_id: Str,
+        definition: DashboardDefinition,
+    },
+    DeleteDashboard {
+        dashboard_id: Str,
     },
     /// An API key, known from here on only by the digest of its secret.
     CreateApiKey {
@@ -699,6 +718,62 @@ impl ReportFormat {
             ReportFormat::Parquet => "parquet",
         }
     }
+}
+
+/// A dashboard: panels, each a chart of one SQL query over the live views.
+#[derive(
+    Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema,
+)]
+pub struct DashboardDefinition {
+    pub title: Str,
+    pub description: Str,
+    pub panels: Vec<PanelDefinition>,
+}
+
+/// One panel of a saved dashboard.
+#[derive(
+    Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema,
+)]
+pub struct PanelDefinition {
+    /// Unique within its dashboard.
+    pub id: Str,
+    pub title: Str,
+    pub chart: Chart,
+    pub source: PanelSource,
+    /// What the figures count: `cents`, `ratio`, `ms`, `per_second`, `days`, or none
+    /// for plain counts.
+    pub unit: Option<Str>,
+    /// The per-minute series of the `anomalies` view marked on it.
+    pub anomaly_series: Vec<Str>,
+}
+
+/// Where a panel's figures come from.
+#[derive(
+    Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum PanelSource {
+    /// A query over the live views, as `POST /api/v1/sql` runs it.
+    Sql(Str),
+    /// A figure of the API's last minute: `p99_latency_ms`, `error_rate` or
+    /// `requests_per_second`.
+    Process(Str),
+}
+
+/// How a dashboard's panel is drawn.
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum Chart {
+    /// One figure, or one per row (first column the label, second the figure).
+    Stat,
+    /// Lines over time: the first column is the time, each other column a series.
+    Timeseries,
+    /// One bar per row: the first column the label, the second the length.
+    Bar,
+    /// The rows as they are.
+    Table,
 }
 
 /// How a report run ended.

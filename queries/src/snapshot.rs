@@ -171,6 +171,8 @@ pub struct Snapshot {
     pub erased_users: Rows<ErasedUserRow>,
     /// The keys access tokens are signed with, published by every server, by `kid`.
     pub signing_keys: Rows<SigningKeyRow>,
+    /// The dashboards saved through the API, by id (the built-in ones are not rows).
+    pub dashboards: Rows<DashboardRow>,
     /// The metric views, by `Metric::index`.
     metrics: [Rows<MetricRow>; Metric::COUNT],
     /// Units in paid orders per product, summed over `product_sales_daily`, and the same
@@ -533,6 +535,9 @@ impl Snapshot {
             Row::SigningKey(key) => {
                 self.signing_keys.replace(&key.kid, key);
             }
+            Row::Dashboard(dashboard) => {
+                self.dashboards.replace(&dashboard.dashboard_id, dashboard);
+            }
             Row::ErasedUser(erased) => {
                 self.erased_users.replace(&erased.user_id, erased);
             }
@@ -632,6 +637,9 @@ impl Snapshot {
             }
             Row::RevokedToken(token) => self.revoked_tokens.retract(&token.token_id, token),
             Row::SigningKey(key) => self.signing_keys.retract(&key.kid, key),
+            Row::Dashboard(dashboard) => {
+                self.dashboards.retract(&dashboard.dashboard_id, dashboard)
+            }
             Row::ErasedUser(erased) => self.erased_users.retract(&erased.user_id, erased),
             Row::Session(session) => {
                 let held = self.sessions.retract(&session.session_id, session);
@@ -747,6 +755,7 @@ impl Snapshot {
                 .cloned()
                 .map(Row::SigningKey),
         );
+        rows.extend(self.dashboards.shared_rows().cloned().map(Row::Dashboard));
         for metric in &self.metrics {
             rows.extend(metric.shared_rows().cloned().map(Row::Metric));
         }

@@ -2,7 +2,7 @@
 //! `crate::events::EventBody` names each of these on the event bus.
 
 use crate::events::records;
-use crate::model::{ReportFormat, ReportRequest, Str, Time};
+use crate::model::{DashboardDefinition, ReportFormat, ReportRequest, Str, Time};
 
 records! {
     /// A report was asked for; the report executor runs it.
@@ -39,5 +39,24 @@ records! {
     /// A schedule was deleted: it asks for no more runs.
     pub struct ReportScheduleDeleted {
         pub schedule_id: Str,
+    }
+
+    /// A dashboard was saved beside the built-in ones.
+    pub struct DashboardCreated {
+        pub dashboard_id: Str,
+        #[serde(flatten)]
+        pub definition: DashboardDefinition,
+    }
+
+    /// A saved dashboard was given a new definition; its followers are sent it.
+    pub struct DashboardUpdated {
+        pub dashboard_id: Str,
+        #[serde(flatten)]
+        pub definition: DashboardDefinition,
+    }
+
+    /// A saved dashboard was deleted; its followers' streams end.
+    pub struct DashboardDeleted {
+        pub dashboard_id: Str,
     }
 }

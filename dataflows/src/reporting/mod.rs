@@ -2,11 +2,12 @@
 //! schedules, decided here and run outside the dataflow by the report executor, as
 //! payments are.
 //!
-//! `Reports`: one aggregate keyed by report or schedule id.
-//! In: report requests and results, schedule creates and deletes. Out: `report.*`
-//! events and rejections.
+//! `Reports`: one aggregate keyed by report, schedule or dashboard id.
+//! In: report requests and results, schedule creates and deletes, dashboard creates,
+//! updates and deletes. Out: `report.*` and `dashboard.*` events and rejections.
 //! Invariants: a report id is asked for once (a schedule's slot names its report, so a
-//! slot runs once however often it is asked for); a report gets one result.
+//! slot runs once however often it is asked for); a report gets one result; a
+//! dashboard id names one dashboard at a time, and only a saved one changes.
 
 pub mod events;
 pub mod views;
@@ -16,7 +17,8 @@ use std::collections::{HashMap, HashSet};
 use timely::dataflow::Stream;
 
 use crate::events::{
-    ReportCompleted, ReportFailed, ReportRequested, ReportScheduleDeleted, ReportScheduled,
+    DashboardCreated, DashboardDeleted, DashboardUpdated, ReportCompleted, ReportFailed,
+    ReportRequested, ReportScheduleDeleted, ReportScheduled,
 };
 use crate::model::*;
 use crate::shared::input::{Decided, Input};
@@ -32,6 +34,9 @@ pub fn route(seq: Seq, ts: Ts, command: Command) -> Option<ReportIn> {
             | Command::ReportResult { .. }
             | Command::ScheduleReport { .. }
             | Command::DeleteReportSchedule { .. }
+            | Command::CreateDashboard { .. }
+            | Command::UpdateDashboard { .. }
+            | Command::DeleteDashboard { .. }
     )
     .then(|| Input::command(seq, ts, command))
 }
@@ -54,6 +59,7 @@ impl<'scope> Reports<'scope> for Stream<'scope, Time, Vec<ReportIn>> {
         // Each report asked for, and whether it has its result.
         let mut reports: HashMap<Str, bool> = HashMap::new();
         let mut schedules: HashSet<Str> = HashSet::new();
+        let mut dashboards: HashSet<Str> = HashSet::new();
         self.keyed_ordered(
             "Reports",
             |input: &ReportIn| key_hash(input.op.aggregate_id()),
@@ -137,6 +143,48 @@ impl<'scope> Reports<'scope> for Stream<'scope, Time, Vec<ReportIn>> {
                                 continue;
                             }
                             out.push(decided.event(ReportScheduleDeleted { schedule_id }));
+                        }
+                        Command::CreateDashboard {
+                            dashboard_id,
+                            definition,
+                        } => {
+                            if !dashboards.insert(dashboard_id.clone()) {
+                                out.push(decided.reject(
+                                    conflict("dashboard_exists"),
+                                    format!("dashboard {dashboard_id} already exists"),
+                                ));
+                                continue;
+                            }
+                            out.push(decided.event(DashboardCreated {
+                                dashboard_id,
+                                definition,
+                            }));
+                        }
+                        Command::UpdateDashboard {
+                            dashboard_id,
+                            definition,
+                        } => {
+                            if !dashboards.contains(&dashboard_id) {
+                                out.push(decided.reject(
+                                    RejectionKind::NotFound,
+                                    format!("dashboard {dashboard_id} does not exist"),
+                                ));
+                                continue;
+                            }
+                            out.push(decided.event(DashboardUpdated {
+                                dashboard_id,
+                                definition,
+                            }));
+                        }
+                        Command::DeleteDashboard { dashboard_id } => {
+                            if !dashboards.remove(&dashboard_id) {
+                                out.push(decided.reject(
+                                    RejectionKind::NotFound,
+                                    format!("dashboard {dashboard_id} does not exist"),
+                                ));
+                                continue;
+                            }
+                            out.push(decided.event(DashboardDeleted { dashboard_id }));
                         }
                         _ => {}
                     }

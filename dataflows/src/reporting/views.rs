@@ -3,7 +3,8 @@
 use serde::{Deserialize, Serialize};
 
 use crate::events::{
-    ReportCompleted, ReportFailed, ReportRequested, ReportScheduleDeleted, ReportScheduled,
+    DashboardCreated, DashboardDeleted, DashboardUpdated, ReportCompleted, ReportFailed,
+    ReportRequested, ReportScheduleDeleted, ReportScheduled,
 };
 use crate::model::*;
 
@@ -108,6 +109,43 @@ pub(crate) fn step_report_schedule(row: &mut Option<ReportScheduleRow>, event: &
             })
         }
         EventBody::ReportScheduleDeleted(ReportScheduleDeleted { .. }) => *row = None,
+        _ => {}
+    }
+}
+
+/// A dashboard saved through the API.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct DashboardRow {
+    pub dashboard_id: Str,
+    pub definition: DashboardDefinition,
+    /// 1 when created, one more at each update.
+    pub version: u64,
+    pub created_at: Ts,
+    pub updated_at: Ts,
+}
+
+pub(crate) fn step_dashboard(row: &mut Option<DashboardRow>, event: &Event) {
+    match &event.body {
+        EventBody::DashboardCreated(DashboardCreated {
+            dashboard_id,
+            definition,
+        }) => {
+            *row = Some(DashboardRow {
+                dashboard_id: dashboard_id.clone(),
+                definition: definition.clone(),
+                version: 1,
+                created_at: event.ts,
+                updated_at: event.ts,
+            })
+        }
+        EventBody::DashboardUpdated(DashboardUpdated { definition, .. }) => {
+            if let Some(row) = row.as_mut() {
+                row.definition = definition.clone();
+                row.version += 1;
+                row.updated_at = event.ts;
+            }
+        }
+        EventBody::DashboardDeleted(DashboardDeleted { .. }) => *row = None,
         _ => {}
     }
 }

@@ -126,6 +126,9 @@ impl Interner {
             | ReportResult { .. }
             | ScheduleReport { .. }
             | DeleteReportSchedule { .. }
+            | CreateDashboard { .. }
+            | UpdateDashboard { .. }
+            | DeleteDashboard { .. }
             | CreateApiKey { .. }
             | RotateApiKey { .. }
             | RevokeApiKey { .. }

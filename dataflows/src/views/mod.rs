@@ -30,7 +30,7 @@ use crate::fulfillment::views::step_shipment;
 use crate::model::*;
 use crate::orders::views::{step_cart, step_order};
 use crate::payments::views::step_payment;
-use crate::reporting::views::{step_report, step_report_schedule};
+use crate::reporting::views::{step_dashboard, step_report, step_report_schedule};
 use crate::users::views::{step_erased_user, step_sign_in, step_user};
 use effects::step_effect;
 
@@ -57,6 +57,8 @@ pub enum ViewKey {
     ErasedUser(Str),
     /// A key access tokens are signed with, by its id.
     SigningKey(Str),
+    /// A dashboard saved through the API, by its id.
+    Dashboard(Str),
 }
 
 /// Which view a row belongs to. Stock has two: units on hand and units reserved, each a
@@ -82,12 +84,13 @@ pub enum ViewKind {
     Session,
     ErasedUser,
     SigningKey,
+    Dashboard,
     Metric(Metric),
 }
 
 impl ViewKind {
     /// How many kinds there are, for tables with one slot per kind.
-    pub const COUNT: usize = 19 + Metric::COUNT;
+    pub const COUNT: usize = 20 + Metric::COUNT;
 
     /// A dense index below `COUNT`.
     pub fn index(self) -> usize {
@@ -111,7 +114,8 @@ impl ViewKind {
             ViewKind::Session => 16,
             ViewKind::ErasedUser => 17,
             ViewKind::SigningKey => 18,
-            ViewKind::Metric(metric) => 19 + metric.index(),
+            ViewKind::Dashboard => 19,
+            ViewKind::Metric(metric) => 20 + metric.index(),
         }
     }
 }
@@ -138,6 +142,7 @@ pub enum Row {
     Session(Arc<SessionRow>),
     ErasedUser(Arc<ErasedUserRow>),
     SigningKey(Arc<SigningKeyRow>),
+    Dashboard(Arc<DashboardRow>),
     Metric(Arc<MetricRow>),
 }
 
@@ -192,6 +197,7 @@ impl ViewKey {
             ViewKey::Session(_) => ViewKind::Session,
             ViewKey::ErasedUser(_) => ViewKind::ErasedUser,
             ViewKey::SigningKey(_) => ViewKind::SigningKey,
+            ViewKey::Dashboard(_) => ViewKind::Dashboard,
         }
     }
 
@@ -212,7 +218,8 @@ impl ViewKey {
             | ViewKey::RevokedToken(id)
             | ViewKey::Session(id)
             | ViewKey::ErasedUser(id)
-            | ViewKey::SigningKey(id) => id,
+            | ViewKey::SigningKey(id)
+            | ViewKey::Dashboard(id) => id,
         }
     }
 }
@@ -237,7 +244,7 @@ macro_rules! row_kind {
 
 row_kind!(Product => ProductRow, User => UserRow, Cart => CartRow, Order => OrderRow, Payment => PaymentRow,
     Shipment => ShipmentRow, Effect => EffectRow, Idempotency => IdempotencyRow, Reservation => ReservationRow, Report => ReportRow,
-    ReportSchedule => ReportScheduleRow, ApiKey => ApiKeyRow, SignIn => SignInRow, RevokedToken => RevokedTokenRow, Session => SessionRow, ErasedUser => ErasedUserRow, SigningKey => SigningKeyRow, Metric => MetricRow);
+    ReportSchedule => ReportScheduleRow, ApiKey => ApiKeyRow, SignIn => SignInRow, RevokedToken => RevokedTokenRow, Session => SessionRow, ErasedUser => ErasedUserRow, SigningKey => SigningKeyRow, Dashboard => DashboardRow, Metric => MetricRow);
 
 impl Row {
     /// The key a row is stored under: its view and its id there.
@@ -264,6 +271,7 @@ impl Row {
             Row::Session(row) => (ViewKind::Session, &row.session_id),
             Row::ErasedUser(row) => (ViewKind::ErasedUser, &row.user_id),
             Row::SigningKey(row) => (ViewKind::SigningKey, &row.kid),
+            Row::Dashboard(row) => (ViewKind::Dashboard, &row.dashboard_id),
             Row::Metric(row) => (ViewKind::Metric(row.metric), &row.id),
         }
     }
@@ -319,6 +327,11 @@ pub fn view_keys(body: &EventBody) -> Vec<ViewKey> {
         E::ReportScheduled(ReportScheduled { schedule_id, .. })
         | E::ReportScheduleDeleted(ReportScheduleDeleted { schedule_id }) => {
             keys.push(ViewKey::ReportSchedule(schedule_id.clone()))
+        }
+        E::DashboardCreated(DashboardCreated { dashboard_id, .. })
+        | E::DashboardUpdated(DashboardUpdated { dashboard_id, .. })
+        | E::DashboardDeleted(DashboardDeleted { dashboard_id }) => {
+            keys.push(ViewKey::Dashboard(dashboard_id.clone()))
         }
         E::ApiKeyCreated(ApiKeyCreated { key_id, .. })
         | E::ApiKeyExpiryChanged(ApiKeyExpiryChanged { key_id, .. })
@@ -425,5 +438,6 @@ pub fn step(key: &ViewKey, row: &mut Option<Row>, event: &Event) {
         ViewKey::Session(_) => typed!(Session, step_session),
         ViewKey::ErasedUser(_) => typed!(ErasedUser, step_erased_user),
         ViewKey::SigningKey(_) => typed!(SigningKey, step_signing_key),
+        ViewKey::Dashboard(_) => typed!(Dashboard, step_dashboard),
     }
 }

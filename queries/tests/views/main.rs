@@ -465,6 +465,27 @@ fn arb_command() -> impl Strategy<Value = Command> {
             new_refresh_hash: format!("r{next}").into(),
             ttl_ms: 3_600_000,
         }),
+        // Saved dashboards: created, changed and deleted, sometimes when they do not exist.
+        1 => (0u8..3, 0u8..3, 0u8..3).prop_map(|(n, verb, version)| {
+            let dashboard_id: Str = format!("d{n}").into();
+            let definition = DashboardDefinition {
+                title: format!("Board {version}").into(),
+                description: "".into(),
+                panels: vec![PanelDefinition {
+                    id: "orders".into(),
+                    title: "Orders".into(),
+                    chart: Chart::Stat,
+                    source: PanelSource::Sql("SELECT count(*) FROM orders".into()),
+                    unit: None,
+                    anomaly_series: Vec::new(),
+                }],
+            };
+            match verb {
+                0 => Command::CreateDashboard { dashboard_id, definition },
+                1 => Command::UpdateDashboard { dashboard_id, definition },
+                _ => Command::DeleteDashboard { dashboard_id },
+            }
+        }),
         1 => (0u8..2).prop_map(|s| Command::RevokeSession {
             session_id: format!("s{s}").into(),
             reason: "signed_out".into(),

@@ -16,7 +16,7 @@ pub fn rfc3339(ms: Ts) -> String {
 }
 
 /// A log time as RFC 3339 UTC with milliseconds, written straight into the output.
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, Debug)]
 pub struct Rfc3339(pub Ts);
 
 impl JsonSchema for Rfc3339 {

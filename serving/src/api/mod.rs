@@ -113,8 +113,16 @@ pub fn app(state: App) -> Router {
         .route("/reports/{id}", get(reports::get))
         .route("/reports/{id}/download", get(reports::download))
         .route("/views/{name}/changes", get(changes::changes))
-        .route("/dashboards", get(dashboards::list))
-        .route("/dashboards/{id}", get(dashboards::get))
+        .route(
+            "/dashboards",
+            get(dashboards::list).post(dashboards::create),
+        )
+        .route(
+            "/dashboards/{id}",
+            get(dashboards::get)
+                .put(dashboards::update)
+                .delete(dashboards::delete),
+        )
         .route("/dashboards/{id}/stream", get(dashboards::stream))
         .route("/api-keys", post(keys::create).get(keys::list))
         .route("/api-keys/{id}", get(keys::get).delete(keys::revoke))

@@ -58,6 +58,7 @@ pub fn rule(method: &Method, path: &str) -> Rule {
         ("/dashboards" | "/dashboards/{id}" | "/dashboards/{id}/stream", true) => {
             Scope("analytics:read")
         }
+        ("/dashboards" | "/dashboards/{id}", false) => Scope("dashboards:write"),
         // The catalog's feeds are public; the handler checks the others' as their GETs.
         ("/views/{name}/changes", true) => Public,
         (

@@ -35,7 +35,11 @@ pub const SCOPES: &[(&str, &str)] = &[
     ),
     ("users:read", "read and search users"),
     ("users:write", "change and delete any user"),
-    ("analytics:read", "SQL over every table, the KPIs"),
+    (
+        "analytics:read",
+        "SQL over every table, the KPIs, the dashboards",
+    ),
+    ("dashboards:write", "save, change and delete dashboards"),
     (
         "reports:read",
         "report templates, runs, files and schedules",

@@ -468,6 +468,30 @@ fn routes(w: &World) -> Vec<(&'static str, String, Option<Value>, Needs)> {
             None,
             Scope("analytics:read"),
         ),
+        (
+            "POST",
+            "/api/v1/dashboards".into(),
+            Some(json!({"id": "desk", "title": "Desk", "panels": [
+                {"id": "orders", "title": "Orders", "chart": "stat",
+                 "source": {"sql": "SELECT count(*) FROM orders"}}
+            ]})),
+            Scope("dashboards:write"),
+        ),
+        (
+            "PUT",
+            "/api/v1/dashboards/desk".into(),
+            Some(json!({"title": "Desk", "panels": [
+                {"id": "p99", "title": "p99", "chart": "stat",
+                 "source": {"process": "p99_latency_ms"}, "unit": "ms"}
+            ]})),
+            Scope("dashboards:write"),
+        ),
+        (
+            "DELETE",
+            "/api/v1/dashboards/none".into(),
+            None,
+            Scope("dashboards:write"),
+        ),
         ("GET", "/dashboard".into(), None, Open),
         ("GET", "/dashboard/assets/dashboard.js".into(), None, Open),
         ("GET", "/api/v1/views/products/changes".into(), None, Public),

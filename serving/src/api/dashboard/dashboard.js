@@ -327,6 +327,7 @@ async function readEvents(body, on) {
 async function follow(key, id) {
   let wait = 500;
   for (;;) {
+    let ended = null;
     try {
       const answer = await fetch("/api/v1/dashboards/" + encodeURIComponent(id) + "/stream", {
         headers: Object.assign({ Accept: "text/event-stream" }, authorized(key)),
@@ -344,6 +345,12 @@ async function follow(key, id) {
       if (!answer.ok) throw new Error("status " + answer.status);
       wait = 500;
       await readEvents(answer.body, (type, data) => {
+        if (type === "end") {
+          // The board was deleted, or the credential no longer holds: the next
+          // request says which (404, 401 or 403).
+          ended = data;
+          return;
+        }
         if (type === "snapshot") build(data);
         else if (type === "update") update(data);
         setStatus("live \u00b7 frontier " + data.frontier, "live");
@@ -351,7 +358,7 @@ async function follow(key, id) {
     } catch (error) {
       // Dropped (the server restarted, the network blinked): try again shortly.
     }
-    setStatus("reconnecting", "down");
+    setStatus(ended ? ended.detail : "reconnecting", "down");
     await new Promise((resolve) => setTimeout(resolve, wait));
     wait = Math.min(wait * 2, 10000);
   }
