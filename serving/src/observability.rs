@@ -391,7 +391,7 @@ pub async fn track(request: Request, next: Next) -> Response {
         .get::<Route>()
         .map_or_else(|| "unmatched".to_string(), |route| route.0.clone());
     let took = started.elapsed();
-    crate::pulse::pulse().record(response.status().as_u16(), took);
+    crate::pulse::pulse().record(&route, response.status().as_u16(), took);
     let status = response.status().as_u16().to_string();
     histogram!("tidemark_http_request_duration_seconds", "method" => method, "route" => route.clone())
         .record(took.as_secs_f64());

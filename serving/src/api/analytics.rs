@@ -14,7 +14,8 @@ use super::json::{to_value, Rfc3339};
 use super::{ApiResult, App};
 
 /// Orders per minute, average order value, payment success and inventory turnover, now
-/// and over the last hour of log time, at the newest frontier.
+/// and over the last hour of log time, at the newest frontier; and the API's service
+/// levels over the last hour.
 pub async fn kpis(State(app): State<App>) -> ApiResult<Json<Value>> {
     let timeout = std::time::Duration::from_millis(app.config.command_timeout_ms);
     let snapshot = app
@@ -30,6 +31,7 @@ pub async fn kpis(State(app): State<App>) -> ApiResult<Json<Value>> {
         average_order_cents: kpis.average_order_cents,
         payment_success_rate: kpis.payment_success_rate,
         inventory_turnover: kpis.inventory_turnover,
+        sla: crate::pulse::pulse().service_levels(),
     })))
 }
 
@@ -46,4 +48,8 @@ pub struct KpisView {
     average_order_cents: BTreeMap<Str, Average>,
     payment_success_rate: SuccessRate,
     inventory_turnover: Turnover,
+    /// The API's service levels over the last hour against the architecture brief's
+    /// objectives: availability, p99 latency and error rate, by service. Measured by
+    /// this process since it started (the time it was down is Prometheus' to see).
+    sla: crate::pulse::ServiceLevels,
 }

@@ -277,6 +277,40 @@ async fn live_metrics_count_the_orders_just_acknowledged() {
     );
     assert!(kpis["as_of"].as_str().unwrap().ends_with('Z'));
     assert!(kpis["frontier"].as_u64().unwrap() > 0);
+
+    // The API's service levels against the brief's objectives. The pulse is the
+    // process's, shared by every test in it: counts are at least this test's.
+    let sla = &kpis["sla"];
+    assert!(
+        (1..=60).contains(&sla["window_minutes"].as_u64().unwrap()),
+        "{sla}"
+    );
+    let services: Vec<&str> = (sla["services"].as_array().unwrap().iter())
+        .map(|level| level["service"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        services,
+        ["users", "orders", "payments", "inventory", "all"]
+    );
+    let level = |name: &str| {
+        (sla["services"].as_array().unwrap().iter())
+            .find(|level| level["service"] == name)
+            .unwrap()
+            .clone()
+    };
+    let orders = level("orders");
+    // Three orders placed and read, and more by the other tests.
+    assert!(orders["requests"].as_u64().unwrap() >= 6, "{orders}");
+    assert_eq!(
+        orders["objectives"],
+        json!({"availability": 0.999, "p99_ms": 100.0, "error_rate": 0.005})
+    );
+    assert!(orders["p99_ms"].as_f64().unwrap() > 0.0, "{orders}");
+    assert!(orders["met"].is_boolean(), "{orders}");
+    let availability = orders["availability"].as_f64().unwrap();
+    assert!((0.0..=1.0).contains(&availability), "{orders}");
+    assert_eq!(level("payments")["objectives"]["availability"], 0.9999);
+    assert!(level("all")["requests"].as_u64().unwrap() >= orders["requests"].as_u64().unwrap());
 }
 
 /// Counts of each event in the history, by type (`SELECT type, count(*) FROM events`).
