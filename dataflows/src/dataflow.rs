@@ -22,6 +22,7 @@ use crate::orders::{self, OrderFulfillment, OrderOp, OrderOut};
 use crate::reporting::{self, Reports};
 use crate::shared::claims::ClaimUnique;
 use crate::shared::input::Outcome;
+use crate::users::loyalty::Loyalty;
 use crate::users::sign_ins::{self, SignIns};
 use crate::users::{self, EmailIn, UserAccounts, UserOut};
 use crate::views::{read_models, Row};
@@ -140,8 +141,11 @@ pub fn build<'scope>(
         .sessions();
 
     // One operator each gathers every aggregate's events and refusals.
+    // Completed orders earn their buyers points; refunds take them back.
+    let loyalty = events_of(&order_out).loyalty();
     let events = scope.concatenate([
         events_of(&order_out),
+        loyalty,
         events_of(&catalog_out),
         events_of(&user_out),
         events_of(&cart_out),

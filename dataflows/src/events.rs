@@ -150,6 +150,8 @@ catalogue! {
     MfaEnabled = "user.mfa_enabled",
     MfaDisabled = "user.mfa_disabled",
     MfaRecoveryCodeUsed = "user.mfa_recovery_code_used",
+    LoyaltyPointsEarned = "loyalty.points_earned",
+    LoyaltyPointsReversed = "loyalty.points_reversed",
 }
 
 impl EventBody {
@@ -234,6 +236,8 @@ impl EventBody {
             E::DashboardCreated(e) => &e.dashboard_id,
             E::DashboardUpdated(e) => &e.dashboard_id,
             E::DashboardDeleted(e) => &e.dashboard_id,
+            E::LoyaltyPointsEarned(e) => &e.user_id,
+            E::LoyaltyPointsReversed(e) => &e.user_id,
             other => other.order_id().map_or("", |id| id),
         }
     }

@@ -173,6 +173,8 @@ pub struct Snapshot {
     pub signing_keys: Rows<SigningKeyRow>,
     /// The dashboards saved through the API, by id (the built-in ones are not rows).
     pub dashboards: Rows<DashboardRow>,
+    /// Each user's loyalty points and tier, by user id.
+    pub loyalty: Rows<LoyaltyRow>,
     /// The metric views, by `Metric::index`.
     metrics: [Rows<MetricRow>; Metric::COUNT],
     /// Units in paid orders per product, summed over `product_sales_daily`, and the same
@@ -194,6 +196,13 @@ pub struct Snapshot {
 }
 
 impl Snapshot {
+    /// A user's loyalty tier: standard until their points say otherwise.
+    pub fn tier_of(&self, user_id: &str) -> dataflows::users::loyalty::Tier {
+        self.loyalty
+            .get(user_id)
+            .map_or(Default::default(), |row| row.tier)
+    }
+
     /// This snapshot with the metric views of `other`.
     pub(crate) fn with_metrics_of(mut self, other: &Snapshot) -> Snapshot {
         self.metrics.clone_from(&other.metrics);
@@ -538,6 +547,9 @@ impl Snapshot {
             Row::Dashboard(dashboard) => {
                 self.dashboards.replace(&dashboard.dashboard_id, dashboard);
             }
+            Row::Loyalty(loyalty) => {
+                self.loyalty.replace(&loyalty.user_id, loyalty);
+            }
             Row::ErasedUser(erased) => {
                 self.erased_users.replace(&erased.user_id, erased);
             }
@@ -640,6 +652,7 @@ impl Snapshot {
             Row::Dashboard(dashboard) => {
                 self.dashboards.retract(&dashboard.dashboard_id, dashboard)
             }
+            Row::Loyalty(loyalty) => self.loyalty.retract(&loyalty.user_id, loyalty),
             Row::ErasedUser(erased) => self.erased_users.retract(&erased.user_id, erased),
             Row::Session(session) => {
                 let held = self.sessions.retract(&session.session_id, session);
@@ -756,6 +769,7 @@ impl Snapshot {
                 .map(Row::SigningKey),
         );
         rows.extend(self.dashboards.shared_rows().cloned().map(Row::Dashboard));
+        rows.extend(self.loyalty.shared_rows().cloned().map(Row::Loyalty));
         for metric in &self.metrics {
             rows.extend(metric.shared_rows().cloned().map(Row::Metric));
         }

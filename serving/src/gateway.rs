@@ -4,7 +4,8 @@
 //!
 //! Rate limits are GCRA buckets (governor), one per caller: a client address for
 //! callers without credentials (`public`), the user or the key otherwise
-//! (`authenticated`, or `premium` for keys with the `premium` scope). Administrators
+//! (`authenticated`, or `premium` for keys with the `premium` scope and for users, and
+//! their keys, whose loyalty tier is premium). Administrators
 //! are not limited unless `gateway.limit_admins` is set. Each bucket holds a minute's
 //! quota and refills continuously, so a client may burst its whole quota and then
 //! sustain its rate. The counts live in this process: with several servers behind a
@@ -91,7 +92,13 @@ impl RateLimits {
     }
 
     /// The tier and bucket of a caller; none for a caller who is not limited.
-    pub fn bucket(&self, principal: &Principal, client: Client) -> Option<(Tier, String)> {
+    /// `member` says whether the caller acts for a user whose loyalty tier is premium.
+    pub fn bucket(
+        &self,
+        principal: &Principal,
+        client: Client,
+        member: bool,
+    ) -> Option<(Tier, String)> {
         let admin = principal.has_scope(ADMIN);
         if admin && !self.limit_admins {
             return None;
@@ -101,6 +108,7 @@ impl RateLimits {
             Principal::Key { scopes, .. } if scopes.iter().any(|scope| &**scope == PREMIUM) => {
                 Tier::Premium
             }
+            _ if member => Tier::Premium,
             _ => Tier::Authenticated,
         };
         let bucket = match principal {

@@ -101,4 +101,19 @@ records! {
         pub user_id: Str,
         pub remaining: u32,
     }
+
+    /// A completed order earned its buyer points (less any share already refunded).
+    pub struct LoyaltyPointsEarned {
+        pub user_id: Str,
+        pub order_id: Str,
+        pub points: i64,
+    }
+
+    /// A refund took back the refunded share of an order's points.
+    pub struct LoyaltyPointsReversed {
+        pub user_id: Str,
+        pub order_id: Str,
+        pub refund_id: Str,
+        pub points: i64,
+    }
 }

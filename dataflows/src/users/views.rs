@@ -4,10 +4,12 @@
 use serde::{Deserialize, Serialize};
 
 use crate::events::{
-    MfaDisabled, MfaEnabled, MfaEnrollmentStarted, MfaRecoveryCodeUsed, UserAuthenticated,
-    UserAuthenticationFailed, UserCreated, UserDeleted, UserLocked, UserUnlocked, UserUpdated,
+    LoyaltyPointsEarned, LoyaltyPointsReversed, MfaDisabled, MfaEnabled, MfaEnrollmentStarted,
+    MfaRecoveryCodeUsed, UserAuthenticated, UserAuthenticationFailed, UserCreated, UserDeleted,
+    UserLocked, UserUnlocked, UserUpdated,
 };
 use crate::model::*;
+use crate::users::loyalty::Tier;
 
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct UserRow {
@@ -205,4 +207,45 @@ pub(crate) fn step_erased_user(row: &mut Option<ErasedUserRow>, event: &Event) {
             erased_at: event.ts,
         });
     }
+}
+
+/// A user's loyalty points: what completed orders earned, less what refunds took back.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct LoyaltyRow {
+    pub user_id: Str,
+    /// Earned less reversed: the balance, and what the tier is judged on.
+    pub points: i64,
+    pub earned: i64,
+    pub reversed: i64,
+    /// Orders that earned points.
+    pub orders: u64,
+    pub tier: Tier,
+    pub updated_at: Ts,
+}
+
+pub(crate) fn step_loyalty(row: &mut Option<LoyaltyRow>, event: &Event) {
+    let (user_id, earned, reversed) = match &event.body {
+        EventBody::LoyaltyPointsEarned(LoyaltyPointsEarned {
+            user_id, points, ..
+        }) => (user_id, *points, 0),
+        EventBody::LoyaltyPointsReversed(LoyaltyPointsReversed {
+            user_id, points, ..
+        }) => (user_id, 0, *points),
+        _ => return,
+    };
+    let row = row.get_or_insert_with(|| LoyaltyRow {
+        user_id: user_id.clone(),
+        points: 0,
+        earned: 0,
+        reversed: 0,
+        orders: 0,
+        tier: Tier::Standard,
+        updated_at: event.ts,
+    });
+    row.earned += earned;
+    row.reversed += reversed;
+    row.orders += u64::from(matches!(event.body, EventBody::LoyaltyPointsEarned(_)));
+    row.points = row.earned - row.reversed;
+    row.tier = Tier::of(row.points);
+    row.updated_at = event.ts;
 }

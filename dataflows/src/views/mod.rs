@@ -31,7 +31,7 @@ use crate::model::*;
 use crate::orders::views::{step_cart, step_order};
 use crate::payments::views::step_payment;
 use crate::reporting::views::{step_dashboard, step_report, step_report_schedule};
-use crate::users::views::{step_erased_user, step_sign_in, step_user};
+use crate::users::views::{step_erased_user, step_loyalty, step_sign_in, step_user};
 use effects::step_effect;
 
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -59,6 +59,8 @@ pub enum ViewKey {
     SigningKey(Str),
     /// A dashboard saved through the API, by its id.
     Dashboard(Str),
+    /// A user's loyalty points, by the user's id.
+    Loyalty(Str),
 }
 
 /// Which view a row belongs to. Stock has two: units on hand and units reserved, each a
@@ -85,12 +87,13 @@ pub enum ViewKind {
     ErasedUser,
     SigningKey,
     Dashboard,
+    Loyalty,
     Metric(Metric),
 }
 
 impl ViewKind {
     /// How many kinds there are, for tables with one slot per kind.
-    pub const COUNT: usize = 20 + Metric::COUNT;
+    pub const COUNT: usize = 21 + Metric::COUNT;
 
     /// A dense index below `COUNT`.
     pub fn index(self) -> usize {
@@ -115,7 +118,8 @@ impl ViewKind {
             ViewKind::ErasedUser => 17,
             ViewKind::SigningKey => 18,
             ViewKind::Dashboard => 19,
-            ViewKind::Metric(metric) => 20 + metric.index(),
+            ViewKind::Loyalty => 20,
+            ViewKind::Metric(metric) => 21 + metric.index(),
         }
     }
 }
@@ -143,6 +147,7 @@ pub enum Row {
     ErasedUser(Arc<ErasedUserRow>),
     SigningKey(Arc<SigningKeyRow>),
     Dashboard(Arc<DashboardRow>),
+    Loyalty(Arc<LoyaltyRow>),
     Metric(Arc<MetricRow>),
 }
 
@@ -198,6 +203,7 @@ impl ViewKey {
             ViewKey::ErasedUser(_) => ViewKind::ErasedUser,
             ViewKey::SigningKey(_) => ViewKind::SigningKey,
             ViewKey::Dashboard(_) => ViewKind::Dashboard,
+            ViewKey::Loyalty(_) => ViewKind::Loyalty,
         }
     }
 
@@ -219,7 +225,8 @@ impl ViewKey {
             | ViewKey::Session(id)
             | ViewKey::ErasedUser(id)
             | ViewKey::SigningKey(id)
-            | ViewKey::Dashboard(id) => id,
+            | ViewKey::Dashboard(id)
+            | ViewKey::Loyalty(id) => id,
         }
     }
 }
@@ -244,7 +251,7 @@ macro_rules! row_kind {
 
 row_kind!(Product => ProductRow, User => UserRow, Cart => CartRow, Order => OrderRow, Payment => PaymentRow,
     Shipment => ShipmentRow, Effect => EffectRow, Idempotency => IdempotencyRow, Reservation => ReservationRow, Report => ReportRow,
-    ReportSchedule => ReportScheduleRow, ApiKey => ApiKeyRow, SignIn => SignInRow, RevokedToken => RevokedTokenRow, Session => SessionRow, ErasedUser => ErasedUserRow, SigningKey => SigningKeyRow, Dashboard => DashboardRow, Metric => MetricRow);
+    ReportSchedule => ReportScheduleRow, ApiKey => ApiKeyRow, SignIn => SignInRow, RevokedToken => RevokedTokenRow, Session => SessionRow, ErasedUser => ErasedUserRow, SigningKey => SigningKeyRow, Dashboard => DashboardRow, Loyalty => LoyaltyRow, Metric => MetricRow);
 
 impl Row {
     /// The key a row is stored under: its view and its id there.
@@ -272,6 +279,7 @@ impl Row {
             Row::ErasedUser(row) => (ViewKind::ErasedUser, &row.user_id),
             Row::SigningKey(row) => (ViewKind::SigningKey, &row.kid),
             Row::Dashboard(row) => (ViewKind::Dashboard, &row.dashboard_id),
+            Row::Loyalty(row) => (ViewKind::Loyalty, &row.user_id),
             Row::Metric(row) => (ViewKind::Metric(row.metric), &row.id),
         }
     }
@@ -332,6 +340,10 @@ pub fn view_keys(body: &EventBody) -> Vec<ViewKey> {
         | E::DashboardUpdated(DashboardUpdated { dashboard_id, .. })
         | E::DashboardDeleted(DashboardDeleted { dashboard_id }) => {
             keys.push(ViewKey::Dashboard(dashboard_id.clone()))
+        }
+        E::LoyaltyPointsEarned(LoyaltyPointsEarned { user_id, .. })
+        | E::LoyaltyPointsReversed(LoyaltyPointsReversed { user_id, .. }) => {
+            keys.push(ViewKey::Loyalty(user_id.clone()))
         }
         E::ApiKeyCreated(ApiKeyCreated { key_id, .. })
         | E::ApiKeyExpiryChanged(ApiKeyExpiryChanged { key_id, .. })
@@ -439,5 +451,6 @@ pub fn step(key: &ViewKey, row: &mut Option<Row>, event: &Event) {
         ViewKey::ErasedUser(_) => typed!(ErasedUser, step_erased_user),
         ViewKey::SigningKey(_) => typed!(SigningKey, step_signing_key),
         ViewKey::Dashboard(_) => typed!(Dashboard, step_dashboard),
+        ViewKey::Loyalty(_) => typed!(Loyalty, step_loyalty),
     }
 }

@@ -158,6 +158,28 @@ fn saga_runs_to_completion_and_deducts_stock() {
         }
     );
     assert!(snapshot.effects.is_empty());
+    // Completed: 2 units at 10.00 earn 20 points.
+    let loyalty = snapshot.loyalty.get("u1").expect("points").clone();
+    assert_eq!((loyalty.points, loyalty.orders), (20, 1));
+    assert_eq!(loyalty.tier, dataflows::users::loyalty::Tier::Standard);
+    // A quarter refunded takes a quarter back.
+    h.batch(vec![Command::RequestRefund {
+        payment_id: "pay_o1".into(),
+        order_id: "o1".into(),
+        amount_cents: Some(500),
+        reason: "damaged".into(),
+    }]);
+    h.batch(vec![Command::RefundResult {
+        refund_id: refund_id_for("pay_o1", 1),
+        payment_id: "pay_o1".into(),
+        order_id: "o1".into(),
+        succeeded: true,
+    }]);
+    let loyalty = h.store.read().loyalty.get("u1").expect("points").clone();
+    assert_eq!(
+        (loyalty.points, loyalty.earned, loyalty.reversed),
+        (15, 20, 5)
+    );
 }
 
 #[test]
@@ -511,7 +533,66 @@ fn arb_batches() -> impl Strategy<Value = Vec<(Ts, Vec<Command>)>> {
         5 => prop::collection::vec(arb_command(), 1..6),
         1 => prop::collection::vec(arb_order(), 4..9),
     ];
-    prop::collection::vec((jump, batch), 1..10)
+    // Now and then one order all the way to delivery, a step a batch, so that orders
+    // complete (and earn points) and some are refunded after.
+    let segment = prop_oneof![
+        6 => (jump, batch).prop_map(|step| vec![step]),
+        1 => arb_lifecycle(),
+    ];
+    prop::collection::vec(segment, 1..10)
+        .prop_map(|segments| segments.into_iter().flatten().collect())
+}
+
+/// An order placed, paid, dispatched and delivered, one batch each; then perhaps a
+/// part of it refunded, or all of it.
+fn arb_lifecycle() -> impl Strategy<Value = Vec<(Ts, Vec<Command>)>> {
+    let product = prop::sample::select(PRODUCTS.to_vec());
+    (
+        0u8..12,
+        product,
+        1i64..3,
+        prop::option::of(prop_oneof![Just(500i64), Just(100_000)]),
+    )
+        .prop_map(|(n, product, quantity, refund)| {
+            let id = format!("o{n}");
+            let payment_id = payment_id_for(&id);
+            let shipment_id = shipment_id_for(&id);
+            let mut steps = vec![
+                vec![order(&id, &[(product, quantity)], true)],
+                vec![Command::PaymentResult {
+                    payment_id: payment_id.clone(),
+                    order_id: id.as_str().into(),
+                    outcome: PaymentOutcome::Approved {
+                        charge_id: "ch".into(),
+                    },
+                }],
+                vec![Command::ShipmentDispatched {
+                    shipment_id: shipment_id.clone(),
+                    order_id: id.as_str().into(),
+                    carrier: "c".into(),
+                    tracking_number: "t".into(),
+                }],
+                vec![Command::ShipmentDelivered {
+                    shipment_id,
+                    order_id: id.as_str().into(),
+                }],
+            ];
+            if let Some(amount) = refund {
+                steps.push(vec![Command::RequestRefund {
+                    payment_id: payment_id.clone(),
+                    order_id: id.as_str().into(),
+                    amount_cents: Some(amount),
+                    reason: "r".into(),
+                }]);
+                steps.push(vec![Command::RefundResult {
+                    refund_id: refund_id_for(&payment_id, 1),
+                    payment_id,
+                    order_id: id.into(),
+                    succeeded: true,
+                }]);
+            }
+            steps.into_iter().map(|step| (1, step)).collect()
+        })
 }
 
 /// Stock invariants: nothing negative, and reserved stock is exactly what live orders hold.
@@ -616,6 +697,67 @@ fn check_indexes(h: &Harness) {
     }
 }
 
+/// Loyalty, specified from the order events alone: each completed order earns a point
+/// per whole unit of its total, and its refunds take back the refunded share of those
+/// (rounded down, never more than it earned), in whatever order they came.
+fn check_loyalty(h: &Harness) {
+    #[derive(Default)]
+    struct Order {
+        user: String,
+        total: i64,
+        completed: bool,
+        refunded: i64,
+    }
+    let mut orders: BTreeMap<String, Order> = BTreeMap::new();
+    for event in h.store.recorded_events() {
+        match event.body {
+            EventBody::OrderCreated(created) => {
+                let order = orders.entry(created.order_id.to_string()).or_default();
+                order.user = created.user_id.to_string();
+            }
+            EventBody::OrderReserved(reserved) => {
+                orders
+                    .entry(reserved.order_id.to_string())
+                    .or_default()
+                    .total = reserved.total_cents;
+            }
+            EventBody::OrderCompleted(completed) => {
+                orders
+                    .entry(completed.order_id.to_string())
+                    .or_default()
+                    .completed = true;
+            }
+            EventBody::RefundProcessed(refund) => {
+                orders
+                    .entry(refund.order_id.to_string())
+                    .or_default()
+                    .refunded += refund.amount_cents;
+            }
+            _ => {}
+        }
+    }
+    let mut expected: BTreeMap<String, i64> = BTreeMap::new();
+    for order in orders
+        .values()
+        .filter(|order| order.completed && order.total > 0)
+    {
+        let earned = order.total / 100;
+        let taken = earned * order.refunded.min(order.total) / order.total;
+        *expected.entry(order.user.clone()).or_default() += earned - taken;
+    }
+    expected.retain(|_, points| *points != 0);
+    let snapshot = h.store.read();
+    let mut held: BTreeMap<String, i64> = BTreeMap::new();
+    for row in snapshot.loyalty.values() {
+        assert!(row.points >= 0, "{row:?}");
+        assert_eq!(row.points, row.earned - row.reversed, "{row:?}");
+        if row.points != 0 {
+            held.insert(row.user_id.to_string(), row.points);
+        }
+    }
+    assert_eq!(held, expected, "points per user");
+}
+
 fn run(workers: usize, batches: &[(Ts, Vec<Command>)]) -> (Vec<BTreeSet<Row>>, Vec<Event>) {
     let mut h = Harness::new(workers);
     h.batch(PRODUCTS.iter().map(|p| product(p, 4)).collect());
@@ -636,6 +778,7 @@ fn run(workers: usize, batches: &[(Ts, Vec<Command>)]) -> (Vec<BTreeSet<Row>>, V
         }
         check_invariants(&h);
         check_indexes(&h);
+        check_loyalty(&h);
         states.push(rows);
     }
     (states, h.store.recorded_events())

@@ -215,10 +215,12 @@ pub struct UserView<'a> {
     /// Recovery codes not used yet, while two-factor authentication is on.
     #[serde(skip_serializing_if = "Option::is_none")]
     recovery_codes_left: Option<u32>,
+    /// The loyalty tier, `standard` or `premium` (`GET /users/{id}/loyalty`).
+    tier: &'static str,
 }
 
 impl<'a> UserView<'a> {
-    pub fn of(row: &'a UserRow) -> UserView<'a> {
+    pub fn of(snapshot: &Snapshot, row: &'a UserRow) -> UserView<'a> {
         UserView {
             id: &row.user_id,
             email: &row.email,
@@ -239,6 +241,44 @@ impl<'a> UserView<'a> {
                 (false, None) => "off",
             },
             recovery_codes_left: row.mfa_enabled.then_some(row.recovery_codes_left),
+            tier: snapshot.tier_of(&row.user_id).as_str(),
+        }
+    }
+}
+
+/// A user's loyalty points and tier.
+#[derive(Serialize, JsonSchema)]
+#[schemars(rename = "Loyalty")]
+pub struct LoyaltyView<'a> {
+    user_id: &'a str,
+    /// Earned less taken back by refunds.
+    points: i64,
+    earned: i64,
+    reversed: i64,
+    /// Completed orders that earned points.
+    orders: u64,
+    /// `standard`, or `premium` from `premium_points` on.
+    tier: &'static str,
+    premium_points: i64,
+    /// Points per whole unit of an order's total (100 minor units, any currency).
+    points_per_unit: i64,
+    /// When points last changed; null before the first.
+    updated_at: Option<Rfc3339>,
+}
+
+impl<'a> LoyaltyView<'a> {
+    pub fn of(user_id: &'a str, row: Option<&LoyaltyRow>) -> LoyaltyView<'a> {
+        use dataflows::users::loyalty::{Tier, POINTS_PER_UNIT, PREMIUM_POINTS};
+        LoyaltyView {
+            user_id,
+            points: row.map_or(0, |row| row.points),
+            earned: row.map_or(0, |row| row.earned),
+            reversed: row.map_or(0, |row| row.reversed),
+            orders: row.map_or(0, |row| row.orders),
+            tier: row.map_or(Tier::Standard, |row| row.tier).as_str(),
+            premium_points: PREMIUM_POINTS,
+            points_per_unit: POINTS_PER_UNIT,
+            updated_at: row.map(|row| Rfc3339(row.updated_at)),
         }
     }
 }
@@ -319,8 +359,8 @@ impl<'a> SessionView<'a> {
     }
 }
 
-pub fn user(row: &UserRow) -> Value {
-    to_value(UserView::of(row))
+pub fn user(snapshot: &Snapshot, row: &UserRow) -> Value {
+    to_value(UserView::of(snapshot, row))
 }
 
 /// A cart with its lines at today's prices. A product's currency can change after it was

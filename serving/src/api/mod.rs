@@ -82,6 +82,7 @@ pub fn app(state: App) -> Router {
         .route("/users/{id}/mfa/enable", post(users::enable_mfa))
         .route("/users/{id}/mfa", axum::routing::delete(users::disable_mfa))
         .route("/users/{id}/sign-ins", get(users::sign_ins))
+        .route("/users/{id}/loyalty", get(users::loyalty))
         .route("/users/{id}/sessions", get(users::sessions))
         .route(
             "/users/{id}/sessions/{session_id}",

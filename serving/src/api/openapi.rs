@@ -139,6 +139,7 @@ fn operations() -> Vec<Op> {
         op(post.clone(), "/api/v1/users/{id}/unlock", "users", "Lift an account's sign-in lock", &[], NoBody, Typed(200, schema::<UserView>)),
         op(post.clone(), "/api/v1/users/{id}/mfa/enable", "users", "Start or confirm two-factor sign-in", &[], json_body!(users::EnableMfa, optional), Typed(200, schema::<users::MfaAnswer>)),
         op(delete.clone(), "/api/v1/users/{id}/mfa", "users", "Turn two-factor sign-in off", &[], NoBody, Empty(204)),
+        op(get.clone(), "/api/v1/users/{id}/loyalty", "users", "The user's loyalty points and tier", &[], NoBody, Typed(200, schema::<super::json::LoyaltyView>)),
         op(get.clone(), "/api/v1/users/{id}/sign-ins", "users", "The account's authentication log, newest first", PAGE, NoBody, TypedPage(schema::<SignInView>)),
         op(get.clone(), "/api/v1/users/{id}/sessions", "users", "The user's OAuth sessions", PAGE, NoBody, TypedPage(schema::<SessionView>)),
         op(delete.clone(), "/api/v1/users/{id}/sessions/{session_id}", "users", "Sign one session out", &[], NoBody, Empty(204)),

@@ -476,7 +476,7 @@ pub async fn create(
         .users
         .get(&user_id)
         .ok_or_else(|| ApiError::not_found("user", &user_id))?;
-    Ok((StatusCode::CREATED, Json(json::user(row))))
+    Ok((StatusCode::CREATED, Json(json::user(&snapshot, row))))
 }
 
 pub async fn get(
@@ -488,13 +488,29 @@ pub async fn get(
     read(&app, &id)
 }
 
+/// `GET /users/{id}/loyalty`: the user's points and tier; the user's own, or anyone's
+/// with `users:read`.
+pub async fn loyalty(
+    State(app): State<App>,
+    Caller(caller): Caller,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Value>> {
+    caller.require_owner_or(&id, "users:read")?;
+    let snapshot = app.views.read();
+    if !snapshot.users.contains_key(&id) {
+        return Err(ApiError::not_found("user", &id));
+    }
+    let row = snapshot.loyalty.get(&id);
+    Ok(Json(json::to_value(json::LoyaltyView::of(&id, row))))
+}
+
 fn read(app: &App, id: &str) -> ApiResult<Json<Value>> {
     let snapshot = app.views.read();
     let row = snapshot
         .users
         .get(id)
         .ok_or_else(|| ApiError::not_found("user", id))?;
-    Ok(Json(json::user(row)))
+    Ok(Json(json::user(&snapshot, row)))
 }
 
 #[derive(Deserialize, schemars::JsonSchema)]
@@ -626,7 +642,8 @@ pub async fn search(State(app): State<App>, query: QueryPairs) -> ApiResult<json
             .take(limit + 1)
             .collect();
         let cursor = |row: &&UserRow| row.user_id.to_string();
-        Ok(json::Page::of(found, limit, cursor, json::UserView::of).render())
+        let view = |row| json::UserView::of(snapshot, row);
+        Ok(json::Page::of(found, limit, cursor, view).render())
     })
     .await
 }

@@ -413,7 +413,10 @@ pub async fn authenticate(State(app): State<App>, request: Request, next: Next) 
         Some(limits) => {
             let anonymous = Principal::Anonymous;
             let limited = found.as_ref().unwrap_or(&anonymous);
-            match limits.bucket(limited, client) {
+            let member = limited.user_id().is_some_and(|user| {
+                app.views.read().tier_of(user) == dataflows::users::loyalty::Tier::Premium
+            });
+            match limits.bucket(limited, client, member) {
                 None => None,
                 Some((tier, bucket)) => match limits.check(tier, &bucket) {
                     Ok(allowance) => Some(allowance),

@@ -40,6 +40,7 @@ pub fn rule(method: &Method, path: &str) -> Rule {
             "/users/{id}"
             | "/users/{id}/orders"
             | "/users/{id}/sign-ins"
+            | "/users/{id}/loyalty"
             | "/users/{id}/sessions"
             | "/users/{id}/sessions/{session_id}"
             | "/users/{id}/mfa/enable"

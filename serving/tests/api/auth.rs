@@ -588,6 +588,12 @@ fn routes(w: &World) -> Vec<(&'static str, String, Option<Value>, Needs)> {
             Scope("admin"),
         ),
         (
+            "GET",
+            format!("/api/v1/users/{a}/loyalty"),
+            None,
+            OwnerOr("users:read"),
+        ),
+        (
             "POST",
             format!("/api/v1/users/{a}/mfa/enable"),
             None,

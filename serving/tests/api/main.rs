@@ -11,6 +11,7 @@ mod errors;
 mod gateway;
 mod hardening;
 mod kafka;
+mod loyalty;
 mod oauth;
 mod orders;
 mod replay;
