@@ -19,6 +19,7 @@ use crate::idempotency::{Admissions, AdmitOnce};
 use crate::model::*;
 use crate::orders::carts::{self, ShoppingCarts};
 use crate::orders::{self, OrderFulfillment, OrderOp, OrderOut};
+use crate::payments::methods::{self as payment_methods, PaymentMethods};
 use crate::reporting::{self, Reports};
 use crate::shared::claims::ClaimUnique;
 use crate::shared::input::Outcome;
@@ -136,6 +137,10 @@ pub fn build<'scope>(
         .clone()
         .flat_map(|(seq, ts, command)| access_tokens::route(seq, ts, command))
         .access_tokens();
+    let method_out = passed
+        .clone()
+        .flat_map(|(seq, ts, command)| payment_methods::route(seq, ts, &command))
+        .payment_methods();
     let session_out = passed
         .flat_map(|(seq, ts, command)| sessions::route(seq, ts, command))
         .sessions();
@@ -154,6 +159,7 @@ pub fn build<'scope>(
         events_of(&sign_in_out),
         events_of(&token_out),
         events_of(&session_out),
+        events_of(&method_out),
     ]);
     let rejections = scope.concatenate([
         rejections_of(&admitted),
@@ -168,6 +174,7 @@ pub fn build<'scope>(
         rejections_of(&sign_in_out),
         rejections_of(&token_out),
         rejections_of(&session_out),
+        rejections_of(&method_out),
     ]);
 
     let idempotency = admitted.rows();

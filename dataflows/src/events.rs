@@ -150,6 +150,8 @@ catalogue! {
     MfaEnabled = "user.mfa_enabled",
     MfaDisabled = "user.mfa_disabled",
     MfaRecoveryCodeUsed = "user.mfa_recovery_code_used",
+    PaymentMethodAdded = "payment_method.added",
+    PaymentMethodRemoved = "payment_method.removed",
     LoyaltyPointsEarned = "loyalty.points_earned",
     LoyaltyPointsReversed = "loyalty.points_reversed",
 }
@@ -236,6 +238,8 @@ impl EventBody {
             E::DashboardCreated(e) => &e.dashboard_id,
             E::DashboardUpdated(e) => &e.dashboard_id,
             E::DashboardDeleted(e) => &e.dashboard_id,
+            E::PaymentMethodAdded(e) => &e.method_id,
+            E::PaymentMethodRemoved(e) => &e.method_id,
             E::LoyaltyPointsEarned(e) => &e.user_id,
             E::LoyaltyPointsReversed(e) => &e.user_id,
             other => other.order_id().map_or("", |id| id),

@@ -223,6 +223,8 @@ impl Command {
             ReportResult { .. } => "report_result",
             ScheduleReport { .. } => "schedule_report",
             DeleteReportSchedule { .. } => "delete_report_schedule",
+            AddPaymentMethod { .. } => "add_payment_method",
+            RemovePaymentMethod { .. } => "remove_payment_method",
             CreateDashboard { .. } => "create_dashboard",
             UpdateDashboard { .. } => "update_dashboard",
             DeleteDashboard { .. } => "delete_dashboard",
@@ -273,6 +275,7 @@ impl Command {
             ScheduleReport { schedule_id, .. } | DeleteReportSchedule { schedule_id } => {
                 schedule_id
             }
+            AddPaymentMethod { user_id, .. } | RemovePaymentMethod { user_id, .. } => user_id,
             CreateDashboard { dashboard_id, .. }
             | UpdateDashboard { dashboard_id, .. }
             | DeleteDashboard { dashboard_id } => dashboard_id,
@@ -451,6 +454,16 @@ pub enum Command {
     },
     DeleteReportSchedule {
         schedule_id: Str,
+    },
+    /// A card saved for a user to pay with later: its token, never its number.
+    AddPaymentMethod {
+        method_id: Str,
+        user_id: Str,
+        card: CardToken,
+    },
+    RemovePaymentMethod {
+        method_id: Str,
+        user_id: Str,
     },
     /// A dashboard saved through the API, beside the built-in ones.
     CreateDashboard {

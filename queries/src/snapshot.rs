@@ -175,6 +175,10 @@ pub struct Snapshot {
     pub dashboards: Rows<DashboardRow>,
     /// Each user's loyalty points and tier, by user id.
     pub loyalty: Rows<LoyaltyRow>,
+    /// Saved cards, by method id.
+    pub payment_methods: Rows<PaymentMethodRow>,
+    /// Each user's saved cards: `(user, method)`.
+    payment_methods_by_user: OrdSet<(Str, Str)>,
     /// The metric views, by `Metric::index`.
     metrics: [Rows<MetricRow>; Metric::COUNT],
     /// Units in paid orders per product, summed over `product_sales_daily`, and the same
@@ -349,6 +353,19 @@ impl Snapshot {
     }
 
     /// A user's sessions in id order (time order: ids are UUID v7), after `after`.
+    /// A user's saved cards, by method id.
+    pub fn payment_methods_of<'a>(
+        &'a self,
+        user_id: &str,
+    ) -> impl Iterator<Item = &'a PaymentMethodRow> + 'a {
+        let user = Str::from(user_id);
+        let first = (user.clone(), Str::from(""));
+        self.payment_methods_by_user
+            .range(first..)
+            .take_while(move |(owner, _)| *owner == user)
+            .filter_map(|(_, method_id)| self.payment_methods.get(method_id))
+    }
+
     pub fn sessions_of<'a>(
         &'a self,
         user_id: &str,
@@ -550,6 +567,12 @@ impl Snapshot {
             Row::Loyalty(loyalty) => {
                 self.loyalty.replace(&loyalty.user_id, loyalty);
             }
+            Row::PaymentMethod(method) => {
+                // A method's row is written once.
+                self.payment_methods_by_user
+                    .insert((method.user_id.clone(), method.method_id.clone()));
+                self.payment_methods.replace(&method.method_id, method);
+            }
             Row::ErasedUser(erased) => {
                 self.erased_users.replace(&erased.user_id, erased);
             }
@@ -653,6 +676,14 @@ impl Snapshot {
                 self.dashboards.retract(&dashboard.dashboard_id, dashboard)
             }
             Row::Loyalty(loyalty) => self.loyalty.retract(&loyalty.user_id, loyalty),
+            Row::PaymentMethod(method) => {
+                let held = self.payment_methods.retract(&method.method_id, method);
+                if held {
+                    self.payment_methods_by_user
+                        .remove(&(method.user_id.clone(), method.method_id.clone()));
+                }
+                held
+            }
             Row::ErasedUser(erased) => self.erased_users.retract(&erased.user_id, erased),
             Row::Session(session) => {
                 let held = self.sessions.retract(&session.session_id, session);
@@ -770,6 +801,12 @@ impl Snapshot {
         );
         rows.extend(self.dashboards.shared_rows().cloned().map(Row::Dashboard));
         rows.extend(self.loyalty.shared_rows().cloned().map(Row::Loyalty));
+        rows.extend(
+            self.payment_methods
+                .shared_rows()
+                .cloned()
+                .map(Row::PaymentMethod),
+        );
         for metric in &self.metrics {
             rows.extend(metric.shared_rows().cloned().map(Row::Metric));
         }

@@ -57,4 +57,17 @@ records! {
         pub payment_id: Str,
         pub order_id: Str,
     }
+
+    /// A card was saved for its user to pay with (`POST /payment-methods`).
+    pub struct PaymentMethodAdded {
+        pub method_id: Str,
+        pub user_id: Str,
+        pub card: CardToken,
+    }
+
+    /// A saved card was removed: by its user, or with the user's account.
+    pub struct PaymentMethodRemoved {
+        pub method_id: Str,
+        pub user_id: Str,
+    }
 }

@@ -1,8 +1,10 @@
 //! Payments: the payment read model and what the saga makes of a provider's answers.
 //! The payment's state machine runs inside the order saga (`orders::saga`), since a
-//! payment belongs to exactly one order; its rows are in `views.rs`.
+//! payment belongs to exactly one order; its rows are in `views.rs`. Saved cards are
+//! an aggregate of their own (`methods.rs`).
 
 pub mod events;
+pub mod methods;
 pub mod views;
 
 use crate::model::{Command, PaymentOutcome};

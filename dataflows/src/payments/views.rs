@@ -1,10 +1,11 @@
-//! Payment read model: the charge, its refunds and their states.
+//! Payment read models: the charge, its refunds and their states; and the cards users
+//! saved.
 
 use serde::{Deserialize, Serialize};
 
 use crate::events::{
-    FraudDetected, PaymentCompleted, PaymentFailed, PaymentInitiated, RefundFailed,
-    RefundProcessed, RefundRequested,
+    FraudDetected, PaymentCompleted, PaymentFailed, PaymentInitiated, PaymentMethodAdded,
+    RefundFailed, RefundProcessed, RefundRequested,
 };
 use crate::model::*;
 
@@ -145,6 +146,34 @@ pub(crate) fn step_payment(row: &mut Option<PaymentRow>, event: &Event) {
                 refund.settled_at = Some(event.ts);
             }
         }
+        _ => {}
+    }
+}
+
+/// A card a user saved: its token, brand, last four digits and expiry, never its number.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct PaymentMethodRow {
+    pub method_id: Str,
+    pub user_id: Str,
+    pub card: CardToken,
+    pub created_at: Ts,
+}
+
+pub(crate) fn step_payment_method(row: &mut Option<PaymentMethodRow>, event: &Event) {
+    match &event.body {
+        EventBody::PaymentMethodAdded(PaymentMethodAdded {
+            method_id,
+            user_id,
+            card,
+        }) => {
+            *row = Some(PaymentMethodRow {
+                method_id: method_id.clone(),
+                user_id: user_id.clone(),
+                card: card.clone(),
+                created_at: event.ts,
+            })
+        }
+        EventBody::PaymentMethodRemoved(_) => *row = None,
         _ => {}
     }
 }

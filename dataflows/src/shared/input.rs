@@ -46,6 +46,13 @@ impl Decided {
         }
     }
 
+    /// Numbers this command's events from `sub` on: for an aggregate that adds events
+    /// to a command another aggregate also decides (a user's deletion, for one).
+    pub fn numbered_from(mut self, sub: u16) -> Decided {
+        self.sub = sub;
+        self
+    }
+
     /// The command's next event.
     pub fn event<B: Into<EventBody>>(&mut self, body: B) -> Result<Event, Rejection> {
         self.sub += 1;

@@ -126,6 +126,8 @@ impl Interner {
             | ReportResult { .. }
             | ScheduleReport { .. }
             | DeleteReportSchedule { .. }
+            | AddPaymentMethod { .. }
+            | RemovePaymentMethod { .. }
             | CreateDashboard { .. }
             | UpdateDashboard { .. }
             | DeleteDashboard { .. }

@@ -29,7 +29,7 @@ use crate::events::*;
 use crate::fulfillment::views::step_shipment;
 use crate::model::*;
 use crate::orders::views::{step_cart, step_order};
-use crate::payments::views::step_payment;
+use crate::payments::views::{step_payment, step_payment_method};
 use crate::reporting::views::{step_dashboard, step_report, step_report_schedule};
 use crate::users::views::{step_erased_user, step_loyalty, step_sign_in, step_user};
 use effects::step_effect;
@@ -61,6 +61,8 @@ pub enum ViewKey {
     Dashboard(Str),
     /// A user's loyalty points, by the user's id.
     Loyalty(Str),
+    /// A saved card, by its id.
+    PaymentMethod(Str),
 }
 
 /// Which view a row belongs to. Stock has two: units on hand and units reserved, each a
@@ -88,12 +90,13 @@ pub enum ViewKind {
     SigningKey,
     Dashboard,
     Loyalty,
+    PaymentMethod,
     Metric(Metric),
 }
 
 impl ViewKind {
     /// How many kinds there are, for tables with one slot per kind.
-    pub const COUNT: usize = 21 + Metric::COUNT;
+    pub const COUNT: usize = 22 + Metric::COUNT;
 
     /// A dense index below `COUNT`.
     pub fn index(self) -> usize {
@@ -119,7 +122,8 @@ impl ViewKind {
             ViewKind::SigningKey => 18,
             ViewKind::Dashboard => 19,
             ViewKind::Loyalty => 20,
-            ViewKind::Metric(metric) => 21 + metric.index(),
+            ViewKind::PaymentMethod => 21,
+            ViewKind::Metric(metric) => 22 + metric.index(),
         }
     }
 }
@@ -148,6 +152,7 @@ pub enum Row {
     SigningKey(Arc<SigningKeyRow>),
     Dashboard(Arc<DashboardRow>),
     Loyalty(Arc<LoyaltyRow>),
+    PaymentMethod(Arc<PaymentMethodRow>),
     Metric(Arc<MetricRow>),
 }
 
@@ -204,6 +209,7 @@ impl ViewKey {
             ViewKey::SigningKey(_) => ViewKind::SigningKey,
             ViewKey::Dashboard(_) => ViewKind::Dashboard,
             ViewKey::Loyalty(_) => ViewKind::Loyalty,
+            ViewKey::PaymentMethod(_) => ViewKind::PaymentMethod,
         }
     }
 
@@ -226,7 +232,8 @@ impl ViewKey {
             | ViewKey::ErasedUser(id)
             | ViewKey::SigningKey(id)
             | ViewKey::Dashboard(id)
-            | ViewKey::Loyalty(id) => id,
+            | ViewKey::Loyalty(id)
+            | ViewKey::PaymentMethod(id) => id,
         }
     }
 }
@@ -251,7 +258,7 @@ macro_rules! row_kind {
 
 row_kind!(Product => ProductRow, User => UserRow, Cart => CartRow, Order => OrderRow, Payment => PaymentRow,
     Shipment => ShipmentRow, Effect => EffectRow, Idempotency => IdempotencyRow, Reservation => ReservationRow, Report => ReportRow,
-    ReportSchedule => ReportScheduleRow, ApiKey => ApiKeyRow, SignIn => SignInRow, RevokedToken => RevokedTokenRow, Session => SessionRow, ErasedUser => ErasedUserRow, SigningKey => SigningKeyRow, Dashboard => DashboardRow, Loyalty => LoyaltyRow, Metric => MetricRow);
+    ReportSchedule => ReportScheduleRow, ApiKey => ApiKeyRow, SignIn => SignInRow, RevokedToken => RevokedTokenRow, Session => SessionRow, ErasedUser => ErasedUserRow, SigningKey => SigningKeyRow, Dashboard => DashboardRow, Loyalty => LoyaltyRow, PaymentMethod => PaymentMethodRow, Metric => MetricRow);
 
 impl Row {
     /// The key a row is stored under: its view and its id there.
@@ -280,6 +287,7 @@ impl Row {
             Row::SigningKey(row) => (ViewKind::SigningKey, &row.kid),
             Row::Dashboard(row) => (ViewKind::Dashboard, &row.dashboard_id),
             Row::Loyalty(row) => (ViewKind::Loyalty, &row.user_id),
+            Row::PaymentMethod(row) => (ViewKind::PaymentMethod, &row.method_id),
             Row::Metric(row) => (ViewKind::Metric(row.metric), &row.id),
         }
     }
@@ -340,6 +348,10 @@ pub fn view_keys(body: &EventBody) -> Vec<ViewKey> {
         | E::DashboardUpdated(DashboardUpdated { dashboard_id, .. })
         | E::DashboardDeleted(DashboardDeleted { dashboard_id }) => {
             keys.push(ViewKey::Dashboard(dashboard_id.clone()))
+        }
+        E::PaymentMethodAdded(PaymentMethodAdded { method_id, .. })
+        | E::PaymentMethodRemoved(PaymentMethodRemoved { method_id, .. }) => {
+            keys.push(ViewKey::PaymentMethod(method_id.clone()))
         }
         E::LoyaltyPointsEarned(LoyaltyPointsEarned { user_id, .. })
         | E::LoyaltyPointsReversed(LoyaltyPointsReversed { user_id, .. }) => {
@@ -452,5 +464,6 @@ pub fn step(key: &ViewKey, row: &mut Option<Row>, event: &Event) {
         ViewKey::SigningKey(_) => typed!(SigningKey, step_signing_key),
         ViewKey::Dashboard(_) => typed!(Dashboard, step_dashboard),
         ViewKey::Loyalty(_) => typed!(Loyalty, step_loyalty),
+        ViewKey::PaymentMethod(_) => typed!(PaymentMethod, step_payment_method),
     }
 }

@@ -487,6 +487,27 @@ fn arb_command() -> impl Strategy<Value = Command> {
             new_refresh_hash: format!("r{next}").into(),
             ttl_ms: 3_600_000,
         }),
+        // Saved cards of two users, added and removed, and the users deleted now and then.
+        // The server mints card ids, unique across users.
+        2 => (0u8..2, 0u8..4, any::<bool>()).prop_map(|(user, n, add)| {
+            let (method_id, user_id) = (format!("pm{user}-{n}").into(), format!("u{user}").into());
+            if add {
+                Command::AddPaymentMethod {
+                    method_id,
+                    user_id,
+                    card: CardToken {
+                        token: format!("tok_{n}").into(),
+                        brand: "visa".into(),
+                        last4: "4242".into(),
+                        exp_month: 12,
+                        exp_year: 2031,
+                    },
+                }
+            } else {
+                Command::RemovePaymentMethod { method_id, user_id }
+            }
+        }),
+        1 => (0u8..2).prop_map(|user| Command::DeleteUser { user_id: format!("u{user}").into() }),
         // Saved dashboards: created, changed and deleted, sometimes when they do not exist.
         1 => (0u8..3, 0u8..3, 0u8..3).prop_map(|(n, verb, version)| {
             let dashboard_id: Str = format!("d{n}").into();
@@ -697,6 +718,67 @@ fn check_indexes(h: &Harness) {
     }
 }
 
+/// Saved cards, specified over the commands in log order: a card is saved unless its
+/// user was deleted, its id is taken or the user keeps 20; removed if it is there; a
+/// user's deletion removes all of theirs.
+#[derive(Default)]
+struct SavedCards {
+    cards: BTreeMap<String, String>,
+    deleted: BTreeSet<String>,
+}
+
+impl SavedCards {
+    fn apply(&mut self, command: &Command) {
+        match command {
+            Command::AddPaymentMethod {
+                method_id, user_id, ..
+            } => {
+                let held = self
+                    .cards
+                    .values()
+                    .filter(|owner| **owner == **user_id)
+                    .count();
+                let taken = self.cards.contains_key(&**method_id);
+                if !self.deleted.contains(&**user_id) && !taken && held < 20 {
+                    self.cards
+                        .insert(method_id.to_string(), user_id.to_string());
+                }
+            }
+            Command::RemovePaymentMethod { method_id, user_id }
+                if self
+                    .cards
+                    .get(&**method_id)
+                    .is_some_and(|owner| *owner == **user_id) =>
+            {
+                self.cards.remove(&**method_id);
+            }
+            Command::DeleteUser { user_id } => {
+                self.cards.retain(|_, owner| *owner != **user_id);
+                self.deleted.insert(user_id.to_string());
+            }
+            _ => {}
+        }
+    }
+
+    fn check(&self, h: &Harness) {
+        let snapshot = h.store.read();
+        let held: BTreeMap<String, String> = (snapshot.payment_methods.values())
+            .map(|row| (row.method_id.to_string(), row.user_id.to_string()))
+            .collect();
+        assert_eq!(held, self.cards, "saved cards");
+        for user in ["u0", "u1"] {
+            let listed: Vec<String> = (snapshot.payment_methods_of(user))
+                .map(|row| row.method_id.to_string())
+                .collect();
+            let expected: Vec<String> = (self.cards.iter())
+                .filter(|(_, owner)| *owner == user)
+                .map(|(id, _)| id.clone())
+                .collect();
+            assert_eq!(listed, expected, "{user}'s cards");
+        }
+    }
+}
+
 /// Loyalty, specified from the order events alone: each completed order earns a point
 /// per whole unit of its total, and its refunds take back the refunded share of those
 /// (rounded down, never more than it earned), in whatever order they came.
@@ -762,8 +844,11 @@ fn run(workers: usize, batches: &[(Ts, Vec<Command>)]) -> (Vec<BTreeSet<Row>>, V
     let mut h = Harness::new(workers);
     h.batch(PRODUCTS.iter().map(|p| product(p, 4)).collect());
     let mut states = Vec::new();
+    let mut cards = SavedCards::default();
     for (jump, batch) in batches {
         h.append(*jump, batch.iter().cloned().map(Envelope::new).collect());
+        batch.iter().for_each(|command| cards.apply(command));
+        cards.check(&h);
         let snapshot = h.store.read_consistent();
         let rows = snapshot.rows();
         let expected = recompute(

@@ -15,6 +15,7 @@ pub mod keys;
 mod oauth;
 pub mod openapi;
 mod orders;
+mod payment_methods;
 mod payments;
 mod reports;
 mod sql;
@@ -83,6 +84,14 @@ pub fn app(state: App) -> Router {
         .route("/users/{id}/mfa", axum::routing::delete(users::disable_mfa))
         .route("/users/{id}/sign-ins", get(users::sign_ins))
         .route("/users/{id}/loyalty", get(users::loyalty))
+        .route(
+            "/payment-methods",
+            get(payment_methods::list).post(payment_methods::create),
+        )
+        .route(
+            "/payment-methods/{id}",
+            get(payment_methods::get).delete(payment_methods::delete),
+        )
         .route("/users/{id}/sessions", get(users::sessions))
         .route(
             "/users/{id}/sessions/{session_id}",

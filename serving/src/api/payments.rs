@@ -18,7 +18,10 @@ use crate::auth::Caller;
 #[serde(deny_unknown_fields)]
 pub struct CreatePayment {
     order_id: String,
-    payment_method: PaymentMethod,
+    payment_method: Option<PaymentMethod>,
+    /// A card the order's user saved (`POST /payment-methods`), instead of
+    /// `payment_method`.
+    payment_method_id: Option<String>,
 }
 
 /// Pays a reserved order that was placed without a payment method.
@@ -28,10 +31,23 @@ pub async fn create(
     command: Command<CreatePayment>,
 ) -> ApiResult<(StatusCode, Json<Value>)> {
     let Command { body, idempotency } = command;
-    let card = card_token(&body.payment_method, "payment_method")?;
+    // A card given is checked first, whatever the order; a saved one once the order's
+    // user is known.
+    let given = match (&body.payment_method, &body.payment_method_id) {
+        (Some(method), None) => Some(card_token(method, "payment_method")?),
+        (None, Some(_)) => None,
+        _ => {
+            return Err(ApiError::invalid_field(
+                "payment_method",
+                "give either payment_method or payment_method_id",
+            ))
+        }
+    };
     let admission = admit(&app, &idempotency)?;
-    match order_owner(&app.views.read(), &body.order_id) {
-        Some(owner) => caller.require_owner_or(&owner, "payment:write")?,
+    let snapshot = app.views.read();
+    let owner = order_owner(&snapshot, &body.order_id);
+    match &owner {
+        Some(owner) => caller.require_owner_or(owner, "payment:write")?,
         None if admission == Admission::Fresh => {
             return Err(ApiError::invalid_field(
                 "order_id",
@@ -40,17 +56,23 @@ pub async fn create(
         }
         None => {}
     }
+    let card = match (given, &body.payment_method_id, &owner) {
+        (Some(card), _, _) => Some(card),
+        (None, Some(id), Some(owner)) => {
+            Some(super::payment_methods::saved_card(&snapshot, owner, id)?)
+        }
+        // A replay: the first request's command is in the log already.
+        _ => None,
+    };
+    drop(snapshot);
     let payment_id = payment_id_for(&body.order_id);
-    run_fresh(
-        &app,
-        admission,
-        idempotency,
-        DomainCommand::PayOrder {
+    if let Some(card) = card {
+        let command = DomainCommand::PayOrder {
             order_id: body.order_id.into(),
             payment: card,
-        },
-    )
-    .await?;
+        };
+        run_fresh(&app, admission, idempotency, command).await?;
+    }
     let snapshot = app.views.read();
     let row = snapshot
         .payments

@@ -52,6 +52,7 @@ pub fn rule(method: &Method, path: &str) -> Rule {
         ("/orders" | "/orders/{id}" | "/orders/{id}/cancel", _) => SignedIn,
         ("/orders/{id}/status", false) => Scope("orders:write"),
         ("/payments" | "/payments/{id}", _) => SignedIn,
+        ("/payment-methods" | "/payment-methods/{id}", _) => SignedIn,
         ("/payments/{id}/refund", false) => Scope("payment:write"),
         ("/shipments/{id}", true) => SignedIn,
         ("/shipments/{id}/deliver", false) => Scope("shipping:write"),

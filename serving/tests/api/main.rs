@@ -14,6 +14,7 @@ mod kafka;
 mod loyalty;
 mod oauth;
 mod orders;
+mod payment_methods;
 mod replay;
 mod reports;
 mod sql;

@@ -33,11 +33,11 @@ pub struct LineBody {
 #[serde(deny_unknown_fields)]
 pub struct PaymentMethod {
     #[serde(rename = "type")]
-    kind: String,
-    card_number: String,
-    exp_month: u8,
-    exp_year: u16,
-    cvc: String,
+    pub(crate) kind: String,
+    pub(crate) card_number: String,
+    pub(crate) exp_month: u8,
+    pub(crate) exp_year: u16,
+    pub(crate) cvc: String,
 }
 
 #[derive(Deserialize, schemars::JsonSchema)]
@@ -47,11 +47,13 @@ pub struct PlaceOrder {
     cart_id: Option<String>,
     items: Option<Vec<LineBody>>,
     payment_method: Option<PaymentMethod>,
+    /// A card the user saved (`POST /payment-methods`), instead of `payment_method`.
+    payment_method_id: Option<String>,
     shipping_address: Option<Value>,
 }
 
 /// The current `(year, month)` in UTC, for card expiry checks.
-fn year_month_now() -> (u16, u8) {
+pub(crate) fn year_month_now() -> (u16, u8) {
     let now = humantime::format_rfc3339(std::time::SystemTime::now()).to_string();
     let year = now.get(0..4).and_then(|y| y.parse().ok()).unwrap_or(1970);
     let month = now.get(5..7).and_then(|m| m.parse().ok()).unwrap_or(1);
@@ -245,9 +247,23 @@ fn validate_order(app: &App, body: PlaceOrder) -> ApiResult<DomainOrder> {
             None
         }
     };
-    let payment = match &body.payment_method {
-        None => None,
-        Some(method) => match card_token(method, "payment_method") {
+    let payment = match (&body.payment_method, &body.payment_method_id) {
+        (None, None) => None,
+        (Some(_), Some(_)) => {
+            errors.push(FieldError::new(
+                "payment_method_id",
+                "give either payment_method or payment_method_id, not both",
+            ));
+            None
+        }
+        (Some(method), None) => match card_token(method, "payment_method") {
+            Ok(token) => Some(token),
+            Err(error) => {
+                errors.extend(error.errors);
+                None
+            }
+        },
+        (None, Some(id)) => match super::payment_methods::saved_card(&snapshot, &user_id, id) {
             Ok(token) => Some(token),
             Err(error) => {
                 errors.extend(error.errors);
