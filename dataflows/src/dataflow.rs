@@ -23,6 +23,7 @@ use crate::payments::methods::{self as payment_methods, PaymentMethods};
 use crate::reporting::{self, Reports};
 use crate::shared::claims::ClaimUnique;
 use crate::shared::input::Outcome;
+use crate::support::{self, Tickets};
 use crate::users::loyalty::Loyalty;
 use crate::users::sign_ins::{self, SignIns};
 use crate::users::{self, EmailIn, UserAccounts, UserOut};
@@ -137,6 +138,10 @@ pub fn build<'scope>(
         .clone()
         .flat_map(|(seq, ts, command)| access_tokens::route(seq, ts, command))
         .access_tokens();
+    let ticket_out = passed
+        .clone()
+        .flat_map(|(seq, ts, command)| support::route(seq, ts, command))
+        .tickets();
     let method_out = passed
         .clone()
         .flat_map(|(seq, ts, command)| payment_methods::route(seq, ts, &command))
@@ -160,6 +165,7 @@ pub fn build<'scope>(
         events_of(&token_out),
         events_of(&session_out),
         events_of(&method_out),
+        events_of(&ticket_out),
     ]);
     let rejections = scope.concatenate([
         rejections_of(&admitted),
@@ -175,6 +181,7 @@ pub fn build<'scope>(
         rejections_of(&token_out),
         rejections_of(&session_out),
         rejections_of(&method_out),
+        rejections_of(&ticket_out),
     ]);
 
     let idempotency = admitted.rows();

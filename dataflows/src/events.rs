@@ -13,6 +13,7 @@ pub use crate::fulfillment::events::*;
 pub use crate::orders::events::*;
 pub use crate::payments::events::*;
 pub use crate::reporting::events::*;
+pub use crate::support::events::*;
 pub use crate::users::events::*;
 
 use crate::model::{Seq, Str, Ts};
@@ -152,6 +153,9 @@ catalogue! {
     MfaRecoveryCodeUsed = "user.mfa_recovery_code_used",
     PaymentMethodAdded = "payment_method.added",
     PaymentMethodRemoved = "payment_method.removed",
+    TicketCreated = "ticket.created",
+    TicketUpdated = "ticket.updated",
+    TicketCommented = "ticket.commented",
     LoyaltyPointsEarned = "loyalty.points_earned",
     LoyaltyPointsReversed = "loyalty.points_reversed",
 }
@@ -240,6 +244,9 @@ impl EventBody {
             E::DashboardDeleted(e) => &e.dashboard_id,
             E::PaymentMethodAdded(e) => &e.method_id,
             E::PaymentMethodRemoved(e) => &e.method_id,
+            E::TicketCreated(e) => &e.ticket_id,
+            E::TicketUpdated(e) => &e.ticket_id,
+            E::TicketCommented(e) => &e.ticket_id,
             E::LoyaltyPointsEarned(e) => &e.user_id,
             E::LoyaltyPointsReversed(e) => &e.user_id,
             other => other.order_id().map_or("", |id| id),

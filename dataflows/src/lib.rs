@@ -20,6 +20,7 @@ pub mod orders;
 pub mod payments;
 pub mod reporting;
 pub mod shared;
+pub mod support;
 pub mod users;
 pub mod views;
 

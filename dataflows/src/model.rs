@@ -223,6 +223,9 @@ impl Command {
             ReportResult { .. } => "report_result",
             ScheduleReport { .. } => "schedule_report",
             DeleteReportSchedule { .. } => "delete_report_schedule",
+            OpenTicket { .. } => "open_ticket",
+            ChangeTicket { .. } => "change_ticket",
+            CommentOnTicket { .. } => "comment_on_ticket",
             AddPaymentMethod { .. } => "add_payment_method",
             RemovePaymentMethod { .. } => "remove_payment_method",
             CreateDashboard { .. } => "create_dashboard",
@@ -276,6 +279,9 @@ impl Command {
                 schedule_id
             }
             AddPaymentMethod { user_id, .. } | RemovePaymentMethod { user_id, .. } => user_id,
+            OpenTicket { ticket_id, .. }
+            | ChangeTicket { ticket_id, .. }
+            | CommentOnTicket { ticket_id, .. } => ticket_id,
             CreateDashboard { dashboard_id, .. }
             | UpdateDashboard { dashboard_id, .. }
             | DeleteDashboard { dashboard_id } => dashboard_id,
@@ -454,6 +460,31 @@ pub enum Command {
     },
     DeleteReportSchedule {
         schedule_id: Str,
+    },
+    /// A customer's ticket, with its first message (`comment_id`).
+    OpenTicket {
+        ticket_id: Str,
+        user_id: Str,
+        subject: Str,
+        body: Str,
+        order_id: Option<Str>,
+        priority: TicketPriority,
+        comment_id: Str,
+    },
+    /// The staff change a ticket's status, priority or assignee.
+    ChangeTicket {
+        ticket_id: Str,
+        status: Option<TicketStatus>,
+        priority: Option<TicketPriority>,
+        assignee: Assignee,
+    },
+    /// A message on a ticket: from its customer, or from the staff (`staff`).
+    CommentOnTicket {
+        ticket_id: Str,
+        comment_id: Str,
+        author_id: Str,
+        staff: bool,
+        body: Str,
     },
     /// A card saved for a user to pay with later: its token, never its number.
     AddPaymentMethod {
@@ -731,6 +762,37 @@ impl ReportFormat {
             ReportFormat::Parquet => "parquet",
         }
     }
+}
+
+states! {
+    /// Where a support ticket stands: `open` (the staff's turn), `pending` (waiting
+    /// for the customer), `resolved`, `closed` (final).
+    pub enum TicketStatus {
+        Open = "open",
+        Pending = "pending",
+        Resolved = "resolved",
+        Closed = "closed",
+    }
+}
+
+states! {
+    pub enum TicketPriority {
+        Low = "low",
+        Normal = "normal",
+        High = "high",
+        Urgent = "urgent",
+    }
+}
+
+/// What a ticket change does to its assignee.
+#[derive(
+    Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum Assignee {
+    Unchanged,
+    To(Str),
+    Nobody,
 }
 
 /// A dashboard: panels, each a chart of one SQL query over the live views.

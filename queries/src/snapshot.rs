@@ -175,6 +175,10 @@ pub struct Snapshot {
     pub dashboards: Rows<DashboardRow>,
     /// Each user's loyalty points and tier, by user id.
     pub loyalty: Rows<LoyaltyRow>,
+    /// Support tickets, by id.
+    pub tickets: Rows<TicketRow>,
+    /// Each customer's tickets: `(user, ticket)`.
+    tickets_by_user: OrdSet<(Str, Str)>,
     /// Saved cards, by method id.
     pub payment_methods: Rows<PaymentMethodRow>,
     /// Each user's saved cards: `(user, method)`.
@@ -353,6 +357,20 @@ impl Snapshot {
     }
 
     /// A user's sessions in id order (time order: ids are UUID v7), after `after`.
+    /// A customer's tickets, by id, after `after`.
+    pub fn tickets_of<'a>(
+        &'a self,
+        user_id: &str,
+        after: &str,
+    ) -> impl Iterator<Item = &'a TicketRow> + 'a {
+        let user = Str::from(user_id);
+        let first = (user.clone(), Str::from(after));
+        self.tickets_by_user
+            .range((Bound::Excluded(first), Bound::Unbounded))
+            .take_while(move |(owner, _)| *owner == user)
+            .filter_map(|(_, ticket_id)| self.tickets.get(ticket_id))
+    }
+
     /// A user's saved cards, by method id.
     pub fn payment_methods_of<'a>(
         &'a self,
@@ -567,6 +585,12 @@ impl Snapshot {
             Row::Loyalty(loyalty) => {
                 self.loyalty.replace(&loyalty.user_id, loyalty);
             }
+            Row::Ticket(ticket) => {
+                // A ticket's customer never changes.
+                self.tickets_by_user
+                    .insert((ticket.user_id.clone(), ticket.ticket_id.clone()));
+                self.tickets.replace(&ticket.ticket_id, ticket);
+            }
             Row::PaymentMethod(method) => {
                 // A method's row is written once.
                 self.payment_methods_by_user
@@ -676,6 +700,7 @@ impl Snapshot {
                 self.dashboards.retract(&dashboard.dashboard_id, dashboard)
             }
             Row::Loyalty(loyalty) => self.loyalty.retract(&loyalty.user_id, loyalty),
+            Row::Ticket(ticket) => self.tickets.retract(&ticket.ticket_id, ticket),
             Row::PaymentMethod(method) => {
                 let held = self.payment_methods.retract(&method.method_id, method);
                 if held {
@@ -801,6 +826,7 @@ impl Snapshot {
         );
         rows.extend(self.dashboards.shared_rows().cloned().map(Row::Dashboard));
         rows.extend(self.loyalty.shared_rows().cloned().map(Row::Loyalty));
+        rows.extend(self.tickets.shared_rows().cloned().map(Row::Ticket));
         rows.extend(
             self.payment_methods
                 .shared_rows()

@@ -127,6 +127,9 @@ impl Interner {
             | ScheduleReport { .. }
             | DeleteReportSchedule { .. }
             | AddPaymentMethod { .. }
+            | OpenTicket { .. }
+            | ChangeTicket { .. }
+            | CommentOnTicket { .. }
             | RemovePaymentMethod { .. }
             | CreateDashboard { .. }
             | UpdateDashboard { .. }

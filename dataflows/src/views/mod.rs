@@ -19,6 +19,7 @@ pub use crate::fulfillment::views::*;
 pub use crate::orders::views::*;
 pub use crate::payments::views::*;
 pub use crate::reporting::views::*;
+pub use crate::support::views::*;
 pub use crate::users::views::*;
 pub use effects::*;
 pub use operator::{expires, read_models, WithTimes};
@@ -31,6 +32,7 @@ use crate::model::*;
 use crate::orders::views::{step_cart, step_order};
 use crate::payments::views::{step_payment, step_payment_method};
 use crate::reporting::views::{step_dashboard, step_report, step_report_schedule};
+use crate::support::views::step_ticket;
 use crate::users::views::{step_erased_user, step_loyalty, step_sign_in, step_user};
 use effects::step_effect;
 
@@ -63,6 +65,8 @@ pub enum ViewKey {
     Loyalty(Str),
     /// A saved card, by its id.
     PaymentMethod(Str),
+    /// A support ticket, by its id.
+    Ticket(Str),
 }
 
 /// Which view a row belongs to. Stock has two: units on hand and units reserved, each a
@@ -91,12 +95,13 @@ pub enum ViewKind {
     Dashboard,
     Loyalty,
     PaymentMethod,
+    Ticket,
     Metric(Metric),
 }
 
 impl ViewKind {
     /// How many kinds there are, for tables with one slot per kind.
-    pub const COUNT: usize = 22 + Metric::COUNT;
+    pub const COUNT: usize = 23 + Metric::COUNT;
 
     /// A dense index below `COUNT`.
     pub fn index(self) -> usize {
@@ -123,7 +128,8 @@ impl ViewKind {
             ViewKind::Dashboard => 19,
             ViewKind::Loyalty => 20,
             ViewKind::PaymentMethod => 21,
-            ViewKind::Metric(metric) => 22 + metric.index(),
+            ViewKind::Ticket => 22,
+            ViewKind::Metric(metric) => 23 + metric.index(),
         }
     }
 }
@@ -153,6 +159,7 @@ pub enum Row {
     Dashboard(Arc<DashboardRow>),
     Loyalty(Arc<LoyaltyRow>),
     PaymentMethod(Arc<PaymentMethodRow>),
+    Ticket(Arc<TicketRow>),
     Metric(Arc<MetricRow>),
 }
 
@@ -210,6 +217,7 @@ impl ViewKey {
             ViewKey::Dashboard(_) => ViewKind::Dashboard,
             ViewKey::Loyalty(_) => ViewKind::Loyalty,
             ViewKey::PaymentMethod(_) => ViewKind::PaymentMethod,
+            ViewKey::Ticket(_) => ViewKind::Ticket,
         }
     }
 
@@ -233,7 +241,8 @@ impl ViewKey {
             | ViewKey::SigningKey(id)
             | ViewKey::Dashboard(id)
             | ViewKey::Loyalty(id)
-            | ViewKey::PaymentMethod(id) => id,
+            | ViewKey::PaymentMethod(id)
+            | ViewKey::Ticket(id) => id,
         }
     }
 }
@@ -258,7 +267,7 @@ macro_rules! row_kind {
 
 row_kind!(Product => ProductRow, User => UserRow, Cart => CartRow, Order => OrderRow, Payment => PaymentRow,
     Shipment => ShipmentRow, Effect => EffectRow, Idempotency => IdempotencyRow, Reservation => ReservationRow, Report => ReportRow,
-    ReportSchedule => ReportScheduleRow, ApiKey => ApiKeyRow, SignIn => SignInRow, RevokedToken => RevokedTokenRow, Session => SessionRow, ErasedUser => ErasedUserRow, SigningKey => SigningKeyRow, Dashboard => DashboardRow, Loyalty => LoyaltyRow, PaymentMethod => PaymentMethodRow, Metric => MetricRow);
+    ReportSchedule => ReportScheduleRow, ApiKey => ApiKeyRow, SignIn => SignInRow, RevokedToken => RevokedTokenRow, Session => SessionRow, ErasedUser => ErasedUserRow, SigningKey => SigningKeyRow, Dashboard => DashboardRow, Loyalty => LoyaltyRow, PaymentMethod => PaymentMethodRow, Ticket => TicketRow, Metric => MetricRow);
 
 impl Row {
     /// The key a row is stored under: its view and its id there.
@@ -288,6 +297,7 @@ impl Row {
             Row::Dashboard(row) => (ViewKind::Dashboard, &row.dashboard_id),
             Row::Loyalty(row) => (ViewKind::Loyalty, &row.user_id),
             Row::PaymentMethod(row) => (ViewKind::PaymentMethod, &row.method_id),
+            Row::Ticket(row) => (ViewKind::Ticket, &row.ticket_id),
             Row::Metric(row) => (ViewKind::Metric(row.metric), &row.id),
         }
     }
@@ -348,6 +358,11 @@ pub fn view_keys(body: &EventBody) -> Vec<ViewKey> {
         | E::DashboardUpdated(DashboardUpdated { dashboard_id, .. })
         | E::DashboardDeleted(DashboardDeleted { dashboard_id }) => {
             keys.push(ViewKey::Dashboard(dashboard_id.clone()))
+        }
+        E::TicketCreated(TicketCreated { ticket_id, .. })
+        | E::TicketUpdated(TicketUpdated { ticket_id, .. })
+        | E::TicketCommented(TicketCommented { ticket_id, .. }) => {
+            keys.push(ViewKey::Ticket(ticket_id.clone()))
         }
         E::PaymentMethodAdded(PaymentMethodAdded { method_id, .. })
         | E::PaymentMethodRemoved(PaymentMethodRemoved { method_id, .. }) => {
@@ -465,5 +480,6 @@ pub fn step(key: &ViewKey, row: &mut Option<Row>, event: &Event) {
         ViewKey::Dashboard(_) => typed!(Dashboard, step_dashboard),
         ViewKey::Loyalty(_) => typed!(Loyalty, step_loyalty),
         ViewKey::PaymentMethod(_) => typed!(PaymentMethod, step_payment_method),
+        ViewKey::Ticket(_) => typed!(Ticket, step_ticket),
     }
 }

@@ -183,6 +183,92 @@ fn saga_runs_to_completion_and_deducts_stock() {
 }
 
 #[test]
+fn a_ticket_goes_back_and_forth_until_it_is_closed() {
+    let mut h = Harness::new(2);
+    let open = |id: &str| Command::OpenTicket {
+        ticket_id: id.into(),
+        user_id: "u1".into(),
+        subject: "Where is my order?".into(),
+        body: "It is late.".into(),
+        order_id: Some("o1".into()),
+        priority: TicketPriority::High,
+        comment_id: "c0".into(),
+    };
+    let comment = |id: &str, staff: bool| Command::CommentOnTicket {
+        ticket_id: "t1".into(),
+        comment_id: id.into(),
+        author_id: if staff { "staff1" } else { "u1" }.into(),
+        staff,
+        body: "...".into(),
+    };
+    let change = |status: TicketStatus| Command::ChangeTicket {
+        ticket_id: "t1".into(),
+        status: Some(status),
+        priority: None,
+        assignee: Assignee::To("staff1".into()),
+    };
+    let opened = h.batch(vec![open("t1"), open("t1")]);
+    let again = h
+        .store
+        .read()
+        .rejection(opened[1])
+        .cloned()
+        .expect("one ticket per id");
+    assert_eq!(
+        again.kind,
+        RejectionKind::Conflict {
+            code: "ticket_exists".into()
+        }
+    );
+    let created_at = h.store.read().tickets["t1"].created_at;
+    // The staff answer after five hours: past a high ticket's four.
+    h.append(
+        5 * 3_600_000,
+        vec![
+            Envelope::new(comment("c1", true)),
+            Envelope::new(change(TicketStatus::Pending)),
+        ],
+    );
+    {
+        let snapshot = h.store.read();
+        let ticket = &snapshot.tickets["t1"];
+        assert_eq!(ticket.status, TicketStatus::Pending);
+        assert_eq!(ticket.assignee.as_deref(), Some("staff1"));
+        assert_eq!(ticket.first_response_at, Some(created_at + 5 * 3_600_000));
+        assert_eq!(ticket.breached(h.ts), (true, false));
+        assert_eq!(ticket.comments.len(), 2);
+    }
+    // The customer's answer gives the ticket back to the staff.
+    h.batch(vec![comment("c2", false)]);
+    assert_eq!(h.store.read().tickets["t1"].status, TicketStatus::Open);
+    h.batch(vec![change(TicketStatus::Resolved)]);
+    assert!(h.store.read().tickets["t1"].resolved_at.is_some());
+    h.batch(vec![change(TicketStatus::Closed)]);
+    let refused = h.batch(vec![comment("c3", false), comment("c2", true)]);
+    for seq in refused {
+        let rejection = h
+            .store
+            .read()
+            .rejection(seq)
+            .cloned()
+            .expect("a closed ticket takes nothing");
+        assert_eq!(
+            rejection.kind,
+            RejectionKind::Conflict {
+                code: "ticket_closed".into()
+            }
+        );
+    }
+    let snapshot = h.store.read();
+    let ticket = &snapshot.tickets["t1"];
+    assert_eq!(
+        (ticket.status, ticket.comments.len()),
+        (TicketStatus::Closed, 3)
+    );
+    assert_eq!(snapshot.tickets_of("u1", "").count(), 1);
+}
+
+#[test]
 fn declined_payment_cancels_and_releases() {
     let mut h = Harness::new(1);
     h.batch(vec![product("a", 5)]);
@@ -508,6 +594,29 @@ fn arb_command() -> impl Strategy<Value = Command> {
             }
         }),
         1 => (0u8..2).prop_map(|user| Command::DeleteUser { user_id: format!("u{user}").into() }),
+        // Support tickets opened, changed and commented on, by the customer or the staff.
+        1 => (0u8..3, 0u8..4).prop_map(|(n, priority)| Command::OpenTicket {
+            ticket_id: format!("t{n}").into(),
+            user_id: "u1".into(),
+            subject: "Broken mug".into(),
+            body: "It came in pieces.".into(),
+            order_id: None,
+            priority: [TicketPriority::Low, TicketPriority::Normal, TicketPriority::High, TicketPriority::Urgent][usize::from(priority)],
+            comment_id: format!("t{n}-0").into(),
+        }),
+        1 => (0u8..3, prop::option::of(0u8..4), any::<bool>()).prop_map(|(n, status, assign)| Command::ChangeTicket {
+            ticket_id: format!("t{n}").into(),
+            status: status.map(|s| [TicketStatus::Open, TicketStatus::Pending, TicketStatus::Resolved, TicketStatus::Closed][usize::from(s)]),
+            priority: None,
+            assignee: if assign { Assignee::To("staff1".into()) } else { Assignee::Unchanged },
+        }),
+        2 => (0u8..3, 0u8..6, any::<bool>()).prop_map(|(n, c, staff)| Command::CommentOnTicket {
+            ticket_id: format!("t{n}").into(),
+            comment_id: format!("t{n}-{c}").into(),
+            author_id: if staff { "staff1" } else { "u1" }.into(),
+            staff,
+            body: "More.".into(),
+        }),
         // Saved dashboards: created, changed and deleted, sometimes when they do not exist.
         1 => (0u8..3, 0u8..3, 0u8..3).prop_map(|(n, verb, version)| {
             let dashboard_id: Str = format!("d{n}").into();

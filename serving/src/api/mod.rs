@@ -20,6 +20,7 @@ mod payments;
 mod reports;
 mod sql;
 mod sse;
+mod support;
 mod users;
 pub(crate) mod validate;
 
@@ -84,6 +85,12 @@ pub fn app(state: App) -> Router {
         .route("/users/{id}/mfa", axum::routing::delete(users::disable_mfa))
         .route("/users/{id}/sign-ins", get(users::sign_ins))
         .route("/users/{id}/loyalty", get(users::loyalty))
+        .route("/support/tickets", get(support::list).post(support::open))
+        .route(
+            "/support/tickets/{id}",
+            get(support::get).put(support::change),
+        )
+        .route("/support/tickets/{id}/comments", post(support::comment))
         .route(
             "/payment-methods",
             get(payment_methods::list).post(payment_methods::create),

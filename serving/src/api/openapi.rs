@@ -151,6 +151,11 @@ fn operations() -> Vec<Op> {
         op(post.clone(), "/api/v1/orders/{id}/cancel", "orders", "Cancel an order", &[], json_body!(orders::Cancel, optional), Typed(200, schema::<OrderView>)),
         op(put.clone(), "/api/v1/orders/{id}/status", "orders", "Set an order's status (operators)", &[], json_body!(orders::SetStatus), Typed(200, schema::<OrderView>)),
         op(post.clone(), "/api/v1/payments", "payments", "Pay for an order", &[], json_body!(payments::CreatePayment), Typed(201, schema::<PaymentView>)),
+        op(post.clone(), "/api/v1/support/tickets", "support", "Open a support ticket, with its first message", &[], json_body!(super::support::OpenTicket), Typed(201, schema::<super::support::TicketView>)),
+        op(get.clone(), "/api/v1/support/tickets", "support", "A customer's tickets, or every ticket for the staff", &[("user_id", "string", false, "whose; the caller's own when left out"), ("status", "string", false, "open, pending, resolved or closed"), LIMIT, CURSOR], NoBody, TypedPage(schema::<super::support::TicketView>)),
+        op(get.clone(), "/api/v1/support/tickets/{id}", "support", "A ticket with its conversation", &[], NoBody, Typed(200, schema::<super::support::TicketView>)),
+        op(put.clone(), "/api/v1/support/tickets/{id}", "support", "Change a ticket's status, priority or assignee", &[], json_body!(super::support::ChangeTicket), Typed(200, schema::<super::support::TicketView>)),
+        op(post.clone(), "/api/v1/support/tickets/{id}/comments", "support", "A message on a ticket, from its customer or the staff", &[], json_body!(super::support::Comment), Typed(201, schema::<super::support::TicketView>)),
         op(post.clone(), "/api/v1/payment-methods", "payments", "Save a card to pay with later (its token; never the number or the CVC)", &[], json_body!(super::payment_methods::SaveCard), Typed(201, schema::<super::payment_methods::MethodView>)),
         op(get.clone(), "/api/v1/payment-methods", "payments", "A user's saved cards", &[("user_id", "string", false, "whose; the caller's own when left out")], NoBody, Typed(200, schema::<super::payment_methods::MethodList>)),
         op(get.clone(), "/api/v1/payment-methods/{id}", "payments", "A saved card", &[], NoBody, Typed(200, schema::<super::payment_methods::MethodView>)),
@@ -247,6 +252,7 @@ fn build() -> Value {
         "orders",
         "payments",
         "shipping",
+        "support",
         "analytics",
         "reports",
         "views",
@@ -509,6 +515,20 @@ pub async fn docs() -> Response {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_operation_is_under_a_listed_tag() {
+        let document = build();
+        let tags: Vec<&str> = (document["tags"].as_array().unwrap().iter())
+            .map(|tag| tag["name"].as_str().unwrap())
+            .collect();
+        for item in document["paths"].as_object().unwrap().values() {
+            for operation in item.as_object().unwrap().values() {
+                let tag = operation["tags"][0].as_str().unwrap();
+                assert!(tags.contains(&tag), "{tag} of {}", operation["operationId"]);
+            }
+        }
+    }
 
     /// The `.route("...")` paths of the router's source, with the prefix each router
     /// is mounted under.

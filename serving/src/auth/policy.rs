@@ -53,6 +53,9 @@ pub fn rule(method: &Method, path: &str) -> Rule {
         ("/orders/{id}/status", false) => Scope("orders:write"),
         ("/payments" | "/payments/{id}", _) => SignedIn,
         ("/payment-methods" | "/payment-methods/{id}", _) => SignedIn,
+        ("/support/tickets" | "/support/tickets/{id}" | "/support/tickets/{id}/comments", _) => {
+            SignedIn
+        }
         ("/payments/{id}/refund", false) => Scope("payment:write"),
         ("/shipments/{id}", true) => SignedIn,
         ("/shipments/{id}/deliver", false) => Scope("shipping:write"),

@@ -48,6 +48,11 @@ pub const SCOPES: &[(&str, &str)] = &[
         "reports:write",
         "generate reports, create and delete schedules",
     ),
+    ("support:read", "read every support ticket"),
+    (
+        "support:write",
+        "answer, assign and change any support ticket, open one for anyone",
+    ),
     ("notification:publish", "send notifications"),
     ("service:internal", "an internal service's key"),
     ("service:external", "an external integration's key"),
@@ -137,7 +142,7 @@ impl Principal {
         }
     }
 
-    fn refusal(&self, detail: String) -> ApiError {
+    pub(crate) fn refusal(&self, detail: String) -> ApiError {
         match self {
             Principal::Anonymous => unauthenticated(
                 "credentials_required",

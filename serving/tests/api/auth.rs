@@ -120,6 +120,8 @@ struct World {
     /// Two cards customer A saved: one to read, one to remove.
     card_a: String,
     spare_card_a: String,
+    /// Customer A's support ticket.
+    ticket_a: String,
     /// An OAuth session of customer A's (the password grant).
     session_a: String,
 }
@@ -256,12 +258,21 @@ async fn world() -> World {
         cards.push(saved.body["id"].as_str().unwrap().to_string());
     }
     let [card_a, spare_card_a] = <[String; 2]>::try_from(cards).unwrap();
+    let ticket = t
+        .post(
+            "/api/v1/support/tickets",
+            json!({"user_id": user_a, "subject": "Late", "body": "Where is it?"}),
+        )
+        .await;
+    assert_eq!(ticket.status, StatusCode::CREATED, "{:?}", ticket.body);
+    let ticket_a = ticket.body["id"].as_str().unwrap().to_string();
     let sessions = t.get(&format!("/api/v1/users/{user_a}/sessions")).await;
     let session_a = sessions.body["items"][0]["id"]
         .as_str()
         .unwrap()
         .to_string();
     World {
+        ticket_a,
         card_a,
         spare_card_a,
         session_a,
@@ -430,6 +441,36 @@ fn routes(w: &World) -> Vec<(&'static str, String, Option<Value>, Needs)> {
             "/api/v1/payments".into(),
             Some(json!({"order_id": w.unpaid_order_a, "payment_method": card("4242424242424242")})),
             OwnerOr("payment:write"),
+        ),
+        (
+            "POST",
+            "/api/v1/support/tickets".into(),
+            Some(json!({"user_id": a, "subject": "Hello", "body": "A question."})),
+            OwnerOr("support:write"),
+        ),
+        (
+            "GET",
+            format!("/api/v1/support/tickets?user_id={a}"),
+            None,
+            OwnerOr("support:read"),
+        ),
+        (
+            "GET",
+            format!("/api/v1/support/tickets/{}", w.ticket_a),
+            None,
+            OwnerOr("support:read"),
+        ),
+        (
+            "POST",
+            format!("/api/v1/support/tickets/{}/comments", w.ticket_a),
+            Some(json!({"body": "Any news?"})),
+            OwnerOr("support:write"),
+        ),
+        (
+            "PUT",
+            format!("/api/v1/support/tickets/{}", w.ticket_a),
+            Some(json!({"status": "resolved"})),
+            OwnerOr("support:write"),
         ),
         (
             "POST",

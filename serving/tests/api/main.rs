@@ -19,3 +19,4 @@ mod replay;
 mod reports;
 mod sql;
 mod support;
+mod tickets;
