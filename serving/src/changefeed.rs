@@ -31,17 +31,20 @@ pub enum Followed {
     Stock,
     Payments,
     Shipments,
+    /// Support tickets, each with its conversation (a ticket's chat).
+    Tickets,
     /// A metric view (`orders_per_minute`, ...), at the metric views' frontiers.
     Metric(Metric),
 }
 
 impl Followed {
-    const ALL: [(&'static str, Followed); 5] = [
+    const ALL: [(&'static str, Followed); 6] = [
         ("orders", Followed::Orders),
         ("products", Followed::Products),
         ("stock", Followed::Stock),
         ("payments", Followed::Payments),
         ("shipments", Followed::Shipments),
+        ("tickets", Followed::Tickets),
     ];
 
     pub fn named(name: &str) -> Option<Followed> {
@@ -71,6 +74,7 @@ impl Followed {
             Followed::Products | Followed::Stock => None,
             Followed::Orders | Followed::Shipments => Some("orders:read"),
             Followed::Payments => Some("payment:read"),
+            Followed::Tickets => Some("support:read"),
             Followed::Metric(_) => Some("analytics:read"),
         }
     }
@@ -113,6 +117,11 @@ impl<'a> Place<'a> {
                 Followed::Shipments,
                 &*shipment.shipment_id,
                 owner_of(&shipment.order_id),
+            ),
+            Row::Ticket(ticket) => (
+                Followed::Tickets,
+                &*ticket.ticket_id,
+                Some(&*ticket.user_id),
             ),
             Row::Metric(row) => (Followed::Metric(row.metric), &*row.id, None),
             _ => return None,
@@ -164,6 +173,7 @@ impl Filter {
             (Followed::Shipments, Some(id)) => {
                 one(snapshot.shipments.get_shared(id).map(Row::Shipment))
             }
+            (Followed::Tickets, Some(id)) => one(snapshot.tickets.get_shared(id).map(Row::Ticket)),
             (Followed::Metric(metric), Some(id)) => {
                 one(snapshot.metric(metric).get_shared(id).map(Row::Metric))
             }
@@ -179,6 +189,9 @@ impl Filter {
             }
             (Followed::Shipments, None) => {
                 Box::new(snapshot.shipments.shared_rows().cloned().map(Row::Shipment))
+            }
+            (Followed::Tickets, None) => {
+                Box::new(snapshot.tickets.shared_rows().cloned().map(Row::Ticket))
             }
             (Followed::Metric(metric), None) => Box::new(
                 snapshot
@@ -226,6 +239,7 @@ fn write_row(out: &mut Vec<u8>, row: &Row) {
         Row::Stock(stock) => serde_json::to_writer(&mut *out, &**stock),
         Row::Payment(payment) => serde_json::to_writer(&mut *out, &**payment),
         Row::Shipment(shipment) => serde_json::to_writer(&mut *out, &**shipment),
+        Row::Ticket(ticket) => serde_json::to_writer(&mut *out, &**ticket),
         Row::Metric(row) => serde_json::to_writer(&mut *out, &metric_json(row)),
         _ => serde_json::to_writer(&mut *out, &Value::Null),
     };

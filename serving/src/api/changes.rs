@@ -48,6 +48,17 @@ pub async fn changes(
         ));
     };
     let filter = filter(view, &caller, &query)?;
+    follow(app, &caller, filter, &headers).await
+}
+
+/// The changefeed of the rows `filter` names, as `caller` may follow them: from the
+/// `Last-Event-ID` in `headers` if every change since is kept, else from a snapshot.
+pub(crate) async fn follow(
+    app: App,
+    caller: &Principal,
+    filter: Filter,
+    headers: &HeaderMap,
+) -> ApiResult<Response> {
     let resume_from = match headers.get("last-event-id") {
         None => None,
         Some(value) => Some(
@@ -71,7 +82,7 @@ pub async fn changes(
         following: None,
     };
     feed.start(resume_from).await;
-    let held = super::sse::Held::new(&feed.app, &headers, &caller);
+    let held = super::sse::Held::new(&feed.app, headers, caller);
     let app = feed.app.clone();
     Ok(super::sse::respond(&app, feed, held))
 }
@@ -88,12 +99,12 @@ fn filter(view: Followed, caller: &Principal, query: &QueryPairs) -> ApiResult<F
     if user_id.is_some()
         && !matches!(
             view,
-            Followed::Orders | Followed::Payments | Followed::Shipments
+            Followed::Orders | Followed::Payments | Followed::Shipments | Followed::Tickets
         )
     {
         return Err(ApiError::invalid_field(
             "user_id",
-            "only orders, payments and shipments belong to users",
+            "only orders, payments, shipments and tickets belong to users",
         ));
     }
     for (field, value) in [("id", &id), ("user_id", &user_id)] {

@@ -91,6 +91,7 @@ pub fn app(state: App) -> Router {
             get(support::get).put(support::change),
         )
         .route("/support/tickets/{id}/comments", post(support::comment))
+        .route("/support/tickets/{id}/chat/stream", get(support::chat))
         .route(
             "/payment-methods",
             get(payment_methods::list).post(payment_methods::create),

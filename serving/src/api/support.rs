@@ -285,6 +285,27 @@ pub async fn get(
     answer(&app, &id, StatusCode::OK)
 }
 
+/// `GET /support/tickets/{id}/chat/stream`: the ticket's conversation as it goes, for
+/// its customer and the staff alike: a `snapshot` event with the ticket and every
+/// message, then an `update` event at each change (a message, a new status), each the
+/// ticket's row out and in, resumable with `Last-Event-ID` (`/views/tickets/changes`
+/// for one ticket).
+pub async fn chat(
+    State(app): State<App>,
+    Caller(caller): Caller,
+    Path(id): Path<String>,
+    headers: axum::http::HeaderMap,
+) -> ApiResult<Response> {
+    let row = one(&app.views.read(), &id)?;
+    caller.require_owner_or(&row.user_id, "support:read")?;
+    let filter = crate::changefeed::Filter {
+        view: crate::changefeed::Followed::Tickets,
+        id: Some(id),
+        user_id: None,
+    };
+    super::changes::follow(app, &caller, filter, &headers).await
+}
+
 /// Whether `caller` speaks for the staff on `row`: not its customer, with the scope.
 fn staff(caller: &Principal, row: &TicketRow) -> bool {
     caller.user_id() != Some(&*row.user_id) && caller.has_scope("support:write")

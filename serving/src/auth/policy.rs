@@ -53,9 +53,13 @@ pub fn rule(method: &Method, path: &str) -> Rule {
         ("/orders/{id}/status", false) => Scope("orders:write"),
         ("/payments" | "/payments/{id}", _) => SignedIn,
         ("/payment-methods" | "/payment-methods/{id}", _) => SignedIn,
-        ("/support/tickets" | "/support/tickets/{id}" | "/support/tickets/{id}/comments", _) => {
-            SignedIn
-        }
+        (
+            "/support/tickets"
+            | "/support/tickets/{id}"
+            | "/support/tickets/{id}/comments"
+            | "/support/tickets/{id}/chat/stream",
+            _,
+        ) => SignedIn,
         ("/payments/{id}/refund", false) => Scope("payment:write"),
         ("/shipments/{id}", true) => SignedIn,
         ("/shipments/{id}/deliver", false) => Scope("shipping:write"),

@@ -461,6 +461,12 @@ fn routes(w: &World) -> Vec<(&'static str, String, Option<Value>, Needs)> {
             OwnerOr("support:read"),
         ),
         (
+            "GET",
+            format!("/api/v1/support/tickets/{}/chat/stream", w.ticket_a),
+            None,
+            OwnerOr("support:read"),
+        ),
+        (
             "POST",
             format!("/api/v1/support/tickets/{}/comments", w.ticket_a),
             Some(json!({"body": "Any news?"})),

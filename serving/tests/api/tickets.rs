@@ -241,3 +241,96 @@ async fn a_customer_and_the_staff_talk_on_a_ticket_until_it_is_closed() {
         StatusCode::NOT_FOUND
     );
 }
+
+/// The rows coming in (`diff` +1) of a changefeed's update.
+fn incoming(event: &crate::support::SseEvent) -> Vec<Value> {
+    (event.data["changes"].as_array().unwrap().iter())
+        .filter(|change| change["diff"] == 1)
+        .map(|change| change["row"].clone())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_ticket_s_chat_streams_each_message_to_both_sides() {
+    let t = TestApp::new().await;
+    let (ann_id, bob_id) = (
+        t.user("ann@example.com").await,
+        t.user("bob@example.com").await,
+    );
+    let ann = ("authorization", bearer(&t, &ann_id));
+    let bob = ("authorization", bearer(&t, &bob_id));
+    let key = t
+        .post(
+            "/api/v1/api-keys",
+            json!({"name": "desk", "scopes": ["support:read", "support:write"]}),
+        )
+        .await;
+    let staff = ("x-api-key", key.body["key"].as_str().unwrap().to_string());
+    let opened = call(
+        &t,
+        &ann,
+        "POST",
+        "/api/v1/support/tickets",
+        Some(json!({
+        "subject": "Login trouble", "body": "I cannot sign in."})),
+    )
+    .await;
+    let ticket = opened.body["id"].as_str().unwrap().to_string();
+    let chat = format!("/api/v1/support/tickets/{ticket}/chat/stream");
+
+    let (status, mut customer) = t.stream(&chat, &[(ann.0, ann.1.as_str())]).await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, mut desk) = t.stream(&chat, &[(staff.0, staff.1.as_str())]).await;
+    assert_eq!(status, StatusCode::OK);
+    for stream in [&mut customer, &mut desk] {
+        let snapshot = stream.next().await;
+        assert_eq!(snapshot.event, "snapshot");
+        let rows = snapshot.data["rows"].as_array().unwrap();
+        assert_eq!(rows.len(), 1, "{rows:?}");
+        assert_eq!(rows[0]["comments"][0]["body"], "I cannot sign in.");
+    }
+    let (status, _) = t.stream(&chat, &[(bob.0, bob.1.as_str())]).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    let (status, _) = t
+        .stream(
+            "/api/v1/support/tickets/tkt_none/chat/stream",
+            &[(staff.0, staff.1.as_str())],
+        )
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+
+    // The staff write; both sides see it. The customer answers; both see that too.
+    for (who, text) in [
+        (&staff, "Try resetting your password."),
+        (&ann, "That worked, thanks!"),
+    ] {
+        let sent = call(
+            &t,
+            who,
+            "POST",
+            &format!("/api/v1/support/tickets/{ticket}/comments"),
+            Some(json!({"body": text})),
+        )
+        .await;
+        assert_eq!(sent.status, StatusCode::CREATED, "{:?}", sent.body);
+        for stream in [&mut customer, &mut desk] {
+            let update = stream.next().await;
+            assert_eq!(update.event, "update", "{:?}", update.data);
+            let rows = incoming(&update);
+            let last = rows[0]["comments"]
+                .as_array()
+                .unwrap()
+                .last()
+                .unwrap()
+                .clone();
+            assert_eq!(last["body"], text, "{last}");
+            assert_eq!(last["staff"], who.0 == "x-api-key");
+        }
+    }
+    // The views' feed of tickets gives a customer only their own.
+    let (status, mut own) = t
+        .stream("/api/v1/views/tickets/changes", &[(bob.0, bob.1.as_str())])
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(own.next().await.data["rows"], json!([]));
+}
