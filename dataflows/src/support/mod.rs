@@ -52,6 +52,25 @@ impl Ticket {
     }
 }
 
+/// The ticket a change or a message is for, unless it is missing or closed (then the
+/// command's refusal).
+fn still_open<'a>(
+    tickets: &'a mut HashMap<Str, Ticket>,
+    ticket_id: &Str,
+    decided: &Decided,
+) -> Result<&'a mut Ticket, Box<Result<Event, Rejection>>> {
+    match tickets.get_mut(ticket_id) {
+        None => Err(Box::new(
+            decided.not_found(format!("ticket {ticket_id} does not exist")),
+        )),
+        Some(ticket) if ticket.status == TicketStatus::Closed => Err(Box::new(decided.conflict(
+            "ticket_closed",
+            format!("ticket {ticket_id} is closed; open a new one"),
+        ))),
+        Some(ticket) => Ok(ticket),
+    }
+}
+
 pub trait Tickets<'scope> {
     fn tickets(self) -> Stream<'scope, Time, Vec<Result<Event, Rejection>>>;
 }
@@ -112,19 +131,13 @@ impl<'scope> Tickets<'scope> for Stream<'scope, Time, Vec<TicketIn>> {
                             priority,
                             assignee,
                         } => {
-                            let Some(ticket) = tickets.get_mut(&ticket_id) else {
-                                out.push(
-                                    decided.not_found(format!("ticket {ticket_id} does not exist")),
-                                );
-                                continue;
+                            let ticket = match still_open(&mut tickets, &ticket_id, &decided) {
+                                Ok(ticket) => ticket,
+                                Err(refused) => {
+                                    out.push(*refused);
+                                    continue;
+                                }
                             };
-                            if ticket.status == TicketStatus::Closed {
-                                out.push(decided.conflict(
-                                    "ticket_closed",
-                                    format!("ticket {ticket_id} is closed"),
-                                ));
-                                continue;
-                            }
                             ticket.status = status.unwrap_or(ticket.status);
                             ticket.priority = priority.unwrap_or(ticket.priority);
                             match assignee {
@@ -141,19 +154,13 @@ impl<'scope> Tickets<'scope> for Stream<'scope, Time, Vec<TicketIn>> {
                             staff,
                             body,
                         } => {
-                            let Some(ticket) = tickets.get_mut(&ticket_id) else {
-                                out.push(
-                                    decided.not_found(format!("ticket {ticket_id} does not exist")),
-                                );
-                                continue;
+                            let ticket = match still_open(&mut tickets, &ticket_id, &decided) {
+                                Ok(ticket) => ticket,
+                                Err(refused) => {
+                                    out.push(*refused);
+                                    continue;
+                                }
                             };
-                            if ticket.status == TicketStatus::Closed {
-                                out.push(decided.conflict(
-                                    "ticket_closed",
-                                    format!("ticket {ticket_id} is closed; open a new one"),
-                                ));
-                                continue;
-                            }
                             if ticket.comments.contains(&comment_id) {
                                 out.push(decided.conflict(
                                     "comment_exists",

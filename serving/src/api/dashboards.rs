@@ -257,13 +257,10 @@ pub async fn create(
         definition,
     };
     run_fresh(&app, admission, idempotency, command).await?;
-    let Json(view) = saved(&app, &id)?;
-    let mut response = (StatusCode::CREATED, Json(view)).into_response();
-    response.headers_mut().insert(
-        header::LOCATION,
-        HeaderValue::from_str(&format!("/api/v1/dashboards/{id}")).expect("ids are ASCII"),
-    );
-    Ok(response)
+    Ok(super::created(
+        format!("/api/v1/dashboards/{id}"),
+        saved(&app, &id)?,
+    ))
 }
 
 /// `PUT /dashboards/{id}`: a saved dashboard's new definition, whole; its followers

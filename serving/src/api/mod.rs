@@ -411,6 +411,16 @@ pub(crate) fn order_owner(
 
 /// An id for a new resource. With an `Idempotency-Key` the id is derived from it, so a
 /// retried request names the same resource.
+/// `201 Created` with `Location: location` (a path under this server).
+pub(crate) fn created(location: String, body: impl IntoResponse) -> Response {
+    let mut response = (StatusCode::CREATED, body).into_response();
+    let location = HeaderValue::from_str(&location).expect("paths of ids are ASCII");
+    response
+        .headers_mut()
+        .insert(axum::http::header::LOCATION, location);
+    response
+}
+
 pub(crate) fn new_id(prefix: &str, idempotency: &Option<IdempotencyKey>) -> String {
     match idempotency {
         Some(key) => {

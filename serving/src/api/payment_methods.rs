@@ -3,8 +3,8 @@
 //! CVC, to pay orders with later (`payment_method_id`).
 
 use axum::extract::State;
-use axum::http::{header, HeaderValue, StatusCode};
-use axum::response::{IntoResponse, Response};
+use axum::http::StatusCode;
+use axum::response::Response;
 use axum::Json;
 use dataflows::model::{CardToken, Command as DomainCommand};
 use dataflows::views::PaymentMethodRow;
@@ -71,18 +71,6 @@ pub struct MethodList<'a> {
     items: Vec<MethodView<'a>>,
 }
 
-/// The user a request is about: `user_id` if given, else the caller's own.
-fn user_of(caller: &Principal, given: Option<&str>) -> ApiResult<String> {
-    match (given, caller.user_id()) {
-        (Some(user), _) => Ok(user.to_string()),
-        (None, Some(own)) => Ok(own.to_string()),
-        (None, None) => Err(ApiError::invalid_field(
-            "user_id",
-            "is required for a caller that acts for no user",
-        )),
-    }
-}
-
 /// The token of `user_id`'s saved card `method_id`, to pay with: 422 naming
 /// `payment_method_id` when it is not one of theirs or has expired.
 pub(crate) fn saved_card(
@@ -114,7 +102,7 @@ pub async fn create(
     command: Command<SaveCard>,
 ) -> ApiResult<Response> {
     let Command { body, idempotency } = command;
-    let user_id = user_of(&caller, body.user_id.as_deref())?;
+    let user_id = caller.user_or(body.user_id.as_deref())?;
     caller.require_owner_or(&user_id, "payment:write")?;
     let card = card_token(
         &PaymentMethod {
@@ -151,17 +139,10 @@ pub async fn create(
     let row = (snapshot.payment_methods.get(&method_id))
         .ok_or_else(|| ApiError::not_found("payment method", &method_id))?;
     caller.require_owner_or(&row.user_id, "payment:write")?;
-    let mut response = (
-        StatusCode::CREATED,
+    Ok(super::created(
+        format!("/api/v1/payment-methods/{method_id}"),
         Json(json::to_value(MethodView::of(row))),
-    )
-        .into_response();
-    response.headers_mut().insert(
-        header::LOCATION,
-        HeaderValue::from_str(&format!("/api/v1/payment-methods/{method_id}"))
-            .expect("ids are ASCII"),
-    );
-    Ok(response)
+    ))
 }
 
 /// `GET /payment-methods?user_id=`: the user's saved cards (the caller's own when left
@@ -171,7 +152,7 @@ pub async fn list(
     Caller(caller): Caller,
     query: QueryPairs,
 ) -> ApiResult<Json<serde_json::Value>> {
-    let user_id = user_of(&caller, query.get("user_id"))?;
+    let user_id = caller.user_or(query.get("user_id"))?;
     caller.require_owner_or(&user_id, "payment:read")?;
     let snapshot = app.views.read();
     if !snapshot.users.contains_key(&user_id) {

@@ -3,7 +3,7 @@
 //! by priority. The staff are callers with `support:read` / `support:write`.
 
 use axum::extract::State;
-use axum::http::{header, HeaderValue, StatusCode};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use dataflows::model::{log_ts, Assignee, Command as DomainCommand, Str};
@@ -167,16 +167,7 @@ pub async fn open(
     command: Command<OpenTicket>,
 ) -> ApiResult<Response> {
     let Command { body, idempotency } = command;
-    let user_id = match (body.user_id.as_deref(), caller.user_id()) {
-        (Some(user), _) => user.to_string(),
-        (None, Some(own)) => own.to_string(),
-        (None, None) => {
-            return Err(ApiError::invalid_field(
-                "user_id",
-                "is required for a caller that acts for no user",
-            ))
-        }
-    };
+    let user_id = caller.user_or(body.user_id.as_deref())?;
     caller.require_owner_or(&user_id, "support:write")?;
     let mut validator = Validator::default();
     validator.text(&body.subject, "subject", 200);
@@ -212,13 +203,11 @@ pub async fn open(
         comment_id: new_id("cmt", &idempotency).into(),
     };
     run_fresh(&app, admission, idempotency, command).await?;
-    let mut response = answer(&app, &ticket_id, StatusCode::CREATED)?;
-    response.headers_mut().insert(
-        header::LOCATION,
-        HeaderValue::from_str(&format!("/api/v1/support/tickets/{ticket_id}"))
-            .expect("ids are ASCII"),
-    );
-    Ok(response)
+    let ticket = answer(&app, &ticket_id, StatusCode::OK)?;
+    Ok(super::created(
+        format!("/api/v1/support/tickets/{ticket_id}"),
+        ticket,
+    ))
 }
 
 /// `GET /support/tickets?user_id&status&limit&cursor`: a customer's tickets (the
@@ -238,16 +227,9 @@ pub async fn list(
             )?,
         ),
     };
-    let user = match (query.get("user_id"), caller.user_id()) {
-        (Some(user), _) => Some(user.to_string()),
-        (None, _) if caller.has_scope("support:read") => None,
-        (None, Some(own)) => Some(own.to_string()),
-        (None, None) => {
-            return Err(ApiError::invalid_field(
-                "user_id",
-                "is required for a caller that acts for no user",
-            ))
-        }
+    let user = match query.get("user_id") {
+        None if caller.has_scope("support:read") => None,
+        given => Some(caller.user_or(given)?),
     };
     match &user {
         Some(user) => caller.require_owner_or(user, "support:read")?,

@@ -106,6 +106,19 @@ impl Principal {
     }
 
     /// A name for logs and audit trails: never a secret.
+    /// The user a request is about: `given`, else the caller's own; 422 on `user_id`
+    /// for a caller that acts for no user and names none.
+    pub fn user_or(&self, given: Option<&str>) -> Result<String, ApiError> {
+        match (given, self.user_id()) {
+            (Some(user), _) => Ok(user.to_string()),
+            (None, Some(own)) => Ok(own.to_string()),
+            (None, None) => Err(ApiError::invalid_field(
+                "user_id",
+                "is required for a caller that acts for no user",
+            )),
+        }
+    }
+
     pub fn label(&self) -> String {
         match self {
             Principal::Anonymous => "anonymous".into(),

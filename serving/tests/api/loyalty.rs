@@ -41,15 +41,7 @@ async fn delivered_orders_earn_points_refunds_take_them_back_and_premium_buyers_
     let chair = t.product("CHAIR", 60_000, 10).await;
     let ann = t.user("ann@example.com").await;
     let bob = t.user("bob@example.com").await;
-    let token = |user: &str| {
-        let (token, _) = t
-            .app
-            .auth
-            .tokens
-            .issue(user, &[], serving::auth::tokens::unix_seconds());
-        format!("Bearer {token}")
-    };
-    let (as_ann, as_bob) = (token(&ann), token(&bob));
+    let (as_ann, as_bob) = (t.bearer(&ann), t.bearer(&bob));
     let ann_h = [("authorization", as_ann.as_str())];
 
     let none = points_become(&t, &ann, &ann_h, 0).await;

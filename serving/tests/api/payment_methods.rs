@@ -11,21 +11,6 @@ fn card(number: &str) -> Value {
     json!({"type": "card", "card_number": number, "exp_month": 12, "exp_year": 2031, "cvc": "123"})
 }
 
-fn bearer(t: &TestApp, user: &str) -> String {
-    let (token, _) = t
-        .app
-        .auth
-        .tokens
-        .issue(user, &[], serving::auth::tokens::unix_seconds());
-    format!("Bearer {token}")
-}
-
-async fn as_user(t: &TestApp, who: &str, method: &str, path: &str, body: Option<Value>) -> Reply {
-    let body = body.map(|body| body.to_string());
-    t.send(method, path, body.as_deref(), &[("authorization", who)])
-        .await
-}
-
 fn fields(reply: &Reply) -> Vec<&str> {
     assert_eq!(
         reply.status,
@@ -46,17 +31,20 @@ async fn saved_cards_pay_for_orders_and_never_show_their_numbers() {
         t.user("ann@example.com").await,
         t.user("bob@example.com").await,
     );
-    let (as_ann, as_bob) = (bearer(&t, &ann), bearer(&t, &bob));
+    let (as_ann, as_bob) = (
+        ("authorization", t.bearer(&ann)),
+        ("authorization", t.bearer(&bob)),
+    );
 
     // Saved as the caller, by default: the token stays inside, the number is gone.
-    let saved = as_user(
-        &t,
-        &as_ann,
-        "POST",
-        "/api/v1/payment-methods",
-        Some(card("4242 4242 4242 4242")),
-    )
-    .await;
+    let saved = t
+        .send_as(
+            &as_ann,
+            "POST",
+            "/api/v1/payment-methods",
+            Some(card("4242 4242 4242 4242")),
+        )
+        .await;
     assert_eq!(saved.status, StatusCode::CREATED, "{:?}", saved.body);
     let good = saved.body["id"].as_str().unwrap().to_string();
     assert!(good.starts_with("pm_"), "{good}");
@@ -77,17 +65,19 @@ async fn saved_cards_pay_for_orders_and_never_show_their_numbers() {
         !raw.contains("4242424242424242") && !raw.contains("tok_") && !raw.contains("cvc"),
         "{raw}"
     );
-    let declining = as_user(
-        &t,
-        &as_ann,
-        "POST",
-        "/api/v1/payment-methods",
-        Some(card("4000000000000002")),
-    )
-    .await;
+    let declining = t
+        .send_as(
+            &as_ann,
+            "POST",
+            "/api/v1/payment-methods",
+            Some(card("4000000000000002")),
+        )
+        .await;
     let declining = declining.body["id"].as_str().unwrap().to_string();
 
-    let listed = as_user(&t, &as_ann, "GET", "/api/v1/payment-methods", None).await;
+    let listed = t
+        .send_as(&as_ann, "GET", "/api/v1/payment-methods", None)
+        .await;
     let ids: Vec<&str> = (listed.body["items"].as_array().unwrap().iter())
         .map(|method| method["id"].as_str().unwrap())
         .collect();
@@ -97,34 +87,29 @@ async fn saved_cards_pay_for_orders_and_never_show_their_numbers() {
     // Each user's own: another customer sees and uses none of them.
     let path = format!("/api/v1/payment-methods/{good}");
     assert_eq!(
-        as_user(&t, &as_bob, "GET", &path, None).await.status,
+        t.send_as(&as_bob, "GET", &path, None).await.status,
         StatusCode::FORBIDDEN
     );
-    let listing = as_user(
-        &t,
-        &as_bob,
-        "GET",
-        &format!("/api/v1/payment-methods?user_id={ann}"),
-        None,
-    )
-    .await;
+    let listing = t
+        .send_as(
+            &as_bob,
+            "GET",
+            &format!("/api/v1/payment-methods?user_id={ann}"),
+            None,
+        )
+        .await;
     assert_eq!(listing.status, StatusCode::FORBIDDEN);
     assert_eq!(
-        as_user(&t, &as_ann, "GET", &path, None).await.body["last4"],
+        t.send_as(&as_ann, "GET", &path, None).await.body["last4"],
         "4242"
     );
 
     // Paying with them: the saved card is charged as if it were given again.
     let items = json!([{"product_id": lamp, "quantity": 1}]);
     let order = |user: &str, method: &str| json!({"user_id": user, "items": items, "payment_method_id": method});
-    let paid = as_user(
-        &t,
-        &as_ann,
-        "POST",
-        "/api/v1/orders",
-        Some(order(&ann, &good)),
-    )
-    .await;
+    let paid = t
+        .send_as(&as_ann, "POST", "/api/v1/orders", Some(order(&ann, &good)))
+        .await;
     assert_eq!(paid.status, StatusCode::CREATED, "{:?}", paid.body);
     let paid = wait_for_status(&t, paid.body["id"].as_str().unwrap(), "shipped").await;
     let payment = t
@@ -134,55 +119,53 @@ async fn saved_cards_pay_for_orders_and_never_show_their_numbers() {
         ))
         .await;
     assert_eq!(payment.body["status"], "succeeded", "{:?}", payment.body);
-    let declined = as_user(
-        &t,
-        &as_ann,
-        "POST",
-        "/api/v1/orders",
-        Some(order(&ann, &declining)),
-    )
-    .await;
+    let declined = t
+        .send_as(
+            &as_ann,
+            "POST",
+            "/api/v1/orders",
+            Some(order(&ann, &declining)),
+        )
+        .await;
     let declined = wait_for_status(&t, declined.body["id"].as_str().unwrap(), "cancelled").await;
     assert_eq!(declined["cancel_reason"], "payment_declined");
-    let stolen = as_user(
-        &t,
-        &as_bob,
-        "POST",
-        "/api/v1/orders",
-        Some(order(&bob, &good)),
-    )
-    .await;
+    let stolen = t
+        .send_as(&as_bob, "POST", "/api/v1/orders", Some(order(&bob, &good)))
+        .await;
     assert_eq!(fields(&stolen), ["payment_method_id"]);
     let mut both = order(&ann, &good);
     both["payment_method"] = card("4242424242424242");
     assert_eq!(
-        fields(&as_user(&t, &as_ann, "POST", "/api/v1/orders", Some(both)).await),
+        fields(
+            &t.send_as(&as_ann, "POST", "/api/v1/orders", Some(both))
+                .await
+        ),
         ["payment_method_id"]
     );
 
     // An order placed without paying is paid with a saved card later.
     let waiting = t.order(&ann, &lamp, 1).await;
     let waiting = waiting.body["id"].as_str().unwrap().to_string();
-    let pay = as_user(
-        &t,
-        &as_ann,
-        "POST",
-        "/api/v1/payments",
-        Some(json!({"order_id": waiting, "payment_method_id": good})),
-    )
-    .await;
+    let pay = t
+        .send_as(
+            &as_ann,
+            "POST",
+            "/api/v1/payments",
+            Some(json!({"order_id": waiting, "payment_method_id": good})),
+        )
+        .await;
     assert_eq!(pay.status, StatusCode::CREATED, "{:?}", pay.body);
     assert_eq!(pay.body["card"]["last4"], "4242", "{:?}", pay.body);
 
     // A bad card is refused field by field; no user, no card.
-    let bad = as_user(
-        &t,
-        &as_ann,
-        "POST",
-        "/api/v1/payment-methods",
-        Some(card("4242424242424241")),
-    )
-    .await;
+    let bad = t
+        .send_as(
+            &as_ann,
+            "POST",
+            "/api/v1/payment-methods",
+            Some(card("4242424242424241")),
+        )
+        .await;
     assert_eq!(fields(&bad), ["card_number"]);
     let mut nobody = card("4242424242424242");
     nobody["user_id"] = json!("usr_nobody");
@@ -191,48 +174,43 @@ async fn saved_cards_pay_for_orders_and_never_show_their_numbers() {
 
     // Twenty cards at most.
     for _ in 0..18 {
-        let more = as_user(
-            &t,
+        let more = t
+            .send_as(
+                &as_ann,
+                "POST",
+                "/api/v1/payment-methods",
+                Some(card("5555555555554444")),
+            )
+            .await;
+        assert_eq!(more.status, StatusCode::CREATED, "{:?}", more.body);
+    }
+    let over = t
+        .send_as(
             &as_ann,
             "POST",
             "/api/v1/payment-methods",
             Some(card("5555555555554444")),
         )
         .await;
-        assert_eq!(more.status, StatusCode::CREATED, "{:?}", more.body);
-    }
-    let over = as_user(
-        &t,
-        &as_ann,
-        "POST",
-        "/api/v1/payment-methods",
-        Some(card("5555555555554444")),
-    )
-    .await;
     assert_eq!(over.status, StatusCode::CONFLICT, "{:?}", over.body);
     assert_eq!(over.body["code"], "too_many_payment_methods");
 
     // Removed: by its user only; then it pays for nothing.
     assert_eq!(
-        as_user(&t, &as_bob, "DELETE", &path, None).await.status,
+        t.send_as(&as_bob, "DELETE", &path, None).await.status,
         StatusCode::FORBIDDEN
     );
     assert_eq!(
-        as_user(&t, &as_ann, "DELETE", &path, None).await.status,
+        t.send_as(&as_ann, "DELETE", &path, None).await.status,
         StatusCode::NO_CONTENT
     );
     assert_eq!(
-        as_user(&t, &as_ann, "GET", &path, None).await.status,
+        t.send_as(&as_ann, "GET", &path, None).await.status,
         StatusCode::NOT_FOUND
     );
-    let gone = as_user(
-        &t,
-        &as_ann,
-        "POST",
-        "/api/v1/orders",
-        Some(order(&ann, &good)),
-    )
-    .await;
+    let gone = t
+        .send_as(&as_ann, "POST", "/api/v1/orders", Some(order(&ann, &good)))
+        .await;
     assert_eq!(fields(&gone), ["payment_method_id"]);
 
     // Deleting the account removes the cards with it.

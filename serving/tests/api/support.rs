@@ -221,6 +221,29 @@ impl TestApp {
         }
     }
 
+    /// `Authorization: Bearer` with an access token for `user`.
+    pub fn bearer(&self, user: &str) -> String {
+        let (token, _) =
+            self.app
+                .auth
+                .tokens
+                .issue(user, &[], serving::auth::tokens::unix_seconds());
+        format!("Bearer {token}")
+    }
+
+    /// A request with `credential` (`(header, value)`) and a JSON body.
+    pub async fn send_as(
+        &self,
+        credential: &(&str, String),
+        method: &str,
+        path: &str,
+        body: Option<Value>,
+    ) -> Reply {
+        let body = body.map(|body| body.to_string());
+        let headers = [(credential.0, credential.1.as_str())];
+        self.send(method, path, body.as_deref(), &headers).await
+    }
+
     pub async fn get(&self, path: &str) -> Reply {
         self.send("GET", path, None, &[]).await
     }

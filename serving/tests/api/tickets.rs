@@ -6,25 +6,32 @@ use serde_json::{json, Value};
 
 use crate::support::{Reply, TestApp};
 
-fn bearer(t: &TestApp, user: &str) -> String {
-    let (token, _) = t
-        .app
-        .auth
-        .tokens
-        .issue(user, &[], serving::auth::tokens::unix_seconds());
-    format!("Bearer {token}")
+/// Two customers and the support staff, each with their credential.
+struct Desk {
+    ann_id: String,
+    ann: (&'static str, String),
+    bob: (&'static str, String),
+    staff: (&'static str, String),
 }
 
-async fn call(
-    t: &TestApp,
-    who: &(&str, String),
-    method: &str,
-    path: &str,
-    body: Option<Value>,
-) -> Reply {
-    let body = body.map(|body| body.to_string());
-    t.send(method, path, body.as_deref(), &[(who.0, who.1.as_str())])
-        .await
+async fn desk(t: &TestApp) -> Desk {
+    let (ann_id, bob_id) = (
+        t.user("ann@example.com").await,
+        t.user("bob@example.com").await,
+    );
+    let key = t
+        .post(
+            "/api/v1/api-keys",
+            json!({"name": "desk", "scopes": ["support:read", "support:write"]}),
+        )
+        .await;
+    assert_eq!(key.status, StatusCode::CREATED, "{:?}", key.body);
+    Desk {
+        ann: ("authorization", t.bearer(&ann_id)),
+        bob: ("authorization", t.bearer(&bob_id)),
+        staff: ("x-api-key", key.body["key"].as_str().unwrap().to_string()),
+        ann_id,
+    }
 }
 
 fn ids(reply: &Reply) -> Vec<&str> {
@@ -38,36 +45,28 @@ fn ids(reply: &Reply) -> Vec<&str> {
 async fn a_customer_and_the_staff_talk_on_a_ticket_until_it_is_closed() {
     let t = TestApp::new().await;
     let mug = t.product("MUG", 1000, 5).await;
-    let (ann_id, bob_id) = (
-        t.user("ann@example.com").await,
-        t.user("bob@example.com").await,
-    );
-    let ann = ("authorization", bearer(&t, &ann_id));
-    let bob = ("authorization", bearer(&t, &bob_id));
-    let key = t
-        .post(
-            "/api/v1/api-keys",
-            json!({"name": "desk", "scopes": ["support:read", "support:write"]}),
-        )
-        .await;
-    assert_eq!(key.status, StatusCode::CREATED, "{:?}", key.body);
-    let staff = ("x-api-key", key.body["key"].as_str().unwrap().to_string());
+    let Desk {
+        ann_id,
+        ann,
+        bob,
+        staff,
+    } = desk(&t).await;
     let order = t.order(&ann_id, &mug, 1).await.body["id"]
         .as_str()
         .unwrap()
         .to_string();
 
     // Opened by the customer about her order: the staff owe a first answer in 4 hours.
-    let opened = call(
-        &t,
-        &ann,
-        "POST",
-        "/api/v1/support/tickets",
-        Some(json!({
+    let opened = t
+        .send_as(
+            &ann,
+            "POST",
+            "/api/v1/support/tickets",
+            Some(json!({
         "subject": "Mug arrived broken", "body": "It came in pieces.\nPhoto attached.",
         "order_id": order, "priority": "high"})),
-    )
-    .await;
+        )
+        .await;
     assert_eq!(opened.status, StatusCode::CREATED, "{:?}", opened.body);
     let ticket = opened.body["id"].as_str().unwrap().to_string();
     let path = format!("/api/v1/support/tickets/{ticket}");
@@ -99,18 +98,18 @@ async fn a_customer_and_the_staff_talk_on_a_ticket_until_it_is_closed() {
 
     // Each customer sees their own; a ticket about another's order is refused.
     assert_eq!(
-        call(&t, &bob, "GET", &path, None).await.status,
+        t.send_as(&bob, "GET", &path, None).await.status,
         StatusCode::FORBIDDEN
     );
-    let theirs = call(
-        &t,
-        &bob,
-        "POST",
-        "/api/v1/support/tickets",
-        Some(json!({
+    let theirs = t
+        .send_as(
+            &bob,
+            "POST",
+            "/api/v1/support/tickets",
+            Some(json!({
         "subject": "Hm", "body": "Hm", "order_id": order})),
-    )
-    .await;
+        )
+        .await;
     assert_eq!(
         theirs.status,
         StatusCode::UNPROCESSABLE_ENTITY,
@@ -118,14 +117,14 @@ async fn a_customer_and_the_staff_talk_on_a_ticket_until_it_is_closed() {
         theirs.body
     );
     assert_eq!(theirs.body["errors"][0]["field"], "order_id");
-    let empty = call(
-        &t,
-        &bob,
-        "POST",
-        "/api/v1/support/tickets",
-        Some(json!({"subject": " ", "body": ""})),
-    )
-    .await;
+    let empty = t
+        .send_as(
+            &bob,
+            "POST",
+            "/api/v1/support/tickets",
+            Some(json!({"subject": " ", "body": ""})),
+        )
+        .await;
     assert_eq!(
         empty.status,
         StatusCode::UNPROCESSABLE_ENTITY,
@@ -133,70 +132,60 @@ async fn a_customer_and_the_staff_talk_on_a_ticket_until_it_is_closed() {
         empty.body
     );
     assert_eq!(
-        ids(&call(&t, &ann, "GET", "/api/v1/support/tickets", None).await),
+        ids(&t
+            .send_as(&ann, "GET", "/api/v1/support/tickets", None)
+            .await),
         [ticket.as_str()]
     );
-    assert!(ids(&call(&t, &bob, "GET", "/api/v1/support/tickets", None).await).is_empty());
-    let peek = call(
-        &t,
-        &bob,
-        "GET",
-        &format!("/api/v1/support/tickets?user_id={ann_id}"),
-        None,
-    )
-    .await;
+    assert!(ids(&t
+        .send_as(&bob, "GET", "/api/v1/support/tickets", None)
+        .await)
+    .is_empty());
+    let peek = t
+        .send_as(
+            &bob,
+            "GET",
+            &format!("/api/v1/support/tickets?user_id={ann_id}"),
+            None,
+        )
+        .await;
     assert_eq!(peek.status, StatusCode::FORBIDDEN);
     // The staff see every ticket, by status.
     assert_eq!(
-        ids(&call(
-            &t,
-            &staff,
-            "GET",
-            "/api/v1/support/tickets?status=open",
-            None
-        )
-        .await),
+        ids(&t
+            .send_as(&staff, "GET", "/api/v1/support/tickets?status=open", None)
+            .await),
         [ticket.as_str()]
     );
-    assert!(ids(&call(
-        &t,
-        &staff,
-        "GET",
-        "/api/v1/support/tickets?status=closed",
-        None
-    )
-    .await)
+    assert!(ids(&t
+        .send_as(&staff, "GET", "/api/v1/support/tickets?status=closed", None)
+        .await)
     .is_empty());
-    let bogus = call(
-        &t,
-        &staff,
-        "GET",
-        "/api/v1/support/tickets?status=lost",
-        None,
-    )
-    .await;
+    let bogus = t
+        .send_as(&staff, "GET", "/api/v1/support/tickets?status=lost", None)
+        .await;
     assert_eq!(bogus.status, StatusCode::UNPROCESSABLE_ENTITY);
 
     // The staff answer, take it and wait for the customer...
-    let answered = call(
-        &t,
-        &staff,
-        "POST",
-        &format!("{path}/comments"),
-        Some(json!({"body": "Sorry! A new one is on its way."})),
-    )
-    .await;
+    let answered = t
+        .send_as(
+            &staff,
+            "POST",
+            &format!("{path}/comments"),
+            Some(json!({"body": "Sorry! A new one is on its way."})),
+        )
+        .await;
     assert_eq!(answered.status, StatusCode::CREATED, "{:?}", answered.body);
     assert_eq!(answered.body["comments"][1]["staff"], true);
     assert!(answered.body["first_response_at"].is_string());
-    let taken = call(
-        &t,
-        &staff,
-        "PUT",
-        &path,
-        Some(json!({"status": "pending", "assignee": "agent-7", "priority": "urgent"})),
-    )
-    .await;
+    let taken = t
+        .send_as(
+            &staff,
+            "PUT",
+            &path,
+            Some(json!({"status": "pending", "assignee": "agent-7", "priority": "urgent"})),
+        )
+        .await;
     assert_eq!(taken.status, StatusCode::OK, "{:?}", taken.body);
     assert_eq!(
         (
@@ -207,34 +196,40 @@ async fn a_customer_and_the_staff_talk_on_a_ticket_until_it_is_closed() {
         (Some("pending"), Some("agent-7"), Some("urgent"))
     );
     // ...whose answer gives it back to them.
-    let replied = call(
-        &t,
-        &ann,
-        "POST",
-        &format!("{path}/comments"),
-        Some(json!({"body": "Thanks!"})),
-    )
-    .await;
+    let replied = t
+        .send_as(
+            &ann,
+            "POST",
+            &format!("{path}/comments"),
+            Some(json!({"body": "Thanks!"})),
+        )
+        .await;
     assert_eq!(replied.body["status"], "open", "{:?}", replied.body);
     assert_eq!(replied.body["comment_count"], 3);
 
     // The customer may close her ticket, not triage it; closed, it takes nothing more.
-    let triage = call(&t, &ann, "PUT", &path, Some(json!({"status": "pending"}))).await;
+    let triage = t
+        .send_as(&ann, "PUT", &path, Some(json!({"status": "pending"})))
+        .await;
     assert_eq!(triage.status, StatusCode::FORBIDDEN, "{:?}", triage.body);
-    let closed = call(&t, &ann, "PUT", &path, Some(json!({"status": "closed"}))).await;
+    let closed = t
+        .send_as(&ann, "PUT", &path, Some(json!({"status": "closed"})))
+        .await;
     assert_eq!(closed.status, StatusCode::OK, "{:?}", closed.body);
     assert!(closed.body["resolved_at"].is_string());
-    let late = call(
-        &t,
-        &ann,
-        "POST",
-        &format!("{path}/comments"),
-        Some(json!({"body": "One more thing"})),
-    )
-    .await;
+    let late = t
+        .send_as(
+            &ann,
+            "POST",
+            &format!("{path}/comments"),
+            Some(json!({"body": "One more thing"})),
+        )
+        .await;
     assert_eq!(late.status, StatusCode::CONFLICT, "{:?}", late.body);
     assert_eq!(late.body["code"], "ticket_closed");
-    let unassign = call(&t, &staff, "PUT", &path, Some(json!({"assignee": null}))).await;
+    let unassign = t
+        .send_as(&staff, "PUT", &path, Some(json!({"assignee": null})))
+        .await;
     assert_eq!(unassign.status, StatusCode::CONFLICT, "{:?}", unassign.body);
     assert_eq!(
         t.get("/api/v1/support/tickets/tkt_none").await.status,
@@ -253,28 +248,18 @@ fn incoming(event: &crate::support::SseEvent) -> Vec<Value> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_ticket_s_chat_streams_each_message_to_both_sides() {
     let t = TestApp::new().await;
-    let (ann_id, bob_id) = (
-        t.user("ann@example.com").await,
-        t.user("bob@example.com").await,
-    );
-    let ann = ("authorization", bearer(&t, &ann_id));
-    let bob = ("authorization", bearer(&t, &bob_id));
-    let key = t
-        .post(
-            "/api/v1/api-keys",
-            json!({"name": "desk", "scopes": ["support:read", "support:write"]}),
+    let Desk {
+        ann, bob, staff, ..
+    } = desk(&t).await;
+    let opened = t
+        .send_as(
+            &ann,
+            "POST",
+            "/api/v1/support/tickets",
+            Some(json!({
+        "subject": "Login trouble", "body": "I cannot sign in."})),
         )
         .await;
-    let staff = ("x-api-key", key.body["key"].as_str().unwrap().to_string());
-    let opened = call(
-        &t,
-        &ann,
-        "POST",
-        "/api/v1/support/tickets",
-        Some(json!({
-        "subject": "Login trouble", "body": "I cannot sign in."})),
-    )
-    .await;
     let ticket = opened.body["id"].as_str().unwrap().to_string();
     let chat = format!("/api/v1/support/tickets/{ticket}/chat/stream");
 
@@ -304,14 +289,14 @@ async fn a_ticket_s_chat_streams_each_message_to_both_sides() {
         (&staff, "Try resetting your password."),
         (&ann, "That worked, thanks!"),
     ] {
-        let sent = call(
-            &t,
-            who,
-            "POST",
-            &format!("/api/v1/support/tickets/{ticket}/comments"),
-            Some(json!({"body": text})),
-        )
-        .await;
+        let sent = t
+            .send_as(
+                who,
+                "POST",
+                &format!("/api/v1/support/tickets/{ticket}/comments"),
+                Some(json!({"body": text})),
+            )
+            .await;
         assert_eq!(sent.status, StatusCode::CREATED, "{:?}", sent.body);
         for stream in [&mut customer, &mut desk] {
             let update = stream.next().await;
