@@ -3,9 +3,10 @@
 //! The history is append-only Parquet: every event as it happened, kept for audits and
 //! reports. A deleted user's events stay in it (their orders, payments and shipments
 //! are the shop's records), but the `events` table answers them with the personal data
-//! erased: names, e-mail addresses, network addresses, postal addresses and profile
-//! fields become `"[erased]"` in `data` for every event that names the user or one of
-//! their orders. The user's id stays: it names no one once the user is gone.
+//! erased: names, e-mail addresses, network addresses, postal addresses, profile
+//! fields and support conversations (a ticket's subject and messages) become
+//! `"[erased]"` in `data` for every event that names the user, one of their orders or
+//! one of their tickets. The user's id stays: it names no one once the user is gone.
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -22,7 +23,7 @@ use serde_json::Value;
 pub const ERASED: &str = "[erased]";
 
 /// The fields of an event's data that hold personal data.
-const PERSONAL: [&str; 7] = [
+const PERSONAL: [&str; 9] = [
     "email",
     "name",
     "display_name",
@@ -30,13 +31,17 @@ const PERSONAL: [&str; 7] = [
     "client",
     "shipping_address",
     "address",
+    "subject",
+    "body",
 ];
 
-/// The deleted users, and their orders (whose events do not all name the user).
+/// The deleted users, and their orders and support tickets (whose events do not all
+/// name the user).
 #[derive(Debug, Default, PartialEq, Eq, Hash)]
 pub struct Erased {
     pub users: BTreeSet<String>,
     pub orders: BTreeSet<String>,
+    pub tickets: BTreeSet<String>,
 }
 
 impl Erased {
@@ -50,6 +55,9 @@ impl Erased {
                     .orders_of(&user.user_id, None)
                     .map(|(_, order)| order.order_id.to_string()),
             );
+            erased.tickets.extend(
+                (snapshot.tickets_of(&user.user_id, "")).map(|ticket| ticket.ticket_id.to_string()),
+            );
         }
         erased
     }
@@ -58,10 +66,11 @@ impl Erased {
         self.users.is_empty()
     }
 
-    /// Whether an event's data (JSON text) names an erased user or order.
+    /// Whether an event's data (JSON text) names an erased user, order or ticket.
     fn names(&self, data: &str) -> bool {
         ids(data, "\"user_id\":\"").any(|id| self.users.contains(id))
             || ids(data, "\"order_id\":\"").any(|id| self.orders.contains(id))
+            || ids(data, "\"ticket_id\":\"").any(|id| self.tickets.contains(id))
     }
 
     /// `data` with its personal fields erased, if it names an erased user or order.
@@ -188,6 +197,7 @@ mod tests {
         let erased = Erased {
             users: ["usr_gone".to_string()].into(),
             orders: ["ord_gone".to_string()].into(),
+            tickets: ["tkt_gone".to_string()].into(),
         };
         let created = r#"{"user_id":"usr_gone","email":"ann@example.com","name":"Ann"}"#;
         let value: Value = serde_json::from_str(&erased.erase(created)).unwrap();
@@ -201,11 +211,19 @@ mod tests {
         assert_eq!(value["profile"]["marketing_emails"], false);
         let shipped = r#"{"shipment_id":"shp_1","order_id":"ord_gone","address":"1 Main St"}"#;
         assert!(erased.erase(shipped).contains(r#""address":"[erased]""#));
+        // A ticket's conversation, the staff's answers too: they may quote the user.
+        let answered = r#"{"ticket_id":"tkt_gone","comment_id":"c1","author_id":"key:k1","staff":true,"body":"Your address is 1 Main St?"}"#;
+        let value: Value = serde_json::from_str(&erased.erase(answered)).unwrap();
+        assert_eq!(
+            (value["body"].as_str(), value["staff"].as_bool()),
+            (Some(ERASED), Some(true))
+        );
         // Others', and events without personal fields, are left as they are.
         for kept in [
             r#"{"user_id":"usr_here","email":"bob@example.com"}"#,
             r#"{"order_id":"ord_other","shipping_address":"2 Main St"}"#,
             r#"{"user_id":"usr_gone_not","email":"x@example.com"}"#,
+            r#"{"ticket_id":"tkt_other","subject":"Hello","body":"Hi"}"#,
         ] {
             assert_eq!(erased.erase(kept), kept);
         }

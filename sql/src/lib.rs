@@ -21,4 +21,5 @@ mod tables;
 /// The Arrow and Parquet this crate answers in, for readers of its answers.
 pub use datafusion::{arrow, parquet};
 pub use engine::{Answer, Params, QueryError, SqlConfig, SqlEngine};
+pub use erasure::ERASED;
 pub use tables::LiveTable;

@@ -7,7 +7,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use dataflows::model::{log_ts, Assignee, Command as DomainCommand, Str};
-use dataflows::model::{TicketPriority, TicketStatus, Ts};
+use dataflows::model::{TicketPriority, TicketStatus};
 use dataflows::views::TicketRow;
 use queries::Snapshot;
 use schemars::JsonSchema;
@@ -98,13 +98,17 @@ pub struct CommentView<'a> {
 }
 
 impl<'a> TicketView<'a> {
-    fn of(row: &'a TicketRow, now: Ts, with_comments: bool) -> TicketView<'a> {
+    /// A deleted user's ticket shows its conversation erased, as the history does.
+    fn of(snapshot: &Snapshot, row: &'a TicketRow, with_comments: bool) -> TicketView<'a> {
+        let now = log_ts(snapshot.frontier);
+        let erased = snapshot.is_erased(&row.user_id);
+        let text = |text: &'a str| if erased { ::sql::ERASED } else { text };
         let (respond_by, resolve_by) = row.due();
         let (first_late, resolution_late) = row.breached(now);
         TicketView {
             id: &row.ticket_id,
             user_id: &row.user_id,
-            subject: &row.subject,
+            subject: text(&row.subject),
             order_id: row.order_id.as_deref(),
             status: row.status,
             priority: row.priority,
@@ -124,7 +128,7 @@ impl<'a> TicketView<'a> {
                         id: &comment.comment_id,
                         author_id: &comment.author_id,
                         staff: comment.staff,
-                        body: &comment.body,
+                        body: text(&comment.body),
                         at: Rfc3339(comment.at),
                     })
                     .collect()
@@ -156,7 +160,7 @@ fn one(snapshot: &Snapshot, id: &str) -> ApiResult<TicketRow> {
 fn answer(app: &App, id: &str, status: StatusCode) -> ApiResult<Response> {
     let snapshot = app.views.read();
     let row = one(&snapshot, id)?;
-    let view = TicketView::of(&row, log_ts(snapshot.frontier), true);
+    let view = TicketView::of(&snapshot, &row, true);
     Ok((status, Json(json::to_value(view))).into_response())
 }
 
@@ -236,7 +240,6 @@ pub async fn list(
         None => caller.require("support:read")?,
     }
     read_page(&app, move |snapshot| {
-        let now = log_ts(snapshot.frontier);
         let wanted = |row: &&TicketRow| status.is_none_or(|status| row.status == status);
         let found: Vec<&TicketRow> = match &user {
             Some(user) => (snapshot.tickets_of(user, &after))
@@ -249,7 +252,9 @@ pub async fn list(
                 .collect(),
         };
         let cursor = |row: &&TicketRow| row.ticket_id.to_string();
-        let page = json::Page::of(found, limit, cursor, |row| TicketView::of(row, now, false));
+        let page = json::Page::of(found, limit, cursor, |row| {
+            TicketView::of(snapshot, row, false)
+        });
         Ok(page.render())
     })
     .await

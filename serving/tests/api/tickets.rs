@@ -319,3 +319,63 @@ async fn a_ticket_s_chat_streams_each_message_to_both_sides() {
     assert_eq!(status, StatusCode::OK);
     assert_eq!(own.next().await.data["rows"], json!([]));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deleted_user_s_tickets_read_erased_live_and_in_the_history() {
+    let t = TestApp::configured(|config| config.history.flush_ms = 10).await;
+    let Desk {
+        ann_id, ann, staff, ..
+    } = desk(&t).await;
+    let opened = t
+        .send_as(
+            &ann,
+            "POST",
+            "/api/v1/support/tickets",
+            Some(json!({"subject": "Ann Smith, 1 Main St", "body": "My card 4242 was charged twice."})),
+        )
+        .await;
+    let ticket = opened.body["id"].as_str().unwrap().to_string();
+    let path = format!("/api/v1/support/tickets/{ticket}");
+    let answer = json!({"body": "Refunded to your card ending 4242, Ann."});
+    let answered = t
+        .send_as(&staff, "POST", &format!("{path}/comments"), Some(answer))
+        .await;
+    assert_eq!(answered.status, StatusCode::CREATED, "{:?}", answered.body);
+
+    let deleted = t
+        .send("DELETE", &format!("/api/v1/users/{ann_id}"), None, &[])
+        .await;
+    assert_eq!(deleted.status, StatusCode::NO_CONTENT, "{:?}", deleted.body);
+    // The staff keep the ticket, but not what the customer (or they) wrote in it.
+    let kept = t.send_as(&staff, "GET", &path, None).await;
+    assert_eq!(kept.status, StatusCode::OK, "{:?}", kept.body);
+    assert_eq!(kept.body["subject"], "[erased]");
+    for comment in kept.body["comments"].as_array().unwrap() {
+        assert_eq!(comment["body"], "[erased]", "{comment}");
+    }
+    let listed = t
+        .send_as(&staff, "GET", "/api/v1/support/tickets", None)
+        .await;
+    assert_eq!(listed.body["items"][0]["subject"], "[erased]");
+
+    // The history keeps the events and erases the same fields in them.
+    let sql = json!({"sql": "SELECT data FROM events WHERE type LIKE 'ticket.%'"});
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let rows = loop {
+        let answer = t.post("/api/v1/sql", sql.clone()).await;
+        assert_eq!(answer.status, StatusCode::OK, "{:?}", answer.body);
+        let rows = answer.body["rows"].as_array().unwrap().clone();
+        if rows.len() >= 3 {
+            break rows;
+        }
+        assert!(std::time::Instant::now() < deadline, "history: {rows:?}");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    };
+    for row in rows {
+        let data = row["data"].as_str().unwrap();
+        assert!(
+            !data.contains("4242") && !data.contains("Main St"),
+            "{data}"
+        );
+    }
+}
