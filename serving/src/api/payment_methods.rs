@@ -71,13 +71,44 @@ pub struct MethodList<'a> {
     items: Vec<MethodView<'a>>,
 }
 
+/// The card a request pays with, as it names it: `payment_method` (a card, checked
+/// and tokenised at once) or `payment_method_id` (a saved one, looked up once the
+/// paying user is known), never both.
+pub(crate) enum Paying<'a> {
+    Nothing,
+    Card(CardToken),
+    Saved(&'a str),
+}
+
+pub(crate) fn paying<'a>(
+    method: Option<&PaymentMethod>,
+    saved: Option<&'a str>,
+) -> ApiResult<Paying<'a>> {
+    match (method, saved) {
+        (None, None) => Ok(Paying::Nothing),
+        (Some(_), Some(_)) => Err(ApiError::invalid_field(
+            "payment_method_id",
+            "give either payment_method or payment_method_id, not both",
+        )),
+        (Some(method), None) => Ok(Paying::Card(card_token(method, "payment_method")?)),
+        (None, Some(id)) => Ok(Paying::Saved(id)),
+    }
+}
+
+impl Paying<'_> {
+    /// The token to charge when `user_id` pays: a saved card must be theirs.
+    pub(crate) fn token(self, snapshot: &Snapshot, user_id: &str) -> ApiResult<Option<CardToken>> {
+        match self {
+            Paying::Nothing => Ok(None),
+            Paying::Card(card) => Ok(Some(card)),
+            Paying::Saved(id) => saved_card(snapshot, user_id, id).map(Some),
+        }
+    }
+}
+
 /// The token of `user_id`'s saved card `method_id`, to pay with: 422 naming
 /// `payment_method_id` when it is not one of theirs or has expired.
-pub(crate) fn saved_card(
-    snapshot: &Snapshot,
-    user_id: &str,
-    method_id: &str,
-) -> ApiResult<CardToken> {
+fn saved_card(snapshot: &Snapshot, user_id: &str, method_id: &str) -> ApiResult<CardToken> {
     let row = (snapshot.payment_methods.get(method_id))
         .filter(|row| *row.user_id == *user_id)
         .ok_or_else(|| {

@@ -9,7 +9,8 @@ use serde_json::Value;
 
 use super::error::{ApiError, ApiResult};
 use super::extract::{Command, Path};
-use super::orders::{card_token, PaymentMethod};
+use super::orders::PaymentMethod;
+use super::payment_methods::{paying, Paying};
 use super::validate::Validator;
 use super::{admit, json, order_owner, run_fresh, Admission, App};
 use crate::auth::Caller;
@@ -33,16 +34,16 @@ pub async fn create(
     let Command { body, idempotency } = command;
     // A card given is checked first, whatever the order; a saved one once the order's
     // user is known.
-    let given = match (&body.payment_method, &body.payment_method_id) {
-        (Some(method), None) => Some(card_token(method, "payment_method")?),
-        (None, Some(_)) => None,
-        _ => {
-            return Err(ApiError::invalid_field(
-                "payment_method",
-                "give either payment_method or payment_method_id",
-            ))
-        }
-    };
+    let paying = paying(
+        body.payment_method.as_ref(),
+        body.payment_method_id.as_deref(),
+    )?;
+    if matches!(paying, Paying::Nothing) {
+        return Err(ApiError::invalid_field(
+            "payment_method",
+            "give either payment_method or payment_method_id",
+        ));
+    }
     let admission = admit(&app, &idempotency)?;
     let snapshot = app.views.read();
     let owner = order_owner(&snapshot, &body.order_id);
@@ -56,13 +57,10 @@ pub async fn create(
         }
         None => {}
     }
-    let card = match (given, &body.payment_method_id, &owner) {
-        (Some(card), _, _) => Some(card),
-        (None, Some(id), Some(owner)) => {
-            Some(super::payment_methods::saved_card(&snapshot, owner, id)?)
-        }
+    let card = match &owner {
+        Some(owner) => paying.token(&snapshot, owner)?,
         // A replay: the first request's command is in the log already.
-        _ => None,
+        None => None,
     };
     drop(snapshot);
     let payment_id = payment_id_for(&body.order_id);

@@ -146,6 +146,13 @@ async fn saved_cards_pay_for_orders_and_never_show_their_numbers() {
     // An order placed without paying is paid with a saved card later.
     let waiting = t.order(&ann, &lamp, 1).await;
     let waiting = waiting.body["id"].as_str().unwrap().to_string();
+    // A card and a saved card at once are refused, as with orders.
+    let both = json!({"order_id": waiting, "payment_method_id": good,
+                      "payment_method": card("4242424242424242")});
+    let both = t
+        .send_as(&as_ann, "POST", "/api/v1/payments", Some(both))
+        .await;
+    assert_eq!(fields(&both), ["payment_method_id"]);
     let pay = t
         .send_as(
             &as_ann,

@@ -247,29 +247,16 @@ fn validate_order(app: &App, body: PlaceOrder) -> ApiResult<DomainOrder> {
             None
         }
     };
-    let payment = match (&body.payment_method, &body.payment_method_id) {
-        (None, None) => None,
-        (Some(_), Some(_)) => {
-            errors.push(FieldError::new(
-                "payment_method_id",
-                "give either payment_method or payment_method_id, not both",
-            ));
+    let paying = super::payment_methods::paying(
+        body.payment_method.as_ref(),
+        body.payment_method_id.as_deref(),
+    );
+    let payment = match paying.and_then(|paying| paying.token(&snapshot, &user_id)) {
+        Ok(token) => token,
+        Err(error) => {
+            errors.extend(error.errors);
             None
         }
-        (Some(method), None) => match card_token(method, "payment_method") {
-            Ok(token) => Some(token),
-            Err(error) => {
-                errors.extend(error.errors);
-                None
-            }
-        },
-        (None, Some(id)) => match super::payment_methods::saved_card(&snapshot, &user_id, id) {
-            Ok(token) => Some(token),
-            Err(error) => {
-                errors.extend(error.errors);
-                None
-            }
-        },
     };
     if !errors.is_empty() {
         return Err(ApiError::invalid(errors));
